@@ -1,0 +1,232 @@
+"""Fault injection and request counting for the emulator, as one outermost ASGI middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import random
+import uuid
+from collections import Counter
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.routing import Match, Router
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+API_PREFIX = "/compatible-mode/v1"
+
+FaultKind = Literal["status", "drop", "latency", "truncate"]
+
+# DashScope-shaped (type, code, message) for the HTTP statuses the service is known to return.
+ERROR_SHAPES: dict[int, tuple[str, str, str]] = {
+    400: ("invalid_request_error", "InvalidParameter", "The request parameter is invalid."),
+    401: (
+        "invalid_request_error",
+        "invalid_api_key",
+        "Incorrect API key provided. For details, see: "
+        "https://help.aliyun.com/zh/model-studio/error-code#apikey-error",
+    ),
+    403: ("invalid_request_error", "AccessDenied", "Access denied."),
+    404: ("invalid_request_error", "NotFound", "The requested resource was not found."),
+    429: (
+        "limit_requests",
+        "limit_requests",
+        "You have exceeded your current request limit. Please retry later.",
+    ),
+    500: ("internal_error", "InternalError", "An internal error has occurred, please try again later."),
+    502: ("internal_error", "BadGateway", "Bad gateway."),
+    503: ("internal_error", "ServiceUnavailable", "The service is temporarily unavailable."),
+    504: ("internal_error", "GatewayTimeout", "The upstream request timed out."),
+}
+
+
+def error_body(status: int, message: str | None = None, *, code: str | None = None, param: str | None = None):
+    """Return the JSON body DashScope sends with an HTTP error, and its request id."""
+    err_type, default_code, default_message = ERROR_SHAPES.get(
+        status, ("invalid_request_error", "InvalidParameter", "Request failed.")
+    )
+    request_id = str(uuid.uuid4())
+    return {
+        "error": {
+            "message": message or default_message,
+            "type": err_type,
+            "param": param,
+            "code": code or default_code,
+        },
+        "request_id": request_id,
+    }
+
+
+class FaultRule(BaseModel):
+    """
+    One fault injection rule, matched against each API request.
+
+    :param method: HTTP method to match, or ``*``.
+    :param path: ``fnmatch`` pattern for the path below ``/compatible-mode/v1`` (``/batches/*``), or ``*``.
+    :param kind: ``status`` (error response), ``drop`` (close the connection without a response),
+        ``latency`` (delay, then serve normally) or ``truncate`` (full ``Content-Length``, partial body).
+    :param status: HTTP status for ``status`` faults; 401 doubles as a rejected key.
+    :param retry_after: ``Retry-After`` seconds sent with a 429 (or 503); ``None`` omits the header.
+    :param latency: seconds to wait before handling; applies to every kind.
+    :param truncate_at: bytes of body sent before a ``truncate`` cut (default: half the body).
+    :param count: how many times the rule fires before it retires; ``None`` fires forever.
+    :param probability: chance (0..1) that a matching request fires the rule.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(default_factory=lambda: f"fault-{uuid.uuid4().hex[:12]}")
+    method: str = "*"
+    path: str = "*"
+    kind: FaultKind = "status"
+    status: int = Field(default=500, ge=400, le=599)
+    retry_after: float | None = 1
+    latency: float = Field(default=0.0, ge=0)
+    truncate_at: int | None = Field(default=None, ge=0)
+    count: int | None = Field(default=None, ge=1)
+    probability: float = Field(default=1.0, ge=0, le=1)
+    fired: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        """Whether this rule applies to a request (before count/probability)."""
+        return (self.method == "*" or self.method.upper() == method) and fnmatch.fnmatchcase(path, self.path)
+
+
+class FaultRegistry:
+    """Active fault rules and per-route request counters."""
+
+    def __init__(self, seed: int | None = None) -> None:
+        self.rules: list[FaultRule] = []
+        self.counts: Counter[str] = Counter()
+        self._random = random.Random(seed)
+
+    def clear(self) -> None:
+        """Remove every rule and reset the counters."""
+        self.rules.clear()
+        self.counts.clear()
+
+    def add(self, rule: FaultRule) -> FaultRule:
+        """Register a rule and return it."""
+        self.rules.append(rule)
+        return rule
+
+    def remove(self, rule_id: str) -> bool:
+        """Remove a rule by id; return whether it existed."""
+        before = len(self.rules)
+        self.rules = [r for r in self.rules if r.id != rule_id]
+        return len(self.rules) != before
+
+    def pick(self, method: str, path: str) -> FaultRule | None:
+        """Return the first rule that fires for this request, consuming one of its counts."""
+        for rule in self.rules:
+            if not rule.matches(method, path):
+                continue
+            if rule.probability < 1 and self._random.random() >= rule.probability:
+                continue
+            rule.fired += 1
+            if rule.count is not None and rule.fired >= rule.count:
+                self.rules.remove(rule)
+            return rule
+        return None
+
+
+async def _abort_connection(send: Send) -> bool:
+    """Close the client's TCP connection under uvicorn without sending (the rest of) a response."""
+    cycle = getattr(send, "__self__", None)
+    transport = getattr(cycle, "transport", None)
+    if transport is None:
+        return False
+    transport.abort()
+    for _ in range(20):
+        if getattr(cycle, "disconnected", False):
+            break
+        await asyncio.sleep(0)
+    cycle.disconnected = True
+    return True
+
+
+async def send_json(send: Send, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+    """Send a complete JSON response through a raw ASGI ``send``."""
+    payload = json.dumps(body).encode()
+    raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+    raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw_headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+class FaultMiddleware:
+    """
+    Count every API request per route and apply the first matching :class:`FaultRule`.
+
+    :param app: the Starlette application (its router resolves route templates for the counters).
+    :param registry: rules and counters, shared with the admin routes.
+    """
+
+    def __init__(self, app: ASGIApp, router: Router, registry: FaultRegistry) -> None:
+        self.app = app
+        self.router = router
+        self.registry = registry
+
+    def _route_key(self, scope: Scope) -> str:
+        for route in self.router.routes:
+            match, _ = route.matches(scope)
+            if match == Match.FULL:
+                return f"{scope['method']} {getattr(route, 'path', scope['path'])}"
+        return f"{scope['method']} {scope['path']}"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or not path.startswith(API_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        key = self._route_key(scope)
+        self.registry.counts[key.replace(API_PREFIX, "", 1)] += 1
+        rule = self.registry.pick(scope["method"], path[len(API_PREFIX) :] or "/")
+        if rule is None:
+            await self.app(scope, receive, send)
+            return
+        if rule.latency:
+            await asyncio.sleep(rule.latency)
+        if rule.kind == "latency":
+            await self.app(scope, receive, send)
+        elif rule.kind == "status":
+            headers = {}
+            if rule.retry_after is not None and rule.status in (429, 503):
+                headers["retry-after"] = f"{rule.retry_after:g}"
+            await send_json(send, rule.status, error_body(rule.status), headers)
+        elif rule.kind == "drop":
+            if not await _abort_connection(send):
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+        else:
+            await self.app(scope, receive, _Truncator(send, rule.truncate_at))
+
+
+class _Truncator:
+    """A ``send`` wrapper passing the headers, then ``limit`` body bytes, then dropping the connection."""
+
+    def __init__(self, send: Send, limit: int | None) -> None:
+        self.send = send
+        self.limit = limit
+        self.sent = 0
+        self.cut = False
+
+    async def __call__(self, message: Message) -> None:
+        if self.cut:
+            return
+        if message["type"] == "http.response.start":
+            if self.limit is None:
+                length = dict(message.get("headers", [])).get(b"content-length")
+                self.limit = int(length) // 2 if length else 0
+            await self.send(message)
+            return
+        body: bytes = message.get("body", b"")
+        room = self.limit - self.sent if self.limit is not None else len(body)
+        if len(body) < room or (len(body) == room and message.get("more_body", False)):
+            self.sent += len(body)
+            await self.send(message)
+            return
+        if room > 0:
+            await self.send({"type": "http.response.body", "body": body[:room], "more_body": True})
+        self.cut = True
+        await _abort_connection(self.send)

@@ -1,0 +1,32 @@
+"""pytest plugin (``pytest11`` entry point) providing the ``dashscope_emulator`` fixture."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from airflow_provider_dashscope_batch.emulator.server import EmulatorServer
+
+# Fast phases so small batches finish in well under a second of real time; windows still need advance().
+FIXTURE_SETTINGS = {
+    "time_scale": 1.0,
+    "processing_rate": 1000.0,
+    "validating_seconds": 0.1,
+    "finalizing_seconds": 0.1,
+    "cancelling_seconds": 0.1,
+}
+
+
+@pytest.fixture(scope="session")
+def dashscope_emulator_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
+    """One emulator per test session, on a free loopback port."""
+    with EmulatorServer(root=tmp_path_factory.mktemp("dashscope-emulator"), **FIXTURE_SETTINGS) as server:
+        yield server
+
+
+@pytest.fixture
+def dashscope_emulator(dashscope_emulator_session: EmulatorServer) -> EmulatorServer:
+    """The session's emulator with files, batches, faults, counters, clock and config reset for this test."""
+    dashscope_emulator_session.reset()
+    return dashscope_emulator_session

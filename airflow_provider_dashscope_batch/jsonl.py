@@ -1,0 +1,214 @@
+"""
+Build batch input files (JSONL) from request dicts or a CSV file, streamed to any binary target.
+
+Lines are compact JSON, UTF-8, non-ASCII kept as is. Rules the service enforces are checked by
+:func:`airflow_provider_dashscope_batch.validation.validate_jsonl`, not here; the builders only
+refuse input they cannot turn into a request, naming the item or CSV line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pathlib
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import IO, Any, BinaryIO, TextIO
+
+from airflow_provider_dashscope_batch.validation import ENDPOINTS
+
+__all__ = ["write_requests", "write_requests_from_csv"]
+
+EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+
+
+def _is_local_path(target: object) -> bool:
+    return isinstance(target, (str, pathlib.PurePath)) and not hasattr(target, "protocol")
+
+
+@contextmanager
+def _open_binary_target(target: str | os.PathLike[str] | BinaryIO) -> Iterator[IO[bytes]]:
+    if hasattr(target, "write"):
+        yield target  # type: ignore[misc]
+    elif _is_local_path(target):
+        with open(target, "wb") as f:
+            yield f
+    else:  # ObjectStoragePath and other path objects with their own filesystem
+        with target.open("wb") as f:  # type: ignore[union-attr]
+            yield f
+
+
+@contextmanager
+def _open_text_source(source: str | os.PathLike[str] | IO[Any], encoding: str) -> Iterator[TextIO]:
+    if isinstance(source, io.TextIOBase):
+        yield source  # type: ignore[misc]
+    elif hasattr(source, "read"):
+        wrapper = io.TextIOWrapper(source, encoding=encoding, newline="")  # type: ignore[arg-type]
+        try:
+            yield wrapper
+        finally:
+            wrapper.detach()  # leave the caller's stream open
+    elif _is_local_path(source):
+        with open(source, encoding=encoding, newline="") as f:
+            yield f
+    else:
+        with source.open("r", encoding=encoding, newline="") as f:  # type: ignore[union-attr]
+            yield f
+
+
+def _check_endpoint(endpoint: str) -> None:
+    if endpoint not in ENDPOINTS:
+        raise ValueError(f"endpoint must be one of {', '.join(sorted(ENDPOINTS))}, got {endpoint!r}")
+
+
+def _dump(request: Mapping[str, Any]) -> bytes:
+    return json.dumps(request, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+def write_requests(
+    requests: Iterable[Mapping[str, Any]],
+    target: str | os.PathLike[str] | BinaryIO,
+    *,
+    endpoint: str = "/v1/chat/completions",
+    model: str | None = None,
+) -> int:
+    """
+    Write requests as batch input JSONL, one line per item, streamed.
+
+    An item holding a ``body`` key is a request (``custom_id``, ``method`` and ``url`` default to
+    the 1-based item number, ``"POST"`` and ``endpoint``); any other item is a request body.
+
+    :param requests: request dicts or bodies; consumed lazily.
+    :param target: a local path, an ``ObjectStoragePath``, or a binary stream open for writing
+        (left open).
+    :param endpoint: the ``url`` of requests that do not set one.
+    :param model: ``body.model`` for bodies that do not set one.
+    :return: the number of lines written.
+    """
+    _check_endpoint(endpoint)
+    count = 0
+    with _open_binary_target(target) as out:
+        for count, item in enumerate(requests, start=1):
+            if not isinstance(item, Mapping):
+                raise TypeError(f"request {count}: expected a dict, got {type(item).__name__}")
+            if "body" in item:
+                request = {"custom_id": str(count), "method": "POST", "url": endpoint, **item}
+            else:
+                request = {"custom_id": str(count), "method": "POST", "url": endpoint, "body": item}
+            body = request["body"]
+            if not isinstance(body, Mapping):
+                raise TypeError(f"request {count}: body must be a dict, got {type(body).__name__}")
+            if "model" not in body:
+                if model is None:
+                    raise ValueError(f"request {count}: body has no model and no model= was given")
+                request["body"] = {"model": model, **body}
+            try:
+                out.write(_dump(request))
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"request {count}: not serialisable as JSON: {exc}") from exc
+    return count
+
+
+def _column_index(column: str | int, header: list[str] | None, what: str, source: str) -> int:
+    if isinstance(column, int):
+        return column
+    if header is None:
+        raise ValueError(f"{what} {column!r} is a name, but the CSV has no header (header=False)")
+    try:
+        return header.index(column)
+    except ValueError:
+        raise ValueError(f"{source}: {what} {column!r} not in the CSV header {header}") from None
+
+
+def write_requests_from_csv(
+    source: str | os.PathLike[str] | IO[Any],
+    target: str | os.PathLike[str] | BinaryIO,
+    *,
+    model: str,
+    text_column: str | int = 1,
+    id_column: str | int | None = 0,
+    template: str | None = None,
+    system_prompt: str | None = None,
+    endpoint: str = "/v1/chat/completions",
+    body_params: Mapping[str, Any] | None = None,
+    header: bool = True,
+    delimiter: str = ",",
+    encoding: str = "utf-8-sig",
+    name: str | None = None,
+) -> int:
+    """
+    Turn each CSV row into one request line (the docs' "CSV to JSONL" tool), streamed.
+
+    For chat endpoints the body is ``{"model", "messages": [system?, user], **body_params}``; for
+    ``/v1/embeddings`` it is ``{"model", "input", **body_params}``.
+
+    :param source: the CSV: a local path, an ``ObjectStoragePath``, or a text or binary stream.
+    :param target: a local path, an ``ObjectStoragePath``, or a binary stream open for writing.
+    :param model: ``body.model`` of every request.
+    :param text_column: column (header name or 0-based index) holding the user text; ignored when
+        ``template`` is given.
+    :param id_column: column holding ``custom_id``; ``None`` numbers data rows from 1.
+    :param template: user message built with :meth:`str.format` from the row: ``{name}`` for
+        header names, ``{0}`` for positions.
+    :param system_prompt: system message put before each user message (chat endpoints only).
+    :param endpoint: the ``url`` of every request.
+    :param body_params: extra body fields, e.g. ``{"temperature": 0.2, "enable_thinking": False}``.
+    :param header: whether the first row names the columns.
+    :param delimiter: CSV field delimiter.
+    :param encoding: encoding of a path or binary stream (the default also drops a UTF-8 BOM).
+    :param name: name used in error messages; defaults to the path or the stream's ``name``.
+    :return: the number of lines written.
+    """
+    _check_endpoint(endpoint)
+    if system_prompt is not None and endpoint == EMBEDDINGS_ENDPOINT:
+        raise ValueError("system_prompt applies to chat endpoints, not /v1/embeddings")
+    source_name = name or (str(getattr(source, "name", "<csv>")) if hasattr(source, "read") else str(source))
+    extra = dict(body_params or {})
+    try:
+        json.dumps(extra, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"body_params are not serialisable as JSON: {exc}") from None
+    with _open_text_source(source, encoding) as text, _open_binary_target(target) as out:
+        reader = csv.reader(text, delimiter=delimiter)
+        columns = next(reader, None) if header else None
+        text_idx = (
+            None if template is not None else _column_index(text_column, columns, "text_column", source_name)
+        )
+        id_idx = None if id_column is None else _column_index(id_column, columns, "id_column", source_name)
+        count = 0
+        for row in reader:
+            where = f"{source_name} line {reader.line_num}"
+            if not row:
+                continue  # csv yields [] for a blank line
+            count += 1
+            if id_idx is None:
+                custom_id = str(count)
+            elif id_idx >= len(row) or not row[id_idx].strip():
+                raise ValueError(f"{where}: id column {id_column!r} is missing or empty")
+            else:
+                custom_id = row[id_idx]
+            if template is not None:
+                named = dict(zip(columns, row, strict=False)) if columns else {}
+                try:
+                    content = template.format(*row, **named)
+                except (KeyError, IndexError) as exc:
+                    raise ValueError(
+                        f"{where}: template placeholder {exc} has no value in this row"
+                    ) from None
+            elif text_idx is None or text_idx >= len(row):  # text_idx is set when template is None
+                raise ValueError(f"{where}: text column {text_column!r} is missing")
+            else:
+                content = row[text_idx]
+            if not content.strip():
+                raise ValueError(f"{where}: the request text is empty")
+            if endpoint == EMBEDDINGS_ENDPOINT:
+                body: dict[str, Any] = {"model": model, "input": content, **extra}
+            else:
+                messages = [{"role": "user", "content": content}]
+                if system_prompt is not None:
+                    messages.insert(0, {"role": "system", "content": system_prompt})
+                body = {"model": model, "messages": messages, **extra}
+            out.write(_dump({"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}))
+    return count

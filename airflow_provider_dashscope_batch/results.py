@@ -1,0 +1,292 @@
+"""Pure, streaming helpers for batch result files: line splitting, flattening, usage sums, digests.
+
+Nothing here imports Airflow or does I/O, so benchmarks, notebooks and other tools can reuse it::
+
+    usage = UsageTotals()
+    for line in iter_lines(client.iter_file_content(batch.output_file_id)):
+        row = flatten_result(line)  # one dict per request, keys == RESULT_COLUMNS
+        usage.add(line)
+
+A result line (output or error file) looks like::
+
+    {"id": "...", "custom_id": "1",
+     "response": {"status_code": 200, "request_id": "...", "body": {"model": "qwen-plus", "created": ...,
+                  "choices": [{"message": {"content": "...", "reasoning_content": "..."}}],
+                  "usage": {"prompt_tokens": 20, "completion_tokens": 6, "total_tokens": 26}}},
+     "error": null}
+
+Error lines carry ``error`` as ``{"code", "message"}`` or ``{"error_code", "error_message"}`` (both are
+read), and may have ``response: null`` or a response whose body holds an OpenAI-shaped ``error``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "RESULT_COLUMNS",
+    "RESULT_COLUMN_TYPES",
+    "LineSplitter",
+    "ResultFileStats",
+    "UsageTotals",
+    "flatten_result",
+    "is_success",
+    "iter_lines",
+    "parse_result_line",
+]
+
+RESULT_COLUMNS: tuple[str, ...] = (
+    "custom_id",
+    "status_code",
+    "model",
+    "content",
+    "reasoning_content",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "error_code",
+    "error_message",
+    "request_id",
+    "created",
+    "embedding_dim",
+)
+"""Columns of a flattened result row, in file order.
+
+``content``/``reasoning_content`` come from the first choice's message (chat completions). Embedding
+results have no content: ``content`` stays empty and ``embedding_dim`` holds the vector length of the
+first embedding (the vectors themselves are only in the raw JSONL). ``created`` is the response body's
+Unix timestamp.
+"""
+
+RESULT_COLUMN_TYPES: dict[str, str] = {
+    "custom_id": "string",
+    "status_code": "int",
+    "model": "string",
+    "content": "string",
+    "reasoning_content": "string",
+    "prompt_tokens": "int",
+    "completion_tokens": "int",
+    "total_tokens": "int",
+    "error_code": "string",
+    "error_message": "string",
+    "request_id": "string",
+    "created": "int",
+    "embedding_dim": "int",
+}
+"""Logical type of each column (``string`` or ``int``; every column is nullable)."""
+
+
+class LineSplitter:
+    """Incremental splitter of byte chunks into non-blank lines (no ``\\n``), holding one line at most."""
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def push(self, chunk: bytes) -> list[bytes]:
+        """
+        Add a chunk; return the lines it completed.
+
+        :param chunk: The next bytes of the file.
+        """
+        if b"\n" not in chunk:
+            self._pending += chunk
+            return []
+        *complete, rest = (self._pending + chunk).split(b"\n")
+        self._pending = rest
+        return [line for line in complete if line.strip()]
+
+    def finish(self) -> list[bytes]:
+        """Return the last line if the file did not end with a newline."""
+        rest, self._pending = self._pending, b""
+        return [rest] if rest.strip() else []
+
+
+def iter_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """
+    Split a stream of byte chunks into non-blank lines (without the trailing ``\\n``).
+
+    A last line without a newline is still yielded.
+
+    :param chunks: Byte chunks in file order, of any size.
+    """
+    splitter = LineSplitter()
+    for chunk in chunks:
+        yield from splitter.push(chunk)
+    yield from splitter.finish()
+
+
+def parse_result_line(line: bytes | str | dict[str, Any]) -> dict[str, Any]:
+    """
+    Parse one result line into a dict.
+
+    :param line: Raw JSONL line (bytes or str) or an already parsed dict.
+    :raises ValueError: if the line is not a JSON object.
+    """
+    if isinstance(line, dict):
+        return line
+    try:
+        obj = json.loads(line)
+    except ValueError as exc:
+        raise ValueError(f"result line is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"result line is a JSON {type(obj).__name__}, expected an object")
+    return obj
+
+
+def _get(obj: Any, *path: str | int) -> Any:
+    for key in path:
+        if isinstance(key, int):
+            if not isinstance(obj, list) or len(obj) <= key:
+                return None
+        elif not isinstance(obj, dict):
+            return None
+        obj = obj[key] if isinstance(key, int) else obj.get(key)
+        if obj is None:
+            return None
+    return obj
+
+
+def _as_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def _as_str(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _error_of(obj: dict[str, Any]) -> tuple[str | None, str | None]:
+    error = obj.get("error")
+    if isinstance(error, dict):
+        code = error.get("code", error.get("error_code"))
+        message = error.get("message", error.get("error_message"))
+        if code is not None or message is not None:
+            return _as_str(code), _as_str(message)
+    body_error = _get(obj, "response", "body", "error")
+    if isinstance(body_error, dict):
+        return _as_str(body_error.get("code")), _as_str(body_error.get("message"))
+    return None, None
+
+
+def is_success(obj: dict[str, Any]) -> bool:
+    """
+    Whether a parsed result line is a successful request (2xx response and no error).
+
+    :param obj: A parsed result line.
+    """
+    status = _as_int(_get(obj, "response", "status_code"))
+    return status is not None and 200 <= status < 300 and _error_of(obj) == (None, None)
+
+
+def flatten_result(line: bytes | str | dict[str, Any]) -> dict[str, Any]:
+    """
+    Flatten one result line (output or error file) into a row keyed by :data:`RESULT_COLUMNS`.
+
+    Missing values are ``None``; non-string content (e.g. a list of parts) is JSON-encoded.
+
+    :param line: Raw JSONL line or a parsed dict.
+    """
+    obj = parse_result_line(line)
+    body = _get(obj, "response", "body")
+    message = _get(body, "choices", 0, "message")
+    usage = _get(body, "usage")
+    embedding = _get(body, "data", 0, "embedding")
+    error_code, error_message = _error_of(obj)
+    return {
+        "custom_id": _as_str(obj.get("custom_id")),
+        "status_code": _as_int(_get(obj, "response", "status_code")),
+        "model": _as_str(_get(body, "model")),
+        "content": _as_str(_get(message, "content")),
+        "reasoning_content": _as_str(_get(message, "reasoning_content")),
+        "prompt_tokens": _as_int(_get(usage, "prompt_tokens")),
+        "completion_tokens": _as_int(_get(usage, "completion_tokens")),
+        "total_tokens": _as_int(_get(usage, "total_tokens")),
+        "error_code": error_code,
+        "error_message": error_message,
+        "request_id": _as_str(_get(obj, "response", "request_id")),
+        "created": _as_int(_get(body, "created")),
+        "embedding_dim": len(embedding) if isinstance(embedding, list) else None,
+    }
+
+
+@dataclass
+class UsageTotals:
+    """Token usage summed over successful results (failed requests are not billed)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    requests: int = 0
+
+    def add(self, line: bytes | str | dict[str, Any]) -> None:
+        """
+        Add one result line's usage if the request succeeded.
+
+        :param line: Raw JSONL line or a parsed dict.
+        """
+        obj = parse_result_line(line)
+        if not is_success(obj):
+            return
+        usage = _get(obj, "response", "body", "usage") or {}
+        prompt = _as_int(_get(usage, "prompt_tokens")) or 0
+        completion = _as_int(_get(usage, "completion_tokens")) or 0
+        total = _as_int(_get(usage, "total_tokens"))
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        self.total_tokens += total if total is not None else prompt + completion
+        self.requests += 1
+
+    def as_dict(self) -> dict[str, int]:
+        """Return the totals as a JSON-able dict."""
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+            "requests": self.requests,
+        }
+
+
+class ResultFileStats:
+    """Byte count, non-blank line count and SHA-256 of a result file, computed while it streams past."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+        self.lines = 0
+        self._digest = hashlib.sha256()
+        self._splitter = LineSplitter()
+
+    @property
+    def sha256(self) -> str:
+        """Hex SHA-256 of the bytes seen so far."""
+        return self._digest.hexdigest()
+
+    def update(self, chunk: bytes) -> list[bytes]:
+        """
+        Count and hash the next chunk; return the lines it completed.
+
+        :param chunk: The next bytes of the file.
+        """
+        self.bytes += len(chunk)
+        self._digest.update(chunk)
+        lines = self._splitter.push(chunk)
+        self.lines += len(lines)
+        return lines
+
+    def finish(self) -> list[bytes]:
+        """Return the last line if the file did not end with a newline (call once, at the end)."""
+        lines = self._splitter.finish()
+        self.lines += len(lines)
+        return lines

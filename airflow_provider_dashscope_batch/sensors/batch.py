@@ -1,0 +1,143 @@
+"""Sensor that waits for a DashScope batch to finish."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowSensorTimeout,
+    BaseSensorOperator,
+    PokeReturnValue,
+    conf,
+)
+
+from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
+from airflow_provider_dashscope_batch.operators.batch import judge_batch, validate_event
+from airflow_provider_dashscope_batch.policy import (
+    DEFAULT_ERROR_BUDGET,
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_BACKOFF,
+    DEFAULT_POLL_INTERVAL,
+    Outcome,
+    OutcomePolicy,
+    is_terminal,
+)
+from airflow_provider_dashscope_batch.triggers.batch import TERMINAL, TIMEOUT, DashScopeBatchTrigger
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+__all__ = ["DashScopeBatchSensor"]
+
+
+class DashScopeBatchSensor(BaseSensorOperator):
+    """
+    Wait until a batch is terminal, then judge it with the same outcome policy as the create operator.
+
+    Works in ``poke`` and ``reschedule`` mode (``poke_interval`` defaults to 60 s, the service's advice)
+    and, with ``deferrable=True``, in the triggerer through :class:`DashScopeBatchTrigger`, whose poll
+    interval grows from ``poke_interval`` by ``poll_backoff`` up to ``max_poll_interval``.
+
+    .. seealso::
+        For more information on how to use this sensor, take a look at the guide:
+        :ref:`howto/sensor:DashScopeBatchSensor`
+
+    :param batch_id: The batch to watch (templated).
+    :param dashscope_conn_id: The DashScope connection id.
+    :param deferrable: Wait in the triggerer (default from ``[operators] default_deferrable``).
+    :param max_poll_interval: Deferrable mode: cap of the growing poll interval (default 300).
+    :param poll_backoff: Deferrable mode: growth factor of the interval (default 1.5).
+    :param error_budget: Deferrable mode: consecutive transient errors tolerated (default 5).
+    :param on_partial_failure: Outcome of ``completed`` with some requests failed (default success).
+    :param on_all_failed: Outcome of ``completed`` with every request failed (default fail).
+    :param on_expired: Outcome of ``expired`` (default fail).
+    :param on_cancelled: Outcome of ``cancelled`` (default fail).
+    :param on_failed: Outcome of ``failed`` (default fail).
+    :return: (XCom) the terminal batch as a JSON dict.
+    """
+
+    template_fields: Sequence[str] = ("batch_id",)
+    ui_color = "#ff6a00"
+
+    def __init__(
+        self,
+        *,
+        batch_id: str,
+        dashscope_conn_id: str = DashScopeBatchHook.default_conn_name,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poke_interval: float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        poll_backoff: float = DEFAULT_POLL_BACKOFF,
+        error_budget: int = DEFAULT_ERROR_BUDGET,
+        on_partial_failure: str = Outcome.SUCCESS,
+        on_all_failed: str = Outcome.FAIL,
+        on_expired: str = Outcome.FAIL,
+        on_cancelled: str = Outcome.FAIL,
+        on_failed: str = Outcome.FAIL,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(poke_interval=poke_interval, **kwargs)
+        self.batch_id = batch_id
+        self.dashscope_conn_id = dashscope_conn_id
+        self.deferrable = deferrable
+        self.max_poll_interval = max(max_poll_interval, poke_interval)
+        self.poll_backoff = poll_backoff
+        self.error_budget = error_budget
+        self.outcome_policy = OutcomePolicy(
+            on_partial_failure, on_all_failed, on_expired, on_cancelled, on_failed
+        )
+
+    @cached_property
+    def hook(self) -> DashScopeBatchHook:
+        """The DashScope hook of this task's connection."""
+        return DashScopeBatchHook(dashscope_conn_id=self.dashscope_conn_id)
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        batch = self.hook.get_conn().retrieve_batch(self.batch_id).model_dump(mode="json")
+        self.log.info("Batch %s is %s", self.batch_id, batch["status"])
+        if not is_terminal(batch["status"]):
+            return PokeReturnValue(is_done=False)
+        return PokeReturnValue(is_done=True, xcom_value=self._judge(batch))
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        result = self.poke(context)
+        if result.is_done:
+            return result.xcom_value
+        timeout = self.timeout.total_seconds() if isinstance(self.timeout, timedelta) else float(self.timeout)
+        self.defer(
+            trigger=DashScopeBatchTrigger(
+                batch_id=self.batch_id,
+                dashscope_conn_id=self.dashscope_conn_id,
+                poll_interval=self.poke_interval_seconds,
+                max_poll_interval=self.max_poll_interval,
+                poll_backoff=self.poll_backoff,
+                deadline=time.time() + timeout,
+                error_budget=self.error_budget,
+            ),
+            method_name="execute_complete",
+        )
+
+    @property
+    def poke_interval_seconds(self) -> float:
+        """``poke_interval`` in seconds, whatever type it was given as."""
+        value = self.poke_interval
+        return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger fired: judge the finished batch."""
+        event = validate_event(event)
+        if event["status"] == TERMINAL and event.get("batch"):
+            return self._judge(dict(event["batch"]))
+        if event["status"] == TIMEOUT:
+            raise AirflowSensorTimeout(event.get("message") or "Sensor timed out.")
+        raise AirflowException(event.get("message") or f"Waiting for batch {self.batch_id} failed.")
+
+    def _judge(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return judge_batch(self.outcome_policy, batch, self.log)

@@ -1,0 +1,1 @@
+"""Transfers of batch results to object storage."""

@@ -1,0 +1,495 @@
+"""
+Streaming preflight validation of DashScope batch input files (JSONL).
+
+One set of rules, shared by the upload operator (a bad file costs no upload and no batch) and
+the emulator (which reports the same violations as the service's ``errors.data``).
+
+The file is read in binary, one line at a time with a bounded ``readline``, so memory stays flat
+whatever the file size; a line over the 6 MB limit is counted and skipped, never held whole.
+Each line is checked with a typed ``msgspec`` decoder that materialises only ``custom_id``,
+``method``, ``url``, ``body.model`` and ``body.enable_thinking`` and validates the syntax of the
+rest (``messages``, ``input``) without building Python objects for it; non-ASCII lines are also
+checked to be UTF-8. A line the fast decoder rejects is re-parsed with :mod:`json` to give the
+exact reason (and to accept what strict JSON allows, such as lone surrogate escapes).
+
+Rule codes (``Violation.code``); ``line`` is ``None`` for file-level rules:
+
+============================  ==============================================================
+code                          rule
+============================  ==============================================================
+``empty_file``                the file holds no request (OpenAI code)
+``file_too_large``            file over 500 MB (1 MB with ``batch-test-model``)
+``too_many_tasks``            over 50,000 lines (100 with ``batch-test-model``) (OpenAI code)
+``invalid_encoding``          line is not UTF-8, or the file starts with a UTF-8 BOM
+``blank_line``                empty or whitespace-only line (one final newline is fine)
+``line_too_large``            line over 6 MB (the line is not parsed further)
+``invalid_json_line``         line is not one JSON object (OpenAI code)
+``missing_custom_id``         no ``custom_id``
+``invalid_custom_id``         ``custom_id`` is not a non-empty string
+``custom_id_too_long``        ``custom_id`` over 256 characters
+``duplicate_custom_id``       ``custom_id`` already used on an earlier line (DashScope code)
+``invalid_method``            ``method`` is not ``"POST"``
+``invalid_url``               ``url`` is not an accepted endpoint, or does not suit the model
+                              (``batch-test-model`` uses ``/v1/chat/ds-test`` and only it does)
+``url_mismatch``              ``url`` differs from ``endpoint`` or from the first line's url
+                              (OpenAI code)
+``invalid_body``              ``body`` is not an object, or ``body.enable_thinking`` is not a bool
+``invalid_model``             ``body.model`` is not a non-empty string
+``mismatched_model``          ``body.model`` differs from the first line's (DashScope code)
+``mismatched_thinking_mode``  ``body.enable_thinking`` differs from the first line's (an absent
+                              value counts as its own mode: set it the same way on every line)
+``model_not_found``           service-side only (unknown model); never raised here
+============================  ==============================================================
+
+Sizes use binary units (1 MB = 2**20 bytes); line sizes exclude the line terminator. Lines past
+the 50,000-line limit are counted but not checked, which also bounds the memory used to detect
+duplicate ids.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pathlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any, BinaryIO
+
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "ENDPOINTS",
+    "MAX_CUSTOM_ID_CHARS",
+    "MAX_FILE_BYTES",
+    "MAX_LINES",
+    "MAX_LINE_BYTES",
+    "TEST_MODEL",
+    "TEST_MODEL_ENDPOINT",
+    "TEST_MODEL_MAX_FILE_BYTES",
+    "TEST_MODEL_MAX_LINES",
+    "JsonlValidationError",
+    "ValidationReport",
+    "Violation",
+    "validate_jsonl",
+]
+
+MB = 1 << 20
+ENDPOINTS: frozenset[str] = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/chat/ds-test"})
+MAX_LINES = 50_000
+MAX_FILE_BYTES = 500 * MB
+MAX_LINE_BYTES = 6 * MB
+MAX_CUSTOM_ID_CHARS = 256
+TEST_MODEL = "batch-test-model"
+TEST_MODEL_ENDPOINT = "/v1/chat/ds-test"
+TEST_MODEL_MAX_LINES = 100
+TEST_MODEL_MAX_FILE_BYTES = 1 * MB
+
+_BOM = b"\xef\xbb\xbf"
+_WHITESPACE_STARTS = frozenset(b" \t\r\n")
+_READ_BUFFER = 1 << 20
+_UNSET = msgspec.UNSET
+
+
+class Violation(BaseModel):
+    """
+    One broken rule, shaped like an entry of the service's ``errors.data``.
+
+    :param line: 1-based line number, or ``None`` for a file-level rule.
+    :param code: stable rule code (see the module docstring).
+    :param message: human-readable reason.
+    :param param: the offending field (``custom_id``, ``body.model``, ...), if any.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    line: int | None
+    code: str
+    message: str
+    param: str | None = None
+
+
+class ValidationReport(BaseModel):
+    """
+    Outcome of :func:`validate_jsonl`.
+
+    :param source_name: name used in messages (file path, or the ``name`` given).
+    :param line_count: number of lines read.
+    :param bytes: number of bytes read.
+    :param model: the file's model (first line's ``body.model``), if any.
+    :param endpoint: the file's url (first valid line's ``url``), if any.
+    :param violations: the first ``max_violations`` violations, in file order (file-level last).
+    :param violation_count: total number of violations, including those not listed.
+    """
+
+    source_name: str
+    line_count: int
+    bytes: int
+    model: str | None = None
+    endpoint: str | None = None
+    violations: list[Violation] = Field(default_factory=list)
+    violation_count: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the file broke no rule."""
+        return self.violation_count == 0
+
+    def format_violation(self, violation: Violation) -> str:
+        """Render one violation as ``<source> line <n>: <code>: <message>``."""
+        where = self.source_name if violation.line is None else f"{self.source_name} line {violation.line}"
+        return f"{where}: {violation.code}: {violation.message}"
+
+    def summary(self) -> str:
+        """Multi-line, human-readable summary naming each listed violation."""
+        if self.ok:
+            return f"{self.source_name}: OK ({self.line_count} lines, {self.bytes} bytes)"
+        head = (
+            f"{self.source_name}: {self.violation_count} violation(s) in {self.line_count} lines "
+            f"({self.bytes} bytes)"
+        )
+        lines = [head, *(self.format_violation(v) for v in self.violations)]
+        hidden = self.violation_count - len(self.violations)
+        if hidden:
+            lines.append(f"... and {hidden} more violation(s) not listed")
+        return "\n".join(lines)
+
+    def raise_for_violations(self) -> ValidationReport:
+        """Raise :class:`JsonlValidationError` if any rule was broken; return the report otherwise."""
+        if not self.ok:
+            raise JsonlValidationError(self)
+        return self
+
+
+class JsonlValidationError(ValueError):
+    """A batch input file broke one or more rules; ``report`` holds the details."""
+
+    def __init__(self, report: ValidationReport) -> None:
+        super().__init__(report.summary())
+        self.report = report
+
+
+class _Body(msgspec.Struct):
+    model: Any = _UNSET
+    enable_thinking: Any = _UNSET
+
+
+class _Request(msgspec.Struct):
+    custom_id: Any = _UNSET
+    method: Any = _UNSET
+    url: Any = _UNSET
+    body: _Body | msgspec.UnsetType | None = _UNSET
+
+
+_DECODER = msgspec.json.Decoder(_Request)
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+class _Checker:
+    """Rule state for one file; ``check_line`` per line, then ``finish``."""
+
+    def __init__(self, endpoint: str | None, max_violations: int) -> None:
+        self.endpoint = endpoint
+        self.max_violations = max_violations
+        self.violations: list[Violation] = []
+        self.file_violations: list[Violation] = []
+        self.violation_count = 0
+        self.seen_ids: dict[str, int] = {}
+        self.url: str | None = None
+        self.model: str | None = None
+        self.model_line = 0
+        self.thinking: Any = _UNSET
+        self.thinking_line = 0
+        self.blank_lines = 0
+
+    def add(self, line: int | None, code: str, message: str, param: str | None = None) -> None:
+        self.violation_count += 1
+        if line is None:
+            self.file_violations.append(Violation(line=line, code=code, message=message, param=param))
+        elif len(self.violations) < self.max_violations:
+            self.violations.append(Violation(line=line, code=code, message=message, param=param))
+
+    def listed(self) -> list[Violation]:
+        """Line violations in file order then file-level ones, ``max_violations`` at most."""
+        room = max(self.max_violations - len(self.file_violations), 0)
+        return (self.violations[:room] + self.file_violations)[: self.max_violations]
+
+    def check_line(self, n: int, line: bytes) -> None:
+        if line[0] in _WHITESPACE_STARTS and not line.strip():
+            self.blank_lines += 1
+            self.add(n, "blank_line", "blank line; every line must hold one JSON request")
+            return
+        if not line.isascii():
+            try:
+                line.decode()
+            except UnicodeDecodeError as exc:
+                self.add(n, "invalid_encoding", f"not valid UTF-8 ({exc.reason} at byte {exc.start + 1})")
+                return
+        try:
+            req = _DECODER.decode(line)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self._check_slow(n, line)
+            return
+        body = req.body
+        custom_id = req.custom_id
+        if (  # fast path: a valid line like the ones before it
+            type(body) is _Body
+            and type(custom_id) is str
+            and 0 < len(custom_id) <= MAX_CUSTOM_ID_CHARS
+            and req.method == "POST"
+            and req.url == self.url
+            and body.model == self.model
+            and body.enable_thinking is self.thinking
+            and custom_id not in self.seen_ids
+        ):
+            self.seen_ids[custom_id] = n
+        elif body is _UNSET or body is None:
+            self._check_fields(n, custom_id, req.method, req.url, body, _UNSET, _UNSET)
+        else:
+            self._check_fields(n, custom_id, req.method, req.url, {}, body.model, body.enable_thinking)
+
+    def _check_slow(self, n: int, line: bytes) -> None:
+        try:
+            obj = json.loads(line.decode(), parse_constant=_reject_constant)
+        except ValueError as exc:
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            where = f" (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+            self.add(n, "invalid_json_line", f"not valid JSON: {reason}{where}")
+            return
+        if not isinstance(obj, dict):
+            self.add(n, "invalid_json_line", f"a line must be a JSON object, got {_json_type(obj)}")
+            return
+        body = obj.get("body", _UNSET)
+        model = body.get("model", _UNSET) if isinstance(body, dict) else _UNSET
+        thinking = body.get("enable_thinking", _UNSET) if isinstance(body, dict) else _UNSET
+        self._check_fields(
+            n,
+            obj.get("custom_id", _UNSET),
+            obj.get("method", _UNSET),
+            obj.get("url", _UNSET),
+            body,
+            model,
+            thinking,
+        )
+
+    def _check_fields(
+        self, n: int, custom_id: Any, method: Any, url: Any, body: Any, model: Any, thinking: Any
+    ) -> None:
+        self._check_custom_id(n, custom_id)
+        if method != "POST":
+            got = "missing" if method is _UNSET else json.dumps(method, ensure_ascii=False)
+            self.add(n, "invalid_method", f'method must be "POST", got {got}', "method")
+        self._check_url(n, url)
+        if not isinstance(body, dict):
+            got = "missing" if body is _UNSET else f"a JSON {_json_type(body)}"
+            self.add(n, "invalid_body", f"body must be a JSON object, got {got}", "body")
+            return
+        self._check_model(n, model)
+        if thinking is not _UNSET and not isinstance(thinking, bool):
+            self.add(
+                n,
+                "invalid_body",
+                f"body.enable_thinking must be true or false, got a JSON {_json_type(thinking)}",
+                "body.enable_thinking",
+            )
+        elif not self.thinking_line:
+            self.thinking, self.thinking_line = thinking, n
+        elif thinking is not self.thinking:
+            self.add(
+                n,
+                "mismatched_thinking_mode",
+                f"body.enable_thinking is {_thinking_text(thinking)} but {_thinking_text(self.thinking)} "
+                f"on line {self.thinking_line}; use one thinking mode per file",
+                "body.enable_thinking",
+            )
+
+    def _check_custom_id(self, n: int, custom_id: Any) -> None:
+        if custom_id is _UNSET:
+            self.add(n, "missing_custom_id", "custom_id is missing", "custom_id")
+        elif not isinstance(custom_id, str) or not custom_id:
+            got = "an empty string" if custom_id == "" else f"a JSON {_json_type(custom_id)}"
+            self.add(n, "invalid_custom_id", f"custom_id must be a non-empty string, got {got}", "custom_id")
+        elif len(custom_id) > MAX_CUSTOM_ID_CHARS:
+            self.add(
+                n,
+                "custom_id_too_long",
+                f"custom_id has {len(custom_id)} characters; the limit is {MAX_CUSTOM_ID_CHARS}",
+                "custom_id",
+            )
+        else:
+            first = self.seen_ids.setdefault(custom_id, n)
+            if first != n:
+                shown = json.dumps(custom_id, ensure_ascii=False)
+                self.add(
+                    n, "duplicate_custom_id", f"custom_id {shown} already used on line {first}", "custom_id"
+                )
+
+    def _check_url(self, n: int, url: Any) -> None:
+        if url not in ENDPOINTS:
+            got = "missing" if url is _UNSET else json.dumps(url, ensure_ascii=False)
+            allowed = ", ".join(sorted(ENDPOINTS))
+            self.add(n, "invalid_url", f"url must be one of {allowed}, got {got}", "url")
+        elif self.endpoint is not None and url != self.endpoint:
+            self.add(
+                n, "url_mismatch", f'url "{url}" differs from the batch endpoint "{self.endpoint}"', "url"
+            )
+        elif self.url is None:
+            self.url = url
+        elif url != self.url:
+            self.add(n, "url_mismatch", f'url "{url}" differs from "{self.url}" used on earlier lines', "url")
+
+    def _check_model(self, n: int, model: Any) -> None:
+        if not isinstance(model, str) or not model:
+            got = "missing" if model is _UNSET else f"a JSON {_json_type(model)}"
+            if model == "":
+                got = "an empty string"
+            self.add(n, "invalid_model", f"body.model must be a non-empty string, got {got}", "body.model")
+        elif self.model is None:
+            self.model, self.model_line = model, n
+        elif model != self.model:
+            self.add(
+                n,
+                "mismatched_model",
+                f'body.model "{model}" differs from "{self.model}" on line {self.model_line}; '
+                "use one model per file",
+                "body.model",
+            )
+
+    def finish(self, line_count: int, size: int) -> None:
+        if self.model == TEST_MODEL:
+            max_lines, max_bytes, what = TEST_MODEL_MAX_LINES, TEST_MODEL_MAX_FILE_BYTES, f" for {TEST_MODEL}"
+        else:
+            max_lines, max_bytes, what = MAX_LINES, MAX_FILE_BYTES, ""
+        if line_count == self.blank_lines:
+            self.add(None, "empty_file", "the file holds no request")
+        if line_count > max_lines:
+            self.add(None, "too_many_tasks", f"{line_count} lines; the limit{what} is {max_lines:,}")
+        if size > max_bytes:
+            self.add(None, "file_too_large", f"{size:,} bytes; the limit{what} is {max_bytes // MB} MB")
+        if self.model is not None and self.url is not None:
+            if self.model == TEST_MODEL and self.url != TEST_MODEL_ENDPOINT:
+                self.add(None, "invalid_url", f'{TEST_MODEL} requires url "{TEST_MODEL_ENDPOINT}"', "url")
+            elif self.model != TEST_MODEL and self.url == TEST_MODEL_ENDPOINT:
+                self.add(None, "invalid_url", f'url "{TEST_MODEL_ENDPOINT}" is only for {TEST_MODEL}', "url")
+
+
+def _thinking_text(value: Any) -> str:
+    return "unset" if value is _UNSET else json.dumps(value)
+
+
+class _RawReader(io.RawIOBase):
+    """Adapts any binary ``read(n)`` stream so it can sit under an :class:`io.BufferedReader`."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+@contextmanager
+def _open_source(source: str | os.PathLike[str] | BinaryIO) -> Iterator[io.BufferedIOBase]:
+    if hasattr(source, "read"):
+        if isinstance(source, (io.BufferedReader, io.BytesIO)):
+            yield source
+        else:
+            yield io.BufferedReader(_RawReader(source), buffer_size=_READ_BUFFER)  # type: ignore[arg-type]
+    elif isinstance(source, (str, pathlib.PurePath)) and not hasattr(source, "protocol"):
+        with open(source, "rb", buffering=_READ_BUFFER) as f:
+            yield f
+    else:  # ObjectStoragePath and other path objects with their own filesystem
+        with source.open("rb") as f:  # type: ignore[union-attr]
+            yield io.BufferedReader(_RawReader(f), buffer_size=_READ_BUFFER)
+
+
+def _source_name(source: str | os.PathLike[str] | BinaryIO) -> str:
+    if hasattr(source, "read"):
+        name = getattr(source, "name", None)
+        return name if isinstance(name, str) else "<stream>"
+    return str(source)
+
+
+def validate_jsonl(
+    source: str | os.PathLike[str] | BinaryIO,
+    *,
+    endpoint: str | None = None,
+    max_violations: int = 100,
+    name: str | None = None,
+) -> ValidationReport:
+    """
+    Check a batch input file against every rule the service enforces, streaming it once.
+
+    :param source: a local path, an ``ObjectStoragePath``, or a binary stream open for reading
+        (read from its current position and left open).
+    :param endpoint: the batch endpoint; when given, every line's ``url`` must equal it.
+    :param max_violations: how many violations to list in the report (all are counted).
+    :param name: name used in messages; defaults to the path, or the stream's ``name``.
+    :return: the report; call :meth:`ValidationReport.raise_for_violations` to fail on violations.
+    """
+    if endpoint is not None and endpoint not in ENDPOINTS:
+        raise ValueError(f"endpoint must be one of {', '.join(sorted(ENDPOINTS))}, got {endpoint!r}")
+    checker = _Checker(endpoint, max_violations)
+    line_count = size = 0
+    limit = MAX_LINE_BYTES + 2  # room for a CRLF terminator
+    with _open_source(source) as f:
+        readline = f.readline
+        while line := readline(limit):
+            line_count += 1
+            size += len(line)
+            if line_count == 1 and line.startswith(_BOM):
+                checker.add(1, "invalid_encoding", "the file starts with a UTF-8 BOM; save it without BOM")
+                line = line[len(_BOM) :]
+                if not line:
+                    checker.blank_lines += 1
+                    continue
+            if not line.endswith(b"\n") and len(line) == limit:
+                length = len(line)
+                while (rest := readline(_READ_BUFFER)) and not rest.endswith(b"\n"):
+                    length += len(rest)
+                length += len(rest)
+                size += length - len(line)
+                line = rest  # only the tail is needed, to measure the terminator
+            else:
+                length = len(line)
+            length -= line.endswith(b"\n") + line.endswith(b"\r\n")
+            if length > MAX_LINE_BYTES:
+                checker.add(
+                    line_count,
+                    "line_too_large",
+                    f"line is {length:,} bytes; the limit is {MAX_LINE_BYTES // MB} MB",
+                )
+            elif line_count <= MAX_LINES:
+                checker.check_line(line_count, line)
+    checker.finish(line_count, size)
+    return ValidationReport(
+        source_name=name if name is not None else _source_name(source),
+        line_count=line_count,
+        bytes=size,
+        model=checker.model,
+        endpoint=checker.url,
+        violations=checker.listed(),
+        violation_count=checker.violation_count,
+    )

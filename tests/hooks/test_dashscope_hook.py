@@ -1,0 +1,161 @@
+"""DashScopeBatchHook against the emulator: connection parsing, clients, test_connection, sharing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from airflow_provider_dashscope_batch.client import AsyncDashScopeClient, DashScopeClient
+from airflow_provider_dashscope_batch.client.shared import active_shared_clients, shared_async_client
+from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
+
+
+@pytest.fixture
+def conn_env(monkeypatch, dashscope_emulator):
+    """Define connection ``conn_id`` through an ``AIRFLOW_CONN_*`` variable pointing at the emulator."""
+
+    def define(conn_id: str = "dashscope_default", *, password: str | None = None, **extra):
+        value = {
+            "conn_type": "dashscope",
+            "password": password or dashscope_emulator.api_key,
+            "extra": {"base_url": dashscope_emulator.base_url, **extra},
+        }
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(value))
+        return conn_id
+
+    return define
+
+
+@pytest.mark.parametrize(
+    ("extra", "base_url"),
+    [
+        ({}, "https://dashscope.aliyuncs.com/compatible-mode/v1"),
+        ({"region": "ap-southeast-1"}, "https://dashscope-intl.aliyuncs.com/compatible-mode/v1"),
+        (
+            {"extra__dashscope__region": "ap-southeast-1"},
+            "https://dashscope-intl.aliyuncs.com/compatible-mode/v1",
+        ),
+        ({"region": "custom", "base_url": "http://gw.local/v1"}, "http://gw.local/v1"),
+        ({"region": "cn-beijing", "base_url": "http://gw.local/v1"}, "http://gw.local/v1"),
+    ],
+)
+def test_client_kwargs_regions(extra, base_url):
+    kwargs = DashScopeBatchHook().client_kwargs("sk-x", extra)
+    assert kwargs["base_url"] == base_url
+
+
+def test_client_kwargs_fields_and_errors():
+    hook = DashScopeBatchHook("my_conn")
+    kwargs = hook.client_kwargs("sk-x", {"workspace_id": "ws-1", "timeout": "12.5", "max_retries": "0"})
+    assert (kwargs["workspace"], kwargs["timeout"], kwargs["max_retries"]) == ("ws-1", 12.5, 0)
+    with pytest.raises(ValueError, match="'my_conn' has no API key"):
+        hook.client_kwargs(None, {})
+    with pytest.raises(ValueError, match="region 'custom' needs a base_url"):
+        hook.client_kwargs("sk-x", {"region": "custom"})
+    with pytest.raises(ValueError, match="unknown region 'mars'"):
+        hook.client_kwargs("sk-x", {"region": "mars"})
+    with pytest.raises(ValueError, match="timeout must be a number"):
+        hook.client_kwargs("sk-x", {"timeout": "soon"})
+
+
+def test_get_conn_talks_to_the_emulator(conn_env, tmp_path):
+    conn_env()
+    hook = DashScopeBatchHook()
+    client = hook.get_conn()
+    assert isinstance(client, DashScopeClient)
+    assert hook.get_conn() is client
+    assert list(client.list_batches()) == []
+
+
+def test_test_connection(conn_env, dashscope_emulator):
+    ok, message = DashScopeBatchHook(conn_env("good")).test_connection()
+    assert ok, message
+    assert dashscope_emulator.base_url in message
+    secret = "sk-wrong-key-never-shown-0123456789"
+    ok, message = DashScopeBatchHook(conn_env("bad", password=secret)).test_connection()
+    assert not ok
+    assert "rejected the API key" in message
+    assert "region" in message
+    assert secret not in message
+
+
+def test_test_connection_unreachable(monkeypatch):
+    value = {
+        "conn_type": "dashscope",
+        "password": "sk-x",
+        "extra": {"base_url": "http://127.0.0.1:9/v1", "max_retries": 0},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_DOWN", json.dumps(value))
+    ok, message = DashScopeBatchHook("down").test_connection()
+    assert not ok
+    assert "Could not reach DashScope" in message
+
+
+@pytest.mark.anyio
+async def test_get_async_conn(conn_env):
+    conn_env("async_conn", workspace_id="ws-1")
+    client = await DashScopeBatchHook("async_conn").get_async_conn()
+    async with client:
+        assert isinstance(client, AsyncDashScopeClient)
+        assert [b async for b in client.list_batches()] == []
+    assert client.is_closed
+
+
+@pytest.mark.anyio
+async def test_shared_async_client_is_shared_refcounted_and_bounded(conn_env, dashscope_emulator):
+    conn_env("shared")
+    hook = DashScopeBatchHook("shared")
+    async with hook.shared_async_client(max_in_flight=2) as first:
+        async with hook.shared_async_client() as second:
+            assert first is second
+            assert active_shared_clients() == 1
+        assert not first.is_closed  # one user left
+        # Six concurrent requests against a slow route: two in flight, four waiting on the semaphore.
+        dashscope_emulator.add_fault("latency", method="GET", path="/batches", latency=0.3)
+        tasks = [asyncio.create_task(_drain(first)) for _ in range(6)]
+        while first.limiter.statistics().tasks_waiting < 4:  # noqa: ASYNC110 - a semaphore has no event
+            await asyncio.sleep(0.01)
+        assert first.limiter.value == 0
+        await asyncio.gather(*tasks)
+    assert first.is_closed
+    assert active_shared_clients() == 0
+
+
+async def _drain(client: AsyncDashScopeClient) -> list:
+    return [b async for b in client.list_batches()]
+
+
+def test_shared_client_is_per_event_loop(conn_env):
+    conn_env("loops")
+    hook = DashScopeBatchHook("loops")
+
+    async def borrow() -> AsyncDashScopeClient:
+        async with hook.shared_async_client() as client:
+            return client
+
+    one, two = asyncio.run(borrow()), asyncio.run(borrow())
+    assert one is not two
+    assert one.is_closed
+    assert two.is_closed
+
+
+@pytest.mark.anyio
+async def test_shared_client_factory_failure_reaches_every_waiter():
+    calls = 0
+
+    async def factory() -> AsyncDashScopeClient:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.01)
+        raise ValueError("no key")
+
+    async def use() -> None:
+        async with shared_async_client("broken", factory):
+            pass
+
+    results = await asyncio.gather(use(), use(), return_exceptions=True)
+    assert [type(r) for r in results] == [ValueError, ValueError]
+    assert calls == 1
+    assert active_shared_clients() == 0

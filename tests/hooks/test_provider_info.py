@@ -1,0 +1,78 @@
+"""The provider registers with Airflow: CLI listing, provider-info schema, and the connection form."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import airflow
+import jsonschema
+import pytest
+
+from airflow_provider_dashscope_batch.get_provider_info import get_provider_info
+
+AIRFLOW_BIN = Path(sys.executable).with_name("airflow")
+
+
+def airflow_cli(*args: str) -> list[dict]:
+    result = subprocess.run(
+        [str(AIRFLOW_BIN), *args, "-o", "json"],
+        env=dict(os.environ),  # AIRFLOW_HOME etc. as set by tests/conftest.py
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return json.loads(result.stdout[result.stdout.index("[") :])
+
+
+def test_providers_list_shows_the_provider():
+    packages = {p["package_name"]: p for p in airflow_cli("providers", "list")}
+    assert "airflow-provider-dashscope-batch" in packages
+
+
+def test_providers_hooks_show_the_dashscope_connection_type():
+    hooks = {h["connection_type"]: h for h in airflow_cli("providers", "hooks")}
+    assert (
+        hooks["dashscope"]["class"] == "airflow_provider_dashscope_batch.hooks.dashscope.DashScopeBatchHook"
+    )
+    assert hooks["dashscope"]["hook_name"] == "DashScope Batch"
+    assert hooks["dashscope"]["conn_id_attribute_name"] == "dashscope_conn_id"
+
+
+def test_provider_info_matches_airflows_schema():
+    schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
+    info = get_provider_info()
+    jsonschema.validate(info, schema)
+    assert info["package-name"] == "airflow-provider-dashscope-batch"
+    assert info["filesystems"] == ["airflow_provider_dashscope_batch.fs.oss"]
+    for key in ("operators", "sensors", "triggers", "hooks"):
+        assert info[key][0]["python-modules"]
+
+
+def test_declarative_form_reaches_the_providers_manager():
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    widgets = manager.connection_form_widgets
+    region = widgets["extra__dashscope__region"]
+    assert region.field["schema"]["enum"] == ["cn-beijing", "ap-southeast-1", "custom"]
+    assert region.field["schema"]["title"] == "Region"
+    for name in ("base_url", "workspace_id", "timeout", "max_retries"):
+        assert f"extra__dashscope__{name}" in widgets
+    behaviour = manager.field_behaviours["dashscope"]
+    assert set(behaviour["hidden_fields"]) == {"host", "schema", "port", "login"}
+    assert behaviour["relabeling"] == {"password": "API Key"}
+    assert behaviour["placeholders"]["extra__dashscope__base_url"].startswith("https://")
+
+
+def test_python_form_widgets_mirror_conn_fields():
+    """Airflow 3.0/3.1 build the form from these; wtforms only exists where FAB is installed."""
+    pytest.importorskip("flask_appbuilder")
+    from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
+
+    widgets = DashScopeBatchHook.get_connection_form_widgets()
+    assert set(widgets) == {"region", "base_url", "workspace_id", "timeout", "max_retries"}

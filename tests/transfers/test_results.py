@@ -1,0 +1,120 @@
+"""Pure result-file helpers: line splitting, flattening (both error spellings), usage sums, digests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from airflow_provider_dashscope_batch.results import (
+    RESULT_COLUMNS,
+    ResultFileStats,
+    UsageTotals,
+    flatten_result,
+    is_success,
+    iter_lines,
+)
+
+CHAT_OK = {
+    "id": "u1",
+    "custom_id": "a",
+    "response": {
+        "status_code": 200,
+        "request_id": "r1",
+        "body": {
+            "model": "qwen-plus",
+            "created": 1700000000,
+            "choices": [{"message": {"content": "hi, 你好", "reasoning_content": "think"}}],
+            "usage": {"prompt_tokens": 20, "completion_tokens": 6, "total_tokens": 26},
+        },
+    },
+    "error": None,
+}
+
+
+def test_iter_lines_across_chunk_boundaries_and_missing_final_newline():
+    data = b'{"a":1}\n\n{"b":2}\r\n{"c":3}'
+    for size in (1, 2, 5, len(data)):
+        chunks = [data[i : i + size] for i in range(0, len(data), size)]
+        assert list(iter_lines(chunks)) == [b'{"a":1}', b'{"b":2}\r', b'{"c":3}']
+
+
+def test_flatten_chat_success():
+    row = flatten_result(json.dumps(CHAT_OK).encode())
+    assert tuple(row) == RESULT_COLUMNS
+    assert row == {
+        "custom_id": "a",
+        "status_code": 200,
+        "model": "qwen-plus",
+        "content": "hi, 你好",
+        "reasoning_content": "think",
+        "prompt_tokens": 20,
+        "completion_tokens": 6,
+        "total_tokens": 26,
+        "error_code": None,
+        "error_message": None,
+        "request_id": "r1",
+        "created": 1700000000,
+        "embedding_dim": None,
+    }
+    assert is_success(CHAT_OK)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        {"code": "InvalidParameter", "message": "bad"},
+        {"error_code": "InvalidParameter", "error_message": "bad"},
+    ],
+)
+def test_flatten_error_line_both_spellings(error):
+    line = {"id": "u2", "custom_id": "b", "response": None, "error": error}
+    row = flatten_result(line)
+    assert (row["error_code"], row["error_message"]) == ("InvalidParameter", "bad")
+    assert row["status_code"] is None
+    assert not is_success(line)
+
+
+def test_flatten_error_from_response_body():
+    line = {
+        "custom_id": "c",
+        "response": {"status_code": 400, "request_id": "r", "body": {"error": {"code": "X", "message": "m"}}},
+        "error": None,
+    }
+    row = flatten_result(line)
+    assert (row["status_code"], row["error_code"], row["error_message"]) == (400, "X", "m")
+    assert not is_success(line)
+
+
+def test_flatten_embedding_and_list_content():
+    emb = {"custom_id": "e", "response": {"status_code": 200, "body": {"data": [{"embedding": [0.1] * 8}]}}}
+    assert flatten_result(emb)["embedding_dim"] == 8
+    assert flatten_result(emb)["content"] is None
+    parts = {"response": {"body": {"choices": [{"message": {"content": [{"text": "x"}]}}]}}}
+    assert flatten_result(parts)["content"] == '[{"text":"x"}]'
+
+
+def test_flatten_rejects_non_objects():
+    with pytest.raises(ValueError, match="not valid JSON"):
+        flatten_result(b"{nope")
+    with pytest.raises(ValueError, match="JSON list"):
+        flatten_result(b"[1]")
+
+
+def test_usage_sums_successes_only():
+    usage = UsageTotals()
+    usage.add(CHAT_OK)
+    usage.add(json.dumps(CHAT_OK))
+    usage.add({"custom_id": "x", "response": {"status_code": 500, "body": {"usage": {"total_tokens": 99}}}})
+    usage.add({"response": {"status_code": 200, "body": {"usage": {"prompt_tokens": 3}}}})
+    expected = {"prompt_tokens": 43, "completion_tokens": 12, "total_tokens": 55, "requests": 3}
+    assert usage.as_dict() == expected
+
+
+def test_result_file_stats():
+    data = b"a\nb\n\nc"
+    stats = ResultFileStats()
+    lines = stats.update(data[:3]) + stats.update(data[3:]) + stats.finish()
+    assert lines == [b"a", b"b", b"c"]
+    assert (stats.bytes, stats.lines, stats.sha256) == (len(data), 3, hashlib.sha256(data).hexdigest())

@@ -1,0 +1,383 @@
+"""The results transfer operator run for real: emulator over HTTP -> local files and S3 (moto server)."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import respx
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, Asset
+
+from airflow_provider_dashscope_batch.client import DashScopeClient, NotFoundError
+from airflow_provider_dashscope_batch.emulator import EmulatorServer
+from airflow_provider_dashscope_batch.models import Batch
+from airflow_provider_dashscope_batch.results import RESULT_COLUMNS
+from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
+    DashScopeBatchResultsToObjectStorageOperator,
+)
+
+CONTENT_PATH = "/files/*/content"
+S3_BUCKET = "results-bucket"  # created by the s3_bucket fixture
+
+
+def run(batch: Batch, destination: str, **kwargs: Any) -> dict[str, Any]:
+    op = DashScopeBatchResultsToObjectStorageOperator(
+        task_id="transfer", batch_id=batch.id, destination=destination, **kwargs
+    )
+    return op.execute({})
+
+
+def remote_bytes(client: DashScopeClient, file_id: str) -> bytes:
+    return b"".join(client.iter_file_content(file_id))
+
+
+def listing(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir())
+
+
+@pytest.mark.usefixtures("dashscope_conn")
+class TestLocal:
+    def test_jsonl_byte_for_byte_with_manifest(self, make_batch, client, tmp_path):
+        batch = make_batch(10, fail="^req-(3|7)$")
+        assert batch.output_file_id
+        assert batch.error_file_id
+
+        manifest = run(batch, f"file://{tmp_path}")
+
+        out_dir = tmp_path / batch.id
+        assert listing(out_dir) == ["errors.jsonl", "manifest.json", "output.jsonl"]
+        output = (out_dir / "output.jsonl").read_bytes()
+        errors = (out_dir / "errors.jsonl").read_bytes()
+        assert output == remote_bytes(client, batch.output_file_id)
+        assert errors == remote_bytes(client, batch.error_file_id)
+        assert json.loads((out_dir / "manifest.json").read_text()) == manifest
+
+        files = manifest["files"]
+        assert files["output"]["lines"] == 8
+        assert files["errors"]["lines"] == 2
+        assert files["output"]["sha256"] == hashlib.sha256(output).hexdigest()
+        assert files["output"]["source_sha256"] == files["output"]["sha256"]
+        assert files["output"]["bytes"] == len(output)
+        assert files["errors"]["file_id"] == batch.error_file_id
+        assert files["output"]["uri"].endswith(f"{batch.id}/output.jsonl")
+        assert manifest["batch_id"] == batch.id
+        assert manifest["status"] == "completed"
+        assert manifest["request_counts"] == {"total": 10, "completed": 8, "failed": 2}
+        assert manifest["input_file_id"] == batch.input_file_id
+        assert manifest["format"] == "jsonl"
+        assert manifest["warnings"] == []
+
+        expected = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+        for line in output.splitlines():
+            usage = json.loads(line)["response"]["body"]["usage"]
+            for key in expected:
+                expected[key] += usage[key]
+        assert expected["total_tokens"] > 0
+        assert manifest["usage"] == {**expected, "requests": 8}
+
+    def test_csv_one_row_per_request(self, make_batch, tmp_path):
+        batch = make_batch(6, fail="^req-2$")
+
+        manifest = run(batch, f"file://{tmp_path}", output_format="csv")
+
+        out_dir = tmp_path / batch.id
+        assert listing(out_dir) == ["errors.csv", "manifest.json", "output.csv"]
+        with (out_dir / "output.csv").open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        assert list(rows[0]) == list(RESULT_COLUMNS)
+        assert sorted(r["custom_id"] for r in rows) == ["req-0", "req-1", "req-3", "req-4", "req-5"]
+        for row in rows:
+            assert row["status_code"] == "200"
+            assert row["model"] == "qwen-plus"
+            assert row["content"]
+            assert int(row["total_tokens"]) == int(row["prompt_tokens"]) + int(row["completion_tokens"])
+            assert row["error_code"] == ""
+        with (out_dir / "errors.csv").open(newline="", encoding="utf-8") as f:
+            (error_row,) = list(csv.DictReader(f))
+        assert error_row["custom_id"] == "req-2"
+        assert error_row["error_code"]
+        assert error_row["error_message"]
+        assert manifest["files"]["output"]["lines"] == 5
+        assert (
+            manifest["files"]["output"]["sha256"]
+            == hashlib.sha256((out_dir / "output.csv").read_bytes()).hexdigest()
+        )
+        assert manifest["files"]["output"]["source_sha256"] != manifest["files"]["output"]["sha256"]
+
+    def test_parquet_rows_and_row_groups(self, make_batch, tmp_path):
+        pq = pytest.importorskip("pyarrow.parquet")
+        batch = make_batch(7, fail="^req-6$")
+
+        run(batch, f"file://{tmp_path}", output_format="parquet", parquet_row_group_size=2)
+
+        out_dir = tmp_path / batch.id
+        assert listing(out_dir) == ["errors.parquet", "manifest.json", "output.parquet"]
+        parquet = pq.ParquetFile(out_dir / "output.parquet")
+        assert parquet.metadata.num_rows == 6
+        assert parquet.metadata.num_row_groups == 3
+        table = parquet.read()
+        assert table.column_names == list(RESULT_COLUMNS)
+        assert str(table.schema.field("total_tokens").type) == "int64"
+        rows = table.to_pylist()
+        assert sorted(r["custom_id"] for r in rows) == [f"req-{i}" for i in range(6)]
+        assert all(r["content"] and r["status_code"] == 200 for r in rows)
+        (error_row,) = pq.read_table(out_dir / "errors.parquet").to_pylist()
+        assert error_row["custom_id"] == "req-6"
+        assert error_row["error_code"]
+        assert error_row["total_tokens"] is None
+
+    def test_embeddings_have_dimension_instead_of_content(self, make_batch, tmp_path):
+        batch = make_batch(3, endpoint="/v1/embeddings")
+
+        manifest = run(batch, f"file://{tmp_path}", output_format="csv")
+
+        with (tmp_path / batch.id / "output.csv").open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+        assert [r["embedding_dim"] for r in rows] == ["64", "64", "64"]
+        assert all(r["content"] == "" for r in rows)
+        assert manifest["usage"]["completion_tokens"] == 0
+        assert manifest["usage"]["prompt_tokens"] == manifest["usage"]["total_tokens"] > 0
+        assert "errors" not in manifest["files"]
+
+    def test_count_check_fail_publishes_nothing(self, make_batch, dashscope_emulator, tmp_path):
+        batch = make_batch(5)
+
+        with (
+            counts_disagree(dashscope_emulator, batch, completed=6),
+            pytest.raises(AirflowException, match=r"5 lines but request_counts.completed is 6"),
+        ):
+            run(batch, f"file://{tmp_path}")
+
+        assert listing(tmp_path / batch.id) == []
+
+    def test_count_check_warn_publishes_and_records(self, make_batch, dashscope_emulator, tmp_path):
+        batch = make_batch(5)
+
+        with counts_disagree(dashscope_emulator, batch, failed=1):
+            manifest = run(batch, f"file://{tmp_path}", count_check="warn")
+
+        assert listing(tmp_path / batch.id) == ["manifest.json", "output.jsonl"]
+        assert len(manifest["warnings"]) == 1
+        assert "errors file (none) has 0 lines but request_counts.failed is 1" in manifest["warnings"][0]
+        with counts_disagree(dashscope_emulator, batch, completed=4):
+            assert run(batch, f"file://{tmp_path}", count_check="off")["warnings"] == []
+
+    def test_truncated_download_is_restarted(self, make_batch, client, dashscope_emulator, tmp_path):
+        batch = make_batch(20, fail="^req-1$")
+        # the first download of each file is cut after 100 bytes (full Content-Length, then a dropped socket)
+        dashscope_emulator.add_fault("truncate", method="GET", path=CONTENT_PATH, truncate_at=100, count=2)
+
+        manifest = run(batch, f"file://{tmp_path}")
+
+        assert dashscope_emulator.faults() == []
+        out_dir = tmp_path / batch.id
+        assert listing(out_dir) == ["errors.jsonl", "manifest.json", "output.jsonl"]
+        assert (out_dir / "output.jsonl").read_bytes() == remote_bytes(client, batch.output_file_id)
+        assert manifest["files"]["output"]["lines"] == 19
+
+    def test_persistent_truncation_fails_without_partial_file(self, make_batch, dashscope_emulator, tmp_path):
+        batch = make_batch(20)
+        dashscope_emulator.add_fault("truncate", method="GET", path=CONTENT_PATH, truncate_at=100)
+
+        with pytest.raises(AirflowException, match="failed 2 times, nothing was published"):
+            run(batch, f"file://{tmp_path}", download_attempts=2)
+
+        assert listing(tmp_path / batch.id) == []
+
+    def test_dropped_connection_is_retried(self, make_batch, client, dashscope_emulator, tmp_path):
+        batch = make_batch(5)
+        dashscope_emulator.add_fault("drop", method="GET", path=CONTENT_PATH, count=1)
+
+        run(batch, f"file://{tmp_path}", output_format="csv")
+
+        assert dashscope_emulator.faults() == []
+        with (tmp_path / batch.id / "output.csv").open(newline="", encoding="utf-8") as f:
+            assert len(list(csv.DictReader(f))) == 5
+
+    def test_rerun_per_overwrite_policy(self, make_batch, dashscope_emulator, tmp_path):
+        batch = make_batch(4, fail="^req-0$")
+        first = run(batch, f"file://{tmp_path}")
+        output = tmp_path / batch.id / "output.jsonl"
+        stamp = output.stat().st_mtime_ns
+
+        dashscope_emulator.clear_request_counts()
+        assert run(batch, f"file://{tmp_path}", overwrite="skip") == first
+        assert output.stat().st_mtime_ns == stamp
+        assert not any("content" in route for route in dashscope_emulator.request_counts())
+
+        # a skip with another format does not match the manifest: transfer again
+        csv_manifest = run(batch, f"file://{tmp_path}", overwrite="skip", output_format="csv")
+        assert csv_manifest["format"] == "csv"
+        assert listing(tmp_path / batch.id) == sorted(
+            ["errors.csv", "errors.jsonl", "manifest.json", "output.csv", "output.jsonl"]
+        )
+
+        with pytest.raises(AirflowFailException, match="overwrite='fail'"):
+            run(batch, f"file://{tmp_path}", overwrite="fail")
+
+        output.write_bytes(b"garbage\n")
+        replaced = run(batch, f"file://{tmp_path}", overwrite="replace")
+        assert replaced["files"]["output"]["sha256"] == first["files"]["output"]["sha256"]
+        assert hashlib.sha256(output.read_bytes()).hexdigest() == first["files"]["output"]["sha256"]
+
+    def test_skip_with_tampered_file_transfers_again(self, make_batch, tmp_path):
+        batch = make_batch(3)
+        first = run(batch, f"file://{tmp_path}")
+        output = tmp_path / batch.id / "output.jsonl"
+        output.write_bytes(b"truncated")
+
+        again = run(batch, f"file://{tmp_path}", overwrite="skip")
+
+        assert again["transferred_at"] >= first["transferred_at"]
+        assert hashlib.sha256(output.read_bytes()).hexdigest() == first["files"]["output"]["sha256"]
+
+    def test_stale_temporary_objects_are_swept(self, make_batch, tmp_path):
+        batch = make_batch(2)
+        (tmp_path / batch.id).mkdir()
+        (tmp_path / batch.id / ".output.jsonl.0123.part").write_bytes(b"half")
+
+        run(batch, f"file://{tmp_path}")
+
+        assert listing(tmp_path / batch.id) == ["manifest.json", "output.jsonl"]
+
+    def test_delete_remote_files_after_transfer(self, make_batch, client, tmp_path):
+        batch = make_batch(4, fail="^req-3$")
+
+        manifest = run(batch, f"file://{tmp_path}", delete_remote_files=True)
+
+        assert manifest["deleted_remote_files"] == [
+            batch.input_file_id,
+            batch.output_file_id,
+            batch.error_file_id,
+        ]
+        for file_id in manifest["deleted_remote_files"]:
+            with pytest.raises(NotFoundError):
+                client.retrieve_file(file_id)
+        assert (tmp_path / batch.id / "output.jsonl").stat().st_size == manifest["files"]["output"]["bytes"]
+        # a rerun that finds the verified transfer tolerates the already deleted files
+        assert run(batch, f"file://{tmp_path}", overwrite="skip", delete_remote_files=True)["batch_id"]
+
+    def test_no_remote_deletion_when_verification_fails(
+        self, make_batch, client, dashscope_emulator, tmp_path
+    ):
+        batch = make_batch(3)
+
+        with (
+            counts_disagree(dashscope_emulator, batch, completed=2),
+            pytest.raises(AirflowException, match="count_check"),
+        ):
+            run(batch, f"file://{tmp_path}", delete_remote_files=True)
+
+        assert client.retrieve_file(batch.output_file_id).id == batch.output_file_id
+        assert client.retrieve_file(batch.input_file_id).id == batch.input_file_id
+
+    def test_unfinished_batch_is_rejected(self, client, dashscope_emulator, tmp_path):
+        dashscope_emulator.set_clock(time_scale=0)
+        line = {
+            "custom_id": "a",
+            "method": "POST",
+            "url": "/v1/chat/ds-test",
+            "body": {"model": "batch-test-model", "messages": [{"role": "user", "content": "hi"}]},
+        }
+        uploaded = client.upload_file(io.BytesIO(json.dumps(line).encode() + b"\n"), filename="in.jsonl")
+        batch = client.create_batch(input_file_id=uploaded.id, endpoint="/v1/chat/ds-test")
+
+        with pytest.raises(AirflowException, match="has finished"):
+            run(batch, f"file://{tmp_path}")
+        assert not (tmp_path / batch.id).exists()
+
+
+def test_static_destination_is_an_asset_outlet():
+    static = DashScopeBatchResultsToObjectStorageOperator(
+        task_id="t", batch_id="b", destination="s3://my_conn@bucket/results/"
+    )
+    assert static.outlets == [Asset("s3://bucket/results/")]
+    templated = DashScopeBatchResultsToObjectStorageOperator(
+        task_id="t2", batch_id="b", destination="s3://my_conn@bucket/{{ ds }}"
+    )
+    assert templated.outlets == []
+    explicit = DashScopeBatchResultsToObjectStorageOperator(
+        task_id="t3", batch_id="b", destination="file:///tmp/x", outlets=[Asset("file:///elsewhere")]
+    )
+    assert explicit.outlets == [Asset("file:///elsewhere")]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"output_format": "xlsx"}, "output_format must be one of"),
+        ({"overwrite": "merge"}, "overwrite must be one of"),
+        ({"count_check": "maybe"}, "count_check must be one of"),
+        ({"download_attempts": 0}, "must be >= 1"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        DashScopeBatchResultsToObjectStorageOperator(
+            task_id="t", batch_id="b", destination="file:///x", **kwargs
+        )
+
+
+@pytest.mark.usefixtures("dashscope_conn")
+class TestS3:
+    def test_jsonl_and_manifest_on_s3(self, make_batch, client, s3_bucket, tmp_path):
+        batch = make_batch(12, fail="^req-(0|5)$")
+
+        manifest = run(batch, f"s3://s3_results@{S3_BUCKET}/runs/")
+
+        keys = sorted(o["Key"] for o in s3_bucket.list_objects_v2(Bucket=S3_BUCKET)["Contents"])
+        prefix = f"runs/{batch.id}/"
+        assert keys == [f"{prefix}errors.jsonl", f"{prefix}manifest.json", f"{prefix}output.jsonl"]
+        body = s3_bucket.get_object(Bucket=S3_BUCKET, Key=f"{prefix}output.jsonl")["Body"].read()
+        assert body == remote_bytes(client, batch.output_file_id)
+        stored = json.loads(
+            s3_bucket.get_object(Bucket=S3_BUCKET, Key=f"{prefix}manifest.json")["Body"].read()
+        )
+        assert stored == manifest
+        # URIs keep the connection id, so ObjectStoragePath(uri) reopens them
+        assert manifest["files"]["output"]["uri"] == f"s3://s3_results@{S3_BUCKET}/{prefix}output.jsonl"
+        assert manifest["files"]["output"]["lines"] == 10
+
+    def test_parquet_on_s3_with_truncated_download(self, make_batch, dashscope_emulator, s3_bucket):
+        pq = pytest.importorskip("pyarrow.parquet")
+        batch = make_batch(8)
+        dashscope_emulator.add_fault("truncate", method="GET", path=CONTENT_PATH, truncate_at=50, count=1)
+
+        run(batch, f"s3://s3_results@{S3_BUCKET}/pq", output_format="parquet")
+
+        keys = sorted(o["Key"] for o in s3_bucket.list_objects_v2(Bucket=S3_BUCKET)["Contents"])
+        assert keys == [f"pq/{batch.id}/manifest.json", f"pq/{batch.id}/output.parquet"]
+        body = s3_bucket.get_object(Bucket=S3_BUCKET, Key=f"pq/{batch.id}/output.parquet")["Body"].read()
+        table = pq.read_table(io.BytesIO(body))
+        assert sorted(table.column("custom_id").to_pylist()) == sorted(f"req-{i}" for i in range(8))
+
+    def test_rerun_skip_on_s3(self, make_batch, s3_bucket):
+        batch = make_batch(3)
+        destination = f"s3://s3_results@{S3_BUCKET}/skip"
+        first = run(batch, destination, output_format="csv")
+
+        assert run(batch, destination, output_format="csv", overwrite="skip") == first
+        with pytest.raises(AirflowFailException):
+            run(batch, destination, output_format="csv", overwrite="fail")
+
+
+@contextmanager
+def counts_disagree(emulator: EmulatorServer, batch: Batch, **counts: int) -> Iterator[None]:
+    """Serve ``batch`` with ``request_counts`` that disagree with its files; all other requests pass through.
+
+    respx because the emulator always reports honest counts: a disagreement is a wire detail only the real
+    service (or a bug) could produce.
+    """
+    body = batch.model_dump(mode="json")
+    body["request_counts"].update(counts)
+    with respx.mock(assert_all_called=False) as router:
+        router.get(f"{emulator.base_url}/batches/{batch.id}").respond(200, json=body)
+        router.route().pass_through()
+        yield

@@ -1,0 +1,181 @@
+"""DashScopeBatchTrigger against the emulator over a real socket."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+
+import anyio
+import pytest
+
+from airflow_provider_dashscope_batch.client.shared import active_shared_clients
+from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
+
+FAST = {"poll_interval": 0.05, "max_poll_interval": 0.2}
+POLLS = "GET /batches/{batch_id}"
+
+
+def rebuild(trigger: DashScopeBatchTrigger) -> DashScopeBatchTrigger:
+    """What the triggerer does: import the class path and call it with the serialized kwargs."""
+    classpath, kwargs = trigger.serialize()
+    module, name = classpath.rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)(**kwargs)
+
+
+async def events_of(trigger: DashScopeBatchTrigger) -> list[dict]:
+    return [event.payload async for event in trigger.run()]
+
+
+def test_serialize_round_trips_primitives_only(dashscope_emulator):
+    trigger = DashScopeBatchTrigger(
+        "batch_1", "my_conn", poll_interval=5, deadline=1_900_000_000.5, cancel_on_kill=True
+    )
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_provider_dashscope_batch.triggers.batch.DashScopeBatchTrigger"
+    assert rebuild(trigger).serialize() == (classpath, kwargs)
+    assert json.loads(json.dumps(kwargs)) == kwargs
+    assert kwargs["deadline"] == 1_900_000_000.5
+    assert dashscope_emulator.api_key not in repr(trigger)
+    assert set(kwargs) == {
+        "batch_id",
+        "dashscope_conn_id",
+        "poll_interval",
+        "max_poll_interval",
+        "poll_backoff",
+        "deadline",
+        "error_budget",
+        "cancel_on_kill",
+    }
+
+
+@pytest.mark.anyio
+async def test_one_event_with_the_terminal_batch(dashscope_conn, new_batch, dashscope_emulator):
+    batch_id = new_batch()
+    events = await events_of(DashScopeBatchTrigger(batch_id, **FAST))
+    assert len(events) == 1
+    (event,) = events
+    assert event["status"] == "terminal"
+    assert event["batch"]["id"] == batch_id
+    assert event["batch"]["status"] == "completed"
+    assert event["batch"]["request_counts"] == {"total": 5, "completed": 5, "failed": 0}
+    assert json.loads(json.dumps(event)) == event
+    counts = dashscope_emulator.request_counts()
+    assert set(counts) == {"POST /files", "POST /batches", POLLS}  # run() only reads
+
+
+@pytest.mark.anyio
+async def test_cancelling_is_not_terminal(dashscope_conn, new_batch, client, dashscope_emulator):
+    dashscope_emulator.configure(time_scale=0)  # frozen: the batch stays put until the clock moves
+    batch_id = new_batch()
+    assert client.cancel_batch(batch_id).status == "cancelling"
+
+    async def finish_cancelling_later() -> None:
+        await anyio.sleep(0.5)
+        await anyio.to_thread.run_sync(dashscope_emulator.advance, 60)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(finish_cancelling_later)
+        events = await events_of(DashScopeBatchTrigger(batch_id, **FAST))
+    assert events[0]["batch"]["status"] == "cancelled"
+    assert dashscope_emulator.request_counts()[POLLS] >= 2  # it saw `cancelling` and kept waiting
+
+
+@pytest.mark.anyio
+async def test_transient_errors_within_budget_are_tolerated(dashscope_conn, new_batch, dashscope_emulator):
+    dashscope_conn(max_retries=0)  # the trigger's own budget, not the client's retries, is under test
+    batch_id = new_batch()
+    dashscope_emulator.add_fault("status", method="GET", path="/batches/*", status=503, count=3)
+    events = await events_of(DashScopeBatchTrigger(batch_id, error_budget=3, **FAST))
+    assert events[0]["status"] == "terminal"
+
+
+@pytest.mark.anyio
+async def test_error_budget_exhausted_ends_with_an_error_event(dashscope_conn, new_batch, dashscope_emulator):
+    dashscope_conn(max_retries=0)
+    batch_id = new_batch()
+    dashscope_emulator.add_fault("status", method="GET", path="/batches/*", status=429, retry_after=0)
+    (event,) = await events_of(DashScopeBatchTrigger(batch_id, error_budget=2, **FAST))
+    assert event["status"] == "error"
+    assert "3 consecutive transient errors" in event["message"]
+    assert dashscope_emulator.request_counts()[POLLS] == 3
+
+
+@pytest.mark.anyio
+async def test_permanent_error_ends_at_once(dashscope_conn, dashscope_emulator):
+    (event,) = await events_of(DashScopeBatchTrigger("batch_does_not_exist", **FAST))
+    assert event["status"] == "error"
+    assert event["batch"] is None
+    assert dashscope_emulator.request_counts()[POLLS] == 1
+
+
+@pytest.mark.anyio
+async def test_wall_clock_deadline(dashscope_conn, new_batch, dashscope_emulator):
+    dashscope_emulator.configure(time_scale=0)
+    batch_id = new_batch()
+    trigger = DashScopeBatchTrigger(batch_id, deadline=time.time() + 0.5, **FAST)
+    # the deadline survives a serialize / rebuild, as after a triggerer restart
+    (event,) = await events_of(rebuild(trigger))
+    assert event["status"] == "timeout"
+    assert event["batch"]["status"] == "validating"
+    assert "deadline" in event["message"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("cancel_on_kill", [True, False])
+async def test_on_kill_cancels_only_when_asked(
+    dashscope_conn, new_batch, client, dashscope_emulator, cancel_on_kill
+):
+    dashscope_emulator.configure(time_scale=0)
+    batch_id = new_batch()
+    trigger = DashScopeBatchTrigger(batch_id, cancel_on_kill=cancel_on_kill, **FAST)
+    with anyio.move_on_after(0.3):  # the triggerer cancels run(), then awaits on_kill()
+        await events_of(trigger)
+    await trigger.on_kill()
+    expected = "cancelling" if cancel_on_kill else "validating"
+    assert client.retrieve_batch(batch_id).status == expected
+    assert dashscope_emulator.request_counts().get("POST /batches/{batch_id}/cancel", 0) == int(
+        cancel_on_kill
+    )
+
+
+@pytest.mark.anyio
+async def test_many_triggers_never_block_the_loop(dashscope_conn, new_batch, dashscope_emulator):
+    """300 waits in one loop, every poll answered after 100 ms; the loop must stay responsive."""
+    dashscope_emulator.configure(time_scale=0)
+    batch_ids = [new_batch() for _ in range(10)]
+    dashscope_emulator.add_fault("latency", method="GET", path="/batches/*", latency=0.1)
+    results: list[dict] = []
+    lags: list[float] = []
+    clients_seen: set[int] = set()
+    done = anyio.Event()
+
+    async def wait(batch_id: str) -> None:
+        results.extend(
+            await events_of(DashScopeBatchTrigger(batch_id, poll_interval=0.1, max_poll_interval=0.3))
+        )
+
+    async def probe() -> None:
+        while not done.is_set():
+            start = time.perf_counter()
+            await anyio.sleep(0.01)
+            lags.append(time.perf_counter() - start - 0.01)
+            clients_seen.add(active_shared_clients())
+
+    async def finish_later() -> None:
+        await anyio.sleep(1.5)
+        await anyio.to_thread.run_sync(dashscope_emulator.advance, 3600)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(probe)
+        tg.start_soon(finish_later)
+        async with anyio.create_task_group() as waits:
+            for i in range(300):
+                waits.start_soon(wait, batch_ids[i % 10])
+        done.set()
+
+    assert len(results) == 300
+    assert {e["status"] for e in results} == {"terminal"}
+    assert {e["batch"]["status"] for e in results} == {"completed"}
+    assert max(lags) < 0.5, f"event loop blocked for {max(lags):.3f} s"
+    assert clients_seen <= {0, 1}  # one shared client for all 300 waits
