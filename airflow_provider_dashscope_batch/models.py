@@ -7,7 +7,7 @@ to a non-terminal :class:`BatchStatus` pseudo-member instead of failing.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 
-class BatchStatus(str, Enum):
+class BatchStatus(StrEnum):
     """Lifecycle status of a batch; unknown values become non-terminal pseudo-members."""
 
     VALIDATING = "validating"

@@ -32,7 +32,7 @@ from __future__ import annotations
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from airflow_provider_dashscope_batch.models import BatchStatus
@@ -62,7 +62,7 @@ def is_terminal(status: str | None) -> bool:
     return status is not None and BatchStatus(status).is_terminal
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     """What a finished batch means for the Airflow task."""
 
     SUCCESS = "success"

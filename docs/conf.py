@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 
-# autodoc imports the provider, which imports Airflow: give Airflow a throw-away home so building the
-# docs never reads or writes the user's ~/airflow.
-os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="dashscope-docs-airflow-home-")
+# autodoc imports the provider, which imports Airflow: give Airflow a throw-away home inside the build
+# directory, so building the docs never reads or writes the user's ~/airflow.
+AIRFLOW_HOME = DOCS / "_build" / "airflow-home"
+AIRFLOW_HOME.mkdir(parents=True, exist_ok=True)
+os.environ["AIRFLOW_HOME"] = str(AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
-os.environ.setdefault("AIRFLOW__CORE__UNIT_TEST_MODE", "True")
+os.environ.setdefault("AIRFLOW__LOGGING__LOGGING_LEVEL", "WARNING")
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(DOCS / "_ext"))
 
@@ -22,7 +23,7 @@ from airflow_provider_dashscope_batch import __version__  # noqa: E402
 
 project = "DashScope Batch provider for Apache Airflow"
 author = "airflow-provider-dashscope-batch developers"
-copyright = "2026, airflow-provider-dashscope-batch developers"  # noqa: A001
+copyright = "2026, airflow-provider-dashscope-batch developers"
 version = release = __version__
 
 extensions = [

@@ -17,7 +17,7 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from airflow.providers.common.compat.sdk import DAG, Param, task
+from airflow.providers.common.compat.sdk import DAG, Param, teardown
 
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
 from airflow_provider_dashscope_batch.operators.batch import (
@@ -73,10 +73,10 @@ with DAG(
     )
     # [END howto_operator_dashscope_results_to_object_storage]
 
-    @task(trigger_rule="all_done")
-    def delete_input_file(file_id: str | None) -> None:
+    @teardown
+    def delete_input_file(file_id: str) -> None:
         """Uploaded files never expire and count against the account's 10,000-file quota."""
-        if file_id:
-            DashScopeBatchHook().get_conn().delete_file(file_id)
+        DashScopeBatchHook().get_conn().delete_file(file_id)
 
+    # A teardown runs whatever happened upstream and does not turn a failed run green.
     create_batch >> results_to_object_storage >> delete_input_file(upload_file.output)

@@ -1,13 +1,15 @@
 """
 Example DAG: create a batch without waiting, then wait for it with a sensor in reschedule mode (the
-worker slot is free between pokes) and cancel it if the sensor gives up.
+worker slot is free between pokes), land the results, and cancel the batch if the sensor gives up.
 
-``DASHSCOPE_EXAMPLE_POLL_INTERVAL`` sets the seconds between pokes (default 60).
+``DASHSCOPE_EXAMPLE_POLL_INTERVAL`` sets the seconds between pokes (default 60);
+``DASHSCOPE_RESULTS_DESTINATION`` where results land (default ``file://<tmp>/dashscope-batch-results``).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -19,10 +21,16 @@ from airflow_provider_dashscope_batch.operators.batch import (
     DashScopeUploadFileOperator,
 )
 from airflow_provider_dashscope_batch.sensors.batch import DashScopeBatchSensor
+from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
+    DashScopeBatchResultsToObjectStorageOperator,
+)
 
 DAG_ID = "example_dashscope_batch_sensor"
 INPUT_FILE = Path(__file__).parent / "data" / "requests.jsonl"
 POLL_INTERVAL = float(os.environ.get("DASHSCOPE_EXAMPLE_POLL_INTERVAL", "60"))
+DESTINATION = os.environ.get(
+    "DASHSCOPE_RESULTS_DESTINATION", f"file://{Path(tempfile.gettempdir()) / 'dashscope-batch-results'}"
+)
 BATCH_ID = "{{ ti.xcom_pull(task_ids='create_batch', key='batch_id') }}"
 
 with DAG(
@@ -64,4 +72,8 @@ with DAG(
     )
     # [END howto_operator_dashscope_cancel_batch]
 
-    upload_file >> create_batch >> wait_for_batch >> cancel_batch
+    results_to_object_storage = DashScopeBatchResultsToObjectStorageOperator(
+        task_id="results_to_object_storage", batch_id=BATCH_ID, destination=DESTINATION
+    )
+
+    upload_file >> create_batch >> wait_for_batch >> [results_to_object_storage, cancel_batch]

@@ -1,17 +1,26 @@
-"""Test-session setup: a throw-away AIRFLOW_HOME with its own SQLite metadata DB.
+"""
+Test-session setup and the fixtures every test directory shares.
 
-The environment is set at import time, before any test module imports Airflow, so every test
-(and every subprocess a test starts) sees the same isolated Airflow installation.
+The environment is set at import time, before any test module imports Airflow, so every test (and
+every subprocess a test starts) sees the same throw-away Airflow installation with its own SQLite DB.
 """
 
 from __future__ import annotations
 
+import atexit
+import json
 import os
+import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import pytest
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_REQUESTS = REPO_ROOT / "example_dags" / "data" / "requests.jsonl"
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="dashscope-airflow-home-"))
+atexit.register(shutil.rmtree, AIRFLOW_HOME, ignore_errors=True)
 
 os.environ["AIRFLOW_HOME"] = str(AIRFLOW_HOME)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
@@ -19,10 +28,44 @@ os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO_ROOT / "example_dags")
 os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{AIRFLOW_HOME / 'airflow.db'}"
 os.environ.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "http://127.0.0.1:8080/execution/")
 
-import pytest  # noqa: E402
+from airflow_provider_dashscope_batch.client import DashScopeClient  # noqa: E402
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     """Async tests (``@pytest.mark.anyio``) run on asyncio, the triggerer's event loop."""
     return "asyncio"
+
+
+@pytest.fixture
+def dashscope_conn(dashscope_emulator, monkeypatch) -> Callable[..., None]:
+    """Point ``dashscope_default`` at the emulator; call again with extra fields (e.g. ``max_retries=0``)."""
+
+    def configure(**extra: object) -> None:
+        conn = {
+            "conn_type": "dashscope",
+            "password": dashscope_emulator.api_key,
+            "extra": {"base_url": dashscope_emulator.base_url, **extra},
+        }
+        monkeypatch.setenv("AIRFLOW_CONN_DASHSCOPE_DEFAULT", json.dumps(conn))
+
+    configure()
+    return configure
+
+
+@pytest.fixture
+def client(dashscope_emulator) -> Iterator[DashScopeClient]:
+    """A sync client to set the scene (upload, create, cancel) over HTTP."""
+    with DashScopeClient(api_key=dashscope_emulator.api_key, base_url=dashscope_emulator.base_url) as c:
+        yield c
+
+
+@pytest.fixture
+def new_batch(client) -> Callable[[], str]:
+    """Create a batch of the sample requests; returns its id."""
+    file_id = client.upload_file(SAMPLE_REQUESTS).id
+
+    def create() -> str:
+        return client.create_batch(input_file_id=file_id, endpoint="/v1/chat/ds-test").id
+
+    return create

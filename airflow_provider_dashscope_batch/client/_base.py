@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any, Generic, TypeVar
 from urllib.parse import quote
 
@@ -265,7 +265,7 @@ def format_time_filter(value: TimeFilter) -> str:
         return value
     if isinstance(value, datetime):
         if value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
+            value = value.astimezone(UTC)
         return value.strftime("%Y%m%d%H%M%S")
     if isinstance(value, date):
         return value.strftime("%Y%m%d000000")
@@ -387,7 +387,7 @@ class ClientCore:
         self.retry = retry or RetryPolicy()
         self.rand: Callable[[], float] = random.random
         self.monotonic: Callable[[], float] = time.monotonic
-        self.now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+        self.now: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def __repr__(self) -> str:
         return f"ClientCore(base_url={self.base_url!r}, workspace={self.workspace!r})"
@@ -475,6 +475,7 @@ class ClientCore:
             request_id=str(request_id) if request_id else None,
             error_type=str(error_type) if error_type else None,
             param=str(param) if param is not None else None,
+            retry_after=parse_retry_after(response.headers),
         )
 
     def error_from_transport(self, exc: httpx.TransportError, request: httpx.Request) -> APIConnectionError:

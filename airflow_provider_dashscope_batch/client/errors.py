@@ -112,6 +112,7 @@ class APIStatusError(DashScopeError):
     :param request_id: The service's request id, for support tickets.
     :param error_type: The error ``type`` field, if any.
     :param param: The offending parameter, if the service named one.
+    :param retry_after: Seconds the service asked to wait (``Retry-After``), if it sent the header.
     """
 
     def __init__(
@@ -123,6 +124,7 @@ class APIStatusError(DashScopeError):
         request_id: str | None = None,
         error_type: str | None = None,
         param: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
@@ -130,6 +132,7 @@ class APIStatusError(DashScopeError):
         self.request_id = request_id
         self.error_type = error_type
         self.param = param
+        self.retry_after = retry_after
 
     def __str__(self) -> str:
         parts = [f"HTTP {self.status_code}"]

@@ -10,7 +10,7 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ def _error_response(status: int, message: str | None = None, *, code=None, param
 def _parse_time(value: str, name: str, formats: tuple[str, ...]) -> float:
     for fmt in formats:
         try:
-            return datetime.strptime(value, fmt).replace(tzinfo=timezone.utc).timestamp()
+            return datetime.strptime(value, fmt).replace(tzinfo=UTC).timestamp()
         except ValueError:
             continue
     raise ApiError(400, f"Invalid {name} '{value}'; expected one of {', '.join(formats)}.", param=name)

@@ -174,9 +174,12 @@ class DashScopeBatchHook(BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        """Extra-field widgets for Airflow < 3.2, derived from the declarative ``conn-fields``."""
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
+        """
+        Extra-field widgets for Airflow < 3.2, derived from the declarative ``conn-fields``.
+
+        Only wtforms is imported: Airflow 3.0/3.1 read these widgets through their React UI, which
+        needs no Flask AppBuilder, and an import error here would silently drop the whole form.
+        """
         from wtforms import IntegerField, StringField
         from wtforms.validators import Optional, any_of
 
@@ -188,8 +191,7 @@ class DashScopeBatchHook(BaseHook):
                 validators.append(any_of(schema["enum"]))
             field_class = IntegerField if "integer" in schema["type"] else StringField
             widgets[name] = field_class(
-                lazy_gettext(spec["label"]),
-                widget=BS3TextFieldWidget(),
+                spec["label"],
                 validators=validators,
                 description=spec.get("description"),
                 default=schema.get("default"),

@@ -11,6 +11,8 @@ from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from airflow.providers.common.compat.sdk import (
     AirflowException,
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client import DashScopeClient
 
 __all__ = [
+    "BatchWaitTimeout",
     "DashScopeBaseBatchOperator",
     "DashScopeCancelBatchOperator",
     "DashScopeCreateBatchOperator",
@@ -63,6 +66,10 @@ __all__ = [
 
 #: ``task_state_store`` key holding the batch id (Airflow 3.3+); renaming it breaks in-flight retries.
 STATE_KEY = "dashscope_batch_id"
+
+
+class BatchWaitTimeout(AirflowException):
+    """The wait for a batch reached its deadline before the batch finished."""
 
 
 def idempotency_key_for(context: Context) -> str:
@@ -105,18 +112,18 @@ def wait_for_batch(
     poller: BatchPoller,
     *,
     log: Any,
-    sleep: Any = time.sleep,
 ) -> dict[str, Any]:
     """
     Poll a batch in-process until it is terminal, following ``poller``'s schedule.
 
     :return: The terminal batch as a JSON dict.
-    :raises AirflowException: on a timeout (``.timed_out`` set) or an error outside the budget.
+    :raises BatchWaitTimeout: when the poller's deadline passes first.
+    :raises AirflowException: on an error the poller will not retry.
     """
     batch: dict[str, Any] | None = None
     step = poller.first_delay(time.time())
     while step.action == "wait":
-        sleep(step.delay)
+        time.sleep(step.delay)
         try:
             batch = client.retrieve_batch(batch_id).model_dump(mode="json")
         except DashScopeError as exc:
@@ -130,9 +137,7 @@ def wait_for_batch(
         step = poller.on_status(batch["status"], time.time())
     if step.action == "done" and batch is not None:
         return batch
-    error = AirflowException(step.message)
-    error.timed_out = step.action == "timeout"  # type: ignore[attr-defined]
-    raise error
+    raise (BatchWaitTimeout if step.action == "timeout" else AirflowException)(step.message)
 
 
 class DashScopeUploadFileOperator(BaseOperator):
@@ -248,9 +253,12 @@ class DashScopeUploadFileOperator(BaseOperator):
 
 
 def _as_path(value: str | os.PathLike[str] | ObjectStoragePath) -> Path | ObjectStoragePath:
+    """A local ``Path`` for paths and ``file://`` URLs, an ``ObjectStoragePath`` for other URLs."""
     if isinstance(value, ObjectStoragePath):
         return value
     text = os.fspath(value)
+    if text.startswith("file://"):
+        return Path(url2pathname(urlsplit(text).path))
     return ObjectStoragePath(text) if "://" in text else Path(text)
 
 
@@ -333,9 +341,8 @@ class DashScopeBaseBatchOperator(BaseOperator):
         poller = BatchPoller(self.schedule, deadline=deadline, error_budget=self.error_budget)
         try:
             return wait_for_batch(self.hook.get_conn(), batch["id"], poller, log=self.log)
-        except AirflowException as exc:
-            if getattr(exc, "timed_out", False):
-                self._cancel(batch["id"], "the wait timed out")
+        except BatchWaitTimeout:
+            self._cancel(batch["id"], "the wait timed out")
             raise
 
     def _terminal_batch(self, event: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import json
 import time
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
@@ -490,7 +490,7 @@ class DashScopeBatchResultsToObjectStorageOperator(BaseOperator):
             "files": {kind: entry for kind, _, _, entry in staged},
             "usage": usage.as_dict(),
             "warnings": warnings,
-            "transferred_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "transferred_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
     @staticmethod

@@ -11,6 +11,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_dashscope_batch.client.errors import (
     APIConnectionError,
+    APIStatusError,
     DashScopeError,
     RateLimitError,
     ServerError,
@@ -39,9 +40,8 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def retry_after_of(exc: BaseException) -> float | None:
-    """The ``Retry-After`` seconds an error carries, if the client recorded one."""
-    value = getattr(exc, "retry_after", None)
-    return float(value) if isinstance(value, (int, float)) else None
+    """The ``Retry-After`` seconds a service error carries, if the service sent one."""
+    return exc.retry_after if isinstance(exc, APIStatusError) else None
 
 
 class DashScopeBatchTrigger(BaseTrigger):
@@ -137,9 +137,10 @@ class DashScopeBatchTrigger(BaseTrigger):
                         if step.action == "wait":
                             self.log.warning("Polling batch %s failed (%s); retrying", self.batch_id, exc)
                         continue
+                    if batch is None or batch["status"] != current.status:  # log changes, not every poll
+                        self.log.info("Batch %s is %s", self.batch_id, current.status)
                     batch = current.model_dump(mode="json")
                     step = poller.on_status(batch["status"], time.time())
-                    self.log.info("Batch %s is %s", self.batch_id, batch["status"])
         except DashScopeError as exc:  # the connection or client could not be set up
             step = poller.on_error(str(exc), transient=False, now=time.time())
         if step.action == "done":

@@ -4,7 +4,8 @@ tables, fenced code) as reStructuredText, so pages such as the benchmark results
 (``benchmarks/README.md``, next to the code that produces them) and the docs never copy them.
 
 The leading ``# Title`` is dropped (the page has its own); other headings become rubrics (they
-never join the page's section tree); relative links point at the repository on GitHub. Anything fancier than that subset is a reason to simplify the Markdown.
+never join the page's section tree); relative links point at the repository on GitHub. Anything
+fancier than that subset is a reason to simplify the Markdown.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ import re
 from pathlib import Path
 
 from docutils import nodes
-from docutils.parsers.rst import directives
 from docutils.statemachine import StringList
+from sphinx.application import Sphinx
 from sphinx.util.docutils import SphinxDirective
 
 REPO_URL = "https://github.com/airflow-provider-dashscope-batch/airflow-provider-dashscope-batch/blob/main/"
 
 _LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
 _CODE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
-_TABLE_RULE = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?$")
+_TABLE_RULE = re.compile(r"^\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?$")
+_LIST_ITEM = re.compile(r"^([-*+]|\d+[.)])\s")
 
 
 def _inline(text: str, base: str) -> str:
@@ -64,12 +66,19 @@ def markdown_to_rst(markdown: str, base: str) -> list[str]:
     """
     lines = markdown.splitlines()
     rst: list[str] = []
+
+    def block() -> None:
+        """Start a new block: reStructuredText needs a blank line before directives and lists."""
+        if rst and rst[-1].strip():
+            rst.append("")
+
     i = 0
     while i < len(lines):
         line = lines[i]
         stripped = line.strip()
         if stripped.startswith("```"):
             language = stripped[3:].strip() or "text"
+            block()
             rst += [f".. code-block:: {language}", ""]
             i += 1
             while i < len(lines) and not lines[i].strip().startswith("```"):
@@ -80,6 +89,7 @@ def markdown_to_rst(markdown: str, base: str) -> list[str]:
             continue
         heading = re.match(r"^(#{1,6})\s+(.*)$", stripped)
         if heading:
+            block()
             rst += [f".. rubric:: {_inline(heading.group(2), base)}", ""]
             i += 1
             continue
@@ -90,6 +100,7 @@ def markdown_to_rst(markdown: str, base: str) -> list[str]:
             while i < len(lines) and lines[i].strip().startswith("|"):
                 rows.append(_cells(lines[i]))
                 i += 1
+            block()
             rst += [".. list-table::", "   :header-rows: 1", ""]
             for row in [header, *rows]:
                 row = (row + [""] * len(header))[: len(header)]
@@ -97,7 +108,7 @@ def markdown_to_rst(markdown: str, base: str) -> list[str]:
                 rst += [f"     - {_inline(cell, base) or '..'}" for cell in row[1:]]
             rst.append("")
             continue
-        if not stripped:
+        if not stripped or re.fullmatch(r"(-{3,}|\*{3,}|_{3,})", stripped):  # blank line, or a rule
             rst.append("")
             i += 1
             continue
@@ -106,6 +117,12 @@ def markdown_to_rst(markdown: str, base: str) -> list[str]:
                 i += 1
             i += 1
             continue
+        if rst and rst[-1].strip():
+            previous_is_list = bool(_LIST_ITEM.match(rst[-1])) or rst[-1].startswith(" ")
+            if _LIST_ITEM.match(stripped) and not previous_is_list:
+                block()  # a list right after a paragraph line
+            elif previous_is_list and not _LIST_ITEM.match(stripped) and not line.startswith(" "):
+                block()  # a paragraph right after a list
         rst.append(_inline(line.rstrip(), base))
         i += 1
     return rst
@@ -115,17 +132,11 @@ class MarkdownInclude(SphinxDirective):
     """Render a Markdown file (path relative to the current document) in place."""
 
     required_arguments = 1
-    option_spec = {"start-after": directives.unchanged}
 
     def run(self) -> list[nodes.Node]:
         rel, path = self.env.relfn2path(self.arguments[0], self.env.docname)
         self.env.note_dependency(rel)
         text = Path(path).read_text(encoding="utf-8")
-        marker = self.options.get("start-after")
-        if marker:
-            if marker not in text:
-                raise self.error(f"{path} has no line {marker!r}")
-            text = text.split(marker, 1)[1]
         # The page has its own title: drop the Markdown file's leading "# Title".
         text = re.sub(r"\A\s*# [^\n]*\n", "", text)
         base = str(Path(path).resolve().parent.relative_to(Path(self.env.srcdir).resolve().parent))
@@ -134,6 +145,6 @@ class MarkdownInclude(SphinxDirective):
         return container.children
 
 
-def setup(app):  # noqa: ANN001, ANN201 - Sphinx extension hook
+def setup(app: Sphinx) -> dict[str, bool]:
     app.add_directive("markdown-include", MarkdownInclude)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

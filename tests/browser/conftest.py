@@ -65,9 +65,7 @@ class AirflowApiServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = home / "api-server.log"
         self._proc: subprocess.Popen[bytes] | None = None
-        self.env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW__"))
-        }
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW__"))}
         (home / "dags").mkdir(parents=True, exist_ok=True)
         self.env.update(
             AIRFLOW_HOME=str(home),
@@ -78,6 +76,8 @@ class AirflowApiServer:
             AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS="True",
             AIRFLOW__CORE__TEST_CONNECTION="Enabled",
             AIRFLOW__API__BASE_URL=self.url,
+            # Airflow 3.0 leaves ``iss`` unset by default, which PyJWT >= 2.10 refuses to encode.
+            AIRFLOW__API_AUTH__JWT_ISSUER="airflow-dashscope-browser-test",
         )
 
     def log_tail(self, chars: int = 4000) -> str:
@@ -88,6 +88,11 @@ class AirflowApiServer:
             log.seek(max(0, self.log_path.stat().st_size - chars))
             return log.read().decode(errors="replace")
 
+    def log_lines(self, needle: str) -> list[str]:
+        """Return the api-server's log lines that contain ``needle``."""
+        with self.log_path.open(encoding="utf-8", errors="replace") as log:
+            return [line.strip() for line in log if needle in line]
+
     def start(self) -> None:
         """Migrate the DB, start the server and wait until its health endpoint answers."""
         migrate = subprocess.run(
@@ -97,7 +102,16 @@ class AirflowApiServer:
             raise RuntimeError(f"airflow db migrate failed:\n{migrate.stderr[-4000:]}")
         with self.log_path.open("wb") as log:
             self._proc = subprocess.Popen(
-                [self.airflow, "api-server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"],
+                [
+                    self.airflow,
+                    "api-server",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    "1",
+                ],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -106,15 +120,23 @@ class AirflowApiServer:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"airflow api-server exited with {self._proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"airflow api-server exited with {self._proc.returncode}:\n{self.log_tail()}"
+                )
             try:
-                if httpx.get(f"{self.url}/api/v2/monitor/health", timeout=2).status_code == 200:
-                    return
+                status = httpx.get(f"{self.url}/api/v2/monitor/health", timeout=2).status_code
             except httpx.TransportError:
-                pass
+                status = None
+            if status == 200:
+                return
+            if status is not None and status >= 500:
+                self.stop()
+                raise RuntimeError(f"airflow api-server answers {status}:\n{self.log_tail()}")
             time.sleep(0.5)
         self.stop()
-        raise RuntimeError(f"airflow api-server did not answer within {STARTUP_TIMEOUT:.0f}s:\n{self.log_tail()}")
+        raise RuntimeError(
+            f"airflow api-server did not answer within {STARTUP_TIMEOUT:.0f}s:\n{self.log_tail()}"
+        )
 
     def stop(self) -> None:
         """Stop the server and the workers it forked (its whole process group)."""
@@ -166,6 +188,17 @@ def chromium_browser() -> Iterator[Any]:
             yield browser
         finally:
             browser.close()
+
+
+@pytest.fixture
+def browser_page(chromium_browser: Any) -> Iterator[Any]:
+    """A page in a fresh browser context (no cookies or storage from other tests)."""
+    context = chromium_browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(30_000)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import httpx
 import pytest
@@ -185,7 +185,7 @@ def batch_json(batch_id: str, key: str | None = None, created_at: int | None = N
         "id": batch_id,
         "status": "validating",
         "input_file_id": "file-1",
-        "created_at": created_at or int(datetime.now(timezone.utc).timestamp()),
+        "created_at": created_at or int(datetime.now(UTC).timestamp()),
         "metadata": {"idempotency_key": key} if key else {},
     }
 

@@ -6,7 +6,7 @@ import io
 import json
 import logging
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -134,7 +134,7 @@ def test_create_retrieve_list_cancel(client, dashscope_emulator, input_file):
         batch.id
     ]
     assert list(client.list_batches(ds_name="nomatch")) == []
-    since = datetime.now(timezone.utc) - timedelta(hours=1)
+    since = datetime.now(UTC) - timedelta(hours=1)
     assert [b.id for b in client.list_batches(status=["validating", "in_progress"], create_after=since)] == [
         batch.id
     ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import ClassVar
 
@@ -412,7 +412,7 @@ def test_list_filters(api: Api, three):
     assert get(status="failed,expired") == []
 
     def stamp(batch: dict, delta: int) -> str:
-        return datetime.fromtimestamp(batch["created_at"] + delta, timezone.utc).strftime("%Y%m%d%H%M%S")
+        return datetime.fromtimestamp(batch["created_at"] + delta, UTC).strftime("%Y%m%d%H%M%S")
 
     assert get(create_after=stamp(three[1], -1)) == [three[2]["id"], three[1]["id"]]
     assert get(create_before=stamp(three[1], 1)) == [three[1]["id"], three[0]["id"]]

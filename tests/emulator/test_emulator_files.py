@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from emulator_helpers import Api, assert_error, jsonl, read_jsonl, request_line
@@ -103,7 +103,7 @@ def test_list_filters_by_creation_time_in_every_format(api: Api, fmt):
     old = api.upload(PAIR)["id"]
     api.emulator.advance(3 * 86400)
     new = api.upload(PAIR)["id"]
-    created = datetime.fromtimestamp(api.http.get(f"/files/{new}").json()["created_at"], timezone.utc)
+    created = datetime.fromtimestamp(api.http.get(f"/files/{new}").json()["created_at"], UTC)
     cut = (created - timedelta(days=1)).strftime(fmt)
     after = api.http.get("/files", params={"create_after": cut}).json()["data"]
     before = api.http.get("/files", params={"create_before": cut}).json()["data"]

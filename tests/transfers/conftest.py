@@ -19,21 +19,10 @@ S3_BUCKET = "results-bucket"
 
 
 @pytest.fixture
-def dashscope_conn(dashscope_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch) -> str:
-    """``dashscope_default`` pointing at the emulator (env-var connection, as users would set it)."""
-    conn = {
-        "conn_type": "dashscope",
-        "password": dashscope_emulator.api_key,
-        "extra": {"base_url": dashscope_emulator.base_url, "max_retries": 2},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_DASHSCOPE_DEFAULT", json.dumps(conn))
+def dashscope_conn(dashscope_conn) -> str:
+    """``dashscope_default`` pointing at the emulator, with a small client retry budget."""
+    dashscope_conn(max_retries=2)
     return "dashscope_default"
-
-
-@pytest.fixture
-def client(dashscope_emulator: EmulatorServer) -> Iterator[DashScopeClient]:
-    with DashScopeClient(api_key=dashscope_emulator.api_key, base_url=dashscope_emulator.base_url) as c:
-        yield c
 
 
 def _requests(n: int, endpoint: str) -> bytes:

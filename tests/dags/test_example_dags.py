@@ -1,0 +1,131 @@
+"""Each example DAG runs green with ``dag.test()`` against the emulator, and red where it should."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def once_a_batch_exists(emulator, action) -> threading.Thread:
+    """
+    Act on the emulator's only batch while ``dag.test()`` blocks this thread (what a user or the clock
+    would do), as soon as the DAG has created it: a fixed delay would race a slow machine.
+    """
+
+    def wait_then_act() -> None:
+        deadline = time.monotonic() + 120
+        while not _batches(emulator) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        (batch,) = _batches(emulator)
+        action(batch["id"])
+
+    thread = threading.Thread(target=wait_then_act, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_main_example_green(load_example, states, dashscope_emulator, tmp_path):
+    dag_run = load_example("example_dashscope_batch").dag.test()
+    assert dag_run.state == "success", states(dag_run)
+    counts = dashscope_emulator.request_counts()
+    assert counts["POST /batches"] == 1
+    assert counts["DELETE /files/{file_id}"] == 1  # the clean-up ran
+    (landed,) = (tmp_path / "results").iterdir()
+    assert landed.name.startswith("batch_")
+    assert (landed / "output.jsonl").read_text().count("\n") == 5
+    assert json.loads((landed / "manifest.json").read_text())
+
+
+def test_sensor_example_green(load_example, states, dashscope_emulator):
+    dag_run = load_example("example_dashscope_batch_sensor").dag.test()
+    assert states(dag_run) == {
+        "upload_file": "success",
+        "create_batch": "success",
+        "wait_for_batch": "success",
+        "results_to_object_storage": "success",
+        "cancel_batch_if_waiting_failed": "skipped",
+    }
+    assert "POST /batches/{batch_id}/cancel" not in dashscope_emulator.request_counts()
+
+
+def test_mapped_example_green(load_example, states, dashscope_emulator):
+    dag_run = load_example("example_dashscope_batch_mapped").dag.test()
+    assert dag_run.state == "success", states(dag_run)
+    assert {k for k, v in states(dag_run).items() if v == "success"} >= {
+        "create_batch[0]",
+        "create_batch[1]",
+        "create_batch[2]",
+        "summarize",
+    }
+    assert dashscope_emulator.request_counts()["POST /batches"] == 3
+    summary = dag_run.get_task_instance("summarize").xcom_pull(task_ids="summarize")
+    assert summary == {"batches": 3, "total": 9, "completed": 9, "failed": 0}
+
+
+def test_main_example_red_when_every_request_fails(load_example, states, dashscope_emulator):
+    dashscope_emulator.fail_requests(".*")
+    dag_run = load_example("example_dashscope_batch").dag.test()
+    assert dag_run.state == "failed"
+    assert states(dag_run)["create_batch"] == "failed"
+    assert states(dag_run)["delete_input_file"] == "success"  # clean-up still runs
+
+
+def test_sensor_example_red_on_partial_failure(load_example, states, dashscope_emulator):
+    dashscope_emulator.fail_requests("request-2")  # the sensor example sets on_partial_failure="fail"
+    dag_run = load_example("example_dashscope_batch_sensor").dag.test()
+    assert dag_run.state == "failed"
+    assert states(dag_run)["wait_for_batch"] == "failed"
+    assert states(dag_run)["cancel_batch_if_waiting_failed"] == "success"
+
+
+def test_main_example_red_when_the_batch_expires(load_example, states, dashscope_emulator):
+    dashscope_emulator.configure(time_scale=0, processing_rate=1e-5)  # 5 requests would take days
+    timer = once_a_batch_exists(dashscope_emulator, lambda _: dashscope_emulator.advance(25 * 3600))
+    try:
+        dag_run = load_example("example_dashscope_batch").dag.test()
+    finally:
+        timer.join()
+    assert dag_run.state == "failed"
+    assert states(dag_run)["create_batch"] == "failed"
+    (batch,) = _batches(dashscope_emulator)
+    assert batch["status"] == "expired"
+
+
+def test_main_example_red_when_the_batch_is_cancelled(load_example, states, dashscope_emulator):
+    dashscope_emulator.configure(processing_rate=0.01)
+
+    def cancel(batch_id: str) -> None:
+        with _client(dashscope_emulator) as client:
+            client.cancel_batch(batch_id)
+
+    timer = once_a_batch_exists(dashscope_emulator, cancel)
+    try:
+        dag_run = load_example("example_dashscope_batch").dag.test()
+    finally:
+        timer.join()
+    assert dag_run.state == "failed"
+    assert states(dag_run)["create_batch"] == "failed"
+    assert _batches(dashscope_emulator)[0]["status"] == "cancelled"
+
+
+def _client(emulator):
+    from airflow_provider_dashscope_batch.client import DashScopeClient
+
+    return DashScopeClient(api_key=emulator.api_key, base_url=emulator.base_url)
+
+
+def _batches(emulator) -> list[dict]:
+    with _client(emulator) as client:
+        return [b.model_dump(mode="json") for b in client.list_batches()]
+
+
+def test_red_on_a_validation_failure(load_test_dags, states, dashscope_emulator):
+    dag_run = load_test_dags.validation_failure.test()
+    assert dag_run.state == "failed"
+    assert states(dag_run) == {"upload_file": "failed", "create_batch": "upstream_failed"}
+    assert dashscope_emulator.request_counts() == {}  # a bad file costs no upload and no batch

@@ -1,0 +1,97 @@
+"""DashScopeUploadFileOperator: every input form is validated before a byte is uploaded."""
+
+from __future__ import annotations
+
+import json
+import time
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStoragePath
+
+from airflow_provider_dashscope_batch.jsonl import write_requests_from_csv
+from airflow_provider_dashscope_batch.operators.batch import DashScopeUploadFileOperator
+
+REQUESTS = Path(__file__).resolve().parents[2] / "example_dags" / "data" / "requests.jsonl"
+
+
+def upload(**kwargs) -> DashScopeUploadFileOperator:
+    return DashScopeUploadFileOperator(task_id="upload", **kwargs)
+
+
+def run_batch(client, file_id: str) -> list[dict]:
+    """Run the uploaded file as a batch; the service accepted it if every line comes back answered."""
+    batch = client.create_batch(input_file_id=file_id, endpoint="/v1/chat/ds-test")
+    while batch.status not in ("completed", "failed", "expired", "cancelled"):
+        time.sleep(0.05)
+        batch = client.retrieve_batch(batch.id)
+    assert batch.status == "completed", batch.errors
+    content = b"".join(client.iter_file_content(batch.output_file_id))
+    return sorted((json.loads(line) for line in content.splitlines()), key=lambda r: r["custom_id"])
+
+
+def test_local_file(dashscope_conn, client):
+    file_id = upload(file=str(REQUESTS), endpoint="/v1/chat/ds-test").execute({})
+    uploaded = client.retrieve_file(file_id)
+    assert uploaded.filename == "requests.jsonl"
+    assert uploaded.bytes == REQUESTS.stat().st_size
+
+
+@pytest.mark.parametrize("source", [ObjectStoragePath(str(REQUESTS)), REQUESTS.as_uri()], ids=["path", "url"])
+def test_object_storage_path_or_url(dashscope_conn, client, source):
+    file_id = upload(file=source, filename="from-object-storage.jsonl").execute({})
+    uploaded = client.retrieve_file(file_id)
+    assert uploaded.filename == "from-object-storage.jsonl"
+    assert uploaded.bytes == REQUESTS.stat().st_size
+
+
+def test_request_dicts(dashscope_conn, client):
+    bodies = [{"messages": [{"role": "user", "content": f"question {i}"}]} for i in range(3)]
+    file_id = upload(requests=bodies, model="batch-test-model", endpoint="/v1/chat/ds-test").execute({})
+    results = run_batch(client, file_id)
+    assert [r["custom_id"] for r in results] == ["1", "2", "3"]
+    assert {r["response"]["body"]["model"] for r in results} == {"batch-test-model"}
+
+
+def test_csv_with_template(dashscope_conn, client, tmp_path):
+    csv_file = tmp_path / "prompts.csv"
+    csv_file.write_text("id,city\na,Paris\nb,Tokyo\n")
+    file_id = upload(
+        csv=str(csv_file),
+        model="batch-test-model",
+        template="What is the population of {city}?",
+        endpoint="/v1/chat/ds-test",
+    ).execute({})
+    assert [r["custom_id"] for r in run_batch(client, file_id)] == ["a", "b"]
+    expected = BytesIO()
+    write_requests_from_csv(
+        csv_file,
+        expected,
+        model="batch-test-model",
+        template="What is the population of {city}?",
+        endpoint="/v1/chat/ds-test",
+    )
+    assert client.retrieve_file(file_id).bytes == len(expected.getvalue())
+    assert b"What is the population of Tokyo?" in expected.getvalue()
+
+
+def test_invalid_file_costs_no_upload(dashscope_conn, dashscope_emulator, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    line = json.loads(REQUESTS.read_text().splitlines()[0])
+    bad.write_text(json.dumps(line) + "\n" + json.dumps(line) + "\nnot json\n")
+    with pytest.raises(AirflowFailException) as raised:
+        upload(file=str(bad), endpoint="/v1/chat/ds-test").execute({})
+    message = str(raised.value)
+    assert "line 2: duplicate_custom_id" in message
+    assert "line 3: invalid_json_line" in message
+    assert dashscope_emulator.request_counts() == {}
+
+
+def test_exactly_one_source():
+    with pytest.raises(ValueError, match="exactly one"):
+        upload(file="a.jsonl", requests=[{"body": {}}])
+    with pytest.raises(ValueError, match="exactly one"):
+        upload()
+    with pytest.raises(ValueError, match="needs model"):
+        upload(csv="a.csv")
