@@ -16,11 +16,12 @@ Default poll schedule, sized for the account's retrieve limit of 1000 requests/m
 holds the maximum of 1000 concurrent batches (the service allows 1000 running batches per account):
 
 * no batch is polled more often than every ``poll_interval`` = 60 s (the service docs ask for > 1 min
-  with exponential backoff), so even 1000 waits that are all at their shortest interval stay at or below
-  1000 polls/min;
-* each first poll lands uniformly in ``[60 s, 150 s]`` (``first_poll_jitter`` = 1.5 × the interval), so
+  with exponential backoff), so 1000 waits make at most 1000 polls in any minute, whatever their phase;
+* each first poll lands uniformly in ``[60 s, 240 s]`` (``first_poll_jitter`` = 3 × the interval), so
   1000 waits deferred at the same instant (a DAG fan-out, a triggerer restart) spread their first polls
-  over 90 s: about 667 polls/min;
+  over 3 minutes; second polls then overlap the tail of that spread, and a replay of these decisions
+  for 1000 simultaneous waits peaks at about 820 polls in its busiest minute (``benchmarks/README.md``;
+  with a 1.5 × spread the peak was about 980);
 * intervals grow ×1.5 (60, 90, 135, 202, 300 s) to the cap ``max_poll_interval`` = 300 s and each is
   stretched by up to 10 % jitter, so the waits stay spread and settle below 1000 / 300 s = 200 polls/min;
   detection of a finished batch is then at most 5 min late on a job that runs for hours;
@@ -173,7 +174,7 @@ class PollSchedule:
     poll_interval: float = DEFAULT_POLL_INTERVAL
     max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL
     backoff: float = DEFAULT_POLL_BACKOFF
-    first_poll_jitter: float = 1.5
+    first_poll_jitter: float = 3.0
     jitter: float = 0.1
 
     def __post_init__(self) -> None:

@@ -119,12 +119,17 @@ class DashScopeBatchHook(BaseHook):
         Return a new asynchronous client of the connection; the caller closes it (``async with``).
 
         The connection is read with ``get_async_connection``, which is safe inside a triggerer's event
-        loop; masking the key runs in a worker thread for the same reason.
+        loop. Masking the key (a call to the supervisor) and building the client (httpx loads the CA
+        bundle into an SSL context, 30-120 ms) run once in a worker thread, so neither stalls the loop.
         """
         conn = await get_async_connection(self.dashscope_conn_id, hook=self)
         kwargs = self.client_kwargs(conn.password, await get_async_extra_dejson(conn))
-        await anyio.to_thread.run_sync(mask_secret, kwargs["api_key"])
-        return AsyncDashScopeClient(**kwargs)
+
+        def build() -> AsyncDashScopeClient:
+            mask_secret(kwargs["api_key"])
+            return AsyncDashScopeClient(**kwargs)
+
+        return await anyio.to_thread.run_sync(build)
 
     def shared_async_client(
         self, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
