@@ -32,7 +32,7 @@ extensions = [
     "markdown_include",
     "short_refs",
 ]
-exclude_patterns = ["_build", "contract.md", "screenshots/README*"]
+exclude_patterns = ["_build", "screenshots/README*"]
 source_suffix = {".rst": "restructuredtext"}
 root_doc = "index"
 default_role = "py:obj"

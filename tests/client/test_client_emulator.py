@@ -74,7 +74,7 @@ def test_file_pagination_past_several_pages(client, dashscope_emulator, tmp_path
 
 
 def test_large_streamed_upload_and_download(client, dashscope_emulator, tmp_path, write_requests):
-    """Correctness of a several-MB round trip; peak memory is measured in benchmarks/client_memory.py."""
+    """Correctness of a several-MB round trip; peak memory is measured in benchmarks/transfer.py."""
     source = write_requests(tmp_path / "big.jsonl", 5000, "qwen-plus", "/v1/chat/completions")
     uploaded = client.upload_file(source)
     assert uploaded.bytes == source.stat().st_size
