@@ -172,9 +172,14 @@ def _chromium_executable() -> str | None:
     return shutil.which("chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium_browser() -> Iterator[Any]:
-    """Headless Debian Chromium driven by Playwright (a fresh profile per launch)."""
+    """
+    Headless Debian Chromium driven by Playwright (a fresh profile per launch).
+
+    Module-scoped: Playwright's sync API keeps an asyncio loop running in this thread while it is open,
+    which would break every async test that runs after it.
+    """
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
