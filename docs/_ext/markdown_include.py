@@ -123,7 +123,11 @@ def markdown_to_rst(markdown: str, base: str) -> list[str]:
                 block()  # a list right after a paragraph line
             elif previous_is_list and not _LIST_ITEM.match(stripped) and not line.startswith(" "):
                 block()  # a paragraph right after a list
-        rst.append(_inline(line.rstrip(), base))
+        text = line.rstrip()
+        while text.count("`") % 2 and i + 1 < len(lines) and lines[i + 1].strip():
+            i += 1  # a code span that wraps onto the next line: keep it on one line
+            text += " " + lines[i].strip()
+        rst.append(_inline(text, base))
         i += 1
     return rst
 
