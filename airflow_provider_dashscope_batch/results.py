@@ -27,6 +27,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
+
 __all__ = [
     "RESULT_COLUMNS",
     "RESULT_COLUMN_TYPES",
@@ -137,6 +139,50 @@ def parse_result_line(line: bytes | str | dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
+class _SummaryBody(msgspec.Struct):
+    usage: Any = None
+    error: Any = None
+
+
+class _SummaryResponse(msgspec.Struct):
+    status_code: Any = None
+    body: _SummaryBody | None = None
+
+
+class _Summary(msgspec.Struct):
+    custom_id: Any = None
+    response: _SummaryResponse | None = None
+    error: Any = None
+
+
+_SUMMARY_DECODER = msgspec.json.Decoder(_Summary)
+
+
+def _summarize(line: bytes | str) -> dict[str, Any]:
+    """
+    Decode only what success and usage depend on; other fields (message content, embeddings) are skipped.
+
+    Lines the typed decoder rejects (malformed JSON, an unexpected shape) take the full, lenient parse,
+    which raises the usual :class:`ValueError` for a line that is not a JSON object.
+    """
+    try:
+        summary = _SUMMARY_DECODER.decode(line)
+    except msgspec.DecodeError:
+        return parse_result_line(line)
+    response = summary.response
+    body = response.body if response is not None else None
+    return {
+        "custom_id": summary.custom_id,
+        "error": summary.error,
+        "response": None
+        if response is None
+        else {
+            "status_code": response.status_code,
+            "body": None if body is None else {"usage": body.usage, "error": body.error},
+        },
+    }
+
+
 def _get(obj: Any, *path: str | int) -> Any:
     for key in path:
         if isinstance(key, int):
@@ -235,9 +281,13 @@ class UsageTotals:
         """
         Add one result line's usage if the request succeeded.
 
+        A raw line is decoded only as far as status, errors and usage (fast on large embedding or chat
+        results); pass the parsed dict instead when you parse the line anyway.
+
         :param line: Raw JSONL line or a parsed dict.
+        :raises ValueError: if a raw line is not a JSON object.
         """
-        obj = parse_result_line(line)
+        obj = line if isinstance(line, dict) else _summarize(line)
         if not is_success(obj):
             return
         usage = _get(obj, "response", "body", "usage") or {}

@@ -7,6 +7,8 @@ import csv
 import hashlib
 import io
 import json
+import queue
+import threading
 import time
 import uuid
 from collections.abc import Sequence
@@ -49,6 +51,9 @@ MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 _EXTENSIONS: dict[str, str] = {"jsonl": "jsonl", "csv": "csv", "parquet": "parquet"}
 _CSV_FLUSH_BYTES = 1 << 20
+_WRITE_QUEUE_CHUNKS = 4
+_S3_MIN_PART = 5 * 2**20
+_S3_PART_BUDGET = 9_000  # parts per file, below S3's limit of 10,000 (CSV/Parquet may outgrow the source)
 
 register_oss_scheme()
 
@@ -57,10 +62,54 @@ class _DownloadIncomplete(Exception):
     """The downloaded size disagrees with the file's metadata; the download is retried."""
 
 
+class _BackgroundWriter:
+    """
+    Write chunks to ``target`` in a worker thread, so a blocking upload overlaps the download.
+
+    At most ``_WRITE_QUEUE_CHUNKS`` chunks wait in the queue. An error while writing is raised by the next
+    :meth:`write` or by :meth:`finish`; :meth:`cancel` drops what is queued. Either way the thread ends.
+    """
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=_WRITE_QUEUE_CHUNKS)
+        self._error: BaseException | None = None
+        self._cancelled = False
+        self._thread = threading.Thread(target=self._run, name="dashscope-results-writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is None and not self._cancelled:
+                try:
+                    self._target.write(chunk)
+                except BaseException as exc:  # re-raised in the calling thread
+                    self._error = exc
+
+    def write(self, chunk: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(chunk)
+
+    def finish(self) -> None:
+        """Wait until every queued chunk is written; re-raise a write error."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def cancel(self) -> None:
+        """Drop the queued chunks and wait for the thread to end."""
+        if self._thread.is_alive():
+            self._cancelled = True
+            self._queue.put(None)
+            self._thread.join()
+
+
 class _HashingWriter:
     """Binary write-only stream that counts and hashes what passes through to ``target``."""
 
-    def __init__(self, target: Any) -> None:
+    def __init__(self, target: _BackgroundWriter) -> None:
         self._target = target
         self._digest = hashlib.sha256()
         self.bytes = 0
@@ -83,7 +132,7 @@ class _HashingWriter:
         return self.bytes
 
     def flush(self) -> None:
-        self._target.flush()
+        """Nothing to do: chunks go to the writer thread as they are written."""
 
     def writable(self) -> bool:
         return True
@@ -189,6 +238,69 @@ def _remove(path: ObjectStoragePath) -> None:
         path.unlink(missing_ok=True)
 
 
+def _publishes_on_close(path: ObjectStoragePath) -> bool:
+    """
+    Whether a file written to ``path`` stays invisible until closed and can be thrown away instead.
+
+    True for s3fs (``s3://``, ``oss://``): a multipart upload (or a single PUT, for small files) only
+    appears once completed, and ``discard()`` aborts it.
+    """
+    try:
+        from s3fs import S3FileSystem
+    except ImportError:
+        return False
+    return isinstance(path.fs, S3FileSystem)
+
+
+class _StagedFile:
+    """
+    One result file being written and verified; nothing appears under ``final`` before :meth:`publish`.
+
+    Object stores that publish on close are written at ``final`` directly and ``discard()``-ed on failure;
+    elsewhere the file is written under a temporary sibling name and renamed.
+    """
+
+    def __init__(self, final: ObjectStoragePath, size_hint: int | None) -> None:
+        self.final = final
+        self._published = False
+        self._tmp: ObjectStoragePath | None = None
+        if _publishes_on_close(final):
+            # smallest S3 part keeps the buffer small; larger only to stay within the part count limit
+            block_size = max(_S3_MIN_PART, -(-(size_hint or 0) // _S3_PART_BUDGET))
+            # the fsspec file itself (not ObjectStoragePath's wrapper), so discard() can end it for good
+            self.handle = final.fs.open(final.path, "wb", block_size=block_size)
+        else:
+            self._tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.part"
+            self.handle = self._tmp.open("wb")
+
+    def written(self) -> None:
+        """Everything is written and verified: close a temporary file (a direct upload stays open)."""
+        if self._tmp is not None:
+            self.handle.close()
+
+    def publish(self) -> None:
+        """Make the file visible under its final name."""
+        if self._tmp is None:
+            self.handle.close()  # completes the multipart upload / PUT
+        else:
+            self._tmp.rename(self.final)
+        self._published = True
+
+    def discard(self) -> None:
+        """Throw away an unpublished file (no-op once published)."""
+        if self._published:
+            return
+        if self._tmp is None:
+            # not close(): that would complete the upload and publish a partial object
+            with contextlib.suppress(Exception):  # an upload left behind stays invisible
+                self.handle.discard()
+            self.handle.closed = True
+        else:
+            with contextlib.suppress(Exception):
+                self.handle.close()
+            _remove(self._tmp)
+
+
 class DashScopeBatchResultsToObjectStorageOperator(BaseOperator):
     """
     Stream a finished batch's output and error files to any object storage, verified, with a manifest.
@@ -208,13 +320,26 @@ class DashScopeBatchResultsToObjectStorageOperator(BaseOperator):
     stay in the JSONL). CSV is UTF-8 without BOM; Parquet (``parquet`` extra, pyarrow) is written in row
     groups of ``parquet_row_group_size`` rows.
 
-    Memory stays flat whatever the file size: the download is streamed in chunks and written as it arrives
-    (s3fs uploads multipart). Each file is first written under a temporary sibling name
-    (``.<name>.<uuid>.part``); it is only moved to its final name after its byte count matches the file's
-    metadata and its line count passed ``count_check``. A local move is an atomic rename; on S3-like stores
-    it is a server-side copy followed by a delete, so a reader may briefly see both names but never a
-    partial final file. A dropped connection or truncated download restarts that file from zero into a fresh
-    temporary object, up to ``download_attempts`` times; the temporary object is deleted on every failure.
+    Memory stays flat whatever the file size: the download is streamed in chunks, hashed, counted and
+    handed through a short queue (a few chunks) to a writer thread, so a blocking upload overlaps the
+    download. Only status, errors and token usage are decoded from ``jsonl`` lines (a typed ``msgspec``
+    decoder skips content and embeddings); ``csv``/``parquet`` parse each line fully.
+
+    Nothing is ever visible under a final name before its byte count matches the file's metadata and both
+    files' line counts passed ``count_check``. How a file is published depends on the filesystem:
+
+    * s3fs stores (``s3://``, ``oss://``): written straight to the final key as a multipart upload with
+      5 MiB parts (a single PUT for small files), which S3 keeps invisible until it is completed. The
+      upload is completed (the file closed) only after verification; on any failure it is aborted
+      (``discard()``), never closed. A killed worker can leave an incomplete, invisible multipart upload:
+      an ``AbortIncompleteMultipartUpload`` lifecycle rule on the bucket reclaims it.
+    * any other filesystem (``file://``, ``gs://`` …), where a write may be visible before it completes:
+      written under a temporary sibling name (``.<name>.<uuid>.part``) and renamed once verified (an atomic
+      rename locally). Temporary objects are deleted on failure; ones left by a killed worker are removed
+      by the next run.
+
+    A dropped connection or truncated download restarts that file from zero into a fresh upload or
+    temporary file, up to ``download_attempts`` times.
 
     ``manifest.json`` records the batch id, status, endpoint, ``request_counts``, source file ids, the
     destination URIs, format, transfer time, for each file its source bytes / SHA-256 / line count and the
@@ -321,7 +446,7 @@ class DashScopeBatchResultsToObjectStorageOperator(BaseOperator):
         self._sweep_stale_parts(target)
 
         warnings: list[str] = []
-        staged: list[tuple[str, ObjectStoragePath, ObjectStoragePath, dict[str, Any]]] = []
+        staged: list[tuple[str, _StagedFile, dict[str, Any]]] = []
         usage = UsageTotals()
         counts = batch.request_counts
         try:
@@ -335,20 +460,20 @@ class DashScopeBatchResultsToObjectStorageOperator(BaseOperator):
                     if expected:
                         warnings.extend(self._count_mismatch(batch.id, kind, None, 0, expected))
                     continue
-                tmp, entry, file_usage = self._stage_with_retries(client, file_id, kind, target)
-                staged.append((kind, tmp, final, entry))
+                file, entry, file_usage = self._stage_with_retries(client, file_id, kind, final)
+                staged.append((kind, file, entry))
                 if kind == "output":
                     usage = file_usage
                 if expected is not None:
                     warnings.extend(self._count_mismatch(batch.id, kind, file_id, entry["lines"], expected))
                 elif self.count_check != "off":
                     warnings.append(f"batch {batch.id} has no request_counts; {kind} lines not checked")
-            for _, tmp, final, entry in staged:
-                tmp.rename(final)
-                entry["uri"] = str(final)
+            for _, file, entry in staged:
+                file.publish()
+                entry["uri"] = str(file.final)
         finally:
-            for _, tmp, _, _ in staged:
-                _remove(tmp)
+            for _, file, _ in staged:
+                file.discard()
 
         manifest = self._manifest(batch, target, staged, usage, warnings)
         self._write_manifest(manifest_path, manifest)
@@ -356,7 +481,7 @@ class DashScopeBatchResultsToObjectStorageOperator(BaseOperator):
             "Transferred batch %s to %s (%s)",
             batch.id,
             target,
-            ", ".join(f"{kind}: {e['lines']} lines" for kind, _, _, e in staged) or "no result files",
+            ", ".join(f"{kind}: {e['lines']} lines" for kind, _, e in staged) or "no result files",
         )
         self._clean_up(client, batch, manifest)
         self._annotate_outlet(context, manifest)
@@ -364,15 +489,13 @@ class DashScopeBatchResultsToObjectStorageOperator(BaseOperator):
 
     # ------------------------------------------------------------------------------------ staging
     def _stage_with_retries(
-        self, client: DashScopeClient, file_id: str, kind: str, target: ObjectStoragePath
-    ) -> tuple[ObjectStoragePath, dict[str, Any], UsageTotals]:
+        self, client: DashScopeClient, file_id: str, kind: str, final: ObjectStoragePath
+    ) -> tuple[_StagedFile, dict[str, Any], UsageTotals]:
         expected_bytes = client.retrieve_file(file_id).bytes
         for attempt in range(1, self.download_attempts + 1):
-            tmp = target / f".{kind}.{_EXTENSIONS[self.output_format]}.{uuid.uuid4().hex}.part"
             try:
-                entry, usage = self._stage(client, file_id, tmp, expected_bytes)
+                return self._stage(client, file_id, final, expected_bytes)
             except (APIConnectionError, _DownloadIncomplete) as exc:
-                _remove(tmp)
                 if attempt == self.download_attempts:
                     raise AirflowException(
                         f"Download of {kind} file {file_id} failed {attempt} times, nothing was published: "
@@ -389,41 +512,44 @@ class DashScopeBatchResultsToObjectStorageOperator(BaseOperator):
                     self.download_attempts,
                 )
                 time.sleep(delay)
-            except BaseException:
-                _remove(tmp)
-                raise
-            else:
-                return tmp, entry, usage
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _stage(
-        self, client: DashScopeClient, file_id: str, tmp: ObjectStoragePath, expected_bytes: int | None
-    ) -> tuple[dict[str, Any], UsageTotals]:
+        self, client: DashScopeClient, file_id: str, final: ObjectStoragePath, expected_bytes: int | None
+    ) -> tuple[_StagedFile, dict[str, Any], UsageTotals]:
         source = ResultFileStats()
         usage = UsageTotals()
-        with tmp.open("wb") as handle:
-            out = _HashingWriter(handle)
+        file = _StagedFile(final, expected_bytes)
+        writer = _BackgroundWriter(file.handle)
+        out = _HashingWriter(writer)
+        sink: _Sink | None = None
+        try:
             sink = self._sink(out)
             line_no = 0
-            try:
-                for chunk in client.iter_file_content(file_id, chunk_size=self.chunk_size):
-                    lines = source.update(chunk)
-                    sink.raw(chunk)
-                    for line in lines:
-                        line_no += 1
-                        self._consume(sink, usage, line, file_id, line_no)
-                for line in source.finish():
+            for chunk in client.iter_file_content(file_id, chunk_size=self.chunk_size):
+                lines = source.update(chunk)
+                sink.raw(chunk)
+                for line in lines:
                     line_no += 1
                     self._consume(sink, usage, line, file_id, line_no)
-                sink.close()
-            except BaseException:
-                out.close()
+            for line in source.finish():
+                line_no += 1
+                self._consume(sink, usage, line, file_id, line_no)
+            sink.close()
+            out.close()
+            writer.finish()
+            if expected_bytes is not None and source.bytes != expected_bytes:
+                raise _DownloadIncomplete(
+                    f"received {source.bytes} bytes of file {file_id}, its metadata says {expected_bytes}"
+                )
+            file.written()
+        except BaseException:
+            out.close()
+            if sink is not None:
                 sink.abort()
-                raise
-        if expected_bytes is not None and source.bytes != expected_bytes:
-            raise _DownloadIncomplete(
-                f"received {source.bytes} bytes of file {file_id}, its metadata says {expected_bytes}"
-            )
+            writer.cancel()
+            file.discard()
+            raise
         entry = {
             "file_id": file_id,
             "source_bytes": source.bytes,
@@ -432,7 +558,7 @@ class DashScopeBatchResultsToObjectStorageOperator(BaseOperator):
             "bytes": out.bytes,
             "sha256": out.sha256,
         }
-        return entry, usage
+        return file, entry, usage
 
     def _sink(self, out: _HashingWriter) -> _Sink:
         if self.output_format == "csv":
@@ -443,12 +569,14 @@ class DashScopeBatchResultsToObjectStorageOperator(BaseOperator):
 
     def _consume(self, sink: _Sink, usage: UsageTotals, line: bytes, file_id: str, line_no: int) -> None:
         try:
+            if self.output_format == "jsonl":  # bytes are copied as is: decode only status and usage
+                usage.add(line)
+                return
             obj = parse_result_line(line)
         except ValueError as exc:
             raise AirflowException(f"file {file_id}, line {line_no}: {exc}") from None
         usage.add(obj)
-        if self.output_format != "jsonl":
-            sink.row(flatten_result(obj))
+        sink.row(flatten_result(obj))
 
     def _count_mismatch(
         self, batch_id: str, kind: str, file_id: str | None, lines: int, expected: int
@@ -470,7 +598,7 @@ class DashScopeBatchResultsToObjectStorageOperator(BaseOperator):
         self,
         batch: Batch,
         target: ObjectStoragePath,
-        staged: list[tuple[str, ObjectStoragePath, ObjectStoragePath, dict[str, Any]]],
+        staged: list[tuple[str, _StagedFile, dict[str, Any]]],
         usage: UsageTotals,
         warnings: list[str],
     ) -> dict[str, Any]:
@@ -487,7 +615,7 @@ class DashScopeBatchResultsToObjectStorageOperator(BaseOperator):
             "format": self.output_format,
             "destination": str(target),
             "manifest_uri": str(target / MANIFEST_NAME),
-            "files": {kind: entry for kind, _, _, entry in staged},
+            "files": {kind: entry for kind, _, entry in staged},
             "usage": usage.as_dict(),
             "warnings": warnings,
             "transferred_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -495,10 +623,15 @@ class DashScopeBatchResultsToObjectStorageOperator(BaseOperator):
 
     @staticmethod
     def _write_manifest(path: ObjectStoragePath, manifest: dict[str, Any]) -> None:
+        data = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
+        if _publishes_on_close(path):
+            with path.open("wb") as handle:  # buffered whole, sent as one PUT on close
+                handle.write(data)
+            return
         tmp = path.parent / f".{MANIFEST_NAME}.{uuid.uuid4().hex}.part"
         try:
             with tmp.open("wb") as handle:
-                handle.write(json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"))
+                handle.write(data)
             tmp.rename(path)
         finally:
             _remove(tmp)

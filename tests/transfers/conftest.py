@@ -25,11 +25,15 @@ def dashscope_conn(dashscope_conn) -> str:
     return "dashscope_default"
 
 
-def _requests(n: int, endpoint: str) -> bytes:
+def _requests(n: int, endpoint: str, dimensions: int) -> bytes:
     lines = []
     for i in range(n):
         if endpoint == "/v1/embeddings":
-            body: dict[str, Any] = {"model": "text-embedding-v4", "input": f"text {i}", "dimensions": 64}
+            body: dict[str, Any] = {
+                "model": "text-embedding-v4",
+                "input": f"text {i}",
+                "dimensions": dimensions,
+            }
         else:
             body = {"model": "qwen-plus", "messages": [{"role": "user", "content": f"Say hello {i} 你好"}]}
         lines.append(json.dumps({"custom_id": f"req-{i}", "method": "POST", "url": endpoint, "body": body}))
@@ -40,9 +44,11 @@ def _requests(n: int, endpoint: str) -> bytes:
 def make_batch(dashscope_emulator: EmulatorServer, client: DashScopeClient) -> Callable[..., Batch]:
     """Run a batch to completion on the emulator; ``fail`` is a custom_id regex of requests that fail."""
 
-    def make(n: int = 10, *, fail: str | None = None, endpoint: str = "/v1/chat/completions") -> Batch:
+    def make(
+        n: int = 10, *, fail: str | None = None, endpoint: str = "/v1/chat/completions", dimensions: int = 64
+    ) -> Batch:
         dashscope_emulator.fail_requests(fail)
-        uploaded = client.upload_file(io.BytesIO(_requests(n, endpoint)), filename="input.jsonl")
+        uploaded = client.upload_file(io.BytesIO(_requests(n, endpoint, dimensions)), filename="input.jsonl")
         batch = client.create_batch(input_file_id=uploaded.id, endpoint=endpoint)
         deadline = time.monotonic() + 60
         while not batch.status.is_terminal:

@@ -118,3 +118,42 @@ def test_result_file_stats():
     lines = stats.update(data[:3]) + stats.update(data[3:]) + stats.finish()
     assert lines == [b"a", b"b", b"c"]
     assert (stats.bytes, stats.lines, stats.sha256) == (len(data), 3, hashlib.sha256(data).hexdigest())
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        CHAT_OK,
+        {**CHAT_OK, "response": {**CHAT_OK["response"], "status_code": "200"}},
+        {**CHAT_OK, "response": {**CHAT_OK["response"], "status_code": 400}},
+        {**CHAT_OK, "error": {"code": "InvalidParameter", "message": "bad"}},
+        {
+            **CHAT_OK,
+            "response": {"status_code": 200, "body": {"error": {"code": "x"}, "usage": {"total_tokens": 3}}},
+        },
+        {
+            **CHAT_OK,
+            "response": {"status_code": 200, "body": {"usage": {"prompt_tokens": 2, "completion_tokens": 1}}},
+        },
+        {**CHAT_OK, "response": {"status_code": 200, "body": "not an object"}},
+        {"custom_id": "b", "response": None, "error": {"error_code": "E", "error_message": "m"}},
+        {
+            "custom_id": "c",
+            "response": {
+                "status_code": 200,
+                "body": {"data": [{"embedding": [0.1] * 8}], "usage": {"total_tokens": 4}},
+            },
+        },
+    ],
+)
+def test_usage_from_raw_line_matches_parsed(obj):
+    raw, parsed = UsageTotals(), UsageTotals()
+    raw.add(json.dumps(obj).encode())
+    parsed.add(obj)
+    assert raw == parsed
+
+
+@pytest.mark.parametrize(("line", "message"), [(b'{"a": [1,', "not valid JSON"), (b"[1, 2]", "JSON list")])
+def test_usage_from_malformed_raw_line(line, message):
+    with pytest.raises(ValueError, match=message):
+        UsageTotals().add(line)

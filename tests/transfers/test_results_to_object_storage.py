@@ -368,6 +368,83 @@ class TestS3:
             run(batch, destination, output_format="csv", overwrite="fail")
 
 
+def s3_state(s3: Any, prefix: str) -> tuple[list[str], list[str]]:
+    """Keys under ``prefix`` and keys of multipart uploads still in progress (neither may hold a partial)."""
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=S3_BUCKET, Prefix=prefix).get("Contents", []))
+    uploads = sorted(u["Key"] for u in s3.list_multipart_uploads(Bucket=S3_BUCKET).get("Uploads", []))
+    return keys, uploads
+
+
+@pytest.mark.usefixtures("dashscope_conn")
+class TestS3Publish:
+    """On S3 the files go straight to their final keys as multipart uploads, aborted on any failure."""
+
+    def test_multipart_output_is_byte_for_byte(self, make_batch, client, s3_bucket):
+        # > 5 MiB, so the output is a multipart upload of several parts
+        batch = make_batch(20, endpoint="/v1/embeddings", dimensions=40_000)
+
+        manifest = run(batch, f"s3://s3_results@{S3_BUCKET}/mpu")
+
+        assert manifest["files"]["output"]["bytes"] > 6 * 2**20
+        body = s3_bucket.get_object(Bucket=S3_BUCKET, Key=f"mpu/{batch.id}/output.jsonl")["Body"].read()
+        assert body == remote_bytes(client, batch.output_file_id)
+        assert s3_state(s3_bucket, "mpu/") == (
+            [f"mpu/{batch.id}/manifest.json", f"mpu/{batch.id}/output.jsonl"],
+            [],
+        )
+        assert manifest["usage"]["requests"] == 20
+
+    def test_truncated_multipart_download_leaves_nothing(self, make_batch, dashscope_emulator, s3_bucket):
+        batch = make_batch(20, endpoint="/v1/embeddings", dimensions=40_000)
+        # cut after the first 5 MiB part went to S3: the upload must be aborted, not completed
+        dashscope_emulator.add_fault("truncate", method="GET", path=CONTENT_PATH, truncate_at=6 * 2**20)
+
+        with pytest.raises(AirflowException, match="failed 2 times, nothing was published"):
+            run(batch, f"s3://s3_results@{S3_BUCKET}/cut", download_attempts=2)
+
+        assert s3_state(s3_bucket, "cut/") == ([], [])
+
+    def test_dropped_connection_on_s3_publishes_once(self, make_batch, client, dashscope_emulator, s3_bucket):
+        batch = make_batch(5, fail="^req-4$")
+        dashscope_emulator.add_fault("drop", method="GET", path=CONTENT_PATH, count=1)
+
+        run(batch, f"s3://s3_results@{S3_BUCKET}/drop")
+
+        assert dashscope_emulator.faults() == []
+        prefix = f"drop/{batch.id}/"
+        keys, uploads = s3_state(s3_bucket, "drop/")
+        assert (keys, uploads) == (
+            [f"{prefix}errors.jsonl", f"{prefix}manifest.json", f"{prefix}output.jsonl"],
+            [],
+        )
+        body = s3_bucket.get_object(Bucket=S3_BUCKET, Key=f"{prefix}output.jsonl")["Body"].read()
+        assert body == remote_bytes(client, batch.output_file_id)
+
+    def test_failed_count_check_on_s3_publishes_nothing(self, make_batch, dashscope_emulator, s3_bucket):
+        batch = make_batch(20, endpoint="/v1/embeddings", dimensions=40_000)
+
+        with (
+            counts_disagree(dashscope_emulator, batch, completed=21),
+            pytest.raises(AirflowException, match=r"20 lines but request_counts.completed is 21"),
+        ):
+            run(batch, f"s3://s3_results@{S3_BUCKET}/count")
+
+        assert s3_state(s3_bucket, "count/") == ([], [])
+
+    def test_replace_on_s3_keeps_no_temporary_objects(self, make_batch, s3_bucket):
+        batch = make_batch(3, fail="^req-1$")
+        destination = f"s3://s3_results@{S3_BUCKET}/again"
+        run(batch, destination)
+        second = run(batch, destination, overwrite="replace")
+
+        prefix = f"again/{batch.id}/"
+        assert s3_state(s3_bucket, "again/") == (
+            [f"{prefix}errors.jsonl", f"{prefix}manifest.json", f"{prefix}output.jsonl"],
+            [],
+        )
+        assert second["files"]["errors"]["lines"] == 1
+
+
 @contextmanager
 def counts_disagree(emulator: EmulatorServer, batch: Batch, **counts: int) -> Iterator[None]:
     """Serve ``batch`` with ``request_counts`` that disagree with its files; all other requests pass through.
