@@ -898,3 +898,45 @@ def _error_class(status: int, code: str | None, error_type: Any) -> type[APIStat
     if status >= 500:
         return ServerError
     return _STATUS_CLASSES.get(status, APIStatusError)
+
+
+HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
+
+
+class ClientFace(Generic[HttpT]):
+    """
+    What the sync and async clients share: their constructor, over a ``ClientCore``.
+
+    A face only drives the core's flows over its own ``httpx`` client (``http_class``).
+    """
+
+    http_class: type[HttpT]
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        base_url: str = DEFAULT_BASE_URL,
+        workspace: str | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        http_client: HttpT | None = None,
+        retry_policy: RetryPolicy | None = None,
+    ) -> None:
+        self._core = ClientCore(
+            api_key=api_key,
+            base_url=base_url,
+            workspace=workspace,
+            timeout=timeout,
+            retry=retry_policy or RetryPolicy(max_retries=max_retries),
+        )
+        self._owns_http = http_client is None
+        self._http: HttpT = http_client or self.http_class(timeout=self._core.timeout)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self._core.base_url!r}, workspace={self._core.workspace!r})"
+
+    @property
+    def base_url(self) -> str:
+        """The compatible-mode base URL requests go to."""
+        return self._core.base_url

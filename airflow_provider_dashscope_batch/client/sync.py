@@ -13,15 +13,11 @@ from typing import IO, Any, TypeVar
 import httpx
 
 from airflow_provider_dashscope_batch.client._base import (
-    DEFAULT_BASE_URL,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_TIMEOUT,
-    ClientCore,
+    ClientFace,
     Emit,
     FileInput,
     Flow,
     Outcome,
-    RetryPolicy,
     Send,
     Sleep,
     TimeFilter,
@@ -32,7 +28,7 @@ from airflow_provider_dashscope_batch.models import Batch, BatchStatus, FileDele
 T = TypeVar("T")
 
 
-class DashScopeClient:
+class DashScopeClient(ClientFace[httpx.Client]):
     """
     Client of the DashScope OpenAI-compatible Batch and Files API.
 
@@ -45,34 +41,7 @@ class DashScopeClient:
     :param retry_policy: Full retry policy (backoff, jitter, time budget).
     """
 
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        base_url: str = DEFAULT_BASE_URL,
-        workspace: str | None = None,
-        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        http_client: httpx.Client | None = None,
-        retry_policy: RetryPolicy | None = None,
-    ) -> None:
-        self._core = ClientCore(
-            api_key=api_key,
-            base_url=base_url,
-            workspace=workspace,
-            timeout=timeout,
-            retry=retry_policy or RetryPolicy(max_retries=max_retries),
-        )
-        self._owns_http = http_client is None
-        self._http = http_client or httpx.Client(timeout=self._core.timeout)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(base_url={self._core.base_url!r}, workspace={self._core.workspace!r})"
-
-    @property
-    def base_url(self) -> str:
-        """The compatible-mode base URL requests go to."""
-        return self._core.base_url
+    http_class = httpx.Client
 
     def close(self) -> None:
         """Close the underlying HTTP client if this client created it."""
