@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -100,3 +102,38 @@ def task_states(dag_run) -> dict[str, str]:
 def states() -> Callable:
     """The :func:`task_states` helper."""
     return task_states
+
+
+@pytest.fixture
+def batches(client) -> Callable[[], list[dict]]:
+    """Every batch on the emulator, as JSON dicts (newest first)."""
+
+    def list_all() -> list[dict]:
+        return [b.model_dump(mode="json") for b in client.list_batches()]
+
+    return list_all
+
+
+@pytest.fixture
+def dag_test_acting_on_batch(batches) -> Callable[..., object]:
+    """
+    ``dag.test()`` while another thread acts on the emulator's only batch (what a user or the clock
+    would do) as soon as the DAG has created it: a fixed delay would race a slow machine.
+    """
+
+    def run(dag, action: Callable[[str], object]):
+        def wait_then_act() -> None:
+            deadline = time.monotonic() + 120
+            while not batches() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            (batch,) = batches()
+            action(batch["id"])
+
+        thread = threading.Thread(target=wait_then_act, daemon=True)
+        thread.start()
+        try:
+            return dag.test()
+        finally:
+            thread.join()
+
+    return run

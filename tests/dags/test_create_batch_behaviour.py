@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_dashscope_batch.client import DashScopeClient
-
 pytestmark = pytest.mark.timeout(240)
 
 
-def batches(emulator) -> list[dict]:
-    with DashScopeClient(api_key=emulator.api_key, base_url=emulator.base_url) as client:
-        return [b.model_dump(mode="json") for b in client.list_batches()]
-
-
 def test_retry_reattaches_instead_of_creating_a_duplicate(
-    load_test_dags, states, dashscope_conn, dashscope_emulator
+    load_test_dags, states, dashscope_conn, dashscope_emulator, batches
 ):
     dashscope_conn(max_retries=0)
     # the first two polls fail: try 1 and try 2 fail after the batch exists; try 3 sees it through
@@ -25,34 +18,34 @@ def test_retry_reattaches_instead_of_creating_a_duplicate(
     # at least one retry happened (3.3 resumes through task_state_store and meets the second fault too)
     assert dag_run.get_task_instance("create_batch").try_number >= 2
     assert dashscope_emulator.request_counts()["POST /batches"] == 1
-    (batch,) = batches(dashscope_emulator)
+    (batch,) = batches()
     assert batch["status"] == "completed"
     assert batch["metadata"]["idempotency_key"].startswith("airflow-")
 
 
-def test_execution_timeout_cancels_the_batch(load_test_dags, states, dashscope_emulator):
+def test_execution_timeout_cancels_the_batch(load_test_dags, states, dashscope_emulator, batches):
     dashscope_emulator.configure(time_scale=0)  # the batch never moves on its own
     dag_run = load_test_dags.execution_timeout.test()
     assert states(dag_run)["create_batch"] == "failed"
-    (batch,) = batches(dashscope_emulator)
+    (batch,) = batches()
     assert batch["status"] == "cancelling"
     assert dashscope_emulator.request_counts()["POST /batches/{batch_id}/cancel"] == 1
 
 
 @pytest.mark.parametrize("mode", ["deferred", "in_process"])
-def test_wait_timeout_cancels_the_batch(load_test_dags, states, dashscope_emulator, mode):
+def test_wait_timeout_cancels_the_batch(load_test_dags, states, dashscope_emulator, mode, batches):
     dashscope_emulator.configure(time_scale=0)
     dag_run = getattr(load_test_dags, f"dashscope_test_wait_timeout_{mode}").test()
     assert states(dag_run)["create_batch"] == "failed"
-    (batch,) = batches(dashscope_emulator)
+    (batch,) = batches()
     assert batch["status"] == "cancelling"
 
 
-def test_cancel_operator_waits_until_cancelled(load_test_dags, states, dashscope_emulator):
+def test_cancel_operator_waits_until_cancelled(load_test_dags, states, dashscope_emulator, batches):
     dashscope_emulator.configure(processing_rate=0.01)
     dag_run = load_test_dags.cancel.test()
     assert dag_run.state == "success", states(dag_run)
     result = dag_run.get_task_instance("cancel_batch").xcom_pull(task_ids="cancel_batch")
     assert result["status"] == "cancelled"
-    (batch,) = batches(dashscope_emulator)
+    (batch,) = batches()
     assert batch["status"] == "cancelled"

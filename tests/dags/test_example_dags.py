@@ -3,30 +3,10 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 
 import pytest
 
 pytestmark = pytest.mark.timeout(240)
-
-
-def once_a_batch_exists(emulator, action) -> threading.Thread:
-    """
-    Act on the emulator's only batch while ``dag.test()`` blocks this thread (what a user or the clock
-    would do), as soon as the DAG has created it: a fixed delay would race a slow machine.
-    """
-
-    def wait_then_act() -> None:
-        deadline = time.monotonic() + 120
-        while not _batches(emulator) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        (batch,) = _batches(emulator)
-        action(batch["id"])
-
-    thread = threading.Thread(target=wait_then_act, daemon=True)
-    thread.start()
-    return thread
 
 
 def test_main_example_green(load_example, states, dashscope_emulator, tmp_path):
@@ -83,45 +63,27 @@ def test_sensor_example_red_on_partial_failure(load_example, states, dashscope_e
     assert states(dag_run)["cancel_batch_if_waiting_failed"] == "success"
 
 
-def test_main_example_red_when_the_batch_expires(load_example, states, dashscope_emulator):
+def test_main_example_red_when_the_batch_expires(
+    load_example, states, dashscope_emulator, batches, dag_test_acting_on_batch
+):
     dashscope_emulator.configure(time_scale=0, processing_rate=1e-5)  # 5 requests would take days
-    timer = once_a_batch_exists(dashscope_emulator, lambda _: dashscope_emulator.advance(25 * 3600))
-    try:
-        dag_run = load_example("example_dashscope_batch").dag.test()
-    finally:
-        timer.join()
+    dag_run = dag_test_acting_on_batch(
+        load_example("example_dashscope_batch").dag, lambda _: dashscope_emulator.advance(25 * 3600)
+    )
     assert dag_run.state == "failed"
     assert states(dag_run)["create_batch"] == "failed"
-    (batch,) = _batches(dashscope_emulator)
+    (batch,) = batches()
     assert batch["status"] == "expired"
 
 
-def test_main_example_red_when_the_batch_is_cancelled(load_example, states, dashscope_emulator):
+def test_main_example_red_when_the_batch_is_cancelled(
+    load_example, states, dashscope_emulator, client, batches, dag_test_acting_on_batch
+):
     dashscope_emulator.configure(processing_rate=0.01)
-
-    def cancel(batch_id: str) -> None:
-        with _client(dashscope_emulator) as client:
-            client.cancel_batch(batch_id)
-
-    timer = once_a_batch_exists(dashscope_emulator, cancel)
-    try:
-        dag_run = load_example("example_dashscope_batch").dag.test()
-    finally:
-        timer.join()
+    dag_run = dag_test_acting_on_batch(load_example("example_dashscope_batch").dag, client.cancel_batch)
     assert dag_run.state == "failed"
     assert states(dag_run)["create_batch"] == "failed"
-    assert _batches(dashscope_emulator)[0]["status"] == "cancelled"
-
-
-def _client(emulator):
-    from airflow_provider_dashscope_batch.client import DashScopeClient
-
-    return DashScopeClient(api_key=emulator.api_key, base_url=emulator.base_url)
-
-
-def _batches(emulator) -> list[dict]:
-    with _client(emulator) as client:
-        return [b.model_dump(mode="json") for b in client.list_batches()]
+    assert batches()[0]["status"] == "cancelled"
 
 
 def test_red_on_a_validation_failure(load_test_dags, states, dashscope_emulator):
