@@ -1,5 +1,5 @@
 # Sourced by the .ci scripts: a pinned uv, and a synced project environment.
-# Nothing is assumed installed but python3 (>= 3.10) with pip.
+# Nothing is assumed installed but python3 (>= 3.11) with pip.
 set -euo pipefail
 UV_VERSION=0.13.9
 export UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1

@@ -54,7 +54,8 @@ def _open_text_source(source: str | os.PathLike[str] | IO[Any], encoding: str) -
         with open(source, encoding=encoding, newline="") as f:
             yield f
     else:
-        with source.open("r", encoding=encoding, newline="") as f:  # type: ignore[union-attr]
+        # Binary, then decoded here: some fsspec/upath versions hand back text streams that csv cannot read.
+        with source.open("rb") as raw, io.TextIOWrapper(raw, encoding=encoding, newline="") as f:  # type: ignore[union-attr]
             yield f
 
 

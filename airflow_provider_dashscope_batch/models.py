@@ -8,7 +8,7 @@ to a non-terminal :class:`BatchStatus` pseudo-member instead of failing.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
@@ -22,6 +22,7 @@ __all__ = [
     "FileDeleted",
     "FileObject",
     "FilePage",
+    "Page",
     "RequestCounts",
     "ResultLine",
     "ResultLineError",
@@ -74,6 +75,8 @@ TERMINAL_STATUSES: frozenset[BatchStatus] = frozenset(
 )
 _TERMINAL_VALUES = frozenset(s.value for s in TERMINAL_STATUSES)
 _KNOWN_VALUES = frozenset(s.value for s in BatchStatus)
+
+T = TypeVar("T")
 
 
 class _Model(BaseModel):
@@ -150,24 +153,20 @@ class FileDeleted(_Model):
     deleted: bool
 
 
-class BatchPage(_Model):
-    """One page of ``GET /batches``."""
+class Page(_Model, Generic[T]):
+    """One page of a listing (``GET /batches``, ``GET /files``); ``last_id`` is the next page's cursor."""
 
     object: str | None = "list"
-    data: list[Batch] = Field(default_factory=list)
+    data: list[T] = Field(default_factory=list)
     first_id: str | None = None
     last_id: str | None = None
     has_more: bool = False
 
 
-class FilePage(_Model):
-    """One page of ``GET /files``."""
-
-    object: str | None = "list"
-    data: list[FileObject] = Field(default_factory=list)
-    first_id: str | None = None
-    last_id: str | None = None
-    has_more: bool = False
+#: One page of ``GET /batches``.
+BatchPage = Page[Batch]
+#: One page of ``GET /files``.
+FilePage = Page[FileObject]
 
 
 class ResultResponse(_Model):

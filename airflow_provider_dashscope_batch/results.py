@@ -1,6 +1,7 @@
-"""Pure, streaming helpers for batch result files: line splitting, flattening, usage sums, digests.
+"""Pure, streaming helpers for batch result files: line splitting, flattening, usage sums, digests, encoders.
 
-Nothing here imports Airflow or does I/O, so benchmarks, notebooks and other tools can reuse it::
+Nothing here imports Airflow or opens files or connections, so benchmarks, notebooks and other tools can
+reuse it::
 
     usage = UsageTotals()
     for line in iter_lines(client.iter_file_content(batch.output_file_id)):
@@ -21,25 +22,60 @@ read), and may have ``response: null`` or a response whose body holds an OpenAI-
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import hashlib
+import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import IO, Any
 
 import msgspec
 
 __all__ = [
     "RESULT_COLUMNS",
     "RESULT_COLUMN_TYPES",
+    "CsvEncoder",
+    "JsonlEncoder",
     "LineSplitter",
+    "ParquetEncoder",
+    "ResultEncoder",
     "ResultFileStats",
+    "ResultFormat",
+    "ResultKind",
     "UsageTotals",
     "flatten_result",
+    "import_pyarrow",
     "is_success",
     "iter_lines",
+    "open_encoder",
     "parse_result_line",
 ]
+
+
+class ResultFormat(StrEnum):
+    """How result files are written: the service's JSONL as is, or one flat row per request."""
+
+    JSONL = "jsonl"
+    CSV = "csv"
+    PARQUET = "parquet"
+
+    @property
+    def extension(self) -> str:
+        """File name extension, without the dot."""
+        return self.value
+
+
+class ResultKind(StrEnum):
+    """The two result files of a batch."""
+
+    OUTPUT = "output"
+    """Successful requests (the batch's ``output_file_id``)."""
+    ERRORS = "errors"
+    """Failed requests (the batch's ``error_file_id``)."""
+
 
 RESULT_COLUMNS: tuple[str, ...] = (
     "custom_id",
@@ -340,3 +376,137 @@ class ResultFileStats:
         lines = self._splitter.finish()
         self.lines += len(lines)
         return lines
+
+
+# ------------------------------------------------------------------------------------------- encoders
+_CSV_FLUSH_BYTES = 1 << 20
+
+
+class ResultEncoder:
+    """
+    Writes one result file to a binary stream in one :class:`ResultFormat`.
+
+    The caller hands every raw chunk of the source file to :meth:`raw` and, when :attr:`wants_rows` is
+    true, every flattened row (:func:`flatten_result`) to :meth:`row`; then :meth:`close` (or
+    :meth:`abort` after a failure). Nothing is held beyond one buffer or row group.
+
+    :param out: Binary, write-only stream (need not be seekable).
+    """
+
+    wants_rows = True
+    """Whether :meth:`row` needs flattened rows (``False``: only raw bytes are written)."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        self.out = out
+
+    def raw(self, chunk: bytes) -> None:
+        """Receive the next raw chunk of the source file."""
+
+    def row(self, row: dict[str, Any]) -> None:
+        """Receive the next flattened row."""
+
+    def close(self) -> None:
+        """Write whatever is buffered and any trailer."""
+
+    def abort(self) -> None:
+        """Release resources after a failure (what was written is discarded by the caller)."""
+
+
+class JsonlEncoder(ResultEncoder):
+    """Copies the source file byte for byte."""
+
+    wants_rows = False
+
+    def raw(self, chunk: bytes) -> None:
+        self.out.write(chunk)
+
+
+class CsvEncoder(ResultEncoder):
+    """UTF-8 CSV without BOM: a header of :data:`RESULT_COLUMNS`, then one row per request."""
+
+    def __init__(self, out: IO[bytes]) -> None:
+        super().__init__(out)
+        self._buffer = io.StringIO()
+        self._writer = csv.DictWriter(self._buffer, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+        self._writer.writeheader()
+
+    def row(self, row: dict[str, Any]) -> None:
+        self._writer.writerow(row)
+        if self._buffer.tell() >= _CSV_FLUSH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.out.write(self._buffer.getvalue().encode("utf-8"))
+        self._buffer.seek(0)
+        self._buffer.truncate()
+
+    def close(self) -> None:
+        self._flush()
+
+
+class ParquetEncoder(ResultEncoder):
+    """
+    Parquet with the typed columns of :data:`RESULT_COLUMN_TYPES`, written in row groups.
+
+    :param out: Binary, write-only stream.
+    :param row_group_size: Rows per row group (rows held in memory at once).
+    """
+
+    def __init__(self, out: IO[bytes], row_group_size: int) -> None:
+        super().__init__(out)
+        pa, pq = import_pyarrow()
+        self._pa = pa
+        types = {"string": pa.string(), "int": pa.int64()}
+        self._schema = pa.schema([(name, types[RESULT_COLUMN_TYPES[name]]) for name in RESULT_COLUMNS])
+        self._writer = pq.ParquetWriter(out, self._schema)
+        self._row_group_size = row_group_size
+        self._rows: list[dict[str, Any]] = []
+
+    def row(self, row: dict[str, Any]) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= self._row_group_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows:
+            self._writer.write_table(self._pa.Table.from_pylist(self._rows, schema=self._schema))
+            self._rows = []
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._writer.close()
+
+
+def import_pyarrow() -> tuple[Any, Any]:
+    """
+    Return ``(pyarrow, pyarrow.parquet)``.
+
+    :raises ImportError: naming the ``parquet`` extra, if pyarrow is not installed.
+    """
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError as exc:
+        raise ImportError(
+            "output_format='parquet' needs pyarrow: pip install 'airflow-provider-dashscope-batch[parquet]'"
+        ) from exc
+    return pyarrow, pyarrow.parquet
+
+
+def open_encoder(fmt: ResultFormat, out: IO[bytes], *, row_group_size: int = 10_000) -> ResultEncoder:
+    """
+    Return the encoder of ``fmt`` writing to ``out``.
+
+    :param fmt: The output format.
+    :param out: Binary, write-only stream.
+    :param row_group_size: Rows per Parquet row group.
+    """
+    if fmt is ResultFormat.CSV:
+        return CsvEncoder(out)
+    if fmt is ResultFormat.PARQUET:
+        return ParquetEncoder(out, row_group_size)
+    return JsonlEncoder(out)

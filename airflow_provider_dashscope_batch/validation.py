@@ -52,7 +52,7 @@ import io
 import json
 import os
 import pathlib
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import IO, Any, BinaryIO
 
@@ -70,8 +70,11 @@ __all__ = [
     "TEST_MODEL_MAX_FILE_BYTES",
     "TEST_MODEL_MAX_LINES",
     "JsonlValidationError",
+    "LineChecker",
     "ValidationReport",
     "Violation",
+    "open_source",
+    "source_name",
     "validate_jsonl",
 ]
 
@@ -203,16 +206,24 @@ def _json_type(value: object) -> str:
     return "object"
 
 
-class _Checker:
-    """Rule state for one file; ``check_line`` per line, then ``finish``."""
+class LineChecker:
+    """
+    Rule state for one file; ``check_line`` per line, then ``finish``.
 
-    def __init__(self, endpoint: str | None, max_violations: int) -> None:
+    Public so that an input split into several files (:mod:`airflow_provider_dashscope_batch.sharding.split`)
+    is checked by the same rules and messages, with line numbers of the whole input; ``seen_ids``
+    (custom_id -> first line) may then be a more compact registry than a dict.
+    """
+
+    def __init__(
+        self, endpoint: str | None, max_violations: int, seen_ids: MutableMapping[str, int] | None = None
+    ) -> None:
         self.endpoint = endpoint
         self.max_violations = max_violations
         self.violations: list[Violation] = []
         self.file_violations: list[Violation] = []
         self.violation_count = 0
-        self.seen_ids: dict[str, int] = {}
+        self.seen_ids: MutableMapping[str, int] = {} if seen_ids is None else seen_ids
         self.url: str | None = None
         self.model: str | None = None
         self.model_line = 0
@@ -411,7 +422,8 @@ class _RawReader(io.RawIOBase):
 
 
 @contextmanager
-def _open_source(source: str | os.PathLike[str] | BinaryIO) -> Iterator[io.BufferedIOBase]:
+def open_source(source: str | os.PathLike[str] | BinaryIO) -> Iterator[io.BufferedIOBase]:
+    """Open a path, ``ObjectStoragePath`` or binary stream as one buffered binary reader."""
     if hasattr(source, "read"):
         if isinstance(source, (io.BufferedReader, io.BytesIO)):
             yield source
@@ -425,7 +437,8 @@ def _open_source(source: str | os.PathLike[str] | BinaryIO) -> Iterator[io.Buffe
             yield io.BufferedReader(_RawReader(f), buffer_size=_READ_BUFFER)
 
 
-def _source_name(source: str | os.PathLike[str] | BinaryIO) -> str:
+def source_name(source: str | os.PathLike[str] | BinaryIO) -> str:
+    """The name messages give ``source``: its path, or a stream's ``name``."""
     if hasattr(source, "read"):
         name = getattr(source, "name", None)
         return name if isinstance(name, str) else "<stream>"
@@ -451,10 +464,10 @@ def validate_jsonl(
     """
     if endpoint is not None and endpoint not in ENDPOINTS:
         raise ValueError(f"endpoint must be one of {', '.join(sorted(ENDPOINTS))}, got {endpoint!r}")
-    checker = _Checker(endpoint, max_violations)
+    checker = LineChecker(endpoint, max_violations)
     line_count = size = 0
     limit = MAX_LINE_BYTES + 2  # room for a CRLF terminator
-    with _open_source(source) as f:
+    with open_source(source) as f:
         readline = f.readline
         while line := readline(limit):
             line_count += 1
@@ -485,7 +498,7 @@ def validate_jsonl(
                 checker.check_line(line_count, line)
     checker.finish(line_count, size)
     return ValidationReport(
-        source_name=name if name is not None else _source_name(source),
+        source_name=name if name is not None else source_name(source),
         line_count=line_count,
         bytes=size,
         model=checker.model,

@@ -127,7 +127,7 @@ def child(args: argparse.Namespace) -> None:
 
         def operation() -> int:
             manifest = operator.execute(context={})
-            return sum(entry["bytes"] for entry in manifest["files"].values())
+            return manifest["totals"]["bytes"]
 
     elif kind == "transfer" and contender == "http-to-s3":
         import requests

@@ -60,7 +60,7 @@ with DAG(
         mode="reschedule",
         poke_interval=POLL_INTERVAL,
         timeout=timedelta(hours=24),
-        on_partial_failure="fail",
+        on_all_failed="fail",  # the default: a batch in which every request failed fails the sensor
     )
     # [END howto_sensor_dashscope_batch]
 

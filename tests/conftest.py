@@ -69,3 +69,50 @@ def new_batch(client) -> Callable[[], str]:
         return client.create_batch(input_file_id=file_id, endpoint="/v1/chat/ds-test").id
 
     return create
+
+
+S3_CONN_ID = "s3_results"  # the tests spell it out in their URLs
+S3_BUCKET = "results-bucket"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A real S3-compatible HTTP server (moto's server mode) on a free loopback port."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
+    """An empty bucket on the moto server plus an ``aws`` connection ``s3_results``; yields a boto3 client."""
+    import boto3
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    conn = {
+        "conn_type": "aws",
+        "login": "testing",
+        "password": "testing",
+        "extra": {"endpoint_url": moto_endpoint, "region_name": "us-east-1"},
+    }
+    monkeypatch.setenv(f"AIRFLOW_CONN_{S3_CONN_ID.upper()}", json.dumps(conn))
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket=S3_BUCKET)
+    yield s3
+    listed = s3.list_objects_v2(Bucket=S3_BUCKET).get("Contents", [])
+    for obj in listed:
+        s3.delete_object(Bucket=S3_BUCKET, Key=obj["Key"])
+    s3.delete_bucket(Bucket=S3_BUCKET)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from airflow_provider_dashscope_batch.client._base import (
-    DEFAULT_BASE_URL,
-    REGION_BASE_URLS,
     RetryPolicy,
     format_time_filter,
     parse_completion_window,
@@ -28,6 +26,7 @@ from airflow_provider_dashscope_batch.client.errors import (
 )
 from airflow_provider_dashscope_batch.client.shared import shared_async_client
 from airflow_provider_dashscope_batch.client.sync import DashScopeClient
+from airflow_provider_dashscope_batch.regions import DEFAULT_BASE_URL, REGION_BASE_URLS
 
 __all__ = [
     "DEFAULT_BASE_URL",

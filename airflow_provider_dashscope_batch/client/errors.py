@@ -16,8 +16,12 @@ Hierarchy::
         ├── RateLimitError            429, limit_requests
         └── ServerError               >= 500
 
-No exception carries the API key: the client scrubs it from every service message before raising, and
-exceptions never hold the request (whose headers contain it).
+No exception carries the API key: the client scrubs it from every string field before raising, raises
+with no chained exception (``__cause__`` and ``__context__`` are ``None``), and exceptions never hold the
+request (whose headers contain it).
+
+Every error says whether trying again may help (``retryable``) and how long the service asked to wait
+(``retry_after``); this is the one definition of "transient" in the provider.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "ServerError",
+    "is_retryable_status",
 ]
 
 
@@ -44,11 +49,22 @@ class DashScopeError(Exception):
     Base class of every error raised by the DashScope client.
 
     :param message: Human-readable description (never contains the API key).
+    :param retryable: Whether the same request may succeed later; defaults to the class's rule:
+        connection trouble (timeouts and cut-short downloads included), 408, 429 and >= 500 are
+        retryable, everything else is not. The client passes the service's ``x-should-retry`` verdict.
+    :param retry_after: Seconds the service asked to wait before trying again, if it said.
     """
 
-    def __init__(self, message: str) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool | None = None, retry_after: float | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.retryable: bool = self._retryable_by_default() if retryable is None else retryable
+        self.retry_after: float | None = retry_after
+
+    def _retryable_by_default(self) -> bool:
+        return False
 
     def __str__(self) -> str:
         return self.message
@@ -70,10 +86,20 @@ class APIConnectionError(DashScopeError):
     :param path: URL path of the failed request (no query string).
     """
 
-    def __init__(self, message: str, *, method: str | None = None, path: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str | None = None,
+        path: str | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        super().__init__(message, retryable=retryable)
         self.method = method
         self.path = path
+
+    def _retryable_by_default(self) -> bool:
+        return True
 
 
 class APITimeoutError(APIConnectionError):
@@ -113,6 +139,8 @@ class APIStatusError(DashScopeError):
     :param error_type: The error ``type`` field, if any.
     :param param: The offending parameter, if the service named one.
     :param retry_after: Seconds the service asked to wait (``Retry-After``), if it sent the header.
+    :param retryable: Override of the status rule (408, 429 and >= 500 are retryable), e.g. from the
+        service's ``x-should-retry`` header.
     """
 
     def __init__(
@@ -125,14 +153,17 @@ class APIStatusError(DashScopeError):
         error_type: str | None = None,
         param: str | None = None,
         retry_after: float | None = None,
+        retryable: bool | None = None,
     ) -> None:
-        super().__init__(message)
         self.status_code = status_code
+        super().__init__(message, retryable=retryable, retry_after=retry_after)
         self.code = code
         self.request_id = request_id
         self.error_type = error_type
         self.param = param
-        self.retry_after = retry_after
+
+    def _retryable_by_default(self) -> bool:
+        return is_retryable_status(self.status_code) and not isinstance(self, _NEVER_RETRIED)
 
     def __str__(self) -> str:
         parts = [f"HTTP {self.status_code}"]
@@ -172,6 +203,27 @@ class NotFoundError(APIStatusError):
 class RateLimitError(APIStatusError):
     """Too many requests (429, ``limit_requests``); retried with backoff."""
 
+    def _retryable_by_default(self) -> bool:
+        return True
+
 
 class ServerError(APIStatusError):
     """The service failed (>= 500); retried with backoff."""
+
+    def _retryable_by_default(self) -> bool:
+        return True
+
+
+#: Errors a retry cannot fix whatever their status (e.g. an ``Arrearage`` sent with 429 or 500).
+_NEVER_RETRIED = (
+    AuthenticationError,
+    InsufficientBalanceError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+
+
+def is_retryable_status(status_code: int) -> bool:
+    """Whether an HTTP status may go away on its own: 408, 429 or >= 500."""
+    return status_code in (408, 429) or status_code >= 500

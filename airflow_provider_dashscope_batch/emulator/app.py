@@ -32,6 +32,11 @@ from airflow_provider_dashscope_batch.emulator.faults import (
     FaultRule,
     error_body,
 )
+from airflow_provider_dashscope_batch.emulator.ratelimit import (
+    RateLimiter,
+    RateLimitMiddleware,
+    RateLimitSettings,
+)
 from airflow_provider_dashscope_batch.emulator.state import (
     ENDPOINTS,
     BatchRecord,
@@ -234,15 +239,23 @@ class EmulatorApi:
     :param emulator: the emulated service state.
     :param faults: fault rules and request counters.
     :param api_key: the only accepted key; ``None`` accepts any non-empty Bearer key.
+    :param rate_limits: account rate limits to enforce from the start (off when ``None``).
     """
 
-    def __init__(self, emulator: Emulator, faults: FaultRegistry, api_key: str | None) -> None:
+    def __init__(
+        self,
+        emulator: Emulator,
+        faults: FaultRegistry,
+        api_key: str | None,
+        rate_limits: RateLimitSettings | None = None,
+    ) -> None:
         self.emulator = emulator
         self.faults = faults
         self.api_key = api_key
         self._callback_tasks: set[asyncio.Task[None]] = set()
         self._http: httpx.AsyncClient | None = None
         self._engine_lock = asyncio.Lock()
+        self.rate_limiter = RateLimiter(rate_limits)
 
     # Plumbing ----------------------------------------------------------------------------------------
 
@@ -483,6 +496,7 @@ class EmulatorApi:
                 task.cancel()
             self.emulator.reset()
             self.faults.clear()
+            self.rate_limiter.reset()
         return JSONResponse({"reset": True})
 
     async def admin_config(self, request: Request) -> Response:
@@ -525,6 +539,16 @@ class EmulatorApi:
             self.faults.counts.clear()
         return JSONResponse({"counts": dict(self.faults.counts)})
 
+    async def admin_rate_limits(self, request: Request) -> Response:
+        if request.method == "PUT":
+            try:
+                self.rate_limiter.configure(RateLimitSettings.model_validate(await self._json(request)))
+            except ValidationError as exc:
+                raise ApiError(400, f"Invalid rate limits: {exc}") from None
+        elif request.method == "DELETE":
+            self.rate_limiter.configure(None)
+        return JSONResponse(self.rate_limiter.report())
+
     async def admin_callbacks(self, _request: Request) -> Response:
         return JSONResponse({"callbacks": list(self.emulator.callbacks)})
 
@@ -551,6 +575,7 @@ def create_app(
     api_key: str | None = None,
     root: Path | None = None,
     seed: int | None = None,
+    rate_limits: RateLimitSettings | None = None,
 ) -> ASGIApp:
     """
     Build the emulator's ASGI application.
@@ -559,8 +584,9 @@ def create_app(
     :param api_key: the only accepted Bearer key; ``None`` accepts any non-empty key.
     :param root: directory for stored file bytes; a temporary directory by default.
     :param seed: seed for probabilistic faults.
+    :param rate_limits: enforce the account rate limits (429 + ``Retry-After``); off when ``None``.
     """
-    api = EmulatorApi(Emulator(config, root), FaultRegistry(seed), api_key)
+    api = EmulatorApi(Emulator(config, root), FaultRegistry(seed), api_key, rate_limits)
     p, a = API_PREFIX, ADMIN_PREFIX
     routes = [
         Route(f"{p}/files", api.api(api.upload_file), methods=["POST"]),
@@ -581,10 +607,11 @@ def create_app(
         Route(f"{a}/faults/{{fault_id}}", api.admin(api.admin_fault), methods=["DELETE"]),
         Route(f"{a}/requests", api.admin(api.admin_requests), methods=["GET", "DELETE"]),
         Route(f"{a}/callbacks", api.admin(api.admin_callbacks), methods=["GET"]),
+        Route(f"{a}/rate-limits", api.admin(api.admin_rate_limits), methods=["GET", "PUT", "DELETE"]),
     ]
     app = Starlette(
         routes=routes,
         lifespan=api.lifespan,
         exception_handlers={HTTPException: _http_exception},
     )
-    return FaultMiddleware(app, app.router, api.faults)
+    return FaultMiddleware(RateLimitMiddleware(app, api.rate_limiter), app.router, api.faults)

@@ -1,4 +1,12 @@
-"""Fault injection and request counting for the emulator, as one outermost ASGI middleware."""
+"""
+Fault injection and request counting for the emulator, as one outermost ASGI middleware.
+
+A fault either stands in for the service (the request is never handled: ``status``, ``drop``,
+``latency`` before handling) or, with ``after_processing``, lets the service handle the request and then
+delays, replaces, drops or cuts its answer -- the ambiguous failures after which a client cannot know
+whether its create took effect. ``defer`` models a queueing gateway: the request is read, held, and
+handled later even if the client has given up and disconnected by then.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 API_PREFIX = "/compatible-mode/v1"
 
-FaultKind = Literal["status", "drop", "latency", "truncate"]
+FaultKind = Literal["status", "drop", "latency", "truncate", "defer"]
 
 # DashScope-shaped (type, code, message) for the HTTP statuses the service is known to return.
 ERROR_SHAPES: dict[int, tuple[str, str, str]] = {
@@ -41,12 +49,34 @@ ERROR_SHAPES: dict[int, tuple[str, str, str]] = {
 }
 
 
-def error_body(status: int, message: str | None = None, *, code: str | None = None, param: str | None = None):
-    """Return the JSON body DashScope sends with an HTTP error, and its request id."""
+def error_body(
+    status: int,
+    message: str | None = None,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    echo: str | None = None,
+):
+    """
+    Return the JSON body DashScope sends with an HTTP error, and its request id.
+
+    :param echo: Text a header-echoing gateway quotes in every field (message, type, param, code,
+        request id).
+    """
     err_type, default_code, default_message = ERROR_SHAPES.get(
         status, ("invalid_request_error", "InvalidParameter", "Request failed.")
     )
     request_id = str(uuid.uuid4())
+    if echo is not None:
+        return {
+            "error": {
+                "message": f"{message or default_message} (echo: {echo})",
+                "type": f"{err_type}: {echo}",
+                "param": f"header {echo}",
+                "code": f"{code or default_code}.{echo}",
+            },
+            "request_id": f"{request_id} {echo}",
+        }
     return {
         "error": {
             "message": message or default_message,
@@ -65,10 +95,19 @@ class FaultRule(BaseModel):
     :param method: HTTP method to match, or ``*``.
     :param path: ``fnmatch`` pattern for the path below ``/compatible-mode/v1`` (``/batches/*``), or ``*``.
     :param kind: ``status`` (error response), ``drop`` (close the connection without a response),
-        ``latency`` (delay, then serve normally) or ``truncate`` (full ``Content-Length``, partial body).
+        ``latency`` (delay, then serve normally), ``truncate`` (full ``Content-Length``, partial body) or
+        ``defer`` (read the request, wait ``latency``, then handle it whether or not the client is still
+        there; the answer goes to a client that is).
     :param status: HTTP status for ``status`` faults; 401 doubles as a rejected key.
     :param retry_after: ``Retry-After`` seconds sent with a 429 (or 503); ``None`` omits the header.
-    :param latency: seconds to wait before handling; applies to every kind.
+    :param latency: seconds to wait before handling (with ``after_processing``: after handling, before
+        answering); applies to every kind.
+    :param after_processing: handle the request first, then apply the fault to the answer: delay it
+        (``latency``), replace it with an error (``status``), close the connection instead (``drop``) or
+        cut it (``truncate``, which handles first anyway; this moves its ``latency`` after handling).
+    :param echo_headers: act like a gateway that echoes request headers: a ``status`` error quotes the
+        ``Authorization`` header in its message, type, code, param and request id, and in the response
+        headers ``x-request-id`` and ``x-echo-authorization``.
     :param truncate_at: bytes of body sent before a ``truncate`` cut (default: half the body).
     :param count: how many times the rule fires before it retires; ``None`` fires forever.
     :param probability: chance (0..1) that a matching request fires the rule.
@@ -84,6 +123,8 @@ class FaultRule(BaseModel):
     retry_after: float | None = 1
     latency: float = Field(default=0.0, ge=0)
     truncate_at: int | None = Field(default=None, ge=0)
+    after_processing: bool = False
+    echo_headers: bool = False
     count: int | None = Field(default=None, ge=1)
     probability: float = Field(default=1.0, ge=0, le=1)
     fired: int = 0
@@ -185,21 +226,76 @@ class FaultMiddleware:
         rule = self.registry.pick(scope["method"], path[len(API_PREFIX) :] or "/")
         if rule is None:
             await self.app(scope, receive, send)
-            return
+        elif rule.kind == "defer":
+            await self._defer(rule, scope, receive, send)
+        elif rule.after_processing:
+            await self._answer_late(rule, scope, receive, send)
+        else:
+            if rule.latency:
+                await asyncio.sleep(rule.latency)
+            if rule.kind == "latency":
+                await self.app(scope, receive, send)
+            elif rule.kind == "truncate":
+                await self.app(scope, receive, _Truncator(send, rule.truncate_at))
+            else:
+                await _fail(rule, scope, send)
+
+    async def _defer(self, rule: FaultRule, scope: Scope, receive: Receive, send: Send) -> None:
+        """Read the whole request, hold it ``latency`` seconds, then handle it (client there or not)."""
+        body: list[Message] = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the request never fully arrived: nothing to handle
+            body.append(message)
+            if not message.get("more_body", False):
+                break
+        await asyncio.sleep(rule.latency)
+        pending = iter(body)
+
+        async def replay() -> Message:
+            return next(pending, None) or await receive()
+
+        await self.app(scope, replay, send)  # uvicorn drops what is sent to a client that has gone
+
+    async def _answer_late(self, rule: FaultRule, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle the request, then delay, replace, drop or cut the answer."""
+        answer: list[Message] = []
+
+        async def keep(message: Message) -> None:
+            answer.append(message)
+
+        await self.app(scope, receive, keep)
         if rule.latency:
             await asyncio.sleep(rule.latency)
         if rule.kind == "latency":
-            await self.app(scope, receive, send)
-        elif rule.kind == "status":
-            headers = {}
-            if rule.retry_after is not None and rule.status in (429, 503):
-                headers["retry-after"] = f"{rule.retry_after:g}"
-            await send_json(send, rule.status, error_body(rule.status), headers)
-        elif rule.kind == "drop":
-            if not await _abort_connection(send):
-                await send({"type": "http.response.start", "status": 200, "headers": []})
+            for message in answer:
+                await send(message)
+        elif rule.kind == "truncate":
+            cut = _Truncator(send, rule.truncate_at)
+            for message in answer:
+                await cut(message)
         else:
-            await self.app(scope, receive, _Truncator(send, rule.truncate_at))
+            await _fail(rule, scope, send)
+
+
+async def _fail(rule: FaultRule, scope: Scope, send: Send) -> None:
+    """Answer with the rule's error status, or drop the connection."""
+    if rule.kind == "drop":
+        if not await _abort_connection(send):
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+        return
+    headers = {}
+    if rule.retry_after is not None and rule.status in (429, 503):
+        headers["retry-after"] = f"{rule.retry_after:g}"
+    echo = None
+    if rule.echo_headers:
+        echo = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin-1")
+        headers["x-echo-authorization"] = echo
+    body = error_body(rule.status, echo=echo)
+    if echo is not None:
+        headers["x-request-id"] = body["request_id"]
+    await send_json(send, rule.status, body, headers)
 
 
 class _Truncator:

@@ -17,6 +17,7 @@ import uvicorn
 
 from airflow_provider_dashscope_batch.emulator.app import ADMIN_PREFIX, create_app
 from airflow_provider_dashscope_batch.emulator.faults import API_PREFIX, FaultKind
+from airflow_provider_dashscope_batch.emulator.ratelimit import RateLimitSettings
 from airflow_provider_dashscope_batch.emulator.state import EmulatorConfig
 
 _BACKLOG = 4096
@@ -184,6 +185,8 @@ class EmulatorServer:
         truncate_at: int | None = None,
         count: int | None = None,
         probability: float = 1.0,
+        after_processing: bool = False,
+        echo_headers: bool = False,
     ) -> dict[str, Any]:
         """
         Inject a fault into matching API requests; see :class:`~.faults.FaultRule`. Returns the rule.
@@ -203,6 +206,8 @@ class EmulatorServer:
                 "truncate_at": truncate_at,
                 "count": count,
                 "probability": probability,
+                "after_processing": after_processing,
+                "echo_headers": echo_headers,
             },
         )
 
@@ -226,6 +231,20 @@ class EmulatorServer:
         """Zero the per-route request counters."""
         self._call("DELETE", "/requests")
 
+    def set_rate_limits(
+        self, limits: dict[str, float] | None = None, *, period_scale: float = 1.0
+    ) -> dict[str, Any]:
+        """Enforce the account rate limits (documented ones, ``limits`` per minute on top) with 429s."""
+        return self._call("PUT", "/rate-limits", {"limits": limits or {}, "period_scale": period_scale})
+
+    def clear_rate_limits(self) -> None:
+        """Stop enforcing rate limits."""
+        self._call("DELETE", "/rate-limits")
+
+    def rate_limits(self) -> dict[str, Any]:
+        """Rate-limit windows and the requests admitted / refused (429) per kind."""
+        return self._call("GET", "/rate-limits")
+
     def callbacks(self) -> list[dict[str, Any]]:
         """``ds_batch_finish_callback`` deliveries made so far (url, batch_id, status, status_code|error)."""
         return self._call("GET", "/callbacks")["callbacks"]
@@ -248,6 +267,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fail-custom-id-pattern", default=None, help="regex of custom_ids that fail")
     parser.add_argument("--storage-dir", default=None, help="where file bytes are kept (default: temp dir)")
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument(
+        "--rate-limits", action="store_true", help="answer 429 above the documented account rate limits"
+    )
+    parser.add_argument(
+        "--rate-period-scale", type=float, default=1.0, help="with --rate-limits: scale every window"
+    )
     args = parser.parse_args(argv)
     config = EmulatorConfig(
         time_scale=args.time_scale,
@@ -257,7 +282,12 @@ def main(argv: list[str] | None = None) -> None:
         cancelling_seconds=args.cancelling_seconds,
         fail_custom_id_pattern=args.fail_custom_id_pattern,
     )
-    app = create_app(config, api_key=args.api_key, root=Path(args.storage_dir) if args.storage_dir else None)
+    app = create_app(
+        config,
+        api_key=args.api_key,
+        root=Path(args.storage_dir) if args.storage_dir else None,
+        rate_limits=RateLimitSettings(period_scale=args.rate_period_scale) if args.rate_limits else None,
+    )
     sock = _listen(args.host, args.port)
     host = f"[{args.host}]" if ":" in args.host else args.host
     sys.stdout.write(f"http://{host}:{sock.getsockname()[1]}{API_PREFIX}\n")

@@ -17,6 +17,7 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from airflow_provider_dashscope_batch.emulator.structured import structured_answer
 from airflow_provider_dashscope_batch.validation import ValidationReport, validate_jsonl
 
 MAX_UPLOAD_BYTES = 500 * 1024 * 1024
@@ -469,7 +470,11 @@ class Emulator:
                 "model": model,
                 "id": f"chatcmpl-{uuid.uuid4()}",
                 "choices": [
-                    {"finish_reason": "stop", "index": 0, "message": {"content": "This is a test result."}}
+                    {
+                        "finish_reason": "stop",
+                        "index": 0,
+                        "message": {"content": structured_answer(body) or "This is a test result."},
+                    }
                 ],
                 "object": "chat.completion",
             }
@@ -495,7 +500,10 @@ class Emulator:
             "",
         )
         digest = hashlib.sha256(f"{model}\n{prompt}".encode()).hexdigest()[:8]
-        content = f"Emulated reply ({digest}) to: {last_user[:200]}"
+        content = structured_answer(body) or f"Emulated reply ({digest}) to: {last_user[:200]}"
+        message = {"role": "assistant", "content": content}
+        if body.get("enable_thinking") is True:
+            message["reasoning_content"] = f"Emulated reasoning ({digest})."
         usage = {"completion_tokens": _tokens(content), "prompt_tokens": _tokens(prompt)}
         usage["total_tokens"] = usage["completion_tokens"] + usage["prompt_tokens"]
         return {
@@ -507,7 +515,7 @@ class Emulator:
                 {
                     "finish_reason": "stop",
                     "index": 0,
-                    "message": {"role": "assistant", "content": content},
+                    "message": message,
                 }
             ],
             "object": "chat.completion",

@@ -1,4 +1,16 @@
-"""Filesystems this provider adds to :class:`ObjectStoragePath` (see :mod:`.oss`)."""
+"""
+Filesystems this provider adds to :class:`ObjectStoragePath` (see :mod:`.oss`).
+
+``oss://`` is registered through public APIs only: fsspec's ``register_implementation`` and
+universal-pathlib's ``upath.registry.register_implementation``. Limitation: universal-pathlib has no public
+API to declare how a new protocol's URLs parse (that the netloc is the bucket); it derives that from the
+fsspec class registered for the protocol, so registration hands fsspec the class itself, which means
+importing s3fs. That is why registration is explicit and lazy rather than done on import: the transfer
+operator registers before it parses an ``oss://`` destination, and the provider's filesystem hook
+(:func:`.oss.get_fs`) registers when Airflow first opens an ``oss://`` path. Code that builds
+``ObjectStoragePath("oss://conn@bucket/key")`` itself calls :func:`register_oss_scheme` first (without it,
+universal-pathlib parses ``oss://`` URLs the way ``ossfs`` does, without the bucket as anchor).
+"""
 
 from __future__ import annotations
 
@@ -12,22 +24,17 @@ def register_oss_scheme() -> None:
     """
     Teach fsspec and universal-pathlib that ``oss://bucket/key`` is S3-like and served by :mod:`.oss`.
 
-    Cheap (s3fs is not imported) and idempotent. Without it, parsing an ``oss://`` URL tries to import
-    ``ossfs``. Airflow imports :mod:`.oss` (which calls this) when it loads the provider filesystems, and
-    importing the transfer operator calls it too; code that builds ``ObjectStoragePath("oss://...")``
-    before either should call this function first.
+    Idempotent. Without s3fs installed, the scheme is registered by name only, so that opening an
+    ``oss://`` path says which extra to install.
     """
-    from fsspec.registry import register_implementation as register_fs
-    from upath._flavour import WrappedFileSystemFlavour
-    from upath._flavour_sources import S3FileSystemFlavour, flavour_registry
+    from fsspec import register_implementation as register_fs
     from upath.registry import register_implementation as register_path
 
-    register_fs("oss", "airflow_provider_dashscope_batch.fs.oss.OSSFileSystem", clobber=True)
-    register_path("oss", "upath.implementations.cloud.S3Path", clobber=True)
-    # universal-pathlib parses URLs with per-protocol "flavours"; its stock ``oss`` flavour mirrors ossfs
-    # (a path without bucket anchor), so parse oss:// exactly like s3:// instead.
-    flavour_registry.pop("oss", None)
-    type("OSSFileSystemFlavour", (S3FileSystemFlavour,), {"protocol": ("oss",), "__module__": __name__})
-    for option in ("netloc_is_anchor", "supports_empty_parts"):
-        WrappedFileSystemFlavour.protocol_config[option].add("oss")
-    WrappedFileSystemFlavour.from_protocol.cache_clear()
+    register_path("oss", "upath.implementations.cloud.CloudPath", clobber=True)
+    try:
+        from airflow_provider_dashscope_batch.fs.oss import oss_filesystem_class
+
+        fs_class: type | str = oss_filesystem_class()
+    except ImportError:
+        fs_class = "airflow_provider_dashscope_batch.fs.oss.OSSFileSystem"
+    register_fs("oss", fs_class, clobber=True)

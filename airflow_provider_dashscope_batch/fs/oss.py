@@ -1,8 +1,11 @@
 """
 ``oss://`` for :class:`ObjectStoragePath`: Alibaba Cloud OSS through its S3-compatible API (s3fs).
 
-Registered through the provider's ``filesystems`` metadata, so ``ObjectStoragePath("oss://my_conn@bucket/key")``
-works wherever this provider is installed (with ``s3fs``, e.g. the ``s3`` extra); ``ossfs`` is not needed.
+Airflow finds :func:`get_fs` through the provider's ``filesystems`` metadata, so
+``ObjectStoragePath("oss://my_conn@bucket/key")`` works wherever this provider is installed (with ``s3fs``,
+e.g. the ``s3`` extra; ``ossfs`` is not needed) once
+:func:`~airflow_provider_dashscope_batch.fs.register_oss_scheme` has run (see
+:mod:`airflow_provider_dashscope_batch.fs`).
 
 The connection (any type; an ``aws`` connection or the alibaba provider's ``oss`` connection both fit):
 
@@ -50,7 +53,12 @@ def oss_endpoint(region: str, *, internal: bool = False) -> str:
 
 
 @cache
-def _filesystem_class() -> type[AbstractFileSystem]:
+def oss_filesystem_class() -> type[AbstractFileSystem]:
+    """
+    Return ``OSSFileSystem``, an s3fs filesystem whose protocol is ``oss``.
+
+    :raises ImportError: if s3fs is not installed.
+    """
     try:
         from s3fs import S3FileSystem
     except ImportError as exc:
@@ -70,7 +78,7 @@ def _filesystem_class() -> type[AbstractFileSystem]:
 def __getattr__(name: str) -> Any:
     # ``OSSFileSystem`` is built on first use so that importing this module never needs s3fs.
     if name == "OSSFileSystem":
-        return _filesystem_class()
+        return oss_filesystem_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -92,7 +100,8 @@ def get_fs(conn_id: str | None, storage_options: dict[str, Any] | None = None) -
     :param conn_id: Connection holding the AccessKey pair and region (``oss_default`` if ``None``).
     :param storage_options: Extra botocore ``config_kwargs``.
     """
-    fs_class = _filesystem_class()
+    fs_class = oss_filesystem_class()
+    register_oss_scheme()  # later oss:// paths in this process parse as S3-like
     conn = BaseHook.get_connection(conn_id or DEFAULT_CONN_ID)
     extra = conn.extra_dejson
     region = _first(extra, "region", "region_name")
@@ -126,6 +135,3 @@ def get_fs(conn_id: str | None, storage_options: dict[str, Any] | None = None) -
         client_kwargs={"region_name": region.removeprefix("oss-") if region else "us-east-1"},
         config_kwargs=config_kwargs,
     )
-
-
-register_oss_scheme()

@@ -3,32 +3,32 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from airflow_provider_dashscope_batch.client import (
+    APIConnectionError,
+    APIStatusError,
     AsyncDashScopeClient,
     AuthenticationError,
     DashScopeClient,
-    DashScopeError,
     InsufficientBalanceError,
+    LocalValidationError,
+    NotFoundError,
     PermissionDeniedError,
     shared_async_client,
 )
-from airflow_provider_dashscope_batch.client._base import (
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_TIMEOUT,
-    REGION_BASE_URLS,
-)
+from airflow_provider_dashscope_batch.client.ratelimit import parse_rate_limits, rate_budget_for
 from airflow_provider_dashscope_batch.client.shared import DEFAULT_MAX_IN_FLIGHT
-from airflow_provider_dashscope_batch.get_provider_info import (
+from airflow_provider_dashscope_batch.hooks.connection_form import (
     CONN_FIELDS,
     CUSTOM_REGION,
     UI_FIELD_BEHAVIOUR,
 )
+from airflow_provider_dashscope_batch.regions import DEFAULT_REGION, REGION_BASE_URLS
 
 try:
     from airflow.providers.common.compat.connection import get_async_extra_dejson
@@ -38,13 +38,21 @@ except ImportError:  # common-compat < 1.23
         return await anyio.to_thread.run_sync(lambda: conn.extra_dejson)
 
 
+_ClientT = TypeVar("_ClientT", DashScopeClient, AsyncDashScopeClient)
+
+
+class ConnectionSetupError(ValueError):
+    """The connection is set up wrongly (no API key, unknown region, ...); nothing was sent."""
+
+
 class DashScopeBatchHook(BaseHook):
     """
     Interact with the DashScope (Alibaba Cloud Model Studio) OpenAI-compatible Batch and Files API.
 
     The connection's password is the API key. Extra fields: ``region`` (``cn-beijing``,
     ``ap-southeast-1`` or ``custom``), ``base_url`` (overrides the region), ``workspace_id``
-    (``X-DashScope-WorkSpace``), ``timeout`` (seconds) and ``max_retries``.
+    (``X-DashScope-WorkSpace``), ``timeout`` (seconds), ``max_retries``, and the request budget
+    ``rate_limits`` / ``rate_share`` (see :mod:`~airflow_provider_dashscope_batch.client.ratelimit`).
 
     :param dashscope_conn_id: The :ref:`DashScope connection id <howto/connection:dashscope>`.
     """
@@ -64,10 +72,12 @@ class DashScopeBatchHook(BaseHook):
         """
         Client constructor arguments from a connection's password and extra (no I/O).
 
-        Extra keys are accepted plain (``region``) or prefixed (``extra__dashscope__region``).
+        Extra keys are accepted plain (``region``) or prefixed (``extra__dashscope__region``); an unset
+        ``timeout`` or ``max_retries`` leaves the client's default.
 
         :param password: The connection's password (the API key).
         :param extra: The connection's deserialized extra.
+        :raises ConnectionSetupError: The connection lacks the key or names an unusable endpoint.
         """
 
         def get(name: str) -> Any:
@@ -77,41 +87,48 @@ class DashScopeBatchHook(BaseHook):
             return None if value == "" else value
 
         conn_id = self.dashscope_conn_id
-        if not password:
-            raise ValueError(f"Connection {conn_id!r} has no API key: set the connection's password.")
+        if not password or not password.strip():
+            raise ConnectionSetupError(f"Connection {conn_id!r} has no API key (set the password).")
         region = get("region")
         base_url = get("base_url")
         if not base_url:
             if region == CUSTOM_REGION:
-                raise ValueError(f"Connection {conn_id!r}: region 'custom' needs a base_url.")
-            if region is not None and region not in REGION_BASE_URLS:
-                raise ValueError(
-                    f"Connection {conn_id!r}: unknown region {region!r}; use one of "
-                    f"{', '.join(REGION_BASE_URLS)} or set base_url."
+                raise ConnectionSetupError(
+                    f"Connection {conn_id!r}: region {CUSTOM_REGION!r} needs a Base URL (base_url)."
                 )
-            base_url = REGION_BASE_URLS[region or "cn-beijing"]
-        try:
-            timeout = float(get("timeout") or DEFAULT_TIMEOUT)
-            max_retries = int(get("max_retries") if get("max_retries") is not None else DEFAULT_MAX_RETRIES)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"Connection {conn_id!r}: timeout must be a number and max_retries an integer."
-            ) from None
-        return {
+            if region is not None and region not in REGION_BASE_URLS:
+                raise ConnectionSetupError(
+                    f"Connection {conn_id!r}: unknown region {region!r}; choose one of "
+                    f"{', '.join(REGION_BASE_URLS)}, or {CUSTOM_REGION!r} with a Base URL."
+                )
+            base_url = REGION_BASE_URLS[region or DEFAULT_REGION]
+        kwargs: dict[str, Any] = {
             "api_key": password,
             "base_url": str(base_url),
             "workspace": get("workspace_id") or None,
-            "timeout": timeout,
-            "max_retries": max_retries,
         }
+        try:
+            if get("timeout") is not None:
+                kwargs["timeout"] = float(get("timeout"))
+            if get("max_retries") is not None:
+                kwargs["max_retries"] = int(get("max_retries"))
+        except (TypeError, ValueError):
+            raise ConnectionSetupError(
+                f"Connection {conn_id!r}: timeout must be a number and max_retries an integer."
+            ) from None
+        try:
+            limits = parse_rate_limits(get("rate_limits"), get("rate_share"))
+        except ValueError as exc:
+            raise ConnectionSetupError(f"Connection {conn_id!r}: {exc}") from None
+        kwargs["rate_budget"] = rate_budget_for((self.conn_type, conn_id), limits)
+        return kwargs
 
     def get_conn(self) -> DashScopeClient:
         """Return the (cached) synchronous client of the connection."""
         if self._client is None:
             conn = self.get_connection(self.dashscope_conn_id)
             kwargs = self.client_kwargs(conn.password, conn.extra_dejson)
-            mask_secret(kwargs["api_key"])
-            self._client = DashScopeClient(**kwargs)
+            self._client = self._new_client(DashScopeClient, kwargs)
         return self._client
 
     async def get_async_conn(self) -> AsyncDashScopeClient:
@@ -120,16 +137,18 @@ class DashScopeBatchHook(BaseHook):
 
         The connection is read with ``get_async_connection``, which is safe inside a triggerer's event
         loop. Masking the key (a call to the supervisor) and building the client (httpx loads the CA
-        bundle into an SSL context, 30-120 ms) run once in a worker thread, so neither stalls the loop.
+        bundle into an SSL context) run in a worker thread, so neither stalls the loop.
         """
         conn = await get_async_connection(self.dashscope_conn_id, hook=self)
         kwargs = self.client_kwargs(conn.password, await get_async_extra_dejson(conn))
+        return await anyio.to_thread.run_sync(self._new_client, AsyncDashScopeClient, kwargs)
 
-        def build() -> AsyncDashScopeClient:
-            mask_secret(kwargs["api_key"])
-            return AsyncDashScopeClient(**kwargs)
-
-        return await anyio.to_thread.run_sync(build)
+    def _new_client(self, client_class: type[_ClientT], kwargs: dict[str, Any]) -> _ClientT:
+        mask_secret(kwargs["api_key"])
+        try:
+            return client_class(**kwargs)
+        except LocalValidationError as exc:  # e.g. a Base URL that is not http(s)
+            raise ConnectionSetupError(f"Connection {self.dashscope_conn_id!r}: {exc}") from None
 
     def shared_async_client(
         self, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
@@ -149,23 +168,38 @@ class DashScopeBatchHook(BaseHook):
         )
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check the key and endpoint by listing one batch; the message says what to fix."""
+        """
+        Check the key and the endpoint by listing one batch.
+
+        The request is sent once, without retries, so the UI's Test button answers within the
+        connection's timeout even when the endpoint is down. The message names what to fix: a setup
+        mistake (nothing was sent), a rejected key, an endpoint that does not answer, or one that
+        answers with an error.
+        """
+        conn = self.get_connection(self.dashscope_conn_id)
         try:
-            client = self.get_conn()
-            next(iter(client.list_batches(page_size=1)), None)
+            kwargs = self.client_kwargs(conn.password, conn.extra_dejson)
+            client = self._new_client(DashScopeClient, {**kwargs, "max_retries": 0})
+        except ConnectionSetupError as exc:
+            return False, str(exc)
+        where = client.base_url
+        try:
+            with client:
+                next(iter(client.list_batches(page_size=1)), None)
         except AuthenticationError as exc:
             return False, (
-                f"DashScope rejected the API key ({exc}). Keys are per region: check that the key "
-                f"belongs to the region of {self._base_url_hint()}."
+                f"DashScope at {where} rejected the API key ({exc}). Keys are per region: check that "
+                "the key belongs to this endpoint's region."
             )
         except (PermissionDeniedError, InsufficientBalanceError) as exc:
             return False, f"The API key is valid but not allowed to use the Batch API: {exc}"
-        except (DashScopeError, ValueError) as exc:
-            return False, f"Could not reach DashScope at {self._base_url_hint()}: {exc}"
-        return True, f"Connected to DashScope at {self._base_url_hint()}."
-
-    def _base_url_hint(self) -> str:
-        return self._client.base_url if self._client is not None else "the configured endpoint"
+        except NotFoundError as exc:
+            return False, f"No Batch API at {where} ({exc}); a Base URL ends in /compatible-mode/v1."
+        except APIConnectionError as exc:
+            return False, f"Could not reach DashScope at {where}: {exc}"
+        except APIStatusError as exc:
+            return False, f"DashScope at {where} answered with an error: {exc}"
+        return True, f"Connected to DashScope at {where}."
 
     # ---------------------------------------------------------------------------------------- form
     @classmethod

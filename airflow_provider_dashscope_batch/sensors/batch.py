@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
@@ -16,18 +15,19 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
-from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
-from airflow_provider_dashscope_batch.operators.batch import judge_batch, validate_event
-from airflow_provider_dashscope_batch.policy import (
+from airflow_provider_dashscope_batch.operators.base import (
+    DashScopeBaseOperator,
+    DashScopeBatchOutcomeMixin,
+    wait_event,
+)
+from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
+from airflow_provider_dashscope_batch.waiting import (
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_BACKOFF,
     DEFAULT_POLL_INTERVAL,
-    Outcome,
-    OutcomePolicy,
-    is_terminal,
+    WaitEventKind,
 )
-from airflow_provider_dashscope_batch.triggers.batch import TERMINAL, TIMEOUT, DashScopeBatchTrigger
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["DashScopeBatchSensor"]
 
 
-class DashScopeBatchSensor(BaseSensorOperator):
+class DashScopeBatchSensor(DashScopeBatchOutcomeMixin, BaseSensorOperator, DashScopeBaseOperator):
     """
     Wait until a batch is terminal, then judge it with the same outcome policy as the create operator.
 
@@ -50,14 +50,9 @@ class DashScopeBatchSensor(BaseSensorOperator):
     :param batch_id: The batch to watch (templated).
     :param dashscope_conn_id: The DashScope connection id.
     :param deferrable: Wait in the triggerer (default from ``[operators] default_deferrable``).
-    :param max_poll_interval: Deferrable mode: cap of the growing poll interval (default 300).
-    :param poll_backoff: Deferrable mode: growth factor of the interval (default 1.5).
-    :param error_budget: Deferrable mode: consecutive transient errors tolerated (default 5).
-    :param on_partial_failure: Outcome of ``completed`` with some requests failed (default success).
-    :param on_all_failed: Outcome of ``completed`` with every request failed (default fail).
-    :param on_expired: Outcome of ``expired`` (default fail).
-    :param on_cancelled: Outcome of ``cancelled`` (default fail).
-    :param on_failed: Outcome of ``failed`` (default fail).
+    :param max_poll_interval: Deferrable mode: cap of the growing poll interval.
+    :param poll_backoff: Deferrable mode: growth factor of the interval.
+    :param error_budget: Deferrable mode: consecutive retryable errors tolerated.
     :return: (XCom) the terminal batch as a JSON dict.
     """
 
@@ -68,41 +63,26 @@ class DashScopeBatchSensor(BaseSensorOperator):
         self,
         *,
         batch_id: str,
-        dashscope_conn_id: str = DashScopeBatchHook.default_conn_name,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poke_interval: float = DEFAULT_POLL_INTERVAL,
         max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
         poll_backoff: float = DEFAULT_POLL_BACKOFF,
         error_budget: int = DEFAULT_ERROR_BUDGET,
-        on_partial_failure: str = Outcome.SUCCESS,
-        on_all_failed: str = Outcome.FAIL,
-        on_expired: str = Outcome.FAIL,
-        on_cancelled: str = Outcome.FAIL,
-        on_failed: str = Outcome.FAIL,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
         self.batch_id = batch_id
-        self.dashscope_conn_id = dashscope_conn_id
         self.deferrable = deferrable
         self.max_poll_interval = max(max_poll_interval, poke_interval)
         self.poll_backoff = poll_backoff
         self.error_budget = error_budget
-        self.outcome_policy = OutcomePolicy(
-            on_partial_failure, on_all_failed, on_expired, on_cancelled, on_failed
-        )
-
-    @cached_property
-    def hook(self) -> DashScopeBatchHook:
-        """The DashScope hook of this task's connection."""
-        return DashScopeBatchHook(dashscope_conn_id=self.dashscope_conn_id)
 
     def poke(self, context: Context) -> PokeReturnValue:
-        batch = self.hook.get_conn().retrieve_batch(self.batch_id).model_dump(mode="json")
-        self.log.info("Batch %s is %s", self.batch_id, batch["status"])
-        if not is_terminal(batch["status"]):
+        batch = self.hook.get_conn().retrieve_batch(self.batch_id)
+        self.log.info("Batch %s is %s", self.batch_id, batch.status)
+        if not batch.status.is_terminal:
             return PokeReturnValue(is_done=False)
-        return PokeReturnValue(is_done=True, xcom_value=self._judge(batch))
+        return PokeReturnValue(is_done=True, xcom_value=self.judge(batch))
 
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
@@ -132,12 +112,9 @@ class DashScopeBatchSensor(BaseSensorOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: judge the finished batch."""
-        event = validate_event(event)
-        if event["status"] == TERMINAL and event.get("batch"):
-            return self._judge(dict(event["batch"]))
-        if event["status"] == TIMEOUT:
-            raise AirflowSensorTimeout(event.get("message") or "Sensor timed out.")
-        raise AirflowException(event.get("message") or f"Waiting for batch {self.batch_id} failed.")
-
-    def _judge(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return judge_batch(self.outcome_policy, batch, self.log)
+        ended = wait_event(event)
+        if ended.kind is WaitEventKind.TERMINAL and ended.batch is not None:
+            return self.judge(ended.batch)
+        if ended.kind is WaitEventKind.TIMEOUT:
+            raise AirflowSensorTimeout(ended.message or "Sensor timed out.")
+        raise AirflowException(ended.message)

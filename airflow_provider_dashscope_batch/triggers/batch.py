@@ -5,43 +5,35 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING, Any
 
+import anyio.to_thread
+from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_dashscope_batch.client.errors import (
-    APIConnectionError,
-    APIStatusError,
-    DashScopeError,
-    RateLimitError,
-    ServerError,
-)
-from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
-from airflow_provider_dashscope_batch.policy import (
+from airflow_provider_dashscope_batch.client.errors import DashScopeError
+from airflow_provider_dashscope_batch.client.status import status_reader
+from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
+from airflow_provider_dashscope_batch.waiting import (
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_BACKOFF,
     DEFAULT_POLL_INTERVAL,
     BatchPoller,
+    BatchWait,
+    PollAction,
     PollSchedule,
+    WaitEvent,
+    kill_decision,
+    task_instance_state,
 )
 
-__all__ = ["DashScopeBatchTrigger", "is_transient", "retry_after_of"]
+if TYPE_CHECKING:
+    from airflow_provider_dashscope_batch.client import AsyncDashScopeClient
+    from airflow_provider_dashscope_batch.models import Batch
 
-TERMINAL = "terminal"
-TIMEOUT = "timeout"
-ERROR = "error"
-EVENT_STATUSES = frozenset({TERMINAL, TIMEOUT, ERROR})
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether a client error may go away on its own (429, 5xx, connection trouble)."""
-    return isinstance(exc, (RateLimitError, ServerError, APIConnectionError))
-
-
-def retry_after_of(exc: BaseException) -> float | None:
-    """The ``Retry-After`` seconds a service error carries, if the service sent one."""
-    return exc.retry_after if isinstance(exc, APIStatusError) else None
+__all__ = ["DashScopeBatchTrigger"]
 
 
 class DashScopeBatchTrigger(BaseTrigger):
@@ -51,22 +43,32 @@ class DashScopeBatchTrigger(BaseTrigger):
     The trigger never blocks the triggerer's event loop: it reads the connection with
     ``get_async_connection`` and polls with the async client. All triggers of one connection in one event
     loop borrow a single shared client whose in-flight requests are bounded (see
-    ``DashScopeBatchHook.shared_async_client``); one client per trigger does not scale to 1000 waits.
-    ``run()`` only reads, so it is safe to run again on another triggerer; only ``on_kill`` (Airflow 3.3+,
-    when the task is killed by a user) cancels the batch, and only if ``cancel_on_kill`` is set.
+    ``DashScopeBatchHook.shared_async_client``) and one status reader, which answers up to 20 due waits
+    with one list request. A status read is sent once: the poller, not the client, retries a failed poll
+    (see :mod:`~airflow_provider_dashscope_batch.waiting`).
 
-    The event payload is ``{"status": "terminal" | "timeout" | "error", "batch_id": ..., "batch": dict |
-    None, "message": str}``; ``batch`` is the last batch read, as JSON.
+    ``run()`` only reads, except that it cancels an unfinished batch the list shows under this wait's
+    idempotency key with another id (a create the service acted on after the client gave up); that
+    cancel is idempotent, so running the trigger again on another triggerer is safe. A connection that
+    is missing or unusable ends the wait with one ``error`` event.
+
+    ``on_kill`` (Airflow 3.3+, when a user changes the deferred task's state) cancels the batch only if
+    ``cancel_on_kill`` is set and the task instance is now ``failed``; a cleared task's next try
+    re-attaches to the batch, and a task marked successful leaves it running (see the create operator's
+    lifecycle table).
+
+    The event payload is :meth:`WaitEvent.to_payload() <airflow_provider_dashscope_batch.waiting.WaitEvent>`.
 
     :param batch_id: The batch to wait for.
     :param dashscope_conn_id: The DashScope connection id.
-    :param poll_interval: Shortest seconds between polls (see :mod:`~airflow_provider_dashscope_batch.policy`
-        for why the default 60 keeps 1000 waits under the 1000 requests/min retrieve limit).
+    :param poll_interval: Shortest seconds between polls.
     :param max_poll_interval: Cap the interval grows to.
     :param poll_backoff: Growth factor of the interval.
     :param deadline: Wall-clock epoch seconds after which the trigger fires a ``timeout`` event.
-    :param error_budget: Consecutive transient errors tolerated.
-    :param cancel_on_kill: Cancel the batch when the deferred task is killed (Airflow 3.3+).
+    :param error_budget: Consecutive retryable polling errors tolerated.
+    :param cancel_on_kill: Cancel the batch when a user marks the deferred task failed (Airflow 3.3+).
+    :param input_file_id: The batch's input file, if known (identifies the batch's siblings).
+    :param idempotency_key: The key the batch was created with, if known.
     """
 
     def __init__(
@@ -80,6 +82,8 @@ class DashScopeBatchTrigger(BaseTrigger):
         deadline: float | None = None,
         error_budget: int = DEFAULT_ERROR_BUDGET,
         cancel_on_kill: bool = False,
+        input_file_id: str | None = None,
+        idempotency_key: str | None = None,
     ) -> None:
         super().__init__()
         self.batch_id = batch_id
@@ -90,6 +94,9 @@ class DashScopeBatchTrigger(BaseTrigger):
         self.deadline = None if deadline is None else float(deadline)
         self.error_budget = int(error_budget)
         self.cancel_on_kill = bool(cancel_on_kill)
+        self.input_file_id = input_file_id
+        self.idempotency_key = idempotency_key
+        self._duplicates_seen: set[str] = set()
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and primitive kwargs (ids, numbers, flags; never the key)."""
@@ -104,56 +111,96 @@ class DashScopeBatchTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "error_budget": self.error_budget,
                 "cancel_on_kill": self.cancel_on_kill,
+                "input_file_id": self.input_file_id,
+                "idempotency_key": self.idempotency_key,
             },
         )
 
     def _hook(self) -> DashScopeBatchHook:
         return DashScopeBatchHook(dashscope_conn_id=self.dashscope_conn_id)
 
-    def _event(self, status: str, batch: dict[str, Any] | None, message: str) -> TriggerEvent:
-        return TriggerEvent({"status": status, "batch_id": self.batch_id, "batch": batch, "message": message})
+    async def _read(self, client: AsyncDashScopeClient) -> Batch:
+        """
+        The one status read of a poll, never retried by the client.
+
+        It goes through the status reader shared by every trigger of the connection in this event loop,
+        which reads up to 20 due waits with one list request (see
+        :mod:`~airflow_provider_dashscope_batch.client.status`). When that list shows another unfinished
+        batch under this wait's idempotency key (a create the service acted on after the client gave up),
+        it is cancelled before it runs requests; cancelling is idempotent, so a re-run trigger is harmless.
+        """
+        duplicates: list[Batch] = []
+        batch = await status_reader(client).read(
+            self.batch_id,
+            self.input_file_id,
+            self.idempotency_key,
+            on_duplicate=duplicates.append,
+            gather=self.poll_interval / 10,
+        )
+        late = [d for d in duplicates if d.id not in self._duplicates_seen and not d.status.is_terminal]
+        if late and self.idempotency_key and self.input_file_id:
+            self._duplicates_seen.update(d.id for d in late)
+            self.log.warning(
+                "Batch(es) %s carry the idempotency key of batch %s: cancelling the duplicate(s)",
+                ", ".join(d.id for d in late),
+                self.batch_id,
+            )
+            try:
+                await client.cancel_duplicates(
+                    idempotency_key=self.idempotency_key,
+                    input_file_id=self.input_file_id,
+                    keep_batch_id=self.batch_id,
+                )
+            except DashScopeError as exc:  # the wait goes on; the next list shows them again
+                self._duplicates_seen.difference_update(d.id for d in late)
+                self.log.warning("Cancelling the duplicate(s) of batch %s failed: %s", self.batch_id, exc)
+        return batch
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        poller = BatchPoller(
-            PollSchedule(self.poll_interval, self.max_poll_interval, self.poll_backoff),
-            deadline=self.deadline,
-            error_budget=self.error_budget,
+        event = await self._wait()
+        yield TriggerEvent(event.to_payload())
+
+    async def _wait(self) -> WaitEvent:
+        wait = BatchWait(
+            self.batch_id,
+            BatchPoller(
+                PollSchedule(self.poll_interval, self.max_poll_interval, self.poll_backoff),
+                deadline=self.deadline,
+                error_budget=self.error_budget,
+            ),
+            self.log,
         )
-        batch: dict[str, Any] | None = None
-        step = poller.first_delay(time.time())
-        try:
-            async with self._hook().shared_async_client() as client:
-                while step.action == "wait":
-                    await asyncio.sleep(step.delay)
-                    try:
-                        current = await client.retrieve_batch(self.batch_id)
-                    except DashScopeError as exc:
-                        step = poller.on_error(
-                            str(exc),
-                            transient=is_transient(exc),
-                            now=time.time(),
-                            retry_after=retry_after_of(exc),
-                        )
-                        if step.action == "wait":
-                            self.log.warning("Polling batch %s failed (%s); retrying", self.batch_id, exc)
-                        continue
-                    if batch is None or batch["status"] != current.status:  # log changes, not every poll
-                        self.log.info("Batch %s is %s", self.batch_id, current.status)
-                    batch = current.model_dump(mode="json")
-                    step = poller.on_status(batch["status"], time.time())
-        except DashScopeError as exc:  # the connection or client could not be set up
-            step = poller.on_error(str(exc), transient=False, now=time.time())
-        if step.action == "done":
-            yield self._event(TERMINAL, batch, f"Batch {self.batch_id} is {batch and batch['status']}.")
-        elif step.action == "timeout":
-            yield self._event(TIMEOUT, batch, step.message)
-        else:
-            yield self._event(ERROR, batch, f"Waiting for batch {self.batch_id} failed: {step.message}")
+        async with AsyncExitStack() as stack:
+            try:
+                client = await stack.enter_async_context(self._hook().shared_async_client())
+            except (AirflowNotFoundException, ConnectionSetupError, DashScopeError) as exc:
+                return wait.failed(f"connection {self.dashscope_conn_id!r} is not usable: {exc}")
+            step = wait.start(time.time())
+            while step.action is PollAction.WAIT:
+                await asyncio.sleep(step.delay)
+                try:
+                    batch = await self._read(client)
+                except DashScopeError as exc:
+                    step = wait.on_error(exc, time.time())
+                else:
+                    step = wait.on_batch(batch, time.time())
+        return wait.event(step)
 
     async def on_kill(self) -> None:
-        """Cancel the batch when a user kills the deferred task (called by Airflow 3.3+ only)."""
+        """Cancel the batch if a user marked the deferred task failed (called by Airflow 3.3+ only)."""
         if not self.cancel_on_kill:
+            return
+        # The triggerer may cancel a killed trigger again while on_kill still runs; shielded, the state
+        # read and the cancel request finish anyway.
+        await asyncio.shield(asyncio.ensure_future(self._cancel_if_failed()))
+
+    async def _cancel_if_failed(self) -> None:
+        ti = getattr(self, "task_instance", None)
+        state = await anyio.to_thread.run_sync(task_instance_state, ti) if ti is not None else None
+        cancel, why = kill_decision(state, self.batch_id)
+        if not cancel:
+            self.log.warning("%s", why)
             return
         async with self._hook().shared_async_client() as client:
             batch = await client.cancel_batch(self.batch_id)
-        self.log.info("Cancelled batch %s on kill (status %s)", self.batch_id, batch.status)
+        self.log.info("%s (status %s)", why, batch.status)

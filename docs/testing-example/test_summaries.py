@@ -11,7 +11,7 @@ def test_results_land_with_a_manifest(summaries_dag, dashscope_emulator, tmp_pat
     assert run.state == "success"
     (batch_dir,) = (tmp_path / "results").iterdir()
     manifest = json.loads((batch_dir / "manifest.json").read_text())
-    assert manifest["request_counts"] == {"total": 3, "completed": 2, "failed": 1}
+    assert manifest["totals"]["request_counts"] == {"total": 3, "completed": 2, "failed": 1}
     assert (batch_dir / "errors.jsonl").exists()
 
 

@@ -16,6 +16,7 @@ import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from airflow_provider_dashscope_batch.client import AsyncDashScopeClient, DashScopeClient, RetryPolicy
+from airflow_provider_dashscope_batch.models import Batch
 
 FAST_RETRIES = RetryPolicy(max_retries=3, initial_delay=0.01, max_delay=0.05, max_elapsed=30.0)
 
@@ -113,3 +114,13 @@ def write_requests() -> Callable[..., Path]:
         return path
 
     return write
+
+
+def finished(client: Any, emulator: Any, batch: Batch) -> Batch:
+    """Advance the emulator's clock until ``batch`` is terminal; return it as last read."""
+    for _ in range(50):
+        batch = client.retrieve_batch(batch.id)
+        if batch.status.is_terminal:
+            return batch
+        emulator.advance(5)
+    raise AssertionError(f"batch {batch.id} stuck in {batch.status}")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+import io
+import typing
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import httpx
@@ -9,8 +12,13 @@ import pytest
 
 from airflow_provider_dashscope_batch.client import (
     APIConnectionError,
+    APIStatusError,
     APITimeoutError,
+    AsyncDashScopeClient,
     AuthenticationError,
+    DashScopeClient,
+    DashScopeError,
+    IncompleteDownloadError,
     InsufficientBalanceError,
     InvalidRequestError,
     LocalValidationError,
@@ -23,13 +31,30 @@ from airflow_provider_dashscope_batch.client import (
     parse_completion_window,
     validate_metadata,
 )
-from airflow_provider_dashscope_batch.client._base import ClientCore, Emit, Send, Sleep, parse_retry_after
+from airflow_provider_dashscope_batch.client._base import (
+    ClientCore,
+    Destination,
+    Emit,
+    Send,
+    Sleep,
+    parse_retry_after,
+    tokenized_filename,
+)
+from airflow_provider_dashscope_batch.models import Batch
 
 KEY = "sk-unit-test-secret-0123456789"
 
 
 def core(**kwargs) -> ClientCore:
-    c = ClientCore(api_key=KEY, base_url="http://emu.invalid/compatible-mode/v1", **kwargs)
+    options = {
+        "api_key": KEY,
+        "base_url": "http://emu.invalid/compatible-mode/v1",
+        "workspace": None,
+        "timeout": 60.0,
+        "retry": RetryPolicy(),
+        **kwargs,
+    }
+    c = ClientCore(**options)
     c.rand = lambda: 0.0
     return c
 
@@ -154,28 +179,45 @@ def test_key_is_scrubbed_from_service_messages():
 
 
 def test_repr_and_headers():
-    c = ClientCore(api_key=KEY, workspace="ws-1")
+    c = core(workspace="ws-1")
     assert KEY not in repr(c)
     headers = c.headers
     assert headers["Authorization"] == f"Bearer {KEY}"
     assert headers["X-DashScope-WorkSpace"] == "ws-1"
-    assert "X-DashScope-WorkSpace" not in ClientCore(api_key=KEY).headers
+    assert "X-DashScope-WorkSpace" not in core().headers
 
 
 def test_empty_key_rejected():
     with pytest.raises(LocalValidationError, match="API key"):
-        ClientCore(api_key="  ")
+        core(api_key="  ")
 
 
-def drive(flow, outcomes):
-    """Feed scripted outcomes to a flow; return (result, steps)."""
+class FakeClock:
+    """A monotonic clock the test moves; every Sleep step advances it by its seconds."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def drive(flow, outcomes, clock: FakeClock | None = None, in_flight: float = 0.0):
+    """
+    Feed scripted outcomes to a flow; return (result, steps).
+
+    With a ``clock``, sleeps advance it and each POST takes ``in_flight`` seconds.
+    """
     steps = []
     outcomes = list(outcomes)
     try:
         step = next(flow)
         while True:
             steps.append(step)
-            step = flow.send(None if isinstance(step, Sleep) else outcomes.pop(0))
+            sleeps = isinstance(step, Sleep)
+            if clock is not None:
+                clock.now += step.seconds if sleeps else in_flight * (step.request.method == "POST")
+            step = flow.send(None if sleeps else outcomes.pop(0))
     except StopIteration as stop:
         return stop.value, steps
 
@@ -319,3 +361,159 @@ def test_transport_error_text_has_no_key():
     assert isinstance(exc, APIConnectionError)
     assert KEY not in str(exc)
     assert KEY not in repr(exc)
+
+
+# ------------------------------------------------------------------------- retryability, one definition
+@pytest.mark.parametrize(
+    ("exc", "retryable"),
+    [
+        (ServerError("x", status_code=500), True),
+        (RateLimitError("x", status_code=429), True),
+        (RateLimitError("x", status_code=400), True),  # limit_requests, whatever the status
+        (APIStatusError("x", status_code=408), True),
+        (APIStatusError("x", status_code=418), False),
+        (InvalidRequestError("x", status_code=400), False),
+        (InvalidRequestError("x", status_code=500), False),  # an InvalidParameter code on a 500
+        (InsufficientBalanceError("x", status_code=429), False),
+        (AuthenticationError("x", status_code=401), False),
+        (APIConnectionError("x"), True),
+        (APITimeoutError("x"), True),
+        (IncompleteDownloadError("x", expected=2, received=1), True),
+        (LocalValidationError("x"), False),
+        (DashScopeError("x"), False),
+    ],
+)
+def test_every_error_says_whether_it_is_retryable(exc, retryable):
+    assert exc.retryable is retryable
+
+
+def test_retryable_and_retry_after_come_from_the_response():
+    c = core()
+    limited = c.error_from_response(
+        response(429, {"error": {"code": "limit_requests"}}, {"retry-after": "7"})
+    )
+    assert (limited.retryable, limited.retry_after) == (True, 7.0)
+    assert c.error_from_response(response(400, {}, {"x-should-retry": "true"})).retryable
+    assert not c.error_from_response(response(503, {}, {"x-should-retry": "false"})).retryable
+    assert not c.error_from_response(response(401, {}, {"x-should-retry": "true"})).retryable
+    request = httpx.Request("GET", "http://emu.invalid/x")
+    assert c.error_from_transport(httpx.ReadTimeout("slow", request=request), request).retry_after is None
+
+
+def test_max_retries_per_call_overrides_the_policy():
+    c = core(retry=RetryPolicy(max_retries=5))
+    with pytest.raises(ServerError) as raised:
+        drive(c.retrieve_batch_flow("b", max_retries=0), [response(503, {}, {"retry-after": "3"})])
+    assert raised.value.retry_after == 3.0  # handed up to the caller that owns the retries
+    _, steps = drive(c.list_batches_flow(max_retries=1), [response(500, {}), response(200, {"data": []})])
+    assert [type(s).__name__ for s in steps] == ["Send", "Sleep", "Send"]
+    with pytest.raises(ServerError):
+        drive(c.list_batches_flow(max_retries=0), [response(500, {})])
+    with pytest.raises(LocalValidationError, match="max_retries"):
+        next(c.retrieve_batch_flow("b", max_retries=-1))
+
+
+# ------------------------------------------------------------------------------- recovery window
+def test_after_a_timeout_the_lookups_span_twice_the_time_in_flight():
+    c = core(retry=RetryPolicy(max_retries=1, initial_delay=0.5, max_delay=8.0))
+    c.monotonic = clock = FakeClock()
+    post = c.build_request("POST", "/batches")
+    empty = response(200, {"data": [], "has_more": False})
+    result, steps = drive(
+        c.create_batch_flow(input_file_id="file-1", endpoint="/v1/chat/ds-test", idempotency_key="k"),
+        [httpx.ReadTimeout("lost", request=post), *[empty] * 5, response(200, batch_json("b2", "k")), empty],
+        clock,
+        in_flight=10.0,
+    )
+    assert result.id == "b2"
+    sleeps = [s.seconds for s in steps if isinstance(s, Sleep)]
+    assert sleeps == [0.5, 1.0, 2.0, 4.0, 2.5]  # looks until 20 s after the send, then the re-send ...
+    methods = [s.request.method for s in steps if isinstance(s, Send)]
+    assert methods == ["POST"] + ["GET"] * 5 + ["POST", "GET"]  # ... and a last search for a late copy
+
+
+def test_a_fixed_recovery_window_and_a_found_batch_end_the_lookups():
+    c = core(retry=RetryPolicy(initial_delay=1.0, recovery_window=60.0))
+    c.monotonic = clock = FakeClock()
+    empty = response(200, {"data": [], "has_more": False})
+    result, steps = drive(
+        c.create_batch_flow(input_file_id="file-1", endpoint="/v1/chat/ds-test", idempotency_key="k"),
+        [
+            response(502, {}),
+            empty,
+            empty,
+            response(200, {"data": [batch_json("b1", "k")], "has_more": False}),
+        ],
+        clock,
+    )
+    assert result.id == "b1"
+    assert [s.seconds for s in steps if isinstance(s, Sleep)] == [1.0, 2.0, 4.0]
+    assert [s.request.method for s in steps if isinstance(s, Send)] == ["POST", "GET", "GET", "GET"]
+
+
+def test_recovery_window_must_not_be_negative():
+    with pytest.raises(LocalValidationError, match="recovery_window"):
+        RetryPolicy(recovery_window=-1)
+
+
+@pytest.mark.parametrize(
+    ("filename", "stored"),
+    [
+        ("requests.jsonl", "requests.tok-12345.jsonl"),
+        ("a.b.jsonl", "a.b.tok-12345.jsonl"),
+        ("noext", "noext.tok-12345"),
+        (".hidden", ".hidden.tok-12345"),
+        ("requests.tok-12345.jsonl", "requests.tok-12345.jsonl"),
+    ],
+)
+def test_upload_filename_carries_the_token(filename, stored):
+    assert tokenized_filename(filename, "tok-12345") == stored
+
+
+def test_upload_recovery_matches_only_the_token():
+    c = core()
+    flow = c.upload_file_flow(io.BytesIO(b"x" * 10), filename="requests.jsonl", upload_token="tok-mine-1")
+    post = next(flow)
+    assert b'filename="requests.tok-mine-1.jsonl"' in post.request.read()
+    assert isinstance(flow.send(response(500, {})), Sleep)
+    lookup = flow.send(None)
+    now = int(datetime.now(UTC).timestamp())
+    other = {"id": "file-a", "filename": "requests.jsonl", "bytes": 10, "created_at": now, "purpose": "batch"}
+    resend = flow.send(response(200, {"data": [other], "has_more": False}))
+    assert lookup.request.method == "GET"
+    assert resend.request.method == "POST"  # a file of the same name and size is not ours
+
+
+def test_destination_renames_a_complete_download_and_removes_a_partial_one(tmp_path):
+    done = Destination(tmp_path / "done.jsonl")
+    done.open()
+    done.write(b"abc")
+    assert done.commit() == 3
+    done.discard()  # after commit: nothing to remove
+    assert [p.name for p in tmp_path.iterdir()] == ["done.jsonl"]
+    partial = Destination(tmp_path / "partial.jsonl")
+    partial.open()
+    partial.write(b"ab")
+    partial.discard()
+    assert [p.name for p in tmp_path.iterdir()] == ["done.jsonl"]
+    stream = io.BytesIO()
+    to_stream = Destination(stream)
+    to_stream.open()
+    to_stream.write(b"xyz")
+    to_stream.discard()  # a stream is the caller's: neither closed nor emptied
+    assert (to_stream.commit(), stream.getvalue()) == (3, b"xyz")
+
+
+@pytest.mark.parametrize("face", [DashScopeClient, AsyncDashScopeClient])
+def test_each_face_method_is_its_flow_with_the_face_kind_of_result(face):
+    for name in ("upload_file", "create_batch", "retrieve_batch", "cancel_duplicates", "list_batches"):
+        method, flow = getattr(face, name), getattr(ClientCore, f"{name}_flow")
+        assert method.__doc__ == flow.__doc__
+        assert list(inspect.signature(method).parameters) == list(inspect.signature(flow).parameters)
+        assert method.__qualname__ == f"{face.__name__}.{name}"
+    is_async = face is AsyncDashScopeClient
+    assert inspect.iscoroutinefunction(face.retrieve_batch) is is_async
+    assert not inspect.iscoroutinefunction(face.list_batches)
+    returns = inspect.signature(face.list_batches).return_annotation
+    assert returns == ("AsyncIterator[Batch]" if is_async else "Iterator[Batch]")
+    assert typing.get_type_hints(face.retrieve_batch)["return"] is Batch

@@ -8,11 +8,13 @@ import logging
 import os
 from datetime import UTC, datetime, timedelta
 
+import anyio
 import pytest
 
 from airflow_provider_dashscope_batch.client import (
     APIConnectionError,
     APITimeoutError,
+    AsyncDashScopeClient,
     AuthenticationError,
     IncompleteDownloadError,
     InvalidRequestError,
@@ -22,7 +24,8 @@ from airflow_provider_dashscope_batch.client import (
     RetryPolicy,
     ServerError,
 )
-from airflow_provider_dashscope_batch.models import Batch, BatchStatus
+from airflow_provider_dashscope_batch.models import BatchStatus
+from tests.client.conftest import finished
 
 ENDPOINT = "/v1/chat/ds-test"
 
@@ -32,21 +35,16 @@ def input_file(client, tmp_path, write_requests):
     return client.upload_file(write_requests(tmp_path / "requests.jsonl", 10))
 
 
-def finished(client, emulator, batch: Batch) -> Batch:
-    for _ in range(50):
-        batch = client.retrieve_batch(batch.id)
-        if batch.status.is_terminal:
-            return batch
-        emulator.advance(5)
-    raise AssertionError(f"batch {batch.id} stuck in {batch.status}")
-
-
 # ------------------------------------------------------------------------------------------------ files
 def test_upload_retrieve_list_delete(client, tmp_path, write_requests):
     path = write_requests(tmp_path / "in.jsonl", 3)
-    uploaded = client.upload_file(path)
+    uploaded = client.upload_file(path, upload_token="token-of-this-upload")
     assert uploaded.id.startswith("file-")
-    assert (uploaded.filename, uploaded.bytes, uploaded.purpose) == ("in.jsonl", path.stat().st_size, "batch")
+    assert (uploaded.filename, uploaded.bytes, uploaded.purpose) == (
+        "in.token-of-this-upload.jsonl",
+        path.stat().st_size,
+        "batch",
+    )
     assert client.retrieve_file(uploaded.id).bytes == uploaded.bytes
     assert uploaded.id in [f.id for f in client.list_files(purpose="batch")]
     deleted = client.delete_file(uploaded.id)
@@ -61,7 +59,8 @@ def test_upload_retrieve_list_delete(client, tmp_path, write_requests):
 def test_upload_from_stream_needs_a_name(client, tmp_path, write_requests):
     data = write_requests(tmp_path / "x.jsonl", 2).read_bytes()
     uploaded = client.upload_file(io.BytesIO(data), filename="from-stream.jsonl")
-    assert (uploaded.filename, uploaded.bytes) == ("from-stream.jsonl", len(data))
+    stem, token, ext = uploaded.filename.split(".")
+    assert (stem, len(token), ext, uploaded.bytes) == ("from-stream", 32, "jsonl", len(data))
     with pytest.raises(LocalValidationError, match="filename"):
         client.upload_file(io.BytesIO(data))
 
@@ -275,3 +274,23 @@ def test_key_never_in_errors_or_logs(make_client, dashscope_emulator, caplog):
     assert secret not in caplog.text  # ... without any key
     assert dashscope_emulator.api_key not in caplog.text
     assert secret not in repr(wrong)
+
+
+def test_a_cancelled_async_download_leaves_no_partial_file(client, dashscope_emulator, input_file, tmp_path):
+    batch = finished(
+        client, dashscope_emulator, client.create_batch(input_file_id=input_file.id, endpoint=ENDPOINT)
+    )
+    dashscope_emulator.add_fault("latency", method="GET", path="/files/*/content", latency=2.0)
+    target = tmp_path / "out" / "output.jsonl"
+    target.parent.mkdir()
+
+    async def cancel_mid_download() -> None:
+        face = AsyncDashScopeClient(api_key=dashscope_emulator.api_key, base_url=dashscope_emulator.base_url)
+        async with face, anyio.create_task_group() as group:
+            group.start_soon(face.download_file, batch.output_file_id, target)
+            while not any(target.parent.iterdir()):  # noqa: ASYNC110 -- waits for a file, not a task
+                await anyio.sleep(0.01)
+            group.cancel_scope.cancel()  # the temporary file is open, the answer delayed
+
+    anyio.run(cancel_mid_download)
+    assert list(target.parent.iterdir()) == []

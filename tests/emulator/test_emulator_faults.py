@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from emulator_helpers import Api, assert_error, jsonl, request_line
@@ -132,3 +134,94 @@ def test_clock_scale_and_advance(emu: EmulatorServer):
         pass
     assert emu.now() > later
     assert httpx.get(emu.admin_url + "/health").json()["status"] == "ok"
+
+
+# ------------------------------------------------ faults after the request was handled (ambiguous outcomes)
+def _create_body(api: Api) -> dict:
+    file_id = api.upload(jsonl([request_line("1")]))["id"]
+    return {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h"}
+
+
+def _batches(api: Api) -> list[dict]:
+    return api.http.get("/batches").json()["data"]
+
+
+def test_status_after_processing_answers_an_error_for_work_done(api: Api):
+    body = _create_body(api)
+    api.emulator.add_fault(
+        "status", method="POST", path="/batches", status=502, after_processing=True, count=1
+    )
+    assert_error(api.http.post("/batches", json=body), 502, "BadGateway")
+    assert len(_batches(api)) == 1
+
+
+def test_drop_after_processing_stores_the_upload_but_never_answers(api: Api):
+    api.emulator.add_fault("drop", method="POST", path="/files", after_processing=True, count=1)
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        api.http.post(
+            "/files", files={"file": ("x.jsonl", jsonl([request_line("1")]))}, data={"purpose": "batch"}
+        )
+    (stored,) = api.http.get("/files").json()["data"]
+    assert stored["filename"] == "x.jsonl"
+
+
+def test_latency_after_processing_holds_the_answer_of_work_done(api: Api):
+    body = _create_body(api)
+    api.emulator.add_fault(
+        "latency", method="POST", path="/batches", latency=3, after_processing=True, count=1
+    )
+    with pytest.raises(httpx.ReadTimeout):
+        api.http.post("/batches", json=body, timeout=0.5)
+    assert len(_batches(api)) == 1  # handled before the answer was held back
+
+
+def test_truncate_after_processing_cuts_the_answer_of_work_done(api: Api):
+    body = _create_body(api)
+    api.emulator.add_fault("truncate", method="POST", path="/batches", truncate_at=5, after_processing=True)
+    with pytest.raises(httpx.RemoteProtocolError):
+        api.http.post("/batches", json=body)
+    assert len(_batches(api)) == 1
+
+
+def test_defer_handles_the_request_after_the_client_gave_up(api: Api):
+    body = _create_body(api)
+    api.emulator.add_fault("defer", method="POST", path="/batches", latency=1.5, count=1)
+    with pytest.raises(httpx.ReadTimeout):
+        api.http.post("/batches", json=body, timeout=0.5)
+    assert _batches(api) == []  # the client has given up; the request is still held
+    deadline = time.monotonic() + 30
+    while not (created := _batches(api)):
+        assert time.monotonic() < deadline, "the deferred request was never handled"
+        time.sleep(0.1)
+    assert created[0]["input_file_id"] == body["input_file_id"]
+
+
+def test_defer_answers_a_client_that_waits(api: Api):
+    body = _create_body(api)
+    api.emulator.add_fault("defer", method="POST", path="/batches", latency=0.2, count=1)
+    response = api.http.post("/batches", json=body)
+    assert response.status_code == 200
+    assert [b["id"] for b in _batches(api)] == [response.json()["id"]]
+
+
+def test_echo_headers_quotes_the_authorization_in_every_error_field(api: Api):
+    api.emulator.add_fault("status", method="GET", path="/files", status=500, echo_headers=True, count=1)
+    response = api.http.get("/files")
+    error = assert_error(response, 500, f"InternalError.Bearer {api.emulator.api_key}")
+    secret = api.emulator.api_key
+    assert all(secret in error[field] for field in ("message", "type", "param", "code"))
+    assert secret in response.json()["request_id"]
+    assert secret in response.headers["x-request-id"]
+    assert response.headers["x-echo-authorization"] == f"Bearer {secret}"
+
+
+def test_new_fault_fields_through_the_admin_api(emu: EmulatorServer):
+    admin = httpx.Client(base_url=emu.admin_url)
+    rule = admin.post(
+        "/faults", json={"kind": "defer", "latency": 2, "method": "POST", "path": "/files"}
+    ).json()
+    assert (rule["kind"], rule["after_processing"], rule["echo_headers"]) == ("defer", False, False)
+    rule = admin.post("/faults", json={"kind": "drop", "after_processing": True, "echo_headers": True}).json()
+    assert (rule["after_processing"], rule["echo_headers"]) == (True, True)
+    assert admin.post("/faults", json={"kind": "later"}).status_code == 400
+    admin.close()

@@ -9,21 +9,23 @@ import pytest
 
 from airflow_provider_dashscope_batch.client import AsyncDashScopeClient, DashScopeClient
 from airflow_provider_dashscope_batch.client.shared import active_shared_clients, shared_async_client
-from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
+from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
+
+
+def _define(monkeypatch, conn_id: str, password: str | None, **extra) -> str:
+    """Define connection ``conn_id`` through an ``AIRFLOW_CONN_*`` variable."""
+    value = {"conn_type": "dashscope", "password": password, "extra": extra}
+    monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(value))
+    return conn_id
 
 
 @pytest.fixture
 def conn_env(monkeypatch, dashscope_emulator):
-    """Define connection ``conn_id`` through an ``AIRFLOW_CONN_*`` variable pointing at the emulator."""
+    """Define a connection to the emulator (its key unless ``password`` is given)."""
 
     def define(conn_id: str = "dashscope_default", *, password: str | None = None, **extra):
-        value = {
-            "conn_type": "dashscope",
-            "password": password or dashscope_emulator.api_key,
-            "extra": {"base_url": dashscope_emulator.base_url, **extra},
-        }
-        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(value))
-        return conn_id
+        extra = {"base_url": dashscope_emulator.base_url, **extra}
+        return _define(monkeypatch, conn_id, password or dashscope_emulator.api_key, **extra)
 
     return define
 
@@ -46,18 +48,32 @@ def test_client_kwargs_regions(extra, base_url):
     assert kwargs["base_url"] == base_url
 
 
-def test_client_kwargs_fields_and_errors():
-    hook = DashScopeBatchHook("my_conn")
-    kwargs = hook.client_kwargs("sk-x", {"workspace_id": "ws-1", "timeout": "12.5", "max_retries": "0"})
+def test_client_kwargs_fields():
+    kwargs = DashScopeBatchHook().client_kwargs(
+        "sk-x", {"workspace_id": "ws-1", "timeout": "12.5", "max_retries": "0"}
+    )
     assert (kwargs["workspace"], kwargs["timeout"], kwargs["max_retries"]) == ("ws-1", 12.5, 0)
-    with pytest.raises(ValueError, match="'my_conn' has no API key"):
-        hook.client_kwargs(None, {})
-    with pytest.raises(ValueError, match="region 'custom' needs a base_url"):
-        hook.client_kwargs("sk-x", {"region": "custom"})
-    with pytest.raises(ValueError, match="unknown region 'mars'"):
-        hook.client_kwargs("sk-x", {"region": "mars"})
-    with pytest.raises(ValueError, match="timeout must be a number"):
-        hook.client_kwargs("sk-x", {"timeout": "soon"})
+
+
+@pytest.mark.parametrize(
+    ("password", "extra", "message"),
+    [
+        (None, {}, "Connection 'my_conn' has no API key (set the password)."),
+        ("  ", {}, "Connection 'my_conn' has no API key (set the password)."),
+        ("sk-x", {"region": "custom"}, "Connection 'my_conn': region 'custom' needs a Base URL"),
+        (
+            "sk-x",
+            {"region": "mars-1"},
+            "Connection 'my_conn': unknown region 'mars-1'; choose one of cn-beijing, ap-southeast-1, "
+            "or 'custom' with a Base URL.",
+        ),
+        ("sk-x", {"timeout": "soon"}, "Connection 'my_conn': timeout must be a number"),
+    ],
+)
+def test_client_kwargs_setup_mistakes(password, extra, message):
+    with pytest.raises(ConnectionSetupError) as raised:
+        DashScopeBatchHook("my_conn").client_kwargs(password, extra)
+    assert str(raised.value).startswith(message)
 
 
 def test_get_conn_talks_to_the_emulator(conn_env, tmp_path):
@@ -72,25 +88,68 @@ def test_get_conn_talks_to_the_emulator(conn_env, tmp_path):
 def test_test_connection(conn_env, dashscope_emulator):
     ok, message = DashScopeBatchHook(conn_env("good")).test_connection()
     assert ok, message
-    assert dashscope_emulator.base_url in message
+    assert message == f"Connected to DashScope at {dashscope_emulator.base_url}."
+
+
+def test_test_connection_wrong_key(conn_env, dashscope_emulator):
     secret = "sk-wrong-key-never-shown-0123456789"
     ok, message = DashScopeBatchHook(conn_env("bad", password=secret)).test_connection()
     assert not ok
-    assert "rejected the API key" in message
-    assert "region" in message
+    assert message.startswith(f"DashScope at {dashscope_emulator.base_url} rejected the API key (")
+    assert "HTTP 401" in message
+    assert "Keys are per region" in message
     assert secret not in message
 
 
+@pytest.mark.parametrize(
+    ("password", "extra", "message"),
+    [
+        (None, {}, "Connection 'setup' has no API key (set the password)."),
+        (
+            "sk-x",
+            {"region": "mars-1"},
+            "Connection 'setup': unknown region 'mars-1'; choose one of cn-beijing, ap-southeast-1, "
+            "or 'custom' with a Base URL.",
+        ),
+        ("sk-x", {"region": "custom"}, "Connection 'setup': region 'custom' needs a Base URL (base_url)."),
+        (
+            "sk-x",
+            {"base_url": "dashscope.aliyuncs.com/compatible-mode/v1"},
+            "Connection 'setup': base_url must be an http(s) URL, got "
+            "'dashscope.aliyuncs.com/compatible-mode/v1'",
+        ),
+    ],
+)
+def test_test_connection_names_setup_mistakes(monkeypatch, password, extra, message):
+    """A mistake in the connection is reported as such, not as an unreachable endpoint."""
+    ok, got = DashScopeBatchHook(_define(monkeypatch, "setup", password, **extra)).test_connection()
+    assert (ok, got) == (False, message)
+
+
 def test_test_connection_unreachable(monkeypatch):
-    value = {
-        "conn_type": "dashscope",
-        "password": "sk-x",
-        "extra": {"base_url": "http://127.0.0.1:9/v1", "max_retries": 0},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_DOWN", json.dumps(value))
-    ok, message = DashScopeBatchHook("down").test_connection()
+    conn_id = _define(monkeypatch, "down", "sk-x", base_url="http://127.0.0.1:9/v1")
+    ok, message = DashScopeBatchHook(conn_id).test_connection()
     assert not ok
-    assert "Could not reach DashScope" in message
+    assert message.startswith("Could not reach DashScope at http://127.0.0.1:9/v1: ")
+
+
+def test_test_connection_wrong_path(conn_env, dashscope_emulator):
+    """An endpoint that answers 404 has no Batch API there: the Base URL's path is wrong."""
+    wrong = dashscope_emulator.base_url.rstrip("/") + "/nowhere"
+    ok, message = DashScopeBatchHook(conn_env("path", base_url=wrong)).test_connection()
+    assert not ok
+    assert message.startswith(f"No Batch API at {wrong} (")
+    assert "/compatible-mode/v1" in message
+
+
+def test_test_connection_sends_once(conn_env, dashscope_emulator):
+    """The Test button must answer promptly: one request, no retries, even if the connection allows 5."""
+    dashscope_emulator.add_fault("status", method="GET", path="/batches", status=503, retry_after=None)
+    ok, message = DashScopeBatchHook(conn_env("flaky", max_retries=5)).test_connection()
+    assert not ok
+    assert message.startswith(f"DashScope at {dashscope_emulator.base_url} answered with an error: ")
+    assert "HTTP 503" in message
+    assert dashscope_emulator.request_counts() == {"GET /batches": 1}
 
 
 @pytest.mark.anyio

@@ -30,6 +30,28 @@ def airflow_cli(*args: str) -> list[dict]:
     return json.loads(result.stdout)
 
 
+PROVIDER_INFO_MODULE = "airflow_provider_dashscope_batch.get_provider_info"
+#: What provider discovery must not pay for: every Airflow process that discovers providers imports it.
+HEAVY_PACKAGES = ("httpx", "pydantic", "anyio", "airflow_provider_dashscope_batch.client")
+
+
+def test_provider_discovery_imports_nothing_heavy():
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", f"import {PROVIDER_INFO_MODULE}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    # stderr lines: "import time: self [us] | cumulative | <indent>module.name"
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert PROVIDER_INFO_MODULE in imported
+    heavy = sorted(
+        name for name in imported if any(name == p or name.startswith(f"{p}.") for p in HEAVY_PACKAGES)
+    )
+    assert not heavy, f"provider discovery imports {heavy}"
+
+
 def test_providers_list_shows_the_provider():
     packages = {p["package_name"]: p for p in airflow_cli("providers", "list")}
     assert "airflow-provider-dashscope-batch" in packages

@@ -6,17 +6,18 @@ import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-import respx
-from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, Asset
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    Asset,
+    ObjectStoragePath,
+)
 
 from airflow_provider_dashscope_batch.client import DashScopeClient, NotFoundError
-from airflow_provider_dashscope_batch.emulator import EmulatorServer
 from airflow_provider_dashscope_batch.models import Batch
 from airflow_provider_dashscope_batch.results import RESULT_COLUMNS
 from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
@@ -32,6 +33,11 @@ def run(batch: Batch, destination: str, **kwargs: Any) -> dict[str, Any]:
         task_id="transfer", batch_id=batch.id, destination=destination, **kwargs
     )
     return op.execute({})
+
+
+def only_shard(manifest: dict[str, Any]) -> dict[str, Any]:
+    (shard,) = manifest["shards"]
+    return shard
 
 
 def remote_bytes(client: DashScopeClient, file_id: str) -> bytes:
@@ -59,7 +65,8 @@ class TestLocal:
         assert errors == remote_bytes(client, batch.error_file_id)
         assert json.loads((out_dir / "manifest.json").read_text()) == manifest
 
-        files = manifest["files"]
+        shard = only_shard(manifest)
+        files = shard["files"]
         assert files["output"]["lines"] == 8
         assert files["errors"]["lines"] == 2
         assert files["output"]["sha256"] == hashlib.sha256(output).hexdigest()
@@ -67,12 +74,14 @@ class TestLocal:
         assert files["output"]["bytes"] == len(output)
         assert files["errors"]["file_id"] == batch.error_file_id
         assert files["output"]["uri"].endswith(f"{batch.id}/output.jsonl")
-        assert manifest["batch_id"] == batch.id
-        assert manifest["status"] == "completed"
-        assert manifest["request_counts"] == {"total": 10, "completed": 8, "failed": 2}
-        assert manifest["input_file_id"] == batch.input_file_id
+        assert shard["batch_id"] == batch.id
+        assert shard["status"] == "completed"
+        assert shard["request_counts"] == {"total": 10, "completed": 8, "failed": 2}
+        assert shard["input_file_id"] == batch.input_file_id
+        assert manifest["manifest_version"] == 2
         assert manifest["format"] == "jsonl"
         assert manifest["warnings"] == []
+        assert manifest["manifest_uri"].endswith(f"{batch.id}/manifest.json")
 
         expected = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         for line in output.splitlines():
@@ -80,7 +89,12 @@ class TestLocal:
             for key in expected:
                 expected[key] += usage[key]
         assert expected["total_tokens"] > 0
-        assert manifest["usage"] == {**expected, "requests": 8}
+        assert shard["usage"] == {**expected, "requests": 8}
+        totals = manifest["totals"]
+        assert totals["usage"] == shard["usage"]
+        assert totals["request_counts"] == shard["request_counts"]
+        assert (totals["output_lines"], totals["error_lines"]) == (8, 2)
+        assert totals["bytes"] == len(output) + len(errors)
 
     def test_csv_one_row_per_request(self, make_batch, tmp_path):
         batch = make_batch(6, fail="^req-2$")
@@ -104,12 +118,10 @@ class TestLocal:
         assert error_row["custom_id"] == "req-2"
         assert error_row["error_code"]
         assert error_row["error_message"]
-        assert manifest["files"]["output"]["lines"] == 5
-        assert (
-            manifest["files"]["output"]["sha256"]
-            == hashlib.sha256((out_dir / "output.csv").read_bytes()).hexdigest()
-        )
-        assert manifest["files"]["output"]["source_sha256"] != manifest["files"]["output"]["sha256"]
+        output = only_shard(manifest)["files"]["output"]
+        assert output["lines"] == 5
+        assert output["sha256"] == hashlib.sha256((out_dir / "output.csv").read_bytes()).hexdigest()
+        assert output["source_sha256"] != output["sha256"]
 
     def test_parquet_rows_and_row_groups(self, make_batch, tmp_path):
         pq = pytest.importorskip("pyarrow.parquet")
@@ -142,31 +154,32 @@ class TestLocal:
             rows = list(csv.DictReader(f))
         assert [r["embedding_dim"] for r in rows] == ["64", "64", "64"]
         assert all(r["content"] == "" for r in rows)
-        assert manifest["usage"]["completion_tokens"] == 0
-        assert manifest["usage"]["prompt_tokens"] == manifest["usage"]["total_tokens"] > 0
-        assert "errors" not in manifest["files"]
+        usage = only_shard(manifest)["usage"]
+        assert usage["completion_tokens"] == 0
+        assert usage["prompt_tokens"] == usage["total_tokens"] > 0
+        assert "errors" not in only_shard(manifest)["files"]
 
-    def test_count_check_fail_publishes_nothing(self, make_batch, dashscope_emulator, tmp_path):
+    def test_count_check_fail_publishes_nothing(self, make_batch, counts_disagree, tmp_path):
         batch = make_batch(5)
 
         with (
-            counts_disagree(dashscope_emulator, batch, completed=6),
+            counts_disagree(batch, completed=6),
             pytest.raises(AirflowException, match=r"5 lines but request_counts.completed is 6"),
         ):
             run(batch, f"file://{tmp_path}")
 
         assert listing(tmp_path / batch.id) == []
 
-    def test_count_check_warn_publishes_and_records(self, make_batch, dashscope_emulator, tmp_path):
+    def test_count_check_warn_publishes_and_records(self, make_batch, counts_disagree, tmp_path):
         batch = make_batch(5)
 
-        with counts_disagree(dashscope_emulator, batch, failed=1):
+        with counts_disagree(batch, failed=1):
             manifest = run(batch, f"file://{tmp_path}", count_check="warn")
 
         assert listing(tmp_path / batch.id) == ["manifest.json", "output.jsonl"]
         assert len(manifest["warnings"]) == 1
         assert "errors file (none) has 0 lines but request_counts.failed is 1" in manifest["warnings"][0]
-        with counts_disagree(dashscope_emulator, batch, completed=4):
+        with counts_disagree(batch, completed=4):
             assert run(batch, f"file://{tmp_path}", count_check="off")["warnings"] == []
 
     def test_truncated_download_is_restarted(self, make_batch, client, dashscope_emulator, tmp_path):
@@ -180,7 +193,7 @@ class TestLocal:
         out_dir = tmp_path / batch.id
         assert listing(out_dir) == ["errors.jsonl", "manifest.json", "output.jsonl"]
         assert (out_dir / "output.jsonl").read_bytes() == remote_bytes(client, batch.output_file_id)
-        assert manifest["files"]["output"]["lines"] == 19
+        assert only_shard(manifest)["files"]["output"]["lines"] == 19
 
     def test_persistent_truncation_fails_without_partial_file(self, make_batch, dashscope_emulator, tmp_path):
         batch = make_batch(20)
@@ -224,8 +237,9 @@ class TestLocal:
 
         output.write_bytes(b"garbage\n")
         replaced = run(batch, f"file://{tmp_path}", overwrite="replace")
-        assert replaced["files"]["output"]["sha256"] == first["files"]["output"]["sha256"]
-        assert hashlib.sha256(output.read_bytes()).hexdigest() == first["files"]["output"]["sha256"]
+        digest = only_shard(first)["files"]["output"]["sha256"]
+        assert only_shard(replaced)["files"]["output"]["sha256"] == digest
+        assert hashlib.sha256(output.read_bytes()).hexdigest() == digest
 
     def test_skip_with_tampered_file_transfers_again(self, make_batch, tmp_path):
         batch = make_batch(3)
@@ -236,7 +250,9 @@ class TestLocal:
         again = run(batch, f"file://{tmp_path}", overwrite="skip")
 
         assert again["transferred_at"] >= first["transferred_at"]
-        assert hashlib.sha256(output.read_bytes()).hexdigest() == first["files"]["output"]["sha256"]
+        assert (
+            hashlib.sha256(output.read_bytes()).hexdigest() == only_shard(first)["files"]["output"]["sha256"]
+        )
 
     def test_stale_temporary_objects_are_swept(self, make_batch, tmp_path):
         batch = make_batch(2)
@@ -252,25 +268,24 @@ class TestLocal:
 
         manifest = run(batch, f"file://{tmp_path}", delete_remote_files=True)
 
-        assert manifest["deleted_remote_files"] == [
-            batch.input_file_id,
-            batch.output_file_id,
-            batch.error_file_id,
-        ]
-        for file_id in manifest["deleted_remote_files"]:
+        deleted = only_shard(manifest)["deleted_remote_files"]
+        assert deleted == [batch.input_file_id, batch.output_file_id, batch.error_file_id]
+        for file_id in deleted:
             with pytest.raises(NotFoundError):
                 client.retrieve_file(file_id)
-        assert (tmp_path / batch.id / "output.jsonl").stat().st_size == manifest["files"]["output"]["bytes"]
+        out_dir = tmp_path / batch.id
+        assert (out_dir / "output.jsonl").stat().st_size == only_shard(manifest)["files"]["output"]["bytes"]
+        # the file records the deletions too: it is written after them
+        assert json.loads((out_dir / "manifest.json").read_text()) == manifest
         # a rerun that finds the verified transfer tolerates the already deleted files
-        assert run(batch, f"file://{tmp_path}", overwrite="skip", delete_remote_files=True)["batch_id"]
+        again = run(batch, f"file://{tmp_path}", overwrite="skip", delete_remote_files=True)
+        assert again == manifest
 
-    def test_no_remote_deletion_when_verification_fails(
-        self, make_batch, client, dashscope_emulator, tmp_path
-    ):
+    def test_no_remote_deletion_when_verification_fails(self, make_batch, client, counts_disagree, tmp_path):
         batch = make_batch(3)
 
         with (
-            counts_disagree(dashscope_emulator, batch, completed=2),
+            counts_disagree(batch, completed=2),
             pytest.raises(AirflowException, match="count_check"),
         ):
             run(batch, f"file://{tmp_path}", delete_remote_files=True)
@@ -342,8 +357,24 @@ class TestS3:
         )
         assert stored == manifest
         # URIs keep the connection id, so ObjectStoragePath(uri) reopens them
-        assert manifest["files"]["output"]["uri"] == f"s3://s3_results@{S3_BUCKET}/{prefix}output.jsonl"
-        assert manifest["files"]["output"]["lines"] == 10
+        output = only_shard(manifest)["files"]["output"]
+        assert output["uri"] == f"s3://s3_results@{S3_BUCKET}/{prefix}output.jsonl"
+        assert output["lines"] == 10
+
+    def test_oss_destination(self, make_batch, client, moto_endpoint, s3_bucket, monkeypatch):
+        # moto stands in for OSS's S3-compatible endpoint; the transfer registers oss:// itself
+        conn = {"conn_type": "aws", "login": "testing", "password": "testing"}
+        conn["extra"] = {"region": "cn-hangzhou", "endpoint_url": moto_endpoint}
+        monkeypatch.setenv("AIRFLOW_CONN_OSS_MOTO", json.dumps(conn))
+        batch = make_batch(4, fail="^req-2$")
+
+        manifest = run(batch, f"oss://oss_moto@{S3_BUCKET}/oss-runs")
+
+        key = f"oss-runs/{batch.id}/output.jsonl"
+        body = s3_bucket.get_object(Bucket=S3_BUCKET, Key=key)["Body"].read()
+        assert body == remote_bytes(client, batch.output_file_id)
+        assert only_shard(manifest)["files"]["output"]["uri"] == f"oss://oss_moto@{S3_BUCKET}/{key}"
+        assert s3_state(s3_bucket, "oss-runs/")[1] == []
 
     def test_parquet_on_s3_with_truncated_download(self, make_batch, dashscope_emulator, s3_bucket):
         pq = pytest.importorskip("pyarrow.parquet")
@@ -385,14 +416,18 @@ class TestS3Publish:
 
         manifest = run(batch, f"s3://s3_results@{S3_BUCKET}/mpu")
 
-        assert manifest["files"]["output"]["bytes"] > 6 * 2**20
+        assert only_shard(manifest)["files"]["output"]["bytes"] > 6 * 2**20
         body = s3_bucket.get_object(Bucket=S3_BUCKET, Key=f"mpu/{batch.id}/output.jsonl")["Body"].read()
         assert body == remote_bytes(client, batch.output_file_id)
         assert s3_state(s3_bucket, "mpu/") == (
             [f"mpu/{batch.id}/manifest.json", f"mpu/{batch.id}/output.jsonl"],
             [],
         )
-        assert manifest["usage"]["requests"] == 20
+        assert manifest["totals"]["usage"]["requests"] == 20
+        # files opened with autocommit=False are recorded in the (cached) filesystem's transaction;
+        # the transfer finished them itself, so none is left for a later transaction to commit again
+        fs = ObjectStoragePath(f"s3://s3_results@{S3_BUCKET}/mpu").fs
+        assert list(fs.transaction.files) == []
 
     def test_truncated_multipart_download_leaves_nothing(self, make_batch, dashscope_emulator, s3_bucket):
         batch = make_batch(20, endpoint="/v1/embeddings", dimensions=40_000)
@@ -420,11 +455,11 @@ class TestS3Publish:
         body = s3_bucket.get_object(Bucket=S3_BUCKET, Key=f"{prefix}output.jsonl")["Body"].read()
         assert body == remote_bytes(client, batch.output_file_id)
 
-    def test_failed_count_check_on_s3_publishes_nothing(self, make_batch, dashscope_emulator, s3_bucket):
+    def test_failed_count_check_on_s3_publishes_nothing(self, make_batch, counts_disagree, s3_bucket):
         batch = make_batch(20, endpoint="/v1/embeddings", dimensions=40_000)
 
         with (
-            counts_disagree(dashscope_emulator, batch, completed=21),
+            counts_disagree(batch, completed=21),
             pytest.raises(AirflowException, match=r"20 lines but request_counts.completed is 21"),
         ):
             run(batch, f"s3://s3_results@{S3_BUCKET}/count")
@@ -442,19 +477,4 @@ class TestS3Publish:
             [f"{prefix}errors.jsonl", f"{prefix}manifest.json", f"{prefix}output.jsonl"],
             [],
         )
-        assert second["files"]["errors"]["lines"] == 1
-
-
-@contextmanager
-def counts_disagree(emulator: EmulatorServer, batch: Batch, **counts: int) -> Iterator[None]:
-    """Serve ``batch`` with ``request_counts`` that disagree with its files; all other requests pass through.
-
-    respx because the emulator always reports honest counts: a disagreement is a wire detail only the real
-    service (or a bug) could produce.
-    """
-    body = batch.model_dump(mode="json")
-    body["request_counts"].update(counts)
-    with respx.mock(assert_all_called=False) as router:
-        router.get(f"{emulator.base_url}/batches/{batch.id}").respond(200, json=body)
-        router.route().pass_through()
-        yield
+        assert only_shard(second)["files"]["errors"]["lines"] == 1

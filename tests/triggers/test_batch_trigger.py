@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import time
+from dataclasses import dataclass
 
 import anyio
 import pytest
@@ -46,7 +47,17 @@ def test_serialize_round_trips_primitives_only(dashscope_emulator):
         "deadline",
         "error_budget",
         "cancel_on_kill",
+        "input_file_id",
+        "idempotency_key",
     }
+
+
+def test_serialize_keeps_the_batch_identity(dashscope_emulator):
+    trigger = DashScopeBatchTrigger(
+        "batch_1", input_file_id="file-1", idempotency_key="airflow-" + "a" * 40 + "-g2"
+    )
+    kwargs = rebuild(trigger).serialize()[1]
+    assert (kwargs["input_file_id"], kwargs["idempotency_key"]) == ("file-1", "airflow-" + "a" * 40 + "-g2")
 
 
 @pytest.mark.anyio
@@ -83,7 +94,6 @@ async def test_cancelling_is_not_terminal(dashscope_conn, new_batch, client, das
 
 @pytest.mark.anyio
 async def test_transient_errors_within_budget_are_tolerated(dashscope_conn, new_batch, dashscope_emulator):
-    dashscope_conn(max_retries=0)  # the trigger's own budget, not the client's retries, is under test
     batch_id = new_batch()
     dashscope_emulator.add_fault("status", method="GET", path="/batches/*", status=503, count=3)
     events = await events_of(DashScopeBatchTrigger(batch_id, error_budget=3, **FAST))
@@ -91,8 +101,20 @@ async def test_transient_errors_within_budget_are_tolerated(dashscope_conn, new_
 
 
 @pytest.mark.anyio
+async def test_each_poll_is_one_request_whatever_the_connection_retries(
+    dashscope_conn, new_batch, dashscope_emulator
+):
+    """The poller is the one retry owner while waiting: a failed poll is not retried by the client."""
+    dashscope_conn(max_retries=5)
+    batch_id = new_batch()
+    dashscope_emulator.add_fault("status", method="GET", path="/batches/*", status=503, retry_after=0)
+    (event,) = await events_of(DashScopeBatchTrigger(batch_id, error_budget=2, **FAST))
+    assert event["status"] == "error"
+    assert dashscope_emulator.request_counts()[POLLS] == 3  # 3 polls, not 3 x 6 requests
+
+
+@pytest.mark.anyio
 async def test_error_budget_exhausted_ends_with_an_error_event(dashscope_conn, new_batch, dashscope_emulator):
-    dashscope_conn(max_retries=0)
     batch_id = new_batch()
     dashscope_emulator.add_fault("status", method="GET", path="/batches/*", status=429, retry_after=0)
     (event,) = await events_of(DashScopeBatchTrigger(batch_id, error_budget=2, **FAST))
@@ -121,27 +143,95 @@ async def test_wall_clock_deadline(dashscope_conn, new_batch, dashscope_emulator
     assert "deadline" in event["message"]
 
 
+@dataclass
+class TriggerTaskInstance:
+    """The task instance the triggerer gives a trigger (Airflow 3.3): its key and the Task SDK state read."""
+
+    state: str | None
+    dag_id: str = "dag"
+    task_id: str = "create_batch"
+    run_id: str = "manual__1"
+    map_index: int = -1
+    try_number: int = 1
+
+    def get_task_states(self, *, dag_id, task_ids, run_ids, map_index) -> dict:
+        assert (dag_id, task_ids, run_ids, map_index) == (self.dag_id, [self.task_id], [self.run_id], -1)
+        return {self.run_id: {self.task_id: self.state}}
+
+
 @pytest.mark.anyio
-@pytest.mark.parametrize("cancel_on_kill", [True, False])
-async def test_on_kill_cancels_only_when_asked(
-    dashscope_conn, new_batch, client, dashscope_emulator, cancel_on_kill
+@pytest.mark.parametrize(
+    ("cancel_on_kill", "state", "expected"),
+    [
+        (True, "failed", "cancelling"),  # mark failed
+        (False, "failed", "validating"),
+        (True, "success", "validating"),  # mark success: the batch keeps running, with a warning
+        (True, None, "validating"),  # clear: the state is reset and the next try re-attaches
+        (True, "queued", "validating"),
+        (True, "deferred", "validating"),  # clear: the next try re-attached and deferred already
+    ],
+)
+async def test_on_kill_cancels_only_when_the_task_was_marked_failed(
+    dashscope_conn, new_batch, client, dashscope_emulator, cancel_on_kill, state, expected, caplog, capsys
 ):
     dashscope_emulator.configure(time_scale=0)
     batch_id = new_batch()
     trigger = DashScopeBatchTrigger(batch_id, cancel_on_kill=cancel_on_kill, **FAST)
+    trigger.task_instance = TriggerTaskInstance(state)
     with anyio.move_on_after(0.3):  # the triggerer cancels run(), then awaits on_kill()
         await events_of(trigger)
     await trigger.on_kill()
-    expected = "cancelling" if cancel_on_kill else "validating"
     assert client.retrieve_batch(batch_id).status == expected
-    assert dashscope_emulator.request_counts().get("POST /batches/{batch_id}/cancel", 0) == int(
-        cancel_on_kill
-    )
+    cancels = dashscope_emulator.request_counts().get("POST /batches/{batch_id}/cancel", 0)
+    assert cancels == int(expected == "cancelling")
+    if cancel_on_kill and state == "success":
+        assert (
+            f"batch {batch_id} is unfinished: the batch keeps running"
+            in capsys.readouterr().out + caplog.text
+        )
+
+
+@pytest.mark.anyio
+async def test_on_kill_keeps_the_batch_when_the_state_cannot_be_read(
+    dashscope_conn, new_batch, client, dashscope_emulator
+):
+    dashscope_emulator.configure(time_scale=0)
+    batch_id = new_batch()
+    trigger = DashScopeBatchTrigger(batch_id, cancel_on_kill=True, **FAST)
+    await trigger.on_kill()  # no task instance: outside a triggerer
+    assert client.retrieve_batch(batch_id).status == "validating"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("conn", "message"),
+    [
+        (None, "isn't defined"),
+        ({"conn_type": "dashscope", "extra": {"base_url": "http://127.0.0.1:9"}}, "has no API key"),
+        ({"conn_type": "dashscope", "password": "sk-x", "extra": {"region": "mars-1"}}, "unknown region"),
+    ],
+    ids=["missing", "no-key", "bad-region"],
+)
+async def test_an_unusable_connection_ends_with_one_error_event(
+    monkeypatch, dashscope_emulator, conn, message
+):
+    if conn is None:
+        monkeypatch.delenv("AIRFLOW_CONN_DASHSCOPE_DEFAULT", raising=False)
+    else:
+        monkeypatch.setenv("AIRFLOW_CONN_DASHSCOPE_DEFAULT", json.dumps(conn))
+    (event,) = await events_of(DashScopeBatchTrigger("batch_1", **FAST))
+    assert event["status"] == "error"
+    assert event["batch"] is None
+    assert "connection 'dashscope_default' is not usable" in event["message"]
+    assert message in event["message"]
+    assert dashscope_emulator.request_counts() == {}
 
 
 @pytest.mark.anyio
 async def test_many_triggers_never_block_the_loop(dashscope_conn, new_batch, dashscope_emulator):
     """300 waits in one loop, every poll answered after 100 ms; the loop must stay responsive."""
+    # The waits poll far above the account's limits on purpose: lift the rate budget for this connection.
+    dashscope_conn(rate_limits={"batch_retrieve": 1_000_000, "batch_list": 1_000_000})
     dashscope_emulator.configure(time_scale=0)
     batch_ids = [new_batch() for _ in range(10)]
     dashscope_emulator.add_fault("latency", method="GET", path="/batches/*", latency=0.1)

@@ -156,3 +156,16 @@ def test_csv_refuses_bad_input_naming_the_row(tmp_path: Path, csv_text: str, kwa
     src.write_text(csv_text, encoding="utf-8")
     with pytest.raises(ValueError, match=match):
         write_requests_from_csv(src, tmp_path / "out.jsonl", model="m", **kwargs)
+
+
+def test_csv_from_object_storage(s3_bucket: Any, tmp_path: Path) -> None:
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    bucket = "results-bucket"  # created by the s3_bucket fixture, with the aws connection s3_results
+    s3_bucket.put_object(Bucket=bucket, Key="in/rows.csv", Body="id,text\na,你好\nb,hi\n".encode())
+    source = ObjectStoragePath(f"s3://s3_results@{bucket}/in/rows.csv")
+    out = tmp_path / "out.jsonl"
+    assert write_requests_from_csv(source, out, model="qwen-plus", text_column="text", id_column="id") == 2
+    lines = read_lines(out)
+    assert [line["custom_id"] for line in lines] == ["a", "b"]
+    assert lines[0]["body"]["messages"][-1]["content"] == "你好"

@@ -74,3 +74,18 @@ with DAG("dashscope_test_cancel", schedule=None) as cancel:
     created >> DashScopeCancelBatchOperator(
         task_id="cancel_batch", batch_id=BATCH_ID, wait_for_completion=True, deferrable=True, **FAST
     )
+
+for deferrable in (True, False):
+    with DAG(
+        f"dashscope_test_replace_failed_{'deferred' if deferrable else 'in_process'}", schedule=None
+    ) as dag:
+        DashScopeCreateBatchOperator(
+            task_id="create_batch",
+            input_file_id=upload().output,
+            endpoint="/v1/chat/ds-test",
+            deferrable=deferrable,
+            retries=1,
+            retry_delay=timedelta(0),
+            **FAST,
+        )
+    globals()[dag.dag_id] = dag

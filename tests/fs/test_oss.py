@@ -1,13 +1,16 @@
-"""The ``oss://`` ObjectStoragePath scheme: endpoint/credential resolution and a round trip through moto."""
+"""The ``oss://`` ObjectStoragePath scheme: registration, endpoint/credential resolution, a round trip."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
+import fsspec
 import pytest
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
-from airflow_provider_dashscope_batch.fs import oss
+from airflow_provider_dashscope_batch.fs import oss, register_oss_scheme
 
 
 @pytest.fixture
@@ -27,7 +30,26 @@ def test_provider_registers_the_oss_scheme():
     assert _register_filesystems()["oss"] is oss.get_fs
 
 
+def test_registration_hands_fsspec_the_filesystem_class():
+    register_oss_scheme()
+
+    assert fsspec.get_filesystem_class("oss") is oss.OSSFileSystem
+
+
+def test_importing_the_provider_filesystem_or_the_transfer_does_not_import_s3fs():
+    # registration imports s3fs, so it is explicit and lazy; DAG parsing and Airflow's filesystem
+    # discovery stay as cheap as before
+    code = (
+        "import sys\n"
+        "import airflow_provider_dashscope_batch.fs.oss\n"
+        "import airflow_provider_dashscope_batch.transfers.results_to_object_storage\n"
+        "assert 's3fs' not in sys.modules, 's3fs imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_path_resolves_to_oss_filesystem_with_region_endpoint(oss_conn):
+    register_oss_scheme()
     path = ObjectStoragePath(f"oss://{oss_conn}@my-bucket/results/batch_1/output.jsonl")
 
     assert (path.protocol, path.key) == ("oss", "results/batch_1/output.jsonl")
@@ -68,6 +90,7 @@ def test_round_trip_against_s3_compatible_server(moto_endpoint, s3_bucket, monke
         "extra": {"region": "cn-hangzhou", "endpoint_url": moto_endpoint},
     }
     monkeypatch.setenv("AIRFLOW_CONN_OSS_MOTO", json.dumps(conn))
+    register_oss_scheme()
     path = ObjectStoragePath("oss://oss_moto@results-bucket/dir/hello.txt")
 
     with path.open("wb") as f:

@@ -1,19 +1,26 @@
-"""Pure result-file helpers: line splitting, flattening (both error spellings), usage sums, digests."""
+"""Pure result-file helpers: line splitting, flattening, usage sums, digests, encoders."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 
 import pytest
 
 from airflow_provider_dashscope_batch.results import (
     RESULT_COLUMNS,
+    CsvEncoder,
+    JsonlEncoder,
+    ParquetEncoder,
     ResultFileStats,
+    ResultFormat,
     UsageTotals,
     flatten_result,
     is_success,
     iter_lines,
+    open_encoder,
 )
 
 CHAT_OK = {
@@ -157,3 +164,47 @@ def test_usage_from_raw_line_matches_parsed(obj):
 def test_usage_from_malformed_raw_line(line, message):
     with pytest.raises(ValueError, match=message):
         UsageTotals().add(line)
+
+
+ERROR_LINE = {"custom_id": "b", "response": None, "error": {"code": "InvalidParameter", "message": "bad"}}
+
+
+def encode(fmt: ResultFormat, lines: list[dict], **kwargs) -> tuple[bytes, type]:
+    out = io.BytesIO()
+    encoder = open_encoder(fmt, out, **kwargs)
+    raw = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    encoder.raw(raw[:7])
+    encoder.raw(raw[7:])
+    if encoder.wants_rows:
+        for line in lines:
+            encoder.row(flatten_result(line))
+    encoder.close()
+    return out.getvalue(), type(encoder)
+
+
+def test_jsonl_encoder_copies_bytes():
+    data, kind = encode(ResultFormat.JSONL, [CHAT_OK, ERROR_LINE])
+    assert kind is JsonlEncoder
+    assert data == b"".join(json.dumps(line).encode() + b"\n" for line in (CHAT_OK, ERROR_LINE))
+
+
+def test_csv_encoder_writes_header_and_one_row_per_line():
+    data, kind = encode(ResultFormat.CSV, [CHAT_OK, ERROR_LINE])
+    assert kind is CsvEncoder
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
+    assert tuple(rows[0]) == RESULT_COLUMNS
+    assert [(r["custom_id"], r["content"], r["error_code"]) for r in rows] == [
+        ("a", "hi, 你好", ""),
+        ("b", "", "InvalidParameter"),
+    ]
+
+
+def test_parquet_encoder_typed_columns_in_row_groups():
+    pq = pytest.importorskip("pyarrow.parquet")
+    data, kind = encode(ResultFormat.PARQUET, [CHAT_OK, ERROR_LINE, CHAT_OK], row_group_size=2)
+    assert kind is ParquetEncoder
+    parquet = pq.ParquetFile(io.BytesIO(data))
+    assert parquet.metadata.num_row_groups == 2
+    table = parquet.read()
+    assert table.column_names == list(RESULT_COLUMNS)
+    assert table.column("total_tokens").to_pylist() == [26, None, 26]

@@ -1,0 +1,346 @@
+"""Client-side request budget: one token bucket per account limit, shared per (connection, process).
+
+The service limits each main account per endpoint (the guide's table: batch create, retrieve and cancel
+1000/min, batch list 100/min; the files API: upload 3/s, retrieve/list/delete/content 10/s). Every request a
+client sends -- retries included -- first takes a token from the bucket of its kind (derived from method
+and path), so the limit holds across all triggers, operators and retries of a connection in one process.
+
+Each bucket holds at most ``burst`` (a tenth of the limit) tokens and refills at
+``(limit - burst) / period`` less a 2 % headroom, so no window of one ``period`` ever sees more than
+``limit`` requests. A 429 answer pauses the bucket for the ``Retry-After`` the service sent, halves its
+refill rate and caps it below the rate that met the 429: after one period it climbs back to that cap over
+four periods, and only ten quiet periods restore the configured rate.
+
+Several processes or triggerers sharing one account each take a fraction of it: the connection extra
+``rate_share`` (e.g. ``0.25`` for four triggerers) scales every limit; ``rate_limits`` overrides single
+limits in requests per minute, e.g. ``{"batch_list": 50}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Any
+
+import anyio
+import httpx
+
+from airflow_provider_dashscope_batch.client.errors import LocalValidationError
+
+__all__ = [
+    "DEFAULT_RATE_LIMITS",
+    "RateBudget",
+    "RateLimit",
+    "RequestKind",
+    "TokenBucket",
+    "parse_rate_limits",
+    "rate_budget_for",
+]
+
+#: Pause after a 429 that carries no ``Retry-After``.
+DEFAULT_PENALTY_SECONDS = 1.0
+#: Share of each limit left unused, so requests reordered on the way (latency jitter) still fit the window.
+HEADROOM = 0.02
+#: Periods over which a tightened bucket returns linearly to its configured rate (after one quiet period).
+RECOVERY_PERIODS = 4
+#: Quiet periods after which a bucket forgets its 429s and returns to the configured rate.
+FORGET_PERIODS = 10
+#: Floor of the refill rate after repeated 429s, as a fraction of the configured rate.
+MIN_RATE_FRACTION = 1 / 16
+
+
+class RequestKind(StrEnum):
+    """The account limit a request counts against."""
+
+    BATCH_CREATE = "batch_create"
+    BATCH_RETRIEVE = "batch_retrieve"
+    BATCH_LIST = "batch_list"
+    BATCH_CANCEL = "batch_cancel"
+    FILE_UPLOAD = "file_upload"
+    FILE_READ = "file_read"
+
+    @classmethod
+    def of(cls, method: str, path: str) -> RequestKind | None:
+        """The kind of ``method path`` (a URL path ending in ``/batches...`` or ``/files...``), if limited."""
+        parts = path.rstrip("/").split("/")
+        for index in range(len(parts) - 1, -1, -1):
+            if parts[index] in ("batches", "files"):
+                resource, rest = parts[index], parts[index + 1 :]
+                break
+        else:
+            return None
+        if resource == "files":
+            return cls.FILE_UPLOAD if method == "POST" and not rest else cls.FILE_READ
+        if not rest:
+            return cls.BATCH_CREATE if method == "POST" else cls.BATCH_LIST
+        if method == "POST" and rest[-1] == "cancel":
+            return cls.BATCH_CANCEL
+        return cls.BATCH_RETRIEVE
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """
+    ``limit`` requests per ``period`` seconds.
+
+    :param limit: Requests allowed in any window of ``period`` seconds.
+    :param period: Window length in seconds.
+    """
+
+    limit: float
+    period: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not (self.limit > 0 and self.period > 0 and math.isfinite(self.limit)):
+            raise LocalValidationError(
+                f"a rate limit must be positive and finite, got {self.limit}/{self.period}s"
+            )
+
+    @property
+    def per_minute(self) -> float:
+        """The same limit expressed per minute."""
+        return self.limit * 60.0 / self.period
+
+    def scaled(self, factor: float) -> RateLimit:
+        """This limit times ``factor`` (same period)."""
+        return replace(self, limit=self.limit * factor)
+
+
+#: The documented account limits (main-account level).
+DEFAULT_RATE_LIMITS: Mapping[RequestKind, RateLimit] = {
+    RequestKind.BATCH_CREATE: RateLimit(1000),
+    RequestKind.BATCH_RETRIEVE: RateLimit(1000),
+    RequestKind.BATCH_LIST: RateLimit(100),
+    RequestKind.BATCH_CANCEL: RateLimit(1000),
+    RequestKind.FILE_UPLOAD: RateLimit(3, period=1.0),
+    RequestKind.FILE_READ: RateLimit(10, period=1.0),
+}
+
+
+class TokenBucket:
+    """
+    A thread-safe token bucket that never lets more than ``limit`` requests into any ``period`` window.
+
+    Callers *reserve* a token and are told how long to wait before sending; the wait itself is the
+    caller's (``time.sleep`` or ``anyio.sleep``), so the bucket never blocks while holding its lock.
+
+    :param rate_limit: The limit to keep.
+    :param clock: Monotonic clock (seconds).
+    """
+
+    def __init__(self, rate_limit: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self.granted = 0
+        self.penalties = 0
+        self._configure(rate_limit)
+        self._tokens = self.burst
+        self._stamp = clock()
+        self._penalized_at: float | None = None
+        self._tight_rate = self._ceiling = self.rate
+
+    def _configure(self, rate_limit: RateLimit) -> None:
+        self.rate_limit = rate_limit
+        self.burst = max(1.0, math.floor(rate_limit.limit / 10))
+        refill = max(rate_limit.limit - self.burst, rate_limit.limit / 2) * (1 - HEADROOM)
+        self.base_rate = refill / rate_limit.period
+        self.rate = self.base_rate
+
+    def reconfigure(self, rate_limit: RateLimit) -> None:
+        """Switch to a new limit (e.g. the connection's extras changed)."""
+        with self._lock:
+            if rate_limit != self.rate_limit:
+                self._refill(self._clock())
+                self._configure(rate_limit)
+                self._tokens = min(self._tokens, self.burst)
+                self._penalized_at = None
+                self._tight_rate = self._ceiling = self.rate
+
+    def _refill(self, now: float) -> None:
+        if self._penalized_at is not None:
+            quiet = now - self._penalized_at - self.rate_limit.period  # held for one period first
+            recovered = max(quiet, 0.0) / (self.rate_limit.period * RECOVERY_PERIODS)
+            if recovered >= 1:
+                self.rate = self._ceiling
+            else:
+                self.rate = self._tight_rate + (self._ceiling - self._tight_rate) * recovered
+            if quiet >= self.rate_limit.period * FORGET_PERIODS:  # long quiet: trust the limit again
+                self._penalized_at = None
+                self.rate = self._ceiling = self.base_rate
+        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+        self._stamp = now
+
+    def reserve(self) -> tuple[float, int]:
+        """
+        Take a token; return ``(seconds to wait before sending, penalty epoch)``.
+
+        If a 429 arrives while the caller waits (the epoch moved), the caller reserves again.
+        """
+        with self._lock:
+            now = self._clock()
+            self._refill(now)
+            self._tokens -= 1
+            self.granted += 1
+            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+            return wait, self.penalties
+
+    def available(self) -> float:
+        """Tokens in the bucket now (negative: requests already waiting)."""
+        with self._lock:
+            self._refill(self._clock())
+            return self._tokens
+
+    def penalize(self, retry_after: float | None) -> None:
+        """Record a 429: pause for ``retry_after`` (or a second), halve the rate, cap it at 90 % of it."""
+        with self._lock:
+            now = self._clock()
+            self._refill(now)
+            self.penalties += 1
+            floor = self.base_rate * MIN_RATE_FRACTION
+            self._ceiling = max(self.rate * 0.9, floor)  # the rate that met the 429 is too high
+            self._tight_rate = max(self.rate / 2, floor)
+            self.rate = self._tight_rate
+            self._penalized_at = now
+            pause = DEFAULT_PENALTY_SECONDS if retry_after is None else retry_after
+            self._tokens = min(self._tokens, 0.0) - pause * self.rate
+
+
+class RateBudget:
+    """
+    The buckets of one connection in this process, one per :class:`RequestKind`.
+
+    :param limits: Limit per kind; kinds not given use :data:`DEFAULT_RATE_LIMITS`.
+    :param clock: Monotonic clock (seconds).
+    """
+
+    def __init__(
+        self,
+        limits: Mapping[RequestKind, RateLimit] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        merged = {**DEFAULT_RATE_LIMITS, **(limits or {})}
+        self.buckets: dict[RequestKind, TokenBucket] = {k: TokenBucket(v, clock) for k, v in merged.items()}
+
+    @property
+    def limits(self) -> dict[RequestKind, RateLimit]:
+        """The limit of each kind."""
+        return {kind: bucket.rate_limit for kind, bucket in self.buckets.items()}
+
+    def reconfigure(self, limits: Mapping[RequestKind, RateLimit]) -> None:
+        """Apply new limits, keeping each bucket's state."""
+        for kind, limit in {**DEFAULT_RATE_LIMITS, **limits}.items():
+            self.buckets[kind].reconfigure(limit)
+
+    def bucket(self, request: httpx.Request) -> TokenBucket | None:
+        """The bucket ``request`` draws from (``None`` for a path outside the limited API)."""
+        kind = RequestKind.of(request.method, request.url.path)
+        return None if kind is None else self.buckets[kind]
+
+    def wait(self, request: httpx.Request) -> None:
+        """Block until ``request`` may be sent."""
+        bucket = self.bucket(request)
+        while bucket is not None:
+            delay, epoch = bucket.reserve()
+            if delay <= 0:
+                return
+            time.sleep(delay)
+            if bucket.penalties == epoch:
+                return
+
+    async def await_turn(self, request: httpx.Request) -> None:
+        """Wait (without blocking the event loop) until ``request`` may be sent."""
+        bucket = self.bucket(request)
+        while bucket is not None:
+            delay, epoch = bucket.reserve()
+            if delay <= 0:
+                return
+            await anyio.sleep(delay)
+            if bucket.penalties == epoch:
+                return
+
+    def observe(self, request: httpx.Request, response: httpx.Response) -> None:
+        """Tighten the request's bucket if the service answered 429."""
+        if response.status_code == 429 and (bucket := self.bucket(request)) is not None:
+            from airflow_provider_dashscope_batch.client._base import parse_retry_after  # _base imports us
+
+            bucket.penalize(parse_retry_after(response.headers))
+
+
+def parse_rate_limits(rate_limits: Any = None, rate_share: Any = None) -> dict[RequestKind, RateLimit]:
+    """
+    Limits from a connection's extras.
+
+    :param rate_limits: Mapping (or its JSON text) of :class:`RequestKind` value to requests per minute.
+    :param rate_share: Fraction (0, 1] of every limit this process may use.
+    :raises ValueError: on an unknown kind or a non-positive number.
+    """
+    if isinstance(rate_limits, str):
+        try:
+            rate_limits = json.loads(rate_limits) if rate_limits.strip() else None
+        except ValueError:
+            raise ValueError("rate_limits must be a JSON object of kind -> requests per minute") from None
+    if rate_limits is not None and not isinstance(rate_limits, Mapping):
+        raise ValueError("rate_limits must be a JSON object of kind -> requests per minute")
+    limits = dict(DEFAULT_RATE_LIMITS)
+    for name, value in (rate_limits or {}).items():
+        try:
+            kind = RequestKind(name)
+        except ValueError:
+            raise ValueError(
+                f"unknown rate_limits kind {name!r}; use one of {', '.join(k.value for k in RequestKind)}"
+            ) from None
+        per_minute = _positive(value, f"rate_limits[{name!r}]")
+        period = limits[kind].period
+        limits[kind] = RateLimit(per_minute * period / 60.0, period)
+    if rate_share not in (None, ""):
+        share = _positive(rate_share, "rate_share")
+        if share > 1:
+            raise ValueError(f"rate_share must be within (0, 1], got {share}")
+        limits = {kind: limit.scaled(share) for kind, limit in limits.items()}
+    return limits
+
+
+def _positive(value: Any, name: str) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not (number > 0 and math.isfinite(number)):
+        raise ValueError(f"{name} must be positive, got {value!r}")
+    return number
+
+
+_budgets: dict[Hashable, RateBudget] = {}
+_budgets_lock = threading.Lock()
+
+
+def rate_budget_for(key: Hashable, limits: Mapping[RequestKind, RateLimit] | None = None) -> RateBudget:
+    """
+    The budget shared by every client of ``key`` (e.g. a connection id) in this process.
+
+    The first call creates it; a later call with other ``limits`` reconfigures it in place.
+    """
+    with _budgets_lock:
+        budget = _budgets.get(key)
+        if budget is None:
+            budget = _budgets[key] = RateBudget(limits)
+            return budget
+    if limits is not None:
+        budget.reconfigure(limits)
+    return budget
+
+
+def _forget_budgets() -> None:  # a forked child is another process with its own share
+    global _budgets_lock
+    _budgets.clear()
+    _budgets_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_budgets)

@@ -1,0 +1,349 @@
+"""Grouped status reads: one ``GET /batches?input_file_ids=...`` answers up to 20 waits.
+
+Waiting for many batches one ``GET /batches/{id}`` each makes the account's retrieve limit (1000/min) the
+ceiling of how many batches a deployment can watch. The list endpoint filters by up to 20 input file ids
+and returns whole batch objects, so a *grouped read* asks once for the statuses of 20 waits (paging when a
+file has several batches) and falls back to a retrieve for a wait read alone, a wait without an input file
+id, or a batch the list did not show.
+
+* :func:`grouped_read_flow` -- the I/O-free read of a set of waits, driven by either client face.
+* :func:`read_statuses` -- that read with the sync client (several batches waited on in one task).
+* :class:`StatusReader` -- one per (event loop, connection): waits of every trigger register as they fall
+  due, and each round reads the due waits together, so 1000 deferred waits cost about 50 list requests
+  per poll instead of 1000 retrieves.
+
+A listed batch carrying the same ``metadata["idempotency_key"]`` and input file as a waited-for batch but
+another id is a duplicate creation; reads report it at no extra request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import weakref
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import msgspec
+
+from airflow_provider_dashscope_batch.client._base import (
+    IDEMPOTENCY_KEY,
+    MAX_BATCH_PAGE_SIZE,
+    MAX_INPUT_FILE_IDS,
+    ClientCore,
+    Flow,
+)
+from airflow_provider_dashscope_batch.client.errors import APIStatusError, DashScopeError
+from airflow_provider_dashscope_batch.client.ratelimit import RequestKind
+from airflow_provider_dashscope_batch.models import Batch
+
+if TYPE_CHECKING:
+    from airflow_provider_dashscope_batch.client.async_ import AsyncDashScopeClient
+    from airflow_provider_dashscope_batch.client.sync import DashScopeClient
+
+__all__ = [
+    "DEFAULT_GATHER_SECONDS",
+    "BatchRef",
+    "StatusRead",
+    "StatusReader",
+    "grouped_read_flow",
+    "read_statuses",
+    "status_reader",
+]
+
+#: Longest a due wait waits for others to share its list request.
+DEFAULT_GATHER_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class BatchRef:
+    """
+    A batch being waited for.
+
+    :param batch_id: The batch id.
+    :param input_file_id: Its input file id; without it the batch is read by id.
+    :param idempotency_key: Its ``metadata["idempotency_key"]``, to spot duplicates in list pages.
+    """
+
+    batch_id: str
+    input_file_id: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class StatusRead:
+    """
+    The outcome of a grouped read.
+
+    :param batches: The batches read, by id.
+    :param errors: Batches whose read failed, by id (the error of their list or retrieve request).
+    :param duplicates: Other batches carrying the same idempotency key and input file as a waited-for
+        batch, by the waited-for batch's id.
+    """
+
+    batches: dict[str, Batch] = field(default_factory=dict)
+    errors: dict[str, DashScopeError] = field(default_factory=dict)
+    duplicates: dict[str, tuple[Batch, ...]] = field(default_factory=dict)
+
+
+class _Page(msgspec.Struct):
+    data: list[msgspec.Raw] = msgspec.field(default_factory=list)
+    has_more: bool = False
+    last_id: str | None = None
+
+
+class _Head(msgspec.Struct):
+    id: str
+    input_file_id: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+_page_decoder = msgspec.json.Decoder(_Page)
+_head_decoder = msgspec.json.Decoder(_Head)
+
+
+def _plan(refs: Iterable[BatchRef]) -> tuple[list[list[BatchRef]], list[BatchRef]]:
+    """Split waits into list groups (<= 20 input files, >= 2 waits each) and single retrieves."""
+    by_file: dict[str, list[BatchRef]] = {}
+    singles: list[BatchRef] = []
+    for ref in refs:
+        if ref.input_file_id:
+            by_file.setdefault(ref.input_file_id, []).append(ref)
+        else:
+            singles.append(ref)
+    groups: list[list[BatchRef]] = []
+    files = list(by_file.values())
+    for start in range(0, len(files), MAX_INPUT_FILE_IDS):
+        group = [ref for refs_of_file in files[start : start + MAX_INPUT_FILE_IDS] for ref in refs_of_file]
+        if len(group) == 1:
+            singles.extend(group)
+        else:
+            groups.append(group)
+    return groups, singles
+
+
+def _list_flow(core: ClientCore, group: Sequence[BatchRef], read: StatusRead) -> Flow[list[BatchRef]]:
+    """Read one group through the list endpoint; return the waits the pages did not show."""
+    wanted = {ref.batch_id: ref for ref in group}
+    keys = {(ref.input_file_id, ref.idempotency_key): ref.batch_id for ref in group if ref.idempotency_key}
+    files = ",".join(dict.fromkeys(ref.input_file_id for ref in group if ref.input_file_id))
+    cursor: str | None = None
+    missing = dict(wanted)
+    while missing:
+        params = {"input_file_ids": files, "limit": MAX_BATCH_PAGE_SIZE, "after": cursor}
+        page = yield from core.request_flow(
+            lambda q=params: core.build_request("GET", "/batches", params=q),  # type: ignore[misc]
+            lambda r: _decode_page(core, r),
+            max_retries=0,
+        )
+        for raw in page.data:
+            head = _head_decoder.decode(raw)
+            if head.id in missing:
+                read.batches[head.id] = _batch(core, raw)
+                del missing[head.id]
+            elif keys and head.metadata and head.id not in wanted:
+                owner = keys.get((head.input_file_id, head.metadata.get(IDEMPOTENCY_KEY)))
+                if owner is not None:
+                    found = read.duplicates.get(owner, ())
+                    read.duplicates[owner] = (*found, _batch(core, raw))
+        cursor = page.last_id or (_head_decoder.decode(page.data[-1]).id if page.data else None)
+        if not page.has_more or cursor is None:
+            break
+    return list(missing.values())
+
+
+def _batch(core: ClientCore, raw: msgspec.Raw) -> Batch:
+    try:
+        return Batch.model_validate_json(bytes(raw))
+    except ValueError as exc:
+        raise APIStatusError(core.redact(f"could not parse a listed batch: {exc}"), status_code=200) from None
+
+
+def _decode_page(core: ClientCore, response: httpx.Response) -> _Page:
+    try:
+        return _page_decoder.decode(response.content)
+    except msgspec.DecodeError as exc:
+        raise APIStatusError(
+            core.redact(f"could not parse the batch list: {exc}"), status_code=response.status_code
+        ) from None
+
+
+def grouped_read_flow(core: ClientCore, refs: Iterable[BatchRef], *, lists: bool = True) -> Flow[StatusRead]:
+    """
+    Read the batches of ``refs``: list groups of 20 input files, retrieves for the rest, each request sent
+    once (the caller owns retries); a failed request marks its waits in :attr:`StatusRead.errors`.
+
+    :param lists: Use the list endpoint; ``False`` reads every batch by id.
+    """
+    read = StatusRead()
+    groups, singles = _plan(refs) if lists else ([], list(refs))
+    for group in groups:
+        try:
+            singles.extend((yield from _list_flow(core, group, read)))
+        except DashScopeError as exc:
+            read.errors.update(dict.fromkeys((ref.batch_id for ref in group), exc))
+    for ref in singles:
+        try:
+            read.batches[ref.batch_id] = yield from core.retrieve_batch_flow(ref.batch_id, max_retries=0)
+        except DashScopeError as exc:
+            read.errors[ref.batch_id] = exc
+    return read
+
+
+def read_statuses(client: DashScopeClient, refs: Iterable[BatchRef]) -> StatusRead:
+    """
+    Read several batches with the sync client in grouped requests (about one per 20 batches).
+
+    :param client: The sync client.
+    :param refs: The batches to read.
+    """
+    return client._run(grouped_read_flow(client._core, refs))
+
+
+# ------------------------------------------------------------------------------------ the async reader
+@dataclass(eq=False)
+class _Wait:
+    ref: BatchRef
+    future: asyncio.Future[Batch]
+    latest: float  # loop time by which its round must start
+    on_duplicate: Callable[[Batch], None] | None
+
+
+class StatusReader:
+    """
+    Reads the statuses of every wait of one client (one connection in one event loop) in shared rounds.
+
+    A wait calls :meth:`read` when its poll is due and gets its batch back. A round reads up to 20 due
+    waits with one list request; it starts as soon as 20 waits are due, or when a due wait has waited its
+    ``gather`` seconds. At most ``max_rounds`` rounds are under way at once, so responses arrive
+    spread out rather than as a burst of pages. When the connection's list budget is spent but its
+    retrieve budget has room, a round reads its waits by id instead of waiting for a list token. A
+    cancelled :meth:`read` leaves nothing behind.
+
+    :param client: The async client all reads go through (its rate budget and in-flight bound apply).
+    :param gather: Longest a due wait waits for others to share a request.
+    :param max_rounds: Rounds under way at once.
+    """
+
+    def __init__(
+        self, client: AsyncDashScopeClient, *, gather: float = DEFAULT_GATHER_SECONDS, max_rounds: int = 16
+    ) -> None:
+        self.client = client
+        self.gather = gather
+        self._due: dict[_Wait, None] = {}
+        self._in_round = 0
+        self._driver: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._wake_at = float("inf")  # when the driver next looks at the due waits unprompted
+        self._slots = asyncio.Semaphore(max_rounds)
+        self._rounds: set[asyncio.Task[None]] = set()
+
+    @property
+    def registered(self) -> int:
+        """Waits registered and not yet answered (due, or in a round under way)."""
+        return len(self._due) + self._in_round
+
+    async def read(
+        self,
+        batch_id: str,
+        input_file_id: str | None = None,
+        idempotency_key: str | None = None,
+        *,
+        on_duplicate: Callable[[Batch], None] | None = None,
+        gather: float | None = None,
+    ) -> Batch:
+        """
+        Read one batch in the next round.
+
+        :param batch_id: The batch id.
+        :param input_file_id: Its input file id (enables the grouped list read).
+        :param idempotency_key: Its idempotency key (enables the duplicate check).
+        :param on_duplicate: Called with each other batch the list shows carrying the same key and file.
+        :param gather: Longest this read waits for others to share its request (default: the reader's).
+        :raises DashScopeError: The request reading it failed (sent once; the caller owns retries).
+        """
+        loop = asyncio.get_running_loop()
+        ref = BatchRef(batch_id, input_file_id, idempotency_key)
+        latest = loop.time() + (self.gather if gather is None else gather)
+        wait = _Wait(ref, loop.create_future(), latest, on_duplicate)
+        self._due[wait] = None
+        if len(self._due) >= MAX_INPUT_FILE_IDS or latest < self._wake_at:
+            self._wake.set()
+        if self._driver is None or self._driver.done():
+            self._driver = loop.create_task(self._drive(), name="dashscope-status-reader")
+        try:
+            return await wait.future
+        finally:
+            self._due.pop(wait, None)
+            wait.future.cancel()  # no-op once answered
+
+    async def _drive(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._due:
+            latest = min(wait.latest for wait in self._due)
+            if len(self._due) < MAX_INPUT_FILE_IDS and (left := latest - loop.time()) > 0:
+                self._wake.clear()
+                self._wake_at = latest
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), left)
+                self._wake_at = float("inf")
+                continue
+            await self._slots.acquire()
+            waits = list(itertools.islice(self._due, MAX_INPUT_FILE_IDS))
+            if not waits:  # the due waits were cancelled meanwhile
+                self._slots.release()
+                continue
+            for wait in waits:
+                del self._due[wait]
+            self._in_round += len(waits)
+            task = loop.create_task(self._round(waits))
+            self._rounds.add(task)
+            task.add_done_callback(self._rounds.discard)
+
+    async def _round(self, waits: list[_Wait]) -> None:
+        buckets = self.client.rate_budget.buckets
+        # the list budget is a tenth of the retrieve budget: when it is spent, spare retrieves answer
+        lists = buckets[RequestKind.BATCH_LIST].available() >= 1 or (
+            buckets[RequestKind.BATCH_RETRIEVE].available() < len(waits)
+        )
+        try:
+            flow = grouped_read_flow(self.client._core, [w.ref for w in waits], lists=lists)
+            read = await self.client._run(flow)
+        except Exception as exc:  # every wait of the round must hear of it
+            read = StatusRead(errors={w.ref.batch_id: _as_error(exc) for w in waits})
+        except BaseException:
+            for wait in waits:
+                wait.future.cancel()
+            raise
+        finally:
+            self._in_round -= len(waits)
+            self._slots.release()
+        for wait in waits:
+            if wait.future.done():
+                continue
+            batch_id = wait.ref.batch_id
+            if wait.on_duplicate is not None:
+                for duplicate in read.duplicates.get(batch_id, ()):
+                    wait.on_duplicate(duplicate)
+            if batch_id in read.batches:
+                wait.future.set_result(read.batches[batch_id])
+            else:  # every ref of a read ends in batches or errors
+                wait.future.set_exception(read.errors[batch_id])
+
+
+def _as_error(exc: Exception) -> DashScopeError:
+    return exc if isinstance(exc, DashScopeError) else DashScopeError(f"status read failed: {exc!r}")
+
+
+_readers: weakref.WeakKeyDictionary[AsyncDashScopeClient, StatusReader] = weakref.WeakKeyDictionary()
+
+
+def status_reader(client: AsyncDashScopeClient) -> StatusReader:
+    """The reader shared by every user of ``client`` (the per-loop shared client of a connection)."""
+    reader = _readers.get(client)
+    if reader is None:
+        reader = _readers[client] = StatusReader(client)
+    return reader

@@ -1,0 +1,262 @@
+"""
+Bases of the DashScope operators and sensor.
+
+* :class:`DashScopeBaseOperator`: an operator that talks to DashScope (connection id, cached hook).
+* :class:`DashScopeBatchOutcomeMixin`: the outcome policy's five ``on_*`` parameters, once, and how a
+  finished wait becomes the task's result (success, skip or failure).
+* :class:`DashScopeBaseBatchOperator`: waits for a batch in the worker or deferred, and cancels it when
+  the wait times out or a user marks the task failed.
+
+How a wait goes and ends lives in :mod:`~airflow_provider_dashscope_batch.waiting`; these classes only
+connect it to Airflow.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowSkipException,
+    AirflowTaskTimeout,
+    BaseOperator,
+    conf,
+)
+
+from airflow_provider_dashscope_batch.client.errors import DashScopeError
+from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
+from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
+from airflow_provider_dashscope_batch.waiting import (
+    DEFAULT_ERROR_BUDGET,
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_BACKOFF,
+    DEFAULT_POLL_INTERVAL,
+    BatchPoller,
+    BatchWait,
+    Outcome,
+    OutcomePolicy,
+    PollSchedule,
+    WaitEvent,
+    WaitEventKind,
+    kill_decision,
+    task_instance_state,
+    wait_for_batch,
+)
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_dashscope_batch.models import Batch
+
+__all__ = [
+    "BatchWaitTimeout",
+    "DashScopeBaseBatchOperator",
+    "DashScopeBaseOperator",
+    "DashScopeBatchOutcomeMixin",
+]
+
+
+class BatchWaitTimeout(AirflowException):
+    """The wait for a batch reached its deadline before the batch finished."""
+
+
+class DashScopeBaseOperator(BaseOperator):
+    """
+    An operator that talks to DashScope through one connection.
+
+    :param dashscope_conn_id: The DashScope connection id.
+    """
+
+    def __init__(
+        self, *, dashscope_conn_id: str = DashScopeBatchHook.default_conn_name, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.dashscope_conn_id = dashscope_conn_id
+
+    @cached_property
+    def hook(self) -> DashScopeBatchHook:
+        """The DashScope hook of this task's connection."""
+        return DashScopeBatchHook(dashscope_conn_id=self.dashscope_conn_id)
+
+
+class DashScopeBatchOutcomeMixin(BaseOperator):
+    """
+    A task that waits for a batch and judges the finished batch with an :class:`OutcomePolicy`.
+
+    Mix it in before the operator or sensor base class (``class X(DashScopeBatchOutcomeMixin,
+    BaseSensorOperator)``); each parameter is ``"success"``, ``"fail"`` or ``"skip"``.
+
+    :param on_partial_failure: Outcome of ``completed`` with some requests failed (default success).
+    :param on_all_failed: Outcome of ``completed`` with every request failed (default fail).
+    :param on_expired: Outcome of ``expired`` (default fail).
+    :param on_cancelled: Outcome of ``cancelled`` (default fail).
+    :param on_failed: Outcome of ``failed`` (default fail).
+    """
+
+    def __init__(
+        self,
+        *,
+        on_partial_failure: str = Outcome.SUCCESS,
+        on_all_failed: str = Outcome.FAIL,
+        on_expired: str = Outcome.FAIL,
+        on_cancelled: str = Outcome.FAIL,
+        on_failed: str = Outcome.FAIL,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.outcome_policy = OutcomePolicy(
+            on_partial_failure, on_all_failed, on_expired, on_cancelled, on_failed
+        )
+
+    def judge(self, batch: Batch) -> dict[str, Any]:
+        """
+        Apply the outcome policy to a terminal batch: return it as JSON (the XCom value), or raise.
+
+        :raises AirflowSkipException: if the policy maps the batch to ``skip``.
+        :raises AirflowException: if the policy maps the batch to ``fail`` (a retry may create a new batch).
+        """
+        verdict = self.outcome_policy.evaluate(batch)
+        if verdict.outcome == Outcome.SKIP:
+            raise AirflowSkipException(verdict.reason)
+        if verdict.outcome == Outcome.FAIL:
+            raise AirflowException(verdict.reason)
+        self.log.info("%s", verdict.reason)
+        return batch.model_dump(mode="json")
+
+
+def wait_event(payload: Any) -> WaitEvent:
+    """The trigger's event payload as a :class:`WaitEvent`; a malformed one fails the task."""
+    try:
+        return WaitEvent.from_payload(payload)
+    except ValueError as exc:
+        raise AirflowException(str(exc)) from None
+
+
+class DashScopeBaseBatchOperator(DashScopeBaseOperator):
+    """
+    An operator that waits for a batch: in the worker, or deferred to :class:`DashScopeBatchTrigger`.
+
+    Both paths poll on the same schedule (:mod:`~airflow_provider_dashscope_batch.waiting`) and end the
+    same way. The batch is cancelled when the wait times out and, with ``cancel_on_kill``, when a user
+    marks the task failed while it waits; a clear, a retry, a mark success or a worker shutdown leave it
+    running (the next try re-attaches to it).
+
+    :param dashscope_conn_id: The DashScope connection id.
+    :param wait_for_completion: Wait until the batch is terminal.
+    :param deferrable: Wait in the triggerer instead of holding a worker slot (default from
+        ``[operators] default_deferrable``).
+    :param poll_interval: Shortest seconds between polls.
+    :param max_poll_interval: Cap the interval grows to.
+    :param poll_backoff: Growth factor of the interval.
+    :param error_budget: Consecutive retryable polling errors tolerated.
+    :param wait_timeout: Give up waiting after this long (seconds or timedelta); defaults to the task's
+        ``execution_timeout``, else no limit (the batch's completion window still ends it).
+    :param cancel_on_kill: Cancel the batch when its wait times out or a user marks the task failed.
+    """
+
+    def __init__(
+        self,
+        *,
+        wait_for_completion: bool = True,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        poll_backoff: float = DEFAULT_POLL_BACKOFF,
+        error_budget: int = DEFAULT_ERROR_BUDGET,
+        wait_timeout: timedelta | float | None = None,
+        cancel_on_kill: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.schedule = PollSchedule(poll_interval, max(max_poll_interval, poll_interval), poll_backoff)
+        self.error_budget = error_budget
+        self.wait_timeout = wait_timeout
+        self.cancel_on_kill = cancel_on_kill
+        self._batch_id: str | None = None
+        self._ti: Any = None
+        self._cancel_sent = False
+
+    def _deadline(self) -> float | None:
+        limit = self.wait_timeout if self.wait_timeout is not None else self.execution_timeout
+        if limit is None:
+            return None
+        seconds = limit.total_seconds() if isinstance(limit, timedelta) else float(limit)
+        return time.time() + seconds
+
+    def _trigger(self, batch: Batch, deadline: float | None) -> DashScopeBatchTrigger:
+        return DashScopeBatchTrigger(
+            batch_id=batch.id,
+            dashscope_conn_id=self.dashscope_conn_id,
+            poll_interval=self.schedule.poll_interval,
+            max_poll_interval=self.schedule.max_poll_interval,
+            poll_backoff=self.schedule.backoff,
+            deadline=deadline,
+            error_budget=self.error_budget,
+            cancel_on_kill=self.cancel_on_kill,
+            input_file_id=batch.input_file_id,
+            idempotency_key=(batch.metadata or {}).get("idempotency_key"),
+        )
+
+    def _wait(self, batch: Batch) -> Batch:
+        """The terminal batch, waiting in-process, or defer to :class:`DashScopeBatchTrigger`."""
+        deadline = self._deadline()
+        if self.deferrable:
+            self.defer(
+                trigger=self._trigger(batch, deadline),
+                method_name="execute_complete",
+                # A safety net only: the trigger's own deadline fires first, so the batch gets cancelled.
+                timeout=None
+                if deadline is None
+                else timedelta(seconds=deadline - time.time() + 2 * self.schedule.max_poll_interval + 60),
+            )
+        client = self.hook.get_conn()
+        wait = BatchWait(
+            batch.id, BatchPoller(self.schedule, deadline=deadline, error_budget=self.error_budget), self.log
+        )
+        try:
+            event = wait_for_batch(lambda: client.retrieve_batch(batch.id, max_retries=0), wait)
+        except AirflowTaskTimeout:  # the task's execution_timeout
+            self._cancel(batch.id, "the task's execution_timeout passed")
+            raise
+        return self._ended(event)
+
+    def _ended(self, event: WaitEvent) -> Batch:
+        """The terminal batch of a finished wait; cancels on a timeout, raises on any non-terminal end."""
+        if event.kind is WaitEventKind.TERMINAL and event.batch is not None:
+            return event.batch
+        if event.kind is WaitEventKind.TIMEOUT:
+            self._cancel(event.batch_id, "the wait timed out")
+            raise BatchWaitTimeout(event.message)
+        raise AirflowException(event.message)
+
+    def _cancel(self, batch_id: str | None, why: str) -> None:
+        if not (batch_id and self.cancel_on_kill) or self._cancel_sent:
+            return
+        self._cancel_sent = True
+        self.log.info("Cancelling batch %s because %s", batch_id, why)
+        try:
+            self.hook.get_conn().cancel_batch(batch_id)
+        except DashScopeError as exc:
+            self.log.warning("Could not cancel batch %s: %s", batch_id, exc)
+
+    def on_kill(self) -> None:
+        """Cancel the awaited batch only if a user marked the task failed (see :func:`kill_decision`)."""
+        if not (self._batch_id and self.cancel_on_kill) or self._cancel_sent:
+            return
+        cancel, why = kill_decision(
+            task_instance_state(self._ti) if self._ti is not None else None, self._batch_id
+        )
+        if cancel:
+            self._cancel(self._batch_id, "the task was marked failed")
+        else:
+            self.log.warning("%s", why)
+
+    def _remember(self, context: Context, batch: Batch) -> None:
+        """Note the batch this try waits for (for ``on_kill``)."""
+        self._batch_id = batch.id
+        self._ti = context.get("ti")

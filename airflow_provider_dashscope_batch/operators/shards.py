@@ -1,0 +1,500 @@
+"""
+Operators for inputs past one batch's limits: split into shards, and run every shard as one job.
+
+See :mod:`airflow_provider_dashscope_batch.sharding.split` for the split and the job's identity.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, ClassVar
+
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSkipException,
+    ObjectStoragePath,
+)
+
+from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
+from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator, DashScopeBatchOutcomeMixin
+from airflow_provider_dashscope_batch.operators.upload import as_path
+from airflow_provider_dashscope_batch.sharding.job import (
+    JobOutcomePolicy,
+    ShardRun,
+    job_token,
+    latest_batches,
+    shard_key_base,
+)
+from airflow_provider_dashscope_batch.sharding.split import (
+    DEFAULT_MARGIN,
+    Shard,
+    ShardWriter,
+    SplitResult,
+    split_csv,
+    split_jsonl,
+    split_requests,
+)
+from airflow_provider_dashscope_batch.sharding.trigger import DashScopeShardsTrigger
+from airflow_provider_dashscope_batch.validation import JsonlValidationError
+from airflow_provider_dashscope_batch.waiting import (
+    DEFAULT_ERROR_BUDGET,
+    DEFAULT_MAX_POLL_INTERVAL,
+    DEFAULT_POLL_BACKOFF,
+    DEFAULT_POLL_INTERVAL,
+    Outcome,
+    WaitEvent,
+    WaitEventKind,
+)
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_dashscope_batch.client import DashScopeClient
+    from airflow_provider_dashscope_batch.models import Batch
+
+__all__ = ["JOB_XCOM_KEY", "DashScopeShardedBatchOperator", "DashScopeSplitRequestsOperator"]
+
+#: XCom key of a sharded job's progress (each shard's file, generation and last batch read).
+JOB_XCOM_KEY = "shard_job"
+
+
+class _ShardingOperator(DashScopeBaseOperator):
+    """The input of a sharded job (one of ``file``, ``requests``, ``csv``) and how it is split."""
+
+    def __init__(
+        self,
+        *,
+        file: str | ObjectStoragePath | None = None,
+        requests: Iterable[Mapping[str, Any]] | None = None,
+        csv: str | ObjectStoragePath | None = None,
+        model: str | None = None,
+        template: str | None = None,
+        system_prompt: str | None = None,
+        text_column: str | int = 1,
+        id_column: str | int | None = 0,
+        body_params: Mapping[str, Any] | None = None,
+        endpoint: str = "/v1/chat/completions",
+        max_requests_per_shard: int | None = None,
+        max_bytes_per_shard: int | None = None,
+        margin: float = DEFAULT_MARGIN,
+        max_violations: int = 20,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if sum(x is not None for x in (file, requests, csv)) != 1:
+            raise ValueError("Give exactly one of file=, requests= or csv=.")
+        if csv is not None and model is None:
+            raise ValueError("csv= needs model= (every request of a batch uses one model).")
+        self.file = file
+        self.requests = requests
+        self.csv = csv
+        self.model = model
+        self.template = template
+        self.system_prompt = system_prompt
+        self.text_column = text_column
+        self.id_column = id_column
+        self.body_params = body_params
+        self.endpoint = endpoint
+        self.max_requests_per_shard = max_requests_per_shard
+        self.max_bytes_per_shard = max_bytes_per_shard
+        self.margin = margin
+        self.max_violations = max_violations
+
+    def _split(
+        self,
+        destination: ShardWriter | ObjectStoragePath | Path,
+        on_shard: Callable[[Shard], Shard] | None = None,
+    ) -> SplitResult:
+        sizing: dict[str, Any] = {
+            "max_requests": self.max_requests_per_shard,
+            "max_bytes": self.max_bytes_per_shard,
+            "margin": self.margin,
+            "max_violations": self.max_violations,
+            "on_shard": on_shard,
+        }
+        try:
+            if self.file is not None:
+                result = split_jsonl(as_path(self.file), destination, endpoint=self.endpoint, **sizing)
+            elif self.csv is not None:
+                source = as_path(self.csv)
+                # opened binary here: a text-mode ObjectStoragePath.open() breaks csv reading on Airflow 3.0
+                with source.open("rb") as stream:
+                    result = split_csv(
+                        stream,
+                        destination,
+                        name=str(source),
+                        model=str(self.model),
+                        endpoint=self.endpoint,
+                        text_column=self.text_column,
+                        id_column=self.id_column,
+                        template=self.template,
+                        system_prompt=self.system_prompt,
+                        body_params=self.body_params,
+                        **sizing,
+                    )
+            else:
+                result = split_requests(
+                    self.requests or (), destination, endpoint=self.endpoint, model=self.model, **sizing
+                )
+        except JsonlValidationError as exc:
+            raise AirflowFailException(f"Not split: the batch input is invalid.\n{exc}") from None
+        self.log.info(
+            "Split %s requests into %s shard(s): %s",
+            result.requests,
+            len(result.shards),
+            ", ".join(
+                f"#{s.index} lines {s.first_line}..{s.first_line + s.requests - 1}" for s in result.shards
+            ),
+        )
+        return result
+
+
+class DashScopeSplitRequestsOperator(_ShardingOperator):
+    """
+    Split one input into shard files in object storage, each within the service's per-file limits.
+
+    Every line is checked by the upload operator's rules as if the whole input were one file (one
+    model, one url, ``custom_id`` unique across all shards); a violation names its line in the input
+    and nothing is returned. The same input gives the same shards, under the same names, so the task can
+    be re-run. Feed the result to dynamic task mapping::
+
+        split = DashScopeSplitRequestsOperator(task_id="split", csv=..., model=..., destination=...)
+        upload = DashScopeUploadFileOperator.partial(task_id="upload").expand(file=split.output)
+        create = DashScopeCreateBatchOperator.partial(task_id="create", deferrable=True).expand(
+            input_file_id=upload.output
+        )
+
+    :param destination: Folder (local path, URL or ``ObjectStoragePath``) the shards land in as
+        ``shard-00000.jsonl``, ... (templated; include ``{{ run_id }}`` to keep runs apart).
+    :param file: Local path, URL or ``ObjectStoragePath`` of a JSONL file (templated).
+    :param requests: Request dicts or bodies (templated).
+    :param csv: Local path, URL or ``ObjectStoragePath`` of a CSV file, one request per row (templated).
+    :param model: ``body.model`` for built requests that do not set one (required for ``csv``).
+    :param template: ``csv`` only: user message built with :meth:`str.format` from the row's columns.
+    :param system_prompt: ``csv`` only: system message put before each user message.
+    :param text_column: ``csv`` only: column with the user text when no ``template`` is given.
+    :param id_column: ``csv`` only: column with the ``custom_id`` (None numbers the rows).
+    :param body_params: ``csv`` only: extra body fields.
+    :param endpoint: Every line's ``url`` (templated).
+    :param max_requests_per_shard: Lines per shard (default: the service's limit times ``margin``).
+    :param max_bytes_per_shard: Bytes per shard (default: the service's limit times ``margin``).
+    :param margin: Fraction of the service's per-file limits a shard uses by default.
+    :param max_violations: How many violations to list in the error (all are counted).
+    :return: The shards' URIs; the full description (sizes, SHA-256, first lines) is pushed to XCom
+        under the key ``split``.
+    """
+
+    template_fields: Sequence[str] = ("destination", "file", "requests", "csv", "template", "endpoint")
+    ui_color = "#ff6a00"
+
+    def __init__(self, *, destination: str | ObjectStoragePath, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.destination = destination
+
+    def execute(self, context: Context) -> list[str]:
+        base = as_path(self.destination)
+        if isinstance(base, Path):
+            base.mkdir(parents=True, exist_ok=True)
+        result = self._split(base)
+        context["ti"].xcom_push(key="split", value=result.to_dict())
+        return [s.uri for s in result.shards]
+
+
+class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperator):
+    """
+    Run any number of requests as one job: split, upload and batch every shard, wait for all in one deferral.
+
+    The input is split as by :class:`DashScopeSplitRequestsOperator` (checked line by line, nothing is
+    created if any line is bad), each shard spooled to a local temporary file, uploaded and deleted
+    locally. At most ``max_active_batches`` batches run at once; the others start as running ones finish.
+    The task waits for all of them in the triggerer with one
+    :class:`~airflow_provider_dashscope_batch.sharding.trigger.DashScopeShardsTrigger`, then judged by
+    :class:`~airflow_provider_dashscope_batch.sharding.job.JobOutcomePolicy`: every shard's batch by the
+    ``on_*`` outcome parameters, then the whole job by ``min_success_ratio``.
+
+    A shard's batch is never created twice and a retry (or a re-run of the same DAG run) redoes only the
+    shards that did not succeed: every batch carries an idempotency key made of the task instance, the
+    shard's position and its SHA-256, plus a generation. A new try splits the input again (the same input
+    gives the same shards), finds the earlier batches by one listing, re-attaches to the running and the
+    good ones, and replaces only the failed ones, re-using their input files.
+
+    :param file: Local path, URL or ``ObjectStoragePath`` of a JSONL file (templated).
+    :param requests: Request dicts or bodies (templated).
+    :param csv: Local path, URL or ``ObjectStoragePath`` of a CSV file, one request per row (templated).
+    :param model: ``body.model`` for built requests that do not set one (required for ``csv``).
+    :param template: ``csv`` only: user message built with :meth:`str.format` from the row's columns.
+    :param system_prompt: ``csv`` only: system message put before each user message.
+    :param text_column: ``csv`` only: column with the user text when no ``template`` is given.
+    :param id_column: ``csv`` only: column with the ``custom_id`` (None numbers the rows).
+    :param body_params: ``csv`` only: extra body fields.
+    :param endpoint: Every line's ``url`` and the batches' endpoint (templated).
+    :param completion_window: ``"24h"`` to ``"14d"`` or a timedelta, per batch.
+    :param metadata: Extra batch metadata; ``ds_name`` is prefixed with the job token.
+    :param max_active_batches: Most batches of this job running at once.
+    :param min_success_ratio: Least fraction (0..1) of all requests that must succeed.
+    :param max_requests_per_shard: Lines per shard (default: the service's limit times ``margin``).
+    :param max_bytes_per_shard: Bytes per shard (default: the service's limit times ``margin``).
+    :param margin: Fraction of the service's per-file limits a shard uses by default.
+    :param max_violations: How many violations to list in the error (all are counted).
+    :param poll_interval: Shortest seconds between two polls of one batch.
+    :param max_poll_interval: Cap the interval grows to.
+    :param poll_backoff: Growth factor of the interval.
+    :param error_budget: Consecutive retryable polling errors tolerated per batch.
+    :param wait_timeout: Give up waiting after this long (seconds or timedelta) and cancel the running
+        batches; defaults to no limit (each batch's completion window still ends it).
+    :param cancel_on_kill: Cancel the running batches when a user marks the deferred task failed
+        (Airflow 3.3+; a cleared task's next try re-attaches to them instead).
+    :param on_partial_failure: Outcome of a shard ``completed`` with some requests failed (default success).
+    :param on_all_failed: Outcome of a shard ``completed`` with every request failed (default fail).
+    :param on_expired: Outcome of a shard ``expired`` (default fail).
+    :param on_cancelled: Outcome of a shard ``cancelled`` (default fail).
+    :param on_failed: Outcome of a shard ``failed`` (default fail).
+    :return: ``{"batch_ids", "requests", "request_counts", "shards"}``; ``batch_ids`` (one per shard, in
+        input order) is also pushed under its own XCom key for the results transfer.
+    """
+
+    template_fields: Sequence[str] = ("file", "requests", "csv", "template", "endpoint", "metadata")
+    template_fields_renderers: ClassVar[dict[str, str]] = {"metadata": "json"}
+    ui_color = "#ff6a00"
+
+    def __init__(
+        self,
+        *,
+        completion_window: str | timedelta = "24h",
+        metadata: dict[str, str] | None = None,
+        max_active_batches: int = 100,
+        min_success_ratio: float = 0.0,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
+        poll_backoff: float = DEFAULT_POLL_BACKOFF,
+        error_budget: int = DEFAULT_ERROR_BUDGET,
+        wait_timeout: timedelta | float | None = None,
+        cancel_on_kill: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if max_active_batches < 1:
+            raise ValueError("max_active_batches must be >= 1")
+        self.completion_window = completion_window
+        self.metadata = metadata
+        self.max_active_batches = max_active_batches
+        self.job_policy = JobOutcomePolicy(self.outcome_policy, min_success_ratio)
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.poll_backoff = poll_backoff
+        self.error_budget = error_budget
+        self.wait_timeout = wait_timeout
+        self.cancel_on_kill = cancel_on_kill
+
+    # ------------------------------------------------------------------------------- first try
+    def execute(self, context: Context) -> dict[str, Any]:
+        ti = context["ti"]
+        token = job_token(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))
+        client = self.hook.get_conn()
+        earlier = latest_batches(client.list_batches(ds_name=token))
+        self.log.info("Job %s: %s batch(es) of earlier tries found", token, len(earlier))
+        runs: list[ShardRun] = []
+        uploaded: list[str] = []
+
+        def plan(shard: Shard) -> Shard:
+            runs.append(self._plan(client, token, shard, earlier, uploaded))
+            return shard
+
+        with tempfile.TemporaryDirectory(prefix="dashscope-shards-") as tmp:
+
+            def spool(index: int) -> tuple[IO[bytes], str]:
+                path = Path(tmp) / f"{token}-shard-{index:05d}.jsonl"
+                return path.open("wb"), str(path)
+
+            try:
+                self._split(spool, plan)
+            except BaseException:
+                for file_id in uploaded:  # a bad line later in the input: the files of this try are useless
+                    self._delete_file(client, file_id)
+                raise
+        deadline = None
+        if self.wait_timeout is not None:
+            seconds = (
+                self.wait_timeout.total_seconds()
+                if isinstance(self.wait_timeout, timedelta)
+                else self.wait_timeout
+            )
+            deadline = time.time() + float(seconds)
+        return self._advance(context, client, token, runs, deadline)
+
+    def _plan(
+        self,
+        client: DashScopeClient,
+        token: str,
+        shard: Shard,
+        earlier: Mapping[str, tuple[int, Batch]],
+        uploaded: list[str],
+    ) -> ShardRun:
+        """What to do with one shard, decided as soon as it is complete; its spool file is then deleted."""
+        base = shard_key_base(token, shard)
+        spooled = Path(shard.uri)
+        shard = replace(shard, uri=spooled.name)  # the spool file is gone after this call; its name stays
+        try:
+            if base in earlier:
+                generation, batch = earlier[base]
+                if (
+                    not batch.status.is_terminal
+                    or self.outcome_policy.evaluate(batch).outcome is not Outcome.FAIL
+                ):
+                    self.log.info(
+                        "Shard %s: re-attaching to batch %s (%s)", shard.index, batch.id, batch.status
+                    )
+                    return ShardRun(shard, base, generation, batch.input_file_id, batch)
+                self.log.info("Shard %s: batch %s ended badly; replacing it", shard.index, batch.id)
+                if batch.input_file_id and self._file_exists(client, batch.input_file_id):
+                    return ShardRun(shard, base, generation + 1, batch.input_file_id)
+                return ShardRun(shard, base, generation + 1, self._upload(client, spooled, uploaded))
+            return ShardRun(shard, base, 1, self._upload(client, spooled, uploaded))
+        finally:
+            spooled.unlink(missing_ok=True)
+
+    def _upload(self, client: DashScopeClient, path: Path, uploaded: list[str]) -> str:
+        file_id = client.upload_file(path, filename=path.name).id
+        uploaded.append(file_id)
+        self.log.info("Uploaded %s as file %s", path.name, file_id)
+        return file_id
+
+    @staticmethod
+    def _file_exists(client: DashScopeClient, file_id: str) -> bool:
+        try:
+            client.retrieve_file(file_id)
+        except NotFoundError:
+            return False
+        return True
+
+    def _delete_file(self, client: DashScopeClient, file_id: str) -> None:
+        try:
+            client.delete_file(file_id)
+        except DashScopeError as exc:
+            self.log.warning("Could not delete file %s: %s", file_id, exc)
+
+    # ----------------------------------------------------------------------------- fan-out
+    def _advance(
+        self,
+        context: Context,
+        client: DashScopeClient,
+        token: str,
+        runs: list[ShardRun],
+        deadline: float | None,
+    ) -> dict[str, Any]:
+        """Start shards while under the cap, then defer until the running batches finish, or finish."""
+        active = sum(r.running for r in runs)
+        for i, run in enumerate(runs):
+            if run.batch is None and active < self.max_active_batches:
+                runs[i] = self._create(client, token, run, len(runs))
+                active += 1
+        running = [r.batch for r in runs if r.running and r.batch is not None]
+        if not running:
+            return self._finish(context, runs)
+        waiting = sum(r.batch is None for r in runs)
+        # resume state goes to XCom, not defer(kwargs=...): dag.test() drops those, and the UI shows XCom
+        job = {"token": token, "deadline": deadline, "runs": [r.to_dict() for r in runs]}
+        context["ti"].xcom_push(key=JOB_XCOM_KEY, value=job)
+        self.log.info(
+            "Waiting for %s running batch(es); %s shard(s) wait for a free slot", len(running), waiting
+        )
+        self.defer(
+            trigger=DashScopeShardsTrigger(
+                [b.id for b in running],
+                self.dashscope_conn_id,
+                input_file_ids=[b.input_file_id for b in running],
+                until="any" if waiting else "all",
+                poll_interval=self.poll_interval,
+                max_poll_interval=self.max_poll_interval,
+                poll_backoff=self.poll_backoff,
+                deadline=deadline,
+                error_budget=self.error_budget,
+                cancel_on_kill=self.cancel_on_kill,
+            ),
+            method_name="execute_complete",
+        )
+
+    def _create(self, client: DashScopeClient, token: str, run: ShardRun, shards: int) -> ShardRun:
+        metadata = dict(self.metadata or {})
+        name = f"{token} {metadata.get('ds_name') or self.task_id} {run.shard.index + 1}/{shards}"
+        metadata["ds_name"] = name[:100]
+        batch = client.create_batch(
+            input_file_id=str(run.file_id),
+            endpoint=self.endpoint,
+            completion_window=self.completion_window,
+            metadata=metadata,
+            idempotency_key=run.idempotency_key,
+        )
+        self.log.info("Shard %s: created batch %s (generation %s)", run.shard.index, batch.id, run.generation)
+        return run.with_batch(batch)
+
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Resume after the trigger fired: record the finished batches, start more shards or finish."""
+        ti = context["ti"]
+        map_index = getattr(ti, "map_index", -1)
+        job = ti.xcom_pull(
+            task_ids=ti.task_id, key=JOB_XCOM_KEY, map_indexes=map_index if map_index >= 0 else None
+        )
+        shard_runs = [ShardRun.from_dict(r) for r in job["runs"]]
+        token, deadline = job["token"], job["deadline"]
+        try:
+            events = [WaitEvent.from_payload(p) for p in (event or {})["events"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AirflowException(
+                f"Unexpected event from DashScopeShardsTrigger: {event!r} ({exc})"
+            ) from None
+        by_id = {e.batch_id: e for e in events}
+        client = self.hook.get_conn()
+        for i, run in enumerate(shard_runs):
+            ended = by_id.get(run.batch.id) if run.batch is not None else None
+            if ended is not None and ended.kind is WaitEventKind.TERMINAL and ended.batch is not None:
+                shard_runs[i] = run.with_batch(ended.batch)
+        problems = [e for e in events if e.kind is not WaitEventKind.TERMINAL]
+        if problems:
+            if any(e.kind is WaitEventKind.TIMEOUT for e in problems):
+                for run in shard_runs:
+                    if run.running and run.batch is not None:
+                        self.log.info("Cancelling batch %s because the wait timed out", run.batch.id)
+                        try:
+                            client.cancel_batch(run.batch.id)
+                        except DashScopeError as exc:
+                            self.log.warning("Could not cancel batch %s: %s", run.batch.id, exc)
+            raise AirflowException("; ".join(e.message for e in problems))
+        return self._advance(context, client, token, shard_runs, deadline)
+
+    # ------------------------------------------------------------------------------ outcome
+    def _finish(self, context: Context, runs: list[ShardRun]) -> dict[str, Any]:
+        batches = [r.batch for r in runs if r.batch is not None]
+        verdict = self.job_policy.evaluate(batches)
+        batch_ids = [b.id for b in batches]
+        context["ti"].xcom_push(key="batch_ids", value=batch_ids)
+        if verdict.outcome is Outcome.FAIL:
+            raise AirflowException(verdict.reason)
+        if verdict.outcome is Outcome.SKIP:
+            raise AirflowSkipException(verdict.reason)
+        self.log.info("%s", verdict.reason)
+        totals = {"total": 0, "completed": 0, "failed": 0}
+        for batch in batches:
+            if batch.request_counts is not None:
+                for key in totals:
+                    totals[key] += getattr(batch.request_counts, key)
+        return {
+            "batch_ids": batch_ids,
+            "requests": sum(r.shard.requests for r in runs),
+            "request_counts": totals,
+            "shards": [
+                {
+                    **r.shard.to_dict(),
+                    "batch_id": r.batch.id if r.batch else None,
+                    "status": str(r.batch.status) if r.batch else None,
+                    "generation": r.generation,
+                }
+                for r in runs
+            ],
+        }

@@ -1,0 +1,153 @@
+"""
+A sharded job's identity and outcome: pure code, no I/O, no Airflow.
+
+Every shard's batch carries ``metadata["idempotency_key"] = airflow-<40 hex>-g<generation>``, the hex
+a digest of the job token (dag, task, run, map index) with the shard's position and SHA-256, and its
+``ds_name`` starts with the job token. A later try of the same task instance lists the batches named
+with the token once and finds, for each shard, the batch of the highest generation: it re-attaches to
+it unless the batch ended as a failure under the shard outcome policy, in which case it creates
+generation + 1. A shard's content is part of its key, so a changed input never re-attaches to the
+batch of different requests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from airflow_provider_dashscope_batch.models import Batch
+from airflow_provider_dashscope_batch.sharding.split import Shard
+from airflow_provider_dashscope_batch.waiting import Outcome, OutcomePolicy, Verdict
+
+__all__ = ["JobOutcomePolicy", "ShardRun", "job_token", "latest_batches", "shard_key_base"]
+
+_KEY = re.compile(r"^(airflow-[0-9a-f]{40})-g(\d+)$")
+
+
+def job_token(dag_id: str, task_id: str, run_id: str, map_index: int) -> str:
+    """16 hex characters naming one task instance's job (the same for every try)."""
+    raw = "\x1f".join((dag_id, task_id, run_id, str(map_index)))
+    return hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+
+def shard_key_base(token: str, shard: Shard) -> str:
+    """The generation-less idempotency key of ``shard`` in job ``token``."""
+    raw = "\x1f".join((token, str(shard.index), shard.sha256))
+    return "airflow-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
+
+
+def latest_batches(batches: Iterable[Batch]) -> dict[str, tuple[int, Batch]]:
+    """Key base -> (generation, batch) of the highest generation, among batches carrying a shard key."""
+    latest: dict[str, tuple[int, Batch]] = {}
+    for batch in batches:
+        match = _KEY.match(str((batch.metadata or {}).get("idempotency_key", "")))
+        if match is None:
+            continue
+        base, generation = match.group(1), int(match.group(2))
+        if base not in latest or latest[base][0] < generation:
+            latest[base] = (generation, batch)
+    return latest
+
+
+@dataclass(frozen=True)
+class ShardRun:
+    """
+    One shard of a job and its batch, as far as it got.
+
+    :param shard: The shard.
+    :param key_base: Its generation-less idempotency key.
+    :param generation: Generation of its current (or next) batch: 1 for the first, as the create
+        operator's keys.
+    :param file_id: Its uploaded input file, once uploaded.
+    :param batch: Its current batch, once created.
+    """
+
+    shard: Shard
+    key_base: str
+    generation: int = 1
+    file_id: str | None = None
+    batch: Batch | None = field(default=None)
+
+    @property
+    def idempotency_key(self) -> str:
+        """The key of the current generation."""
+        return f"{self.key_base}-g{self.generation}"
+
+    @property
+    def running(self) -> bool:
+        """Created and not yet terminal."""
+        return self.batch is not None and not self.batch.status.is_terminal
+
+    def with_batch(self, batch: Batch) -> ShardRun:
+        """The same run with a newer read of its batch."""
+        return replace(self, batch=batch)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (the operator's resume kwargs)."""
+        return {
+            "shard": self.shard.to_dict(),
+            "key_base": self.key_base,
+            "generation": self.generation,
+            "file_id": self.file_id,
+            "batch": None if self.batch is None else self.batch.model_dump(mode="json"),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ShardRun:
+        """Inverse of :meth:`to_dict`."""
+        batch = data.get("batch")
+        return cls(
+            Shard.from_dict(data["shard"]),
+            data["key_base"],
+            int(data["generation"]),
+            data.get("file_id"),
+            None if batch is None else Batch.model_validate(batch),
+        )
+
+
+@dataclass(frozen=True)
+class JobOutcomePolicy:
+    """
+    Judge a job from its shards' finished batches.
+
+    The job fails if any shard's batch fails under ``shard_policy`` or if fewer than
+    ``min_success_ratio`` of all requests succeeded; it is skipped if every shard is skipped; otherwise it
+    succeeds.
+
+    :param shard_policy: The outcome policy applied to each shard's batch.
+    :param min_success_ratio: Least fraction (0..1) of the job's requests that must succeed.
+    """
+
+    shard_policy: OutcomePolicy = field(default_factory=OutcomePolicy)
+    min_success_ratio: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_success_ratio <= 1:
+            raise ValueError(f"min_success_ratio must be in 0..1, got {self.min_success_ratio}")
+
+    def evaluate(self, batches: Sequence[Batch]) -> Verdict:
+        """
+        Judge the job.
+
+        :param batches: One terminal batch per shard.
+        :raises ValueError: if a batch is not terminal.
+        """
+        verdicts = [self.shard_policy.evaluate(b) for b in batches]
+        total = sum(b.request_counts.total for b in batches if b.request_counts)
+        completed = sum(b.request_counts.completed for b in batches if b.request_counts)
+        tally = f"{completed} of {total} requests succeeded over {len(batches)} shards"
+        failed = [v.reason for v in verdicts if v.outcome is Outcome.FAIL]
+        if failed:
+            return Verdict(Outcome.FAIL, f"{len(failed)} shard(s) failed ({tally}): " + " ".join(failed))
+        if total and completed < self.min_success_ratio * total:
+            return Verdict(
+                Outcome.FAIL,
+                f"Only {completed / total:.2%} of requests succeeded ({tally}); the minimum is "
+                f"{self.min_success_ratio:.2%}.",
+            )
+        if verdicts and all(v.outcome is Outcome.SKIP for v in verdicts):
+            return Verdict(Outcome.SKIP, f"Every shard was skipped ({tally}).")
+        return Verdict(Outcome.SUCCESS, f"Job finished ({tally}).")

@@ -1,0 +1,195 @@
+"""
+``manifest.json``: the typed, versioned record of a result set, written once and last.
+
+A result set is complete once its manifest exists; the manifest is written after every file it lists is
+published and every remote deletion it records is done, so everything in it is true when it appears.
+The operator pushes the same document to XCom (``ResultManifest.model_dump(mode="json")``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from airflow_provider_dashscope_batch.models import RequestCounts
+from airflow_provider_dashscope_batch.results import ResultFormat, ResultKind, UsageTotals
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+__all__ = [
+    "MANIFEST_NAME",
+    "MANIFEST_VERSION",
+    "FileRecord",
+    "ResultManifest",
+    "ResultTotals",
+    "ShardRecord",
+    "TokenUsage",
+]
+
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 2
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FileRecord(_Record):
+    """
+    One published result file: where it is and what was verified about it.
+
+    ``source_bytes``/``source_sha256`` describe the DashScope file, ``bytes``/``sha256`` what was written
+    (the same for ``jsonl``).
+    """
+
+    file_id: str
+    """The DashScope file it was downloaded from."""
+    uri: str
+    """Where it was published (an ``ObjectStoragePath`` URL, connection id included)."""
+    lines: int
+    """Non-blank lines of the source file (one per request)."""
+    source_bytes: int
+    source_sha256: str
+    bytes: int
+    sha256: str
+
+
+class TokenUsage(_Record):
+    """Token usage summed over successful requests (failed requests are not billed)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    requests: int = 0
+
+    @classmethod
+    def of(cls, totals: UsageTotals) -> TokenUsage:
+        return cls(**totals.as_dict())
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+            requests=self.requests + other.requests,
+        )
+
+
+class ShardRecord(_Record):
+    """One batch of the result set (the only one when the transfer was given ``batch_id``)."""
+
+    batch_id: str
+    status: str
+    endpoint: str | None
+    request_counts: RequestCounts | None
+    batch_created_at: int | None
+    input_file_id: str | None
+    output_file_id: str | None
+    error_file_id: str | None
+    files: dict[ResultKind, FileRecord]
+    """The published files of this batch (no ``errors`` entry when the batch has no error file)."""
+    usage: TokenUsage
+    deleted_remote_files: list[str] = Field(default_factory=list)
+    """The batch's DashScope files deleted after the transfer (``delete_remote_files=True``)."""
+
+
+class ResultTotals(_Record):
+    """Sums over every shard (``bytes``: bytes written, all files together)."""
+
+    batches: int
+    request_counts: RequestCounts
+    """Sum of the shards' ``request_counts`` (shards without counts add nothing)."""
+    output_lines: int
+    error_lines: int
+    bytes: int
+    usage: TokenUsage
+
+    @classmethod
+    def of(cls, shards: Sequence[ShardRecord]) -> ResultTotals:
+        counts = [s.request_counts for s in shards if s.request_counts is not None]
+        files = [(kind, record) for s in shards for kind, record in s.files.items()]
+        usage = TokenUsage()
+        for shard in shards:
+            usage += shard.usage
+        return cls(
+            batches=len(shards),
+            request_counts=RequestCounts(
+                total=sum(c.total for c in counts),
+                completed=sum(c.completed for c in counts),
+                failed=sum(c.failed for c in counts),
+            ),
+            output_lines=sum(r.lines for kind, r in files if kind is ResultKind.OUTPUT),
+            error_lines=sum(r.lines for kind, r in files if kind is ResultKind.ERRORS),
+            bytes=sum(r.bytes for _, r in files),
+            usage=usage,
+        )
+
+
+class ResultManifest(_Record):
+    """
+    The manifest of one result set: every shard's batch, files, counts, digests and usage, and the totals.
+
+    Version 2; version 1 (one batch, a plain dict) is not read back: a transfer finding one transfers
+    again.
+    """
+
+    manifest_version: Literal[2] = MANIFEST_VERSION
+    format: ResultFormat
+    destination: str
+    """The result set's directory."""
+    manifest_uri: str
+    transferred_at: datetime
+    shards: list[ShardRecord]
+    """One per batch, in the order the batches were given."""
+    totals: ResultTotals
+    warnings: list[str] = Field(default_factory=list)
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        fmt: ResultFormat,
+        directory: ObjectStoragePath,
+        shards: Sequence[ShardRecord],
+        warnings: Sequence[str],
+    ) -> ResultManifest:
+        """Assemble a manifest, totals included, stamped now."""
+        return cls(
+            format=fmt,
+            destination=str(directory),
+            manifest_uri=str(directory / MANIFEST_NAME),
+            transferred_at=datetime.now(UTC).replace(microsecond=0),
+            shards=list(shards),
+            totals=ResultTotals.of(shards),
+            warnings=list(warnings),
+        )
+
+    @property
+    def batch_ids(self) -> list[str]:
+        """The shards' batch ids, in order."""
+        return [shard.batch_id for shard in self.shards]
+
+    def to_json(self) -> bytes:
+        """The document as written to ``manifest.json``."""
+        return self.model_dump_json(indent=2).encode("utf-8")
+
+    @classmethod
+    def read(cls, path: ObjectStoragePath) -> ResultManifest | None:
+        """
+        Read a manifest; ``None`` if there is none or it is not a valid current-version manifest.
+
+        :param path: Path of ``manifest.json``.
+        """
+        try:
+            with path.open("rb") as handle:
+                data = handle.read()
+        except FileNotFoundError:
+            return None
+        try:
+            return cls.model_validate_json(data)
+        except ValidationError:
+            return None

@@ -1,0 +1,182 @@
+"""Download one result file into a staged (unpublished) file: streamed, encoded, counted, hashed, verified."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from airflow_provider_dashscope_batch.client import DashScopeError, IncompleteDownloadError, RetryPolicy
+from airflow_provider_dashscope_batch.results import (
+    ResultEncoder,
+    ResultFileStats,
+    ResultFormat,
+    UsageTotals,
+    flatten_result,
+    open_encoder,
+    parse_result_line,
+)
+from airflow_provider_dashscope_batch.transfers.manifest import FileRecord
+from airflow_provider_dashscope_batch.transfers.publishing import StagedFile, stage
+from airflow_provider_dashscope_batch.transfers.streaming import BackgroundWriter, HashingWriter
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import ObjectStoragePath
+
+    from airflow_provider_dashscope_batch.client import DashScopeClient
+
+__all__ = ["DownloadFailed", "ResultFileStager", "StagedResult", "UnreadableResult"]
+
+log = logging.getLogger(__name__)
+
+
+class DownloadFailed(Exception):
+    """A result file could not be downloaded completely within the attempts allowed."""
+
+
+class UnreadableResult(Exception):
+    """A result line is not a JSON object (``csv``/``parquet`` need every line parsed)."""
+
+
+class _CutShort(Exception):
+    """The body was cut short after the response started: the download restarts from zero."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class StagedResult:
+    """A result file written and verified but not yet published."""
+
+    file: StagedFile
+    record: FileRecord
+    usage: UsageTotals
+
+
+class ResultFileStager:
+    """
+    Downloads result files into :class:`~.publishing.StagedFile` s, restarting a download cut short.
+
+    The client retries a request until its response starts; a body cut short after that (a dropped
+    connection, fewer bytes than the file's metadata announces) cannot be resumed, so the whole file is
+    downloaded again into a fresh staged file, up to ``retry.max_retries`` times, waiting
+    ``retry.backoff()`` (or the ``retry_after`` the error carries) in between.
+
+    :param client: The DashScope client.
+    :param fmt: Output format.
+    :param retry: Restart budget and backoff.
+    :param chunk_size: Download chunk size in bytes.
+    :param row_group_size: Rows per Parquet row group.
+    :param sleep: Waits between attempts (tests pass a recorder).
+    """
+
+    def __init__(
+        self,
+        client: DashScopeClient,
+        fmt: ResultFormat,
+        *,
+        retry: RetryPolicy,
+        chunk_size: int,
+        row_group_size: int,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.client = client
+        self.fmt = fmt
+        self.retry = retry
+        self.chunk_size = chunk_size
+        self.row_group_size = row_group_size
+        self.sleep = sleep
+
+    def stage(self, file_id: str, final: ObjectStoragePath) -> StagedResult:
+        """
+        Download ``file_id`` into a staged file for ``final``.
+
+        :raises DownloadFailed: when every attempt was cut short.
+        :raises UnreadableResult: for a line that is not a JSON object (``csv``/``parquet``).
+        """
+        expected_bytes = self.client.retrieve_file(file_id).bytes
+        attempts = self.retry.max_retries + 1
+        for retry in range(attempts):
+            try:
+                return self._stage_once(file_id, final, expected_bytes)
+            except _CutShort as exc:
+                if retry + 1 == attempts:
+                    raise DownloadFailed(
+                        f"Download of file {file_id} failed {attempts} times, nothing was published: {exc}"
+                    ) from None
+                delay = exc.retry_after if exc.retry_after is not None else self.retry.backoff(retry)
+                log.warning(
+                    "Download of file %s interrupted (%s); restarting in %.1fs (attempt %d of %d)",
+                    file_id,
+                    exc,
+                    delay,
+                    retry + 2,
+                    attempts,
+                )
+                self.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _stage_once(self, file_id: str, final: ObjectStoragePath, expected_bytes: int | None) -> StagedResult:
+        source = ResultFileStats()
+        usage = UsageTotals()
+        file = stage(final, expected_bytes)
+        writer = BackgroundWriter(file.handle)
+        out = HashingWriter(writer)
+        encoder: ResultEncoder | None = None
+        try:
+            encoder = open_encoder(self.fmt, out, row_group_size=self.row_group_size)
+            line_no = 0
+            try:
+                for chunk in self.client.iter_file_content(file_id, chunk_size=self.chunk_size):
+                    lines = source.update(chunk)
+                    encoder.raw(chunk)
+                    for line in lines:
+                        line_no += 1
+                        _consume(encoder, usage, line, file_id, line_no)
+            except DashScopeError as exc:
+                # before the first chunk, the client has applied its own retry policy to the request
+                if isinstance(exc, IncompleteDownloadError) or (exc.retryable and source.bytes):
+                    raise _CutShort(str(exc), exc.retry_after) from None
+                raise
+            for line in source.finish():
+                line_no += 1
+                _consume(encoder, usage, line, file_id, line_no)
+            encoder.close()
+            out.close()
+            writer.finish()
+            if expected_bytes is not None and source.bytes != expected_bytes:
+                raise _CutShort(f"received {source.bytes} bytes, the file's metadata says {expected_bytes}")
+            file.written()
+        except BaseException:
+            out.close()
+            if encoder is not None:
+                encoder.abort()
+            writer.cancel()
+            file.discard()
+            raise
+        record = FileRecord(
+            file_id=file_id,
+            uri=str(final),
+            lines=source.lines,
+            source_bytes=source.bytes,
+            source_sha256=source.sha256,
+            bytes=out.bytes,
+            sha256=out.sha256,
+        )
+        return StagedResult(file=file, record=record, usage=usage)
+
+
+def _consume(encoder: ResultEncoder, usage: UsageTotals, line: bytes, file_id: str, line_no: int) -> None:
+    try:
+        if not encoder.wants_rows:  # bytes are copied as is: decode only status and usage
+            usage.add(line)
+            return
+        obj = parse_result_line(line)
+    except ValueError as exc:
+        raise UnreadableResult(f"file {file_id}, line {line_no}: {exc}") from None
+    usage.add(obj)
+    encoder.row(flatten_result(obj))

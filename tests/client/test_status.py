@@ -1,0 +1,266 @@
+"""Grouped status reads against the emulator: request counts come from the emulator's own counters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from airflow_provider_dashscope_batch.client import AsyncDashScopeClient, DashScopeClient, ServerError, status
+from airflow_provider_dashscope_batch.client.ratelimit import RateBudget, RateLimit, RequestKind
+from airflow_provider_dashscope_batch.client.shared import active_shared_clients
+from airflow_provider_dashscope_batch.client.status import (
+    BatchRef,
+    StatusReader,
+    read_statuses,
+    status_reader,
+)
+from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
+from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
+
+SAMPLE = "example_dags/data/requests.jsonl"
+LIST = "GET /batches"
+RETRIEVE = "GET /batches/{batch_id}"
+
+
+def _roomy_budget() -> RateBudget:
+    return RateBudget({kind: RateLimit(100_000) for kind in RequestKind})
+
+
+@pytest.fixture
+def scene(dashscope_emulator) -> Iterator[DashScopeClient]:
+    """A sync client that sets the scene without waiting on the account's upload limit."""
+    with DashScopeClient(
+        api_key=dashscope_emulator.api_key, base_url=dashscope_emulator.base_url, rate_budget=_roomy_budget()
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def make_batches(scene, dashscope_emulator) -> Callable[..., list[BatchRef]]:
+    """Create ``n`` batches, each of its own input file; request counters are zeroed afterwards."""
+
+    def make(n: int, *, key: str | None = None) -> list[BatchRef]:
+        refs = []
+        for _ in range(n):
+            file_id = scene.upload_file(SAMPLE).id
+            batch = scene.create_batch(
+                input_file_id=file_id, endpoint="/v1/chat/ds-test", idempotency_key=key
+            )
+            refs.append(BatchRef(batch.id, file_id, batch.metadata["idempotency_key"]))
+        dashscope_emulator.clear_request_counts()
+        return refs
+
+    return make
+
+
+@pytest.fixture
+def counts(dashscope_emulator) -> Callable[[], dict[str, int]]:
+    return dashscope_emulator.request_counts
+
+
+def test_one_list_request_answers_twenty_waits(make_batches, scene, counts):
+    refs = make_batches(25)
+    read = read_statuses(scene, refs)
+    assert set(read.batches) == {ref.batch_id for ref in refs}
+    assert not read.errors
+    assert all(read.batches[ref.batch_id].input_file_id == ref.input_file_id for ref in refs)
+    assert counts() == {LIST: 2}  # 20 + 5 waits, no retrieve
+
+
+def test_single_wait_unknown_file_and_no_file_fall_back_to_retrieve(make_batches, scene, counts):
+    a, b, c = make_batches(3)
+    assert set(read_statuses(scene, [a]).batches) == {a.batch_id}
+    assert counts() == {RETRIEVE: 1}
+    # b is listed under another file's id, so the list does not show it; c has no file id at all
+    misfiled = BatchRef(b.batch_id, c.input_file_id)
+    read = read_statuses(scene, [a, misfiled, BatchRef(c.batch_id)])
+    assert set(read.batches) == {a.batch_id, b.batch_id, c.batch_id}
+    assert counts() == {RETRIEVE: 3, LIST: 1}
+
+
+def test_pages_through_a_file_with_many_batches(scene, dashscope_emulator, counts):
+    file_id = scene.upload_file(SAMPLE).id
+    oldest = scene.create_batch(input_file_id=file_id, endpoint="/v1/chat/ds-test")
+    for _ in range(100):
+        scene.create_batch(input_file_id=file_id, endpoint="/v1/chat/ds-test")
+    other_file = scene.upload_file(SAMPLE).id
+    other = scene.create_batch(input_file_id=other_file, endpoint="/v1/chat/ds-test")
+    dashscope_emulator.clear_request_counts()
+    read = read_statuses(scene, [BatchRef(oldest.id, file_id), BatchRef(other.id, other_file)])
+    assert set(read.batches) == {oldest.id, other.id}
+    assert counts() == {LIST: 2}  # newest first: the oldest batch is on the second page
+
+
+def test_a_second_batch_with_the_same_key_is_reported(make_batches, scene):
+    first, other = make_batches(2)
+    twin = scene.create_batch(
+        input_file_id=first.input_file_id, endpoint="/v1/chat/ds-test", idempotency_key=first.idempotency_key
+    )
+    read = read_statuses(scene, [first, other])
+    assert [b.id for b in read.duplicates[first.batch_id]] == [twin.id]
+    assert other.batch_id not in read.duplicates
+
+
+def test_a_failed_list_is_sent_once_and_marks_its_waits(make_batches, scene, counts, dashscope_emulator):
+    refs = make_batches(3)
+    dashscope_emulator.add_fault(method="GET", path="/batches", status=500, count=1)
+    read = read_statuses(scene, refs)
+    assert set(read.errors) == {ref.batch_id for ref in refs}
+    assert all(isinstance(e, ServerError) and e.retryable for e in read.errors.values())
+    assert counts() == {LIST: 1}
+
+
+# ----------------------------------------------------------------------------------- the async reader
+@pytest.fixture
+def async_client(dashscope_emulator) -> Callable[[], AsyncDashScopeClient]:
+    def make() -> AsyncDashScopeClient:
+        return AsyncDashScopeClient(api_key=dashscope_emulator.api_key, base_url=dashscope_emulator.base_url)
+
+    return make
+
+
+@pytest.mark.anyio
+async def test_reader_answers_twenty_concurrent_waits_with_one_request(make_batches, async_client, counts):
+    refs = make_batches(20)
+    async with async_client() as client:
+        reader = StatusReader(client)
+        batches = await asyncio.gather(*(reader.read(r.batch_id, r.input_file_id) for r in refs))
+        assert [b.id for b in batches] == [r.batch_id for r in refs]
+        assert reader.registered == 0
+    assert counts() == {LIST: 1}
+
+
+@pytest.mark.anyio
+async def test_reader_reports_duplicates_to_the_wait(make_batches, scene, async_client):
+    first, other = make_batches(2)
+    twin = scene.create_batch(
+        input_file_id=first.input_file_id, endpoint="/v1/chat/ds-test", idempotency_key=first.idempotency_key
+    )
+    seen: list[str] = []
+    async with async_client() as client:
+        reader = StatusReader(client)
+        await asyncio.gather(
+            reader.read(
+                first.batch_id,
+                first.input_file_id,
+                first.idempotency_key,
+                on_duplicate=lambda b: seen.append(b.id),
+            ),
+            reader.read(other.batch_id, other.input_file_id),
+        )
+    assert seen == [twin.id]
+
+
+@pytest.mark.anyio
+async def test_reader_passes_errors_to_every_wait_of_the_round(
+    make_batches, async_client, dashscope_emulator
+):
+    refs = make_batches(2)
+    dashscope_emulator.add_fault(method="GET", path="/batches", status=429, retry_after=2, count=1)
+    async with async_client() as client:
+        reader = StatusReader(client)
+        results = await asyncio.gather(
+            *(reader.read(r.batch_id, r.input_file_id) for r in refs), return_exceptions=True
+        )
+    assert [getattr(r, "retry_after", None) for r in results] == [2.0, 2.0]
+    assert reader.registered == 0
+
+
+@pytest.mark.anyio
+async def test_waits_cancelled_before_and_during_a_round_leave_no_registration(
+    make_batches, async_client, dashscope_emulator, counts
+):
+    refs = make_batches(21)
+    dashscope_emulator.add_fault(method="GET", path="/batches", kind="latency", latency=1.0)
+    async with async_client() as client:
+        reader = StatusReader(client)
+        tasks = [asyncio.create_task(reader.read(r.batch_id, r.input_file_id)) for r in refs]
+        while counts().get(LIST, 0) == 0:  # noqa: ASYNC110 - the first 20 are in a round, the 21st gathers
+            await asyncio.sleep(0.01)
+        assert reader.registered == 21
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert not reader._due  # the gathering wait is gone at once
+        await asyncio.gather(*reader._rounds)  # the round under way ends on its own, answering nobody
+        assert reader.registered == 0
+    assert all(task.cancelled() for task in tasks)
+
+
+@pytest.mark.anyio
+async def test_triggers_cancelled_mid_round_leave_no_registration(
+    dashscope_conn, make_batches, dashscope_emulator
+):
+    refs = make_batches(2)
+    dashscope_emulator.add_fault("latency", method="GET", path="/batches*", latency=1.0)
+    triggers = [
+        DashScopeBatchTrigger(
+            r.batch_id, input_file_id=r.input_file_id, poll_interval=0.05, max_poll_interval=0.05
+        )
+        for r in refs
+    ]
+    tasks = [asyncio.create_task(trigger.run().__anext__()) for trigger in triggers]
+
+    def both_in_a_round() -> bool:
+        readers = list(status._readers.values())
+        return len(readers) == 1 and readers[0].registered == 2 and not readers[0]._due
+
+    while not both_in_a_round():  # noqa: ASYNC110 - watching the reader's own state
+        await asyncio.sleep(0.01)
+    (reader,) = status._readers.values()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(task.cancelled() for task in tasks)
+    assert active_shared_clients() == 0
+    await asyncio.gather(*reader._rounds)  # the requests under way end on their own, answering nobody
+    assert reader.registered == 0
+
+
+@pytest.mark.anyio
+async def test_reader_reads_by_id_while_the_list_budget_is_spent(make_batches, dashscope_emulator, counts):
+    refs = make_batches(20)
+    budget = RateBudget({RequestKind.BATCH_LIST: RateLimit(1)})  # one list token, the next in a minute
+    async with AsyncDashScopeClient(
+        api_key=dashscope_emulator.api_key, base_url=dashscope_emulator.base_url, rate_budget=budget
+    ) as client:
+        reader = StatusReader(client)
+        for _ in range(2):
+            batches = await asyncio.gather(*(reader.read(r.batch_id, r.input_file_id) for r in refs))
+            assert [b.id for b in batches] == [r.batch_id for r in refs]
+    assert counts() == {LIST: 1, RETRIEVE: 20}
+
+
+@pytest.mark.anyio
+async def test_a_trigger_cancels_a_late_duplicate_of_its_batch(dashscope_conn, scene, dashscope_emulator):
+    dashscope_emulator.configure(time_scale=0)  # every batch stays where it is
+    key = "airflow-" + "d" * 40 + "-g1"
+    file_id = scene.upload_file(SAMPLE).id
+    kept = scene.create_batch(input_file_id=file_id, endpoint="/v1/chat/ds-test", idempotency_key=key)
+    late = scene.create_batch(input_file_id=file_id, endpoint="/v1/chat/ds-test", idempotency_key=key)
+    other_file = scene.upload_file(SAMPLE).id
+    other = scene.create_batch(input_file_id=other_file, endpoint="/v1/chat/ds-test")
+    trigger = DashScopeBatchTrigger(
+        kept.id, input_file_id=file_id, idempotency_key=key, poll_interval=0.05, max_poll_interval=0.05
+    )
+    async with DashScopeBatchHook().shared_async_client() as client:
+        reader = status_reader(client)
+
+        async def another_wait() -> None:  # always due, so the trigger's read shares a list request
+            while True:
+                await reader.read(other.id, other_file, gather=60)
+
+        companion = asyncio.create_task(another_wait())
+        run = asyncio.create_task(trigger.run().__anext__())
+        for _ in range(200):
+            if (await asyncio.to_thread(scene.retrieve_batch, late.id)).status != "validating":
+                break
+            await asyncio.sleep(0.05)
+        for task in (run, companion):
+            task.cancel()
+        await asyncio.gather(run, companion, return_exceptions=True)
+    assert scene.retrieve_batch(late.id).status == "cancelling"
+    assert scene.retrieve_batch(kept.id).status == "validating"
+    assert scene.retrieve_batch(other.id).status == "validating"

@@ -1,0 +1,374 @@
+"""DashScopeBatchAdapter against the emulator over HTTP: connections, limits, submit, results, orphans."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip(
+    "airflow.providers.common.ai.batch",
+    reason="apache-airflow-providers-common-ai is not installed; it needs pydantic >= 2.12, and the "
+    "Airflow 3.0 leg pins pydantic 2.11.7",
+)
+
+from airflow.providers.common.ai.batch import dispatch
+from airflow.providers.common.ai.batch.output_schema import build_output_spec, validate_extracted_output
+from airflow.providers.common.ai.exceptions import (
+    LLMBatchInputError,
+    LLMBatchLimitExceededError,
+    LLMBatchModelMismatchError,
+)
+from pydantic import BaseModel
+
+from airflow_provider_dashscope_batch.client import DashScopeClient, NotFoundError
+from airflow_provider_dashscope_batch.common_ai.adapter import (
+    DashScopeBatchAdapter,
+    _parse_result_line,
+    resolve_host,
+)
+from airflow_provider_dashscope_batch.regions import DEFAULT_BASE_URL, REGION_BASE_URLS
+
+KEY16 = "0123456789abcdef"
+FINGERPRINT = "f" * 64
+
+
+class Verdict(BaseModel):
+    label: str
+    score: float
+
+
+def normalized(requests):
+    """The request dicts common.ai's operator hands adapters (a bare string is a prompt)."""
+    return [{"prompt": r} if isinstance(r, str) else r for r in requests]
+
+
+class RecordingClient(DashScopeClient):
+    """The real client, keeping a copy of every uploaded input file (the service never returns them)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.uploads: list[list[dict]] = []
+
+    def upload_file(self, file, **kwargs):
+        self.uploads.append([json.loads(line) for line in Path(file).read_text().splitlines()])
+        return super().upload_file(file, **kwargs)
+
+
+@pytest.fixture
+def adapter(dashscope_emulator):
+    client = RecordingClient(api_key=dashscope_emulator.api_key, base_url=dashscope_emulator.base_url)
+    adapter = DashScopeBatchAdapter(client=client)
+    yield adapter
+    adapter.close()
+
+
+def run_to_end(adapter, emulator, requests, *, model="qwen-plus", output_type=Verdict, **kwargs):
+    """Validate, submit and finish a batch; return (batch id, results by index)."""
+    requests = normalized(requests)
+    spec = build_output_spec(output_type)
+    adapter.validate_requests(requests, model=model, output_spec=spec, idempotency_key=KEY16, **kwargs)
+    result = adapter.submit(
+        requests,
+        model=model,
+        idempotency_key=KEY16,
+        input_fingerprint=FINGERPRINT,
+        output_spec=spec,
+        **kwargs,
+    )
+    emulator.set_clock(time_scale=0)
+    emulator.advance(3600)
+    assert adapter.get_batch(result.batch_id).status == "completed"
+    return result.batch_id, {item.index: item for item in adapter.iter_results(result.batch_id)}
+
+
+# ------------------------------------------------------------------------------------------ registry
+@pytest.mark.parametrize("conn_type", ["pydanticai", "dashscope"])
+def test_the_entry_point_serves_the_dashscope_prefix(conn_type):
+    assert dispatch.get_adapter_class(conn_type, "dashscope:qwen-plus") is DashScopeBatchAdapter
+
+
+def test_other_connection_types_are_refused():
+    with pytest.raises(LLMBatchInputError, match="does not support connection type 'aws'"):
+        dispatch.get_adapter_class("aws", "dashscope:qwen-plus")
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        (None, (DEFAULT_BASE_URL, None)),
+        ("", (DEFAULT_BASE_URL, None)),
+        ("ap-southeast-1", (REGION_BASE_URLS["ap-southeast-1"], None)),
+        ("ap-southeast-1?workspace=ws-1", (REGION_BASE_URLS["ap-southeast-1"], "ws-1")),
+        (REGION_BASE_URLS["ap-southeast-1"] + "/", (REGION_BASE_URLS["ap-southeast-1"], None)),
+        ("https://dashscope-intl.aliyuncs.com", (REGION_BASE_URLS["ap-southeast-1"], None)),
+        (
+            "http://127.0.0.1:8000/compatible-mode/v1?workspace=ws-2",
+            ("http://127.0.0.1:8000/compatible-mode/v1", "ws-2"),
+        ),
+    ],
+)
+def test_host_names_region_base_url_and_workspace(host, expected):
+    assert resolve_host(host) == expected
+
+
+@pytest.mark.parametrize("host", ["dashscope.aliyuncs.com", "mars-1", "https://x.example?region=1"])
+def test_a_host_that_names_no_endpoint_is_refused(host):
+    with pytest.raises(ValueError, match="host"):
+        resolve_host(host)
+
+
+def test_the_workspace_reaches_the_client():
+    adapter = DashScopeBatchAdapter(api_key="sk-test", base_url="ap-southeast-1?workspace=ws-7")
+    assert "ws-7" in repr(adapter._client)
+    assert REGION_BASE_URLS["ap-southeast-1"] in repr(adapter._client)
+
+
+def test_no_api_key_is_refused(monkeypatch):
+    monkeypatch.delenv("DASHSCOPE_API_KEY", raising=False)
+    with pytest.raises(ValueError, match="password"):
+        DashScopeBatchAdapter(api_key=None, base_url=None)
+
+
+# ---------------------------------------------------------------------------------------- validation
+def validate(adapter, requests, *, model="qwen-plus", output_type=Verdict, **kwargs):
+    adapter.validate_requests(
+        normalized(requests),
+        model=model,
+        output_spec=build_output_spec(output_type),
+        idempotency_key=KEY16,
+        **kwargs,
+    )
+
+
+def test_more_requests_than_a_batch_holds_are_refused_with_the_expand_remedy(adapter):
+    with pytest.raises(LLMBatchLimitExceededError, match=r"at most 100 requests.*got 101.*\.expand\(\)"):
+        validate(adapter, ["hi"] * 101, model="batch-test-model")
+    with pytest.raises(LLMBatchLimitExceededError, match=r"at most 50000 requests.*got 50001"):
+        validate(adapter, [{"prompt": "hi"}] * 50_001)
+
+
+def test_a_file_over_the_size_limit_is_refused_naming_its_size(adapter):
+    # batch-test-model files are limited to 1 MB: 20 requests of 60 kB are over it.
+    with pytest.raises(LLMBatchLimitExceededError, match=r"at most 1 MB.*20 requests is \d+ bytes.*expand"):
+        validate(adapter, ["x" * 60_000] * 20, model="batch-test-model")
+
+
+def test_a_request_over_6_mb_is_refused(adapter):
+    with pytest.raises(LLMBatchLimitExceededError, match=r"Request 1 is larger than .* 6 MB"):
+        validate(adapter, ["small", "x" * (6 * 2**20)], output_type=str)
+
+
+def test_one_model_per_batch(adapter):
+    with pytest.raises(LLMBatchModelMismatchError, match="one model per batch"):
+        validate(adapter, ["a", {"prompt": "b", "model": "dashscope:qwen-max"}])
+    with pytest.raises(LLMBatchModelMismatchError, match="'dashscope:<model>'"):
+        validate(adapter, [{"prompt": "b", "model": "openai:gpt-5"}])
+
+
+def test_one_thinking_mode_per_batch(adapter):
+    with pytest.raises(LLMBatchInputError, match="Request 1 sets enable_thinking differently"):
+        validate(adapter, ["a", {"prompt": "b", "params": {"enable_thinking": True}}], output_type=str)
+
+
+def test_structured_output_in_thinking_mode_is_refused(adapter):
+    with pytest.raises(LLMBatchInputError, match="thinking mode"):
+        validate(adapter, ["a"], request_params={"enable_thinking": True})
+
+
+def test_custom_ids_over_256_characters_are_refused(adapter):
+    spec = build_output_spec(str)
+    with pytest.raises(LLMBatchLimitExceededError, match="256-character limit"):
+        adapter.validate_requests(["a"], model="qwen-plus", output_spec=spec, idempotency_key="k" * 256)
+
+
+def test_validation_sends_nothing(adapter, dashscope_emulator):
+    with pytest.raises(LLMBatchLimitExceededError):
+        validate(adapter, ["x" * 60_000] * 20, model="batch-test-model")
+    validate(adapter, ["fine"])
+    assert not dashscope_emulator.request_counts()
+
+
+# ------------------------------------------------------------------------------------ submit/results
+def test_structured_round_trip(adapter, dashscope_emulator, client):
+    batch_id, results = run_to_end(adapter, dashscope_emulator, ["one", "two"], system_prompt="Judge.")
+    assert sorted(results) == [0, 1]
+    spec = build_output_spec(Verdict)
+    for index, item in results.items():
+        assert item.custom_id == f"{KEY16}-{index}"
+        assert item.provider_status == "success"
+        assert item.model == "qwen-plus"
+        assert set(item.usage) == {"input_tokens", "output_tokens"}
+        outcome = validate_extracted_output(adapter.extract_output(item, spec), spec)
+        assert outcome.ok, outcome.error_message
+        assert set(outcome.value) == {"label", "score"}
+    batch = client.retrieve_batch(batch_id)
+    assert batch.metadata["idempotency_key"] == KEY16
+    assert batch.metadata["input_fingerprint"] == FINGERPRINT[:16]
+    # the request sent: json_schema with the model's schema, the system prompt, max_tokens
+    ((line, _),) = adapter._client.uploads
+    body = line["body"]
+    assert line["url"] == "/v1/chat/completions"
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["schema"] == Verdict.model_json_schema()
+    assert body["messages"] == [{"role": "system", "content": "Judge."}, {"role": "user", "content": "one"}]
+    assert body["max_tokens"] == 1024
+
+
+def test_json_object_mode_puts_the_schema_in_the_system_prompt(adapter, dashscope_emulator):
+    params = {"response_format": {"type": "json_object"}}
+    run_to_end(adapter, dashscope_emulator, ["one"], request_params=params)
+    ((line,),) = adapter._client.uploads
+    body = line["body"]
+    assert body["response_format"] == {"type": "json_object"}
+    assert "JSON Schema" in body["messages"][0]["content"]
+    assert json.dumps(Verdict.model_json_schema(), separators=(",", ":")) in body["messages"][0]["content"]
+
+
+def test_the_test_model_uses_its_own_endpoint_and_fixed_text(adapter, dashscope_emulator):
+    _, results = run_to_end(adapter, dashscope_emulator, ["a"], model="batch-test-model", output_type=str)
+    extracted = adapter.extract_output(results[0], build_output_spec(str))
+    assert (extracted.kind, extracted.text) == ("text", "This is a test result.")
+
+
+def test_reasoning_content_is_not_the_answer(adapter, dashscope_emulator):
+    params = {"enable_thinking": True}
+    _, results = run_to_end(adapter, dashscope_emulator, ["a"], output_type=str, request_params=params)
+    assert results[0].raw["reasoning_content"].startswith("Emulated reasoning")
+    extracted = adapter.extract_output(results[0], build_output_spec(str))
+    assert extracted.kind == "text"
+    assert extracted.text.startswith("Emulated reply")
+
+
+def test_failed_requests_come_back_as_errored_items(adapter, dashscope_emulator):
+    dashscope_emulator.fail_requests(r"-1$")
+    _, results = run_to_end(adapter, dashscope_emulator, ["a", "b"])
+    assert results[0].provider_status == "success"
+    assert results[1].provider_status == "errored"
+    assert results[1].error == {
+        "type": "provider_error",
+        "message": f"Emulated failure of request {KEY16}-1.",
+        "provider_code": "InvalidParameter",
+        "stage": "provider",
+    }
+
+
+def test_iter_results_raises_at_call_time_for_an_unknown_batch(adapter):
+    with pytest.raises(NotFoundError) as caught:
+        adapter.iter_results("batch_nope")
+    assert caught.value.status_code == 404  # what common.ai's operator reads to tell "gone" apart
+
+
+@pytest.mark.parametrize(
+    ("line", "status", "code", "message"),
+    [
+        # the error-file shape of the docs: no response, error {code, message}
+        (
+            {"custom_id": "k-3", "response": None, "error": {"code": "Arrearage", "message": "overdue"}},
+            "errored",
+            "Arrearage",
+            "overdue",
+        ),
+        # Alibaba's own scripts read error_code / error_message
+        (
+            {"custom_id": "k-3", "error": {"error_code": "InvalidParameter", "error_message": "bad"}},
+            "errored",
+            "InvalidParameter",
+            "bad",
+        ),
+        # an OpenAI-shaped error body under a non-200 response
+        (
+            {
+                "custom_id": "k-3",
+                "response": {"status_code": 400, "body": {"error": {"code": "x", "message": "y"}}},
+                "error": None,
+            },
+            "errored",
+            "x",
+            "y",
+        ),
+        (
+            {"custom_id": "k-3", "error": {"code": "batch_expired", "message": "expired"}},
+            "expired",
+            "batch_expired",
+            "expired",
+        ),
+    ],
+)
+def test_error_line_shapes(line, status, code, message):
+    item = _parse_result_line(json.dumps(line).encode())
+    assert (item.index, item.provider_status) == (3, status)
+    assert (item.error["provider_code"], item.error["message"]) == (code, message)
+
+
+def test_content_without_text_is_absent_and_keeps_the_reasoning():
+    line = {
+        "custom_id": "k-0",
+        "response": {
+            "status_code": 200,
+            "body": {
+                "choices": [
+                    {
+                        "message": {"content": "", "reasoning_content": "thinking..."},
+                        "finish_reason": "length",
+                    }
+                ]
+            },
+        },
+        "error": None,
+    }
+    item = _parse_result_line(json.dumps(line).encode())
+    extracted = DashScopeBatchAdapter(api_key="sk-test").extract_output(item, build_output_spec(str))
+    assert (extracted.kind, extracted.text, item.finish_reason) == ("absent", "thinking...", "length")
+
+
+def test_a_json_answer_in_a_code_fence_is_unwrapped():
+    line = {
+        "custom_id": "k-0",
+        "response": {
+            "status_code": 200,
+            "body": {"choices": [{"message": {"content": '```json\n{"label": "a", "score": 1}\n```'}}]},
+        },
+    }
+    item = _parse_result_line(json.dumps(line).encode())
+    spec = build_output_spec(Verdict)
+    outcome = validate_extracted_output(
+        DashScopeBatchAdapter(api_key="sk-test").extract_output(item, spec), spec
+    )
+    assert outcome.value == {"label": "a", "score": 1.0}
+
+
+# ------------------------------------------------------------------------------------------- orphans
+def test_find_orphaned_batch_needs_key_fingerprint_and_time(adapter, dashscope_emulator):
+    not_before = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    spec = build_output_spec(str)
+    submitted = adapter.submit(
+        [{"prompt": "a"}],
+        model="qwen-plus",
+        idempotency_key=KEY16,
+        input_fingerprint=FINGERPRINT,
+        output_spec=spec,
+    )
+    assert adapter.find_orphaned_batch(KEY16, FINGERPRINT, not_before) == submitted.batch_id
+    assert adapter.find_orphaned_batch(KEY16, "e" * 64, not_before) is None
+    assert adapter.find_orphaned_batch("fedcba9876543210", FINGERPRINT, not_before) is None
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    assert adapter.find_orphaned_batch(KEY16, FINGERPRINT, later) is None
+
+
+def test_a_failed_batch_reports_the_service_errors(adapter, dashscope_emulator, client):
+    dashscope_emulator.set_clock(time_scale=0)
+    spec = build_output_spec(str)
+    submitted = adapter.submit(
+        [{"prompt": "a"}],
+        model="qwen-plus",
+        idempotency_key=KEY16,
+        input_fingerprint=FINGERPRINT,
+        output_spec=spec,
+    )
+    client.delete_file(submitted.provider_input_ref)  # the service fails a batch whose input is gone
+    dashscope_emulator.advance(60)
+    state = adapter.get_batch(submitted.batch_id)
+    assert (state.status, state.error_message) == ("failed", "file_not_found: input file was deleted")

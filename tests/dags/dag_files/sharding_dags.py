@@ -1,0 +1,45 @@
+"""
+DAGs for the sharding tests: the two fan-out designs over one small input (250 requests, 100 per shard).
+
+``SHARDING_TEST_INPUT`` is the JSONL input, ``SHARDING_TEST_SHARDS`` the folder the mapped design's split
+writes to; ``DASHSCOPE_EXAMPLE_POLL_INTERVAL`` the poll interval.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+from airflow.providers.common.compat.sdk import DAG
+
+from airflow_provider_dashscope_batch.operators.batch import DashScopeCreateBatchOperator
+from airflow_provider_dashscope_batch.operators.shards import (
+    DashScopeShardedBatchOperator,
+    DashScopeSplitRequestsOperator,
+)
+from airflow_provider_dashscope_batch.operators.upload import DashScopeUploadFileOperator
+
+INPUT = os.environ.get("SHARDING_TEST_INPUT", "/nonexistent.jsonl")
+SHARDS = os.environ.get("SHARDING_TEST_SHARDS", "/nonexistent")
+POLL_INTERVAL = float(os.environ.get("DASHSCOPE_EXAMPLE_POLL_INTERVAL", "60"))
+ARGS = {"start_date": datetime(2025, 1, 1)}
+
+# (b) one operator owns every shard and waits for all of them in one deferral
+with DAG("sharding_one_operator", schedule=None, default_args=ARGS) as one_operator:
+    DashScopeShardedBatchOperator(
+        task_id="run_shards",
+        file=INPUT,
+        max_requests_per_shard=100,
+        max_active_batches=2,
+        poll_interval=POLL_INTERVAL,
+    )
+
+# (a) a split task drives dynamic task mapping over the upload and create operators
+with DAG("sharding_mapped", schedule=None, default_args=ARGS) as mapped:
+    split = DashScopeSplitRequestsOperator(
+        task_id="split", file=INPUT, destination=SHARDS + "/{{ run_id }}", max_requests_per_shard=100
+    )
+    upload = DashScopeUploadFileOperator.partial(task_id="upload_file").expand(file=split.output)
+    DashScopeCreateBatchOperator.partial(
+        task_id="create_batch", deferrable=True, poll_interval=POLL_INTERVAL, max_active_tis_per_dagrun=2
+    ).expand(input_file_id=upload.output)

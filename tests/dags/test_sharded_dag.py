@@ -1,0 +1,119 @@
+"""Sharded jobs through ``dag.test()`` against the emulator: the example; the two fan-out designs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.dags.conftest import TEST_DAGS, _load
+
+pytestmark = pytest.mark.timeout(600)
+
+S3_BUCKET = "results-bucket"  # the s3_bucket fixture's (importing tests/conftest.py would run it again)
+ROWS = 120_000
+SHARD_2 = r"^sku-(0[89]|1[01])\d{4}$"  # rows 80,000..119,999: the third shard of 40,000
+FEW = r"^sku-0000[0-4]\d$"  # 50 requests of the first shard fail: under the example's 1 % tolerance
+
+
+@pytest.fixture
+def products_on_s3(s3_bucket, monkeypatch) -> str:
+    """The example's input: 120,000 product rows as a CSV on the S3 server."""
+    rows = "".join(f"sku-{i:06d},product {i}\n" for i in range(ROWS))
+    s3_bucket.put_object(Bucket=S3_BUCKET, Key="input/products.csv", Body=("sku,name\n" + rows).encode())
+    uri = f"s3://s3_results@{S3_BUCKET}/input/products.csv"
+    monkeypatch.setenv("DASHSCOPE_SHARDED_INPUT", uri)
+    return uri
+
+
+def _lines(folder) -> list[bytes]:
+    return [line for part in sorted(folder.glob("part-*.jsonl")) for line in part.read_bytes().splitlines()]
+
+
+def test_example_redoes_only_the_failed_shard_and_merges_every_request_once(
+    products_on_s3, load_example, states, dashscope_emulator, batches, tmp_path
+):
+    dashscope_emulator.configure(processing_rate=1e6)
+    dag = load_example("example_dashscope_batch_sharded").dag
+
+    # run 1: every request of the third shard fails, so the job fails and nothing is merged
+    dashscope_emulator.fail_requests(f"{SHARD_2}|{FEW}")
+    first = dag.test()
+    assert states(first) == {
+        "product_csv": "success",
+        "run_shards": "failed",
+        "merge_results": "upstream_failed",
+    }
+    assert dashscope_emulator.request_counts()["POST /batches"] == 3
+    assert dashscope_emulator.request_counts()["POST /files"] == 3
+
+    # run 2 of the same DAG run: only the third shard gets a new batch, on its already uploaded file
+    dashscope_emulator.fail_requests(FEW)
+    dashscope_emulator.clear_request_counts()
+    second = dag.test(logical_date=first.logical_date, run_after=first.run_after)  # the same run id
+    assert second.run_id == first.run_id
+    assert second.state == "success", states(second)
+    counts = dashscope_emulator.request_counts()
+    assert counts["POST /batches"] == 1
+    assert "POST /files" not in counts
+    job = second.get_task_instance("run_shards").xcom_pull(task_ids="run_shards")
+    assert [s["requests"] for s in job["shards"]] == [40_000, 40_000, 40_000]
+    assert [s["generation"] for s in job["shards"]] == [1, 1, 2]
+    assert len(batches()) == 4
+
+    # one merged result set: every custom_id exactly once across output and errors
+    (result_set,) = (tmp_path / "results").iterdir()
+    output, errors = _lines(result_set / "output"), _lines(result_set / "errors")
+    assert (len(output), len(errors)) == (ROWS - 50, 50)
+    ids = [json.loads(line)["custom_id"] for line in output + errors]
+    assert len(ids) == len(set(ids)) == ROWS
+    manifest = json.loads((result_set / "manifest.json").read_text())
+    assert [s["batch_id"] for s in manifest["shards"]] == job["batch_ids"]
+    totals = manifest["totals"]
+    for key in ("total", "completed", "failed"):
+        assert totals["request_counts"][key] == sum(s["request_counts"][key] for s in manifest["shards"])
+    assert totals["request_counts"] == {"total": ROWS, "completed": ROWS - 50, "failed": 50}
+    assert (totals["output_lines"], totals["error_lines"]) == (ROWS - 50, 50)
+    assert (
+        dashscope_emulator.request_counts()["DELETE /files/{file_id}"] == 3 + 3 + 1
+    )  # inputs, outputs, errors
+
+
+@pytest.fixture
+def sharding_dags(airflow_db, dashscope_conn, monkeypatch, tmp_path):
+    """The two fan-out designs over 250 requests (3 shards of at most 100)."""
+    from airflow import settings
+
+    with (tmp_path / "input.jsonl").open("w") as f:
+        for i in range(250):
+            body = {"model": "qwen-plus", "messages": [{"role": "user", "content": f"hello {i}"}]}
+            request = {
+                "custom_id": f"req-{i:03d}",
+                "method": "POST",
+                "url": "/v1/chat/completions",
+                "body": body,
+            }
+            f.write(json.dumps(request) + "\n")
+    monkeypatch.setenv("SHARDING_TEST_INPUT", str(tmp_path / "input.jsonl"))
+    monkeypatch.setenv("SHARDING_TEST_SHARDS", str(tmp_path / "shards"))
+    monkeypatch.setattr(settings, "DAGS_FOLDER", str(TEST_DAGS))
+    return _load("sharding_dags", TEST_DAGS / "sharding_dags.py")
+
+
+@pytest.mark.parametrize("design", ["one_operator", "mapped"])
+def test_rerun_after_a_failed_shard(sharding_dags, states, dashscope_emulator, design):
+    dag = getattr(sharding_dags, design)
+    dashscope_emulator.fail_requests(r"^req-1\d\d$")  # every request of the second shard
+    first = dag.test()
+    assert first.state == "failed", states(first)
+    assert dashscope_emulator.request_counts()["POST /batches"] == 3
+
+    dashscope_emulator.fail_requests(None)
+    dashscope_emulator.clear_request_counts()
+    second = dag.test(logical_date=first.logical_date, run_after=first.run_after)
+    assert second.state == "success", states(second)
+    counts = dashscope_emulator.request_counts()
+    if design == "one_operator":  # re-attaches to the two good batches, replaces the bad one on its file
+        assert (counts["POST /batches"], counts.get("POST /files", 0)) == (1, 0)
+    else:  # the mapped uploads run again, so every create finds a new input file: all three are billed again
+        assert (counts["POST /batches"], counts["POST /files"]) == (3, 3)

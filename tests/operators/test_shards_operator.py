@@ -1,0 +1,145 @@
+"""The sharding operators against the emulator: split, fan-out under the cap, resume, validation, timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
+
+from airflow_provider_dashscope_batch.operators.shards import (
+    JOB_XCOM_KEY,
+    DashScopeShardedBatchOperator,
+    DashScopeSplitRequestsOperator,
+)
+
+FAST = {"poll_interval": 0.05, "max_poll_interval": 0.2}
+
+
+class TaskInstance:
+    """What the operators read of the task instance: identity and XCom (the DAG tests use real ones)."""
+
+    def __init__(self) -> None:
+        self.dag_id, self.task_id, self.run_id, self.map_index = "dag", "run_shards", "run-1", -1
+        self.xcoms: dict[str, object] = {}
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.xcoms[key] = json.loads(json.dumps(value))  # what XCom keeps is JSON
+
+    def xcom_pull(self, *, task_ids: str, key: str, map_indexes: int | None = None) -> object:
+        assert (task_ids, map_indexes) == (self.task_id, None)
+        return self.xcoms[key]
+
+
+def _bodies(n: int, *, duplicate_at: int | None = None) -> list[dict]:
+    requests = [
+        {
+            "custom_id": f"r{i}",
+            "body": {"model": "qwen-plus", "messages": [{"role": "user", "content": str(i)}]},
+        }
+        for i in range(n)
+    ]
+    if duplicate_at is not None:
+        requests[duplicate_at - 1]["custom_id"] = "r0"
+    return requests
+
+
+def _drive(
+    operator: DashScopeShardedBatchOperator, context: dict
+) -> tuple[dict, list[DashScopeShardedBatchOperator]]:
+    """Run the operator as Airflow would: execute, then the trigger in an event loop, then resume; repeat."""
+    triggers = []
+    try:
+        return operator.execute(context), triggers
+    except TaskDeferred as deferred:
+        step = deferred
+    while True:
+        triggers.append(step.trigger)
+
+        async def fire(trigger=step.trigger):
+            return [event.payload async for event in trigger.run()]
+
+        (event,) = asyncio.run(fire())
+        try:
+            return getattr(operator, step.method_name)(context, event), triggers
+        except TaskDeferred as deferred:
+            step = deferred
+
+
+def test_input_arguments_are_checked():
+    with pytest.raises(ValueError, match="exactly one"):
+        DashScopeShardedBatchOperator(task_id="t", file="a.jsonl", csv="b.csv", model="m")
+    with pytest.raises(ValueError, match="csv= needs model="):
+        DashScopeSplitRequestsOperator(task_id="t", csv="b.csv", destination="/tmp/x")
+    with pytest.raises(ValueError, match="max_active_batches"):
+        DashScopeShardedBatchOperator(task_id="t", file="a.jsonl", max_active_batches=0)
+
+
+def test_split_operator_writes_shards_and_describes_them(tmp_path):
+    ti = TaskInstance()
+    operator = DashScopeSplitRequestsOperator(
+        task_id="split",
+        requests=_bodies(250),
+        destination=str(tmp_path / "shards"),
+        max_requests_per_shard=100,
+    )
+    uris = operator.execute({"ti": ti})
+    assert uris == [str(tmp_path / "shards" / f"shard-0000{i}.jsonl") for i in range(3)]
+    split = ti.xcoms["split"]
+    assert (split["requests"], split["model"]) == (250, "qwen-plus")
+    assert [s["first_line"] for s in split["shards"]] == [1, 101, 201]
+
+
+def test_the_cap_holds_back_shards_until_a_slot_frees(dashscope_conn, dashscope_emulator, client):
+    operator = DashScopeShardedBatchOperator(
+        task_id="run_shards", requests=_bodies(250), max_requests_per_shard=100, max_active_batches=1, **FAST
+    )
+    result, triggers = _drive(operator, {"ti": TaskInstance()})
+    assert [(t.until, len(t.batch_ids)) for t in triggers] == [("any", 1), ("any", 1), ("all", 1)]
+    assert result["request_counts"] == {"total": 250, "completed": 250, "failed": 0}
+    assert [s["requests"] for s in result["shards"]] == [100, 100, 50]
+    assert dashscope_emulator.request_counts()["POST /batches"] == 3
+    created = list(reversed(list(client.list_batches())))  # oldest first
+    assert [b.id for b in created] == result["batch_ids"]  # one at a time, in input order
+    assert all(str(b.metadata["idempotency_key"]).endswith("-g1") for b in created)
+
+
+def test_a_new_try_re_attaches_to_running_batches(dashscope_conn, dashscope_emulator):
+    dashscope_emulator.configure(time_scale=0)
+    ti = TaskInstance()
+    make = lambda: DashScopeShardedBatchOperator(  # noqa: E731
+        task_id="run_shards", requests=_bodies(250), max_requests_per_shard=100, **FAST
+    )
+    with pytest.raises(TaskDeferred):
+        make().execute({"ti": ti})
+    first = [r["batch"]["id"] for r in ti.xcoms[JOB_XCOM_KEY]["runs"]]
+    dashscope_emulator.configure(time_scale=1)  # the first try's worker died; the batches carry on
+    result, _ = _drive(make(), {"ti": ti})
+    assert result["batch_ids"] == first
+    assert dashscope_emulator.request_counts()["POST /batches"] == 3
+    assert dashscope_emulator.request_counts()["POST /files"] == 3
+
+
+def test_a_bad_line_creates_no_batch_and_deletes_this_tries_uploads(dashscope_conn, dashscope_emulator):
+    operator = DashScopeShardedBatchOperator(
+        task_id="run_shards", requests=_bodies(250, duplicate_at=240), max_requests_per_shard=100
+    )
+    with pytest.raises(
+        AirflowFailException, match='line 240: duplicate_custom_id: custom_id "r0" already used on line 1'
+    ):
+        operator.execute({"ti": TaskInstance()})
+    counts = dashscope_emulator.request_counts()
+    assert (counts["POST /files"], counts["DELETE /files/{file_id}"]) == (2, 2)
+    assert "POST /batches" not in counts
+
+
+def test_a_timed_out_wait_cancels_the_running_batches(dashscope_conn, dashscope_emulator, client):
+    dashscope_emulator.configure(time_scale=0)
+    operator = DashScopeShardedBatchOperator(
+        task_id="run_shards", requests=_bodies(150), max_requests_per_shard=100, wait_timeout=0.5, **FAST
+    )
+    with pytest.raises(AirflowException, match="deadline"):
+        _drive(operator, {"ti": TaskInstance()})
+    assert dashscope_emulator.request_counts()["POST /batches/{batch_id}/cancel"] == 2
+    assert {b.status for b in client.list_batches()} == {"cancelling"}
