@@ -100,10 +100,8 @@ def child(args: argparse.Namespace) -> None:
         operator = DashScopeBatchResultsToObjectStorageOperator(
             task_id="merge", batch_ids=args.batch_ids.split(","), destination=work.as_uri()
         )
-        # fixed costs outside the measurement: the connection lookup, and s3fs, which the transfer imports
-        # on first use whatever the destination
+        # a fixed cost outside the measurement: the connection lookup
         operator.hook.get_conn().retrieve_batch(args.batch_ids.split(",")[0])
-        import s3fs  # noqa: F401
 
         def operation() -> dict[str, Any]:
             manifest = operator.execute(context={})
