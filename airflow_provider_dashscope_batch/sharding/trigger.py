@@ -7,12 +7,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
 from airflow_provider_dashscope_batch.client.status import status_reader
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
+from airflow_provider_dashscope_batch.triggers.batch import cancel_on_user_kill
 from airflow_provider_dashscope_batch.waiting import (
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
@@ -24,8 +24,6 @@ from airflow_provider_dashscope_batch.waiting import (
     PollSchedule,
     WaitEvent,
     WaitEventKind,
-    kill_decision,
-    task_instance_state,
 )
 
 __all__ = ["DashScopeShardsTrigger"]
@@ -148,14 +146,10 @@ class DashScopeShardsTrigger(BaseTrigger):
 
     async def on_kill(self) -> None:
         """Cancel the batches if a user marked the deferred task failed (called by Airflow 3.3+ only)."""
-        if not self.cancel_on_kill:
-            return
-        ti = getattr(self, "task_instance", None)
-        state = await anyio.to_thread.run_sync(task_instance_state, ti) if ti is not None else None
-        cancel, why = kill_decision(state, ", ".join(self.batch_ids))
-        if not cancel:
-            self.log.warning("%s", why)
-            return
+        if self.cancel_on_kill:
+            await cancel_on_user_kill(self, ", ".join(self.batch_ids), self._cancel_all)
+
+    async def _cancel_all(self) -> str:
         async with DashScopeBatchHook(
             dashscope_conn_id=self.dashscope_conn_id
         ).shared_async_client() as client:
@@ -164,4 +158,4 @@ class DashScopeShardsTrigger(BaseTrigger):
                     await client.cancel_batch(batch_id)
                 except DashScopeError as exc:  # already finished, or gone: the others still get cancelled
                     self.log.warning("Could not cancel batch %s: %s", batch_id, exc)
-        self.log.info("%s", why)
+        return ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client import AsyncDashScopeClient
     from airflow_provider_dashscope_batch.models import Batch
 
-__all__ = ["DashScopeBatchTrigger"]
+__all__ = ["DashScopeBatchTrigger", "cancel_on_user_kill"]
 
 
 class DashScopeBatchTrigger(BaseTrigger):
@@ -188,19 +188,38 @@ class DashScopeBatchTrigger(BaseTrigger):
 
     async def on_kill(self) -> None:
         """Cancel the batch if a user marked the deferred task failed (called by Airflow 3.3+ only)."""
-        if not self.cancel_on_kill:
-            return
-        # The triggerer may cancel a killed trigger again while on_kill still runs; shielded, the state
-        # read and the cancel request finish anyway.
-        await asyncio.shield(asyncio.ensure_future(self._cancel_if_failed()))
+        if self.cancel_on_kill:
+            await cancel_on_user_kill(self, self.batch_id, self._cancel)
 
-    async def _cancel_if_failed(self) -> None:
-        ti = getattr(self, "task_instance", None)
-        state = await anyio.to_thread.run_sync(task_instance_state, ti) if ti is not None else None
-        cancel, why = kill_decision(state, self.batch_id)
-        if not cancel:
-            self.log.warning("%s", why)
-            return
+    async def _cancel(self) -> str:
         async with self._hook().shared_async_client() as client:
             batch = await client.cancel_batch(self.batch_id)
-        self.log.info("%s (status %s)", why, batch.status)
+        return f" (status {batch.status})"
+
+
+async def cancel_on_user_kill(
+    trigger: BaseTrigger, subject: str, cancel: Callable[[], Awaitable[str]]
+) -> None:
+    """
+    A trigger's ``on_kill``: run ``cancel`` only if the task instance is now ``failed``.
+
+    Reads the task instance's state (see :func:`~airflow_provider_dashscope_batch.waiting.kill_decision`),
+    then cancels and logs why, with what ``cancel`` returns appended. The work is shielded: the triggerer
+    may cancel a killed trigger again while ``on_kill`` still runs, and the state read and the cancel
+    requests must finish anyway.
+
+    :param trigger: The trigger being killed (its ``task_instance`` and ``log``).
+    :param subject: The batch id(s) named in the log line.
+    :param cancel: Cancels the batch(es); returns text for the log line.
+    """
+
+    async def decide_and_cancel() -> None:
+        ti = getattr(trigger, "task_instance", None)
+        state = await anyio.to_thread.run_sync(task_instance_state, ti) if ti is not None else None
+        do_cancel, why = kill_decision(state, subject)
+        if not do_cancel:
+            trigger.log.warning("%s", why)
+            return
+        trigger.log.info("%s%s", why, await cancel())
+
+    await asyncio.shield(asyncio.ensure_future(decide_and_cancel()))

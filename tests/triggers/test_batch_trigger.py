@@ -192,6 +192,27 @@ async def test_on_kill_cancels_only_when_the_task_was_marked_failed(
 
 
 @pytest.mark.anyio
+async def test_on_kill_finishes_its_cancel_when_cancelled_again(
+    dashscope_conn, new_batch, client, dashscope_emulator
+):
+    """The triggerer may cancel a killed trigger again while on_kill works: the cancel still goes out."""
+    dashscope_emulator.configure(time_scale=0)
+    batch_id = new_batch()
+
+    class SlowTaskInstance(TriggerTaskInstance):
+        def get_task_states(self, **kwargs) -> dict:
+            time.sleep(0.5)  # the triggerer's channel answering slowly, as seen on a real deployment
+            return super().get_task_states(**kwargs)
+
+    trigger = DashScopeBatchTrigger(batch_id, cancel_on_kill=True, **FAST)
+    trigger.task_instance = SlowTaskInstance("failed")
+    with anyio.move_on_after(0.2):  # the second cancellation, while the state is being read
+        await trigger.on_kill()
+    await anyio.sleep(1.5)
+    assert client.retrieve_batch(batch_id).status == "cancelling"
+
+
+@pytest.mark.anyio
 async def test_on_kill_keeps_the_batch_when_the_state_cannot_be_read(
     dashscope_conn, new_batch, client, dashscope_emulator
 ):
