@@ -166,7 +166,7 @@ def _describe_errors(errors: BatchErrors | None, limit: int = 5) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------- polling
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PollSchedule:
     """
     How often to look at a batch.
@@ -201,7 +201,7 @@ class PollAction(StrEnum):
     ERROR = "error"  # stop: the error will not go away, or the error budget is spent
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PollStep:
     """
     One decision of :class:`BatchPoller`.
@@ -221,7 +221,7 @@ class PollStep:
 _JITTER = random.Random()
 
 
-@dataclass
+@dataclass(slots=True)
 class BatchPoller:
     """
     Decide, poll after poll, whether to stop or how long to wait; never sleeps and never does I/O.
@@ -357,7 +357,7 @@ class WaitEvent:
 
 
 # ------------------------------------------------------------------------------------------ wait
-@dataclass
+@dataclass(slots=True)
 class BatchWait:
     """
     One wait for one batch: feeds each read to a :class:`BatchPoller`, logs progress, ends in an event.
@@ -370,12 +370,16 @@ class BatchWait:
     :param poller: The poll decisions.
     :param log: Where progress and retried errors go.
     :param progress_interval: Longest silence between two progress lines, seconds.
+    :ivar status: The last status read.
+    :ivar batch: The batch read by the poll that ended the wait (with :meth:`on_batch`: the last batch
+        read; a wait that ends on errors after :meth:`on_read` keeps none).
     """
 
     batch_id: str
     poller: BatchPoller
     log: logging.Logger | Any
     progress_interval: float = DEFAULT_PROGRESS_INTERVAL
+    status: BatchStatus | None = field(default=None, init=False)
     batch: Batch | None = field(default=None, init=False)
     _logged_at: float | None = field(default=None, init=False)
 
@@ -385,20 +389,44 @@ class BatchWait:
 
     def on_batch(self, batch: Batch, now: float) -> PollStep:
         """Record a successful read and decide what next."""
-        previous, self.batch = self.batch, batch
-        changed = previous is None or previous.status != batch.status
+        step = self.on_read(batch.status, now, lambda: batch)
+        self.batch = batch
+        return step
+
+    def on_read(self, status: BatchStatus, now: float, batch: Callable[[], Batch]) -> PollStep:
+        """
+        Record a successful read known by its status; ``batch()`` builds the batch read.
+
+        The batch is built only for a progress line (a status change, or ``progress_interval`` of silence)
+        and kept only when the wait ends, so the reads of a long wait keep nothing alive between polls:
+        thousands of waits polling in one event loop then add next to nothing to the garbage collector's
+        oldest generation (see :meth:`StatusReader.follow
+        <airflow_provider_dashscope_batch.client.status.StatusReader.follow>`).
+
+        :param status: The status just read.
+        :param now: Current wall-clock epoch seconds.
+        :param batch: Builds the batch just read (raises :class:`DashScopeError` if it cannot).
+        """
+        changed, self.status = status != self.status, status
+        step = self.poller.on_status(status, now)
+        ends = step.action is not PollAction.WAIT
         if changed or self._logged_at is None or now - self._logged_at >= self.progress_interval:
-            total, completed, failed = _counts(batch)
+            read = batch()
+            total, completed, failed = _counts(read)
             self.log.info(
                 "Batch %s is %s: %s of %s requests done, %s failed",
                 self.batch_id,
-                batch.status,
+                status,
                 completed + failed,
                 total,
                 failed,
             )
             self._logged_at = now
-        return self.poller.on_status(batch.status, now)
+            if ends:
+                self.batch = read
+        elif ends:
+            self.batch = batch()
+        return step
 
     def on_error(self, error: DashScopeError, now: float) -> PollStep:
         """Record a failed read and decide what next."""

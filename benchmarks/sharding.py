@@ -7,12 +7,17 @@ read after its imports and again at its peak (``/proc/self/clear_refs``, then ``
 
 * ``sharding``: :func:`~airflow_provider_dashscope_batch.sharding.split_jsonl` with every line checked,
   each shard spooled to a local file, uploaded as soon as it is complete and deleted (what
-  ``DashScopeShardedBatchOperator`` does before it creates the batches);
+  ``DashScopeShardedBatchOperator`` does before it creates the batches); also over the input's first
+  tenth, to show that memory does not grow with the input;
 * ``split -l + upload``: coreutils ``split -l 40000`` (no checks), then one upload per piece.
 
 The shards then run as batches, and their results are merged two ways:
 
-* ``merge``: the results transfer with ``batch_ids=`` (verified, hashed, one manifest) to a local folder;
+* ``merge``: the results transfer with ``batch_ids=`` (verified, hashed, one manifest) to a local folder,
+  over all shards and over the first alone. Its child first pays what every Airflow task pays before
+  or at its first ``ObjectStoragePath`` use, whatever it transfers -- importing Airflow, the plugins the
+  task runner loads before ``execute()``, the provider filesystems Airflow registers on first use --
+  so the RSS before is an Airflow task's floor and the growth is the merge's own;
 * ``download + cat``: each output file downloaded with the client and appended to one local file.
 
 Usage: ``python benchmarks/sharding.py [--quick] [--lines N --mb M]``; record the table in
@@ -58,8 +63,7 @@ def child(args: argparse.Namespace) -> None:
     from airflow_provider_dashscope_batch.client import DashScopeClient
 
     client = DashScopeClient(api_key=API_KEY, base_url=args.base_url, timeout=600)
-    work = Path(args.workdir) / args.child.replace(" ", "_")
-    work.mkdir()
+    work = Path(tempfile.mkdtemp(prefix=args.child.replace(" ", "_") + "-", dir=args.workdir))
     if args.child == "sharding":
         from airflow_provider_dashscope_batch.sharding import split_jsonl
 
@@ -100,8 +104,16 @@ def child(args: argparse.Namespace) -> None:
         operator = DashScopeBatchResultsToObjectStorageOperator(
             task_id="merge", batch_ids=args.batch_ids.split(","), destination=work.as_uri()
         )
-        # a fixed cost outside the measurement: the connection lookup
+        # Fixed costs outside the measurement, paid by every Airflow task before or at its first
+        # ObjectStoragePath use whatever it transfers: the connection lookup, the plugins the task runner
+        # loads in get_template_context() before execute(), and the provider filesystems Airflow registers
+        # on a process's first ObjectStoragePath.fs (the amazon provider's brings boto3).
         operator.hook.get_conn().retrieve_batch(args.batch_ids.split(",")[0])
+        from airflow.providers.common.compat.sdk import ObjectStoragePath
+        from airflow.sdk.plugins_manager import integrate_macros_plugins
+
+        integrate_macros_plugins()
+        ObjectStoragePath(work.as_uri()).fs  # noqa: B018 - resolving the filesystem is the point
 
         def operation() -> dict[str, Any]:
             manifest = operator.execute(context={})
@@ -197,26 +209,41 @@ def main() -> None:
         size = source.stat().st_size
         print(f"input: {lines:,} lines, {size / MiB:,.0f} MiB", flush=True)
         common = ["--base-url", emu.base_url, "--workdir", tmp]
+        head = Path(tmp) / "head.jsonl"  # the first tenth: the same rows, to show the memory is flat
+        with source.open("rb") as full, head.open("wb") as part:
+            for _, line in zip(range(lines // 10), full, strict=False):
+                part.write(line)
         uploads: dict[str, list[str]] = {}
-        for contender in ("sharding", "split -l + upload"):
+        for contender, path, label in (
+            ("sharding", head, "sharding, 1/10 input"),
+            ("sharding", source, "sharding"),
+            ("split -l + upload", source, "split -l + upload"),
+        ):
             result = run_child(
-                Path(__file__), ["--child", contender, *common, "--path", str(source)], env, 3600
+                Path(__file__), ["--child", contender, *common, "--path", str(path)], env, 3600
             )
             if result.returncode or not result.data:
                 raise SystemExit(f"{contender} failed:\n{result.stderr_tail}")
-            uploads[contender] = result.data["file_ids"]
-            rows.append(("split + upload", contender, size, result))
+            uploads[label] = result.data["file_ids"]
+            rows.append(
+                ("split + upload", label, path.stat().st_size, lines // 10 if path == head else lines, result)
+            )
         source.unlink()
-        for file_id in uploads["split -l + upload"]:
-            emu.api.delete(f"/files/{file_id}").raise_for_status()
-        batch_ids = ",".join(_run_batches(emu, uploads["sharding"]))
-        for contender in ("merge", "download + cat"):
+        for label in ("sharding, 1/10 input", "split -l + upload"):
+            for file_id in uploads[label]:
+                emu.api.delete(f"/files/{file_id}").raise_for_status()
+        batch_ids = _run_batches(emu, uploads["sharding"])
+        for contender, ids, label in (
+            ("merge", batch_ids[:1], "merge, 1 shard"),
+            ("merge", batch_ids, "merge"),
+            ("download + cat", batch_ids, "download + cat"),
+        ):
             result = run_child(
-                Path(__file__), ["--child", contender, *common, "--batch-ids", batch_ids], env, 3600
+                Path(__file__), ["--child", contender, *common, "--batch-ids", ",".join(ids)], env, 3600
             )
             if result.returncode or not result.data:
                 raise SystemExit(f"{contender} failed:\n{result.stderr_tail}")
-            rows.append(("merge", contender, result.data["bytes"], result))
+            rows.append(("merge", label, result.data["bytes"], result.data.get("lines", lines), result))
     print()
     print(
         table(
@@ -229,6 +256,7 @@ def main() -> None:
                 "lines/s",
                 "RSS before MiB",
                 "peak RSS MiB",
+                "growth MiB",
                 "CPU s",
             ],
             [
@@ -238,12 +266,13 @@ def main() -> None:
                     f"{nbytes / MiB:,.0f}",
                     f"{r.data['seconds']:.1f}",
                     f"{nbytes / MiB / r.data['seconds']:.0f}",
-                    f"{lines / r.data['seconds']:,.0f}",
+                    f"{nlines / r.data['seconds']:,.0f}",
                     f"{r.data['rss_base_mb']:.0f}",
                     f"{r.data['rss_peak_mb']:.0f}",
+                    f"{r.data['rss_peak_mb'] - r.data['rss_base_mb']:+.0f}",
                     f"{r.cpu_seconds:.1f}",
                 )
-                for step, name, nbytes, r in rows
+                for step, name, nbytes, nlines, r in rows
             ],
         )
     )

@@ -49,6 +49,7 @@ import sys
 import tempfile
 import threading
 import time
+from array import array
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -92,13 +93,18 @@ def _reset_peak_rss() -> None:
         handle.write("5")
 
 
-async def _probe(stop: asyncio.Event, lags: list[tuple[float, float, float]]) -> None:
-    """Record (overshoot, CPU the loop thread used meanwhile, start offset) of 10 ms sleeps."""
+async def _probe(stop: asyncio.Event, samples: array, rss: list[float]) -> None:
+    """
+    Record overshoot, CPU the loop thread used meanwhile and start offset of 10 ms sleeps (flat, in an
+    array of doubles, so the probe's own memory stays out of the RSS growth); RSS every 100 sleeps.
+    """
     origin = time.perf_counter()
     while not stop.is_set():
+        if len(samples) % 300 == 0:
+            rss.append(round(_status_kb("VmRSS") / 1024, 1))
         started, cpu = time.perf_counter(), time.thread_time()
         await asyncio.sleep(0.01)
-        lags.append((time.perf_counter() - started - 0.01, time.thread_time() - cpu, started - origin))
+        samples.extend((time.perf_counter() - started - 0.01, time.thread_time() - cpu, started - origin))
 
 
 def _apply_variant(variant: str) -> None:
@@ -107,7 +113,9 @@ def _apply_variant(variant: str) -> None:
 
     ``inflight=K`` bounds the shared client to K requests in flight; ``keepalive`` gives its httpx pool
     100 keep-alive connections (httpx keeps 20 by default); ``gcfreeze`` calls ``gc.freeze()`` after the
-    imports, so garbage collections no longer scan Airflow's imported objects.
+    imports, so garbage collections no longer scan Airflow's imported objects; ``promotions`` counts, by
+    type, the objects each generation-1 collection after the first second examines (the survivors move
+    to the oldest generation, whose growth sets off the full collections).
     """
     import httpx
 
@@ -130,7 +138,7 @@ def _apply_variant(variant: str) -> None:
                 _init(self, *a, **kw)
 
             httpx.AsyncClient.__init__ = patched
-        elif part != "gcfreeze":
+        elif part not in ("gcfreeze", "promotions"):
             raise SystemExit(f"unknown variant {part}")
 
 
@@ -155,17 +163,45 @@ def _make_waiter(contender: str, poll: float, schedule: dict[str, float], files:
     if os.environ.get("BENCH_RATE_SCALE"):
         _scale_rate_periods(float(os.environ["BENCH_RATE_SCALE"]))
     if contender in ("dashscope", "per_batch"):
+        from airflow_provider_dashscope_batch.client.errors import DashScopeError
         from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
+        from airflow_provider_dashscope_batch.waiting import BatchWait, PollAction
 
-        class Counted(DashScopeBatchTrigger):
-            async def _read(self, client):
+        on_read, on_error = BatchWait.on_read, BatchWait.on_error
+
+        def counted(method):
+            def wrapper(*args, **kwargs):
                 READS[0] += 1
-                if contender == "per_batch":  # the earlier mode: one retrieve per wait and poll
-                    return await client.retrieve_batch(self.batch_id, max_retries=0)
-                return await super()._read(client)
+                return method(*args, **kwargs)
+
+            return wrapper
+
+        BatchWait.on_read = counted(on_read)  # every status read of a wait ends in one of these
+        BatchWait.on_error = counted(on_error)  # (``on_batch`` calls ``on_read``)
+
+        class PerBatch(DashScopeBatchTrigger):
+            """The earlier mode: each trigger sleeps, then sends its own ``GET /batches/{id}``."""
+
+            async def _wait(self):
+                wait = self._batch_wait()
+                async with self._hook().shared_async_client() as client:
+                    step = wait.start(time.time())
+                    while step.action is PollAction.WAIT:
+                        await asyncio.sleep(step.delay)
+                        try:
+                            batch = await client.retrieve_batch(self.batch_id, max_retries=0)
+                        except DashScopeError as exc:
+                            step = wait.on_error(exc, time.time())
+                        else:
+                            step = wait.on_batch(batch, time.time())
+                return wait.event(step)
+
+        trigger_class = PerBatch if contender == "per_batch" else DashScopeBatchTrigger
 
         async def wait(batch_id: str) -> str:
-            trigger = Counted(batch_id, "dashscope_default", input_file_id=files.get(batch_id), **schedule)
+            trigger = trigger_class(
+                batch_id, "dashscope_default", input_file_id=files.get(batch_id), **schedule
+            )
             async for event in trigger.run():
                 return event.payload["status"] + ":" + str((event.payload.get("batch") or {}).get("status"))
             return "no-event"
@@ -199,7 +235,7 @@ def _start_clock(admin_url: str) -> float:
     """Start the frozen emulator clock; return emulated minus local wall-clock time."""
     import httpx
 
-    with httpx.Client(base_url=admin_url, timeout=30) as admin:
+    with httpx.Client(base_url=admin_url, timeout=30, verify=False) as admin:  # plain HTTP: no TLS context
         admin.patch("/config", json={"time_scale": 1.0}).raise_for_status()  # no jump if already running
         before = time.time()
         emu_now = admin.get("/clock").json()["now"]
@@ -227,21 +263,38 @@ async def _child_main(args: argparse.Namespace, plan: dict[str, Any]) -> dict[st
     offset = _start_clock(args.admin_url)
 
     gc_pauses: list[float] = []
+    gc_full: list[tuple[float, float]] = []  # (seconds since the start, pause)
     gc_started = [0.0]
+
+    promoted: dict[str, int] = {}  # BENCH_VARIANT=promotions: what generation-1 collections examine
+    count_promotions = "promotions" in os.environ.get("BENCH_VARIANT", "")
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             gc_started[0] = time.perf_counter()
+            if count_promotions and info["generation"] == 1 and gc_started[0] - started > 1.0:
+                for generation in (0, 1):
+                    for obj in gc.get_objects(generation):
+                        name = type(obj).__qualname__
+                        promoted[name] = promoted.get(name, 0) + 1
         else:
             gc_pauses.append(time.perf_counter() - gc_started[0])
+            if info["generation"] == 2:
+                gc_full.append((gc_started[0] - started, gc_pauses[-1]))
 
+    started = time.perf_counter()
     gc.callbacks.append(on_gc)
     cpu0 = time.process_time()
     t0 = time.time()
     stop = asyncio.Event()
-    lags: list[tuple[float, float, float]] = []
-    probe = asyncio.create_task(_probe(stop, lags))
-    tasks = [asyncio.create_task(one(b)) for b in batch_ids]
+    samples = array("d")
+    rss: list[float] = []
+    probe = asyncio.create_task(_probe(stop, samples, rss))
+    tasks = []
+    for batch_id in batch_ids:
+        if not args.burst:  # Airflow's TriggerRunner.create_triggers() yields between two triggers
+            await asyncio.sleep(0)
+        tasks.append(asyncio.create_task(one(batch_id)))
     _, pending = await asyncio.wait(tasks, timeout=args.cap)
     for task in pending:
         task.cancel()
@@ -251,6 +304,8 @@ async def _child_main(args: argparse.Namespace, plan: dict[str, Any]) -> dict[st
     wall = time.time() - t0
     cpu = time.process_time() - cpu0
     gc.callbacks.remove(on_gc)
+    rss_peak = _status_kb("VmHWM") / 1024  # before the samples are unpacked below
+    lags = list(zip(samples[0::3], samples[1::3], samples[2::3], strict=True))
     delays = []
     for batch_id, ready in done_at.items():
         completed = plan["t0"] + plan["batches"][batch_id] - offset
@@ -268,12 +323,17 @@ async def _child_main(args: argparse.Namespace, plan: dict[str, Any]) -> dict[st
         "p99_lag": percentile([lag for lag, _, _ in lags], 99) if lags else None,
         "gc_worst": max(gc_pauses, default=0.0),
         "gc_total": sum(gc_pauses),
+        "gc_full": len(gc_full),
+        "gc_full_at": [(round(at, 2), round(pause * 1000)) for at, pause in gc_full],
+        "promoted": dict(sorted(promoted.items(), key=lambda item: -item[1])[:25]),
+        "gc_objects": len(gc.get_objects()),
         "lags_over_50ms": sum(1 for lag, _, _ in lags if lag > 0.05),
         "cpu": cpu,
         "reads": READS[0],
         "wall": wall,
         "rss_base_mb": rss_base,
-        "rss_peak_mb": _status_kb("VmHWM") / 1024,
+        "rss_peak_mb": rss_peak,
+        "rss_samples": rss,
         "clock_offset": offset,
     }
 
@@ -459,6 +519,7 @@ def run_scenario(
                         json.dumps(schedule),
                         "--cap",
                         str(args.cap),
+                        *(["--burst"] if args.burst else []),
                         *(["--profile", f"{args.profile}.{contender}.{n}"] if args.profile and not k else []),
                     ],
                     env,
@@ -501,7 +562,7 @@ def _merge(reports: list[dict[str, Any]]) -> dict[str, Any]:
     if len(reports) == 1:
         return reports[0]
     merged = dict(reports[0])
-    for key in ("n", "detected", "cpu", "reads"):
+    for key in ("n", "detected", "cpu", "reads", "gc_full"):
         merged[key] = sum(r[key] for r in reports)
     merged["delays"] = [d for r in reports for d in r["delays"]]
     for key in ("worst_lag", "worst_lag_after_1s", "gc_worst", "wall", "rss_peak_mb"):
@@ -554,6 +615,7 @@ def fanout_table(results: list[dict[str, Any]], poll: float) -> str:
                     _fmt(r["worst_lag"] * 1000, ".0f"),
                     _fmt(r["worst_lag_after_1s"] * 1000, ".0f"),
                     _fmt(r["gc_worst"] * 1000, ".0f"),
+                    r.get("gc_full", "-"),
                     _fmt(r["cpu"]),
                     _fmt(cpu_per, ".2f"),
                     _ratio(cpu_per, own_cpu),
@@ -575,6 +637,7 @@ def fanout_table(results: list[dict[str, Any]], poll: float) -> str:
             "worst lag ms",
             "after 1st s",
             "worst GC ms",
+            "full GCs",
             "CPU s",
             "CPU ms/batch",
             f"CPU vs {SELF_BASELINE}",
@@ -730,6 +793,11 @@ def main() -> None:
     parser.add_argument("--admin-url", help=argparse.SUPPRESS)
     parser.add_argument("--schedule", default="{}", help=argparse.SUPPRESS)
     parser.add_argument("--cap", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--burst",
+        action="store_true",
+        help="start all N waits in one loop iteration (default: one per iteration, as the triggerer does)",
+    )
     args = parser.parse_args()
     if args.child:
         args.contender = args.child

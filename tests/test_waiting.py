@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -303,3 +304,34 @@ def test_only_a_task_marked_failed_cancels_its_batch(state, cancels):
     cancel, why = kill_decision(state, "batch_x")
     assert cancel is cancels
     assert "batch_x" in why
+
+
+def test_a_read_known_by_its_status_builds_the_batch_only_when_the_wait_needs_it(caplog):
+    caplog.set_level(logging.INFO, logger="test.wait")
+    schedule = PollSchedule(poll_interval=5, max_poll_interval=5, backoff=1, jitter=0)
+    poller = BatchPoller(schedule, rng=random.Random(3))
+    wait = BatchWait("batch_x", poller, logging.getLogger("test.wait"), progress_interval=60)
+    built: list[str] = []
+
+    def builder(status: str, completed: int) -> Callable[[], Batch]:
+        def build() -> Batch:
+            built.append(f"{status}:{completed}")
+            return batch(status, total=10, completed=completed)
+
+        return build
+
+    now = 1_000_000.0
+    for status, completed in [("validating", 0), ("in_progress", 1), ("in_progress", 2), ("in_progress", 3)]:
+        now += 5
+        step = wait.on_read(BatchStatus(status), now, builder(status, completed))
+        assert step.action is PollAction.WAIT
+    assert built == ["validating:0", "in_progress:1"]  # each status change, for its progress line
+    assert wait.batch is None  # and nothing kept while the wait goes on
+    now += 61
+    wait.on_read(BatchStatus.IN_PROGRESS, now, builder("in_progress", 7))
+    assert built[-1] == "in_progress:7"  # a minute of silence: built for the progress line
+    step = wait.on_read(BatchStatus.COMPLETED, now + 5, builder("completed", 10))
+    assert step.action is PollAction.DONE
+    assert wait.batch == batch("completed", total=10, completed=10)  # the end: kept for the event
+    assert wait.event(step).batch == wait.batch
+    assert len([r for r in caplog.records if r.name == "test.wait"]) == 4

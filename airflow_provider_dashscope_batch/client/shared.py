@@ -82,6 +82,7 @@ async def shared_async_client(
         except BaseException:
             entry.users -= 1
             raise
+    del factory  # a borrow lasts as long as its user's wait: drop the factory (often a hook's method)
     try:
         yield client
     finally:

@@ -9,8 +9,8 @@ id, or a batch the list did not show.
 * :func:`grouped_read_flow` -- the I/O-free read of a set of waits, driven by either client face.
 * :func:`read_statuses` -- that read with the sync client (several batches waited on in one task).
 * :class:`StatusReader` -- one per (event loop, connection): waits of every trigger register as they fall
-  due, and each round reads the due waits together, so 1000 deferred waits cost about 50 list requests
-  per poll instead of 1000 retrieves.
+  due (or hand it their whole poll loop, :meth:`StatusReader.follow`), and each round reads the due waits
+  together, so 1000 deferred waits cost about 50 list requests per poll instead of 1000 retrieves.
 
 A listed batch carrying the same ``metadata["idempotency_key"]`` and input file as a waited-for batch but
 another id is a duplicate creation; reads report it at no extra request.
@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
+import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -38,11 +40,13 @@ from airflow_provider_dashscope_batch.client._base import (
 )
 from airflow_provider_dashscope_batch.client.errors import APIStatusError, DashScopeError
 from airflow_provider_dashscope_batch.client.ratelimit import RequestKind
-from airflow_provider_dashscope_batch.models import Batch
+from airflow_provider_dashscope_batch.models import Batch, BatchStatus
+from airflow_provider_dashscope_batch.waiting import PollAction, PollStep
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client.async_ import AsyncDashScopeClient
     from airflow_provider_dashscope_batch.client.sync import DashScopeClient
+    from airflow_provider_dashscope_batch.waiting import BatchWait
 
 __all__ = [
     "DEFAULT_GATHER_SECONDS",
@@ -50,15 +54,16 @@ __all__ = [
     "StatusRead",
     "StatusReader",
     "grouped_read_flow",
+    "parse_listed",
     "read_statuses",
     "status_reader",
 ]
 
-#: Longest a due wait waits for others to share its list request.
+#: Longest a due read waits for others to share its list request (how early a followed poll may be read).
 DEFAULT_GATHER_SECONDS = 0.5
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class BatchRef:
     """
     A batch being waited for.
@@ -82,11 +87,14 @@ class StatusRead:
     :param errors: Batches whose read failed, by id (the error of their list or retrieve request).
     :param duplicates: Other batches carrying the same idempotency key and input file as a waited-for
         batch, by the waited-for batch's id.
+    :param listed: Batches read through a list but not parsed (reads with ``parse=False``), by id: their
+        status and JSON, to be parsed with :func:`parse_listed` when needed.
     """
 
     batches: dict[str, Batch] = field(default_factory=dict)
     errors: dict[str, DashScopeError] = field(default_factory=dict)
     duplicates: dict[str, tuple[Batch, ...]] = field(default_factory=dict)
+    listed: dict[str, tuple[str | None, bytes]] = field(default_factory=dict)
 
 
 class _Page(msgspec.Struct):
@@ -97,6 +105,7 @@ class _Page(msgspec.Struct):
 
 class _Head(msgspec.Struct):
     id: str
+    status: str | None = None
     input_file_id: str | None = None
     metadata: dict[str, Any] | None = None
 
@@ -125,7 +134,9 @@ def _plan(refs: Iterable[BatchRef]) -> tuple[list[list[BatchRef]], list[BatchRef
     return groups, singles
 
 
-def _list_flow(core: ClientCore, group: Sequence[BatchRef], read: StatusRead) -> Flow[list[BatchRef]]:
+def _list_flow(
+    core: ClientCore, group: Sequence[BatchRef], read: StatusRead, parse: bool
+) -> Flow[list[BatchRef]]:
     """Read one group through the list endpoint; return the waits the pages did not show."""
     wanted = {ref.batch_id: ref for ref in group}
     keys = {(ref.input_file_id, ref.idempotency_key): ref.batch_id for ref in group if ref.idempotency_key}
@@ -142,7 +153,10 @@ def _list_flow(core: ClientCore, group: Sequence[BatchRef], read: StatusRead) ->
         for raw in page.data:
             head = _head_decoder.decode(raw)
             if head.id in missing:
-                read.batches[head.id] = _batch(core, raw)
+                if parse:
+                    read.batches[head.id] = _batch(core, raw)
+                else:
+                    read.listed[head.id] = (head.status, bytes(raw))
                 del missing[head.id]
             elif keys and head.metadata and head.id not in wanted:
                 owner = keys.get((head.input_file_id, head.metadata.get(IDEMPOTENCY_KEY)))
@@ -155,9 +169,9 @@ def _list_flow(core: ClientCore, group: Sequence[BatchRef], read: StatusRead) ->
     return list(missing.values())
 
 
-def _batch(core: ClientCore, raw: msgspec.Raw) -> Batch:
+def _batch(core: ClientCore, raw: msgspec.Raw | bytes) -> Batch:
     try:
-        return Batch.model_validate_json(bytes(raw))
+        return Batch.model_validate_json(raw if isinstance(raw, bytes) else bytes(raw))
     except ValueError as exc:
         raise APIStatusError(core.redact(f"could not parse a listed batch: {exc}"), status_code=200) from None
 
@@ -171,18 +185,22 @@ def _decode_page(core: ClientCore, response: httpx.Response) -> _Page:
         ) from None
 
 
-def grouped_read_flow(core: ClientCore, refs: Iterable[BatchRef], *, lists: bool = True) -> Flow[StatusRead]:
+def grouped_read_flow(
+    core: ClientCore, refs: Iterable[BatchRef], *, lists: bool = True, parse: bool = True
+) -> Flow[StatusRead]:
     """
     Read the batches of ``refs``: list groups of 20 input files, retrieves for the rest, each request sent
     once (the caller owns retries); a failed request marks its waits in :attr:`StatusRead.errors`.
 
     :param lists: Use the list endpoint; ``False`` reads every batch by id.
+    :param parse: Parse listed batches into :attr:`StatusRead.batches`; ``False`` leaves them in
+        :attr:`StatusRead.listed`.
     """
     read = StatusRead()
     groups, singles = _plan(refs) if lists else ([], list(refs))
     for group in groups:
         try:
-            singles.extend((yield from _list_flow(core, group, read)))
+            singles.extend((yield from _list_flow(core, group, read, parse)))
         except DashScopeError as exc:
             read.errors.update(dict.fromkeys((ref.batch_id for ref in group), exc))
     for ref in singles:
@@ -204,24 +222,42 @@ def read_statuses(client: DashScopeClient, refs: Iterable[BatchRef]) -> StatusRe
 
 
 # ------------------------------------------------------------------------------------ the async reader
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class _Wait:
+    """One :meth:`StatusReader.read`: answered with the batch once."""
+
     ref: BatchRef
-    future: asyncio.Future[Batch]
+    future: asyncio.Future[Any]
     latest: float  # loop time by which its round must start
     on_duplicate: Callable[[Batch], None] | None
+
+
+@dataclass(eq=False, slots=True)
+class _Follower(_Wait):
+    """
+    One :meth:`StatusReader.follow`: polled on its wait's schedule until the wait ends.
+
+    Allocated once per wait; between polls the reader holds only its heap entry (a tuple of two numbers,
+    which the garbage collector stops tracking) and its sequence number.
+    """
+
+    wait: BatchWait | None = None
+    gather: float = 0.0
+    seq: int = 0
 
 
 class StatusReader:
     """
     Reads the statuses of every wait of one client (one connection in one event loop) in shared rounds.
 
-    A wait calls :meth:`read` when its poll is due and gets its batch back. A round reads up to 20 due
-    waits with one list request; it starts as soon as 20 waits are due, or when a due wait has waited its
-    ``gather`` seconds. At most ``max_rounds`` rounds are under way at once, so responses arrive
-    spread out rather than as a burst of pages. When the connection's list budget is spent but its
-    retrieve budget has room, a round reads its waits by id instead of waiting for a list token. A
-    cancelled :meth:`read` leaves nothing behind.
+    A wait either calls :meth:`read` when its poll is due and gets its batch back, or hands its whole
+    poll loop to :meth:`follow`. A round reads up to 20 due waits with one list request. It starts as
+    soon as 20 waits are due, when a read has waited its ``gather`` seconds for company, or when a
+    followed wait falls due: its round then also takes the followed waits due within their ``gather``
+    seconds, read that much early, so a followed poll is never late. At most ``max_rounds``
+    rounds are under way at once, so responses arrive spread out rather than as a burst of pages. When the
+    connection's list budget is spent but its retrieve budget has room, a round reads its waits by id
+    instead of waiting for a list token. A cancelled :meth:`read` or :meth:`follow` leaves nothing behind.
 
     :param client: The async client all reads go through (its rate budget and in-flight bound apply).
     :param gather: Longest a due wait waits for others to share a request.
@@ -235,6 +271,9 @@ class StatusReader:
         self.gather = gather
         self._due: dict[_Wait, None] = {}
         self._in_round = 0
+        self._heap: list[tuple[float, int]] = []  # (due loop time, seq) of the followers between polls
+        self._scheduled: dict[int, _Follower] = {}
+        self._seq = itertools.count(1)
         self._driver: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._wake_at = float("inf")  # when the driver next looks at the due waits unprompted
@@ -243,8 +282,8 @@ class StatusReader:
 
     @property
     def registered(self) -> int:
-        """Waits registered and not yet answered (due, or in a round under way)."""
-        return len(self._due) + self._in_round
+        """Waits registered and not yet answered (between polls, due, or in a round under way)."""
+        return len(self._scheduled) + len(self._due) + self._in_round
 
     async def read(
         self,
@@ -267,26 +306,94 @@ class StatusReader:
         """
         loop = asyncio.get_running_loop()
         ref = BatchRef(batch_id, input_file_id, idempotency_key)
-        latest = loop.time() + (self.gather if gather is None else gather)
-        wait = _Wait(ref, loop.create_future(), latest, on_duplicate)
-        self._due[wait] = None
-        if len(self._due) >= MAX_INPUT_FILE_IDS or latest < self._wake_at:
-            self._wake.set()
-        if self._driver is None or self._driver.done():
-            self._driver = loop.create_task(self._drive(), name="dashscope-status-reader")
+        wait = _Wait(ref, loop.create_future(), 0.0, on_duplicate)
+        self._make_due(wait, loop.time() + (self.gather if gather is None else gather))
         try:
             return await wait.future
         finally:
             self._due.pop(wait, None)
             wait.future.cancel()  # no-op once answered
 
+    async def follow(
+        self,
+        ref: BatchRef,
+        wait: BatchWait,
+        first: PollStep,
+        *,
+        on_duplicate: Callable[[Batch], None] | None = None,
+        gather: float | None = None,
+    ) -> PollStep:
+        """
+        Run ``wait``'s poll loop in the reader's rounds until the wait ends; return its last decision.
+
+        The same reads as calling :meth:`read` after each decision of the wait, without the objects
+        each such poll keeps alive until the next: the reader keeps every follower's next poll time in
+        one heap and sleeps on one timer, and a listed batch is parsed only when the wait needs it
+        (:meth:`BatchWait.on_read <airflow_provider_dashscope_batch.waiting.BatchWait.on_read>`).
+        Thousands of waits in one triggerer therefore add next to nothing to the garbage collector's
+        oldest generation, whose full collections (over the triggerer's whole heap) stall the loop.
+
+        :param ref: The batch waited for.
+        :param wait: Its wait (poller, progress log, last batch).
+        :param first: The wait's first decision (``wait.start(now)``); ``WAIT`` to poll.
+        :param on_duplicate: Called with each other batch the list shows carrying the same key and file.
+        :param gather: How early a poll may be read to share a round with polls due now (default: the
+            reader's).
+        """
+        if first.action is not PollAction.WAIT:
+            return first
+        loop = asyncio.get_running_loop()
+        follower = _Follower(
+            ref,
+            loop.create_future(),
+            0.0,
+            on_duplicate,
+            wait=wait,
+            gather=self.gather if gather is None else gather,
+        )
+        self._schedule(follower, first.delay)
+        try:
+            return await follower.future
+        finally:
+            self._scheduled.pop(follower.seq, None)
+            self._due.pop(follower, None)
+            follower.future.cancel()  # no-op once answered; a round under way then skips it
+
+    def _make_due(self, wait: _Wait, latest: float) -> None:
+        wait.latest = latest
+        self._due[wait] = None
+        if len(self._due) >= MAX_INPUT_FILE_IDS or latest < self._wake_at:
+            self._wake.set()
+        self._ensure_driver()
+
+    def _schedule(self, follower: _Follower, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        follower.seq = next(self._seq)
+        self._scheduled[follower.seq] = follower
+        due = loop.time() + delay
+        heapq.heappush(self._heap, (due, follower.seq))
+        if due < self._wake_at:
+            self._wake.set()
+        self._ensure_driver()
+
+    def _ensure_driver(self) -> None:
+        if self._driver is None or self._driver.done():
+            loop = asyncio.get_running_loop()
+            self._driver = loop.create_task(self._drive(), name="dashscope-status-reader")
+
+    def _next_look(self) -> float:
+        """Loop time at which the driver must look again: a due wait's gather ends, or a follower is due."""
+        latest = min((wait.latest for wait in self._due), default=float("inf"))
+        return min(latest, self._heap[0][0]) if self._heap else latest
+
     async def _drive(self) -> None:
         loop = asyncio.get_running_loop()
-        while self._due:
-            latest = min(wait.latest for wait in self._due)
-            if len(self._due) < MAX_INPUT_FILE_IDS and (left := latest - loop.time()) > 0:
+        while self._due or self._scheduled:
+            now = loop.time()
+            self._take_due_followers(now)
+            if len(self._due) < MAX_INPUT_FILE_IDS and (left := self._next_look() - now) > 0:
                 self._wake.clear()
-                self._wake_at = latest
+                self._wake_at = now + left
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), left)
                 self._wake_at = float("inf")
@@ -303,6 +410,26 @@ class StatusReader:
             self._rounds.add(task)
             task.add_done_callback(self._rounds.discard)
 
+    def _take_due_followers(self, now: float) -> None:
+        """
+        Make the followers due by ``now`` due; fill their round with followers due within their gather.
+
+        Every follower's next poll is known, so instead of keeping a due poll waiting for company, the
+        round takes the polls that fall due soon and reads them a little early (by at most ``gather``).
+        """
+        heap, scheduled = self._heap, self._scheduled
+        while heap:
+            due, seq = heap[0]
+            follower = scheduled.get(seq)
+            if follower is not None and due > now:  # read early only to fill a round that goes now
+                full = len(self._due) >= MAX_INPUT_FILE_IDS
+                if not self._due or full or due - follower.gather > now:
+                    return
+            heapq.heappop(heap)
+            if follower is not None:  # else: its wait was cancelled meanwhile
+                del scheduled[seq]
+                self._make_due(follower, due)
+
     async def _round(self, waits: list[_Wait]) -> None:
         buckets = self.client.rate_budget.buckets
         # the list budget is a tenth of the retrieve budget: when it is spent, spare retrieves answer
@@ -310,7 +437,7 @@ class StatusReader:
             buckets[RequestKind.BATCH_RETRIEVE].available() < len(waits)
         )
         try:
-            flow = grouped_read_flow(self.client._core, [w.ref for w in waits], lists=lists)
+            flow = grouped_read_flow(self.client._core, [w.ref for w in waits], lists=lists, parse=False)
             read = await self.client._run(flow)
         except Exception as exc:  # every wait of the round must hear of it
             read = StatusRead(errors={w.ref.batch_id: _as_error(exc) for w in waits})
@@ -321,17 +448,49 @@ class StatusReader:
         finally:
             self._in_round -= len(waits)
             self._slots.release()
+        now = time.time()
         for wait in waits:
-            if wait.future.done():
+            if wait.future.done():  # cancelled meanwhile
                 continue
             batch_id = wait.ref.batch_id
             if wait.on_duplicate is not None:
                 for duplicate in read.duplicates.get(batch_id, ()):
                     wait.on_duplicate(duplicate)
-            if batch_id in read.batches:
+            if isinstance(wait, _Follower):
+                self._advance(wait, read, now)
+            elif batch_id in read.batches:
                 wait.future.set_result(read.batches[batch_id])
-            else:  # every ref of a read ends in batches or errors
+            elif batch_id in read.listed:
+                try:
+                    wait.future.set_result(parse_listed(self.client._core, read.listed[batch_id]))
+                except DashScopeError as exc:
+                    wait.future.set_exception(exc)
+            else:  # every ref of a read ends in batches, listed or errors
                 wait.future.set_exception(read.errors[batch_id])
+
+    def _advance(self, follower: _Follower, read: StatusRead, now: float) -> None:
+        """Feed one follower's read to its wait; poll it again later or end it."""
+        wait, batch_id, core = follower.wait, follower.ref.batch_id, self.client._core
+        assert wait is not None
+        try:
+            if batch_id in read.listed:
+                listed = read.listed[batch_id]
+                step = wait.on_read(BatchStatus(listed[0]), now, lambda: parse_listed(core, listed))
+            elif batch_id in read.batches:
+                step = wait.on_batch(read.batches[batch_id], now)
+            else:
+                raise read.errors[batch_id]
+        except (DashScopeError, ValueError) as exc:  # ValueError: a status this client does not know
+            step = wait.on_error(_as_error(exc), now)
+        if step.action is PollAction.WAIT:
+            self._schedule(follower, step.delay)
+        else:
+            follower.future.set_result(step)
+
+
+def parse_listed(core: ClientCore, listed: tuple[str | None, bytes]) -> Batch:
+    """Parse a batch left unparsed in :attr:`StatusRead.listed`."""
+    return _batch(core, listed[1])
 
 
 def _as_error(exc: Exception) -> DashScopeError:

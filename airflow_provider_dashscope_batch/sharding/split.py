@@ -172,8 +172,8 @@ class _SeenIds:
     """
 
     def __init__(self) -> None:
-        self._keys = array("Q", bytes(8 * 1024))
-        self._lines = array("Q", bytes(8 * 1024))
+        self._keys = array("Q", [0]) * 1024
+        self._lines = array("Q", [0]) * 1024
         self._size = 0
 
     @staticmethod
@@ -207,10 +207,11 @@ class _SeenIds:
         return line
 
     def _grow(self) -> None:
-        old = zip(self._keys, self._lines, strict=True)
-        self._keys = array("Q", bytes(16 * len(self._keys)))
-        self._lines = array("Q", bytes(8 * len(self._keys)))
-        for key, line in old:
+        old_keys, old_lines = self._keys, self._lines
+        # repeating a one-item array allocates the new table once (no zeroed bytes copied in)
+        self._keys = array("Q", [0]) * (2 * len(old_keys))
+        self._lines = array("Q", [0]) * len(self._keys)
+        for key, line in zip(old_keys, old_lines, strict=True):
             if key:
                 i = self._slot(key)
                 self._keys[i], self._lines[i] = key, line

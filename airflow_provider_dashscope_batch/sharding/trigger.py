@@ -10,7 +10,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
-from airflow_provider_dashscope_batch.client.status import status_reader
+from airflow_provider_dashscope_batch.client.status import BatchRef, status_reader
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
 from airflow_provider_dashscope_batch.triggers.batch import cancel_on_user_kill
 from airflow_provider_dashscope_batch.waiting import (
@@ -20,7 +20,6 @@ from airflow_provider_dashscope_batch.waiting import (
     DEFAULT_POLL_INTERVAL,
     BatchPoller,
     BatchWait,
-    PollAction,
     PollSchedule,
     WaitEvent,
     WaitEventKind,
@@ -109,16 +108,9 @@ class DashScopeShardsTrigger(BaseTrigger):
 
     async def _wait_one(self, client: Any, batch_id: str, input_file_id: str | None) -> WaitEvent:
         wait = self._wait(batch_id)
-        reader = status_reader(client)
-        step = wait.start(time.time())
-        while step.action is PollAction.WAIT:
-            await asyncio.sleep(step.delay)
-            try:
-                batch = await reader.read(batch_id, input_file_id, gather=self.poll_interval / 10)
-            except DashScopeError as exc:
-                step = wait.on_error(exc, time.time())
-            else:
-                step = wait.on_batch(batch, time.time())
+        step = await status_reader(client).follow(
+            BatchRef(batch_id, input_file_id), wait, wait.start(time.time()), gather=self.poll_interval / 10
+        )
         return wait.event(step)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
@@ -13,7 +12,7 @@ from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
-from airflow_provider_dashscope_batch.client.status import status_reader
+from airflow_provider_dashscope_batch.client.status import BatchRef, status_reader
 from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
 from airflow_provider_dashscope_batch.waiting import (
     DEFAULT_ERROR_BUDGET,
@@ -22,7 +21,6 @@ from airflow_provider_dashscope_batch.waiting import (
     DEFAULT_POLL_INTERVAL,
     BatchPoller,
     BatchWait,
-    PollAction,
     PollSchedule,
     WaitEvent,
     kill_decision,
@@ -96,7 +94,9 @@ class DashScopeBatchTrigger(BaseTrigger):
         self.cancel_on_kill = bool(cancel_on_kill)
         self.input_file_id = input_file_id
         self.idempotency_key = idempotency_key
-        self._duplicates_seen: set[str] = set()
+        # made on a duplicate's first sighting: thousands of waits in a triggerer rarely see one
+        self._duplicates_seen: set[str] | None = None
+        self._cancelling: set[asyncio.Future[None]] | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and primitive kwargs (ids, numbers, flags; never the key)."""
@@ -119,71 +119,89 @@ class DashScopeBatchTrigger(BaseTrigger):
     def _hook(self) -> DashScopeBatchHook:
         return DashScopeBatchHook(dashscope_conn_id=self.dashscope_conn_id)
 
-    async def _read(self, client: AsyncDashScopeClient) -> Batch:
+    def _on_duplicate(
+        self, client: AsyncDashScopeClient, idempotency_key: str, input_file_id: str
+    ) -> Callable[[Batch], None]:
         """
-        The one status read of a poll, never retried by the client.
+        Cancel an unfinished batch the list shows under this wait's idempotency key with another id.
 
-        It goes through the status reader shared by every trigger of the connection in this event loop,
-        which reads up to 20 due waits with one list request (see
-        :mod:`~airflow_provider_dashscope_batch.client.status`). When that list shows another unfinished
-        batch under this wait's idempotency key (a create the service acted on after the client gave up),
-        it is cancelled before it runs requests; cancelling is idempotent, so a re-run trigger is harmless.
+        Such a batch is a create the service acted on after the client gave up; it is cancelled before it
+        runs requests. Cancelling is idempotent, so a re-run trigger is harmless; the cancel runs beside
+        the wait, which awaits it before it fires its event.
         """
-        duplicates: list[Batch] = []
-        batch = await status_reader(client).read(
-            self.batch_id,
-            self.input_file_id,
-            self.idempotency_key,
-            on_duplicate=duplicates.append,
-            gather=self.poll_interval / 10,
-        )
-        late = [d for d in duplicates if d.id not in self._duplicates_seen and not d.status.is_terminal]
-        if late and self.idempotency_key and self.input_file_id:
-            self._duplicates_seen.update(d.id for d in late)
+
+        def on_duplicate(duplicate: Batch) -> None:
+            if self._duplicates_seen is None:
+                self._duplicates_seen = set()
+            seen = self._duplicates_seen
+            if duplicate.id in seen or duplicate.status.is_terminal:
+                return
+            seen.add(duplicate.id)
             self.log.warning(
-                "Batch(es) %s carry the idempotency key of batch %s: cancelling the duplicate(s)",
-                ", ".join(d.id for d in late),
+                "Batch %s carries the idempotency key of batch %s: cancelling the duplicate",
+                duplicate.id,
                 self.batch_id,
             )
-            try:
-                await client.cancel_duplicates(
-                    idempotency_key=self.idempotency_key,
-                    input_file_id=self.input_file_id,
-                    keep_batch_id=self.batch_id,
-                )
-            except DashScopeError as exc:  # the wait goes on; the next list shows them again
-                self._duplicates_seen.difference_update(d.id for d in late)
-                self.log.warning("Cancelling the duplicate(s) of batch %s failed: %s", self.batch_id, exc)
-        return batch
+            task = asyncio.ensure_future(
+                self._cancel_duplicates(client, idempotency_key, input_file_id, duplicate.id)
+            )
+            if self._cancelling is None:
+                self._cancelling = set()
+            cancelling = self._cancelling
+            cancelling.add(task)
+            task.add_done_callback(cancelling.discard)
+
+        return on_duplicate
+
+    async def _cancel_duplicates(
+        self, client: AsyncDashScopeClient, idempotency_key: str, input_file_id: str, duplicate_id: str
+    ) -> None:
+        try:
+            await client.cancel_duplicates(
+                idempotency_key=idempotency_key, input_file_id=input_file_id, keep_batch_id=self.batch_id
+            )
+        except DashScopeError as exc:  # the wait goes on; the next list shows it again
+            if self._duplicates_seen is not None:
+                self._duplicates_seen.discard(duplicate_id)
+            self.log.warning("Cancelling the duplicate(s) of batch %s failed: %s", self.batch_id, exc)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         event = await self._wait()
         yield TriggerEvent(event.to_payload())
 
+    def _batch_wait(self) -> BatchWait:
+        schedule = PollSchedule(self.poll_interval, self.max_poll_interval, self.poll_backoff)
+        return BatchWait(self.batch_id, BatchPoller(schedule, self.deadline, self.error_budget), self.log)
+
     async def _wait(self) -> WaitEvent:
-        wait = BatchWait(
-            self.batch_id,
-            BatchPoller(
-                PollSchedule(self.poll_interval, self.max_poll_interval, self.poll_backoff),
-                deadline=self.deadline,
-                error_budget=self.error_budget,
-            ),
-            self.log,
-        )
-        async with AsyncExitStack() as stack:
-            try:
-                client = await stack.enter_async_context(self._hook().shared_async_client())
-            except (AirflowNotFoundException, ConnectionSetupError, DashScopeError) as exc:
-                return wait.failed(f"connection {self.dashscope_conn_id!r} is not usable: {exc}")
-            step = wait.start(time.time())
-            while step.action is PollAction.WAIT:
-                await asyncio.sleep(step.delay)
+        """
+        Poll through the status reader shared by every trigger of the connection in this event loop.
+
+        The reader reads up to 20 due waits with one list request and runs this wait's poll loop on its
+        own timer (see :meth:`StatusReader.follow
+        <airflow_provider_dashscope_batch.client.status.StatusReader.follow>`); each status read is sent
+        once, the poller retries a failed one.
+        """
+        wait = self._batch_wait()
+        try:
+            async with self._hook().shared_async_client() as client:
+                on_duplicate = None
+                if self.idempotency_key and self.input_file_id:
+                    on_duplicate = self._on_duplicate(client, self.idempotency_key, self.input_file_id)
                 try:
-                    batch = await self._read(client)
-                except DashScopeError as exc:
-                    step = wait.on_error(exc, time.time())
-                else:
-                    step = wait.on_batch(batch, time.time())
+                    step = await status_reader(client).follow(
+                        BatchRef(self.batch_id, self.input_file_id, self.idempotency_key),
+                        wait,
+                        wait.start(time.time()),
+                        on_duplicate=on_duplicate,
+                        gather=self.poll_interval / 10,
+                    )
+                finally:
+                    if self._cancelling:  # a duplicate's cancel under way finishes before the event
+                        await asyncio.gather(*self._cancelling, return_exceptions=True)
+        except (AirflowNotFoundException, ConnectionSetupError, DashScopeError) as exc:
+            # only the connection can raise these: the reader hands every read's error to the wait
+            return wait.failed(f"connection {self.dashscope_conn_id!r} is not usable: {exc}")
         return wait.event(step)
 
     async def on_kill(self) -> None:

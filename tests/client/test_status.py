@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -17,7 +19,9 @@ from airflow_provider_dashscope_batch.client.status import (
     status_reader,
 )
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
+from airflow_provider_dashscope_batch.models import BatchStatus
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
+from airflow_provider_dashscope_batch.waiting import BatchPoller, BatchWait, PollAction, PollSchedule
 
 SAMPLE = "example_dags/data/requests.jsonl"
 LIST = "GET /batches"
@@ -264,3 +268,64 @@ async def test_a_trigger_cancels_a_late_duplicate_of_its_batch(dashscope_conn, s
     assert scene.retrieve_batch(late.id).status == "cancelling"
     assert scene.retrieve_batch(kept.id).status == "validating"
     assert scene.retrieve_batch(other.id).status == "validating"
+
+
+# ------------------------------------------------------------------------------------- followed waits
+def _follow_wait(batch_id: str, interval: float = 0.05) -> BatchWait:
+    schedule = PollSchedule(interval, interval, backoff=1, first_poll_jitter=0, jitter=0)
+    return BatchWait(batch_id, BatchPoller(schedule), logging.getLogger("test.follow"))
+
+
+@pytest.mark.anyio
+async def test_followed_waits_share_each_round_and_end_on_their_terminal_status(
+    make_batches, async_client, dashscope_emulator, counts
+):
+    refs = make_batches(20)
+    waits = [_follow_wait(r.batch_id) for r in refs]
+    async with async_client() as client:
+        reader = StatusReader(client, gather=0.5)
+        steps = await asyncio.gather(
+            *(reader.follow(r, w, w.start(time.time())) for r, w in zip(refs, waits, strict=True))
+        )
+        assert reader.registered == 0
+    assert {s.action for s in steps} == {PollAction.DONE}
+    assert {w.batch.status for w in waits if w.batch} == {BatchStatus.COMPLETED}
+    rounds = max(w.poller.polls for w in waits)
+    # due together, read together: one request per round answered every wait still going (a lone wait
+    # left in the last round is read by id)
+    assert counts().get(LIST, 0) >= 1
+    assert counts().get(LIST, 0) + counts().get(RETRIEVE, 0) == rounds
+
+
+@pytest.mark.anyio
+async def test_a_followed_wait_parses_a_listed_batch_only_when_it_needs_it(
+    make_batches, async_client, dashscope_emulator, monkeypatch
+):
+    dashscope_emulator.configure(time_scale=0)  # every batch stays validating
+    refs = make_batches(20)
+    waits = [_follow_wait(r.batch_id) for r in refs]
+    parsed: list[str] = []
+    real_parse = status.parse_listed
+
+    def counting_parse(core, listed):
+        batch = real_parse(core, listed)
+        parsed.append(batch.id)
+        return batch
+
+    monkeypatch.setattr(status, "parse_listed", counting_parse)
+    async with async_client() as client:
+        reader = StatusReader(client, gather=0.5)
+        follows = (reader.follow(r, w, w.start(time.time())) for r, w in zip(refs, waits, strict=True))
+        tasks = [asyncio.create_task(follow) for follow in follows]
+        while min(w.poller.polls for w in waits) < 4:  # noqa: ASYNC110 - watching the waits' own state
+            await asyncio.sleep(0.02)
+        assert sorted(parsed) == sorted(r.batch_id for r in refs)  # once each, for the first progress line
+        assert all(w.batch is None and w.status is BatchStatus.VALIDATING for w in waits)  # nothing kept
+        assert reader.registered == 20
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*reader._rounds)
+        assert reader.registered == 0
+        assert not reader._scheduled
+        assert not reader._due
