@@ -64,7 +64,8 @@ def _check_endpoint(endpoint: str) -> None:
         raise ValueError(f"endpoint must be one of {', '.join(sorted(ENDPOINTS))}, got {endpoint!r}")
 
 
-def _dump(request: Mapping[str, Any]) -> bytes:
+def encode_line(request: Mapping[str, Any]) -> bytes:
+    """One request as the JSONL line every writer of this package emits (compact, UTF-8, LF)."""
     return json.dumps(request, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 
 
@@ -106,7 +107,7 @@ def write_requests(
                     raise ValueError(f"request {count}: body has no model and no model= was given")
                 request["body"] = {"model": model, **body}
             try:
-                out.write(_dump(request))
+                out.write(encode_line(request))
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"request {count}: not serialisable as JSON: {exc}") from exc
     return count
@@ -211,5 +212,5 @@ def write_requests_from_csv(
                 if system_prompt is not None:
                     messages.insert(0, {"role": "system", "content": system_prompt})
                 body = {"model": model, "messages": messages, **extra}
-            out.write(_dump({"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}))
+            out.write(encode_line({"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}))
     return count

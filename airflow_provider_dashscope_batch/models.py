@@ -59,22 +59,11 @@ class BatchStatus(StrEnum):
         """Whether the batch will never change status again (completed, failed, expired, cancelled)."""
         return self.value in _TERMINAL_VALUES
 
-    @property
-    def is_in_progress(self) -> bool:
-        """Whether the batch is still moving (every non-terminal status, unknown ones included)."""
-        return not self.is_terminal
-
-    @property
-    def is_known(self) -> bool:
-        """Whether the status is one the documentation lists."""
-        return self.value in _KNOWN_VALUES
-
 
 TERMINAL_STATUSES: frozenset[BatchStatus] = frozenset(
     {BatchStatus.COMPLETED, BatchStatus.FAILED, BatchStatus.EXPIRED, BatchStatus.CANCELLED}
 )
 _TERMINAL_VALUES = frozenset(s.value for s in TERMINAL_STATUSES)
-_KNOWN_VALUES = frozenset(s.value for s in BatchStatus)
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""Asynchronous DashScope Batch/Files client: drives the flows of :mod:`._base` over ``httpx.AsyncClient``."""
+"""Asynchronous DashScope Batch/Files client: drives the client flows over ``httpx.AsyncClient``."""
 
 from __future__ import annotations
 
@@ -12,15 +12,18 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from airflow_provider_dashscope_batch.client._base import ClientFace, Destination, Done, Emit, Sleep, advance
+from airflow_provider_dashscope_batch.client._base_client import BaseClient
+from airflow_provider_dashscope_batch.client._downloads import Destination
+from airflow_provider_dashscope_batch.client._flow import Done, Emit, Sleep, advance
+from airflow_provider_dashscope_batch.client.resources import files
 
 if TYPE_CHECKING:
-    from airflow_provider_dashscope_batch.client._base import Flow, Listing, Outcome, Send
+    from airflow_provider_dashscope_batch.client._flow import Flow, Listing, Send, StepResult
 
 T = TypeVar("T")
 
 
-class AsyncDashScopeClient(ClientFace[httpx.AsyncClient]):
+class AsyncDashScopeClient(BaseClient[httpx.AsyncClient]):
     """
     Asynchronous client of the DashScope OpenAI-compatible Batch and Files API.
 
@@ -68,13 +71,8 @@ class AsyncDashScopeClient(ClientFace[httpx.AsyncClient]):
         """Bound the requests in flight at once (used by the shared per-loop client)."""
         self._limiter = limiter
 
-    @property
-    def limiter(self) -> anyio.Semaphore | None:
-        """The semaphore bounding requests in flight, if any."""
-        return self._limiter
-
     # ------------------------------------------------------------------------------------ driving
-    async def _perform(self, step: Send | Sleep) -> Outcome:
+    async def _perform(self, step: Send | Sleep) -> StepResult:
         if isinstance(step, Sleep):
             await anyio.sleep(step.seconds)
             return None
@@ -84,7 +82,7 @@ class AsyncDashScopeClient(ClientFace[httpx.AsyncClient]):
         async with self._limiter:
             return await self._send(step)
 
-    async def _send(self, step: Send) -> Outcome:
+    async def _send(self, step: Send) -> StepResult:
         try:
             response = await self._http.send(step.request, stream=True)
             if self._must_read(step, response):
@@ -123,7 +121,7 @@ class AsyncDashScopeClient(ClientFace[httpx.AsyncClient]):
         :param chunk_size: Bytes per chunk.
         :raises IncompleteDownloadError: if the body ends before its ``Content-Length``.
         """
-        response = await self._run(self._core.content_flow(file_id))
+        response = await self._run(files.content_flow(self._core, file_id))
         failure: httpx.TransportError | None = None
         try:
             try:

@@ -31,6 +31,7 @@ from typing import Any
 import anyio
 import httpx
 
+from airflow_provider_dashscope_batch.client._retry import parse_retry_after
 from airflow_provider_dashscope_batch.client.errors import LocalValidationError
 
 __all__ = [
@@ -102,11 +103,6 @@ class RateLimit:
                 f"a rate limit must be positive and finite, got {self.limit}/{self.period}s"
             )
 
-    @property
-    def per_minute(self) -> float:
-        """The same limit expressed per minute."""
-        return self.limit * 60.0 / self.period
-
     def scaled(self, factor: float) -> RateLimit:
         """This limit times ``factor`` (same period)."""
         return replace(self, limit=self.limit * factor)
@@ -137,7 +133,6 @@ class TokenBucket:
     def __init__(self, rate_limit: RateLimit, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self.granted = 0
         self.penalties = 0
         self._configure(rate_limit)
         self._tokens = self.burst
@@ -186,7 +181,6 @@ class TokenBucket:
             now = self._clock()
             self._refill(now)
             self._tokens -= 1
-            self.granted += 1
             wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
             return wait, self.penalties
 
@@ -227,11 +221,6 @@ class RateBudget:
         merged = {**DEFAULT_RATE_LIMITS, **(limits or {})}
         self.buckets: dict[RequestKind, TokenBucket] = {k: TokenBucket(v, clock) for k, v in merged.items()}
 
-    @property
-    def limits(self) -> dict[RequestKind, RateLimit]:
-        """The limit of each kind."""
-        return {kind: bucket.rate_limit for kind, bucket in self.buckets.items()}
-
     def reconfigure(self, limits: Mapping[RequestKind, RateLimit]) -> None:
         """Apply new limits, keeping each bucket's state."""
         for kind, limit in {**DEFAULT_RATE_LIMITS, **limits}.items():
@@ -267,8 +256,6 @@ class RateBudget:
     def observe(self, request: httpx.Request, response: httpx.Response) -> None:
         """Tighten the request's bucket if the service answered 429."""
         if response.status_code == 429 and (bucket := self.bucket(request)) is not None:
-            from airflow_provider_dashscope_batch.client._base import parse_retry_after  # _base imports us
-
             bucket.penalize(parse_retry_after(response.headers))
 
 

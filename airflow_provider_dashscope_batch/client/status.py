@@ -31,15 +31,14 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import msgspec
 
-from airflow_provider_dashscope_batch.client._base import (
-    IDEMPOTENCY_KEY,
-    MAX_BATCH_PAGE_SIZE,
-    MAX_INPUT_FILE_IDS,
-    ClientCore,
-    Flow,
-)
+from airflow_provider_dashscope_batch.client._core import ClientCore
+from airflow_provider_dashscope_batch.client._flow import Flow
+from airflow_provider_dashscope_batch.client._params import MAX_BATCH_PAGE_SIZE, MAX_INPUT_FILE_IDS
+from airflow_provider_dashscope_batch.client._request import request_flow
 from airflow_provider_dashscope_batch.client.errors import APIStatusError, DashScopeError
 from airflow_provider_dashscope_batch.client.ratelimit import RequestKind
+from airflow_provider_dashscope_batch.client.resources.batches import retrieve_batch_flow
+from airflow_provider_dashscope_batch.idempotency import IDEMPOTENCY_KEY
 from airflow_provider_dashscope_batch.models import Batch, BatchStatus
 from airflow_provider_dashscope_batch.waiting import PollAction, PollStep
 
@@ -145,7 +144,8 @@ def _list_flow(
     missing = dict(wanted)
     while missing:
         params = {"input_file_ids": files, "limit": MAX_BATCH_PAGE_SIZE, "after": cursor}
-        page = yield from core.request_flow(
+        page = yield from request_flow(
+            core,
             lambda q=params: core.build_request("GET", "/batches", params=q),  # type: ignore[misc]
             lambda r: _decode_page(core, r),
             max_retries=0,
@@ -205,7 +205,7 @@ def grouped_read_flow(
             read.errors.update(dict.fromkeys((ref.batch_id for ref in group), exc))
     for ref in singles:
         try:
-            read.batches[ref.batch_id] = yield from core.retrieve_batch_flow(ref.batch_id, max_retries=0)
+            read.batches[ref.batch_id] = yield from retrieve_batch_flow(core, ref.batch_id, max_retries=0)
         except DashScopeError as exc:
             read.errors[ref.batch_id] = exc
     return read

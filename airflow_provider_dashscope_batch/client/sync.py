@@ -1,4 +1,4 @@
-"""Synchronous DashScope Batch/Files client: drives the flows of :mod:`._base` over ``httpx.Client``."""
+"""Synchronous DashScope Batch/Files client: drives the flows of :mod:`.resources` over ``httpx.Client``."""
 
 from __future__ import annotations
 
@@ -11,15 +11,18 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from airflow_provider_dashscope_batch.client._base import ClientFace, Destination, Done, Emit, Sleep, advance
+from airflow_provider_dashscope_batch.client._base_client import BaseClient
+from airflow_provider_dashscope_batch.client._downloads import Destination
+from airflow_provider_dashscope_batch.client._flow import Done, Emit, Sleep, advance
+from airflow_provider_dashscope_batch.client.resources import files
 
 if TYPE_CHECKING:
-    from airflow_provider_dashscope_batch.client._base import Flow, Listing, Outcome, Send
+    from airflow_provider_dashscope_batch.client._flow import Flow, Listing, Send, StepResult
 
 T = TypeVar("T")
 
 
-class DashScopeClient(ClientFace[httpx.Client]):
+class DashScopeClient(BaseClient[httpx.Client]):
     """
     Client of the DashScope OpenAI-compatible Batch and Files API.
 
@@ -51,7 +54,7 @@ class DashScopeClient(ClientFace[httpx.Client]):
         self.close()
 
     # ------------------------------------------------------------------------------------ driving
-    def _perform(self, step: Send | Sleep) -> Outcome:
+    def _perform(self, step: Send | Sleep) -> StepResult:
         if isinstance(step, Sleep):
             time.sleep(step.seconds)
             return None
@@ -93,7 +96,7 @@ class DashScopeClient(ClientFace[httpx.Client]):
         :param chunk_size: Bytes per chunk.
         :raises IncompleteDownloadError: if the body ends before its ``Content-Length``.
         """
-        response = self._run(self._core.content_flow(file_id))
+        response = self._run(files.content_flow(self._core, file_id))
         failure: httpx.TransportError | None = None
         try:
             try:

@@ -31,7 +31,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -50,7 +50,7 @@ from airflow.providers.common.ai.exceptions import (
 from airflow.providers.common.compat.sdk import mask_secret
 
 from airflow_provider_dashscope_batch.client import DashScopeClient
-from airflow_provider_dashscope_batch.jsonl import write_requests
+from airflow_provider_dashscope_batch.jsonl import encode_line, write_requests
 from airflow_provider_dashscope_batch.models import Batch, BatchStatus, ResultLine
 from airflow_provider_dashscope_batch.regions import DEFAULT_BASE_URL, REGION_BASE_URLS
 from airflow_provider_dashscope_batch.results import iter_lines
@@ -80,11 +80,6 @@ API_KEY_ENV = "DASHSCOPE_API_KEY"
 #: ``ds_name`` prefix of the batches this adapter creates; narrows the orphan search server-side.
 DS_NAME_PREFIX = "airflow-llm-batch-"
 FINGERPRINT_KEY = "input_fingerprint"
-
-#: ``created_at`` is whole seconds and the two clocks differ; identity comes from the metadata match.
-_CLOCK_SKEW = timedelta(minutes=5)
-#: The list filter's time zone is undocumented: widen it by a day and filter exactly on ``created_at``.
-_FILTER_SLACK = timedelta(days=1)
 
 #: Error codes of requests the service never ran, as common.ai's per-item statuses.
 _UNRUN_CODES = {"batch_expired": "expired", "batch_cancelled": "cancelled"}
@@ -122,11 +117,6 @@ def resolve_host(host: str | None) -> tuple[str, str | None]:
 def endpoint_for(model: str) -> str:
     """The batch endpoint of a chat model (``batch-test-model`` has its own)."""
     return TEST_MODEL_ENDPOINT if model == TEST_MODEL else CHAT_ENDPOINT
-
-
-def _encode(line: dict[str, Any]) -> bytes:
-    """One JSONL line exactly as :func:`~airflow_provider_dashscope_batch.jsonl.write_requests` writes it."""
-    return json.dumps(line, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 
 
 class _ChunkReader(io.RawIOBase):
@@ -293,7 +283,7 @@ class DashScopeBatchAdapter(BatchAdapter):
             max_tokens=max_tokens,
             request_params=request_params,
         )
-        stream = io.BufferedReader(_ChunkReader(_encode(line) for line in lines), buffer_size=1 << 20)
+        stream = io.BufferedReader(_ChunkReader(encode_line(line) for line in lines), buffer_size=1 << 20)
         report = validate_jsonl(stream, endpoint=endpoint_for(model), name="the batch", max_violations=1)
         if not report.ok:
             raise self._validation_error(report, output_spec, test_model=test_model)
@@ -388,26 +378,18 @@ class DashScopeBatchAdapter(BatchAdapter):
         """
         Find the batch a submit created whose response was never recorded.
 
-        Lists the batches whose ``ds_name`` carries the key (a server-side filter) created since a day
-        before ``not_before``, and returns the newest whose metadata holds both ``idempotency_key`` and
-        ``input_fingerprint`` and whose ``created_at`` is at or after ``not_before`` (less clock skew).
+        The client's own lookup (:meth:`~airflow_provider_dashscope_batch.client.DashScopeClient.find_batch`)
+        over the batches whose ``ds_name`` carries the key (a server-side filter): the newest whose
+        metadata holds both ``idempotency_key`` and ``input_fingerprint``, created at or after
+        ``not_before`` less the client's clock skew.
         """
-        since = datetime.fromisoformat(not_before) if not_before else None
-        threshold = (since - _CLOCK_SKEW).timestamp() if since is not None else 0.0
-        best: Batch | None = None
-        for batch in self._client.list_batches(
+        batch = self._client.find_batch(
+            idempotency_key=idempotency_key,
             ds_name=f"{DS_NAME_PREFIX}{idempotency_key}",
-            create_after=since - _FILTER_SLACK if since is not None else None,
-        ):
-            metadata = batch.metadata or {}
-            if (
-                metadata.get("idempotency_key") == idempotency_key
-                and metadata.get(FINGERPRINT_KEY) == input_fingerprint[:16]
-                and (batch.created_at or 0) >= threshold
-                and (best is None or (batch.created_at or 0) > (best.created_at or 0))
-            ):
-                best = batch
-        return best.id if best is not None else None
+            created_after=datetime.fromisoformat(not_before) if not_before else None,
+            metadata={FINGERPRINT_KEY: input_fingerprint[:16]},
+        )
+        return batch.id if batch is not None else None
 
     # -------------------------------------------------------------------------------------- results
     def iter_results(self, batch_id: str) -> Iterator[RawResultItem]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import anyio.to_thread
@@ -10,6 +11,8 @@ from airflow.providers.common.compat.connection import get_async_connection
 from airflow.providers.common.compat.sdk import BaseHook, mask_secret
 
 from airflow_provider_dashscope_batch.client import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
     APIConnectionError,
     APIStatusError,
     AsyncDashScopeClient,
@@ -21,8 +24,8 @@ from airflow_provider_dashscope_batch.client import (
     PermissionDeniedError,
     shared_async_client,
 )
-from airflow_provider_dashscope_batch.client.ratelimit import parse_rate_limits, rate_budget_for
-from airflow_provider_dashscope_batch.client.shared import DEFAULT_MAX_IN_FLIGHT
+from airflow_provider_dashscope_batch.client.loop_clients import DEFAULT_MAX_IN_FLIGHT
+from airflow_provider_dashscope_batch.client.ratelimit import RateBudget, parse_rate_limits, rate_budget_for
 from airflow_provider_dashscope_batch.hooks.connection_form import (
     CONN_FIELDS,
     CUSTOM_REGION,
@@ -43,6 +46,38 @@ _ClientT = TypeVar("_ClientT", DashScopeClient, AsyncDashScopeClient)
 
 class ConnectionSetupError(ValueError):
     """The connection is set up wrongly (no API key, unknown region, ...); nothing was sent."""
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """
+    The client a connection describes, read from its password and extra (no I/O).
+
+    :param api_key: The API key (left out of ``repr``, so it never reaches a log line).
+    :param base_url: Compatible-mode base URL of the region (or the connection's own).
+    :param workspace: Workspace id, if any.
+    :param timeout: Per-request timeout in seconds.
+    :param max_retries: Retries of transient failures.
+    :param rate_budget: The connection's request budget in this process.
+    """
+
+    api_key: str = field(repr=False)
+    base_url: str
+    workspace: str | None = None
+    timeout: float = DEFAULT_TIMEOUT
+    max_retries: int = DEFAULT_MAX_RETRIES
+    rate_budget: RateBudget | None = field(default=None, repr=False)
+
+    def build(self, client_class: type[_ClientT]) -> _ClientT:
+        """A new client of ``client_class`` with these settings."""
+        return client_class(
+            api_key=self.api_key,
+            base_url=self.base_url,
+            workspace=self.workspace,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            rate_budget=self.rate_budget,
+        )
 
 
 class DashScopeBatchHook(BaseHook):
@@ -68,9 +103,9 @@ class DashScopeBatchHook(BaseHook):
         self._client: DashScopeClient | None = None
 
     # ----------------------------------------------------------------------------------- connection
-    def client_kwargs(self, password: str | None, extra: dict[str, Any]) -> dict[str, Any]:
+    def client_settings(self, password: str | None, extra: dict[str, Any]) -> ClientSettings:
         """
-        Client constructor arguments from a connection's password and extra (no I/O).
+        The settings of the client a connection's password and extra describe (no I/O).
 
         Extra keys are accepted plain (``region``) or prefixed (``extra__dashscope__region``); an unset
         ``timeout`` or ``max_retries`` leaves the client's default.
@@ -102,16 +137,9 @@ class DashScopeBatchHook(BaseHook):
                     f"{', '.join(REGION_BASE_URLS)}, or {CUSTOM_REGION!r} with a Base URL."
                 )
             base_url = REGION_BASE_URLS[region or DEFAULT_REGION]
-        kwargs: dict[str, Any] = {
-            "api_key": password,
-            "base_url": str(base_url),
-            "workspace": get("workspace_id") or None,
-        }
         try:
-            if get("timeout") is not None:
-                kwargs["timeout"] = float(get("timeout"))
-            if get("max_retries") is not None:
-                kwargs["max_retries"] = int(get("max_retries"))
+            timeout = float(get("timeout")) if get("timeout") is not None else DEFAULT_TIMEOUT
+            max_retries = int(get("max_retries")) if get("max_retries") is not None else DEFAULT_MAX_RETRIES
         except (TypeError, ValueError):
             raise ConnectionSetupError(
                 f"Connection {conn_id!r}: timeout must be a number and max_retries an integer."
@@ -120,15 +148,21 @@ class DashScopeBatchHook(BaseHook):
             limits = parse_rate_limits(get("rate_limits"), get("rate_share"))
         except ValueError as exc:
             raise ConnectionSetupError(f"Connection {conn_id!r}: {exc}") from None
-        kwargs["rate_budget"] = rate_budget_for((self.conn_type, conn_id), limits)
-        return kwargs
+        return ClientSettings(
+            api_key=password,
+            base_url=str(base_url),
+            workspace=get("workspace_id") or None,
+            timeout=timeout,
+            max_retries=max_retries,
+            rate_budget=rate_budget_for((self.conn_type, conn_id), limits),
+        )
 
     def get_conn(self) -> DashScopeClient:
         """Return the (cached) synchronous client of the connection."""
         if self._client is None:
             conn = self.get_connection(self.dashscope_conn_id)
-            kwargs = self.client_kwargs(conn.password, conn.extra_dejson)
-            self._client = self._new_client(DashScopeClient, kwargs)
+            settings = self.client_settings(conn.password, conn.extra_dejson)
+            self._client = self._new_client(DashScopeClient, settings)
         return self._client
 
     async def get_async_conn(self) -> AsyncDashScopeClient:
@@ -140,13 +174,13 @@ class DashScopeBatchHook(BaseHook):
         bundle into an SSL context) run in a worker thread, so neither stalls the loop.
         """
         conn = await get_async_connection(self.dashscope_conn_id, hook=self)
-        kwargs = self.client_kwargs(conn.password, await get_async_extra_dejson(conn))
-        return await anyio.to_thread.run_sync(self._new_client, AsyncDashScopeClient, kwargs)
+        settings = self.client_settings(conn.password, await get_async_extra_dejson(conn))
+        return await anyio.to_thread.run_sync(self._new_client, AsyncDashScopeClient, settings)
 
-    def _new_client(self, client_class: type[_ClientT], kwargs: dict[str, Any]) -> _ClientT:
-        mask_secret(kwargs["api_key"])
+    def _new_client(self, client_class: type[_ClientT], settings: ClientSettings) -> _ClientT:
+        mask_secret(settings.api_key)
         try:
-            return client_class(**kwargs)
+            return settings.build(client_class)
         except LocalValidationError as exc:  # e.g. a Base URL that is not http(s)
             raise ConnectionSetupError(f"Connection {self.dashscope_conn_id!r}: {exc}") from None
 
@@ -178,8 +212,8 @@ class DashScopeBatchHook(BaseHook):
         """
         conn = self.get_connection(self.dashscope_conn_id)
         try:
-            kwargs = self.client_kwargs(conn.password, conn.extra_dejson)
-            client = self._new_client(DashScopeClient, {**kwargs, "max_retries": 0})
+            settings = self.client_settings(conn.password, conn.extra_dejson)
+            client = self._new_client(DashScopeClient, replace(settings, max_retries=0))
         except ConnectionSetupError as exc:
             return False, str(exc)
         where = client.base_url

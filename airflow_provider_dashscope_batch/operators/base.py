@@ -28,6 +28,7 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
+from airflow_provider_dashscope_batch.idempotency import key_of
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
 from airflow_provider_dashscope_batch.waiting import (
     DEFAULT_ERROR_BUDGET,
@@ -199,7 +200,7 @@ class DashScopeBaseBatchOperator(DashScopeBaseOperator):
             error_budget=self.error_budget,
             cancel_on_kill=self.cancel_on_kill,
             input_file_id=batch.input_file_id,
-            idempotency_key=(batch.metadata or {}).get("idempotency_key"),
+            idempotency_key=key_of(batch),
         )
 
     def _wait(self, batch: Batch) -> Batch:

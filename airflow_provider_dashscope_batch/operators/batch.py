@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from airflow_provider_dashscope_batch.client import FILTER_SLACK
 from airflow_provider_dashscope_batch.client.errors import InvalidRequestError, NotFoundError
+from airflow_provider_dashscope_batch.idempotency import key_of, lineage, parse_key, with_generation
 from airflow_provider_dashscope_batch.operators.base import (
     BatchWaitTimeout as BatchWaitTimeout,
 )
@@ -36,9 +36,6 @@ __all__ = ["DashScopeCancelBatchOperator", "DashScopeCreateBatchOperator", "idem
 
 #: ``task_state_store`` key holding the batch id (Airflow 3.3+); renaming it breaks in-flight retries.
 STATE_KEY = "dashscope_batch_id"
-#: The list API's time filters are in an unconfirmed time zone: widen the lower bound by a day.
-_LIST_SLACK = timedelta(days=1)
-_KEY = re.compile(r"^(airflow-[0-9a-f]{40})(?:-g([0-9]+))?$")
 
 
 def idempotency_key_for(context: Context, generation: int = 1) -> str:
@@ -53,20 +50,19 @@ def idempotency_key_for(context: Context, generation: int = 1) -> str:
     :param context: The task's context.
     :param generation: The generation, from 1.
     """
-    return f"{_lineage(context)}-g{generation}"
+    return with_generation(_lineage(context), generation)
 
 
 def _lineage(context: Context) -> str:
     """The generation-free part of the key: ``airflow-`` and 40 hex digits of the task instance."""
     ti = context["ti"]
-    raw = "\x1f".join((ti.dag_id, ti.task_id, ti.run_id, str(getattr(ti, "map_index", -1))))
-    return "airflow-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
+    return lineage(ti.dag_id, ti.task_id, ti.run_id, str(getattr(ti, "map_index", -1)))
 
 
 def _lineage_and_generation(batch: Batch) -> tuple[str, int] | None:
     """The key's task-instance part and generation (a key without one, from older releases: 0)."""
-    match = _KEY.match(str((batch.metadata or {}).get("idempotency_key") or ""))
-    return (match.group(1), int(match.group(2) or 0)) if match else None
+    parsed = parse_key(key_of(batch))
+    return None if parsed is None else (parsed[0], parsed[1] or 0)
 
 
 class DashScopeCreateBatchOperator(DashScopeBatchOutcomeMixin, DashScopeBaseBatchOperator):
@@ -195,7 +191,7 @@ class DashScopeCreateBatchOperator(DashScopeBatchOutcomeMixin, DashScopeBaseBatc
         since = _run_started(context)
         listing = client.list_batches(
             input_file_ids=[self.input_file_id] if "," not in self.input_file_id else None,
-            create_after=since - _LIST_SLACK if since is not None else None,
+            create_after=since - FILTER_SLACK if since is not None else None,
         )
         return next((b for b in listing if ours(b)), None)
 

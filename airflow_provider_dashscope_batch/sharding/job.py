@@ -13,18 +13,16 @@ batch of different requests.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from airflow_provider_dashscope_batch.idempotency import key_of, lineage, parse_key, with_generation
 from airflow_provider_dashscope_batch.models import Batch
 from airflow_provider_dashscope_batch.sharding.split import Shard
 from airflow_provider_dashscope_batch.waiting import Outcome, OutcomePolicy, Verdict
 
 __all__ = ["JobOutcomePolicy", "ShardRun", "job_token", "latest_batches", "shard_key_base"]
-
-_KEY = re.compile(r"^(airflow-[0-9a-f]{40})-g(\d+)$")
 
 
 def job_token(dag_id: str, task_id: str, run_id: str, map_index: int) -> str:
@@ -35,18 +33,17 @@ def job_token(dag_id: str, task_id: str, run_id: str, map_index: int) -> str:
 
 def shard_key_base(token: str, shard: Shard) -> str:
     """The generation-less idempotency key of ``shard`` in job ``token``."""
-    raw = "\x1f".join((token, str(shard.index), shard.sha256))
-    return "airflow-" + hashlib.sha256(raw.encode()).hexdigest()[:40]
+    return lineage(token, str(shard.index), shard.sha256)
 
 
 def latest_batches(batches: Iterable[Batch]) -> dict[str, tuple[int, Batch]]:
     """Key base -> (generation, batch) of the highest generation, among batches carrying a shard key."""
     latest: dict[str, tuple[int, Batch]] = {}
     for batch in batches:
-        match = _KEY.match(str((batch.metadata or {}).get("idempotency_key", "")))
-        if match is None:
+        parsed = parse_key(key_of(batch))
+        if parsed is None or parsed[1] is None:
             continue
-        base, generation = match.group(1), int(match.group(2))
+        base, generation = parsed
         if base not in latest or latest[base][0] < generation:
             latest[base] = (generation, batch)
     return latest
@@ -74,7 +71,7 @@ class ShardRun:
     @property
     def idempotency_key(self) -> str:
         """The key of the current generation."""
-        return f"{self.key_base}-g{self.generation}"
+        return with_generation(self.key_base, self.generation)
 
     @property
     def running(self) -> bool:

@@ -6,6 +6,7 @@ body exercises ``DashScopeClient`` and ``AsyncDashScopeClient`` alike, over the 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 from collections.abc import Callable, Iterator
@@ -15,8 +16,19 @@ from typing import Any
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
-from airflow_provider_dashscope_batch.client import AsyncDashScopeClient, DashScopeClient, RetryPolicy
+from airflow_provider_dashscope_batch.client import (
+    AsyncDashScopeClient,
+    DashScopeClient,
+    RetryPolicy,
+    loop_clients,
+)
 from airflow_provider_dashscope_batch.models import Batch
+
+
+def active_shared_clients() -> int:
+    """Number of shared clients open in the running event loop (a test's view of the registry)."""
+    return len(loop_clients._registry.get(asyncio.get_running_loop(), {}))
+
 
 FAST_RETRIES = RetryPolicy(max_retries=3, initial_delay=0.01, max_delay=0.05, max_elapsed=30.0)
 

@@ -31,15 +31,12 @@ from airflow_provider_dashscope_batch.client import (
     parse_completion_window,
     validate_metadata,
 )
-from airflow_provider_dashscope_batch.client._base import (
-    ClientCore,
-    Destination,
-    Emit,
-    Send,
-    Sleep,
-    parse_retry_after,
-    tokenized_filename,
-)
+from airflow_provider_dashscope_batch.client._core import ClientCore
+from airflow_provider_dashscope_batch.client._downloads import Destination
+from airflow_provider_dashscope_batch.client._flow import Emit, Send, Sleep
+from airflow_provider_dashscope_batch.client._retry import parse_retry_after
+from airflow_provider_dashscope_batch.client._uploads import tokenized_filename
+from airflow_provider_dashscope_batch.client.resources import batches, files
 from airflow_provider_dashscope_batch.models import Batch
 
 KEY = "sk-unit-test-secret-0123456789"
@@ -236,7 +233,7 @@ def test_get_retries_then_succeeds():
     c = core(retry=RetryPolicy(max_retries=3))
     request = httpx.Request("GET", "http://emu.invalid/x")
     result, steps = drive(
-        c.retrieve_batch_flow("batch_1"),
+        batches.retrieve_batch_flow(c, "batch_1"),
         [
             httpx.ConnectError("refused", request=request),
             response(503, {}),
@@ -251,29 +248,34 @@ def test_get_retries_then_succeeds():
 def test_budget_ends_in_typed_error():
     c = core(retry=RetryPolicy(max_retries=2))
     with pytest.raises(RateLimitError):
-        drive(c.retrieve_batch_flow("batch_1"), [response(429, {"error": {"code": "limit_requests"}})] * 3)
+        drive(
+            batches.retrieve_batch_flow(c, "batch_1"),
+            [response(429, {"error": {"code": "limit_requests"}})] * 3,
+        )
     request = httpx.Request("GET", "http://emu.invalid/x")
     with pytest.raises(APITimeoutError):
-        drive(c.retrieve_batch_flow("batch_1"), [httpx.ReadTimeout("slow", request=request)] * 3)
+        drive(batches.retrieve_batch_flow(c, "batch_1"), [httpx.ReadTimeout("slow", request=request)] * 3)
 
 
 def test_elapsed_budget_stops_retrying():
     c = core(retry=RetryPolicy(max_retries=10, max_elapsed=5.0))
     with pytest.raises(ServerError):
-        drive(c.retrieve_batch_flow("b"), [response(500, {}, {"retry-after": "6"})])
+        drive(batches.retrieve_batch_flow(c, "b"), [response(500, {}, {"retry-after": "6"})])
 
 
 def test_not_retried_errors():
     c = core()
     with pytest.raises(AuthenticationError):
-        drive(c.retrieve_batch_flow("b"), [response(401, {"error": {"code": "invalid_api_key"}})])
+        drive(batches.retrieve_batch_flow(c, "b"), [response(401, {"error": {"code": "invalid_api_key"}})])
     with pytest.raises(ServerError):
-        drive(c.retrieve_batch_flow("b"), [response(500, {}, {"x-should-retry": "false"})])
+        drive(batches.retrieve_batch_flow(c, "b"), [response(500, {}, {"x-should-retry": "false"})])
 
 
 def test_create_looks_up_before_resending_after_ambiguous_failure():
     c = core()
-    flow = c.create_batch_flow(input_file_id="file-1", endpoint="/v1/chat/ds-test", idempotency_key="k1")
+    flow = batches.create_batch_flow(
+        c, input_file_id="file-1", endpoint="/v1/chat/ds-test", idempotency_key="k1"
+    )
     post = next(flow)
     assert isinstance(post, Send)
     assert post.request.method == "POST"
@@ -290,7 +292,7 @@ def test_create_looks_up_before_resending_after_ambiguous_failure():
 
 def test_create_resends_when_lookup_finds_nothing_and_on_429_without_lookup():
     c = core()
-    flow = c.create_batch_flow(input_file_id="file-1", endpoint="/v1/chat/ds-test")
+    flow = batches.create_batch_flow(c, input_file_id="file-1", endpoint="/v1/chat/ds-test")
     post = next(flow)
     flow.send(response(502, {}))
     lookup = flow.send(None)
@@ -305,10 +307,15 @@ def test_create_resends_when_lookup_finds_nothing_and_on_429_without_lookup():
 def test_create_validates_locally():
     c = core()
     with pytest.raises(LocalValidationError, match="completion_window"):
-        next(c.create_batch_flow(input_file_id="f", endpoint="/v1/chat/completions", completion_window="2h"))
+        next(
+            batches.create_batch_flow(
+                c, input_file_id="f", endpoint="/v1/chat/completions", completion_window="2h"
+            )
+        )
     with pytest.raises(LocalValidationError, match="differ"):
         next(
-            c.create_batch_flow(
+            batches.create_batch_flow(
+                c,
                 input_file_id="f",
                 endpoint="/v1/chat/completions",
                 metadata={"idempotency_key": "a"},
@@ -319,8 +326,8 @@ def test_create_validates_locally():
 
 def test_pagination_follows_cursor_and_detects_stall():
     c = core()
-    flow = c.list_batches_flow(
-        status=["completed", "failed"], create_after=datetime(2025, 1, 2, 3, 4, 5), page_size=2
+    flow = batches.list_batches_flow(
+        c, status=["completed", "failed"], create_after=datetime(2025, 1, 2, 3, 4, 5), page_size=2
     )
     first = next(flow)
     assert first.request.url.params["status"] == "completed,failed"
@@ -337,7 +344,9 @@ def test_pagination_follows_cursor_and_detects_stall():
     flow.send(response(200, {"data": [batch_json("b3")], "has_more": False}))
     with pytest.raises(StopIteration):
         flow.send(None)
-    stalled = c.list_files_flow()
+    stalled = files.list_files_flow(
+        c,
+    )
     next(stalled)
     stalled.send(response(200, {"data": [{"id": "f1"}], "has_more": True}))
     stalled.send(None)
@@ -349,9 +358,9 @@ def test_pagination_follows_cursor_and_detects_stall():
 def test_list_argument_checks():
     c = core()
     with pytest.raises(LocalValidationError, match="page_size"):
-        next(c.list_batches_flow(page_size=101))
+        next(batches.list_batches_flow(c, page_size=101))
     with pytest.raises(LocalValidationError, match="20"):
-        next(c.list_batches_flow(input_file_ids=[f"f{i}" for i in range(21)]))
+        next(batches.list_batches_flow(c, input_file_ids=[f"f{i}" for i in range(21)]))
 
 
 def test_transport_error_text_has_no_key():
@@ -403,14 +412,16 @@ def test_retryable_and_retry_after_come_from_the_response():
 def test_max_retries_per_call_overrides_the_policy():
     c = core(retry=RetryPolicy(max_retries=5))
     with pytest.raises(ServerError) as raised:
-        drive(c.retrieve_batch_flow("b", max_retries=0), [response(503, {}, {"retry-after": "3"})])
+        drive(batches.retrieve_batch_flow(c, "b", max_retries=0), [response(503, {}, {"retry-after": "3"})])
     assert raised.value.retry_after == 3.0  # handed up to the caller that owns the retries
-    _, steps = drive(c.list_batches_flow(max_retries=1), [response(500, {}), response(200, {"data": []})])
+    _, steps = drive(
+        batches.list_batches_flow(c, max_retries=1), [response(500, {}), response(200, {"data": []})]
+    )
     assert [type(s).__name__ for s in steps] == ["Send", "Sleep", "Send"]
     with pytest.raises(ServerError):
-        drive(c.list_batches_flow(max_retries=0), [response(500, {})])
+        drive(batches.list_batches_flow(c, max_retries=0), [response(500, {})])
     with pytest.raises(LocalValidationError, match="max_retries"):
-        next(c.retrieve_batch_flow("b", max_retries=-1))
+        next(batches.retrieve_batch_flow(c, "b", max_retries=-1))
 
 
 # ------------------------------------------------------------------------------- recovery window
@@ -420,7 +431,9 @@ def test_after_a_timeout_the_lookups_span_twice_the_time_in_flight():
     post = c.build_request("POST", "/batches")
     empty = response(200, {"data": [], "has_more": False})
     result, steps = drive(
-        c.create_batch_flow(input_file_id="file-1", endpoint="/v1/chat/ds-test", idempotency_key="k"),
+        batches.create_batch_flow(
+            c, input_file_id="file-1", endpoint="/v1/chat/ds-test", idempotency_key="k"
+        ),
         [httpx.ReadTimeout("lost", request=post), *[empty] * 5, response(200, batch_json("b2", "k")), empty],
         clock,
         in_flight=10.0,
@@ -437,7 +450,9 @@ def test_a_fixed_recovery_window_and_a_found_batch_end_the_lookups():
     c.monotonic = clock = FakeClock()
     empty = response(200, {"data": [], "has_more": False})
     result, steps = drive(
-        c.create_batch_flow(input_file_id="file-1", endpoint="/v1/chat/ds-test", idempotency_key="k"),
+        batches.create_batch_flow(
+            c, input_file_id="file-1", endpoint="/v1/chat/ds-test", idempotency_key="k"
+        ),
         [
             response(502, {}),
             empty,
@@ -472,7 +487,9 @@ def test_upload_filename_carries_the_token(filename, stored):
 
 def test_upload_recovery_matches_only_the_token():
     c = core()
-    flow = c.upload_file_flow(io.BytesIO(b"x" * 10), filename="requests.jsonl", upload_token="tok-mine-1")
+    flow = files.upload_file_flow(
+        c, io.BytesIO(b"x" * 10), filename="requests.jsonl", upload_token="tok-mine-1"
+    )
     post = next(flow)
     assert b'filename="requests.tok-mine-1.jsonl"' in post.request.read()
     assert isinstance(flow.send(response(500, {})), Sleep)
@@ -507,9 +524,11 @@ def test_destination_renames_a_complete_download_and_removes_a_partial_one(tmp_p
 @pytest.mark.parametrize("face", [DashScopeClient, AsyncDashScopeClient])
 def test_each_face_method_is_its_flow_with_the_face_kind_of_result(face):
     for name in ("upload_file", "create_batch", "retrieve_batch", "cancel_duplicates", "list_batches"):
-        method, flow = getattr(face, name), getattr(ClientCore, f"{name}_flow")
+        resource = files if name == "upload_file" else batches
+        method, flow = getattr(face, name), getattr(resource, f"{name}_flow")
         assert method.__doc__ == flow.__doc__
-        assert list(inspect.signature(method).parameters) == list(inspect.signature(flow).parameters)
+        _core, *flow_parameters = inspect.signature(flow).parameters
+        assert list(inspect.signature(method).parameters) == ["self", *flow_parameters]
         assert method.__qualname__ == f"{face.__name__}.{name}"
     is_async = face is AsyncDashScopeClient
     assert inspect.iscoroutinefunction(face.retrieve_batch) is is_async

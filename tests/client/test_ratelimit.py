@@ -105,14 +105,14 @@ def test_rate_limits_from_connection_extras():
 
 def test_hook_shares_one_budget_per_connection_and_reports_bad_extras():
     extra = {"base_url": "http://127.0.0.1:1/v1", "rate_limits": {"batch_list": 30}, "rate_share": 0.5}
-    first = DashScopeBatchHook("rate_conn").client_kwargs("sk-x", extra)["rate_budget"]
-    again = DashScopeBatchHook("rate_conn").client_kwargs("sk-x", extra)["rate_budget"]
-    other = DashScopeBatchHook("rate_conn_2").client_kwargs("sk-x", extra)["rate_budget"]
+    first = DashScopeBatchHook("rate_conn").client_settings("sk-x", extra).rate_budget
+    again = DashScopeBatchHook("rate_conn").client_settings("sk-x", extra).rate_budget
+    other = DashScopeBatchHook("rate_conn_2").client_settings("sk-x", extra).rate_budget
     assert first is again is rate_budget_for(("dashscope", "rate_conn"))
     assert other is not first
-    assert first.limits[RequestKind.BATCH_LIST] == RateLimit(15)
+    assert first.buckets[RequestKind.BATCH_LIST].rate_limit == RateLimit(15)
     with pytest.raises(ConnectionSetupError, match="'rate_conn': rate_share"):
-        DashScopeBatchHook("rate_conn").client_kwargs("sk-x", {"rate_share": "all"})
+        DashScopeBatchHook("rate_conn").client_settings("sk-x", {"rate_share": "all"})
 
 
 # ------------------------------------------------------------------------------- against the emulator
@@ -169,9 +169,10 @@ def test_without_the_budget_the_same_load_is_refused(sync_client, dashscope_emul
 
 def test_retries_draw_from_the_bucket(sync_client, dashscope_emulator):
     dashscope_emulator.add_fault(method="GET", path="/batches", status=503, retry_after=None, count=3)
-    budget = RateBudget()
+    budget = RateBudget(clock=lambda: 0.0)  # a stopped clock: the bucket never refills
+    bucket = budget.buckets[RequestKind.BATCH_LIST]
     _list_once(sync_client(budget))
-    assert budget.buckets[RequestKind.BATCH_LIST].granted == 4
+    assert bucket.available() == bucket.burst - 4
     assert dashscope_emulator.request_counts() == {"GET /batches": 4}
 
 

@@ -11,7 +11,6 @@ import pytest
 
 from airflow_provider_dashscope_batch.client import AsyncDashScopeClient, DashScopeClient, ServerError, status
 from airflow_provider_dashscope_batch.client.ratelimit import RateBudget, RateLimit, RequestKind
-from airflow_provider_dashscope_batch.client.shared import active_shared_clients
 from airflow_provider_dashscope_batch.client.status import (
     BatchRef,
     StatusReader,
@@ -22,6 +21,7 @@ from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
 from airflow_provider_dashscope_batch.models import BatchStatus
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
 from airflow_provider_dashscope_batch.waiting import BatchPoller, BatchWait, PollAction, PollSchedule
+from tests.client.conftest import active_shared_clients
 
 SAMPLE = "example_dags/data/requests.jsonl"
 LIST = "GET /batches"

@@ -358,6 +358,23 @@ def test_find_orphaned_batch_needs_key_fingerprint_and_time(adapter, dashscope_e
     assert adapter.find_orphaned_batch(KEY16, FINGERPRINT, later) is None
 
 
+def test_find_orphaned_batch_allows_the_clients_clock_skew(adapter, dashscope_emulator):
+    """
+    A host whose clock runs 7 minutes ahead of the service still finds its batch, as the client's own
+    recovery does (10 minutes of skew); the adapter used to allow only 5 and would submit again.
+    """
+    spec = build_output_spec(str)
+    submitted = adapter.submit(
+        [{"prompt": "a"}],
+        model="qwen-plus",
+        idempotency_key=KEY16,
+        input_fingerprint=FINGERPRINT,
+        output_spec=spec,
+    )
+    ahead = (datetime.now(UTC) + timedelta(minutes=7)).isoformat()
+    assert adapter.find_orphaned_batch(KEY16, FINGERPRINT, ahead) == submitted.batch_id
+
+
 def test_a_failed_batch_reports_the_service_errors(adapter, dashscope_emulator, client):
     dashscope_emulator.set_clock(time_scale=0)
     spec = build_output_spec(str)

@@ -16,16 +16,16 @@ def test_form_defaults_are_the_clients(field):
     """The form shows the value the client uses when the field is left empty."""
     client_default = inspect.signature(DashScopeClient).parameters[field].default
     assert CONN_FIELDS[field]["schema"]["default"] == client_default
-    assert field not in DashScopeBatchHook().client_kwargs("sk-x", {})
+    assert getattr(DashScopeBatchHook().client_settings("sk-x", {}), field) == client_default
 
 
 def test_every_offered_region_is_accepted():
     assert CONN_FIELDS["region"]["schema"]["enum"] == [*REGION_BASE_URLS, CUSTOM_REGION]
     hook = DashScopeBatchHook()
     for region in REGION_BASE_URLS:
-        assert hook.client_kwargs("sk-x", {"region": region})["base_url"] == REGION_BASE_URLS[region]
+        assert hook.client_settings("sk-x", {"region": region}).base_url == REGION_BASE_URLS[region]
     custom = {"region": CUSTOM_REGION, "base_url": "http://gw.local/v1"}
-    assert hook.client_kwargs("sk-x", custom)["base_url"] == "http://gw.local/v1"
+    assert hook.client_settings("sk-x", custom).base_url == "http://gw.local/v1"
 
 
 def test_legacy_field_behaviour_is_the_declared_one():

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from airflow_provider_dashscope_batch.client import AsyncDashScopeClient, DashScopeClient
-from airflow_provider_dashscope_batch.client.shared import active_shared_clients, shared_async_client
+from airflow_provider_dashscope_batch.client.shared import shared_async_client
 from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
+from tests.client.conftest import active_shared_clients
 
 
 def _define(monkeypatch, conn_id: str, password: str | None, **extra) -> str:
@@ -43,16 +44,17 @@ def conn_env(monkeypatch, dashscope_emulator):
         ({"region": "cn-beijing", "base_url": "http://gw.local/v1"}, "http://gw.local/v1"),
     ],
 )
-def test_client_kwargs_regions(extra, base_url):
-    kwargs = DashScopeBatchHook().client_kwargs("sk-x", extra)
-    assert kwargs["base_url"] == base_url
+def test_client_settings_regions(extra, base_url):
+    settings = DashScopeBatchHook().client_settings("sk-x", extra)
+    assert settings.base_url == base_url
 
 
-def test_client_kwargs_fields():
-    kwargs = DashScopeBatchHook().client_kwargs(
+def test_client_settings_fields():
+    settings = DashScopeBatchHook().client_settings(
         "sk-x", {"workspace_id": "ws-1", "timeout": "12.5", "max_retries": "0"}
     )
-    assert (kwargs["workspace"], kwargs["timeout"], kwargs["max_retries"]) == ("ws-1", 12.5, 0)
+    assert (settings.workspace, settings.timeout, settings.max_retries) == ("ws-1", 12.5, 0)
+    assert "sk-x" not in repr(settings)
 
 
 @pytest.mark.parametrize(
@@ -70,9 +72,9 @@ def test_client_kwargs_fields():
         ("sk-x", {"timeout": "soon"}, "Connection 'my_conn': timeout must be a number"),
     ],
 )
-def test_client_kwargs_setup_mistakes(password, extra, message):
+def test_client_settings_setup_mistakes(password, extra, message):
     with pytest.raises(ConnectionSetupError) as raised:
-        DashScopeBatchHook("my_conn").client_kwargs(password, extra)
+        DashScopeBatchHook("my_conn").client_settings(password, extra)
     assert str(raised.value).startswith(message)
 
 
@@ -174,9 +176,9 @@ async def test_shared_async_client_is_shared_refcounted_and_bounded(conn_env, da
         # Six concurrent requests against a slow route: two in flight, four waiting on the semaphore.
         dashscope_emulator.add_fault("latency", method="GET", path="/batches", latency=0.3)
         tasks = [asyncio.create_task(_drain(first)) for _ in range(6)]
-        while first.limiter.statistics().tasks_waiting < 4:  # noqa: ASYNC110 - a semaphore has no event
+        while first._limiter.statistics().tasks_waiting < 4:  # noqa: ASYNC110 - a semaphore has no event
             await asyncio.sleep(0.01)
-        assert first.limiter.value == 0
+        assert first._limiter.value == 0
         await asyncio.gather(*tasks)
     assert first.is_closed
     assert active_shared_clients() == 0
