@@ -72,7 +72,7 @@ nitpick_ignore_regex = [
     (r"py:.*", rf"({_EXTERNAL_SHORT_NAMES})"),
     (r"py:.*", r"airflow_provider_dashscope_batch\..*\._\w+"),  # private helpers and bases
     (r"py:.*", r"airflow_provider_dashscope_batch\..*\.[A-Z]"),  # type variables (T, M)
-    (r"py:.*", r"(airflow_provider_dashscope_batch\.client\._base_client\.)?HttpT"),  # BaseClient's type variable
+    (r"py:.*", r"(airflow_provider_dashscope_batch\.client\._base_client\.)?HttpT"),  # BaseClient type var
     (r"py:attr", r"api_key"),  # EmulatorServer.api_key: an instance attribute autodoc cannot list
     (r"py:class", r"(ge|gt|le|lt)=.*"),  # pydantic field constraints (Annotated[int, Ge(0)]) in signatures
 ]
