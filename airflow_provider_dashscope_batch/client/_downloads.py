@@ -14,7 +14,7 @@ class Destination:
 
     A path is written under a temporary name in the same directory and renamed when complete, so it never
     holds a partial download; :meth:`discard` removes the temporary file of a download that did not complete.
-    Each face calls these methods its own way (the async one in a worker thread).
+    Each client calls these methods its own way (the async one in a worker thread).
 
     :param dest: Destination path, or a writable binary stream (e.g. ``ObjectStoragePath.open("wb")``).
     """
