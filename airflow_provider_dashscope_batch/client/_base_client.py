@@ -1,7 +1,7 @@
 """What the sync and async clients share: :class:`BaseClient` and the machinery that declares their methods.
 
 Every API call is declared once on :class:`BaseClient`, from the flow of :mod:`.resources` that
-implements it (:class:`FlowCall`, :class:`FlowListing`); each client class turns the declaration into a
+implements it (``FlowCall``, ``FlowListing``); each client class turns the declaration into a
 method of its own kind when it is defined (the sync one returns the result, the async one awaits it;
 listings are iterators or async iterators). A client writes only its driver (how a :class:`~._flow.Send`
 and a :class:`~._flow.Sleep` are performed) and the streaming of downloads, so the two cannot drift apart.

@@ -1,4 +1,4 @@
-"""The wire: :class:`ClientCore` builds requests, parses responses and maps errors -- no I/O, no retries.
+"""The wire: ``ClientCore`` builds requests, parses responses and maps errors -- no I/O, no retries.
 
 Every error the core builds has the API key scrubbed from all its string fields and is raised without a
 chained exception. The retries are :func:`~._request.request_flow`'s, the endpoints are the flows of

@@ -1,4 +1,4 @@
-"""Keeping the API key out of logs: :class:`KeyRedactingFilter` on the HTTP stack's loggers.
+"""Keeping the API key out of logs: ``KeyRedactingFilter`` on the HTTP stack's loggers.
 
 Errors are scrubbed where they are built (:meth:`~._core.ClientCore.scrub`); this filter covers what
 ``httpx`` and ``httpcore`` log themselves.

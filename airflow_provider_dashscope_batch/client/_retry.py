@@ -1,7 +1,8 @@
 """How transient failures are retried: the :class:`RetryPolicy` and the server's ``Retry-After``.
 
 The policy only computes delays and windows; :func:`~._request.request_flow` applies it to a call, and
-the rate budget (:mod:`.ratelimit`) reads ``Retry-After`` of a 429 through :func:`parse_retry_after`.
+the rate budget (:mod:`~airflow_provider_dashscope_batch.client.ratelimit`) reads ``Retry-After`` of a
+429 through :func:`parse_retry_after`.
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import typing
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -30,3 +31,6 @@ def test_each_client_method_is_its_flow_with_the_client_kind_of_result(face):
     returns = inspect.signature(face.list_batches).return_annotation
     assert returns == ("AsyncIterator[Batch]" if is_async else "Iterator[Batch]")
     assert typing.get_type_hints(face.retrieve_batch)["return"] is Batch
+    assert (
+        typing.get_type_hints(face.list_batches)["return"] == (AsyncIterator if is_async else Iterator)[Batch]
+    )

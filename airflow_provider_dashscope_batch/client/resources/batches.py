@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping  # noqa: F401 (see below)
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client._core import ClientCore
 
 log = logging.getLogger("airflow_provider_dashscope_batch.client")
+# AsyncIterator and Iterator: the clients' listing methods are typed ``Iterator[...]`` (``AsyncIterator``)
+# in the globals of the flow they wrap (this module), where typing.get_type_hints resolves them.
 
 
 def create_batch_flow(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Iterator  # noqa: F401 (see below)
 from typing import TYPE_CHECKING
 
 import httpx
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client._core import ClientCore
 
 log = logging.getLogger("airflow_provider_dashscope_batch.client")
+# AsyncIterator and Iterator: the clients' listing methods are typed ``Iterator[...]`` (``AsyncIterator``)
+# in the globals of the flow they wrap (this module), where typing.get_type_hints resolves them.
 
 
 def upload_file_flow(
