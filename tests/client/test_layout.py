@@ -80,3 +80,11 @@ def test_client_modules_are_short_or_say_why():
         lines = len(path.read_text().splitlines())
         docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
         assert lines <= MAX_LINES or "lines" in docstring, f"{name} has {lines} lines"
+
+
+def test_the_former_shared_module_still_imports():
+    """``client.shared`` was documented in earlier releases; triggers outside the package may use it."""
+    from airflow_provider_dashscope_batch.client import loop_clients, shared
+
+    assert shared.shared_async_client is loop_clients.shared_async_client
+    assert shared.DEFAULT_MAX_IN_FLIGHT == loop_clients.DEFAULT_MAX_IN_FLIGHT

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from airflow_provider_dashscope_batch.client import AsyncDashScopeClient, DashScopeClient
-from airflow_provider_dashscope_batch.client.shared import shared_async_client
+from airflow_provider_dashscope_batch.client.loop_clients import shared_async_client
 from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
 from tests.client.conftest import active_shared_clients
 
