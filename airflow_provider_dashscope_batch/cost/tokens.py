@@ -22,6 +22,7 @@ says so. The benchmark (``benchmarks/cost.py``) measures its error against the t
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +32,10 @@ __all__ = [
     "REPLY_OVERHEAD",
     "TokenizerUnavailable",
     "approximate_tokens",
+    "count_chat_prompt",
+    "count_text",
     "load_tokenizer",
+    "message_texts",
 ]
 
 #: Tokens the chat template adds around each message besides its role: <|im_start|>, "\n", <|im_end|>, "\n".
@@ -94,3 +98,49 @@ def approximate_tokens(text: str) -> float:
         return chars / 4
     other = (len(text.encode("utf-8", "surrogatepass")) - chars) / 2
     return (chars - other) / 4 + other / 1.5
+
+
+def count_text(text: str) -> int:
+    """The tokens of ``text``: the tokenizer's count, or the approximation rounded (at least 1 for text)."""
+    try:
+        return load_tokenizer()(text)
+    except TokenizerUnavailable:
+        return max(1, round(approximate_tokens(text))) if text else 0
+
+
+def message_texts(content: Any) -> list[str]:
+    """The text parts of a message's ``content`` (a string, or a list of parts); media parts are skipped."""
+    if isinstance(content, str):
+        return [content]
+    if isinstance(content, list):
+        return [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+    return []
+
+
+def count_chat_prompt(messages: list[Any], tools: Any = None) -> int:
+    """
+    The prompt tokens of a chat request as the chat template lays it out (see the module docstring).
+
+    :param messages: The request's ``messages``.
+    :param tools: The request's ``tools``, counted as their JSON text.
+    """
+    tokens = REPLY_OVERHEAD
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        tokens += MESSAGE_OVERHEAD
+        role = message.get("role")
+        if isinstance(role, str):
+            tokens += count_text(role) if _try_load() else 1
+        tokens += sum(count_text(t) for t in message_texts(message.get("content")))
+    if tools is not None:
+        tokens += count_text(json.dumps(tools, ensure_ascii=False))
+    return tokens
+
+
+def _try_load() -> bool:
+    try:
+        load_tokenizer()
+    except TokenizerUnavailable:
+        return False
+    return True
