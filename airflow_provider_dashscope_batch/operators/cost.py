@@ -9,7 +9,7 @@ anything is uploaded or created.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -205,7 +205,8 @@ def find_estimates(
     items = [found] if isinstance(found, Mapping) else list(found or ())
     flat: list[Any] = []
     for item in items:
-        flat.extend(item if isinstance(item, (list, tuple)) else [item])
+        many = isinstance(item, Sequence) and not isinstance(item, (str, bytes))
+        flat.extend(item if many else [item])
     estimates = [CostEstimate.model_validate(e) for e in flat if isinstance(e, Mapping)]
     if file_ids is not None and given is None:
         estimates = [e for e in estimates if e.file_id in file_ids]
