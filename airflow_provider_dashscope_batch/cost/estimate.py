@@ -20,8 +20,10 @@ capped at its ceiling.
 Sampling (with the tokenizer): the first 8 million characters of prompt text are counted exactly, then
 every request until the exactly counted text is 5 % of all text seen, and any request whose
 approximation reaches a quarter of the model's first tier boundary (so no request is put in the wrong
-tier by an estimate). Other requests get the approximation scaled by the ratio exact / approximation
-measured on the counted ones. ``CostEstimate.exact_requests`` says how many were counted exactly.
+tier by an estimate). Other requests are priced by their ASCII and other characters at the tokens per
+character of each class that a least-squares fit over the counted requests gives (the mix of English
+and Chinese varies per request; one overall ratio would not follow it). ``CostEstimate.exact_requests``
+says how many were counted exactly; the benchmark measures the total against a full count.
 """
 
 from __future__ import annotations
@@ -36,10 +38,12 @@ from pydantic import BaseModel, ConfigDict
 
 from airflow_provider_dashscope_batch.cost.pricing import ModelPrice, PriceTable, RegionPrices
 from airflow_provider_dashscope_batch.cost.tokens import (
+    ASCII_RATE,
     MESSAGE_OVERHEAD,
+    OTHER_RATE,
     REPLY_OVERHEAD,
     TokenizerUnavailable,
-    approximate_tokens,
+    char_classes,
     load_tokenizer,
 )
 
@@ -329,12 +333,13 @@ def _int(value: Any) -> int | None:
 
 
 class _Tier:
-    __slots__ = ("ceiling", "exact_input", "expected", "requests", "scaled_input")
+    __slots__ = ("ceiling", "exact_input", "expected", "requests", "scaled_ascii", "scaled_other")
 
     def __init__(self) -> None:
         self.requests = 0
         self.exact_input = 0
-        self.scaled_input = 0.0  # approximations still to be scaled by the calibration ratio
+        self.scaled_ascii = 0.0  # characters of requests not counted exactly: priced by the calibration
+        self.scaled_other = 0.0
         self.ceiling = 0
         self.expected = 0
 
@@ -375,7 +380,8 @@ class CostEstimator:
         self._tiers: dict[int, _Tier] = {}
         self._seen_chars = 0
         self._exact_chars = 0
-        self._calibration = [0, 0.0]  # exact tokens, approximated tokens of the exactly counted requests
+        # sums for least squares of exact tokens ~ a * ASCII chars + b * other chars over counted requests
+        self._calibration = [0.0] * 5  # sum aa, ao, oo, a*exact, o*exact
         self._exact_above = float("inf")
         self._encode = None
         self._roles: dict[str, int] = {}
@@ -437,18 +443,18 @@ class CostEstimator:
             return
         texts, fixed, media = self._texts(body)
         self.media_requests += media
-        tokens, approx = self._count(texts, fixed)
+        tokens, split = self._count(texts, fixed)
         price = self.price
-        index = price.tier_of(tokens if approx is None else int(approx)) if price is not None else 0
+        guess = tokens if split is None else tokens + split[0] * ASCII_RATE + split[1] * OTHER_RATE
+        index = price.tier_of(int(guess)) if price is not None else 0
         tier = self._tiers.get(index)
         if tier is None:
             tier = self._tiers[index] = _Tier()
         tier.requests += 1
-        if approx is None:
-            tier.exact_input += tokens
-        else:
-            tier.scaled_input += approx
-            tier.exact_input += tokens  # the fixed template overhead, counted exactly
+        tier.exact_input += tokens  # everything, or the fixed template overhead of a scaled request
+        if split is not None:
+            tier.scaled_ascii += split[0]
+            tier.scaled_other += split[1]
         ceiling = self._ceiling(body)
         tier.ceiling += ceiling
         if self.policy.expected_output_tokens is not None:
@@ -490,26 +496,50 @@ class CostEstimator:
             tokens = self._roles[role] = self._encode(role) if self._encode is not None else 1
         return tokens
 
-    def _count(self, texts: list[str], fixed: int) -> tuple[int, float | None]:
-        """Tokens of one request: ``(exact, None)``, or ``(fixed, approximation of the texts)``."""
-        approx = sum(approximate_tokens(t) for t in texts)
+    def _count(self, texts: list[str], fixed: int) -> tuple[int, tuple[float, float] | None]:
+        """Tokens of one request: ``(exact, None)``, or ``(fixed, (ASCII chars, other chars))`` to scale."""
+        ascii_chars = other = 0.0
+        for text in texts:
+            a, o = char_classes(text)
+            ascii_chars += a
+            other += o
         encode = self._encode
         if encode is None:
-            return fixed, approx
-        chars = sum(len(t) for t in texts)
+            return fixed, (ascii_chars, other)
+        chars = ascii_chars + other
         self._seen_chars += chars
         if (
             self._seen_chars <= _EXACT_CHARS
-            or approx >= self._exact_above
+            or ascii_chars * ASCII_RATE + other * OTHER_RATE >= self._exact_above
             or self._exact_chars < _SAMPLE_FRACTION * self._seen_chars
         ):
             exact = sum(encode(t) for t in texts)
             self._exact_chars += chars
-            self._calibration[0] += exact
-            self._calibration[1] += approx
+            c = self._calibration
+            c[0] += ascii_chars * ascii_chars
+            c[1] += ascii_chars * other
+            c[2] += other * other
+            c[3] += ascii_chars * exact
+            c[4] += other * exact
             self.exact_requests += 1
             return fixed + exact, None
-        return fixed, approx
+        return fixed, (ascii_chars, other)
+
+    def _rates(self) -> tuple[float, float]:
+        """Tokens per ASCII and per other character, fitted on the counted requests (else the fallback's)."""
+        aa, ao, oo, ay, oy = self._calibration
+        det = aa * oo - ao * ao
+        if self.counting == "tokenizer" and det > 1e-9 * max(aa * oo, 1.0):
+            a, o = (ay * oo - oy * ao) / det, (oy * aa - ay * ao) / det
+            if a > 0 and o > 0:
+                return a, o
+        if self.counting == "tokenizer" and (aa or oo):  # one character class (or collinear): one ratio
+            approx = (
+                aa * ASCII_RATE * ASCII_RATE + oo * OTHER_RATE * OTHER_RATE + 2 * ao * ASCII_RATE * OTHER_RATE
+            )
+            ratio = (ay * ASCII_RATE + oy * OTHER_RATE) / approx if approx else 1.0
+            return ASCII_RATE * ratio, OTHER_RATE * ratio
+        return ASCII_RATE, OTHER_RATE
 
     def _ceiling(self, body: _Body) -> int:
         if body.messages is _UNSET:  # embeddings: no output tokens
@@ -529,8 +559,7 @@ class CostEstimator:
         """The estimate of every line fed (``None`` when counting was off)."""
         if not self.count_tokens:
             return None
-        exact, approximated = self._calibration
-        ratio = exact / approximated if self.counting == "tokenizer" and approximated else 1.0
+        ascii_rate, other_rate = self._rates()
         price = self.price
         region = self.region
         discount = self.table.batch_discount
@@ -539,7 +568,7 @@ class CostEstimator:
         totals = [0, 0, 0, Decimal(0), Decimal(0)]
         for index in sorted(self._tiers):
             t = self._tiers[index]
-            input_tokens = t.exact_input + round(t.scaled_input * ratio)
+            input_tokens = t.exact_input + round(t.scaled_ascii * ascii_rate + t.scaled_other * other_rate)
             if price is not None:
                 tier = price.tiers[index]
                 in_price, out_price = tier.input, tier.thinking_output if self.thinking else tier.output

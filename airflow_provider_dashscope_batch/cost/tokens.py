@@ -32,6 +32,7 @@ __all__ = [
     "REPLY_OVERHEAD",
     "TokenizerUnavailable",
     "approximate_tokens",
+    "char_classes",
     "count_chat_prompt",
     "count_text",
     "load_tokenizer",
@@ -93,11 +94,22 @@ def approximate_tokens(text: str) -> float:
     Other characters are counted from the UTF-8 length (``(bytes - chars) / 2``: exact for the 3-byte
     CJK range), so the count costs one C-level encode and no per-character Python work.
     """
+    ascii_chars, other = char_classes(text)
+    return ascii_chars * ASCII_RATE + other * OTHER_RATE
+
+
+#: Tokens per ASCII character and per other character of the approximation.
+ASCII_RATE = 1 / 4
+OTHER_RATE = 1 / 1.5
+
+
+def char_classes(text: str) -> tuple[float, float]:
+    """``(ASCII characters, other characters)`` of ``text``, the latter from its UTF-8 length."""
     chars = len(text)
     if text.isascii():
-        return chars / 4
+        return chars, 0.0
     other = (len(text.encode("utf-8", "surrogatepass")) - chars) / 2
-    return (chars - other) / 4 + other / 1.5
+    return chars - other, other
 
 
 def count_text(text: str) -> int:
