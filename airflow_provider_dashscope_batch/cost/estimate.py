@@ -17,8 +17,8 @@ documented maximum output where it has none; in thinking mode it adds ``thinking
 maximum output again) for the reasoning. The expected figure is ``expected_output_tokens`` per request,
 capped at its ceiling.
 
-Sampling (with the tokenizer): the first 8 million characters of prompt text are counted exactly, then
-every request until the exactly counted text is 5 % of all text seen, and any request whose
+Sampling (with the tokenizer): the first million characters of prompt text are counted exactly, then
+every request while the exactly counted text is under 2 % of all text seen, and any request whose
 approximation reaches a quarter of the model's first tier boundary (so no request is put in the wrong
 tier by an estimate). Other requests are priced by their ASCII and other characters at the tokens per
 character of each class that a least-squares fit over the counted requests gives (the mix of English
@@ -62,8 +62,8 @@ __all__ = [
 
 #: Prefix of every line of an estimate made without the tokenizer.
 APPROXIMATION_LABEL = "[approximate: no tokenizer]"
-_EXACT_CHARS = 8_000_000
-_SAMPLE_FRACTION = 0.05
+_EXACT_CHARS = 1_000_000
+_SAMPLE_FRACTION = 0.02
 _UNSET = msgspec.UNSET
 
 BudgetBasis = Literal["ceiling", "expected"]
