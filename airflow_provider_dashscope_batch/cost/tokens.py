@@ -39,7 +39,8 @@ __all__ = [
     "message_texts",
 ]
 
-#: Tokens the chat template adds around each message besides its role: <|im_start|>, "\n", <|im_end|>, "\n".
+#: Tokens the chat template adds around each message besides its role (``<|im_start|>``, a newline,
+#: ``<|im_end|>``, a newline).
 MESSAGE_OVERHEAD = 4
 #: Tokens of the reply's opening, ``<|im_start|>assistant\n``.
 REPLY_OVERHEAD = 3
