@@ -128,7 +128,7 @@ class DashScopeCostMixin(BaseOperator):
         """Finish the estimate, log it and apply the budget (raises before anything is sent)."""
         with self.cost_checks():
             estimate = estimator.finish()
-            for warning in estimator.warnings if estimate is None else ():
+            for warning in estimator.warnings:
                 self.log.warning("%s", warning)
             if estimate is None:
                 return None
