@@ -620,7 +620,9 @@ class CostEstimator:
             cost_ceiling=_round(totals[3]) if priced else None,
             cost_expected=_round(totals[4]) if priced and expected_on else None,
             batch_discount=discount,
-            price_source=self.table.source_of(price) if price is not None else None,
+            price_source=None
+            if price is None
+            else self.table.source_of(price) + (f"; note: {price.note}" if price.note else ""),
             price_table_date=self.table.retrieved,
             warnings=list(self.warnings),
         )
