@@ -28,7 +28,7 @@ import hashlib
 import io
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import IO, Any
 
@@ -178,6 +178,7 @@ def parse_result_line(line: bytes | str | dict[str, Any]) -> dict[str, Any]:
 class _SummaryBody(msgspec.Struct):
     usage: Any = None
     error: Any = None
+    model: Any = None
 
 
 class _SummaryResponse(msgspec.Struct):
@@ -214,7 +215,7 @@ def _summarize(line: bytes | str) -> dict[str, Any]:
         if response is None
         else {
             "status_code": response.status_code,
-            "body": None if body is None else {"usage": body.usage, "error": body.error},
+            "body": None if body is None else {"usage": body.usage, "error": body.error, "model": body.model},
         },
     }
 
@@ -312,6 +313,9 @@ class UsageTotals:
     completion_tokens: int = 0
     total_tokens: int = 0
     requests: int = 0
+    reasoning_tokens: int = 0
+    meter: Any = field(default=None, repr=False, compare=False)
+    """A :class:`~airflow_provider_dashscope_batch.cost.CostMeter` to price each successful request."""
 
     def add(self, line: bytes | str | dict[str, Any]) -> None:
         """
@@ -330,10 +334,15 @@ class UsageTotals:
         prompt = _as_int(_get(usage, "prompt_tokens")) or 0
         completion = _as_int(_get(usage, "completion_tokens")) or 0
         total = _as_int(_get(usage, "total_tokens"))
+        reasoning = _as_int(_get(usage, "completion_tokens_details", "reasoning_tokens")) or 0
         self.prompt_tokens += prompt
         self.completion_tokens += completion
         self.total_tokens += total if total is not None else prompt + completion
+        self.reasoning_tokens += reasoning
         self.requests += 1
+        if self.meter is not None:
+            model = _get(obj, "response", "body", "model")
+            self.meter.add(model if isinstance(model, str) else None, prompt, completion, reasoning)
 
     def as_dict(self) -> dict[str, int]:
         """Return the totals as a JSON-able dict."""
@@ -342,6 +351,7 @@ class UsageTotals:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
             "requests": self.requests,
+            "reasoning_tokens": self.reasoning_tokens,
         }
 
 

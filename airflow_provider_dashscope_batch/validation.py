@@ -52,7 +52,7 @@ import io
 import json
 import os
 import pathlib
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import IO, Any, BinaryIO
 
@@ -451,6 +451,7 @@ def validate_jsonl(
     endpoint: str | None = None,
     max_violations: int = 100,
     name: str | None = None,
+    on_line: Callable[[bytes], None] | None = None,
 ) -> ValidationReport:
     """
     Check a batch input file against every rule the service enforces, streaming it once.
@@ -460,6 +461,8 @@ def validate_jsonl(
     :param endpoint: the batch endpoint; when given, every line's ``url`` must equal it.
     :param max_violations: how many violations to list in the report (all are counted).
     :param name: name used in messages; defaults to the path, or the stream's ``name``.
+    :param on_line: called with each line that broke no rule so far (the cost estimate reads the same
+        pass; it stops being called after the first violation).
     :return: the report; call :meth:`ValidationReport.raise_for_violations` to fail on violations.
     """
     if endpoint is not None and endpoint not in ENDPOINTS:
@@ -496,6 +499,8 @@ def validate_jsonl(
                 )
             elif line_count <= MAX_LINES:
                 checker.check_line(line_count, line)
+                if on_line is not None and not checker.violation_count:
+                    on_line(line)
     checker.finish(line_count, size)
     return ValidationReport(
         source_name=name if name is not None else source_name(source),

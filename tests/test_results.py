@@ -115,7 +115,13 @@ def test_usage_sums_successes_only():
     usage.add(json.dumps(CHAT_OK))
     usage.add({"custom_id": "x", "response": {"status_code": 500, "body": {"usage": {"total_tokens": 99}}}})
     usage.add({"response": {"status_code": 200, "body": {"usage": {"prompt_tokens": 3}}}})
-    expected = {"prompt_tokens": 43, "completion_tokens": 12, "total_tokens": 55, "requests": 3}
+    expected = {
+        "prompt_tokens": 43,
+        "completion_tokens": 12,
+        "total_tokens": 55,
+        "requests": 3,
+        "reasoning_tokens": 0,
+    }
     assert usage.as_dict() == expected
 
 

@@ -14,6 +14,13 @@ Connections
     are read from its host: empty (``cn-beijing``), a region id (``ap-southeast-1``) or a
     compatible-mode base URL, optionally followed by ``?workspace=<workspace id>``.
 
+Cost
+    The lines ``validate_requests`` generates are estimated in the same pass (:doc:`/cost`) and the
+    table is logged. The host's query may set a budget and the guard, as it sets the workspace:
+    ``?max_cost=2.5&max_input_tokens=1000000&expected_output_tokens=300&budget_basis=expected
+    &on_default_thinking=warn&price_region=ap-southeast-1``. A failed check raises
+    ``LLMBatchInputError`` before anything is uploaded. The output ceiling is ``max_tokens`` per request.
+
 Structured output
     ``output_type`` becomes ``response_format`` ``json_schema`` (``strict`` off, as common.ai's
     OpenAI adapter sends it). For models that accept only JSON mode, set
@@ -50,6 +57,13 @@ from airflow.providers.common.ai.exceptions import (
 from airflow.providers.common.compat.sdk import mask_secret
 
 from airflow_provider_dashscope_batch.client import DashScopeClient
+from airflow_provider_dashscope_batch.cost import (
+    CostCheckError,
+    CostEstimator,
+    CostPolicy,
+    load_price_table,
+    region_of,
+)
 from airflow_provider_dashscope_batch.jsonl import encode_line, write_requests
 from airflow_provider_dashscope_batch.models import Batch, BatchStatus, ResultLine
 from airflow_provider_dashscope_batch.regions import DEFAULT_BASE_URL, REGION_BASE_URLS
@@ -96,10 +110,11 @@ def resolve_host(host: str | None) -> tuple[str, str | None]:
         return DEFAULT_BASE_URL, None
     location, _, query = host.strip().partition("?")
     params = parse_qs(query, keep_blank_values=True)
-    if set(params) - {"workspace"}:
+    if set(params) - {"workspace", *COST_PARAMS}:
         raise ValueError(
-            f"The connection's host {host!r} may carry only a '?workspace=<workspace id>' query; "
-            f"got {sorted(set(params) - {'workspace'})}."
+            f"The connection's host {host!r} may carry only '?workspace=<workspace id>' and the cost "
+            f"settings {', '.join(COST_PARAMS)} in its query; "
+            f"got {sorted(set(params) - {'workspace', *COST_PARAMS})}."
         )
     workspace = (params.get("workspace") or [""])[-1] or None
     if location in REGION_BASE_URLS:
@@ -112,6 +127,35 @@ def resolve_host(host: str | None) -> tuple[str, str | None]:
         )
     path = parts.path.rstrip("/") or API_PATH
     return urlunsplit((parts.scheme, parts.netloc, path, "", "")), workspace
+
+
+#: Cost settings a connection's host query may carry (see the module docstring).
+COST_PARAMS = (
+    "max_cost",
+    "max_input_tokens",
+    "expected_output_tokens",
+    "budget_basis",
+    "on_default_thinking",
+    "price_region",
+)
+
+
+def cost_settings(host: str | None) -> tuple[str | None, CostPolicy]:
+    """The price region (``None``: from the base URL) and the cost policy a connection's host query sets."""
+    params = {k: v[-1] for k, v in parse_qs((host or "").partition("?")[2]).items() if v}
+    try:
+        policy = CostPolicy(
+            max_cost=params.get("max_cost"),  # type: ignore[arg-type]
+            max_input_tokens=int(params["max_input_tokens"]) if "max_input_tokens" in params else None,
+            expected_output_tokens=int(params["expected_output_tokens"])
+            if "expected_output_tokens" in params
+            else None,
+            budget_basis=params.get("budget_basis"),  # type: ignore[arg-type]
+            on_default_thinking=params.get("on_default_thinking", "error"),  # type: ignore[arg-type]
+        )
+    except (ValueError, ArithmeticError) as exc:
+        raise ValueError(f"The connection's host {host!r} has a bad cost setting: {exc}") from None
+    return params.get("price_region"), policy
 
 
 def endpoint_for(model: str) -> str:
@@ -170,6 +214,8 @@ class DashScopeBatchAdapter(BatchAdapter):
                 )
             mask_secret(key)
             client = DashScopeClient(api_key=key, base_url=url, workspace=workspace)
+        region, self._cost_policy = cost_settings(base_url)
+        self._price_region = region or region_of(base_url=str(getattr(client, "base_url", "") or ""))
         self._client: DashScopeClient = client
 
     # ------------------------------------------------------------------------------------- requests
@@ -284,9 +330,24 @@ class DashScopeBatchAdapter(BatchAdapter):
             request_params=request_params,
         )
         stream = io.BufferedReader(_ChunkReader(encode_line(line) for line in lines), buffer_size=1 << 20)
-        report = validate_jsonl(stream, endpoint=endpoint_for(model), name="the batch", max_violations=1)
-        if not report.ok:
-            raise self._validation_error(report, output_spec, test_model=test_model)
+        try:
+            table, region = load_price_table(self._price_region)
+            estimator = CostEstimator(table, region, self._cost_policy, source="the batch")
+            report = validate_jsonl(
+                stream,
+                endpoint=endpoint_for(model),
+                name="the batch",
+                max_violations=1,
+                on_line=estimator.feed,
+            )
+            if not report.ok:
+                raise self._validation_error(report, output_spec, test_model=test_model)
+            estimate = estimator.finish()
+            if estimate is not None:
+                log.info("%s", estimate.table())
+                self._cost_policy.enforce(estimate)
+        except CostCheckError as exc:
+            raise LLMBatchInputError(str(exc)) from None
 
     def _validation_error(
         self, report: ValidationReport, spec: OutputSpec, *, test_model: bool

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -17,6 +18,8 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from airflow_provider_dashscope_batch.cost.pricing import PriceTable, load_price_table
+from airflow_provider_dashscope_batch.cost.tokens import count_chat_prompt, count_text
 from airflow_provider_dashscope_batch.emulator.structured import structured_answer
 from airflow_provider_dashscope_batch.validation import ValidationReport, validate_jsonl
 
@@ -184,8 +187,10 @@ def _text_of(content: Any) -> str:
     return "" if content is None else str(content)
 
 
-def _tokens(text: str) -> int:
-    return max(1, (len(text) + 3) // 4)
+@functools.cache
+def _price_table() -> PriceTable:
+    """The shipped table: which models think by default (the emulator follows the service)."""
+    return load_price_table("cn-beijing")[0]
 
 
 def _vector(text: str, dimensions: int) -> list[float]:
@@ -502,9 +507,16 @@ class Emulator:
         digest = hashlib.sha256(f"{model}\n{prompt}".encode()).hexdigest()[:8]
         content = structured_answer(body) or f"Emulated reply ({digest}) to: {last_user[:200]}"
         message = {"role": "assistant", "content": content}
-        if body.get("enable_thinking") is True:
-            message["reasoning_content"] = f"Emulated reasoning ({digest})."
-        usage = {"completion_tokens": _tokens(content), "prompt_tokens": _tokens(prompt)}
+        usage: dict[str, Any] = {
+            "completion_tokens": count_text(content),
+            "prompt_tokens": count_chat_prompt(messages, body.get("tools")),
+        }
+        thinking = body.get("enable_thinking")
+        if _price_table().thinking(str(model), thinking if isinstance(thinking, bool) else None):
+            message["reasoning_content"] = reasoning = f"Emulated reasoning ({digest})."
+            reasoning_tokens = count_text(reasoning)
+            usage["completion_tokens"] += reasoning_tokens
+            usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
         usage["total_tokens"] = usage["completion_tokens"] + usage["prompt_tokens"]
         return {
             "created": created,
@@ -525,7 +537,7 @@ class Emulator:
         inputs = body.get("input")
         texts = inputs if isinstance(inputs, list) else [inputs]
         dimensions = int(body.get("dimensions") or self.config.embedding_dimensions)
-        tokens = sum(_tokens(str(t)) for t in texts)
+        tokens = sum(count_text(str(t)) for t in texts)
         return {
             "object": "list",
             "data": [

@@ -19,6 +19,7 @@ from airflow_provider_dashscope_batch.operators.base import (
     DashScopeBatchOutcomeMixin,
     wait_event,
 )
+from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin
 from airflow_provider_dashscope_batch.operators.upload import (
     DashScopeUploadFileOperator as DashScopeUploadFileOperator,
 )
@@ -65,7 +66,9 @@ def _lineage_and_generation(batch: Batch) -> tuple[str, int] | None:
     return None if parsed is None else (parsed[0], parsed[1] or 0)
 
 
-class DashScopeCreateBatchOperator(DashScopeBatchOutcomeMixin, DashScopeBaseBatchOperator):
+class DashScopeCreateBatchOperator(
+    DashScopeCostMixin, DashScopeBatchOutcomeMixin, DashScopeBaseBatchOperator
+):
     """
     Create a batch, push its id to XCom (key ``batch_id``) and, by default, wait for it to finish.
 
@@ -85,6 +88,10 @@ class DashScopeCreateBatchOperator(DashScopeBatchOutcomeMixin, DashScopeBaseBatc
     :param completion_window: ``"24h"`` to ``"14d"`` or a timedelta (templated).
     :param metadata: Extra batch metadata, e.g. ``ds_name`` / ``ds_description`` (templated).
     :param finish_callback_url: URL the service POSTs to when the batch finishes (Beijing region).
+    :param cost_estimate: The input file's preflight estimate (templated; default: the ``cost_estimate``
+        XCom an upstream :class:`DashScopeUploadFileOperator` pushed for this file id). Before a batch is
+        created, the connection's region must offer its model and ``max_cost`` / ``max_input_tokens``
+        (see :class:`~airflow_provider_dashscope_batch.operators.cost.DashScopeCostMixin`) must hold.
     :return: The final batch as a JSON dict (or the fresh batch if ``wait_for_completion=False``).
     """
 
@@ -94,6 +101,7 @@ class DashScopeCreateBatchOperator(DashScopeBatchOutcomeMixin, DashScopeBaseBatc
         "completion_window",
         "metadata",
         "finish_callback_url",
+        "cost_estimate",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"metadata": "json"}
     ui_color = "#ff6a00"
@@ -106,9 +114,11 @@ class DashScopeCreateBatchOperator(DashScopeBatchOutcomeMixin, DashScopeBaseBatc
         completion_window: str | timedelta = "24h",
         metadata: dict[str, str] | None = None,
         finish_callback_url: str | None = None,
+        cost_estimate: dict[str, Any] | list[dict[str, Any]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.cost_estimate = cost_estimate
         self.input_file_id = input_file_id
         self.endpoint = endpoint
         self.completion_window = completion_window
@@ -135,6 +145,8 @@ class DashScopeCreateBatchOperator(DashScopeBatchOutcomeMixin, DashScopeBaseBatc
                     "Re-attaching to batch %s created by an earlier try (status %s)", batch.id, batch.status
                 )
         if batch is None:
+            estimates = self.upstream_estimates(context, self.cost_estimate, {self.input_file_id})
+            self.check_estimates(estimates, self.price_table()[1])
             batch = self._create(client, idempotency_key_for(context, generation))
         store = context.get("task_state_store")
         if store is not None:

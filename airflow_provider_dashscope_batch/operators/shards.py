@@ -9,6 +9,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +23,9 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
+from airflow_provider_dashscope_batch.jsonl import write_requests, write_requests_from_csv
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator, DashScopeBatchOutcomeMixin
+from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin, LineSink
 from airflow_provider_dashscope_batch.operators.upload import as_path
 from airflow_provider_dashscope_batch.sharding.job import (
     JobOutcomePolicy,
@@ -41,7 +44,7 @@ from airflow_provider_dashscope_batch.sharding.split import (
     split_requests,
 )
 from airflow_provider_dashscope_batch.sharding.trigger import DashScopeShardsTrigger
-from airflow_provider_dashscope_batch.validation import JsonlValidationError
+from airflow_provider_dashscope_batch.validation import JsonlValidationError, validate_jsonl
 from airflow_provider_dashscope_batch.waiting import (
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
@@ -59,6 +62,11 @@ if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.models import Batch
 
 __all__ = ["JOB_XCOM_KEY", "DashScopeShardedBatchOperator", "DashScopeSplitRequestsOperator"]
+
+
+class _FirstLineRead(Exception):
+    """Stops the preflight pass after the first request when no estimate is wanted."""
+
 
 #: XCom key of a sharded job's progress (each shard's file, generation and last batch read).
 JOB_XCOM_KEY = "shard_job"
@@ -206,7 +214,7 @@ class DashScopeSplitRequestsOperator(_ShardingOperator):
         return [s.uri for s in result.shards]
 
 
-class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperator):
+class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMixin, _ShardingOperator):
     """
     Run any number of requests as one job: split, upload and batch every shard, wait for all in one deferral.
 
@@ -223,6 +231,11 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
     shard's position and its SHA-256, plus a generation. A new try splits the input again (the same input
     gives the same shards), finds the earlier batches by one listing, re-attaches to the running and the
     good ones, and replaces only the failed ones, re-using their input files.
+
+    Before any of that, a preflight pass over the whole input estimates its tokens and cost
+    (:doc:`/cost`; XCom key ``cost_estimate``) and applies the region, thinking-mode and budget checks, so
+    a job over budget uploads and creates nothing. With ``estimate_cost=False`` the pass reads only the
+    first request (region and thinking-mode checks).
 
     :param file: Local path, URL or ``ObjectStoragePath`` of a JSONL file (templated).
     :param requests: Request dicts or bodies (templated).
@@ -255,6 +268,10 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
     :param on_expired: Outcome of a shard ``expired`` (default fail).
     :param on_cancelled: Outcome of a shard ``cancelled`` (default fail).
     :param on_failed: Outcome of a shard ``failed`` (default fail).
+    :param estimate_cost: Estimate tokens and cost first (see
+        :class:`~airflow_provider_dashscope_batch.operators.cost.DashScopeCostMixin` for ``max_cost``,
+        ``max_input_tokens``, ``expected_output_tokens``, ``budget_basis``, ``on_default_thinking`` and
+        ``prices``).
     :return: ``{"batch_ids", "requests", "request_counts", "shards"}``; ``batch_ids`` (one per shard, in
         input order) is also pushed under its own XCom key for the results transfer.
     """
@@ -294,6 +311,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
 
     # ------------------------------------------------------------------------------- first try
     def execute(self, context: Context) -> dict[str, Any]:
+        self.push_estimate(context, self._preflight())
         ti = context["ti"]
         token = job_token(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))
         client = self.hook.get_conn()
@@ -327,6 +345,36 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
             )
             deadline = time.time() + float(seconds)
         return self._advance(context, client, token, runs, deadline)
+
+    def _preflight(self) -> Any:
+        """Estimate the whole input (or check its first request) before anything is sent."""
+        estimator = self.cost_estimator(str(self.file or self.csv or "<requests>"))
+
+        def feed(line: bytes) -> None:
+            estimator.feed(line)
+            if not self.estimate_cost:
+                raise _FirstLineRead
+
+        with self.cost_checks(), suppress(_FirstLineRead):
+            if self.file is not None:
+                validate_jsonl(as_path(self.file), endpoint=self.endpoint, on_line=feed)
+            elif self.csv is not None:
+                source = as_path(self.csv)
+                with source.open("rb") as stream:
+                    write_requests_from_csv(
+                        stream,
+                        LineSink(feed),  # type: ignore[arg-type]
+                        model=str(self.model),
+                        endpoint=self.endpoint,
+                        text_column=self.text_column,
+                        id_column=self.id_column,
+                        template=self.template,
+                        system_prompt=self.system_prompt,
+                        body_params=self.body_params,
+                    )
+            else:
+                write_requests(self.requests or (), LineSink(feed), endpoint=self.endpoint, model=self.model)  # type: ignore[arg-type]
+        return self.settle_estimate(estimator)
 
     def _plan(
         self,

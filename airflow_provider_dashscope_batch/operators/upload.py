@@ -14,6 +14,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStor
 
 from airflow_provider_dashscope_batch.jsonl import write_requests, write_requests_from_csv
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator
+from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin
 from airflow_provider_dashscope_batch.validation import validate_jsonl
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["DashScopeUploadFileOperator", "as_path"]
 
 
-class DashScopeUploadFileOperator(DashScopeBaseOperator):
+class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeBaseOperator):
     """
     Validate a batch input file line by line, then stream it to DashScope; returns the file id.
 
@@ -30,7 +31,10 @@ class DashScopeUploadFileOperator(DashScopeBaseOperator):
     ``csv`` file plus a message ``template`` (the service docs' "CSV to JSONL" tool). Built input goes to
     a local temporary file, streamed, never held in memory. The preflight check
     (:func:`~airflow_provider_dashscope_batch.validation.validate_jsonl`) enforces every rule the service
-    does and names each offending line and rule, so a bad file costs no upload and no batch.
+    does and names each offending line and rule, so a bad file costs no upload and no batch. The same
+    pass estimates the tokens and cost (:doc:`/cost`): the table is logged and pushed to XCom (key
+    ``cost_estimate``), and a budget, region or thinking-mode check that fails stops the task before
+    the upload.
 
     .. seealso::
         For more information on how to use this operator, take a look at the guide:
@@ -52,6 +56,9 @@ class DashScopeUploadFileOperator(DashScopeBaseOperator):
     :param filename: Name the file gets in DashScope (default: the source's name).
     :param max_violations: How many violations to list in the error (all are counted).
     :param dashscope_conn_id: The DashScope connection id.
+    :param estimate_cost: Estimate tokens and cost before the upload (see :class:`DashScopeCostMixin`
+        for ``max_cost``, ``max_input_tokens``, ``expected_output_tokens``, ``budget_basis``,
+        ``on_default_thinking`` and ``prices``).
     :return: The uploaded file's id.
     """
 
@@ -95,7 +102,7 @@ class DashScopeUploadFileOperator(DashScopeBaseOperator):
 
     def execute(self, context: Context) -> str:
         if self.file is not None:
-            return self._validate_and_upload(as_path(self.file), self.filename)
+            return self._validate_and_upload(context, as_path(self.file), self.filename)
         with tempfile.TemporaryDirectory(prefix="dashscope-upload-") as tmp:
             built = Path(tmp) / (self.filename or f"{self.task_id}.jsonl")
             endpoint = self.endpoint or "/v1/chat/completions"
@@ -114,16 +121,24 @@ class DashScopeUploadFileOperator(DashScopeBaseOperator):
             else:
                 lines = write_requests(self.requests or (), built, endpoint=endpoint, model=self.model)
             self.log.info("Built %s request lines", lines)
-            return self._validate_and_upload(built, built.name)
+            return self._validate_and_upload(context, built, built.name)
 
-    def _validate_and_upload(self, source: Path | ObjectStoragePath, filename: str | None) -> str:
-        report = validate_jsonl(source, endpoint=self.endpoint, max_violations=self.max_violations)
+    def _validate_and_upload(
+        self, context: Context, source: Path | ObjectStoragePath, filename: str | None
+    ) -> str:
+        estimator = self.cost_estimator(str(source))
+        with self.cost_checks():
+            report = validate_jsonl(
+                source, endpoint=self.endpoint, max_violations=self.max_violations, on_line=estimator.feed
+            )
         if not report.ok:
             raise AirflowFailException(f"Not uploaded: the batch input file is invalid.\n{report.summary()}")
         self.log.info("%s", report.summary())
+        estimate = self.settle_estimate(estimator)
         with source.open("rb") as stream:
             uploaded = self.hook.get_conn().upload_file(stream, filename=filename or source.name)
         self.log.info("Uploaded %s as file %s (%s bytes)", source, uploaded.id, uploaded.bytes)
+        self.push_estimate(context, estimate, uploaded.id)
         return uploaded.id
 
 

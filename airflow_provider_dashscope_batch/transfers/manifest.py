@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from airflow_provider_dashscope_batch.cost.actual import ActualCost
+from airflow_provider_dashscope_batch.cost.estimate import CostEstimate
 from airflow_provider_dashscope_batch.models import RequestCounts
 from airflow_provider_dashscope_batch.results import ResultFormat, ResultKind, UsageTotals
 
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MANIFEST_NAME",
     "MANIFEST_VERSION",
+    "CostBlock",
     "FileRecord",
     "ResultManifest",
     "ResultTotals",
@@ -65,6 +69,8 @@ class TokenUsage(_Record):
     completion_tokens: int = 0
     total_tokens: int = 0
     requests: int = 0
+    reasoning_tokens: int = 0
+    """Part of ``completion_tokens`` (``usage.completion_tokens_details.reasoning_tokens``)."""
 
     @classmethod
     def of(cls, totals: UsageTotals) -> TokenUsage:
@@ -76,6 +82,7 @@ class TokenUsage(_Record):
             completion_tokens=self.completion_tokens + other.completion_tokens,
             total_tokens=self.total_tokens + other.total_tokens,
             requests=self.requests + other.requests,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
         )
 
 
@@ -95,6 +102,8 @@ class ShardRecord(_Record):
     usage: TokenUsage
     deleted_remote_files: list[str] = Field(default_factory=list)
     """The batch's DashScope files deleted after the transfer (``delete_remote_files=True``)."""
+    cost: ActualCost | None = None
+    """What this batch's successful requests cost, each priced at its own tier (batch price)."""
 
 
 class ResultTotals(_Record):
@@ -129,6 +138,49 @@ class ResultTotals(_Record):
         )
 
 
+class CostBlock(_Record):
+    """Estimate and actual side by side: the actual cost over every shard, and the preflight estimates."""
+
+    actual: ActualCost
+    estimates: list[CostEstimate] = Field(default_factory=list)
+    """The preflight estimates handed to the transfer (one per uploaded file, or one per sharded job)."""
+    estimated_input_tokens: int | None = None
+    estimated_cost_ceiling: Decimal | None = None
+    estimated_cost_expected: Decimal | None = None
+
+    @classmethod
+    def of(cls, shards: Sequence[ShardRecord], estimates: Sequence[CostEstimate]) -> CostBlock | None:
+        """The block of a result set; ``None`` when no shard was priced."""
+        actual = ActualCost.total(s.cost for s in shards if s.cost is not None)
+        if actual is None:
+            return None
+
+        def total(values: list[Decimal | None]) -> Decimal | None:
+            return None if not values or None in values else sum(values, Decimal(0))  # type: ignore[arg-type]
+
+        return cls(
+            actual=actual,
+            estimates=list(estimates),
+            estimated_input_tokens=sum(e.input_tokens for e in estimates) if estimates else None,
+            estimated_cost_ceiling=total([e.cost_ceiling for e in estimates]),
+            estimated_cost_expected=total([e.cost_expected for e in estimates]),
+        )
+
+    def summary(self) -> str:
+        """Estimate vs actual, one line for the task log."""
+        text = self.actual.summary()
+        if self.estimated_input_tokens is not None:
+            money = self.actual.currency
+            ceiling = self.estimated_cost_ceiling
+            expected = self.estimated_cost_expected
+            text += (
+                f"; estimated {self.estimated_input_tokens:,} input tokens, cost ceiling "
+                f"{'n/a' if ceiling is None else f'{ceiling:.4f}'} {money}"
+                + ("" if expected is None else f", expected {expected:.4f} {money}")
+            )
+        return text
+
+
 class ResultManifest(_Record):
     """
     The manifest of one result set: every shard's batch, files, counts, digests and usage, and the totals.
@@ -147,6 +199,7 @@ class ResultManifest(_Record):
     """One per batch, in the order the batches were given."""
     totals: ResultTotals
     warnings: list[str] = Field(default_factory=list)
+    cost: CostBlock | None = None
 
     @classmethod
     def build(
@@ -156,8 +209,9 @@ class ResultManifest(_Record):
         directory: ObjectStoragePath,
         shards: Sequence[ShardRecord],
         warnings: Sequence[str],
+        estimates: Sequence[CostEstimate] = (),
     ) -> ResultManifest:
-        """Assemble a manifest, totals included, stamped now."""
+        """Assemble a manifest, totals and cost included, stamped now."""
         return cls(
             format=fmt,
             destination=str(directory),
@@ -166,6 +220,7 @@ class ResultManifest(_Record):
             shards=list(shards),
             totals=ResultTotals.of(shards),
             warnings=list(warnings),
+            cost=CostBlock.of(shards, estimates),
         )
 
     @property

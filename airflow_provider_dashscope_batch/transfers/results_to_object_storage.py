@@ -18,8 +18,10 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_dashscope_batch.client import NotFoundError, RetryPolicy
+from airflow_provider_dashscope_batch.cost import CostMeter
 from airflow_provider_dashscope_batch.fs import register_oss_scheme
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator
+from airflow_provider_dashscope_batch.operators.cost import connection_price_table, find_estimates
 from airflow_provider_dashscope_batch.results import ResultFormat, ResultKind, import_pyarrow
 from airflow_provider_dashscope_batch.transfers.manifest import (
     MANIFEST_NAME,
@@ -139,9 +141,14 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
     :param download_attempts: Attempts per file when the download is cut short.
     :param chunk_size: Download chunk size in bytes.
     :param parquet_row_group_size: Rows per Parquet row group (rows held in memory at once).
+    :param cost_estimate: The preflight estimate(s) to put beside the actual cost in the manifest's
+        ``cost`` block (templated; default: the ``cost_estimate`` XComs of upstream tasks for these
+        batches' input files, or of a sharded job). Every shard's actual cost (each successful request at
+        its own tier, batch price, the connection region's currency) is recorded either way.
+    :param prices: Model prices laid over the shipped table and the connection's (see :doc:`/cost`).
     """
 
-    template_fields: Sequence[str] = ("batch_id", "batch_ids", "destination", "result_set")
+    template_fields: Sequence[str] = ("batch_id", "batch_ids", "destination", "result_set", "cost_estimate")
     ui_color = "#ff6a00"
 
     def __init__(
@@ -158,6 +165,8 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
         download_attempts: int = 3,
         chunk_size: int = 1 << 20,
         parquet_row_group_size: int = 10_000,
+        cost_estimate: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+        prices: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if (batch_id is None) == (batch_ids is None):
@@ -187,6 +196,8 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
         self.download_attempts = download_attempts
         self.chunk_size = chunk_size
         self.parquet_row_group_size = parquet_row_group_size
+        self.cost_estimate = cost_estimate
+        self.prices = prices
 
     @staticmethod
     def _static_asset(destination: str | ObjectStoragePath) -> Asset | None:
@@ -228,6 +239,7 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
         if existing is not None:
             self.log.info("The result set at %s differs; transferring again", layout.directory)
 
+        prices = connection_price_table(self.hook, self.prices)
         remove(layout.manifest)  # the result set is incomplete until its new manifest is written
         for folder in layout.folders():
             folder.mkdir(parents=True, exist_ok=True)
@@ -240,6 +252,7 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
             retry=RetryPolicy(max_retries=self.download_attempts - 1),
             chunk_size=self.chunk_size,
             row_group_size=self.parquet_row_group_size,
+            meter=lambda: CostMeter(*prices),
         )
         warnings: list[str] = []
         staged: list[dict[ResultKind, StagedResult]] = []
@@ -260,8 +273,18 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
             self._clean_up(client, batch, self._shard(batch, files))
             for batch, files in zip(batches, staged, strict=True)
         ]
+        inputs = {b.input_file_id for b in batches if b.input_file_id}
+        estimates = [
+            e
+            for e in find_estimates(context, self, self.cost_estimate)
+            if self.cost_estimate is not None or e.file_id is None or e.file_id in inputs
+        ]
         manifest = ResultManifest.build(
-            fmt=self.output_format, directory=layout.directory, shards=shards, warnings=warnings
+            fmt=self.output_format,
+            directory=layout.directory,
+            shards=shards,
+            warnings=warnings,
+            estimates=estimates,
         )
         write_small_file(layout.manifest, manifest.to_json())
         totals = manifest.totals
@@ -273,6 +296,8 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
             totals.error_lines,
             totals.bytes,
         )
+        if manifest.cost is not None:
+            self.log.info("Cost: %s", manifest.cost.summary())
         return self._finish(context, manifest)
 
     def _ids(self) -> list[str]:
@@ -401,6 +426,7 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
             error_file_id=batch.error_file_id,
             files={kind: result.record for kind, result in files.items()},
             usage=TokenUsage.of(usage.usage) if usage is not None else TokenUsage(),
+            cost=usage.usage.meter.result() if usage is not None and usage.usage.meter is not None else None,
         )
 
     def _clean_up(self, client: DashScopeClient, batch: Batch, shard: ShardRecord) -> ShardRecord:

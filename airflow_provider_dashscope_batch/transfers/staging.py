@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_dashscope_batch.client import DashScopeError, IncompleteDownloadError, RetryPolicy
 from airflow_provider_dashscope_batch.results import (
@@ -72,6 +72,8 @@ class ResultFileStager:
     :param chunk_size: Download chunk size in bytes.
     :param row_group_size: Rows per Parquet row group.
     :param sleep: Waits between attempts (tests pass a recorder).
+    :param meter: Makes a fresh :class:`~airflow_provider_dashscope_batch.cost.CostMeter` per download
+        attempt, to price each successful request (``StagedResult.usage.meter``).
     """
 
     def __init__(
@@ -83,8 +85,10 @@ class ResultFileStager:
         chunk_size: int,
         row_group_size: int,
         sleep: Callable[[float], None] = time.sleep,
+        meter: Callable[[], Any] | None = None,
     ) -> None:
         self.client = client
+        self.meter = meter
         self.fmt = fmt
         self.retry = retry
         self.chunk_size = chunk_size
@@ -122,7 +126,7 @@ class ResultFileStager:
 
     def _stage_once(self, file_id: str, final: ObjectStoragePath, expected_bytes: int | None) -> StagedResult:
         source = ResultFileStats()
-        usage = UsageTotals()
+        usage = UsageTotals(meter=self.meter() if self.meter is not None else None)
         file = stage(final, expected_bytes)
         writer = BackgroundWriter(file.handle)
         out = HashingWriter(writer)

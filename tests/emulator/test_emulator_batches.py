@@ -447,3 +447,22 @@ def test_reset_forgets_everything(dashscope_emulator: EmulatorServer):
     assert dashscope_emulator.faults() == []
     assert dashscope_emulator.request_counts() == {"GET /batches": 1, "GET /files": 1}
     assert dashscope_emulator.configure()["fail_custom_id_pattern"] is None
+
+
+def test_chat_usage_is_counted_like_the_estimate(api: Api):
+    from airflow_provider_dashscope_batch.cost.tokens import count_chat_prompt, count_text
+
+    plain = request_line("a", enable_thinking=False)
+    thinking = request_line("b", model="qwen3.5-plus")  # thinks by default: enable_thinking unset
+    first, second = read_jsonl(api.content(api.run(jsonl([plain]))["output_file_id"])) + read_jsonl(
+        api.content(api.run(jsonl([thinking]))["output_file_id"])
+    )
+    body = first["response"]["body"]
+    assert body["usage"]["prompt_tokens"] == count_chat_prompt(plain["body"]["messages"])
+    assert body["usage"]["completion_tokens"] == count_text(body["choices"][0]["message"]["content"])
+    assert "reasoning_content" not in body["choices"][0]["message"]
+    body = second["response"]["body"]
+    message = body["choices"][0]["message"]
+    reasoning = body["usage"]["completion_tokens_details"]["reasoning_tokens"]
+    assert reasoning == count_text(message["reasoning_content"]) > 0
+    assert body["usage"]["completion_tokens"] == count_text(message["content"]) + reasoning

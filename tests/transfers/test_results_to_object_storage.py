@@ -89,7 +89,7 @@ class TestLocal:
             for key in expected:
                 expected[key] += usage[key]
         assert expected["total_tokens"] > 0
-        assert shard["usage"] == {**expected, "requests": 8}
+        assert shard["usage"] == {**expected, "requests": 8, "reasoning_tokens": 0}
         totals = manifest["totals"]
         assert totals["usage"] == shard["usage"]
         assert totals["request_counts"] == shard["request_counts"]

@@ -1,0 +1,49 @@
+"""
+Token and cost estimates before a batch is sent, budget and thinking-mode checks, and the actual cost after.
+
+* :mod:`~airflow_provider_dashscope_batch.cost.pricing`: the shipped price table (``prices.json``, with
+  its sources and date) and its per-connection / per-task overrides;
+* :mod:`~airflow_provider_dashscope_batch.cost.tokens`: offline token counts (the Qwen tokenizer, or the
+  documented approximation);
+* :mod:`~airflow_provider_dashscope_batch.cost.estimate`: the streaming preflight estimate and checks;
+* :mod:`~airflow_provider_dashscope_batch.cost.actual`: the billed cost of finished requests.
+
+See ``docs/cost.rst``.
+"""
+
+from __future__ import annotations
+
+from airflow_provider_dashscope_batch.cost.actual import ActualCost, CostMeter
+from airflow_provider_dashscope_batch.cost.estimate import (
+    BudgetExceededError,
+    CostCheckError,
+    CostEstimate,
+    CostEstimator,
+    CostPolicy,
+    RegionUnavailableError,
+    ThinkingModeError,
+    UnpricedModelError,
+)
+from airflow_provider_dashscope_batch.cost.pricing import (
+    PriceTable,
+    RegionPrices,
+    load_price_table,
+    region_of,
+)
+
+__all__ = [
+    "ActualCost",
+    "BudgetExceededError",
+    "CostCheckError",
+    "CostEstimate",
+    "CostEstimator",
+    "CostMeter",
+    "CostPolicy",
+    "PriceTable",
+    "RegionPrices",
+    "RegionUnavailableError",
+    "ThinkingModeError",
+    "UnpricedModelError",
+    "load_price_table",
+    "region_of",
+]

@@ -1,0 +1,632 @@
+"""
+The preflight cost estimate of a batch input, line by line, and the checks that stop a job before it is sent.
+
+:class:`CostEstimator` reads one request line at a time (memory stays flat) and keeps per price tier
+the requests, input tokens, output ceiling and expected output. Each request lands in the tier of its
+own input tokens. The first line settles the model and thinking mode, so the checks that need only
+those fail at once, before any later line is read:
+
+* region availability: the region does not offer the model in batch (``ap-southeast-1``: qwen-max,
+  qwen-plus, qwen-flash, qwen-turbo);
+* the thinking-mode guard: the model thinks by default and ``enable_thinking`` is not set.
+
+:meth:`CostPolicy.enforce` then applies the budget (``max_cost``, ``max_input_tokens``) to the total.
+
+Output: the ceiling is each request's ``max_tokens`` (``max_completion_tokens``), or the model's
+documented maximum output where it has none; in thinking mode it adds ``thinking_budget`` (or the
+maximum output again) for the reasoning. The expected figure is ``expected_output_tokens`` per request,
+capped at its ceiling.
+
+Sampling (with the tokenizer): the first million characters of prompt text are counted exactly, then
+every request while the exactly counted text is under 2 % of all text seen, and any request whose
+approximation reaches a quarter of the model's first tier boundary (so no request is put in the wrong
+tier by an estimate). Other requests are priced by their ASCII and other characters at the tokens per
+character of each class that a least-squares fit over the counted requests gives (the mix of English
+and Chinese varies per request; one overall ratio would not follow it). ``CostEstimate.exact_requests``
+says how many were counted exactly; the benchmark measures the total against a full count.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+from pydantic import BaseModel, ConfigDict
+
+from airflow_provider_dashscope_batch.cost.pricing import ModelPrice, PriceTable, RegionPrices
+from airflow_provider_dashscope_batch.cost.tokens import (
+    ASCII_RATE,
+    MESSAGE_OVERHEAD,
+    OTHER_RATE,
+    REPLY_OVERHEAD,
+    TokenizerUnavailable,
+    char_classes,
+    load_tokenizer,
+)
+
+__all__ = [
+    "APPROXIMATION_LABEL",
+    "BudgetExceededError",
+    "CostCheckError",
+    "CostEstimate",
+    "CostEstimator",
+    "CostPolicy",
+    "RegionUnavailableError",
+    "ThinkingModeError",
+    "TierEstimate",
+    "UnpricedModelError",
+]
+
+#: Prefix of every line of an estimate made without the tokenizer.
+APPROXIMATION_LABEL = "[approximate: no tokenizer]"
+_EXACT_CHARS = 1_000_000
+_SAMPLE_FRACTION = 0.02
+_UNSET = msgspec.UNSET
+
+BudgetBasis = Literal["ceiling", "expected"]
+
+
+class CostCheckError(ValueError):
+    """A preflight check failed; nothing was uploaded or created."""
+
+
+class RegionUnavailableError(CostCheckError):
+    """The connection's region does not offer the model in batch."""
+
+
+class ThinkingModeError(CostCheckError):
+    """The model thinks by default and the requests do not set ``enable_thinking``."""
+
+
+class UnpricedModelError(CostCheckError):
+    """A budget is set but the price table has no price for the model in this region."""
+
+
+class BudgetExceededError(CostCheckError):
+    """The estimate exceeds ``max_cost`` or ``max_input_tokens``."""
+
+
+class TierEstimate(BaseModel):
+    """The requests billed at one price tier, and what they cost at the batch price."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tier: str
+    requests: int
+    input_tokens: int
+    output_ceiling_tokens: int
+    expected_output_tokens: int | None
+    input_price: Decimal | None
+    output_price: Decimal | None
+    cost_ceiling: Decimal | None
+    cost_expected: Decimal | None
+
+
+class CostEstimate(BaseModel):
+    """
+    The preflight estimate of one batch input (XCom key ``cost_estimate``; the manifest's ``estimate``).
+
+    Costs are at the batch price (``batch_discount`` of the real-time price) in ``currency``; ``None``
+    where the table has no price for the model.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    source: str
+    model: str | None
+    endpoint: str | None
+    region: str
+    currency: str
+    thinking: bool | None
+    counting: Literal["tokenizer", "approximation"]
+    requests: int
+    exact_requests: int
+    input_tokens: int
+    output_ceiling_tokens: int
+    expected_output_tokens: int | None
+    unestimated_media_requests: int
+    tiers: list[TierEstimate]
+    cost_ceiling: Decimal | None
+    cost_expected: Decimal | None
+    batch_discount: Decimal
+    price_source: str | None
+    price_table_date: str
+    warnings: list[str]
+    file_id: str | None = None
+
+    def cost(self, basis: BudgetBasis) -> Decimal | None:
+        """The total cost on ``basis``."""
+        return self.cost_ceiling if basis == "ceiling" else self.cost_expected
+
+    def table(self) -> str:
+        """The estimate as a readable table; every line is labelled when the tokenizer was not used."""
+        money = self.currency
+        rows = [
+            f"Cost estimate of {self.source}: model {self.model}, region {self.region}, "
+            f"{self.requests:,} request(s), thinking {'on' if self.thinking else 'off'}, batch price "
+            f"({self.batch_discount * 100:.0f} % of real-time) in {money}",
+            "  tokens: "
+            + (
+                "the Qwen tokenizer (dashscope SDK)"
+                + (
+                    f", {self.exact_requests:,} request(s) counted exactly, the rest scaled"
+                    if self.exact_requests < self.requests
+                    else ""
+                )
+                if self.counting == "tokenizer"
+                else "approximation (ASCII chars / 4 + other chars / 1.5), the tokenizer is not installed"
+            ),
+            f"  {'tier':<10} {'requests':>9} {'input tok':>13} {'out ceiling':>13} {'out expected':>13} "
+            f"{'cost ceiling':>14} {'cost expected':>14}",
+        ]
+        for t in self.tiers:
+            rows.append(
+                f"  {t.tier:<10} {t.requests:>9,} {t.input_tokens:>13,} {t.output_ceiling_tokens:>13,} "
+                f"{_num(t.expected_output_tokens):>13} {_money(t.cost_ceiling):>14} "
+                f"{_money(t.cost_expected):>14}"
+            )
+        rows.append(
+            f"  {'total':<10} {self.requests:>9,} {self.input_tokens:>13,} {self.output_ceiling_tokens:>13,} "
+            f"{_num(self.expected_output_tokens):>13} {_money(self.cost_ceiling):>14} "
+            f"{_money(self.cost_expected):>14}"
+        )
+        if self.unestimated_media_requests:
+            rows.append(
+                f"  {self.unestimated_media_requests:,} request(s) carry image/audio/video parts: "
+                "not estimated (their media tokens are not counted)"
+            )
+        rows.append(
+            f"  prices: {self.price_source or 'none in the table'} (table read {self.price_table_date})"
+        )
+        rows.extend(f"  warning: {w}" for w in self.warnings)
+        if self.counting == "approximation":
+            rows = [f"{APPROXIMATION_LABEL} {r}" for r in rows]
+        return "\n".join(rows)
+
+
+def _num(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _money(value: Decimal | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+@dataclass(frozen=True)
+class CostPolicy:
+    """
+    What a task asks of the estimate: the budget and how strict the checks are.
+
+    :param max_cost: Most the job may cost, in the region's currency, at the batch price.
+    :param max_input_tokens: Most input tokens the job may send.
+    :param expected_output_tokens: Expected output tokens per request (gives the expected figure).
+    :param budget_basis: Which figure ``max_cost`` binds: ``ceiling`` or ``expected`` (default
+        ``expected`` when ``expected_output_tokens`` is given, else ``ceiling``).
+    :param on_default_thinking: ``error`` (default) or ``warn`` for a model that thinks by default
+        without an explicit ``enable_thinking``.
+    """
+
+    max_cost: Decimal | None = None
+    max_input_tokens: int | None = None
+    expected_output_tokens: int | None = None
+    budget_basis: BudgetBasis | None = None
+    on_default_thinking: Literal["error", "warn"] = "error"
+
+    def __post_init__(self) -> None:
+        if self.max_cost is not None and not isinstance(self.max_cost, Decimal):
+            object.__setattr__(self, "max_cost", Decimal(str(self.max_cost)))
+        if self.budget_basis not in (None, "ceiling", "expected"):
+            raise ValueError(f"budget_basis must be 'ceiling' or 'expected', got {self.budget_basis!r}")
+        if self.on_default_thinking not in ("error", "warn"):
+            raise ValueError(
+                f"on_default_thinking must be 'error' or 'warn', got {self.on_default_thinking!r}"
+            )
+        if self.budget_basis == "expected" and self.expected_output_tokens is None:
+            raise ValueError("budget_basis='expected' needs expected_output_tokens")
+
+    @property
+    def basis(self) -> BudgetBasis:
+        """The figure ``max_cost`` is compared with."""
+        if self.budget_basis is not None:
+            return self.budget_basis
+        return "expected" if self.expected_output_tokens is not None else "ceiling"
+
+    @property
+    def has_budget(self) -> bool:
+        """Whether a budget is set."""
+        return self.max_cost is not None or self.max_input_tokens is not None
+
+    def enforce(self, estimate: CostEstimate) -> None:
+        """
+        Raise if the estimate breaks the budget.
+
+        :raises BudgetExceededError: input tokens over ``max_input_tokens`` or cost over ``max_cost``.
+        :raises UnpricedModelError: ``max_cost`` is set and the model has no price.
+        """
+        if self.max_input_tokens is not None and estimate.input_tokens > self.max_input_tokens:
+            raise BudgetExceededError(
+                f"Input of {estimate.input_tokens:,} tokens exceeds "
+                f"max_input_tokens={self.max_input_tokens:,}; nothing was uploaded or created."
+                f"\n{estimate.table()}"
+            )
+        if self.max_cost is None:
+            return
+        cost = estimate.cost(self.basis)
+        if cost is None:
+            raise UnpricedModelError(
+                f"max_cost is set but the price table has no price for model {estimate.model!r} in region "
+                f"{estimate.region!r}; add it with prices= (task) or the connection extra 'prices'. Nothing "
+                f"was uploaded or created.\n{estimate.table()}"
+            )
+        if cost > self.max_cost:
+            raise BudgetExceededError(
+                f"Estimated cost {cost:.4f} {estimate.currency} ({self.basis}) exceeds max_cost="
+                f"{self.max_cost} {estimate.currency}; nothing was uploaded or created. Lower the number "
+                "of requests or max_tokens, pick a cheaper model, or raise max_cost."
+                f"\n{estimate.table()}"
+            )
+
+
+class _Message(msgspec.Struct):
+    role: Any = _UNSET
+    content: Any = _UNSET
+
+
+class _Body(msgspec.Struct):
+    model: Any = _UNSET
+    enable_thinking: Any = _UNSET
+    messages: list[_Message] | msgspec.UnsetType = _UNSET
+    input: Any = _UNSET
+    max_tokens: Any = _UNSET
+    max_completion_tokens: Any = _UNSET
+    thinking_budget: Any = _UNSET
+    tools: msgspec.Raw | msgspec.UnsetType = _UNSET
+
+
+class _Line(msgspec.Struct):
+    url: Any = _UNSET
+    body: _Body | msgspec.UnsetType | None = _UNSET
+
+
+_DECODER = msgspec.json.Decoder(_Line)
+
+
+def _decode(line: bytes) -> _Line:
+    try:
+        return _DECODER.decode(line)
+    except (msgspec.DecodeError, msgspec.ValidationError):  # an unusual but valid shape: convert leniently
+        obj = json.loads(line)
+        body = obj.get("body") if isinstance(obj, dict) else None
+        if not isinstance(body, dict):
+            return _Line(url=obj.get("url", _UNSET) if isinstance(obj, dict) else _UNSET)
+        messages = body.get("messages")
+        tools = body.get("tools")
+        return _Line(
+            url=obj.get("url", _UNSET),
+            body=_Body(
+                model=body.get("model", _UNSET),
+                enable_thinking=body.get("enable_thinking", _UNSET),
+                messages=[
+                    _Message(m.get("role", _UNSET), m.get("content", _UNSET))
+                    if isinstance(m, dict)
+                    else _Message()
+                    for m in messages
+                ]
+                if isinstance(messages, list)
+                else _UNSET,
+                input=body.get("input", _UNSET),
+                max_tokens=body.get("max_tokens", _UNSET),
+                max_completion_tokens=body.get("max_completion_tokens", _UNSET),
+                thinking_budget=body.get("thinking_budget", _UNSET),
+                tools=_UNSET
+                if tools is None
+                else msgspec.Raw(json.dumps(tools, ensure_ascii=False).encode()),
+            ),
+        )
+
+
+def _int(value: Any) -> int | None:
+    return value if type(value) is int and value >= 0 else None
+
+
+class _Tier:
+    __slots__ = ("ceiling", "exact_input", "expected", "requests", "scaled_ascii", "scaled_other")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.exact_input = 0
+        self.scaled_ascii = 0.0  # characters of requests not counted exactly: priced by the calibration
+        self.scaled_other = 0.0
+        self.ceiling = 0
+        self.expected = 0
+
+
+class CostEstimator:
+    """
+    Feed request lines (valid ones: run it behind validation), then :meth:`finish` for the estimate.
+
+    :param table: The price table.
+    :param region: The region's prices.
+    :param policy: The task's policy (thinking guard, expected output).
+    :param source: Name used in the estimate and messages.
+    :param count_tokens: False to run only the first-line checks (no counting, no estimate).
+    """
+
+    def __init__(
+        self,
+        table: PriceTable,
+        region: RegionPrices,
+        policy: CostPolicy,
+        *,
+        source: str,
+        count_tokens: bool = True,
+    ) -> None:
+        self.table = table
+        self.region = region
+        self.policy = policy
+        self.source = source
+        self.count_tokens = count_tokens
+        self.warnings: list[str] = []
+        self.model: str | None = None
+        self.endpoint: str | None = None
+        self.price: ModelPrice | None = None
+        self.thinking: bool | None = None
+        self.requests = 0
+        self.exact_requests = 0
+        self.media_requests = 0
+        self._tiers: dict[int, _Tier] = {}
+        self._seen_chars = 0
+        self._exact_chars = 0
+        # sums for least squares of exact tokens ~ a * ASCII chars + b * other chars over counted requests
+        self._calibration = [0.0] * 5  # sum aa, ao, oo, a*exact, o*exact
+        self._exact_above = float("inf")
+        self._encode = None
+        self._roles: dict[str, int] = {}
+        self.counting: Literal["tokenizer", "approximation"] = "approximation"
+        if count_tokens:
+            try:
+                self._encode = load_tokenizer()
+                self.counting = "tokenizer"
+            except TokenizerUnavailable as exc:
+                self.warnings.append(f"{exc}; token counts are approximate")
+
+    # ------------------------------------------------------------------------------------- checks
+    def _first(self, line: _Line, body: _Body) -> None:
+        model = body.model if isinstance(body.model, str) else None
+        self.model, self.endpoint = model, line.url if isinstance(line.url, str) else None
+        if model is None:
+            return
+        explicit = body.enable_thinking if isinstance(body.enable_thinking, bool) else None
+        if not self.region.offers_in_batch(model):
+            offered = ", ".join(sorted(self.region.batch_models or ()))
+            raise RegionUnavailableError(
+                f"{self.source}: region {self.region.region} does not offer model {model!r} in batch (it "
+                f"offers {offered}); nothing was uploaded. Use one of those models, or a connection to a "
+                "region that offers this one (cn-beijing)."
+            )
+        if explicit is None and self.table.model_thinks_by_default(model):
+            message = (
+                f"{self.source}: model {model!r} thinks by default and the requests do not set "
+                "enable_thinking, so every request would think (more output tokens, billed at the "
+                'thinking output price). Set "enable_thinking": false (or true, if you want thinking) '
+                "in every request body"
+            )
+            if self.policy.on_default_thinking == "error":
+                raise ThinkingModeError(
+                    f"{message}; nothing was uploaded. Or pass on_default_thinking='warn' to send as is."
+                )
+            self.warnings.append(message)
+        self.thinking = self.table.thinking(model, explicit)
+        self.price = self.region.models.get(model)
+        if self.price is None:
+            self.warnings.append(
+                f"no price for model {model!r} in region {self.region.region}: tokens are counted, cost is "
+                "not (add the model with prices= or the connection extra 'prices')"
+            )
+        elif len(self.price.tiers) > 1 and self.price.tiers[0].max_input_tokens:
+            self._exact_above = self.price.tiers[0].max_input_tokens / 4
+
+    # -------------------------------------------------------------------------------------- lines
+    def feed(self, line: bytes) -> None:
+        """Add one request line (valid JSON with a ``body``; validation has checked it)."""
+        if not self.count_tokens and self.requests:
+            return
+        parsed = _decode(line)
+        body = parsed.body if isinstance(parsed.body, _Body) else _Body()
+        if self.requests == 0:
+            self._first(parsed, body)
+        self.requests += 1
+        if not self.count_tokens:
+            return
+        texts, fixed, media = self._texts(body)
+        self.media_requests += media
+        tokens, split = self._count(texts, fixed)
+        price = self.price
+        guess = tokens if split is None else tokens + split[0] * ASCII_RATE + split[1] * OTHER_RATE
+        index = price.tier_of(int(guess)) if price is not None else 0
+        tier = self._tiers.get(index)
+        if tier is None:
+            tier = self._tiers[index] = _Tier()
+        tier.requests += 1
+        tier.exact_input += tokens  # everything, or the fixed template overhead of a scaled request
+        if split is not None:
+            tier.scaled_ascii += split[0]
+            tier.scaled_other += split[1]
+        ceiling = self._ceiling(body)
+        tier.ceiling += ceiling
+        if self.policy.expected_output_tokens is not None:
+            tier.expected += min(self.policy.expected_output_tokens, ceiling)
+
+    def _texts(self, body: _Body) -> tuple[list[str], int, int]:
+        """The texts to count, the fixed template tokens not in them, and 1 if media parts were skipped."""
+        texts: list[str] = []
+        media = 0
+        fixed = 0
+        if body.messages is not _UNSET:
+            fixed = REPLY_OVERHEAD
+            for message in body.messages:
+                fixed += MESSAGE_OVERHEAD + self._role_tokens(message.role)
+                content = message.content
+                if isinstance(content, str):
+                    texts.append(content)
+                elif isinstance(content, list):
+                    for part in content:
+                        if isinstance(part, dict):
+                            text = part.get("text")
+                            if isinstance(text, str):
+                                texts.append(text)
+                            elif part.get("type") not in (None, "text"):
+                                media = 1
+            if body.tools is not _UNSET:
+                texts.append(bytes(body.tools).decode("utf-8", "replace"))
+        elif isinstance(body.input, str):
+            texts.append(body.input)
+        elif isinstance(body.input, list):
+            texts.extend(t for t in body.input if isinstance(t, str))
+        return texts, fixed, media
+
+    def _role_tokens(self, role: Any) -> int:
+        if not isinstance(role, str):
+            return 0
+        tokens = self._roles.get(role)
+        if tokens is None:
+            tokens = self._roles[role] = self._encode(role) if self._encode is not None else 1
+        return tokens
+
+    def _count(self, texts: list[str], fixed: int) -> tuple[int, tuple[float, float] | None]:
+        """Tokens of one request: ``(exact, None)``, or ``(fixed, (ASCII chars, other chars))`` to scale."""
+        ascii_chars = other = 0.0
+        for text in texts:
+            a, o = char_classes(text)
+            ascii_chars += a
+            other += o
+        encode = self._encode
+        if encode is None:
+            return fixed, (ascii_chars, other)
+        chars = ascii_chars + other
+        self._seen_chars += chars
+        if (
+            self._seen_chars <= _EXACT_CHARS
+            or ascii_chars * ASCII_RATE + other * OTHER_RATE >= self._exact_above
+            or self._exact_chars < _SAMPLE_FRACTION * self._seen_chars
+        ):
+            exact = sum(encode(t) for t in texts)
+            self._exact_chars += chars
+            c = self._calibration
+            c[0] += ascii_chars * ascii_chars
+            c[1] += ascii_chars * other
+            c[2] += other * other
+            c[3] += ascii_chars * exact
+            c[4] += other * exact
+            self.exact_requests += 1
+            return fixed + exact, None
+        return fixed, (ascii_chars, other)
+
+    def _rates(self) -> tuple[float, float]:
+        """Tokens per ASCII and per other character, fitted on the counted requests (else the fallback's)."""
+        aa, ao, oo, ay, oy = self._calibration
+        det = aa * oo - ao * ao
+        if self.counting == "tokenizer" and det > 1e-9 * max(aa * oo, 1.0):
+            a, o = (ay * oo - oy * ao) / det, (oy * aa - ay * ao) / det
+            if a > 0 and o > 0:
+                return a, o
+        if self.counting == "tokenizer" and (aa or oo):  # one character class (or collinear): one ratio
+            approx = (
+                aa * ASCII_RATE * ASCII_RATE + oo * OTHER_RATE * OTHER_RATE + 2 * ao * ASCII_RATE * OTHER_RATE
+            )
+            ratio = (ay * ASCII_RATE + oy * OTHER_RATE) / approx if approx else 1.0
+            return ASCII_RATE * ratio, OTHER_RATE * ratio
+        return ASCII_RATE, OTHER_RATE
+
+    def _ceiling(self, body: _Body) -> int:
+        if body.messages is _UNSET:  # embeddings: no output tokens
+            return 0
+        cap = _int(body.max_tokens)
+        if cap is None:
+            cap = _int(body.max_completion_tokens)
+        maximum = self.price.max_output_tokens if self.price is not None else None
+        if cap is None:
+            cap = maximum or 0
+        if self.thinking:
+            cap += _int(body.thinking_budget) or maximum or 0
+        return cap
+
+    # ------------------------------------------------------------------------------------- result
+    def finish(self) -> CostEstimate | None:
+        """The estimate of every line fed (``None`` when counting was off)."""
+        if not self.count_tokens:
+            return None
+        ascii_rate, other_rate = self._rates()
+        price = self.price
+        region = self.region
+        discount = self.table.batch_discount
+        expected_on = self.policy.expected_output_tokens is not None
+        tiers: list[TierEstimate] = []
+        totals = [0, 0, 0, Decimal(0), Decimal(0)]
+        for index in sorted(self._tiers):
+            t = self._tiers[index]
+            input_tokens = t.exact_input + round(t.scaled_ascii * ascii_rate + t.scaled_other * other_rate)
+            if price is not None:
+                tier = price.tiers[index]
+                in_price, out_price = tier.input, tier.thinking_output if self.thinking else tier.output
+                scale = discount / region.per_tokens
+                cost_ceiling = (input_tokens * in_price + t.ceiling * out_price) * scale
+                cost_expected = (
+                    (input_tokens * in_price + t.expected * out_price) * scale if expected_on else None
+                )
+                label = tier.label(price.lower_bound(index))
+            else:
+                in_price = out_price = cost_ceiling = cost_expected = None
+                label = "all"
+            tiers.append(
+                TierEstimate(
+                    tier=label,
+                    requests=t.requests,
+                    input_tokens=input_tokens,
+                    output_ceiling_tokens=t.ceiling,
+                    expected_output_tokens=t.expected if expected_on else None,
+                    input_price=in_price,
+                    output_price=out_price,
+                    cost_ceiling=_round(cost_ceiling),
+                    cost_expected=_round(cost_expected),
+                )
+            )
+            totals[0] += input_tokens
+            totals[1] += t.ceiling
+            totals[2] += t.expected
+            if cost_ceiling is not None:
+                totals[3] += cost_ceiling
+            if cost_expected is not None:
+                totals[4] += cost_expected
+        priced = price is not None
+        return CostEstimate(
+            source=self.source,
+            model=self.model,
+            endpoint=self.endpoint,
+            region=region.region,
+            currency=region.currency,
+            thinking=self.thinking,
+            counting=self.counting,
+            requests=self.requests,
+            exact_requests=self.exact_requests,
+            input_tokens=totals[0],
+            output_ceiling_tokens=totals[1],
+            expected_output_tokens=totals[2] if expected_on else None,
+            unestimated_media_requests=self.media_requests,
+            tiers=tiers,
+            cost_ceiling=_round(totals[3]) if priced else None,
+            cost_expected=_round(totals[4]) if priced and expected_on else None,
+            batch_discount=discount,
+            price_source=None
+            if price is None
+            else self.table.source_of(price) + (f"; note: {price.note}" if price.note else ""),
+            price_table_date=self.table.retrieved,
+            warnings=list(self.warnings),
+        )
+
+
+def _round(value: Decimal | None) -> Decimal | None:
+    return None if value is None else value.quantize(Decimal("0.000001"))

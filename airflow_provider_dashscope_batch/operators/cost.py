@@ -1,0 +1,213 @@
+"""
+The cost parameters every job entry point shares; how an estimate becomes a log line, an XCom or a failure.
+
+The estimate itself is :mod:`airflow_provider_dashscope_batch.cost`; this mixin reads the connection's
+region and price overrides, logs the table, pushes it to XCom (key ``cost_estimate``) and fails the task
+(:class:`AirflowFailException`: a retry would fail the same way) on a failed check, always before
+anything is uploaded or created.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+
+from airflow_provider_dashscope_batch.cost import (
+    CostCheckError,
+    CostEstimate,
+    CostEstimator,
+    CostMeter,
+    CostPolicy,
+    PriceTable,
+    RegionPrices,
+    RegionUnavailableError,
+    load_price_table,
+    region_of,
+)
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+__all__ = ["COST_XCOM_KEY", "DashScopeCostMixin", "LineSink", "connection_price_table", "find_estimates"]
+
+#: XCom key of the preflight estimate (a :class:`~airflow_provider_dashscope_batch.cost.CostEstimate`).
+COST_XCOM_KEY = "cost_estimate"
+
+
+class LineSink:
+    """A binary sink for the JSONL builders that hands each complete line to ``on_line``."""
+
+    def __init__(self, on_line: Callable[[bytes], None]) -> None:
+        self.on_line = on_line
+        self.pending = b""
+
+    def write(self, data: bytes) -> int:
+        buffer = self.pending + data if self.pending else data
+        start = 0
+        while (end := buffer.find(b"\n", start)) >= 0:
+            self.on_line(buffer[start : end + 1])
+            start = end + 1
+        self.pending = buffer[start:]
+        return len(data)
+
+
+class DashScopeCostMixin(BaseOperator):
+    """
+    Cost estimate, budget and thinking-mode guard of a job entry point (see :doc:`/cost`).
+
+    Mix it in before the operator base (``class X(DashScopeCostMixin, DashScopeBaseOperator)``).
+
+    :param estimate_cost: Count tokens and estimate the cost before sending (default True). False keeps
+        the region and thinking-mode checks, which read only the first request.
+    :param max_cost: Fail before anything is uploaded or created if the estimate (at the batch price, in
+        the region's currency: CNY for cn-beijing, USD for ap-southeast-1) exceeds this.
+    :param max_input_tokens: Fail likewise if the input exceeds this many tokens.
+    :param expected_output_tokens: Expected output tokens per request, for the expected figure.
+    :param budget_basis: What ``max_cost`` binds: ``"ceiling"`` (each request's ``max_tokens``, or the
+        model's maximum output) or ``"expected"``; default ``expected`` when ``expected_output_tokens``
+        is given, else ``ceiling``.
+    :param on_default_thinking: ``"error"`` (default) or ``"warn"`` when the model thinks by default and
+        the requests do not set ``enable_thinking``.
+    :param prices: Model prices laid over the shipped table and the connection extra's ``prices``, in
+        the table's shape: ``{"qwen-plus": {"tiers": [{"max_input_tokens": null, "input": "0.0008",
+        "output": "0.002", "thinking_output": "0.008"}]}}`` (per 1K tokens in cn-beijing, per 1M in
+        ap-southeast-1, real-time prices).
+    """
+
+    def __init__(
+        self,
+        *,
+        estimate_cost: bool = True,
+        max_cost: float | str | Decimal | None = None,
+        max_input_tokens: int | None = None,
+        expected_output_tokens: int | None = None,
+        budget_basis: str | None = None,
+        on_default_thinking: str = "error",
+        prices: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.estimate_cost = estimate_cost
+        self.prices = prices
+        self.cost_policy = CostPolicy(
+            max_cost=None if max_cost is None else Decimal(str(max_cost)),
+            max_input_tokens=max_input_tokens,
+            expected_output_tokens=expected_output_tokens,
+            budget_basis=budget_basis,  # type: ignore[arg-type]
+            on_default_thinking=on_default_thinking,  # type: ignore[arg-type]
+        )
+        if self.cost_policy.has_budget and not estimate_cost:
+            raise ValueError("max_cost and max_input_tokens need estimate_cost=True")
+
+    def price_table(self) -> tuple[PriceTable, RegionPrices]:
+        """The price table of the connection's region, with the connection's and the task's overrides."""
+        return connection_price_table(self.hook, self.prices)  # type: ignore[attr-defined]
+
+    def cost_meter(self) -> CostMeter:
+        """A fresh meter for the actual cost of results, priced by this task's table."""
+        return CostMeter(*self.price_table())
+
+    def cost_estimator(self, source: str) -> CostEstimator:
+        """An estimator for one input, fed its lines by the caller inside :meth:`cost_checks`."""
+        table, region = self.price_table()
+        return CostEstimator(table, region, self.cost_policy, source=source, count_tokens=self.estimate_cost)
+
+    @contextmanager
+    def cost_checks(self) -> Iterator[None]:
+        """Turn a failed cost check into a task failure that names what to change."""
+        try:
+            yield
+        except CostCheckError as exc:
+            raise AirflowFailException(str(exc)) from None
+
+    def settle_estimate(self, estimator: CostEstimator) -> CostEstimate | None:
+        """Finish the estimate, log it and apply the budget (raises before anything is sent)."""
+        with self.cost_checks():
+            estimate = estimator.finish()
+            for warning in estimator.warnings:
+                self.log.warning("%s", warning)
+            if estimate is None:
+                return None
+            self.log.info("%s", estimate.table())
+            self.cost_policy.enforce(estimate)
+        return estimate
+
+    def push_estimate(
+        self, context: Context, estimate: CostEstimate | None, file_id: str | None = None
+    ) -> None:
+        """Push the estimate (with the uploaded file's id) to XCom under :data:`COST_XCOM_KEY`."""
+        ti = context.get("ti")
+        if estimate is None or ti is None:
+            return
+        if file_id is not None:
+            estimate = estimate.model_copy(update={"file_id": file_id})
+        ti.xcom_push(key=COST_XCOM_KEY, value=estimate.model_dump(mode="json"))
+
+    def upstream_estimates(
+        self, context: Context, given: Any, file_ids: set[str] | None = None
+    ) -> list[CostEstimate]:
+        """The estimates handed in, else those upstream tasks pushed (see :func:`find_estimates`)."""
+        return find_estimates(context, self, given, file_ids)
+
+    def check_estimates(self, estimates: list[CostEstimate], region: RegionPrices) -> None:
+        """Create-time checks of estimates made at upload: the region offers the model, the budget holds."""
+        with self.cost_checks():
+            if self.cost_policy.has_budget and not estimates:
+                raise CostCheckError(
+                    "max_cost/max_input_tokens are set but no cost estimate was found for this input file: "
+                    "upload it with DashScopeUploadFileOperator upstream of this task (its XCom "
+                    f"'{COST_XCOM_KEY}' is found by file id), or pass cost_estimate=. Nothing was created."
+                )
+            for estimate in estimates:
+                if estimate.model and not region.offers_in_batch(estimate.model):
+                    raise RegionUnavailableError(
+                        f"Region {region.region} does not offer model {estimate.model!r} in batch; nothing "
+                        "was created."
+                    )
+                self.log.info("%s", estimate.table())
+                self.cost_policy.enforce(estimate)
+
+
+def connection_price_table(hook: Any, task_prices: Any = None) -> tuple[PriceTable, RegionPrices]:
+    """
+    The price table of a DashScope hook's connection: its region and extra ``prices``, then ``task_prices``.
+
+    :raises AirflowFailException: on a malformed override.
+    """
+    extra = hook.get_connection(hook.dashscope_conn_id).extra_dejson
+    connection_prices = extra.get("prices") or extra.get("extra__dashscope__prices")
+    try:
+        return load_price_table(
+            region_of(extra), connection_prices=connection_prices, task_prices=task_prices
+        )
+    except ValueError as exc:
+        raise AirflowFailException(f"Bad price override: {exc}") from None
+
+
+def find_estimates(
+    context: Context, task: BaseOperator, given: Any, file_ids: set[str] | None = None
+) -> list[CostEstimate]:
+    """
+    Preflight estimates for a task: ``given`` (an estimate dict or a list of them), else the
+    :data:`COST_XCOM_KEY` XComs of the task's upstream tasks, kept only for ``file_ids`` when given.
+    """
+    found: Any = given
+    if found is None:
+        upstream = sorted(getattr(task, "upstream_task_ids", ()) or ())
+        ti = context.get("ti")
+        if not upstream or ti is None:
+            return []
+        found = ti.xcom_pull(task_ids=upstream, key=COST_XCOM_KEY)
+    items = [found] if isinstance(found, Mapping) else list(found or ())
+    flat: list[Any] = []
+    for item in items:
+        many = isinstance(item, Sequence) and not isinstance(item, (str, bytes))
+        flat.extend(item if many else [item])
+    estimates = [CostEstimate.model_validate(e) for e in flat if isinstance(e, Mapping)]
+    if file_ids is not None and given is None:
+        estimates = [e for e in estimates if e.file_id in file_ids]
+    return estimates
