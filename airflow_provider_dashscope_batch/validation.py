@@ -74,6 +74,7 @@ __all__ = [
     "ValidationReport",
     "Violation",
     "open_source",
+    "read_lines",
     "source_name",
     "validate_jsonl",
 ]
@@ -242,6 +243,13 @@ class LineChecker:
         """Line violations in file order then file-level ones, ``max_violations`` at most."""
         room = max(self.max_violations - len(self.file_violations), 0)
         return (self.violations[:room] + self.file_violations)[: self.max_violations]
+
+    def check_length(self, n: int, length: int) -> bool:
+        """Whether line ``n`` of ``length`` bytes (terminator excluded) is within the line limit."""
+        if length <= MAX_LINE_BYTES:
+            return True
+        self.add(n, "line_too_large", f"line is {length:,} bytes; the limit is {MAX_LINE_BYTES // MB} MB")
+        return False
 
     def check_line(self, n: int, line: bytes) -> None:
         if line[0] in _WHITESPACE_STARTS and not line.strip():
@@ -437,6 +445,41 @@ def open_source(source: str | os.PathLike[str] | BinaryIO) -> Iterator[io.Buffer
             yield io.BufferedReader(_RawReader(f), buffer_size=_READ_BUFFER)
 
 
+def read_lines(stream: IO[bytes], checker: LineChecker) -> Iterator[tuple[int, bytes | None, int]]:
+    """
+    The lines of ``stream`` as ``(number, line, bytes read)``, with the rules every entry point shares.
+
+    ``line`` holds the line's bytes with their terminator, or ``None`` when the line was already judged
+    by ``checker``: over the 6 MB line limit (read in pieces, never held whole) or nothing but a BOM.
+    A UTF-8 BOM at the start is reported and dropped. The upload operator's validation and the
+    splitter read every input through this, so a line is judged the same way whoever reads it.
+    """
+    limit = MAX_LINE_BYTES + 2  # room for a CRLF terminator
+    readline = stream.readline
+    n = 0
+    while line := readline(limit):
+        n += 1
+        read = len(line)
+        if n == 1 and line.startswith(_BOM):
+            checker.add(1, "invalid_encoding", "the file starts with a UTF-8 BOM; save it without BOM")
+            line = line[len(_BOM) :]
+            if not line:
+                checker.blank_lines += 1
+                yield n, None, read
+                continue
+        tail, length = line, len(line)
+        if not line.endswith(b"\n") and length == limit:
+            last = line
+            while (rest := readline(_READ_BUFFER)) and not rest.endswith(b"\n"):
+                length += len(rest)
+                last = rest
+            length += len(rest)
+            read += length - len(line)
+            tail = last[-1:] + rest  # only the tail is needed, to measure the terminator (CR LF may straddle)
+        length -= tail.endswith(b"\n") + tail.endswith(b"\r\n")
+        yield n, line if checker.check_length(n, length) else None, read
+
+
 def source_name(source: str | os.PathLike[str] | BinaryIO) -> str:
     """The name messages give ``source``: its path, or a stream's ``name``."""
     if hasattr(source, "read"):
@@ -466,35 +509,10 @@ def validate_jsonl(
         raise ValueError(f"endpoint must be one of {', '.join(sorted(ENDPOINTS))}, got {endpoint!r}")
     checker = LineChecker(endpoint, max_violations)
     line_count = size = 0
-    limit = MAX_LINE_BYTES + 2  # room for a CRLF terminator
     with open_source(source) as f:
-        readline = f.readline
-        while line := readline(limit):
-            line_count += 1
-            size += len(line)
-            if line_count == 1 and line.startswith(_BOM):
-                checker.add(1, "invalid_encoding", "the file starts with a UTF-8 BOM; save it without BOM")
-                line = line[len(_BOM) :]
-                if not line:
-                    checker.blank_lines += 1
-                    continue
-            if not line.endswith(b"\n") and len(line) == limit:
-                length = len(line)
-                while (rest := readline(_READ_BUFFER)) and not rest.endswith(b"\n"):
-                    length += len(rest)
-                length += len(rest)
-                size += length - len(line)
-                line = rest  # only the tail is needed, to measure the terminator
-            else:
-                length = len(line)
-            length -= line.endswith(b"\n") + line.endswith(b"\r\n")
-            if length > MAX_LINE_BYTES:
-                checker.add(
-                    line_count,
-                    "line_too_large",
-                    f"line is {length:,} bytes; the limit is {MAX_LINE_BYTES // MB} MB",
-                )
-            elif line_count <= MAX_LINES:
+        for line_count, line, read in read_lines(f, checker):
+            size += read
+            if line is not None and line_count <= MAX_LINES:
                 checker.check_line(line_count, line)
     checker.finish(line_count, size)
     return ValidationReport(

@@ -34,6 +34,7 @@ from airflow_provider_dashscope_batch.sharding.job import (
 from airflow_provider_dashscope_batch.sharding.split import (
     DEFAULT_MARGIN,
     Shard,
+    ShardSizing,
     ShardWriter,
     SplitResult,
     split_csv,
@@ -111,16 +112,14 @@ class _ShardingOperator(DashScopeBaseOperator):
         destination: ShardWriter | ObjectStoragePath | Path,
         on_shard: Callable[[Shard], Shard] | None = None,
     ) -> SplitResult:
-        sizing: dict[str, Any] = {
-            "max_requests": self.max_requests_per_shard,
-            "max_bytes": self.max_bytes_per_shard,
-            "margin": self.margin,
-            "max_violations": self.max_violations,
-            "on_shard": on_shard,
-        }
+        sizing = ShardSizing(
+            self.max_requests_per_shard, self.max_bytes_per_shard, self.margin, self.max_violations
+        )
         try:
             if self.file is not None:
-                result = split_jsonl(as_path(self.file), destination, endpoint=self.endpoint, **sizing)
+                result = split_jsonl(
+                    as_path(self.file), destination, endpoint=self.endpoint, sizing=sizing, on_shard=on_shard
+                )
             elif self.csv is not None:
                 source = as_path(self.csv)
                 # opened binary here: a text-mode ObjectStoragePath.open() breaks csv reading on Airflow 3.0
@@ -136,11 +135,17 @@ class _ShardingOperator(DashScopeBaseOperator):
                         template=self.template,
                         system_prompt=self.system_prompt,
                         body_params=self.body_params,
-                        **sizing,
+                        sizing=sizing,
+                        on_shard=on_shard,
                     )
             else:
                 result = split_requests(
-                    self.requests or (), destination, endpoint=self.endpoint, model=self.model, **sizing
+                    self.requests or (),
+                    destination,
+                    endpoint=self.endpoint,
+                    model=self.model,
+                    sizing=sizing,
+                    on_shard=on_shard,
                 )
         except JsonlValidationError as exc:
             raise AirflowFailException(f"Not split: the batch input is invalid.\n{exc}") from None

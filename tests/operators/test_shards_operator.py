@@ -13,6 +13,7 @@ from airflow_provider_dashscope_batch.operators.shards import (
     DashScopeShardedBatchOperator,
     DashScopeSplitRequestsOperator,
 )
+from airflow_provider_dashscope_batch.validation import MAX_LINE_BYTES
 
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.2}
 
@@ -131,6 +132,23 @@ def test_a_bad_line_creates_no_batch_and_deletes_this_tries_uploads(dashscope_co
         operator.execute({"ti": TaskInstance()})
     counts = dashscope_emulator.request_counts()
     assert (counts["POST /files"], counts["DELETE /files/{file_id}"]) == (2, 2)
+    assert "POST /batches" not in counts
+
+
+def test_a_line_over_6_mib_fails_before_any_upload(dashscope_conn, dashscope_emulator, tmp_path):
+    head = '{"custom_id": "r2", "method": "POST", "url": "/v1/chat/completions", "body": {"model": '
+    head += '"qwen-plus", "input": "'
+    big = head + "x" * (MAX_LINE_BYTES + 1 - len(head) - 3) + '"}}'
+    assert len(big) == MAX_LINE_BYTES + 1  # 6 MiB + 1 byte, then LF: the upload operator rejects it
+    small = head.replace('"r2"', '"r1"') + 'hi"}}'
+    (tmp_path / "in.jsonl").write_text(f"{small}\n{big}\n")
+    operator = DashScopeShardedBatchOperator(task_id="run_shards", file=str(tmp_path / "in.jsonl"))
+    with pytest.raises(
+        AirflowFailException, match=r"in\.jsonl line 2: line_too_large: line is 6,291,457 bytes"
+    ):
+        operator.execute({"ti": TaskInstance()})
+    counts = dashscope_emulator.request_counts()
+    assert "POST /files" not in counts
     assert "POST /batches" not in counts
 
 
