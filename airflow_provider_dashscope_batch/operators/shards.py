@@ -7,6 +7,7 @@ See :mod:`airflow_provider_dashscope_batch.sharding.split` for the split and the
 from __future__ import annotations
 
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -21,7 +22,9 @@ from airflow.providers.common.compat.sdk import (
     ObjectStoragePath,
 )
 
+from airflow_provider_dashscope_batch.client._base import tokenized_filename
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
+from airflow_provider_dashscope_batch.models import FileObject
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator, DashScopeBatchOutcomeMixin
 from airflow_provider_dashscope_batch.operators.upload import as_path
 from airflow_provider_dashscope_batch.sharding.job import (
@@ -51,6 +54,7 @@ from airflow_provider_dashscope_batch.waiting import (
     Outcome,
     WaitEvent,
     WaitEventKind,
+    task_instance_state,
 )
 
 if TYPE_CHECKING:
@@ -59,10 +63,24 @@ if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client import DashScopeClient
     from airflow_provider_dashscope_batch.models import Batch
 
-__all__ = ["JOB_XCOM_KEY", "DashScopeShardedBatchOperator", "DashScopeSplitRequestsOperator"]
+__all__ = [
+    "CLEANUP_XCOM_KEY",
+    "JOB_XCOM_KEY",
+    "DashScopeShardedBatchOperator",
+    "DashScopeSplitRequestsOperator",
+    "TaskKilled",
+]
 
 #: XCom key of a sharded job's progress (each shard's file, generation and last batch read).
 JOB_XCOM_KEY = "shard_job"
+#: XCom key of the input files a try could not delete (the next try deletes them).
+CLEANUP_XCOM_KEY = "cleanup_pending"
+#: How far before the DAG run's ``run_after`` the next try looks for the files of earlier tries.
+_LIST_SLACK = timedelta(days=1)
+
+
+class TaskKilled(AirflowException):
+    """The task was killed (``on_kill``) while it split, uploaded or created; it stopped at the next step."""
 
 
 class _ShardingOperator(DashScopeBaseOperator):
@@ -296,19 +314,64 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
         self.error_budget = error_budget
         self.wait_timeout = wait_timeout
         self.cancel_on_kill = cancel_on_kill
+        self._killed = threading.Event()
+        self._created: list[str] = []  # batches this try created, for a kill by a user
+
+    # ------------------------------------------------------------------------------------ kill
+    def on_kill(self) -> None:
+        """
+        Stop at the next step: no upload or create starts after this (Airflow calls it on SIGTERM).
+
+        Called from the signal handler, so it only sets a flag; the task's own thread then stops before
+        its next upload or create. What this try uploaded and created stays for the next try, which finds
+        the files by their upload tokens and the batches by their idempotency keys, unless a user marked
+        the task failed: then the files are deleted and, with ``cancel_on_kill``, the batches cancelled.
+        """
+        self._killed.set()
+        self.log.warning("Killed: stopping before the next upload or create")
+
+    def _stop_if_killed(self) -> None:
+        if self._killed.is_set():
+            raise TaskKilled("The task was killed while it split, uploaded or created shards.")
+
+    def _after_kill(self, client: DashScopeClient, context: Context, uploaded: list[str]) -> None:
+        """Keep this try's files and batches for the next try, or discard them if a user marked it failed."""
+        if task_instance_state(context["ti"]) != "failed":
+            self.log.warning(
+                "Kept for the next try: %s uploaded file(s) (%s) and %s created batch(es) (%s)",
+                len(uploaded),
+                ", ".join(uploaded) or "-",
+                len(self._created),
+                ", ".join(self._created) or "-",
+            )
+            return
+        self._delete_files(client, context, uploaded)
+        for batch_id in self._created if self.cancel_on_kill else ():
+            self.log.info("Cancelling batch %s: the task was marked failed", batch_id)
+            try:
+                client.cancel_batch(batch_id)
+            except DashScopeError as exc:
+                self.log.warning("Could not cancel batch %s: %s", batch_id, exc)
 
     # ------------------------------------------------------------------------------- first try
     def execute(self, context: Context) -> dict[str, Any]:
         ti = context["ti"]
         token = job_token(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))
         client = self.hook.get_conn()
-        earlier = latest_batches(client.list_batches(ds_name=token))
-        self.log.info("Job %s: %s batch(es) of earlier tries found", token, len(earlier))
+        listed = list(client.list_batches(ds_name=token))
+        earlier = latest_batches(listed)
+        stored = self._stored_files(client, context, token, {b.input_file_id for b in listed})
+        self.log.info(
+            "Job %s: %s batch(es) and %s unused file(s) of earlier tries found",
+            token,
+            len(earlier),
+            len(stored),
+        )
         runs: list[ShardRun] = []
         uploaded: list[str] = []
 
         def plan(shard: Shard) -> Shard:
-            runs.append(self._plan(client, token, shard, earlier, uploaded))
+            runs.append(self._plan(client, token, shard, earlier, stored, uploaded))
             return shard
 
         with tempfile.TemporaryDirectory(prefix="dashscope-shards-") as tmp:
@@ -319,10 +382,14 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
 
             try:
                 self._split(spool, plan)
-            except BaseException:
-                for file_id in uploaded:  # a bad line later in the input: the files of this try are useless
-                    self._delete_file(client, file_id)
+            except TaskKilled:
+                self._after_kill(client, context, uploaded)
                 raise
+            except BaseException:
+                # a bad line later in the input: the files of this try and of earlier ones are useless
+                self._delete_files(client, context, [*uploaded, *(f.id for f in stored.values())])
+                raise
+        self._delete_files(client, context, [f.id for f in stored.values()])  # files no shard has now
         deadline = None
         if self.wait_timeout is not None:
             seconds = (
@@ -331,7 +398,33 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
                 else self.wait_timeout
             )
             deadline = time.time() + float(seconds)
-        return self._advance(context, client, token, runs, deadline)
+        try:
+            return self._advance(context, client, token, runs, deadline)
+        except TaskKilled:
+            self._after_kill(client, context, [])
+            raise
+
+    def _stored_files(
+        self, client: DashScopeClient, context: Context, token: str, in_use: set[str | None]
+    ) -> dict[str, FileObject]:
+        """
+        Input files of this job's earlier tries that no batch uses, by name.
+
+        A shard's file is uploaded under its upload token (the shard's key base, which digests the job,
+        the shard's position and its SHA-256), so the name proves which shard's bytes a file holds: a try
+        killed between an upload and its create, or one whose cleanup failed, leaves files the next try
+        re-uses or deletes.
+        """
+        dag_run = context.get("dag_run")
+        since = getattr(dag_run, "run_after", None) or getattr(dag_run, "logical_date", None)
+        files: dict[str, FileObject] = {}
+        for f in client.list_files(purpose="batch", create_after=since - _LIST_SLACK if since else None):
+            if (f.filename or "").startswith(f"{token}-shard-") and f.id not in in_use:
+                if f.filename in files:  # a late copy of one upload: keep the first listed
+                    self._delete_files(client, context, [f.id])
+                else:
+                    files[str(f.filename)] = f
+        return files
 
     def _plan(
         self,
@@ -339,6 +432,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
         token: str,
         shard: Shard,
         earlier: Mapping[str, tuple[int, Batch]],
+        stored: dict[str, FileObject],
         uploaded: list[str],
     ) -> ShardRun:
         """What to do with one shard, decided as soon as it is complete; its spool file is then deleted."""
@@ -346,6 +440,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
         spooled = Path(shard.uri)
         shard = replace(shard, uri=spooled.name)  # the spool file is gone after this call; its name stays
         try:
+            self._stop_if_killed()
             if base in earlier:
                 generation, batch = earlier[base]
                 if (
@@ -359,13 +454,20 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
                 self.log.info("Shard %s: batch %s ended badly; replacing it", shard.index, batch.id)
                 if batch.input_file_id and self._file_exists(client, batch.input_file_id):
                     return ShardRun(shard, base, generation + 1, batch.input_file_id)
-                return ShardRun(shard, base, generation + 1, self._upload(client, spooled, uploaded))
-            return ShardRun(shard, base, 1, self._upload(client, spooled, uploaded))
+                generation += 1
+            else:
+                generation = 1
+            found = stored.pop(tokenized_filename(spooled.name, base), None)
+            if found is not None:
+                self.log.info("Shard %s: re-using file %s uploaded by an earlier try", shard.index, found.id)
+                return ShardRun(shard, base, generation, found.id)
+            return ShardRun(shard, base, generation, self._upload(client, spooled, base, uploaded))
         finally:
             spooled.unlink(missing_ok=True)
 
-    def _upload(self, client: DashScopeClient, path: Path, uploaded: list[str]) -> str:
-        file_id = client.upload_file(path, filename=path.name).id
+    def _upload(self, client: DashScopeClient, path: Path, token: str, uploaded: list[str]) -> str:
+        self._stop_if_killed()
+        file_id = client.upload_file(path, filename=path.name, upload_token=token).id
         uploaded.append(file_id)
         self.log.info("Uploaded %s as file %s", path.name, file_id)
         return file_id
@@ -378,11 +480,24 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
             return False
         return True
 
-    def _delete_file(self, client: DashScopeClient, file_id: str) -> None:
-        try:
-            client.delete_file(file_id)
-        except DashScopeError as exc:
-            self.log.warning("Could not delete file %s: %s", file_id, exc)
+    def _delete_files(self, client: DashScopeClient, context: Context, file_ids: Sequence[str]) -> None:
+        """
+        Delete files (each call retried with the client's backoff); report those that stay.
+
+        A file that could not be deleted is named in a warning and under the ``cleanup_pending`` XCom
+        key; its name carries this job's token, so the next try finds it and deletes it again.
+        """
+        pending = []
+        for file_id in file_ids:
+            try:
+                client.delete_file(file_id)
+            except NotFoundError:
+                pass
+            except DashScopeError as exc:
+                self.log.warning("Could not delete file %s (the next try deletes it): %s", file_id, exc)
+                pending.append(file_id)
+        if pending:
+            context["ti"].xcom_push(key=CLEANUP_XCOM_KEY, value=pending)
 
     # ----------------------------------------------------------------------------- fan-out
     def _advance(
@@ -426,6 +541,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
         )
 
     def _create(self, client: DashScopeClient, token: str, run: ShardRun, shards: int) -> ShardRun:
+        self._stop_if_killed()
         metadata = dict(self.metadata or {})
         name = f"{token} {metadata.get('ds_name') or self.task_id} {run.shard.index + 1}/{shards}"
         metadata["ds_name"] = name[:100]
@@ -436,6 +552,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
             metadata=metadata,
             idempotency_key=run.idempotency_key,
         )
+        self._created.append(batch.id)
         self.log.info("Shard %s: created batch %s (generation %s)", run.shard.index, batch.id, run.generation)
         return run.with_batch(batch)
 
@@ -471,7 +588,11 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
                         except DashScopeError as exc:
                             self.log.warning("Could not cancel batch %s: %s", run.batch.id, exc)
             raise AirflowException("; ".join(e.message for e in problems))
-        return self._advance(context, client, token, shard_runs, deadline)
+        try:
+            return self._advance(context, client, token, shard_runs, deadline)
+        except TaskKilled:
+            self._after_kill(client, context, [])
+            raise
 
     # ------------------------------------------------------------------------------ outcome
     def _finish(self, context: Context, runs: list[ShardRun]) -> dict[str, Any]:

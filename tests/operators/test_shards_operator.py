@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import threading
+import time
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
@@ -12,6 +16,7 @@ from airflow_provider_dashscope_batch.operators.shards import (
     JOB_XCOM_KEY,
     DashScopeShardedBatchOperator,
     DashScopeSplitRequestsOperator,
+    TaskKilled,
 )
 from airflow_provider_dashscope_batch.validation import MAX_LINE_BYTES
 
@@ -150,6 +155,51 @@ def test_a_line_over_6_mib_fails_before_any_upload(dashscope_conn, dashscope_emu
     counts = dashscope_emulator.request_counts()
     assert "POST /files" not in counts
     assert "POST /batches" not in counts
+
+
+def _input_files(client) -> list:
+    return [f for f in client.list_files() if f.purpose == "batch"]
+
+
+def test_a_sigterm_mid_upload_stops_the_job_and_its_retry_uploads_nothing_twice(
+    dashscope_conn, dashscope_emulator, client
+):
+    dashscope_emulator.add_fault("latency", method="POST", path="/files", latency=0.5)
+    make = lambda: DashScopeShardedBatchOperator(  # noqa: E731
+        task_id="run_shards", requests=_bodies(600), max_requests_per_shard=100, **FAST
+    )
+    operator, ti = make(), TaskInstance()
+
+    def sigterm_during_the_second_upload() -> None:
+        deadline = time.monotonic() + 60
+        while dashscope_emulator.request_counts().get("POST /files", 0) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    # what Airflow's task runner installs for the task's process: SIGTERM calls the task's on_kill
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: operator.on_kill())
+    killer = threading.Thread(target=sigterm_during_the_second_upload)
+    killer.start()
+    try:
+        with pytest.raises(TaskKilled):
+            operator.execute({"ti": ti})
+    finally:
+        killer.join()
+        signal.signal(signal.SIGTERM, previous)
+    counts = dashscope_emulator.request_counts()
+    assert counts["POST /files"] == 2  # the upload in flight finished; none started after the signal
+    assert "POST /batches" not in counts
+    kept = {f.id for f in _input_files(client)}
+    assert len(kept) == 2
+
+    dashscope_emulator.clear_request_counts()
+    result, _ = _drive(make(), {"ti": ti})  # the next try
+    counts = dashscope_emulator.request_counts()
+    assert (counts["POST /files"], counts["POST /batches"]) == (4, 6)  # the two kept files re-used
+    used = {b.input_file_id for b in client.list_batches()}
+    assert kept < used
+    assert {f.id for f in _input_files(client)} == used  # no orphaned file
+    assert result["request_counts"] == {"total": 600, "completed": 600, "failed": 0}
 
 
 def test_a_timed_out_wait_cancels_the_running_batches(dashscope_conn, dashscope_emulator, client):
