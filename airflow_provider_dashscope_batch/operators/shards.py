@@ -330,22 +330,27 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
         self._killed.set()
         self.log.warning("Killed: stopping before the next upload or create")
 
+    def _start_try(self) -> None:
+        """Forget an earlier kill of this operator object (``dag.test()`` runs every try in one)."""
+        self._killed.clear()
+        self._created = []
+
     def _stop_if_killed(self) -> None:
         if self._killed.is_set():
             raise TaskKilled("The task was killed while it split, uploaded or created shards.")
 
-    def _after_kill(self, client: DashScopeClient, context: Context, uploaded: list[str]) -> None:
+    def _after_kill(self, client: DashScopeClient, context: Context, staged: list[str]) -> None:
         """Keep this try's files and batches for the next try, or discard them if a user marked it failed."""
         if task_instance_state(context["ti"]) != "failed":
             self.log.warning(
-                "Kept for the next try: %s uploaded file(s) (%s) and %s created batch(es) (%s)",
-                len(uploaded),
-                ", ".join(uploaded) or "-",
+                "Kept for the next try: %s file(s) without a batch (%s) and %s created batch(es) (%s)",
+                len(staged),
+                ", ".join(staged) or "-",
                 len(self._created),
                 ", ".join(self._created) or "-",
             )
             return
-        self._delete_files(client, context, uploaded)
+        self._delete_files(client, context, staged)
         for batch_id in self._created if self.cancel_on_kill else ():
             self.log.info("Cancelling batch %s: the task was marked failed", batch_id)
             try:
@@ -355,6 +360,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
 
     # ------------------------------------------------------------------------------- first try
     def execute(self, context: Context) -> dict[str, Any]:
+        self._start_try()
         ti = context["ti"]
         token = job_token(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))
         client = self.hook.get_conn()
@@ -368,10 +374,10 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
             len(stored),
         )
         runs: list[ShardRun] = []
-        uploaded: list[str] = []
+        staged: list[str] = []
 
         def plan(shard: Shard) -> Shard:
-            runs.append(self._plan(client, token, shard, earlier, stored, uploaded))
+            runs.append(self._plan(client, token, shard, earlier, stored, staged))
             return shard
 
         with tempfile.TemporaryDirectory(prefix="dashscope-shards-") as tmp:
@@ -383,11 +389,11 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
             try:
                 self._split(spool, plan)
             except TaskKilled:
-                self._after_kill(client, context, uploaded)
+                self._after_kill(client, context, staged)
                 raise
             except BaseException:
                 # a bad line later in the input: the files of this try and of earlier ones are useless
-                self._delete_files(client, context, [*uploaded, *(f.id for f in stored.values())])
+                self._delete_files(client, context, [*staged, *(f.id for f in stored.values())])
                 raise
         self._delete_files(client, context, [f.id for f in stored.values()])  # files no shard has now
         deadline = None
@@ -433,9 +439,13 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
         shard: Shard,
         earlier: Mapping[str, tuple[int, Batch]],
         stored: dict[str, FileObject],
-        uploaded: list[str],
+        staged: list[str],
     ) -> ShardRun:
-        """What to do with one shard, decided as soon as it is complete; its spool file is then deleted."""
+        """
+        What to do with one shard, decided as soon as it is complete; its spool file is then deleted.
+
+        ``staged`` collects the files given to shards that no batch uses yet (uploaded now or re-used).
+        """
         base = shard_key_base(token, shard)
         spooled = Path(shard.uri)
         shard = replace(shard, uri=spooled.name)  # the spool file is gone after this call; its name stays
@@ -460,15 +470,16 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
             found = stored.pop(tokenized_filename(spooled.name, base), None)
             if found is not None:
                 self.log.info("Shard %s: re-using file %s uploaded by an earlier try", shard.index, found.id)
+                staged.append(found.id)
                 return ShardRun(shard, base, generation, found.id)
-            return ShardRun(shard, base, generation, self._upload(client, spooled, base, uploaded))
+            return ShardRun(shard, base, generation, self._upload(client, spooled, base, staged))
         finally:
             spooled.unlink(missing_ok=True)
 
-    def _upload(self, client: DashScopeClient, path: Path, token: str, uploaded: list[str]) -> str:
+    def _upload(self, client: DashScopeClient, path: Path, token: str, staged: list[str]) -> str:
         self._stop_if_killed()
         file_id = client.upload_file(path, filename=path.name, upload_token=token).id
-        uploaded.append(file_id)
+        staged.append(file_id)
         self.log.info("Uploaded %s as file %s", path.name, file_id)
         return file_id
 
@@ -558,6 +569,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: record the finished batches, start more shards or finish."""
+        self._start_try()
         ti = context["ti"]
         map_index = getattr(ti, "map_index", -1)
         job = ti.xcom_pull(

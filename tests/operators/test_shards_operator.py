@@ -13,6 +13,7 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
 
 from airflow_provider_dashscope_batch.operators.shards import (
+    CLEANUP_XCOM_KEY,
     JOB_XCOM_KEY,
     DashScopeShardedBatchOperator,
     DashScopeSplitRequestsOperator,
@@ -200,6 +201,31 @@ def test_a_sigterm_mid_upload_stops_the_job_and_its_retry_uploads_nothing_twice(
     assert kept < used
     assert {f.id for f in _input_files(client)} == used  # no orphaned file
     assert result["request_counts"] == {"total": 600, "completed": 600, "failed": 0}
+
+
+def test_a_failed_cleanup_is_retried_reported_and_done_by_the_next_try(
+    dashscope_conn, dashscope_emulator, client
+):
+    dashscope_conn(max_retries=1)
+    dashscope_emulator.add_fault(method="DELETE", path="/files/*", status=500, count=4)  # 2 files x 2 tries
+    make = lambda: DashScopeShardedBatchOperator(  # noqa: E731
+        task_id="run_shards", requests=_bodies(250, duplicate_at=240), max_requests_per_shard=100
+    )
+    ti = TaskInstance()
+    with pytest.raises(AirflowFailException, match="duplicate_custom_id"):
+        make().execute({"ti": ti})
+    left = {f.id for f in _input_files(client)}
+    assert len(left) == 2
+    assert set(ti.xcoms[CLEANUP_XCOM_KEY]) == left  # reported in the task's XCom
+    assert dashscope_emulator.request_counts()["DELETE /files/{file_id}"] == 4  # each delete retried
+
+    dashscope_emulator.clear_request_counts()
+    with pytest.raises(AirflowFailException, match="duplicate_custom_id"):  # the next try, same input
+        make().execute({"ti": ti})
+    counts = dashscope_emulator.request_counts()
+    assert "POST /files" not in counts  # the two shards before the bad line found their files
+    assert counts["DELETE /files/{file_id}"] == 2
+    assert _input_files(client) == []
 
 
 def test_a_timed_out_wait_cancels_the_running_batches(dashscope_conn, dashscope_emulator, client):
