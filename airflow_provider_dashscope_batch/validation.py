@@ -38,6 +38,10 @@ code                          rule
 ``mismatched_model``          ``body.model`` differs from the first line's (DashScope code)
 ``mismatched_thinking_mode``  ``body.enable_thinking`` differs from the first line's (an absent
                               value counts as its own mode: set it the same way on every line)
+``invalid_response_format``   ``body.response_format`` is not ``{"type": "text"}``,
+                              ``{"type": "json_object"}`` or ``{"type": "json_schema",
+                              "json_schema": {"name": ..., "schema": {...}}}`` (``name`` 1..64 of
+                              ``[A-Za-z0-9_-]``, ``schema`` an object, ``strict`` a bool if given)
 ``model_not_found``           service-side only (unknown model); never raised here
 ============================  ==============================================================
 
@@ -52,6 +56,7 @@ import io
 import json
 import os
 import pathlib
+import re
 from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import IO, Any, BinaryIO
@@ -65,6 +70,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "MAX_LINES",
     "MAX_LINE_BYTES",
+    "RESPONSE_FORMAT_TYPES",
     "TEST_MODEL",
     "TEST_MODEL_ENDPOINT",
     "TEST_MODEL_MAX_FILE_BYTES",
@@ -89,6 +95,11 @@ TEST_MODEL = "batch-test-model"
 TEST_MODEL_ENDPOINT = "/v1/chat/ds-test"
 TEST_MODEL_MAX_LINES = 100
 TEST_MODEL_MAX_FILE_BYTES = 1 * MB
+
+#: ``body.response_format.type`` values the service documents (plain text, JSON mode, JSON Schema).
+RESPONSE_FORMAT_TYPES: frozenset[str] = frozenset({"text", "json_object", "json_schema"})
+_BAD_FORMAT = "invalid_response_format"
+_SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 _BOM = b"\xef\xbb\xbf"
 _WHITESPACE_STARTS = frozenset(b" \t\r\n")
@@ -177,6 +188,7 @@ class JsonlValidationError(ValueError):
 class _Body(msgspec.Struct):
     model: Any = _UNSET
     enable_thinking: Any = _UNSET
+    response_format: Any = _UNSET
 
 
 class _Request(msgspec.Struct):
@@ -284,6 +296,8 @@ class LineChecker:
             self._check_fields(n, custom_id, req.method, req.url, body, _UNSET, _UNSET)
         else:
             self._check_fields(n, custom_id, req.method, req.url, {}, body.model, body.enable_thinking)
+        if type(body) is _Body and body.response_format is not _UNSET:
+            self._check_response_format(n, body.response_format)
 
     def _check_slow(self, n: int, line: bytes) -> None:
         try:
@@ -308,6 +322,8 @@ class LineChecker:
             model,
             thinking,
         )
+        if isinstance(body, dict) and "response_format" in body:
+            self._check_response_format(n, body["response_format"])
 
     def _check_fields(
         self, n: int, custom_id: Any, method: Any, url: Any, body: Any, model: Any, thinking: Any
@@ -390,6 +406,57 @@ class LineChecker:
                 f'body.model "{model}" differs from "{self.model}" on line {self.model_line}; '
                 "use one model per file",
                 "body.model",
+            )
+
+    def _check_response_format(self, n: int, value: Any) -> None:
+        """``body.response_format`` against the structured-output shapes the service documents."""
+        param = "body.response_format"
+        if not isinstance(value, dict):
+            self.add(n, _BAD_FORMAT, f"{param} must be a JSON object, got a JSON {_json_type(value)}", param)
+            return
+        kind = value.get("type", _UNSET)
+        if kind not in RESPONSE_FORMAT_TYPES:
+            got = "missing" if kind is _UNSET else json.dumps(kind, ensure_ascii=False)
+            allowed = ", ".join(f'"{t}"' for t in sorted(RESPONSE_FORMAT_TYPES))
+            self.add(n, _BAD_FORMAT, f"{param}.type must be one of {allowed}, got {got}", f"{param}.type")
+            return
+        if kind != "json_schema":
+            return
+        spec = value.get("json_schema", _UNSET)
+        param += ".json_schema"
+        if not isinstance(spec, dict):
+            got = "missing" if spec is _UNSET else f"a JSON {_json_type(spec)}"
+            self.add(n, _BAD_FORMAT, f'{param} must be an object with "name" and "schema", got {got}', param)
+            return
+        name = spec.get("name", _UNSET)
+        if not (isinstance(name, str) and _SCHEMA_NAME.fullmatch(name)):
+            got = "missing" if name is _UNSET else json.dumps(name, ensure_ascii=False)[:80]
+            self.add(
+                n,
+                _BAD_FORMAT,
+                f"{param}.name must be 1 to 64 of a-z, A-Z, 0-9, _ and -, got {got}",
+                f"{param}.name",
+            )
+        schema = spec.get("schema", _UNSET)
+        if schema is _UNSET:
+            self.add(n, _BAD_FORMAT, f"{param}.schema is missing; give the JSON Schema", f"{param}.schema")
+        elif not isinstance(schema, dict):
+            hint = (
+                " (a schema held as text: parse it with json.loads first)" if isinstance(schema, str) else ""
+            )
+            self.add(
+                n,
+                _BAD_FORMAT,
+                f"{param}.schema must be a JSON Schema object, got a JSON {_json_type(schema)}{hint}",
+                f"{param}.schema",
+            )
+        strict = spec.get("strict", _UNSET)
+        if strict is not _UNSET and not isinstance(strict, bool):
+            self.add(
+                n,
+                _BAD_FORMAT,
+                f"{param}.strict must be true or false, got a JSON {_json_type(strict)}",
+                f"{param}.strict",
             )
 
     def finish(self, line_count: int, size: int) -> None:

@@ -228,6 +228,21 @@ def test_a_failed_cleanup_is_retried_reported_and_done_by_the_next_try(
     assert _input_files(client) == []
 
 
+def test_a_malformed_response_format_fails_before_any_upload(dashscope_conn, dashscope_emulator):
+    requests = _bodies(250)
+    requests[180]["body"]["response_format"] = {"type": "json_schema", "json_schema": {"name": "v"}}
+    operator = DashScopeShardedBatchOperator(
+        task_id="run_shards", requests=requests, max_requests_per_shard=100
+    )
+    with pytest.raises(
+        AirflowFailException, match=r"line 181: invalid_response_format: body\.response_format"
+    ):
+        operator.execute({"ti": TaskInstance()})
+    counts = dashscope_emulator.request_counts()
+    assert (counts["POST /files"], counts["DELETE /files/{file_id}"]) == (1, 1)  # the first shard's, deleted
+    assert "POST /batches" not in counts
+
+
 def test_a_timed_out_wait_cancels_the_running_batches(dashscope_conn, dashscope_emulator, client):
     dashscope_emulator.configure(time_scale=0)
     operator = DashScopeShardedBatchOperator(
