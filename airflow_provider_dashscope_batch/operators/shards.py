@@ -29,6 +29,7 @@ from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperato
 from airflow_provider_dashscope_batch.operators.upload import as_path
 from airflow_provider_dashscope_batch.sharding.job import (
     JobOutcomePolicy,
+    ShardJob,
     ShardRun,
     job_token,
     latest_batches,
@@ -525,13 +526,13 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
             if run.batch is None and active < self.max_active_batches:
                 runs[i] = self._create(client, token, run, len(runs))
                 active += 1
+        job = ShardJob(token, deadline, tuple(runs))
         running = [r.batch for r in runs if r.running and r.batch is not None]
         if not running:
-            return self._finish(context, runs)
+            return self._finish(context, job)
         waiting = sum(r.batch is None for r in runs)
         # resume state goes to XCom, not defer(kwargs=...): dag.test() drops those, and the UI shows XCom
-        job = {"token": token, "deadline": deadline, "runs": [r.to_dict() for r in runs]}
-        context["ti"].xcom_push(key=JOB_XCOM_KEY, value=job)
+        context["ti"].xcom_push(key=JOB_XCOM_KEY, value=job.to_dict())
         self.log.info(
             "Waiting for %s running batch(es); %s shard(s) wait for a free slot", len(running), waiting
         )
@@ -572,11 +573,12 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
         self._start_try()
         ti = context["ti"]
         map_index = getattr(ti, "map_index", -1)
-        job = ti.xcom_pull(
-            task_ids=ti.task_id, key=JOB_XCOM_KEY, map_indexes=map_index if map_index >= 0 else None
+        job = ShardJob.from_dict(
+            ti.xcom_pull(
+                task_ids=ti.task_id, key=JOB_XCOM_KEY, map_indexes=map_index if map_index >= 0 else None
+            )
         )
-        shard_runs = [ShardRun.from_dict(r) for r in job["runs"]]
-        token, deadline = job["token"], job["deadline"]
+        shard_runs, token, deadline = list(job.runs), job.token, job.deadline
         try:
             events = [WaitEvent.from_payload(p) for p in (event or {})["events"]]
         except (KeyError, TypeError, ValueError) as exc:
@@ -607,7 +609,8 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
             raise
 
     # ------------------------------------------------------------------------------ outcome
-    def _finish(self, context: Context, runs: list[ShardRun]) -> dict[str, Any]:
+    def _finish(self, context: Context, job: ShardJob) -> dict[str, Any]:
+        runs = job.runs
         batches = [r.batch for r in runs if r.batch is not None]
         verdict = self.job_policy.evaluate(batches)
         batch_ids = [b.id for b in batches]
@@ -617,15 +620,10 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
         if verdict.outcome is Outcome.SKIP:
             raise AirflowSkipException(verdict.reason)
         self.log.info("%s", verdict.reason)
-        totals = {"total": 0, "completed": 0, "failed": 0}
-        for batch in batches:
-            if batch.request_counts is not None:
-                for key in totals:
-                    totals[key] += getattr(batch.request_counts, key)
         return {
             "batch_ids": batch_ids,
             "requests": sum(r.shard.requests for r in runs),
-            "request_counts": totals,
+            "request_counts": job.request_counts.model_dump(),
             "shards": [
                 {
                     **r.shard.to_dict(),
