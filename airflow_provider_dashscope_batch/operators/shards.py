@@ -9,7 +9,7 @@ from __future__ import annotations
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -25,7 +25,8 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_dashscope_batch.client._base import tokenized_filename
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
 from airflow_provider_dashscope_batch.models import FileObject
-from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator, DashScopeBatchOutcomeMixin
+from airflow_provider_dashscope_batch.operators.base import DashScopeBatchOutcomeMixin
+from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
 from airflow_provider_dashscope_batch.operators.upload import as_path
 from airflow_provider_dashscope_batch.sharding.job import (
     JobOutcomePolicy,
@@ -84,85 +85,64 @@ class TaskKilled(AirflowException):
     """The task was killed (``on_kill``) while it split, uploaded or created; it stopped at the next step."""
 
 
-class _ShardingOperator(DashScopeBaseOperator):
-    """The input of a sharded job (one of ``file``, ``requests``, ``csv``) and how it is split."""
+class _ShardingOperator(DashScopeRequestInputOperator):
+    """The input of a sharded job (a :class:`RequestInput`) and how it is split."""
 
     def __init__(
         self,
         *,
-        file: str | ObjectStoragePath | None = None,
-        requests: Iterable[Mapping[str, Any]] | None = None,
-        csv: str | ObjectStoragePath | None = None,
-        model: str | None = None,
-        template: str | None = None,
-        system_prompt: str | None = None,
-        text_column: str | int = 1,
-        id_column: str | int | None = 0,
-        body_params: Mapping[str, Any] | None = None,
-        endpoint: str = "/v1/chat/completions",
         max_requests_per_shard: int | None = None,
         max_bytes_per_shard: int | None = None,
         margin: float = DEFAULT_MARGIN,
-        max_violations: int = 20,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if sum(x is not None for x in (file, requests, csv)) != 1:
-            raise ValueError("Give exactly one of file=, requests= or csv=.")
-        if csv is not None and model is None:
-            raise ValueError("csv= needs model= (every request of a batch uses one model).")
-        self.file = file
-        self.requests = requests
-        self.csv = csv
-        self.model = model
-        self.template = template
-        self.system_prompt = system_prompt
-        self.text_column = text_column
-        self.id_column = id_column
-        self.body_params = body_params
-        self.endpoint = endpoint
         self.max_requests_per_shard = max_requests_per_shard
         self.max_bytes_per_shard = max_bytes_per_shard
         self.margin = margin
-        self.max_violations = max_violations
 
     def _split(
         self,
         destination: ShardWriter | ObjectStoragePath | Path,
         on_shard: Callable[[Shard], Shard] | None = None,
     ) -> SplitResult:
+        source = self.request_input
         sizing = ShardSizing(
             self.max_requests_per_shard, self.max_bytes_per_shard, self.margin, self.max_violations
         )
         try:
-            if self.file is not None:
+            if source.file is not None:
                 result = split_jsonl(
-                    as_path(self.file), destination, endpoint=self.endpoint, sizing=sizing, on_shard=on_shard
+                    as_path(source.file),
+                    destination,
+                    endpoint=source.endpoint,
+                    sizing=sizing,
+                    on_shard=on_shard,
                 )
-            elif self.csv is not None:
-                source = as_path(self.csv)
+            elif source.csv is not None:
+                csv = as_path(source.csv)
                 # opened binary here: a text-mode ObjectStoragePath.open() breaks csv reading on Airflow 3.0
-                with source.open("rb") as stream:
+                with csv.open("rb") as stream:
                     result = split_csv(
                         stream,
                         destination,
-                        name=str(source),
-                        model=str(self.model),
-                        endpoint=self.endpoint,
-                        text_column=self.text_column,
-                        id_column=self.id_column,
-                        template=self.template,
-                        system_prompt=self.system_prompt,
-                        body_params=self.body_params,
+                        name=str(csv),
+                        model=str(source.model),
+                        endpoint=source.built_endpoint,
+                        text_column=source.text_column,
+                        id_column=source.id_column,
+                        template=source.template,
+                        system_prompt=source.system_prompt,
+                        body_params=source.body_params,
                         sizing=sizing,
                         on_shard=on_shard,
                     )
             else:
                 result = split_requests(
-                    self.requests or (),
+                    source.requests or (),
                     destination,
-                    endpoint=self.endpoint,
-                    model=self.model,
+                    endpoint=source.built_endpoint,
+                    model=source.model,
                     sizing=sizing,
                     on_shard=on_shard,
                 )
@@ -205,7 +185,8 @@ class DashScopeSplitRequestsOperator(_ShardingOperator):
     :param text_column: ``csv`` only: column with the user text when no ``template`` is given.
     :param id_column: ``csv`` only: column with the ``custom_id`` (None numbers the rows).
     :param body_params: ``csv`` only: extra body fields.
-    :param endpoint: Every line's ``url`` (templated).
+    :param endpoint: Every line's ``url`` must equal it; built requests use it (default
+        ``/v1/chat/completions`` for them) (templated).
     :param max_requests_per_shard: Lines per shard (default: the service's limit times ``margin``).
     :param max_bytes_per_shard: Bytes per shard (default: the service's limit times ``margin``).
     :param margin: Fraction of the service's per-file limits a shard uses by default.
@@ -257,7 +238,9 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
     :param text_column: ``csv`` only: column with the user text when no ``template`` is given.
     :param id_column: ``csv`` only: column with the ``custom_id`` (None numbers the rows).
     :param body_params: ``csv`` only: extra body fields.
-    :param endpoint: Every line's ``url`` and the batches' endpoint (templated).
+    :param endpoint: Every line's ``url`` must equal it; built requests use it (default
+        ``/v1/chat/completions`` for them; a file's lines may use any one endpoint). The batches'
+        endpoint is the lines' ``url`` (templated).
     :param completion_window: ``"24h"`` to ``"14d"`` or a timedelta, per batch.
     :param metadata: Extra batch metadata; ``ds_name`` is prefixed with the job token.
     :param max_active_batches: Most batches of this job running at once.
@@ -388,7 +371,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
                 return path.open("wb"), str(path)
 
             try:
-                self._split(spool, plan)
+                endpoint = self._split(spool, plan).endpoint
             except TaskKilled:
                 self._after_kill(client, context, staged)
                 raise
@@ -406,7 +389,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
             )
             deadline = time.time() + float(seconds)
         try:
-            return self._advance(context, client, token, runs, deadline)
+            return self._advance(context, client, ShardJob(token, endpoint, deadline, tuple(runs)))
         except TaskKilled:
             self._after_kill(client, context, [])
             raise
@@ -512,21 +495,15 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
             context["ti"].xcom_push(key=CLEANUP_XCOM_KEY, value=pending)
 
     # ----------------------------------------------------------------------------- fan-out
-    def _advance(
-        self,
-        context: Context,
-        client: DashScopeClient,
-        token: str,
-        runs: list[ShardRun],
-        deadline: float | None,
-    ) -> dict[str, Any]:
+    def _advance(self, context: Context, client: DashScopeClient, job: ShardJob) -> dict[str, Any]:
         """Start shards while under the cap, then defer until the running batches finish, or finish."""
+        runs = list(job.runs)
         active = sum(r.running for r in runs)
         for i, run in enumerate(runs):
             if run.batch is None and active < self.max_active_batches:
-                runs[i] = self._create(client, token, run, len(runs))
+                runs[i] = self._create(client, job, run)
                 active += 1
-        job = ShardJob(token, deadline, tuple(runs))
+        job = replace(job, runs=tuple(runs))
         running = [r.batch for r in runs if r.running and r.batch is not None]
         if not running:
             return self._finish(context, job)
@@ -545,21 +522,21 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
                 poll_interval=self.poll_interval,
                 max_poll_interval=self.max_poll_interval,
                 poll_backoff=self.poll_backoff,
-                deadline=deadline,
+                deadline=job.deadline,
                 error_budget=self.error_budget,
                 cancel_on_kill=self.cancel_on_kill,
             ),
             method_name="execute_complete",
         )
 
-    def _create(self, client: DashScopeClient, token: str, run: ShardRun, shards: int) -> ShardRun:
+    def _create(self, client: DashScopeClient, job: ShardJob, run: ShardRun) -> ShardRun:
         self._stop_if_killed()
         metadata = dict(self.metadata or {})
-        name = f"{token} {metadata.get('ds_name') or self.task_id} {run.shard.index + 1}/{shards}"
+        name = f"{job.token} {metadata.get('ds_name') or self.task_id} {run.shard.index + 1}/{len(job.runs)}"
         metadata["ds_name"] = name[:100]
         batch = client.create_batch(
             input_file_id=str(run.file_id),
-            endpoint=self.endpoint,
+            endpoint=job.endpoint,
             completion_window=self.completion_window,
             metadata=metadata,
             idempotency_key=run.idempotency_key,
@@ -573,12 +550,12 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
         self._start_try()
         ti = context["ti"]
         map_index = getattr(ti, "map_index", -1)
-        job = ShardJob.from_dict(
-            ti.xcom_pull(
-                task_ids=ti.task_id, key=JOB_XCOM_KEY, map_indexes=map_index if map_index >= 0 else None
-            )
+        stored = ti.xcom_pull(
+            task_ids=ti.task_id, key=JOB_XCOM_KEY, map_indexes=map_index if map_index >= 0 else None
         )
-        shard_runs, token, deadline = list(job.runs), job.token, job.deadline
+        # a job deferred by an earlier version kept no endpoint: its batches used the operator's
+        job = ShardJob.from_dict({"endpoint": self.request_input.built_endpoint, **stored})
+        shard_runs = list(job.runs)
         try:
             events = [WaitEvent.from_payload(p) for p in (event or {})["events"]]
         except (KeyError, TypeError, ValueError) as exc:
@@ -603,7 +580,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
                             self.log.warning("Could not cancel batch %s: %s", run.batch.id, exc)
             raise AirflowException("; ".join(e.message for e in problems))
         try:
-            return self._advance(context, client, token, shard_runs, deadline)
+            return self._advance(context, client, replace(job, runs=tuple(shard_runs)))
         except TaskKilled:
             self._after_kill(client, context, [])
             raise

@@ -121,11 +121,13 @@ class ShardJob:
     A sharded job between two steps of its task: what the operator keeps while it is deferred.
 
     :param token: The job token (:func:`job_token`).
+    :param endpoint: The endpoint of every shard's batch (the lines' ``url``).
     :param deadline: Epoch seconds at which the wait gives up, if any.
     :param runs: Every shard's run, in input order.
     """
 
     token: str
+    endpoint: str
     deadline: float | None
     runs: tuple[ShardRun, ...]
 
@@ -141,12 +143,18 @@ class ShardJob:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (XCom)."""
-        return {"token": self.token, "deadline": self.deadline, "runs": [r.to_dict() for r in self.runs]}
+        return {
+            "token": self.token,
+            "endpoint": self.endpoint,
+            "deadline": self.deadline,
+            "runs": [r.to_dict() for r in self.runs],
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ShardJob:
         """Inverse of :meth:`to_dict`."""
-        return cls(data["token"], data["deadline"], tuple(ShardRun.from_dict(r) for r in data["runs"]))
+        runs = tuple(ShardRun.from_dict(r) for r in data["runs"])
+        return cls(data["token"], data["endpoint"], data["deadline"], runs)
 
 
 @dataclass(frozen=True)

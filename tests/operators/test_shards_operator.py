@@ -243,6 +243,23 @@ def test_a_malformed_response_format_fails_before_any_upload(dashscope_conn, das
     assert "POST /batches" not in counts
 
 
+def test_a_files_lines_name_the_endpoint_as_for_the_upload_operator(dashscope_conn, client, tmp_path):
+    lines = [
+        {
+            "custom_id": f"t{i}",
+            "method": "POST",
+            "url": "/v1/chat/ds-test",
+            "body": {"model": "batch-test-model"},
+        }
+        for i in range(150)
+    ]
+    (tmp_path / "in.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    operator = DashScopeShardedBatchOperator(task_id="run_shards", file=str(tmp_path / "in.jsonl"), **FAST)
+    result, _ = _drive(operator, {"ti": TaskInstance()})
+    assert [s["requests"] for s in result["shards"]] == [80, 70]  # the test model's own shard size
+    assert {client.retrieve_batch(b).endpoint for b in result["batch_ids"]} == {"/v1/chat/ds-test"}
+
+
 def test_a_timed_out_wait_cancels_the_running_batches(dashscope_conn, dashscope_emulator, client):
     dashscope_emulator.configure(time_scale=0)
     operator = DashScopeShardedBatchOperator(

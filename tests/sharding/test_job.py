@@ -99,6 +99,7 @@ def test_a_job_survives_its_xcom_round_trip_and_sums_its_counts():
     base = shard_key_base("t" * 16, SHARD)
     job = ShardJob(
         "t" * 16,
+        "/v1/chat/completions",
         1_700_000_000.5,
         (
             ShardRun(SHARD, base, 2, "file-1", _batch("b1", completed=90, failed=10)),
