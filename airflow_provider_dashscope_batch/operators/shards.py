@@ -7,7 +7,6 @@ See :mod:`airflow_provider_dashscope_batch.sharding.split` for the split and the
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -298,7 +297,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
         self.error_budget = error_budget
         self.wait_timeout = wait_timeout
         self.cancel_on_kill = cancel_on_kill
-        self._killed = threading.Event()
+        self._killed = False  # a plain flag: operators are deep-copied (no locks) and on_kill only sets it
         self._created: list[str] = []  # batches this try created, for a kill by a user
 
     # ------------------------------------------------------------------------------------ kill
@@ -311,16 +310,16 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
         the files by their upload tokens and the batches by their idempotency keys, unless a user marked
         the task failed: then the files are deleted and, with ``cancel_on_kill``, the batches cancelled.
         """
-        self._killed.set()
+        self._killed = True
         self.log.warning("Killed: stopping before the next upload or create")
 
     def _start_try(self) -> None:
         """Forget an earlier kill of this operator object (``dag.test()`` runs every try in one)."""
-        self._killed.clear()
+        self._killed = False
         self._created = []
 
     def _stop_if_killed(self) -> None:
-        if self._killed.is_set():
+        if self._killed:
             raise TaskKilled("The task was killed while it split, uploaded or created shards.")
 
     def _after_kill(self, client: DashScopeClient, context: Context, staged: list[str]) -> None:
