@@ -298,7 +298,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
         self.wait_timeout = wait_timeout
         self.cancel_on_kill = cancel_on_kill
         self._killed = False  # a plain flag: operators are deep-copied (no locks) and on_kill only sets it
-        self._created: list[str] = []  # batches this try created, for a kill by a user
+        self._created: list[Batch] = []  # batches this try created, for a kill by a user
 
     # ------------------------------------------------------------------------------------ kill
     def on_kill(self) -> None:
@@ -316,25 +316,31 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
     def _start_try(self) -> None:
         """Forget an earlier kill of this operator object (``dag.test()`` runs every try in one)."""
         self._killed = False
-        self._created = []
+        self._created.clear()
 
     def _stop_if_killed(self) -> None:
         if self._killed:
             raise TaskKilled("The task was killed while it split, uploaded or created shards.")
 
-    def _after_kill(self, client: DashScopeClient, context: Context, staged: list[str]) -> None:
-        """Keep this try's files and batches for the next try, or discard them if a user marked it failed."""
+    def _after_kill(self, client: DashScopeClient, context: Context, staged: Sequence[str]) -> None:
+        """
+        Keep this try's files and batches for the next try, or discard them if a user marked it failed.
+
+        :param staged: The files this try gave its shards (uploaded or re-used).
+        """
+        created = [b.id for b in self._created]
+        unbatched = [f for f in staged if f not in {b.input_file_id for b in self._created}]
         if task_instance_state(context["ti"]) != "failed":
             self.log.warning(
                 "Kept for the next try: %s file(s) without a batch (%s) and %s created batch(es) (%s)",
-                len(staged),
-                ", ".join(staged) or "-",
-                len(self._created),
-                ", ".join(self._created) or "-",
+                len(unbatched),
+                ", ".join(unbatched) or "-",
+                len(created),
+                ", ".join(created) or "-",
             )
             return
-        self._delete_files(client, context, staged)
-        for batch_id in self._created if self.cancel_on_kill else ():
+        self._delete_files(client, context, unbatched)
+        for batch_id in created if self.cancel_on_kill else ():
             self.log.info("Cancelling batch %s: the task was marked failed", batch_id)
             try:
                 client.cancel_batch(batch_id)
@@ -390,7 +396,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
         try:
             return self._advance(context, client, ShardJob(token, endpoint, deadline, tuple(runs)))
         except TaskKilled:
-            self._after_kill(client, context, [])
+            self._after_kill(client, context, staged)
             raise
 
     def _stored_files(
@@ -540,7 +546,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
             metadata=metadata,
             idempotency_key=run.idempotency_key,
         )
-        self._created.append(batch.id)
+        self._created.append(batch)
         self.log.info("Shard %s: created batch %s (generation %s)", run.shard.index, batch.id, run.generation)
         return run.with_batch(batch)
 
@@ -581,7 +587,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
         try:
             return self._advance(context, client, replace(job, runs=tuple(shard_runs)))
         except TaskKilled:
-            self._after_kill(client, context, [])
+            self._after_kill(client, context, [str(r.file_id) for r in shard_runs if r.batch is None])
             raise
 
     # ------------------------------------------------------------------------------ outcome
