@@ -38,6 +38,10 @@ code                          rule
 ``mismatched_model``          ``body.model`` differs from the first line's (DashScope code)
 ``mismatched_thinking_mode``  ``body.enable_thinking`` differs from the first line's (an absent
                               value counts as its own mode: set it the same way on every line)
+``invalid_response_format``   ``body.response_format`` is not ``{"type": "text"}``,
+                              ``{"type": "json_object"}`` or ``{"type": "json_schema",
+                              "json_schema": {"name": ..., "schema": {...}}}`` (``name`` 1..64 of
+                              ``[A-Za-z0-9_-]``, ``schema`` an object, ``strict`` a bool if given)
 ``model_not_found``           service-side only (unknown model); never raised here
 ============================  ==============================================================
 
@@ -52,6 +56,7 @@ import io
 import json
 import os
 import pathlib
+import re
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from typing import IO, Any, BinaryIO
@@ -65,6 +70,7 @@ __all__ = [
     "MAX_FILE_BYTES",
     "MAX_LINES",
     "MAX_LINE_BYTES",
+    "RESPONSE_FORMAT_TYPES",
     "TEST_MODEL",
     "TEST_MODEL_ENDPOINT",
     "TEST_MODEL_MAX_FILE_BYTES",
@@ -74,6 +80,7 @@ __all__ = [
     "ValidationReport",
     "Violation",
     "open_source",
+    "read_lines",
     "source_name",
     "validate_jsonl",
 ]
@@ -88,6 +95,11 @@ TEST_MODEL = "batch-test-model"
 TEST_MODEL_ENDPOINT = "/v1/chat/ds-test"
 TEST_MODEL_MAX_LINES = 100
 TEST_MODEL_MAX_FILE_BYTES = 1 * MB
+
+#: ``body.response_format.type`` values the service documents (plain text, JSON mode, JSON Schema).
+RESPONSE_FORMAT_TYPES: frozenset[str] = frozenset({"text", "json_object", "json_schema"})
+_BAD_FORMAT = "invalid_response_format"
+_SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 _BOM = b"\xef\xbb\xbf"
 _WHITESPACE_STARTS = frozenset(b" \t\r\n")
@@ -176,6 +188,7 @@ class JsonlValidationError(ValueError):
 class _Body(msgspec.Struct):
     model: Any = _UNSET
     enable_thinking: Any = _UNSET
+    response_format: Any = _UNSET
 
 
 class _Request(msgspec.Struct):
@@ -243,6 +256,13 @@ class LineChecker:
         room = max(self.max_violations - len(self.file_violations), 0)
         return (self.violations[:room] + self.file_violations)[: self.max_violations]
 
+    def check_length(self, n: int, length: int) -> bool:
+        """Whether line ``n`` of ``length`` bytes (terminator excluded) is within the line limit."""
+        if length <= MAX_LINE_BYTES:
+            return True
+        self.add(n, "line_too_large", f"line is {length:,} bytes; the limit is {MAX_LINE_BYTES // MB} MB")
+        return False
+
     def check_line(self, n: int, line: bytes) -> None:
         if line[0] in _WHITESPACE_STARTS and not line.strip():
             self.blank_lines += 1
@@ -276,6 +296,8 @@ class LineChecker:
             self._check_fields(n, custom_id, req.method, req.url, body, _UNSET, _UNSET)
         else:
             self._check_fields(n, custom_id, req.method, req.url, {}, body.model, body.enable_thinking)
+        if type(body) is _Body and body.response_format is not _UNSET:
+            self._check_response_format(n, body.response_format)
 
     def _check_slow(self, n: int, line: bytes) -> None:
         try:
@@ -300,6 +322,8 @@ class LineChecker:
             model,
             thinking,
         )
+        if isinstance(body, dict) and "response_format" in body:
+            self._check_response_format(n, body["response_format"])
 
     def _check_fields(
         self, n: int, custom_id: Any, method: Any, url: Any, body: Any, model: Any, thinking: Any
@@ -384,6 +408,57 @@ class LineChecker:
                 "body.model",
             )
 
+    def _check_response_format(self, n: int, value: Any) -> None:
+        """``body.response_format`` against the structured-output shapes the service documents."""
+        param = "body.response_format"
+        if not isinstance(value, dict):
+            self.add(n, _BAD_FORMAT, f"{param} must be a JSON object, got a JSON {_json_type(value)}", param)
+            return
+        kind = value.get("type", _UNSET)
+        if kind not in RESPONSE_FORMAT_TYPES:
+            got = "missing" if kind is _UNSET else json.dumps(kind, ensure_ascii=False)
+            allowed = ", ".join(f'"{t}"' for t in sorted(RESPONSE_FORMAT_TYPES))
+            self.add(n, _BAD_FORMAT, f"{param}.type must be one of {allowed}, got {got}", f"{param}.type")
+            return
+        if kind != "json_schema":
+            return
+        spec = value.get("json_schema", _UNSET)
+        param += ".json_schema"
+        if not isinstance(spec, dict):
+            got = "missing" if spec is _UNSET else f"a JSON {_json_type(spec)}"
+            self.add(n, _BAD_FORMAT, f'{param} must be an object with "name" and "schema", got {got}', param)
+            return
+        name = spec.get("name", _UNSET)
+        if not (isinstance(name, str) and _SCHEMA_NAME.fullmatch(name)):
+            got = "missing" if name is _UNSET else json.dumps(name, ensure_ascii=False)[:80]
+            self.add(
+                n,
+                _BAD_FORMAT,
+                f"{param}.name must be 1 to 64 of a-z, A-Z, 0-9, _ and -, got {got}",
+                f"{param}.name",
+            )
+        schema = spec.get("schema", _UNSET)
+        if schema is _UNSET:
+            self.add(n, _BAD_FORMAT, f"{param}.schema is missing; give the JSON Schema", f"{param}.schema")
+        elif not isinstance(schema, dict):
+            hint = (
+                " (a schema held as text: parse it with json.loads first)" if isinstance(schema, str) else ""
+            )
+            self.add(
+                n,
+                _BAD_FORMAT,
+                f"{param}.schema must be a JSON Schema object, got a JSON {_json_type(schema)}{hint}",
+                f"{param}.schema",
+            )
+        strict = spec.get("strict", _UNSET)
+        if strict is not _UNSET and not isinstance(strict, bool):
+            self.add(
+                n,
+                _BAD_FORMAT,
+                f"{param}.strict must be true or false, got a JSON {_json_type(strict)}",
+                f"{param}.strict",
+            )
+
     def finish(self, line_count: int, size: int) -> None:
         if self.model == TEST_MODEL:
             max_lines, max_bytes, what = TEST_MODEL_MAX_LINES, TEST_MODEL_MAX_FILE_BYTES, f" for {TEST_MODEL}"
@@ -437,6 +512,41 @@ def open_source(source: str | os.PathLike[str] | BinaryIO) -> Iterator[io.Buffer
             yield io.BufferedReader(_RawReader(f), buffer_size=_READ_BUFFER)
 
 
+def read_lines(stream: IO[bytes], checker: LineChecker) -> Iterator[tuple[int, bytes | None, int]]:
+    """
+    The lines of ``stream`` as ``(number, line, bytes read)``, with the rules every entry point shares.
+
+    ``line`` holds the line's bytes with their terminator, or ``None`` when the line was already judged
+    by ``checker``: over the 6 MB line limit (read in pieces, never held whole) or nothing but a BOM.
+    A UTF-8 BOM at the start is reported and dropped. The upload operator's validation and the
+    splitter read every input through this, so a line is judged the same way whoever reads it.
+    """
+    limit = MAX_LINE_BYTES + 2  # room for a CRLF terminator
+    readline = stream.readline
+    n = 0
+    while line := readline(limit):
+        n += 1
+        read = len(line)
+        if n == 1 and line.startswith(_BOM):
+            checker.add(1, "invalid_encoding", "the file starts with a UTF-8 BOM; save it without BOM")
+            line = line[len(_BOM) :]
+            if not line:
+                checker.blank_lines += 1
+                yield n, None, read
+                continue
+        tail, length = line, len(line)
+        if not line.endswith(b"\n") and length == limit:
+            last = line
+            while (rest := readline(_READ_BUFFER)) and not rest.endswith(b"\n"):
+                length += len(rest)
+                last = rest
+            length += len(rest)
+            read += length - len(line)
+            tail = last[-1:] + rest  # only the tail is needed, to measure the terminator (CR LF may straddle)
+        length -= tail.endswith(b"\n") + tail.endswith(b"\r\n")
+        yield n, line if checker.check_length(n, length) else None, read
+
+
 def source_name(source: str | os.PathLike[str] | BinaryIO) -> str:
     """The name messages give ``source``: its path, or a stream's ``name``."""
     if hasattr(source, "read"):
@@ -469,35 +579,10 @@ def validate_jsonl(
         raise ValueError(f"endpoint must be one of {', '.join(sorted(ENDPOINTS))}, got {endpoint!r}")
     checker = LineChecker(endpoint, max_violations)
     line_count = size = 0
-    limit = MAX_LINE_BYTES + 2  # room for a CRLF terminator
     with open_source(source) as f:
-        readline = f.readline
-        while line := readline(limit):
-            line_count += 1
-            size += len(line)
-            if line_count == 1 and line.startswith(_BOM):
-                checker.add(1, "invalid_encoding", "the file starts with a UTF-8 BOM; save it without BOM")
-                line = line[len(_BOM) :]
-                if not line:
-                    checker.blank_lines += 1
-                    continue
-            if not line.endswith(b"\n") and len(line) == limit:
-                length = len(line)
-                while (rest := readline(_READ_BUFFER)) and not rest.endswith(b"\n"):
-                    length += len(rest)
-                length += len(rest)
-                size += length - len(line)
-                line = rest  # only the tail is needed, to measure the terminator
-            else:
-                length = len(line)
-            length -= line.endswith(b"\n") + line.endswith(b"\r\n")
-            if length > MAX_LINE_BYTES:
-                checker.add(
-                    line_count,
-                    "line_too_large",
-                    f"line is {length:,} bytes; the limit is {MAX_LINE_BYTES // MB} MB",
-                )
-            elif line_count <= MAX_LINES:
+        for line_count, line, read in read_lines(f, checker):
+            size += read
+            if line is not None and line_count <= MAX_LINES:
                 checker.check_line(line_count, line)
                 if on_line is not None and not checker.violation_count:
                     on_line(line)

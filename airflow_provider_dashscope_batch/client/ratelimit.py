@@ -7,9 +7,11 @@ and path), so the limit holds across all triggers, operators and retries of a co
 
 Each bucket holds at most ``burst`` (a tenth of the limit) tokens and refills at
 ``(limit - burst) / period`` less a 2 % headroom, so no window of one ``period`` ever sees more than
-``limit`` requests. A 429 answer pauses the bucket for the ``Retry-After`` the service sent, halves its
-refill rate and caps it below the rate that met the 429: after one period it climbs back to that cap over
-four periods, and only ten quiet periods restore the configured rate.
+``limit`` requests. A 429 answer pauses the bucket for the ``Retry-After`` the service sent (the time its
+window admits a request again), then the bucket goes on at the configured rate: a 429 that meets a window
+another process filled costs one pause, not a slow climb back. Only a second 429 within one period after
+a pause shows that the service grants less than the configured limit; the bucket then keeps to the number
+of requests the service admitted in the last period, until ten periods without a 429 pass.
 
 Several processes or triggerers sharing one account each take a fraction of it: the connection extra
 ``rate_share`` (e.g. ``0.25`` for four triggerers) scales every limit; ``rate_limits`` overrides single
@@ -23,6 +25,7 @@ import math
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -48,12 +51,8 @@ __all__ = [
 DEFAULT_PENALTY_SECONDS = 1.0
 #: Share of each limit left unused, so requests reordered on the way (latency jitter) still fit the window.
 HEADROOM = 0.02
-#: Periods over which a tightened bucket returns linearly to its configured rate (after one quiet period).
-RECOVERY_PERIODS = 4
-#: Quiet periods after which a bucket forgets its 429s and returns to the configured rate.
+#: Periods without a 429 after which a bucket that kept to a learned limit returns to the configured one.
 FORGET_PERIODS = 10
-#: Floor of the refill rate after repeated 429s, as a fraction of the configured rate.
-MIN_RATE_FRACTION = 1 / 16
 
 
 class RequestKind(StrEnum):
@@ -134,18 +133,20 @@ class TokenBucket:
         self._clock = clock
         self._lock = threading.Lock()
         self.penalties = 0
+        self._sent: deque[float] = deque()  # send times of the grants of the last period
+        self._refused: deque[float] = deque()  # times of the 429s of the last period
+        self._resumed_at: float | None = None  # end of the last pause a 429 imposed
         self._configure(rate_limit)
         self._tokens = self.burst
         self._stamp = clock()
-        self._penalized_at: float | None = None
-        self._tight_rate = self._ceiling = self.rate
 
-    def _configure(self, rate_limit: RateLimit) -> None:
+    def _configure(self, rate_limit: RateLimit, learned: RateLimit | None = None) -> None:
         self.rate_limit = rate_limit
-        self.burst = max(1.0, math.floor(rate_limit.limit / 10))
-        refill = max(rate_limit.limit - self.burst, rate_limit.limit / 2) * (1 - HEADROOM)
-        self.base_rate = refill / rate_limit.period
-        self.rate = self.base_rate
+        self.learned = learned
+        keep = learned or rate_limit
+        self.burst = max(1.0, math.floor(keep.limit / 10))
+        refill = max(keep.limit - self.burst, keep.limit / 2) * (1 - HEADROOM)
+        self.rate = refill / keep.period
 
     def reconfigure(self, rate_limit: RateLimit) -> None:
         """Switch to a new limit (e.g. the connection's extras changed)."""
@@ -154,22 +155,18 @@ class TokenBucket:
                 self._refill(self._clock())
                 self._configure(rate_limit)
                 self._tokens = min(self._tokens, self.burst)
-                self._penalized_at = None
-                self._tight_rate = self._ceiling = self.rate
 
     def _refill(self, now: float) -> None:
-        if self._penalized_at is not None:
-            quiet = now - self._penalized_at - self.rate_limit.period  # held for one period first
-            recovered = max(quiet, 0.0) / (self.rate_limit.period * RECOVERY_PERIODS)
-            if recovered >= 1:
-                self.rate = self._ceiling
-            else:
-                self.rate = self._tight_rate + (self._ceiling - self._tight_rate) * recovered
-            if quiet >= self.rate_limit.period * FORGET_PERIODS:  # long quiet: trust the limit again
-                self._penalized_at = None
-                self.rate = self._ceiling = self.base_rate
-        self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
-        self._stamp = now
+        period = self.rate_limit.period
+        quiet = now - self._resumed_at if self._resumed_at is not None else 0.0
+        if self.learned is not None and quiet >= period * FORGET_PERIODS:  # trust the limit again
+            self._configure(self.rate_limit)
+        if now > self._stamp:  # a stamp in the future is the end of a pause
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+        for times in (self._sent, self._refused):
+            while times and times[0] <= now - period:
+                times.popleft()
 
     def reserve(self) -> tuple[float, int]:
         """
@@ -181,28 +178,41 @@ class TokenBucket:
             now = self._clock()
             self._refill(now)
             self._tokens -= 1
-            wait = -self._tokens / self.rate if self._tokens < 0 else 0.0
+            wait = max(self._stamp - now, 0.0) + (-self._tokens / self.rate if self._tokens < 0 else 0.0)
+            self._sent.append(now + wait)
             return wait, self.penalties
 
     def available(self) -> float:
-        """Tokens in the bucket now (negative: requests already waiting)."""
+        """Tokens in the bucket now (negative: requests already waiting, or a pause still running)."""
         with self._lock:
-            self._refill(self._clock())
-            return self._tokens
+            now = self._clock()
+            self._refill(now)
+            return self._tokens - max(self._stamp - now, 0.0) * self.rate
 
     def penalize(self, retry_after: float | None) -> None:
-        """Record a 429: pause for ``retry_after`` (or a second), halve the rate, cap it at 90 % of it."""
+        """
+        Record a 429: send nothing until ``retry_after`` (or a second) has passed, then go on at the rate.
+
+        The service's window is full until then; every waiting caller reserves again (the epoch moves) and
+        the first goes when the pause ends. A 429 that arrives during the pause was sent before it and
+        only extends it. A 429 within one period after a pause means the limit is more than the service
+        grants (another client shares the account, or the limit was set too high): the bucket then keeps
+        to what the service admitted in the last period until ``FORGET_PERIODS`` quiet periods pass.
+        """
         with self._lock:
             now = self._clock()
             self._refill(now)
             self.penalties += 1
-            floor = self.base_rate * MIN_RATE_FRACTION
-            self._ceiling = max(self.rate * 0.9, floor)  # the rate that met the 429 is too high
-            self._tight_rate = max(self.rate / 2, floor)
-            self.rate = self._tight_rate
-            self._penalized_at = now
+            resumed = self._resumed_at
+            if self._stamp <= now and resumed is not None and now - resumed < self.rate_limit.period:
+                sent = sum(1 for t in self._sent if t <= now)  # the rest still wait to be sent
+                admitted = max(sent - len(self._refused) - 1, 1)
+                if admitted < (self.learned or self.rate_limit).limit:
+                    self._configure(self.rate_limit, replace(self.rate_limit, limit=admitted))
+            self._refused.append(now)
             pause = DEFAULT_PENALTY_SECONDS if retry_after is None else retry_after
-            self._tokens = min(self._tokens, 0.0) - pause * self.rate
+            self._stamp = self._resumed_at = max(self._stamp, now + pause)
+            self._tokens = 1.0  # every waiter reserves again; the window admits one when the pause ends
 
 
 class RateBudget:
@@ -211,13 +221,16 @@ class RateBudget:
 
     :param limits: Limit per kind; kinds not given use :data:`DEFAULT_RATE_LIMITS`.
     :param clock: Monotonic clock (seconds).
+    :param sleep: Blocking sleep of :meth:`wait` (with ``clock``, a simulated time base).
     """
 
     def __init__(
         self,
         limits: Mapping[RequestKind, RateLimit] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        self._sleep = sleep
         merged = {**DEFAULT_RATE_LIMITS, **(limits or {})}
         self.buckets: dict[RequestKind, TokenBucket] = {k: TokenBucket(v, clock) for k, v in merged.items()}
 
@@ -238,7 +251,7 @@ class RateBudget:
             delay, epoch = bucket.reserve()
             if delay <= 0:
                 return
-            time.sleep(delay)
+            self._sleep(delay)
             if bucket.penalties == epoch:
                 return
 

@@ -26,19 +26,27 @@ Structured output
     OpenAI adapter sends it). For models that accept only JSON mode, set
     ``request_params={"response_format": {"type": "json_object"}}``: the adapter then sends
     ``json_object`` and puts the JSON Schema into the system prompt (JSON mode needs the prompt to
-    ask for JSON). Qwen models do not produce structured output in thinking mode, so a structured
+    ask for JSON). Any other ``response_format`` with a structured ``output_type`` is an error, not
+    silently replaced; without one, a request's ``response_format`` is checked against the shapes the
+    service documents. Qwen models do not produce structured output in thinking mode, so a structured
     batch with ``enable_thinking`` true is rejected before anything is sent.
+
+Input files
+    The input file is uploaded under a token digested from the idempotency key and the input
+    fingerprint, so a re-submit after a create that failed for good re-uses that file (found by its
+    token, within a day) instead of uploading a second copy.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -57,6 +65,8 @@ from airflow.providers.common.ai.exceptions import (
 from airflow.providers.common.compat.sdk import mask_secret
 
 from airflow_provider_dashscope_batch.client import DashScopeClient
+from airflow_provider_dashscope_batch.client._params import FILTER_SLACK
+from airflow_provider_dashscope_batch.client._uploads import tokenized_filename
 from airflow_provider_dashscope_batch.cost import (
     CostCheckError,
     CostEstimator,
@@ -65,7 +75,7 @@ from airflow_provider_dashscope_batch.cost import (
     region_of,
 )
 from airflow_provider_dashscope_batch.jsonl import encode_line, write_requests
-from airflow_provider_dashscope_batch.models import Batch, BatchStatus, ResultLine
+from airflow_provider_dashscope_batch.models import Batch, BatchStatus, FileObject, ResultLine
 from airflow_provider_dashscope_batch.regions import DEFAULT_BASE_URL, REGION_BASE_URLS
 from airflow_provider_dashscope_batch.results import iter_lines
 from airflow_provider_dashscope_batch.validation import (
@@ -94,6 +104,9 @@ API_KEY_ENV = "DASHSCOPE_API_KEY"
 #: ``ds_name`` prefix of the batches this adapter creates; narrows the orphan search server-side.
 DS_NAME_PREFIX = "airflow-llm-batch-"
 FINGERPRINT_KEY = "input_fingerprint"
+
+#: How long after a create failed a re-submit still re-uses its input file.
+_REUSE_WINDOW = timedelta(days=1)
 
 #: Error codes of requests the service never ran, as common.ai's per-item statuses.
 _UNRUN_CODES = {"batch_expired": "expired", "batch_cancelled": "cancelled"}
@@ -229,8 +242,13 @@ class DashScopeBatchAdapter(BatchAdapter):
             }
         }
 
-    def _structured(self, spec: OutputSpec, params: dict[str, Any]) -> tuple[dict[str, Any], str]:
-        """The ``response_format`` of one request, and the system-prompt addition JSON mode needs."""
+    def _structured(self, spec: OutputSpec, params: dict[str, Any], index: int) -> tuple[dict[str, Any], str]:
+        """
+        The ``response_format`` of one request, and the system-prompt addition JSON mode needs.
+
+        With a structured ``output_type`` the adapter owns ``response_format``: a request's own is an
+        error unless it asks for JSON mode (``{"type": "json_object"}``), never silently replaced.
+        """
         if not spec.is_structured:
             return {}, ""
         if params.get("enable_thinking") is True:
@@ -240,10 +258,18 @@ class DashScopeBatchAdapter(BatchAdapter):
                 "use output_type=str."
             )
         requested = params.get("response_format")
-        if isinstance(requested, dict) and requested.get("type") == "json_object":
+        if requested == {"type": "json_object"}:
             schema = json.dumps(spec.json_schema, ensure_ascii=False, separators=(",", ":"))
             instruction = f"Reply with one JSON object that conforms to this JSON Schema: {schema}"
             return {"response_format": {"type": "json_object"}}, instruction
+        if requested is not None:
+            shown = json.dumps(requested, ensure_ascii=False, default=str)
+            raise LLMBatchInputError(
+                f"Request {index} sets response_format {shown[:200]}, but the structured output_type "
+                f"{spec.schema_name} sets its own (json_schema). Remove response_format from the "
+                'request params, or set it to {"type": "json_object"} for a model that accepts only '
+                "JSON mode."
+            )
         return self.build_output_directive(spec), ""
 
     def _iter_lines(
@@ -264,7 +290,7 @@ class DashScopeBatchAdapter(BatchAdapter):
                 request.get("model"), default_bare_model=model, request_index=index
             )
             params = {**(request_params or {}), **(request.get("params") or {})}
-            directive, instruction = self._structured(output_spec, params)
+            directive, instruction = self._structured(output_spec, params, index)
             system = request.get("system_prompt") or system_prompt
             if instruction:
                 system = f"{system}\n\n{instruction}" if system else instruction
@@ -397,6 +423,10 @@ class DashScopeBatchAdapter(BatchAdapter):
         """
         Upload the input file and create the batch.
 
+        The file is uploaded under a token digested from ``idempotency_key`` and ``input_fingerprint``:
+        when a create fails for good, a re-submit of the same requests finds that file by its token and
+        creates the batch on it instead of uploading a second copy.
+
         The batch's metadata records ``idempotency_key`` (the client's own key, which also makes an
         ambiguous create find its batch instead of creating another) and ``input_fingerprint``, and its
         ``ds_name`` carries the key, so :meth:`find_orphaned_batch` can find it.
@@ -411,10 +441,16 @@ class DashScopeBatchAdapter(BatchAdapter):
             request_params=request_params,
         )
         endpoint = endpoint_for(model)
-        with tempfile.TemporaryDirectory(prefix="dashscope-llm-batch-") as tmp:
-            path = os.path.join(tmp, f"{idempotency_key}.jsonl")
-            write_requests(lines, path, endpoint=endpoint)
-            uploaded = self._client.upload_file(path)
+        filename = f"{idempotency_key}.jsonl"
+        token = _upload_token(idempotency_key, input_fingerprint)
+        uploaded = self._stored_input(tokenized_filename(filename, token))
+        if uploaded is not None:
+            log.info("Re-using input file %s of an earlier submit whose create failed", uploaded.id)
+        else:
+            with tempfile.TemporaryDirectory(prefix="dashscope-llm-batch-") as tmp:
+                path = os.path.join(tmp, filename)
+                write_requests(lines, path, endpoint=endpoint)
+                uploaded = self._client.upload_file(path, upload_token=token)
         batch = self._client.create_batch(
             input_file_id=uploaded.id,
             endpoint=endpoint,
@@ -426,6 +462,14 @@ class DashScopeBatchAdapter(BatchAdapter):
             idempotency_key=idempotency_key,
         )
         return SubmitResult(batch_id=batch.id, provider_input_ref=uploaded.id)
+
+    def _stored_input(self, filename: str) -> FileObject | None:
+        """The input file an earlier submit stored under ``filename`` (its token) in the last day, if any."""
+        since = datetime.now(UTC) - _REUSE_WINDOW
+        for stored in self._client.list_files(purpose="batch", create_after=since - FILTER_SLACK):
+            if stored.filename == filename and (stored.created_at or 0) >= since.timestamp():
+                return stored
+        return None
 
     def get_batch(self, batch_id: str) -> BatchState:
         return _state_of(self._client.retrieve_batch(batch_id))
@@ -495,6 +539,11 @@ _STATUS_MAP = {
     BatchStatus.EXPIRED: "expired",
     BatchStatus.CANCELLED: "cancelled",
 }
+
+
+def _upload_token(idempotency_key: str, input_fingerprint: str) -> str:
+    """The upload token of a submit's input file: the same requests under the same key, the same token."""
+    return "llm-" + hashlib.sha256(f"{idempotency_key}\x1f{input_fingerprint}".encode()).hexdigest()[:40]
 
 
 def _state_of(batch: Batch) -> BatchState:

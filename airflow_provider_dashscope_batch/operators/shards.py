@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import replace
 from datetime import timedelta
@@ -22,13 +22,17 @@ from airflow.providers.common.compat.sdk import (
     ObjectStoragePath,
 )
 
+from airflow_provider_dashscope_batch.client._uploads import tokenized_filename
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
 from airflow_provider_dashscope_batch.jsonl import write_requests, write_requests_from_csv
-from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator, DashScopeBatchOutcomeMixin
+from airflow_provider_dashscope_batch.models import FileObject
+from airflow_provider_dashscope_batch.operators.base import DashScopeBatchOutcomeMixin
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin, LineSink
+from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
 from airflow_provider_dashscope_batch.operators.upload import as_path
 from airflow_provider_dashscope_batch.sharding.job import (
     JobOutcomePolicy,
+    ShardJob,
     ShardRun,
     job_token,
     latest_batches,
@@ -37,6 +41,7 @@ from airflow_provider_dashscope_batch.sharding.job import (
 from airflow_provider_dashscope_batch.sharding.split import (
     DEFAULT_MARGIN,
     Shard,
+    ShardSizing,
     ShardWriter,
     SplitResult,
     split_csv,
@@ -53,6 +58,7 @@ from airflow_provider_dashscope_batch.waiting import (
     Outcome,
     WaitEvent,
     WaitEventKind,
+    task_instance_state,
 )
 
 if TYPE_CHECKING:
@@ -61,7 +67,13 @@ if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client import DashScopeClient
     from airflow_provider_dashscope_batch.models import Batch
 
-__all__ = ["JOB_XCOM_KEY", "DashScopeShardedBatchOperator", "DashScopeSplitRequestsOperator"]
+__all__ = [
+    "CLEANUP_XCOM_KEY",
+    "JOB_XCOM_KEY",
+    "DashScopeShardedBatchOperator",
+    "DashScopeSplitRequestsOperator",
+    "TaskKilled",
+]
 
 
 class _FirstLineRead(Exception):
@@ -70,85 +82,76 @@ class _FirstLineRead(Exception):
 
 #: XCom key of a sharded job's progress (each shard's file, generation and last batch read).
 JOB_XCOM_KEY = "shard_job"
+#: XCom key of the input files a try could not delete (the next try deletes them).
+CLEANUP_XCOM_KEY = "cleanup_pending"
+#: How far before the DAG run's ``run_after`` the next try looks for the files of earlier tries.
+_LIST_SLACK = timedelta(days=1)
 
 
-class _ShardingOperator(DashScopeBaseOperator):
-    """The input of a sharded job (one of ``file``, ``requests``, ``csv``) and how it is split."""
+class TaskKilled(AirflowException):
+    """The task was killed (``on_kill``) while it split, uploaded or created; it stopped at the next step."""
+
+
+class _ShardingOperator(DashScopeRequestInputOperator):
+    """The input of a sharded job (a :class:`RequestInput`) and how it is split."""
 
     def __init__(
         self,
         *,
-        file: str | ObjectStoragePath | None = None,
-        requests: Iterable[Mapping[str, Any]] | None = None,
-        csv: str | ObjectStoragePath | None = None,
-        model: str | None = None,
-        template: str | None = None,
-        system_prompt: str | None = None,
-        text_column: str | int = 1,
-        id_column: str | int | None = 0,
-        body_params: Mapping[str, Any] | None = None,
-        endpoint: str = "/v1/chat/completions",
         max_requests_per_shard: int | None = None,
         max_bytes_per_shard: int | None = None,
         margin: float = DEFAULT_MARGIN,
-        max_violations: int = 20,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if sum(x is not None for x in (file, requests, csv)) != 1:
-            raise ValueError("Give exactly one of file=, requests= or csv=.")
-        if csv is not None and model is None:
-            raise ValueError("csv= needs model= (every request of a batch uses one model).")
-        self.file = file
-        self.requests = requests
-        self.csv = csv
-        self.model = model
-        self.template = template
-        self.system_prompt = system_prompt
-        self.text_column = text_column
-        self.id_column = id_column
-        self.body_params = body_params
-        self.endpoint = endpoint
         self.max_requests_per_shard = max_requests_per_shard
         self.max_bytes_per_shard = max_bytes_per_shard
         self.margin = margin
-        self.max_violations = max_violations
 
     def _split(
         self,
         destination: ShardWriter | ObjectStoragePath | Path,
         on_shard: Callable[[Shard], Shard] | None = None,
     ) -> SplitResult:
-        sizing: dict[str, Any] = {
-            "max_requests": self.max_requests_per_shard,
-            "max_bytes": self.max_bytes_per_shard,
-            "margin": self.margin,
-            "max_violations": self.max_violations,
-            "on_shard": on_shard,
-        }
+        source = self.request_input
+        sizing = ShardSizing(
+            self.max_requests_per_shard, self.max_bytes_per_shard, self.margin, self.max_violations
+        )
         try:
-            if self.file is not None:
-                result = split_jsonl(as_path(self.file), destination, endpoint=self.endpoint, **sizing)
-            elif self.csv is not None:
-                source = as_path(self.csv)
+            if source.file is not None:
+                result = split_jsonl(
+                    as_path(source.file),
+                    destination,
+                    endpoint=source.endpoint,
+                    sizing=sizing,
+                    on_shard=on_shard,
+                )
+            elif source.csv is not None:
+                csv = as_path(source.csv)
                 # opened binary here: a text-mode ObjectStoragePath.open() breaks csv reading on Airflow 3.0
-                with source.open("rb") as stream:
+                with csv.open("rb") as stream:
                     result = split_csv(
                         stream,
                         destination,
-                        name=str(source),
-                        model=str(self.model),
-                        endpoint=self.endpoint,
-                        text_column=self.text_column,
-                        id_column=self.id_column,
-                        template=self.template,
-                        system_prompt=self.system_prompt,
-                        body_params=self.body_params,
-                        **sizing,
+                        name=str(csv),
+                        model=str(source.model),
+                        endpoint=source.built_endpoint,
+                        text_column=source.text_column,
+                        id_column=source.id_column,
+                        template=source.template,
+                        system_prompt=source.system_prompt,
+                        body_params=source.body_params,
+                        sizing=sizing,
+                        on_shard=on_shard,
                     )
             else:
                 result = split_requests(
-                    self.requests or (), destination, endpoint=self.endpoint, model=self.model, **sizing
+                    source.requests or (),
+                    destination,
+                    endpoint=source.built_endpoint,
+                    model=source.model,
+                    sizing=sizing,
+                    on_shard=on_shard,
                 )
         except JsonlValidationError as exc:
             raise AirflowFailException(f"Not split: the batch input is invalid.\n{exc}") from None
@@ -189,7 +192,8 @@ class DashScopeSplitRequestsOperator(_ShardingOperator):
     :param text_column: ``csv`` only: column with the user text when no ``template`` is given.
     :param id_column: ``csv`` only: column with the ``custom_id`` (None numbers the rows).
     :param body_params: ``csv`` only: extra body fields.
-    :param endpoint: Every line's ``url`` (templated).
+    :param endpoint: Every line's ``url`` must equal it; built requests use it (default
+        ``/v1/chat/completions`` for them) (templated).
     :param max_requests_per_shard: Lines per shard (default: the service's limit times ``margin``).
     :param max_bytes_per_shard: Bytes per shard (default: the service's limit times ``margin``).
     :param margin: Fraction of the service's per-file limits a shard uses by default.
@@ -246,7 +250,9 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
     :param text_column: ``csv`` only: column with the user text when no ``template`` is given.
     :param id_column: ``csv`` only: column with the ``custom_id`` (None numbers the rows).
     :param body_params: ``csv`` only: extra body fields.
-    :param endpoint: Every line's ``url`` and the batches' endpoint (templated).
+    :param endpoint: Every line's ``url`` must equal it; built requests use it (default
+        ``/v1/chat/completions`` for them; a file's lines may use any one endpoint). The batches'
+        endpoint is the lines' ``url`` (templated).
     :param completion_window: ``"24h"`` to ``"14d"`` or a timedelta, per batch.
     :param metadata: Extra batch metadata; ``ds_name`` is prefixed with the job token.
     :param max_active_batches: Most batches of this job running at once.
@@ -308,20 +314,77 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
         self.error_budget = error_budget
         self.wait_timeout = wait_timeout
         self.cancel_on_kill = cancel_on_kill
+        self._killed = False  # a plain flag: operators are deep-copied (no locks) and on_kill only sets it
+        self._created: list[Batch] = []  # batches this try created, for a kill by a user
+
+    # ------------------------------------------------------------------------------------ kill
+    def on_kill(self) -> None:
+        """
+        Stop at the next step: no upload or create starts after this (Airflow calls it on SIGTERM).
+
+        Called from the signal handler, so it only sets a flag; the task's own thread then stops before
+        its next upload or create. What this try uploaded and created stays for the next try, which finds
+        the files by their upload tokens and the batches by their idempotency keys, unless a user marked
+        the task failed: then the files are deleted and, with ``cancel_on_kill``, the batches cancelled.
+        """
+        self._killed = True
+        self.log.warning("Killed: stopping before the next upload or create")
+
+    def _start_try(self) -> None:
+        """Forget an earlier kill of this operator object (``dag.test()`` runs every try in one)."""
+        self._killed = False
+        self._created.clear()
+
+    def _stop_if_killed(self) -> None:
+        if self._killed:
+            raise TaskKilled("The task was killed while it split, uploaded or created shards.")
+
+    def _after_kill(self, client: DashScopeClient, context: Context, staged: Sequence[str]) -> None:
+        """
+        Keep this try's files and batches for the next try, or discard them if a user marked it failed.
+
+        :param staged: The files this try gave its shards (uploaded or re-used).
+        """
+        created = [b.id for b in self._created]
+        unbatched = [f for f in staged if f not in {b.input_file_id for b in self._created}]
+        if task_instance_state(context["ti"]) != "failed":
+            self.log.warning(
+                "Kept for the next try: %s file(s) without a batch (%s) and %s created batch(es) (%s)",
+                len(unbatched),
+                ", ".join(unbatched) or "-",
+                len(created),
+                ", ".join(created) or "-",
+            )
+            return
+        self._delete_files(client, context, unbatched)
+        for batch_id in created if self.cancel_on_kill else ():
+            self.log.info("Cancelling batch %s: the task was marked failed", batch_id)
+            try:
+                client.cancel_batch(batch_id)
+            except DashScopeError as exc:
+                self.log.warning("Could not cancel batch %s: %s", batch_id, exc)
 
     # ------------------------------------------------------------------------------- first try
     def execute(self, context: Context) -> dict[str, Any]:
+        self._start_try()
         self.push_estimate(context, self._preflight())
         ti = context["ti"]
         token = job_token(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))
         client = self.hook.get_conn()
-        earlier = latest_batches(client.list_batches(ds_name=token))
-        self.log.info("Job %s: %s batch(es) of earlier tries found", token, len(earlier))
+        listed = list(client.list_batches(ds_name=token))
+        earlier = latest_batches(listed)
+        stored = self._stored_files(client, context, token, {b.input_file_id for b in listed})
+        self.log.info(
+            "Job %s: %s batch(es) and %s unused file(s) of earlier tries found",
+            token,
+            len(earlier),
+            len(stored),
+        )
         runs: list[ShardRun] = []
-        uploaded: list[str] = []
+        staged: list[str] = []
 
         def plan(shard: Shard) -> Shard:
-            runs.append(self._plan(client, token, shard, earlier, uploaded))
+            runs.append(self._plan(client, token, shard, earlier, stored, staged))
             return shard
 
         with tempfile.TemporaryDirectory(prefix="dashscope-shards-") as tmp:
@@ -331,11 +394,15 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
                 return path.open("wb"), str(path)
 
             try:
-                self._split(spool, plan)
-            except BaseException:
-                for file_id in uploaded:  # a bad line later in the input: the files of this try are useless
-                    self._delete_file(client, file_id)
+                endpoint = self._split(spool, plan).endpoint
+            except TaskKilled:
+                self._after_kill(client, context, staged)
                 raise
+            except BaseException:
+                # a bad line later in the input: the files of this try and of earlier ones are useless
+                self._delete_files(client, context, [*staged, *(f.id for f in stored.values())])
+                raise
+        self._delete_files(client, context, [f.id for f in stored.values()])  # files no shard has now
         deadline = None
         if self.wait_timeout is not None:
             seconds = (
@@ -344,7 +411,33 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
                 else self.wait_timeout
             )
             deadline = time.time() + float(seconds)
-        return self._advance(context, client, token, runs, deadline)
+        try:
+            return self._advance(context, client, ShardJob(token, endpoint, deadline, tuple(runs)))
+        except TaskKilled:
+            self._after_kill(client, context, staged)
+            raise
+
+    def _stored_files(
+        self, client: DashScopeClient, context: Context, token: str, in_use: set[str | None]
+    ) -> dict[str, FileObject]:
+        """
+        Input files of this job's earlier tries that no batch uses, by name.
+
+        A shard's file is uploaded under its upload token (the shard's key base, which digests the job,
+        the shard's position and its SHA-256), so the name proves which shard's bytes a file holds: a try
+        killed between an upload and its create, or one whose cleanup failed, leaves files the next try
+        re-uses or deletes.
+        """
+        dag_run = context.get("dag_run")
+        since = getattr(dag_run, "run_after", None) or getattr(dag_run, "logical_date", None)
+        files: dict[str, FileObject] = {}
+        for f in client.list_files(purpose="batch", create_after=since - _LIST_SLACK if since else None):
+            if (f.filename or "").startswith(f"{token}-shard-") and f.id not in in_use:
+                if f.filename in files:  # a late copy of one upload: keep the first listed
+                    self._delete_files(client, context, [f.id])
+                else:
+                    files[str(f.filename)] = f
+        return files
 
     def _preflight(self) -> Any:
         """Estimate the whole input (or check its first request) before anything is sent."""
@@ -365,7 +458,7 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
                         stream,
                         LineSink(feed),  # type: ignore[arg-type]
                         model=str(self.model),
-                        endpoint=self.endpoint,
+                        endpoint=self.request_input.built_endpoint,
                         text_column=self.text_column,
                         id_column=self.id_column,
                         template=self.template,
@@ -373,7 +466,12 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
                         body_params=self.body_params,
                     )
             else:
-                write_requests(self.requests or (), LineSink(feed), endpoint=self.endpoint, model=self.model)  # type: ignore[arg-type]
+                write_requests(
+                    self.requests or (),
+                    LineSink(feed),  # type: ignore[arg-type]
+                    endpoint=self.request_input.built_endpoint,
+                    model=self.model,
+                )
         return self.settle_estimate(estimator)
 
     def _plan(
@@ -382,13 +480,19 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
         token: str,
         shard: Shard,
         earlier: Mapping[str, tuple[int, Batch]],
-        uploaded: list[str],
+        stored: dict[str, FileObject],
+        staged: list[str],
     ) -> ShardRun:
-        """What to do with one shard, decided as soon as it is complete; its spool file is then deleted."""
+        """
+        What to do with one shard, decided as soon as it is complete; its spool file is then deleted.
+
+        ``staged`` collects the files given to shards that no batch uses yet (uploaded now or re-used).
+        """
         base = shard_key_base(token, shard)
         spooled = Path(shard.uri)
         shard = replace(shard, uri=spooled.name)  # the spool file is gone after this call; its name stays
         try:
+            self._stop_if_killed()
             if base in earlier:
                 generation, batch = earlier[base]
                 if (
@@ -402,14 +506,22 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
                 self.log.info("Shard %s: batch %s ended badly; replacing it", shard.index, batch.id)
                 if batch.input_file_id and self._file_exists(client, batch.input_file_id):
                     return ShardRun(shard, base, generation + 1, batch.input_file_id)
-                return ShardRun(shard, base, generation + 1, self._upload(client, spooled, uploaded))
-            return ShardRun(shard, base, 1, self._upload(client, spooled, uploaded))
+                generation += 1
+            else:
+                generation = 1
+            found = stored.pop(tokenized_filename(spooled.name, base), None)
+            if found is not None:
+                self.log.info("Shard %s: re-using file %s uploaded by an earlier try", shard.index, found.id)
+                staged.append(found.id)
+                return ShardRun(shard, base, generation, found.id)
+            return ShardRun(shard, base, generation, self._upload(client, spooled, base, staged))
         finally:
             spooled.unlink(missing_ok=True)
 
-    def _upload(self, client: DashScopeClient, path: Path, uploaded: list[str]) -> str:
-        file_id = client.upload_file(path, filename=path.name).id
-        uploaded.append(file_id)
+    def _upload(self, client: DashScopeClient, path: Path, token: str, staged: list[str]) -> str:
+        self._stop_if_killed()
+        file_id = client.upload_file(path, filename=path.name, upload_token=token).id
+        staged.append(file_id)
         self.log.info("Uploaded %s as file %s", path.name, file_id)
         return file_id
 
@@ -421,34 +533,41 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
             return False
         return True
 
-    def _delete_file(self, client: DashScopeClient, file_id: str) -> None:
-        try:
-            client.delete_file(file_id)
-        except DashScopeError as exc:
-            self.log.warning("Could not delete file %s: %s", file_id, exc)
+    def _delete_files(self, client: DashScopeClient, context: Context, file_ids: Sequence[str]) -> None:
+        """
+        Delete files (each call retried with the client's backoff); report those that stay.
+
+        A file that could not be deleted is named in a warning and under the ``cleanup_pending`` XCom
+        key; its name carries this job's token, so the next try finds it and deletes it again.
+        """
+        pending = []
+        for file_id in file_ids:
+            try:
+                client.delete_file(file_id)
+            except NotFoundError:
+                pass
+            except DashScopeError as exc:
+                self.log.warning("Could not delete file %s (the next try deletes it): %s", file_id, exc)
+                pending.append(file_id)
+        if pending:
+            context["ti"].xcom_push(key=CLEANUP_XCOM_KEY, value=pending)
 
     # ----------------------------------------------------------------------------- fan-out
-    def _advance(
-        self,
-        context: Context,
-        client: DashScopeClient,
-        token: str,
-        runs: list[ShardRun],
-        deadline: float | None,
-    ) -> dict[str, Any]:
+    def _advance(self, context: Context, client: DashScopeClient, job: ShardJob) -> dict[str, Any]:
         """Start shards while under the cap, then defer until the running batches finish, or finish."""
+        runs = list(job.runs)
         active = sum(r.running for r in runs)
         for i, run in enumerate(runs):
             if run.batch is None and active < self.max_active_batches:
-                runs[i] = self._create(client, token, run, len(runs))
+                runs[i] = self._create(client, job, run)
                 active += 1
+        job = replace(job, runs=tuple(runs))
         running = [r.batch for r in runs if r.running and r.batch is not None]
         if not running:
-            return self._finish(context, runs)
+            return self._finish(context, job)
         waiting = sum(r.batch is None for r in runs)
         # resume state goes to XCom, not defer(kwargs=...): dag.test() drops those, and the UI shows XCom
-        job = {"token": token, "deadline": deadline, "runs": [r.to_dict() for r in runs]}
-        context["ti"].xcom_push(key=JOB_XCOM_KEY, value=job)
+        context["ti"].xcom_push(key=JOB_XCOM_KEY, value=job.to_dict())
         self.log.info(
             "Waiting for %s running batch(es); %s shard(s) wait for a free slot", len(running), waiting
         )
@@ -461,36 +580,40 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
                 poll_interval=self.poll_interval,
                 max_poll_interval=self.max_poll_interval,
                 poll_backoff=self.poll_backoff,
-                deadline=deadline,
+                deadline=job.deadline,
                 error_budget=self.error_budget,
                 cancel_on_kill=self.cancel_on_kill,
             ),
             method_name="execute_complete",
         )
 
-    def _create(self, client: DashScopeClient, token: str, run: ShardRun, shards: int) -> ShardRun:
+    def _create(self, client: DashScopeClient, job: ShardJob, run: ShardRun) -> ShardRun:
+        self._stop_if_killed()
         metadata = dict(self.metadata or {})
-        name = f"{token} {metadata.get('ds_name') or self.task_id} {run.shard.index + 1}/{shards}"
+        name = f"{job.token} {metadata.get('ds_name') or self.task_id} {run.shard.index + 1}/{len(job.runs)}"
         metadata["ds_name"] = name[:100]
         batch = client.create_batch(
             input_file_id=str(run.file_id),
-            endpoint=self.endpoint,
+            endpoint=job.endpoint,
             completion_window=self.completion_window,
             metadata=metadata,
             idempotency_key=run.idempotency_key,
         )
+        self._created.append(batch)
         self.log.info("Shard %s: created batch %s (generation %s)", run.shard.index, batch.id, run.generation)
         return run.with_batch(batch)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: record the finished batches, start more shards or finish."""
+        self._start_try()
         ti = context["ti"]
         map_index = getattr(ti, "map_index", -1)
-        job = ti.xcom_pull(
+        stored = ti.xcom_pull(
             task_ids=ti.task_id, key=JOB_XCOM_KEY, map_indexes=map_index if map_index >= 0 else None
         )
-        shard_runs = [ShardRun.from_dict(r) for r in job["runs"]]
-        token, deadline = job["token"], job["deadline"]
+        # a job deferred by an earlier version kept no endpoint: its batches used the operator's
+        job = ShardJob.from_dict({"endpoint": self.request_input.built_endpoint, **stored})
+        shard_runs = list(job.runs)
         try:
             events = [WaitEvent.from_payload(p) for p in (event or {})["events"]]
         except (KeyError, TypeError, ValueError) as exc:
@@ -514,10 +637,15 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
                         except DashScopeError as exc:
                             self.log.warning("Could not cancel batch %s: %s", run.batch.id, exc)
             raise AirflowException("; ".join(e.message for e in problems))
-        return self._advance(context, client, token, shard_runs, deadline)
+        try:
+            return self._advance(context, client, replace(job, runs=tuple(shard_runs)))
+        except TaskKilled:
+            self._after_kill(client, context, [str(r.file_id) for r in shard_runs if r.batch is None])
+            raise
 
     # ------------------------------------------------------------------------------ outcome
-    def _finish(self, context: Context, runs: list[ShardRun]) -> dict[str, Any]:
+    def _finish(self, context: Context, job: ShardJob) -> dict[str, Any]:
+        runs = job.runs
         batches = [r.batch for r in runs if r.batch is not None]
         verdict = self.job_policy.evaluate(batches)
         batch_ids = [b.id for b in batches]
@@ -527,15 +655,10 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
         if verdict.outcome is Outcome.SKIP:
             raise AirflowSkipException(verdict.reason)
         self.log.info("%s", verdict.reason)
-        totals = {"total": 0, "completed": 0, "failed": 0}
-        for batch in batches:
-            if batch.request_counts is not None:
-                for key in totals:
-                    totals[key] += getattr(batch.request_counts, key)
         return {
             "batch_ids": batch_ids,
             "requests": sum(r.shard.requests for r in runs),
-            "request_counts": totals,
+            "request_counts": job.request_counts.model_dump(),
             "shards": [
                 {
                     **r.shard.to_dict(),

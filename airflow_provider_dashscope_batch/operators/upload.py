@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -13,8 +13,8 @@ from urllib.request import url2pathname
 from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStoragePath
 
 from airflow_provider_dashscope_batch.jsonl import write_requests, write_requests_from_csv
-from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin
+from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
 from airflow_provider_dashscope_batch.validation import validate_jsonl
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["DashScopeUploadFileOperator", "as_path"]
 
 
-class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeBaseOperator):
+class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOperator):
     """
     Validate a batch input file line by line, then stream it to DashScope; returns the file id.
 
@@ -65,61 +65,32 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeBaseOperator):
     template_fields: Sequence[str] = ("file", "requests", "csv", "template", "endpoint", "filename")
     ui_color = "#ff6a00"
 
-    def __init__(
-        self,
-        *,
-        file: str | os.PathLike[str] | ObjectStoragePath | None = None,
-        requests: Iterable[Mapping[str, Any]] | None = None,
-        csv: str | os.PathLike[str] | ObjectStoragePath | None = None,
-        model: str | None = None,
-        template: str | None = None,
-        system_prompt: str | None = None,
-        text_column: str | int = 1,
-        id_column: str | int | None = 0,
-        body_params: Mapping[str, Any] | None = None,
-        endpoint: str | None = None,
-        filename: str | None = None,
-        max_violations: int = 20,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *, filename: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if sum(x is not None for x in (file, requests, csv)) != 1:
-            raise ValueError("Give exactly one of file=, requests= or csv=.")
-        if csv is not None and model is None:
-            raise ValueError("csv= needs model= (every request of a batch uses one model).")
-        self.file = file
-        self.requests = requests
-        self.csv = csv
-        self.model = model
-        self.template = template
-        self.system_prompt = system_prompt
-        self.text_column = text_column
-        self.id_column = id_column
-        self.body_params = body_params
-        self.endpoint = endpoint
         self.filename = filename
-        self.max_violations = max_violations
 
     def execute(self, context: Context) -> str:
-        if self.file is not None:
-            return self._validate_and_upload(context, as_path(self.file), self.filename)
+        source = self.request_input
+        if source.file is not None:
+            return self._validate_and_upload(context, as_path(source.file), self.filename)
         with tempfile.TemporaryDirectory(prefix="dashscope-upload-") as tmp:
             built = Path(tmp) / (self.filename or f"{self.task_id}.jsonl")
-            endpoint = self.endpoint or "/v1/chat/completions"
-            if self.csv is not None:
+            if source.csv is not None:
                 lines = write_requests_from_csv(
-                    as_path(self.csv),
+                    as_path(source.csv),
                     built,
-                    model=str(self.model),
-                    text_column=self.text_column,
-                    id_column=self.id_column,
-                    template=self.template,
-                    system_prompt=self.system_prompt,
-                    endpoint=endpoint,
-                    body_params=self.body_params,
+                    model=str(source.model),
+                    text_column=source.text_column,
+                    id_column=source.id_column,
+                    template=source.template,
+                    system_prompt=source.system_prompt,
+                    endpoint=source.built_endpoint,
+                    body_params=source.body_params,
                 )
             else:
-                lines = write_requests(self.requests or (), built, endpoint=endpoint, model=self.model)
+                lines = write_requests(
+                    source.requests or (), built, endpoint=source.built_endpoint, model=source.model
+                )
             self.log.info("Built %s request lines", lines)
             return self._validate_and_upload(context, built, built.name)
 

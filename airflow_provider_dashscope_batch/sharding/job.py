@@ -18,11 +18,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from airflow_provider_dashscope_batch.idempotency import key_of, lineage, parse_key, with_generation
-from airflow_provider_dashscope_batch.models import Batch
+from airflow_provider_dashscope_batch.models import Batch, RequestCounts
 from airflow_provider_dashscope_batch.sharding.split import Shard
 from airflow_provider_dashscope_batch.waiting import Outcome, OutcomePolicy, Verdict
 
-__all__ = ["JobOutcomePolicy", "ShardRun", "job_token", "latest_batches", "shard_key_base"]
+__all__ = [
+    "JobOutcomePolicy",
+    "ShardJob",
+    "ShardRun",
+    "job_token",
+    "latest_batches",
+    "shard_key_base",
+]
 
 
 def job_token(dag_id: str, task_id: str, run_id: str, map_index: int) -> str:
@@ -103,6 +110,48 @@ class ShardRun:
             data.get("file_id"),
             None if batch is None else Batch.model_validate(batch),
         )
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """
+    A sharded job between two steps of its task: what the operator keeps while it is deferred.
+
+    :param token: The job token (:func:`job_token`).
+    :param endpoint: The endpoint of every shard's batch (the lines' ``url``).
+    :param deadline: Epoch seconds at which the wait gives up, if any.
+    :param runs: Every shard's run, in input order.
+    """
+
+    token: str
+    endpoint: str
+    deadline: float | None
+    runs: tuple[ShardRun, ...]
+
+    @property
+    def request_counts(self) -> RequestCounts:
+        """The request counters summed over the shards' batches."""
+        counts = [r.batch.request_counts for r in self.runs if r.batch and r.batch.request_counts]
+        return RequestCounts(
+            total=sum(c.total for c in counts),
+            completed=sum(c.completed for c in counts),
+            failed=sum(c.failed for c in counts),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (XCom)."""
+        return {
+            "token": self.token,
+            "endpoint": self.endpoint,
+            "deadline": self.deadline,
+            "runs": [r.to_dict() for r in self.runs],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ShardJob:
+        """Inverse of :meth:`to_dict`."""
+        runs = tuple(ShardRun.from_dict(r) for r in data["runs"])
+        return cls(data["token"], data["endpoint"], data["deadline"], runs)
 
 
 @dataclass(frozen=True)

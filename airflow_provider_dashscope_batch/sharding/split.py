@@ -1,13 +1,15 @@
 """
 Split one batch input of any size into shard files that each satisfy the service's per-file limits.
 
-The input is read once, line by line with a bounded ``readline`` (a JSONL file), or built line by line
-by :mod:`airflow_provider_dashscope_batch.jsonl` (request dicts, a CSV file). Every line is checked by
+The input is read once by :func:`~airflow_provider_dashscope_batch.validation.read_lines`, the upload
+operator's own line reader (a JSONL file), or built line by line by
+:mod:`airflow_provider_dashscope_batch.jsonl` (request dicts, a CSV file). Every line is checked by
 :class:`~airflow_provider_dashscope_batch.validation.LineChecker`, the upload operator's rules and
-messages, as if the whole input were one file: one model, one url and one thinking mode throughout,
-``custom_id`` unique across all shards, violations named by their line in the original input (the
-request number for built input). A shard is closed before the next line would take it past
-:class:`ShardLimits`, so the same input and limits always give the same shards.
+messages (the 6 MB line limit included, on the same bytes), as if the whole input were one file:
+one model, one url and one thinking mode throughout, ``custom_id`` unique across all shards,
+violations named by their line in the original input (the request number for built input). A shard
+is closed before the next line would take it past :class:`ShardLimits`, so the same input and limits
+always give the same shards.
 
 Memory stays flat in the input size except for the ``custom_id`` registry, which keeps an 8-byte
 digest and a line number per id in flat arrays (32 to 64 bytes per id with the table's free slots)
@@ -27,9 +29,7 @@ from typing import IO, Any, BinaryIO
 from airflow_provider_dashscope_batch.jsonl import write_requests, write_requests_from_csv
 from airflow_provider_dashscope_batch.validation import (
     MAX_FILE_BYTES,
-    MAX_LINE_BYTES,
     MAX_LINES,
-    MB,
     TEST_MODEL,
     TEST_MODEL_MAX_FILE_BYTES,
     TEST_MODEL_MAX_LINES,
@@ -37,6 +37,7 @@ from airflow_provider_dashscope_batch.validation import (
     LineChecker,
     ValidationReport,
     open_source,
+    read_lines,
     source_name,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "DEFAULT_MARGIN",
     "Shard",
     "ShardLimits",
+    "ShardSizing",
     "ShardWriter",
     "SplitResult",
     "split_csv",
@@ -53,8 +55,6 @@ __all__ = [
 
 #: Fraction of the service's per-file limits a shard may use by default.
 DEFAULT_MARGIN = 0.8
-_BOM = b"\xef\xbb\xbf"
-_READ_BUFFER = 1 << 20
 
 #: Opens a fresh writable binary stream for shard ``index`` and returns it with where it lands (a URI).
 ShardWriter = Callable[[int], tuple[IO[bytes], str]]
@@ -102,6 +102,29 @@ class ShardLimits:
         if not 0 < limits.max_bytes <= size:
             raise ValueError(f"max_bytes must be in 1..{size:,} for {model}, got {limits.max_bytes}")
         return limits
+
+
+@dataclass(frozen=True)
+class ShardSizing:
+    """
+    How an input is cut into shards, and how many of its violations an error lists.
+
+    :param max_requests: Lines per shard (default: the service's limit for the model times ``margin``).
+    :param max_bytes: Bytes per shard (default: the service's limit for the model times ``margin``).
+    :param margin: Fraction of the service's limits used by default.
+    :param max_violations: How many violations to list in the error (all are counted).
+    """
+
+    max_requests: int | None = None
+    max_bytes: int | None = None
+    margin: float = DEFAULT_MARGIN
+    max_violations: int = 20
+
+    def limits(self, model: str | None) -> ShardLimits:
+        """The shard limits for ``model``; see :meth:`ShardLimits.for_model`."""
+        return ShardLimits.for_model(
+            model, max_requests=self.max_requests, max_bytes=self.max_bytes, margin=self.margin
+        )
 
 
 @dataclass(frozen=True)
@@ -218,25 +241,22 @@ class _SeenIds:
 
 
 class _Splitter:
-    """Push lines in with :meth:`line`; shards are opened by ``writer`` and closed as they fill."""
+    """Push lines in with :meth:`line`; shards are opened by the writer and closed as they fill."""
 
     def __init__(
         self,
-        writer: ShardWriter,
-        *,
+        destination: Any,
+        prefix: str,
         endpoint: str | None,
-        max_requests: int | None,
-        max_bytes: int | None,
-        margin: float,
-        max_violations: int,
+        sizing: ShardSizing | None,
         on_shard: Callable[[Shard], Shard] | None,
     ) -> None:
-        self.writer = writer
+        self.writer = _writer_for(destination, prefix)
         self.on_shard = on_shard
-        self.sizing = {"max_requests": max_requests, "max_bytes": max_bytes, "margin": margin}
-        ShardLimits.for_model(None, **self.sizing)  # reject bad sizes before reading anything
+        self.sizing = sizing or ShardSizing()
+        self.sizing.limits(None)  # reject bad sizes before reading anything
         self.limits: ShardLimits | None = None
-        self.checker = LineChecker(endpoint, max_violations, seen_ids=_SeenIds())  # type: ignore[arg-type]
+        self.checker = LineChecker(endpoint, self.sizing.max_violations, seen_ids=_SeenIds())  # type: ignore[arg-type]
         self.shards: list[Shard] = []
         self.lines = self.bytes = 0
         self.largest = (0, 0)  # (requests, bytes) of the largest shard, for the file-level rules
@@ -245,25 +265,23 @@ class _Splitter:
         self._hash = hashlib.sha256()
         self._first = self._count = self._size = 0
 
-    def line(self, n: int, data: bytes) -> None:
-        """Check line ``n`` (its bytes, terminator included) and add it to the current shard."""
-        self.lines, self.bytes = n, self.bytes + len(data)
-        self.checker.check_line(n, data)
-        self._add(n, data)
+    def line(self, n: int, data: bytes | None, read: int) -> None:
+        """
+        Take line ``n``: its bytes (terminator included) to check and add to the current shard.
 
-    def oversized(self, n: int, length: int) -> None:
-        """Line ``n`` is over the 6 MB line limit; it was skipped, never held whole."""
-        self.lines, self.bytes = n, self.bytes + length
-        self.checker.add(
-            n, "line_too_large", f"line is {length:,} bytes; the limit is {MAX_LINE_BYTES // MB} MB"
-        )
+        ``data`` is ``None`` for a line already judged by the checker (over the line limit).
+        """
+        self.lines, self.bytes = n, self.bytes + read
+        if data is not None:
+            self.checker.check_line(n, data)
+            self._add(n, data)
 
     def _add(self, n: int, data: bytes) -> None:
         if self.checker.violation_count:
             self._drop()
             return
         if self.limits is None:
-            self.limits = ShardLimits.for_model(self.checker.model, **self.sizing)
+            self.limits = self.sizing.limits(self.checker.model)
         if len(data) > self.limits.max_bytes:
             self.checker.add(
                 n,
@@ -334,10 +352,8 @@ class _LineFeed:
         while (end := buffer.find(b"\n", start)) >= 0:
             self.n += 1
             line = buffer[start : end + 1]
-            if len(line) - 1 > MAX_LINE_BYTES:
-                self.splitter.oversized(self.n, len(line))
-            else:
-                self.splitter.line(self.n, line)
+            fits = self.splitter.checker.check_length(self.n, len(line) - 1)
+            self.splitter.line(self.n, line if fits else None, len(line))
             start = end + 1
         self.pending = buffer[start:]
         return len(data)
@@ -367,10 +383,7 @@ def split_jsonl(
     *,
     endpoint: str | None = None,
     prefix: str = "shard",
-    max_requests: int | None = None,
-    max_bytes: int | None = None,
-    margin: float = DEFAULT_MARGIN,
-    max_violations: int = 20,
+    sizing: ShardSizing | None = None,
     name: str | None = None,
     on_shard: Callable[[Shard], Shard] | None = None,
 ) -> SplitResult:
@@ -382,44 +395,16 @@ def split_jsonl(
         ``<prefix>-00000.jsonl``, ...), or a :data:`ShardWriter`.
     :param endpoint: when given, every line's ``url`` must equal it.
     :param prefix: shard file name prefix.
-    :param max_requests: lines per shard (default: the service's limit for the model times ``margin``).
-    :param max_bytes: bytes per shard (default: the service's limit for the model times ``margin``).
-    :param margin: fraction of the service's limits used by default.
-    :param max_violations: how many violations to list in the error (all are counted).
+    :param sizing: shard sizes and the error's length (default: :class:`ShardSizing`'s).
     :param name: name used in messages; defaults to the path or the stream's ``name``.
     :param on_shard: called with each shard once it is complete (e.g. to upload it); its return value is
         kept. Not called after the first violation.
     :raises JsonlValidationError: if any line breaks a rule (shards written so far are the caller's).
     """
-    splitter = _Splitter(
-        _writer_for(destination, prefix),
-        endpoint=endpoint,
-        max_requests=max_requests,
-        max_bytes=max_bytes,
-        margin=margin,
-        max_violations=max_violations,
-        on_shard=on_shard,
-    )
-    limit = MAX_LINE_BYTES + 2  # room for a CRLF terminator
-    n = 0
+    splitter = _Splitter(destination, prefix, endpoint, sizing, on_shard)
     with open_source(source) as f:
-        readline = f.readline
-        while line := readline(limit):
-            n += 1
-            if n == 1 and line.startswith(_BOM):
-                splitter.checker.add(
-                    1, "invalid_encoding", "the file starts with a UTF-8 BOM; save it without BOM"
-                )
-                line = line[len(_BOM) :]
-                if not line:
-                    continue
-            if not line.endswith(b"\n") and len(line) == limit:
-                length = len(line)
-                while (rest := readline(_READ_BUFFER)) and not rest.endswith(b"\n"):
-                    length += len(rest)
-                splitter.oversized(n, length + len(rest))
-                continue
-            splitter.line(n, line)
+        for n, line, read in read_lines(f, splitter.checker):
+            splitter.line(n, line, read)
     return splitter.finish(name if name is not None else source_name(source))
 
 
@@ -430,10 +415,7 @@ def split_requests(
     endpoint: str = "/v1/chat/completions",
     model: str | None = None,
     prefix: str = "shard",
-    max_requests: int | None = None,
-    max_bytes: int | None = None,
-    margin: float = DEFAULT_MARGIN,
-    max_violations: int = 20,
+    sizing: ShardSizing | None = None,
     on_shard: Callable[[Shard], Shard] | None = None,
 ) -> SplitResult:
     """
@@ -447,15 +429,7 @@ def split_requests(
 
     The other parameters are those of :func:`split_jsonl`.
     """
-    splitter = _Splitter(
-        _writer_for(destination, prefix),
-        endpoint=endpoint,
-        max_requests=max_requests,
-        max_bytes=max_bytes,
-        margin=margin,
-        max_violations=max_violations,
-        on_shard=on_shard,
-    )
+    splitter = _Splitter(destination, prefix, endpoint, sizing, on_shard)
     write_requests(requests, _LineFeed(splitter), endpoint=endpoint, model=model)  # type: ignore[arg-type]
     return splitter.finish("<requests>")
 
@@ -467,10 +441,7 @@ def split_csv(
     model: str,
     endpoint: str = "/v1/chat/completions",
     prefix: str = "shard",
-    max_requests: int | None = None,
-    max_bytes: int | None = None,
-    margin: float = DEFAULT_MARGIN,
-    max_violations: int = 20,
+    sizing: ShardSizing | None = None,
     on_shard: Callable[[Shard], Shard] | None = None,
     **csv_options: Any,
 ) -> SplitResult:
@@ -489,15 +460,7 @@ def split_csv(
 
     The other parameters are those of :func:`split_jsonl`.
     """
-    splitter = _Splitter(
-        _writer_for(destination, prefix),
-        endpoint=endpoint,
-        max_requests=max_requests,
-        max_bytes=max_bytes,
-        margin=margin,
-        max_violations=max_violations,
-        on_shard=on_shard,
-    )
+    splitter = _Splitter(destination, prefix, endpoint, sizing, on_shard)
     write_requests_from_csv(source, _LineFeed(splitter), model=model, endpoint=endpoint, **csv_options)  # type: ignore[arg-type]
     name = csv_options.get("name") or (
         str(getattr(source, "name", "<csv>")) if hasattr(source, "read") else str(source)

@@ -80,6 +80,14 @@ class _Layout:
         return path.name in {f"{kind}.{self.fmt.extension}" for kind in ResultKind}
 
 
+@dataclass(frozen=True)
+class _StagedBatch:
+    """One batch's staged result files (published or discarded by the caller) and its count warnings."""
+
+    files: dict[ResultKind, StagedResult]
+    warnings: tuple[str, ...]
+
+
 class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
     """
     Stream finished batches' output and error files to any object storage, verified, with a manifest.
@@ -254,25 +262,24 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
             row_group_size=self.parquet_row_group_size,
             meter=lambda: CostMeter(*prices),
         )
-        warnings: list[str] = []
-        staged: list[dict[ResultKind, StagedResult]] = []
+        staged: list[_StagedBatch] = []
         try:
             for index, batch in enumerate(batches):
-                staged.append({})
-                self._stage_batch(stager, batch, layout, index, staged[-1], warnings)
-            for files in staged:
-                for result in files.values():
+                staged.append(self._stage_batch(stager, batch, layout, index))
+            for batch_files in staged:
+                for result in batch_files.files.values():
                     result.file.publish()
         finally:
-            for files in staged:
-                for result in files.values():
+            for batch_files in staged:
+                for result in batch_files.files.values():
                     result.file.discard()
-        self._remove_stale_results(layout, {r.file.final.name for files in staged for r in files.values()})
+        self._remove_stale_results(layout, {r.file.final.name for b in staged for r in b.files.values()})
 
         shards = [
-            self._clean_up(client, batch, self._shard(batch, files))
-            for batch, files in zip(batches, staged, strict=True)
+            self._clean_up(client, batch, self._shard(batch, batch_files.files))
+            for batch, batch_files in zip(batches, staged, strict=True)
         ]
+        warnings = [warning for batch_files in staged for warning in batch_files.warnings]
         inputs = {b.input_file_id for b in batches if b.input_file_id}
         estimates = [
             e
@@ -358,31 +365,33 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
 
     # ---------------------------------------------------------------------------------- staging
     def _stage_batch(
-        self,
-        stager: ResultFileStager,
-        batch: Batch,
-        layout: _Layout,
-        index: int,
-        files: dict[ResultKind, StagedResult],
-        warnings: list[str],
-    ) -> None:
-        """Stage the batch's files into ``files`` (the caller discards them if anything fails)."""
+        self, stager: ResultFileStager, batch: Batch, layout: _Layout, index: int
+    ) -> _StagedBatch:
+        """Stage the batch's files; if one fails, those already staged are discarded before raising."""
         counts = batch.request_counts
-        for kind, file_id, expected in (
-            (ResultKind.OUTPUT, batch.output_file_id, counts.completed if counts else None),
-            (ResultKind.ERRORS, batch.error_file_id, counts.failed if counts else None),
-        ):
-            lines = 0
-            if file_id is not None:
-                try:
-                    files[kind] = stager.stage(file_id, layout.path(kind, index))
-                except (DownloadFailed, UnreadableResult) as exc:
-                    raise AirflowException(f"batch {batch.id}, {kind} file: {exc}") from None
-                lines = files[kind].record.lines
-            if expected is not None:
-                warnings.extend(self._count_mismatch(batch.id, kind, file_id, lines, expected))
-            elif file_id is not None and self.count_check != "off":
-                warnings.append(f"batch {batch.id} has no request_counts; {kind} lines not checked")
+        files: dict[ResultKind, StagedResult] = {}
+        warnings: list[str] = []
+        try:
+            for kind, file_id, expected in (
+                (ResultKind.OUTPUT, batch.output_file_id, counts.completed if counts else None),
+                (ResultKind.ERRORS, batch.error_file_id, counts.failed if counts else None),
+            ):
+                lines = 0
+                if file_id is not None:
+                    try:
+                        files[kind] = stager.stage(file_id, layout.path(kind, index))
+                    except (DownloadFailed, UnreadableResult) as exc:
+                        raise AirflowException(f"batch {batch.id}, {kind} file: {exc}") from None
+                    lines = files[kind].record.lines
+                if expected is not None:
+                    warnings.extend(self._count_mismatch(batch.id, kind, file_id, lines, expected))
+                elif file_id is not None and self.count_check != "off":
+                    warnings.append(f"batch {batch.id} has no request_counts; {kind} lines not checked")
+        except BaseException:
+            for result in files.values():
+                result.file.discard()
+            raise
+        return _StagedBatch(files, tuple(warnings))
 
     def _count_mismatch(
         self, batch_id: str, kind: ResultKind, file_id: str | None, lines: int, expected: int

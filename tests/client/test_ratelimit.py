@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 
 from airflow_provider_dashscope_batch.client import AsyncDashScopeClient, DashScopeClient, RetryPolicy
@@ -18,6 +20,7 @@ from airflow_provider_dashscope_batch.client.ratelimit import (
     parse_rate_limits,
     rate_budget_for,
 )
+from airflow_provider_dashscope_batch.emulator.ratelimit import RateLimiter, RateLimitSettings
 from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
 
 
@@ -70,24 +73,96 @@ def test_bucket_never_admits_more_than_the_limit_in_any_window(limit):
     assert _most_in_any_window(sent, limit.period) >= 0.6 * limit.limit  # and uses most of it
 
 
-def test_a_429_pauses_for_retry_after_halves_the_rate_and_caps_it():
+def test_a_429_pauses_for_retry_after_then_resumes_at_the_configured_rate():
     clock = FakeClock()
     bucket = TokenBucket(RateLimit(100), clock)
     full_rate = bucket.rate
     bucket.penalize(retry_after=7.0)
     delay, epoch = bucket.reserve()
-    assert delay >= 7.0
-    assert bucket.rate == pytest.approx(full_rate / 2)
+    assert delay == pytest.approx(7.0)  # the first request goes when the service's window admits one
     assert epoch == bucket.penalties == 1
-    clock.now += 60.0  # held for one period
+    assert bucket.reserve()[0] == pytest.approx(7.0 + 1 / full_rate)  # then at the full rate, not half
+    assert bucket.rate == full_rate
+    bucket.penalize(retry_after=6.5)  # answered during the pause: sent before it, only extends it
+    assert bucket.rate == full_rate
+    assert bucket.learned is None
+    assert bucket.reserve()[0] == pytest.approx(7.0)
+
+
+def test_a_second_429_after_the_pause_keeps_to_what_the_service_admitted():
+    clock = FakeClock()
+    bucket = TokenBucket(RateLimit(100), clock)
+    bucket.reserve()  # refused
+    bucket.penalize(retry_after=1.0)
+    clock.now += 1.0
+    for _ in range(31):  # 30 admitted, the 31st refused within one period after the pause
+        clock.now += bucket.reserve()[0]
+    bucket.penalize(retry_after=2.0)
+    assert bucket.learned == RateLimit(30)
+    assert bucket.rate == pytest.approx((30 - 3) * 0.98 / 60)
+    clock.now += 10 * 60.0 + 2.5  # ten periods without a 429: the configured limit again
     bucket.reserve()
-    assert bucket.rate == pytest.approx(full_rate / 2)
-    clock.now += 4 * 60.0  # then back up to 90 % of the rate that met the 429
-    bucket.reserve()
-    assert bucket.rate == pytest.approx(full_rate * 0.9)
-    clock.now += 10 * 60.0  # a long quiet spell restores the configured rate
-    bucket.reserve()
-    assert bucket.rate == pytest.approx(full_rate)
+    assert bucket.learned is None
+    assert bucket.rate == pytest.approx((100 - 10) * 0.98 / 60)
+
+
+class SimulatedTime:
+    """One clock for the budget, its sleeps and the emulator's rate limiter: no wall time passes."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+_CREATE = httpx.Request("POST", "http://127.0.0.1/compatible-mode/v1/batches")
+
+
+def _send_creates(
+    budget: RateBudget, server: RateLimiter, time_: SimulatedTime, count: int, rtt: float = 0.05
+) -> int:
+    """Send ``count`` creates one after the other as the sync client does; return the 429s met."""
+    refused = 0
+    for _ in range(count):
+        while True:
+            budget.wait(_CREATE)
+            time_.sleep(rtt / 2)
+            retry_after = server.admit("POST", "/batches")
+            time_.sleep(rtt / 2)
+            if retry_after is None:
+                break
+            refused += 1  # the emulator's 429 and Retry-After header, then the client's RetryPolicy sleep
+            header = f"{math.ceil(retry_after * 1000) / 1000:g}"
+            budget.observe(_CREATE, httpx.Response(429, headers={"retry-after": header}, request=_CREATE))
+            time_.sleep(float(header))
+    return refused
+
+
+@pytest.mark.parametrize(
+    ("configured", "filled_by_others", "most_429s"),
+    [
+        pytest.param(RateLimit(10, period=6.0), 10, 1, id="limit-known-window-filled-by-another-process"),
+        pytest.param(RateLimit(10, period=6.0), 5, 2, id="limit-known-window-half-filled"),
+        pytest.param(RateLimit(100, period=6.0), 0, 2, id="limit-configured-ten-times-too-high"),
+    ],
+)
+def test_sixty_creates_under_a_ten_per_window_limit_take_about_the_limits_minimum_time(
+    configured, filled_by_others, most_429s
+):
+    time_ = SimulatedTime()
+    server = RateLimiter(RateLimitSettings(limits={"batch_create": 10}, period_scale=0.1), clock=time_)
+    for _ in range(filled_by_others):  # another process (an earlier try) used the window just before
+        assert server.admit("POST", "/batches") is None
+    budget = RateBudget({RequestKind.BATCH_CREATE: configured}, clock=time_, sleep=time_.sleep)
+    refused = _send_creates(budget, server, time_, 60)
+    windows = (60 + filled_by_others) / 10
+    assert server.admitted["batch_create"] == 60 + filled_by_others
+    assert refused <= most_429s
+    assert time_.now <= 1.3 * windows * 6.0
 
 
 def test_rate_limits_from_connection_extras():

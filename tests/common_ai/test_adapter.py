@@ -389,3 +389,51 @@ def test_a_failed_batch_reports_the_service_errors(adapter, dashscope_emulator, 
     dashscope_emulator.advance(60)
     state = adapter.get_batch(submitted.batch_id)
     assert (state.status, state.error_message) == ("failed", "file_not_found: input file was deleted")
+
+
+# ------------------------------------------------------------------------------- response_format
+@pytest.mark.parametrize(
+    "response_format",
+    [
+        {"type": "json_schema", "json_schema": {"name": "mine", "schema": {"type": "object"}}},
+        {"type": "text"},
+        {"type": "json_object", "strict": True},
+    ],
+)
+def test_a_users_response_format_with_structured_output_is_an_error(
+    adapter, dashscope_emulator, response_format
+):
+    with pytest.raises(LLMBatchInputError, match=r"Request 0 sets response_format .* output_type Verdict"):
+        validate(adapter, ["a"], request_params={"response_format": response_format})
+    assert not dashscope_emulator.request_counts()
+
+
+def test_a_malformed_response_format_is_refused_before_anything_is_sent(adapter, dashscope_emulator):
+    bad = {"type": "json_schema", "json_schema": {"name": "mine", "schema": '{"type": "object"}'}}
+    with pytest.raises(
+        LLMBatchInputError, match=r"Request 0 .*invalid_response_format.*schema must be a JSON"
+    ):
+        validate(adapter, ["a"], output_type=str, request_params={"response_format": bad})
+    assert not dashscope_emulator.request_counts()
+
+
+def test_a_resubmit_after_a_create_that_failed_for_good_re_uses_its_input_file(
+    adapter, dashscope_emulator, client
+):
+    spec = build_output_spec(Verdict)
+    submit = lambda: adapter.submit(  # noqa: E731
+        normalized(["one", "two"]),
+        model="qwen-plus",
+        idempotency_key=KEY16,
+        input_fingerprint=FINGERPRINT,
+        output_spec=spec,
+    )
+    dashscope_emulator.add_fault(method="POST", path="/batches", status=400, count=1)
+    with pytest.raises(Exception, match="400"):
+        submit()
+    (first,) = [f for f in client.list_files() if f.purpose == "batch"]
+    result = submit()
+    assert result.provider_input_ref == first.id
+    assert client.retrieve_batch(result.batch_id).input_file_id == first.id
+    assert dashscope_emulator.request_counts()["POST /files"] == 1
+    assert len(adapter._client.uploads) == 1

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 
 import pytest
 
@@ -117,3 +121,41 @@ def test_rerun_after_a_failed_shard(sharding_dags, states, dashscope_emulator, d
         assert (counts["POST /batches"], counts.get("POST /files", 0)) == (1, 0)
     else:  # the mapped uploads run again, so every create finds a new input file: all three are billed again
         assert (counts["POST /batches"], counts["POST /files"]) == (3, 3)
+
+
+def test_sigterm_mid_upload_stops_the_job_and_the_next_try_uploads_nothing_twice(
+    sharding_dags, states, dashscope_emulator, client
+):
+    """A real SIGTERM to the process running the task: Airflow's own handler calls the task's on_kill."""
+    dag = sharding_dags.one_operator
+    dashscope_emulator.add_fault("latency", method="POST", path="/files", latency=0.5)
+
+    def sigterm_during_the_second_upload() -> None:
+        deadline = time.monotonic() + 120
+        while dashscope_emulator.request_counts().get("POST /files", 0) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    killer = threading.Thread(target=sigterm_during_the_second_upload)
+    killer.start()
+    try:
+        first = dag.test()
+    finally:
+        killer.join()
+        signal.signal(signal.SIGTERM, before)  # the task runner left its handler installed
+    assert states(first) == {"run_shards": "failed"}
+    counts = dashscope_emulator.request_counts()
+    assert counts["POST /files"] == 2  # the upload in flight finished; none started after the signal
+    assert "POST /batches" not in counts
+    kept = {f.id for f in client.list_files() if f.purpose == "batch"}
+    assert len(kept) == 2
+
+    dashscope_emulator.clear_request_counts()
+    second = dag.test(logical_date=first.logical_date, run_after=first.run_after)  # the next try
+    assert second.state == "success", states(second)
+    counts = dashscope_emulator.request_counts()
+    assert (counts["POST /files"], counts["POST /batches"]) == (1, 3)
+    used = {b.input_file_id for b in client.list_batches()}
+    assert kept < used
+    assert {f.id for f in client.list_files() if f.purpose == "batch"} == used  # no orphaned file

@@ -87,3 +87,25 @@ def test_thinking_requests_carry_reasoning_content(api):
         message = result["response"]["body"]["choices"][0]["message"]
         assert message["reasoning_content"].startswith("Emulated reasoning")
         assert message["content"].startswith("Emulated reply")
+
+
+@pytest.mark.parametrize(
+    ("response_format", "param"),
+    [
+        (
+            {"type": "json_schema", "json_schema": {"name": "address"}},
+            "body.response_format.json_schema.schema",
+        ),
+        (
+            {"type": "json_schema", "json_schema": {"name": "address", "schema": '{"type": "object"}'}},
+            "body.response_format.json_schema.schema",
+        ),
+        ({"type": "xml"}, "body.response_format.type"),
+    ],
+)
+def test_a_malformed_response_format_fails_the_batch_in_validation(api, response_format, param):
+    lines = [request_line("ok"), request_line("bad", response_format=response_format)]
+    batch = api.run(jsonl(lines), endpoint=CHAT, seconds=5)
+    assert batch["status"] == "failed"
+    (entry,) = batch["errors"]["data"]
+    assert (entry["code"], entry["line"], entry["param"]) == ("invalid_response_format", 2, param)

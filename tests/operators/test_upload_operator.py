@@ -90,6 +90,39 @@ def test_invalid_file_costs_no_upload(dashscope_conn, dashscope_emulator, tmp_pa
     assert dashscope_emulator.request_counts() == {}
 
 
+@pytest.mark.parametrize(
+    ("response_format", "rule"),
+    [
+        ({"type": "json_schema", "json_schema": {"name": "verdict"}}, "json_schema.schema is missing"),
+        (
+            {"type": "json_schema", "json_schema": {"name": "verdict", "schema": '{"type": "object"}'}},
+            "json_schema.schema must be a JSON Schema object, got a JSON string",
+        ),
+        ({"type": "json"}, "response_format.type must be one of"),
+    ],
+)
+def test_a_malformed_response_format_costs_no_upload(
+    dashscope_conn, dashscope_emulator, response_format, rule
+):
+    requests = [
+        {"custom_id": "a", "body": {"model": "qwen-plus", "messages": [{"role": "user", "content": "hi"}]}},
+        {
+            "custom_id": "b",
+            "body": {
+                "model": "qwen-plus",
+                "messages": [{"role": "user", "content": "hi"}],
+                "response_format": response_format,
+            },
+        },
+    ]
+    with pytest.raises(
+        AirflowFailException, match=r"upload\.jsonl line 2: invalid_response_format: "
+    ) as raised:
+        upload(requests=requests).execute({})
+    assert rule in str(raised.value)
+    assert dashscope_emulator.request_counts() == {}
+
+
 def test_exactly_one_source():
     with pytest.raises(ValueError, match="exactly one"):
         upload(file="a.jsonl", requests=[{"body": {}}])

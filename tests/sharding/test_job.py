@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from airflow_provider_dashscope_batch.models import Batch
 from airflow_provider_dashscope_batch.sharding.job import (
     JobOutcomePolicy,
+    ShardJob,
     ShardRun,
     job_token,
     latest_batches,
@@ -90,3 +93,20 @@ def test_the_job_is_skipped_only_if_every_shard_is():
     expired = _batch("b", "expired", completed=10, failed=0)
     assert policy.evaluate([expired, expired]).outcome is Outcome.SKIP
     assert policy.evaluate([expired, _batch("a")]).outcome is Outcome.SUCCESS
+
+
+def test_a_job_survives_its_xcom_round_trip_and_sums_its_counts():
+    base = shard_key_base("t" * 16, SHARD)
+    job = ShardJob(
+        "t" * 16,
+        "/v1/chat/completions",
+        1_700_000_000.5,
+        (
+            ShardRun(SHARD, base, 2, "file-1", _batch("b1", completed=90, failed=10)),
+            ShardRun(SHARD, base, 1, "file-2", _batch("b2", "in_progress", total=50, completed=5)),
+            ShardRun(SHARD, base, 1, None),
+        ),
+    )
+    again = ShardJob.from_dict(json.loads(json.dumps(job.to_dict())))
+    assert again == job
+    assert again.request_counts.model_dump() == {"total": 150, "completed": 95, "failed": 10}

@@ -8,7 +8,13 @@ import json
 
 import pytest
 
-from airflow_provider_dashscope_batch.sharding import ShardLimits, split_csv, split_jsonl, split_requests
+from airflow_provider_dashscope_batch.sharding import (
+    ShardLimits,
+    ShardSizing,
+    split_csv,
+    split_jsonl,
+    split_requests,
+)
 from airflow_provider_dashscope_batch.sharding.split import _SeenIds
 from airflow_provider_dashscope_batch.validation import (
     MAX_FILE_BYTES,
@@ -37,7 +43,7 @@ def _violations(exc: pytest.ExceptionInfo[JsonlValidationError]) -> list[tuple[i
 
 def test_shards_fill_up_to_the_line_limit_and_are_valid_files(tmp_path):
     _write(tmp_path / "in.jsonl", [_line(i) for i in range(250)])
-    result = split_jsonl(tmp_path / "in.jsonl", tmp_path / "out", max_requests=100)
+    result = split_jsonl(tmp_path / "in.jsonl", tmp_path / "out", sizing=ShardSizing(max_requests=100))
     assert [(s.index, s.first_line, s.requests) for s in result.shards] == [
         (0, 1, 100),
         (1, 101, 100),
@@ -58,7 +64,7 @@ def test_the_byte_limit_closes_a_shard_before_it_is_exceeded(tmp_path):
     lines = [_line(i) for i in range(30)]
     _write(tmp_path / "in.jsonl", lines)
     size = len(lines[0]) + 1
-    result = split_jsonl(tmp_path / "in.jsonl", tmp_path / "out", max_bytes=10 * size + 5)
+    result = split_jsonl(tmp_path / "in.jsonl", tmp_path / "out", sizing=ShardSizing(max_bytes=10 * size + 5))
     assert all(s.bytes <= 10 * size + 5 for s in result.shards)
     assert sum(s.requests for s in result.shards) == 30
     assert len(result.shards) == 3
@@ -66,8 +72,8 @@ def test_the_byte_limit_closes_a_shard_before_it_is_exceeded(tmp_path):
 
 def test_the_same_input_gives_the_same_shards(tmp_path):
     _write(tmp_path / "in.jsonl", [_line(i) for i in range(120)])
-    first = split_jsonl(tmp_path / "in.jsonl", tmp_path / "a", max_requests=50)
-    second = split_jsonl(tmp_path / "in.jsonl", tmp_path / "b", max_requests=50)
+    first = split_jsonl(tmp_path / "in.jsonl", tmp_path / "a", sizing=ShardSizing(max_requests=50))
+    second = split_jsonl(tmp_path / "in.jsonl", tmp_path / "b", sizing=ShardSizing(max_requests=50))
     assert [(s.first_line, s.sha256) for s in first.shards] == [
         (s.first_line, s.sha256) for s in second.shards
     ]
@@ -96,7 +102,7 @@ def test_a_bad_line_is_named_by_its_line_in_the_original_input(tmp_path):
     lines[233] = '{"custom_id": "x", "method": "POST"'
     _write(tmp_path / "in.jsonl", lines)
     with pytest.raises(JsonlValidationError) as exc:
-        split_jsonl(tmp_path / "in.jsonl", tmp_path / "out", max_requests=100)
+        split_jsonl(tmp_path / "in.jsonl", tmp_path / "out", sizing=ShardSizing(max_requests=100))
     assert _violations(exc) == [(234, "invalid_json_line")]
     assert "in.jsonl line 234: invalid_json_line" in str(exc.value)
 
@@ -106,7 +112,7 @@ def test_custom_ids_are_unique_across_shards(tmp_path):
     lines[220] = _line(220, custom_id="req-0007")
     _write(tmp_path / "in.jsonl", lines)
     with pytest.raises(JsonlValidationError) as exc:
-        split_jsonl(tmp_path / "in.jsonl", tmp_path / "out", max_requests=100)
+        split_jsonl(tmp_path / "in.jsonl", tmp_path / "out", sizing=ShardSizing(max_requests=100))
     assert _violations(exc) == [(221, "duplicate_custom_id")]
     assert 'custom_id "req-0007" already used on line 8' in str(exc.value)
 
@@ -116,7 +122,7 @@ def test_one_model_across_all_shards(tmp_path):
     lines[150] = _line(150, model="qwen-max")
     _write(tmp_path / "in.jsonl", lines)
     with pytest.raises(JsonlValidationError) as exc:
-        split_jsonl(tmp_path / "in.jsonl", tmp_path / "out", max_requests=100)
+        split_jsonl(tmp_path / "in.jsonl", tmp_path / "out", sizing=ShardSizing(max_requests=100))
     assert _violations(exc) == [(151, "mismatched_model")]
 
 
@@ -153,10 +159,41 @@ def test_an_oversized_line_is_reported_not_kept(tmp_path):
     assert _violations(exc) == [(2, "line_too_large")]
 
 
+def _line_of(length: int, custom_id: str = "sized") -> bytes:
+    """A valid request line of exactly ``length`` bytes, terminator excluded."""
+    head = f'{{"custom_id": "{custom_id}", "method": "POST", "url": "/v1/chat/completions", '
+    head += '"body": {"model": "qwen-plus", "input": "'
+    return (head + "x" * (length - len(head) - 3) + '"}}').encode()
+
+
+@pytest.mark.parametrize("terminator", [b"\n", b"\r\n"])
+@pytest.mark.parametrize(("length", "fits"), [(MAX_LINE_BYTES, True), (MAX_LINE_BYTES + 1, False)])
+def test_the_line_limit_is_the_validators_on_the_same_bytes(tmp_path, length, fits, terminator):
+    data = _line(1).encode() + b"\n" + _line_of(length) + terminator
+    assert len(_line_of(length)) == length
+    (tmp_path / "in.jsonl").write_bytes(data)
+    expected = [] if fits else [(2, "line_too_large")]
+    assert [(v.line, v.code) for v in validate_jsonl(tmp_path / "in.jsonl").violations] == expected
+    if fits:
+        assert split_jsonl(tmp_path / "in.jsonl", tmp_path / "out").requests == 2
+        return
+    with pytest.raises(JsonlValidationError) as exc:
+        split_jsonl(tmp_path / "in.jsonl", tmp_path / "out")
+    assert _violations(exc) == expected
+    assert "in.jsonl line 2: line_too_large: line is 6,291,457 bytes; the limit is 6 MB" in str(exc.value)
+
+
+def test_built_requests_meet_the_same_line_limit(tmp_path):
+    big = json.loads(_line_of(MAX_LINE_BYTES + 40))  # built lines are written compact: ~30 bytes less
+    with pytest.raises(JsonlValidationError) as exc:
+        split_requests([json.loads(_line(1)), big], tmp_path / "out")
+    assert _violations(exc) == [(2, "line_too_large")]
+
+
 def test_a_line_larger_than_a_shard_is_a_violation(tmp_path):
     _write(tmp_path / "in.jsonl", [_line(1), _line(2, custom_id="x" * 200)])
     with pytest.raises(JsonlValidationError) as exc:
-        split_jsonl(tmp_path / "in.jsonl", tmp_path / "out", max_bytes=len(_line(1)) + 1)
+        split_jsonl(tmp_path / "in.jsonl", tmp_path / "out", sizing=ShardSizing(max_bytes=len(_line(1)) + 1))
     assert _violations(exc) == [(2, "line_too_large")]
     assert "a shard holds at most" in str(exc.value)
 
@@ -173,13 +210,15 @@ def test_on_shard_sees_each_complete_shard_and_none_after_a_violation(tmp_path):
         return shard
 
     with pytest.raises(JsonlValidationError):
-        split_jsonl(tmp_path / "in.jsonl", tmp_path / "out", max_requests=100, on_shard=record)
+        split_jsonl(
+            tmp_path / "in.jsonl", tmp_path / "out", sizing=ShardSizing(max_requests=100), on_shard=record
+        )
     assert seen == [0]
 
 
 def test_request_dicts_are_built_into_shards(tmp_path):
     bodies = ({"messages": [{"role": "user", "content": str(i)}]} for i in range(250))
-    result = split_requests(bodies, tmp_path / "out", model="qwen-plus", max_requests=100)
+    result = split_requests(bodies, tmp_path / "out", model="qwen-plus", sizing=ShardSizing(max_requests=100))
     assert [(s.first_line, s.requests) for s in result.shards] == [(1, 100), (101, 100), (201, 50)]
     first = json.loads((tmp_path / "out" / "shard-00001.jsonl").read_text().splitlines()[0])
     assert first["custom_id"] == "101"
@@ -195,7 +234,7 @@ def test_csv_rows_are_built_into_shards(tmp_path):
         tmp_path / "in.csv",
         tmp_path / "out",
         model="qwen-plus",
-        max_requests=100,
+        sizing=ShardSizing(max_requests=100),
         id_column="id",
         text_column="text",
     )
@@ -210,13 +249,15 @@ def test_shards_land_in_object_storage(tmp_path, s3_bucket):
 
     _write(tmp_path / "in.jsonl", [_line(i) for i in range(120)])
     destination = ObjectStoragePath("s3://s3_results@results-bucket/shards/run-1")
-    result = split_jsonl(tmp_path / "in.jsonl", destination, max_requests=50)
+    result = split_jsonl(tmp_path / "in.jsonl", destination, sizing=ShardSizing(max_requests=50))
     keys = sorted(o["Key"] for o in s3_bucket.list_objects_v2(Bucket="results-bucket")["Contents"])
     assert keys == [f"shards/run-1/shard-0000{i}.jsonl" for i in range(3)]
     body = s3_bucket.get_object(Bucket="results-bucket", Key="shards/run-1/shard-00002.jsonl")["Body"].read()
     assert hashlib.sha256(body).hexdigest() == result.shards[2].sha256
     # and a shard in object storage is a source too
-    again = split_jsonl(destination / "shard-00000.jsonl", tmp_path / "again", max_requests=10)
+    again = split_jsonl(
+        destination / "shard-00000.jsonl", tmp_path / "again", sizing=ShardSizing(max_requests=10)
+    )
     assert again.requests == 50
 
 
