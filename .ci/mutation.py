@@ -1,0 +1,239 @@
+"""Mutation score of the pure modules, each against its own tests (run through ``.ci/mutation``).
+
+mutmut 3 copies the project into ``mutants/`` and runs pytest there; this driver first copies the working
+tree (tracked and untracked, not ignored files) into a scratch directory, writes mutmut's configuration
+into that copy's ``pyproject.toml``, and runs mutmut there with a single worker, so the repository is never
+written to. It then prints one table row per module and the diff of every surviving mutant that is not an
+explained equivalent one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = "airflow_provider_dashscope_batch"
+
+
+@dataclass(frozen=True)
+class Module:
+    """A module (or package: a glob) to mutate and the test files that own its behaviour."""
+
+    source: str
+    tests: tuple[str, ...]
+    # Tests left out: those behind slow fixtures (moto's S3 server; s3fs also caches the first pytest
+    # session's endpoint, and mutmut runs several sessions in one process).
+    deselect: tuple[str, ...] = ()
+
+
+# One line per module; a test path may be a directory, a file or a file::test node id.
+MODULES: dict[str, Module] = {
+    "validation": Module(
+        f"{PACKAGE}/validation.py",
+        ("tests/validation/",),
+        deselect=("tests/validation/test_jsonl_builder.py::test_csv_from_object_storage",),
+    ),
+    "waiting": Module(f"{PACKAGE}/waiting.py", ("tests/test_waiting.py", "tests/test_waiting_edges.py")),
+    "ratelimit": Module(
+        f"{PACKAGE}/client/ratelimit.py",
+        ("tests/client/test_ratelimit.py", "tests/client/test_ratelimit_edges.py"),
+    ),
+    "results": Module(f"{PACKAGE}/results.py", ("tests/test_results.py", "tests/test_results_edges.py")),
+}
+
+
+@dataclass(frozen=True)
+class Equivalent:
+    """A surviving mutant no test can kill, matched by function and mutated line (not by mutant number)."""
+
+    module: str
+    function: str  # mutmut's mangled name without the module, e.g. ``x_validate_line`` or ``xǁCǁmethod``
+    mutated: str  # the mutant's changed line, stripped
+    reason: str
+
+
+EQUIVALENTS: tuple[Equivalent, ...] = ()
+
+# mutmut's exit-code classes, folded into the issue's columns.
+KILLED = {"killed", "timeout", "caught by type check"}
+NO_TESTS = {"no tests"}
+
+
+def scratch_copy(target: Path) -> None:
+    """Copy the working tree's files mutmut needs (the package, tests, example data, project files)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "-co", "--exclude-standard", "--", PACKAGE, "tests", "example_dags"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    for name in [*(n.decode() for n in listed if n), "pyproject.toml", "uv.lock"]:
+        source = REPO / name
+        if source.is_file():  # a tracked file deleted in the working tree is skipped
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+
+
+def configure(target: Path, module: Module) -> None:
+    """Append mutmut's settings for one module to the scratch copy's pyproject.toml."""
+    settings = {
+        "source_paths": [PACKAGE],
+        "only_mutate": [module.source],
+        "also_copy": ["example_dags"],
+        "pytest_add_cli_args_test_selection": [
+            *module.tests,
+            *(arg for node in module.deselect for arg in ("--deselect", node)),
+        ],
+        "pytest_add_cli_args": ["-p", "no:cacheprovider"],
+        "use_git_change_detection": False,
+    }
+    lines = ["", "[tool.mutmut]", *(f"{key} = {json.dumps(value)}" for key, value in settings.items())]
+    with open(target / "pyproject.toml", "a") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def mutmut(target: Path, *args: str) -> None:
+    log = target / "mutmut.log"
+    with open(log, "a") as out:
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "mutmut"), *args],
+            cwd=target,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    if done.returncode:
+        sys.exit(f"mutmut {' '.join(args)} failed ({done.returncode}); its output: {log}")
+
+
+def statuses(target: Path) -> dict[str, str]:
+    """Mutant name -> mutmut's status, read back from the metadata mutmut wrote into ``mutants/``."""
+    os.chdir(target)  # mutmut reads its configuration from the working directory
+    from mutmut.stats import status_by_exit_code
+
+    result = {}
+    for meta in (target / "mutants").rglob("*.py.meta"):
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        result.update({name: status_by_exit_code[code] for name, code in codes.items()})
+    return result
+
+
+def mutated_line(target: Path, source: str, name: str) -> tuple[str, str]:
+    """The mutant's diff and its first added line (stripped)."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    os.chdir(target)
+    diff = get_diff_for_mutant(name, path=source)
+    added = [
+        line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")
+    ]
+    return diff, added[0] if added else ""
+
+
+def run_module(key: str, module: Module, workdir: Path) -> dict[str, object]:
+    missing = [t for t in module.tests if not (REPO / t.partition("::")[0]).exists()]
+    if missing:
+        sys.exit(f"{key}: no such test path {', '.join(missing)}; update MODULES in {__file__}")
+    target = workdir / key
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    scratch_copy(target)
+    configure(target, module)
+    print(f"== {key}: mutmut in {target} (log: {target / 'mutmut.log'})", flush=True)
+    mutmut(target, "run", "--max-children", "1")
+    counts: Counter[str] = Counter()
+    survivors = []
+    for name, status in sorted(statuses(target).items()):
+        if status in KILLED:
+            counts["killed"] += 1
+        elif status in NO_TESTS:
+            counts["no tests"] += 1
+        else:
+            survivors.append(name)
+    explained, unexplained = [], []
+    for name in survivors:
+        function = name.rpartition(".")[2].partition("__mutmut_")[0]
+        diff, line = mutated_line(target, _source_of(target, module, name), name)
+        match = next(
+            (e for e in EQUIVALENTS if e.module == key and e.function == function and e.mutated == line), None
+        )
+        (explained if match else unexplained).append((name, diff))
+    stats = json.loads((target / "mutants" / "mutmut-stats.json").read_text())
+    total = sum(counts.values()) + len(survivors)
+    scored = total - len(explained)
+    return {
+        "module": module.source.removeprefix(f"{PACKAGE}/"),
+        "tests": f"{', '.join(module.tests)} ({len(stats['duration_by_test'])})",
+        "mutants": total,
+        "killed": counts["killed"],
+        "survived": len(unexplained),
+        "equivalent": len(explained),
+        "no tests": counts["no tests"],
+        "score": 100.0 * counts["killed"] / scored if scored else 100.0,
+        "unexplained": unexplained,
+    }
+
+
+def _source_of(target: Path, module: Module, name: str) -> str:
+    """The source file (relative to the copy) that holds the mutant ``name``."""
+    dotted = name.rpartition(".")[0]
+    for candidate in (Path(dotted.replace(".", "/") + ".py"), Path(dotted.replace(".", "/")) / "__init__.py"):
+        if (target / candidate).exists():
+            return str(candidate)
+    raise FileNotFoundError(f"no source file for {name} under {module.source}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "modules", nargs="*", metavar="module", help=f"any of {', '.join(MODULES)} (default: all)"
+    )
+    parser.add_argument("--workdir", type=Path, help="where the scratch copies go (default: a new temp dir)")
+    parser.add_argument("--quiet", action="store_true", help="do not print the survivors' diffs")
+    args = parser.parse_args()
+    if unknown := set(args.modules) - set(MODULES):
+        parser.error(f"unknown module(s) {', '.join(sorted(unknown))}; known: {', '.join(MODULES)}")
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="dashscope-mutation-"))).resolve()
+    rows = [run_module(key, MODULES[key], workdir) for key in (args.modules or MODULES)]
+    if not args.quiet:
+        for row in rows:
+            for name, diff in row["unexplained"]:
+                print(f"\n# survived: {name}\n{diff}")
+    header = (
+        "module",
+        "tests",
+        "mutants",
+        "killed + timeout",
+        "survived",
+        "equivalent",
+        "no test reaches",
+        "score",
+    )
+    print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for r in rows:
+        cells = (
+            r["module"],
+            r["tests"],
+            r["mutants"],
+            r["killed"],
+            r["survived"],
+            r["equivalent"],
+            r["no tests"],
+        )
+        print("| " + " | ".join(map(str, cells)) + f" | {r['score']:.1f} % |")
+    print(f"\nscratch copies (mutmut browse / mutmut show NAME from there): {workdir}")
+
+
+if __name__ == "__main__":
+    main()
