@@ -9,11 +9,15 @@ none of this depends on wall time.
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable
 
+import anyio
 import httpx
 import pytest
 
+from airflow_provider_dashscope_batch.client import ratelimit
 from airflow_provider_dashscope_batch.client.errors import LocalValidationError
 from airflow_provider_dashscope_batch.client.ratelimit import (
     DEFAULT_RATE_LIMITS,
@@ -48,6 +52,7 @@ def drain(bucket: TokenBucket) -> None:
         ("POST", "/v1/files/file-1", RequestKind.FILE_READ),
         ("GET", "/v1/batches/batch_1/cancel", RequestKind.BATCH_RETRIEVE),
         ("POST", "/v1/batches/batch_1", RequestKind.BATCH_RETRIEVE),
+        ("POST", "/v1/batches/XX", RequestKind.BATCH_RETRIEVE),
         ("GET", "/v1/files/file-1/batches", RequestKind.BATCH_LIST),  # the last resource named decides
         ("GET", "/batches", RequestKind.BATCH_LIST),
         ("GET", "/", None),
@@ -109,6 +114,8 @@ def test_a_waiting_reservation_is_told_exactly_how_long() -> None:
     assert bucket.reserve()[0] == pytest.approx(1 / bucket.rate)
     assert bucket.reserve()[0] == pytest.approx(2 / bucket.rate)
     assert bucket.granted == 12
+    clock.now += 3.5 / bucket.rate  # the two owed tokens, and one and a half more
+    assert bucket.reserve() == (0.0, 0)  # half a token left: no wait
 
 
 @pytest.mark.parametrize(("retry_after", "pause"), [(7.0, 7.0), (None, 1.0), (0.0, 0.0)])
@@ -155,12 +162,12 @@ def test_the_recovery_ramp_is_linear_from_half_to_the_cap() -> None:
     bucket.penalize(0.0)
     t0 = clock.now
     samples = {}
-    for periods in (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 10.99):
+    for periods in (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 10.0, 10.99):
         clock.now = t0 + periods * period
         bucket.available()
         samples[periods] = bucket.rate / full
     assert samples == pytest.approx(
-        {0.5: 0.5, 1.0: 0.5, 2.0: 0.6, 3.0: 0.7, 4.0: 0.8, 5.0: 0.9, 10.0: 0.9, 10.99: 0.9}
+        {0.5: 0.5, 1.0: 0.5, 2.0: 0.6, 3.0: 0.7, 4.0: 0.8, 5.0: 0.9, 6.0: 0.9, 10.0: 0.9, 10.99: 0.9}
     )
     clock.now = t0 + 11 * period  # one period held, ten quiet ones: the configured rate again
     bucket.available()
@@ -237,12 +244,80 @@ def test_paths_outside_the_api_have_no_bucket() -> None:
     assert all(b.granted == 0 and b.penalties == 0 for b in budget.buckets.values())
 
 
-def test_wait_takes_one_token_when_one_is_there() -> None:
+def test_the_budget_picks_the_bucket_by_method_and_path() -> None:
     budget = RateBudget(clock=FakeClock())
+    create = httpx.Request("POST", "http://127.0.0.1/compatible-mode/v1/batches")
+    assert budget.bucket(create) is budget.buckets[RequestKind.BATCH_CREATE]
+
+
+def test_wait_takes_one_token_when_one_is_there_on_the_budgets_clock() -> None:
+    clock = FakeClock()
+    budget = RateBudget(clock=clock)
     request = httpx.Request("GET", "http://127.0.0.1/v1/batches")
     budget.wait(request)
     bucket = budget.buckets[RequestKind.BATCH_LIST]
     assert (bucket.granted, bucket.available()) == (1, bucket.burst - 1)
+    clock.now += 0.5
+    assert bucket.available() == pytest.approx(bucket.burst - 1 + 0.5 * bucket.rate)
+
+
+class Sleeps:
+    """Stands in for ``time.sleep`` / ``anyio.sleep`` so the waits are recorded, not slept."""
+
+    def __init__(self, during: Callable[[], None] = lambda: None) -> None:
+        self.delays: list[float] = []
+        self.during = during
+
+    def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        if len(self.delays) == 1:
+            self.during()
+
+    async def asleep(self, delay: float) -> None:
+        self(delay)
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_a_request_waits_its_turn_and_again_after_a_429_during_the_wait(
+    face: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    budget = RateBudget(clock=clock)
+    request = httpx.Request("GET", "http://127.0.0.1/v1/batches")
+    bucket = budget.buckets[RequestKind.BATCH_LIST]
+    drain(bucket)
+    sleeps = Sleeps()
+    monkeypatch.setattr(ratelimit.time, "sleep", sleeps)
+    monkeypatch.setattr(ratelimit.anyio, "sleep", sleeps.asleep)
+
+    def wait() -> None:
+        budget.wait(request) if face == "sync" else anyio.run(budget.await_turn, request)
+
+    wait()  # one token owed: wait for it, once
+    assert sleeps.delays == [pytest.approx(1 / bucket.rate)]
+    clock.now += 3600
+    drain(bucket)
+    sleeps.delays.clear()
+    sleeps.during = lambda: budget.observe(request, httpx.Response(429, headers={"Retry-After": "5"}))
+    wait()  # the 429 met while waiting: reserve again, behind the pause
+    assert sleeps.delays[0] == pytest.approx(1 / bucket.base_rate)
+    assert sleeps.delays[1] == pytest.approx(5 + 2 / bucket.rate)
+    assert len(sleeps.delays) == 2
+
+
+def test_a_forked_child_starts_with_its_own_budgets() -> None:
+    """A forked process is another share of the account: it must not inherit the parent's buckets."""
+    key = ("test", "rate-edges-fork")
+    rate_budget_for(key, {RequestKind.BATCH_LIST: RateLimit(40)})
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only
+        code = 3
+        try:
+            code = 0 if rate_budget_for(key).limits[RequestKind.BATCH_LIST] == RateLimit(100) else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 # ------------------------------------------------------------------------------------ connection extras
