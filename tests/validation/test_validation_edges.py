@@ -23,6 +23,7 @@ from airflow_provider_dashscope_batch.validation import (
     TEST_MODEL_ENDPOINT,
     TEST_MODEL_MAX_FILE_BYTES,
     JsonlValidationError,
+    LineChecker,
     validate_jsonl,
 )
 
@@ -127,6 +128,22 @@ def test_null_url_and_model_are_not_a_valid_first_line() -> None:
     assert [(n, code) for n, code, _, _ in found(lines(request(url=None, body_model=None)))] == [
         (1, "invalid_url"),
         (1, "invalid_model"),
+    ]
+    null_urls = lines(request("1", url=None), request("2", url=None))
+    assert [(n, code) for n, code, _, _ in found(null_urls)] == [(1, "invalid_url"), (2, "invalid_url")]
+    null_models = lines(request("1", body_model=None), request("2", body_model=None))
+    assert [(n, code) for n, code, _, _ in found(null_models)] == [(1, "invalid_model"), (2, "invalid_model")]
+
+
+def test_a_split_input_shares_one_id_registry() -> None:
+    """The splitter checks each part with its own checker over one registry of ids (line numbers global)."""
+    registry: dict[str, int] = {}
+    first, second = LineChecker(CHAT, 10, seen_ids=registry), LineChecker(CHAT, 10, seen_ids=registry)
+    first.check_line(1, json.dumps(request("a")).encode())
+    second.check_line(2, json.dumps(request("a")).encode())
+    assert registry == {"a": 1}
+    assert [(v.line, v.code, v.message) for v in second.listed()] == [
+        (2, "duplicate_custom_id", 'custom_id "a" already used on line 1')
     ]
 
 
