@@ -72,7 +72,120 @@ class Equivalent:
     reason: str
 
 
-EQUIVALENTS: tuple[Equivalent, ...] = ()
+_FAST_PATH = "only decides whether a line takes the fast path; the full check gives the same verdict"
+_RAMP_END = "at the ramp's end the ramp's value is the cap"
+EQUIVALENTS: tuple[Equivalent, ...] = (
+    # validation.py
+    Equivalent("validation", "xǁLineCheckerǁcheck_line", "type(None) is _Body", _FAST_PATH),
+    Equivalent("validation", "xǁLineCheckerǁcheck_line", "and type(None) is str", _FAST_PATH),
+    Equivalent(
+        "validation", "xǁLineCheckerǁcheck_line", "and 1 < len(custom_id) <= MAX_CUSTOM_ID_CHARS", _FAST_PATH
+    ),
+    Equivalent(
+        "validation", "xǁLineCheckerǁcheck_line", "and 0 < len(custom_id) < MAX_CUSTOM_ID_CHARS", _FAST_PATH
+    ),
+    Equivalent("validation", "xǁLineCheckerǁcheck_line", 'and req.method == "XXPOSTXX"', _FAST_PATH),
+    *(
+        Equivalent(
+            "validation",
+            "xǁLineCheckerǁcheck_line",
+            f"self._check_fields(n, custom_id, req.method, req.url, body, {model}, {thinking})",
+            "a line without an object body is reported before its model and thinking mode are read",
+        )
+        for model, thinking in (("None", "_UNSET"), ("_UNSET", "None"))
+    ),
+    *(
+        Equivalent("validation", "xǁLineCheckerǁ__init__", line, "set by the first line before it is read")
+        for line in (
+            "self.model_line = None",
+            "self.model_line = 1",
+            "self.thinking: Any = None",
+            "self.thinking_line = None",
+        )
+    ),
+    Equivalent(
+        "validation",
+        "xǁLineCheckerǁadd",
+        "elif len(self.violations) <= self.max_violations:",
+        "listed() caps the list at max_violations anyway; one more is kept, never shown",
+    ),
+    Equivalent(
+        "validation",
+        "xǁLineCheckerǁadd",
+        "self.file_violations.append(Violation(line=None, code=code, message=message, param=param))",
+        "this branch is the one where line is None",
+    ),
+    Equivalent(
+        "validation",
+        "x_validate_jsonl",
+        "limit = MAX_LINE_BYTES + 3  # room for a CRLF terminator",
+        "any read limit over MAX_LINE_BYTES + 1 measures the same lengths (+2 fits a 6 MB line and CRLF)",
+    ),
+    *(
+        Equivalent(
+            "validation",
+            "x_validate_jsonl",
+            line,
+            "a first line that is only a BOM and no newline is the file's last line, and no line came before",
+        )
+        for line in ("checker.blank_lines = 1", "break")
+    ),
+    # waiting.py
+    Equivalent(
+        "waiting",
+        "xǁBatchPollerǁfirst_delay",
+        "self._interval = None",
+        "an unset interval falls back to poll_interval, the value this line sets",
+    ),
+    # client/ratelimit.py
+    *(
+        Equivalent(
+            "ratelimit", f"xǁRateBudgetǁ{face}", "if delay < 0:", "a zero delay sleeps 0 s, then sends"
+        )
+        for face in ("wait", "await_turn")
+    ),
+    Equivalent(
+        "ratelimit",
+        "xǁRequestKindǁof",
+        "for index in range(len(parts) - 1, -2, -1):",
+        "index -1 is the last part, already looked at first",
+    ),
+    *(
+        Equivalent(
+            "ratelimit",
+            f"xǁTokenBucketǁ{method}",
+            "self._tight_rate = self._ceiling = None",
+            "read only after a 429, which sets both",
+        )
+        for method in ("__init__", "reconfigure")
+    ),
+    Equivalent("ratelimit", "xǁTokenBucketǁ_refill", "if recovered > 1:", _RAMP_END),
+    Equivalent(
+        "ratelimit",
+        "xǁTokenBucketǁreserve",
+        "wait = -self._tokens / self.rate if self._tokens <= 0 else 0.0",
+        "with no token left the wait is -0.0, which is 0.0",
+    ),
+    # results.py
+    Equivalent(
+        "results",
+        "x__as_str",
+        'return json.dumps(value, ensure_ascii=None, separators=(",", ":"))',
+        "ensure_ascii=None is falsy, as False",
+    ),
+    Equivalent(
+        "results",
+        "xǁCsvEncoderǁ_flush",
+        'self.out.write(self._buffer.getvalue().encode("UTF-8"))',
+        "codec names are case-insensitive",
+    ),
+    Equivalent(
+        "results",
+        "xǁCsvEncoderǁrow",
+        "if self._buffer.tell() > _CSV_FLUSH_BYTES:",
+        "flushing at exactly 1 MB or one row later writes the same bytes",
+    ),
+)
 
 # mutmut's exit-code classes, folded into the columns.
 KILLED = {"killed", "timeout", "caught by type check"}
@@ -170,7 +283,7 @@ def run_module(key: str, module: Module, workdir: Path) -> dict[str, object]:
             counts["no tests"] += 1
         else:
             survivors.append(name)
-    explained, unexplained = [], []
+    explained, unexplained, matched = [], [], set()
     for name in survivors:
         function = name.rpartition(".")[2].partition("__mutmut_")[0]
         diff, line = mutated_line(target, _source_of(target, module, name), name)
@@ -178,6 +291,9 @@ def run_module(key: str, module: Module, workdir: Path) -> dict[str, object]:
             (e for e in EQUIVALENTS if e.module == key and e.function == function and e.mutated == line), None
         )
         (explained if match else unexplained).append((name, diff))
+        matched.add(match)
+    for stale in (e for e in EQUIVALENTS if e.module == key and e not in matched):
+        print(f"   note: no surviving mutant matches the equivalent {stale.function}: {stale.mutated}")
     stats = json.loads((target / "mutants" / "mutmut-stats.json").read_text())
     total = sum(counts.values()) + len(survivors)
     scored = total - len(explained)
