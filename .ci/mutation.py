@@ -74,6 +74,7 @@ class Equivalent:
 
 _FAST_PATH = "only decides whether a line takes the fast path; the full check gives the same verdict"
 _RAMP_END = "at the ramp's end the ramp's value is the cap"
+_FALSY = "ensure_ascii=None is falsy, as False"
 EQUIVALENTS: tuple[Equivalent, ...] = (
     # validation.py
     Equivalent("validation", "xǁLineCheckerǁcheck_line", "type(None) is _Body", _FAST_PATH),
@@ -102,6 +103,21 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
             "self.thinking: Any = None",
             "self.thinking_line = None",
         )
+    ),
+    Equivalent(
+        "validation",
+        "xǁLineCheckerǁ_check_custom_id",
+        "shown = json.dumps(custom_id, ensure_ascii=None)",
+        _FALSY,
+    ),
+    *(
+        Equivalent(
+            "validation",
+            f"xǁLineCheckerǁ{function}",
+            f'got = "missing" if {field} is _UNSET else json.dumps({field}, ensure_ascii=None)',
+            _FALSY,
+        )
+        for function, field in (("_check_fields", "method"), ("_check_url", "url"))
     ),
     Equivalent(
         "validation",
@@ -171,7 +187,7 @@ EQUIVALENTS: tuple[Equivalent, ...] = (
         "results",
         "x__as_str",
         'return json.dumps(value, ensure_ascii=None, separators=(",", ":"))',
-        "ensure_ascii=None is falsy, as False",
+        _FALSY,
     ),
     Equivalent(
         "results",
@@ -262,18 +278,19 @@ def mutated_line(target: Path, source: str, name: str) -> tuple[str, str]:
     return diff, added[0] if added else ""
 
 
-def run_module(key: str, module: Module, workdir: Path) -> dict[str, object]:
-    missing = [t for t in module.tests if not (REPO / t.partition("::")[0]).exists()]
-    if missing:
-        sys.exit(f"{key}: no such test path {', '.join(missing)}; update MODULES in {__file__}")
+def run_module(key: str, module: Module, workdir: Path, *, run: bool = True) -> dict[str, object]:
     target = workdir / key
-    if target.exists():
-        shutil.rmtree(target)
-    target.mkdir(parents=True)
-    scratch_copy(target)
-    configure(target, module)
-    print(f"== {key}: mutmut in {target} (log: {target / 'mutmut.log'})", flush=True)
-    mutmut(target, "run", "--max-children", "1")
+    if run:
+        missing = [t for t in module.tests if not (REPO / t.partition("::")[0]).exists()]
+        if missing:
+            sys.exit(f"{key}: no such test path {', '.join(missing)}; update MODULES in {__file__}")
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        scratch_copy(target)
+        configure(target, module)
+        print(f"== {key}: mutmut in {target} (log: {target / 'mutmut.log'})", flush=True)
+        mutmut(target, "run", "--max-children", "1")
     counts: Counter[str] = Counter()
     survivors = []
     for name, status in sorted(statuses(target).items()):
@@ -328,11 +345,17 @@ def main() -> None:
     )
     parser.add_argument("--workdir", type=Path, help="where the scratch copies go (default: a new temp dir)")
     parser.add_argument("--quiet", action="store_true", help="do not print the survivors' diffs")
+    parser.add_argument(
+        "--report-only", action="store_true", help="only print the table of the runs already in --workdir"
+    )
     args = parser.parse_args()
     if unknown := set(args.modules) - set(MODULES):
         parser.error(f"unknown module(s) {', '.join(sorted(unknown))}; known: {', '.join(MODULES)}")
+    if args.report_only and not args.workdir:
+        parser.error("--report-only needs the --workdir of an earlier run")
     workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="dashscope-mutation-"))).resolve()
-    rows = [run_module(key, MODULES[key], workdir) for key in (args.modules or MODULES)]
+    keys = args.modules or [key for key in MODULES if not args.report_only or (workdir / key).is_dir()]
+    rows = [run_module(key, MODULES[key], workdir, run=not args.report_only) for key in keys]
     if not args.quiet:
         for row in rows:
             for name, diff in row["unexplained"]:
