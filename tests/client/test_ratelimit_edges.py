@@ -153,6 +153,7 @@ def test_repeated_429s_floor_the_rate_at_a_sixteenth() -> None:
     for _ in range(10):
         bucket.penalize(0.0)
     assert bucket.rate == pytest.approx(full / 16)
+    assert bucket.penalties == 12  # each 429 moves the epoch a waiting caller compares
 
 
 def test_the_recovery_ramp_is_linear_from_half_to_the_cap() -> None:
