@@ -24,6 +24,7 @@ from airflow_provider_dashscope_batch.validation import (
     TEST_MODEL_MAX_FILE_BYTES,
     JsonlValidationError,
     LineChecker,
+    ValidationReport,
     validate_jsonl,
 )
 
@@ -56,7 +57,7 @@ def lines(*requests: dict[str, Any] | bytes) -> bytes:
     return b"".join((r if isinstance(r, bytes) else json.dumps(r).encode()) + b"\n" for r in requests)
 
 
-def check(data: bytes, **kwargs: Any):
+def check(data: bytes, **kwargs: Any) -> ValidationReport:
     return validate_jsonl(io.BytesIO(data), name="in.jsonl", **kwargs)
 
 
