@@ -187,7 +187,6 @@ class _SummaryResponse(msgspec.Struct):
 
 
 class _Summary(msgspec.Struct):
-    custom_id: Any = None
     response: _SummaryResponse | None = None
     error: Any = None
 
@@ -209,7 +208,6 @@ def _summarize(line: bytes | str) -> dict[str, Any]:
     response = summary.response
     body = response.body if response is not None else None
     return {
-        "custom_id": summary.custom_id,
         "error": summary.error,
         "response": None
         if response is None

@@ -281,13 +281,16 @@ class LineChecker:
             return
         body = req.body
         custom_id = req.custom_id
-        if (  # fast path: a valid line like the ones before it
+        if (  # fast path: a valid line like the ones before it (once they set url, model and thinking)
             type(body) is _Body
             and type(custom_id) is str
             and 0 < len(custom_id) <= MAX_CUSTOM_ID_CHARS
             and req.method == "POST"
+            and self.url is not None
             and req.url == self.url
+            and self.model is not None
             and body.model == self.model
+            and self.thinking_line
             and body.enable_thinking is self.thinking
             and custom_id not in self.seen_ids
         ):

@@ -1,0 +1,395 @@
+"""Mutation score of the pure modules, each against its own tests (run through ``.ci/mutation``).
+
+mutmut 3 copies the project into ``mutants/`` and runs pytest there; this driver first copies the working
+tree (tracked and untracked, not ignored files) into a scratch directory, writes mutmut's configuration
+into that copy's ``pyproject.toml``, and runs mutmut there with a single worker, so the repository is never
+written to. It then prints one table row per module and the diff of every surviving mutant that is not an
+explained exclusion.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = "airflow_provider_dashscope_batch"
+
+
+@dataclass(frozen=True)
+class Module:
+    """A module (or package: a glob) to mutate and the test files that own its behaviour."""
+
+    source: str
+    tests: tuple[str, ...]
+    # Tests left out (pytest node ids): those behind slow fixtures, since every mutant reruns them -- the
+    # emulator scenarios that wait out real rate limits, moto's S3 server (s3fs also caches the first
+    # pytest session's endpoint, and mutmut runs several sessions in one process).
+    deselect: tuple[str, ...] = ()
+
+
+# One line per module; a test path may be a directory, a file or a file::test node id.
+MODULES: dict[str, Module] = {
+    "validation": Module(
+        f"{PACKAGE}/validation.py",
+        ("tests/validation/",),
+        deselect=("tests/validation/test_jsonl_builder.py::test_csv_from_object_storage",),
+    ),
+    "waiting": Module(f"{PACKAGE}/waiting.py", ("tests/test_waiting.py", "tests/test_waiting_edges.py")),
+    "ratelimit": Module(
+        f"{PACKAGE}/client/ratelimit.py",
+        ("tests/client/test_ratelimit.py", "tests/client/test_ratelimit_edges.py"),
+        deselect=tuple(
+            f"tests/client/test_ratelimit.py::{name}"
+            for name in (
+                "test_shared_budget_keeps_threads_under_the_servers_limit",
+                "test_without_the_budget_the_same_load_is_refused",
+                "test_retries_draw_from_the_bucket",
+                "test_a_429_tightens_the_bucket_so_no_storm_follows",
+                "test_async_face_waits_for_the_same_budget",
+            )
+        ),
+    ),
+    "results": Module(f"{PACKAGE}/results.py", ("tests/test_results.py", "tests/test_results_edges.py")),
+}
+
+
+@dataclass(frozen=True)
+class Excluded:
+    """A survivor left out of the score, matched by function and mutated line (not by mutant number): an
+    equivalent mutant (no behaviour changes), or one that only a real deployment can tell apart."""
+
+    module: str
+    function: str  # mutmut's mangled name without the module, e.g. ``x_validate_line`` or ``xǁCǁmethod``
+    mutated: str  # the mutant's changed line, stripped
+    reason: str
+
+
+_FAST_PATH = "only decides whether a line takes the fast path; the full check gives the same verdict"
+_RAMP_END = "at the ramp's end the ramp's value is the cap"
+_FALSY = "ensure_ascii=None is falsy, as False"
+EXCLUDED: tuple[Excluded, ...] = (
+    # validation.py
+    Excluded("validation", "xǁLineCheckerǁcheck_line", "type(None) is _Body", _FAST_PATH),
+    Excluded("validation", "xǁLineCheckerǁcheck_line", "and type(None) is str", _FAST_PATH),
+    Excluded(
+        "validation", "xǁLineCheckerǁcheck_line", "and 1 < len(custom_id) <= MAX_CUSTOM_ID_CHARS", _FAST_PATH
+    ),
+    Excluded(
+        "validation", "xǁLineCheckerǁcheck_line", "and 0 < len(custom_id) < MAX_CUSTOM_ID_CHARS", _FAST_PATH
+    ),
+    Excluded("validation", "xǁLineCheckerǁcheck_line", 'and req.method == "XXPOSTXX"', _FAST_PATH),
+    *(
+        Excluded(
+            "validation",
+            "xǁLineCheckerǁcheck_line",
+            f"self._check_fields(n, custom_id, req.method, req.url, body, {model}, {thinking})",
+            "a line without an object body is reported before its model and thinking mode are read",
+        )
+        for model, thinking in (("None", "_UNSET"), ("_UNSET", "None"))
+    ),
+    *(
+        Excluded("validation", "xǁLineCheckerǁ__init__", line, "set by the first line before it is read")
+        for line in (
+            "self.model_line = None",
+            "self.model_line = 1",
+            "self.thinking: Any = None",
+            "self.thinking_line = None",
+        )
+    ),
+    Excluded(
+        "validation",
+        "xǁLineCheckerǁ_check_custom_id",
+        "shown = json.dumps(custom_id, ensure_ascii=None)",
+        _FALSY,
+    ),
+    *(
+        Excluded(
+            "validation",
+            f"xǁLineCheckerǁ{function}",
+            f'got = "missing" if {field} is _UNSET else json.dumps({field}, ensure_ascii=None)',
+            _FALSY,
+        )
+        for function, field in (("_check_fields", "method"), ("_check_url", "url"))
+    ),
+    Excluded(
+        "validation",
+        "xǁLineCheckerǁadd",
+        "elif len(self.violations) <= self.max_violations:",
+        "listed() caps the list at max_violations anyway; one more is kept, never shown",
+    ),
+    Excluded(
+        "validation",
+        "xǁLineCheckerǁadd",
+        "self.file_violations.append(Violation(line=None, code=code, message=message, param=param))",
+        "this branch is the one where line is None",
+    ),
+    Excluded(
+        "validation",
+        "x_validate_jsonl",
+        "limit = MAX_LINE_BYTES + 3  # room for a CRLF terminator",
+        "any read limit over MAX_LINE_BYTES + 1 measures the same lengths (+2 fits a 6 MB line and CRLF)",
+    ),
+    *(
+        Excluded(
+            "validation",
+            "x_validate_jsonl",
+            line,
+            "a first line that is only a BOM and no newline is the file's last line, and no line came before",
+        )
+        for line in ("checker.blank_lines = 1", "break")
+    ),
+    # waiting.py
+    Excluded(
+        "waiting",
+        "xǁBatchPollerǁfirst_delay",
+        "self._interval = None",
+        "an unset interval falls back to poll_interval, the value this line sets",
+    ),
+    Excluded(
+        "waiting",
+        "x_task_instance_state",
+        "get_task_states = None",
+        "the Task SDK's static call needs a task runner's API channel; outside one it fails as calling None "
+        "does (both read as unknown); the triggerer scenarios of tests/deployment run it for real",
+    ),
+    # client/ratelimit.py
+    *(
+        Excluded("ratelimit", f"xǁRateBudgetǁ{face}", "if delay < 0:", "a zero delay sleeps 0 s, then sends")
+        for face in ("wait", "await_turn")
+    ),
+    Excluded(
+        "ratelimit",
+        "xǁRequestKindǁof",
+        "for index in range(len(parts) - 1, -2, -1):",
+        "index -1 is the last part, already looked at first",
+    ),
+    *(
+        Excluded(
+            "ratelimit",
+            f"xǁTokenBucketǁ{method}",
+            "self._tight_rate = self._ceiling = None",
+            "read only after a 429, which sets both",
+        )
+        for method in ("__init__", "reconfigure")
+    ),
+    Excluded("ratelimit", "xǁTokenBucketǁ_refill", "if recovered > 1:", _RAMP_END),
+    Excluded(
+        "ratelimit",
+        "xǁTokenBucketǁreserve",
+        "wait = -self._tokens / self.rate if self._tokens <= 0 else 0.0",
+        "with no token left the wait is -0.0, which is 0.0",
+    ),
+    # results.py
+    Excluded(
+        "results",
+        "x__as_str",
+        'return json.dumps(value, ensure_ascii=None, separators=(",", ":"))',
+        _FALSY,
+    ),
+    Excluded(
+        "results",
+        "xǁCsvEncoderǁ_flush",
+        'self.out.write(self._buffer.getvalue().encode("UTF-8"))',
+        "codec names are case-insensitive",
+    ),
+    Excluded(
+        "results",
+        "xǁCsvEncoderǁrow",
+        "if self._buffer.tell() > _CSV_FLUSH_BYTES:",
+        "flushing at exactly 1 MB or one row later writes the same bytes",
+    ),
+)
+
+# mutmut's exit-code classes, folded into the issue's columns.
+KILLED = {"killed", "timeout", "caught by type check"}
+NO_TESTS = {"no tests"}
+
+
+def scratch_copy(target: Path) -> None:
+    """Copy the working tree's files mutmut needs (the package, tests, example data, project files)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "-co", "--exclude-standard", "--", PACKAGE, "tests", "example_dags"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    for name in [*(n.decode() for n in listed if n), "pyproject.toml", "uv.lock"]:
+        source = REPO / name
+        if source.is_file():  # a tracked file deleted in the working tree is skipped
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+
+
+def configure(target: Path, module: Module) -> None:
+    """Append mutmut's settings for one module to the scratch copy's pyproject.toml."""
+    settings = {
+        "source_paths": [PACKAGE],
+        "only_mutate": [module.source],
+        "also_copy": ["example_dags"],
+        "pytest_add_cli_args_test_selection": [
+            *module.tests,
+            *(arg for node in module.deselect for arg in ("--deselect", node)),
+        ],
+        "pytest_add_cli_args": ["-p", "no:cacheprovider"],
+        "use_git_change_detection": False,
+    }
+    lines = ["", "[tool.mutmut]", *(f"{key} = {json.dumps(value)}" for key, value in settings.items())]
+    with open(target / "pyproject.toml", "a") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def mutmut(target: Path, *args: str) -> None:
+    log = target / "mutmut.log"
+    with open(log, "a") as out:
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "mutmut"), *args],
+            cwd=target,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    if done.returncode:
+        sys.exit(f"mutmut {' '.join(args)} failed ({done.returncode}); its output: {log}")
+
+
+def statuses(target: Path) -> dict[str, str]:
+    """Mutant name -> mutmut's status, read back from the metadata mutmut wrote into ``mutants/``."""
+    os.chdir(target)  # mutmut reads its configuration from the working directory
+    from mutmut.stats import status_by_exit_code
+
+    result = {}
+    for meta in (target / "mutants").rglob("*.py.meta"):
+        codes = json.loads(meta.read_text())["exit_code_by_key"]
+        result.update({name: status_by_exit_code[code] for name, code in codes.items()})
+    return result
+
+
+def mutated_line(target: Path, source: str, name: str) -> tuple[str, str]:
+    """The mutant's diff and its first added line (stripped)."""
+    from mutmut.mutation.diff_apply import get_diff_for_mutant
+
+    os.chdir(target)
+    diff = get_diff_for_mutant(name, path=source)
+    added = [
+        line[1:].strip() for line in diff.splitlines() if line.startswith("+") and not line.startswith("+++")
+    ]
+    return diff, added[0] if added else ""
+
+
+def run_module(key: str, module: Module, workdir: Path, *, run: bool = True) -> dict[str, object]:
+    target = workdir / key
+    if run:
+        missing = [t for t in module.tests if not (REPO / t.partition("::")[0]).exists()]
+        if missing:
+            sys.exit(f"{key}: no such test path {', '.join(missing)}; update MODULES in {__file__}")
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        scratch_copy(target)
+        configure(target, module)
+        print(f"== {key}: mutmut in {target} (log: {target / 'mutmut.log'})", flush=True)
+        mutmut(target, "run", "--max-children", "1")
+    counts: Counter[str] = Counter()
+    survivors = []
+    for name, status in sorted(statuses(target).items()):
+        if status in KILLED:
+            counts["killed"] += 1
+        elif status in NO_TESTS:
+            counts["no tests"] += 1
+        else:
+            survivors.append(name)
+    explained, unexplained, matched = [], [], set()
+    for name in survivors:
+        function = name.rpartition(".")[2].partition("__mutmut_")[0]
+        diff, line = mutated_line(target, _source_of(target, module, name), name)
+        match = next(
+            (e for e in EXCLUDED if e.module == key and e.function == function and e.mutated == line), None
+        )
+        (explained if match else unexplained).append((name, diff))
+        matched.add(match)
+    for stale in (e for e in EXCLUDED if e.module == key and e not in matched):
+        print(f"   note: no surviving mutant matches the exclusion {stale.function}: {stale.mutated}")
+    stats = json.loads((target / "mutants" / "mutmut-stats.json").read_text())
+    total = sum(counts.values()) + len(survivors)
+    scored = total - len(explained)
+    return {
+        "module": module.source.removeprefix(f"{PACKAGE}/"),
+        "tests": f"{', '.join(module.tests)} ({len(stats['duration_by_test'])})",
+        "mutants": total,
+        "killed": counts["killed"],
+        "survived": len(unexplained),
+        "excluded": len(explained),
+        "no tests": counts["no tests"],
+        "score": 100.0 * counts["killed"] / scored if scored else 100.0,
+        "unexplained": unexplained,
+    }
+
+
+def _source_of(target: Path, module: Module, name: str) -> str:
+    """The source file (relative to the copy) that holds the mutant ``name``."""
+    dotted = name.rpartition(".")[0]
+    for candidate in (Path(dotted.replace(".", "/") + ".py"), Path(dotted.replace(".", "/")) / "__init__.py"):
+        if (target / candidate).exists():
+            return str(candidate)
+    raise FileNotFoundError(f"no source file for {name} under {module.source}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "modules", nargs="*", metavar="module", help=f"any of {', '.join(MODULES)} (default: all)"
+    )
+    parser.add_argument("--workdir", type=Path, help="where the scratch copies go (default: a new temp dir)")
+    parser.add_argument("--quiet", action="store_true", help="do not print the survivors' diffs")
+    parser.add_argument(
+        "--report-only", action="store_true", help="only print the table of the runs already in --workdir"
+    )
+    args = parser.parse_args()
+    if unknown := set(args.modules) - set(MODULES):
+        parser.error(f"unknown module(s) {', '.join(sorted(unknown))}; known: {', '.join(MODULES)}")
+    if args.report_only and not args.workdir:
+        parser.error("--report-only needs the --workdir of an earlier run")
+    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="dashscope-mutation-"))).resolve()
+    keys = args.modules or [key for key in MODULES if not args.report_only or (workdir / key).is_dir()]
+    rows = [run_module(key, MODULES[key], workdir, run=not args.report_only) for key in keys]
+    if not args.quiet:
+        for row in rows:
+            for name, diff in row["unexplained"]:
+                print(f"\n# survived: {name}\n{diff}")
+    header = (
+        "module",
+        "tests",
+        "mutants",
+        "killed + timeout",
+        "survived",
+        "excluded",
+        "no test reaches",
+        "score",
+    )
+    print("\n| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+    for r in rows:
+        cells = (
+            r["module"],
+            r["tests"],
+            r["mutants"],
+            r["killed"],
+            r["survived"],
+            r["excluded"],
+            r["no tests"],
+        )
+        print("| " + " | ".join(map(str, cells)) + f" | {r['score']:.1f} % |")
+    print(f"\nscratch copies (mutmut browse / mutmut show NAME from there): {workdir}")
+
+
+if __name__ == "__main__":
+    main()

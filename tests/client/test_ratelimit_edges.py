@@ -1,0 +1,365 @@
+"""The request budget at its edges: bucket sizes and rates to the token, the 429 pause as ``pause × rate``,
+the recovery ramp in its middle, ``Retry-After`` honoured, reconfiguration, and every connection-extra rule
+on both sides of its limit (``rate_share`` exactly 1).
+
+Found by mutation testing (``.ci/mutation ratelimit``): each test pins a behaviour a changed constant or
+condition would break unnoticed by ``test_ratelimit.py``. The bucket takes its clock from the caller, so
+none of this depends on wall time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+
+import anyio
+import httpx
+import pytest
+
+from airflow_provider_dashscope_batch.client import ratelimit
+from airflow_provider_dashscope_batch.client.errors import LocalValidationError
+from airflow_provider_dashscope_batch.client.ratelimit import (
+    DEFAULT_RATE_LIMITS,
+    RateBudget,
+    RateLimit,
+    RequestKind,
+    TokenBucket,
+    parse_rate_limits,
+    rate_budget_for,
+)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def drain(bucket: TokenBucket) -> None:
+    """Take every token the bucket holds, so the next reservation waits."""
+    while bucket.available() >= 1:
+        bucket.reserve()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "kind"),
+    [
+        ("POST", "/v1/batches/", RequestKind.BATCH_CREATE),
+        ("POST", "/v1/files/", RequestKind.FILE_UPLOAD),
+        ("POST", "/v1/files/file-1", RequestKind.FILE_READ),
+        ("GET", "/v1/batches/batch_1/cancel", RequestKind.BATCH_RETRIEVE),
+        ("POST", "/v1/batches/batch_1", RequestKind.BATCH_RETRIEVE),
+        ("POST", "/v1/batches/XX", RequestKind.BATCH_RETRIEVE),
+        ("GET", "/v1/files/file-1/batches", RequestKind.BATCH_LIST),  # the last resource named decides
+        ("GET", "/batches", RequestKind.BATCH_LIST),
+        ("GET", "/", None),
+    ],
+)
+def test_request_kind_edges(method: str, path: str, kind: RequestKind | None) -> None:
+    assert RequestKind.of(method, path) is kind
+
+
+@pytest.mark.parametrize(
+    ("limit", "period"), [(0, 60.0), (-1, 60.0), (float("inf"), 60.0), (5, 0.0), (5, -1.0)]
+)
+def test_rate_limit_must_be_positive_and_finite(limit: float, period: float) -> None:
+    message = f"a rate limit must be positive and finite, got {limit}/{period}s"
+    with pytest.raises(LocalValidationError, match=f"^{re.escape(message)}$"):
+        RateLimit(limit, period)
+
+
+def test_rate_limit_per_minute_and_scaled() -> None:
+    assert RateLimit(3, period=1.0).per_minute == 180
+    assert RateLimit(100).per_minute == 100
+    assert RateLimit(3, period=2.0).scaled(0.5) == RateLimit(1.5, period=2.0)
+
+
+@pytest.mark.parametrize(
+    ("limit", "burst", "refill"),
+    [
+        (RateLimit(100), 10, 90),  # burst a tenth; refill the rest
+        (RateLimit(1000), 100, 900),
+        (RateLimit(10, period=1.0), 1, 9),
+        (RateLimit(3, period=1.0), 1, 2),  # burst at least one token
+        (RateLimit(1.5, period=1.0), 1, 0.75),  # refill at least half the limit
+    ],
+)
+def test_bucket_size_and_refill_rate(limit: RateLimit, burst: float, refill: float) -> None:
+    bucket = TokenBucket(limit, FakeClock())
+    assert bucket.burst == burst
+    assert bucket.available() == burst  # starts full
+    assert bucket.rate == bucket.base_rate == pytest.approx(refill * 0.98 / limit.period)
+
+
+def test_tokens_refill_at_the_rate_up_to_the_burst() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(RateLimit(100), clock)
+    drain(bucket)
+    left = bucket.available()
+    clock.now += 2.0
+    assert bucket.available() == pytest.approx(left + 2.0 * bucket.rate)
+    clock.now += 3600
+    assert bucket.available() == bucket.burst
+    assert bucket.reserve() == (0.0, 0)
+
+
+def test_a_waiting_reservation_is_told_exactly_how_long() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(RateLimit(100), clock)
+    for _ in range(10):
+        assert bucket.reserve() == (0.0, 0)
+    assert bucket.reserve()[0] == pytest.approx(1 / bucket.rate)
+    assert bucket.reserve()[0] == pytest.approx(2 / bucket.rate)
+    assert bucket.granted == 12
+    clock.now += 3.5 / bucket.rate  # the two owed tokens, and one and a half more
+    assert bucket.reserve() == (0.0, 0)  # half a token left: no wait
+
+
+@pytest.mark.parametrize(("retry_after", "pause"), [(7.0, 7.0), (None, 1.0), (0.0, 0.0)])
+def test_a_429_pauses_the_bucket_for_exactly_its_retry_after(retry_after: float | None, pause: float) -> None:
+    """The bucket owes ``pause × rate`` tokens, so the next request waits the pause plus one token's time."""
+    clock = FakeClock()
+    bucket = TokenBucket(RateLimit(100), clock)
+    full = bucket.rate
+    bucket.penalize(retry_after)
+    assert bucket.rate == pytest.approx(full / 2)
+    assert bucket.available() == pytest.approx(-pause * bucket.rate)
+    delay, epoch = bucket.reserve()
+    assert delay == pytest.approx(pause + 1 / bucket.rate)
+    assert epoch == bucket.penalties == 1
+
+
+def test_a_429_keeps_requests_already_waiting_in_line() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(RateLimit(100), clock)
+    drain(bucket)
+    bucket.reserve()
+    owed = bucket.available()
+    assert owed < 0
+    bucket.penalize(2.0)
+    assert bucket.available() == pytest.approx(owed - 2.0 * bucket.rate)
+
+
+def test_repeated_429s_floor_the_rate_at_a_sixteenth() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(RateLimit(100), clock)
+    full = bucket.rate
+    bucket.penalize(0.0)
+    bucket.penalize(0.0)
+    assert bucket.rate == pytest.approx(full / 4)
+    for _ in range(10):
+        bucket.penalize(0.0)
+    assert bucket.rate == pytest.approx(full / 16)
+    assert bucket.penalties == 12  # each 429 moves the epoch a waiting caller compares
+
+
+def test_the_recovery_ramp_is_linear_from_half_to_the_cap() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(RateLimit(100), clock)
+    full, period = bucket.rate, 60.0
+    bucket.penalize(0.0)
+    t0 = clock.now
+    samples = {}
+    for periods in (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 10.0, 10.99):
+        clock.now = t0 + periods * period
+        bucket.available()
+        samples[periods] = bucket.rate / full
+    assert samples == pytest.approx(
+        {0.5: 0.5, 1.0: 0.5, 2.0: 0.6, 3.0: 0.7, 4.0: 0.8, 5.0: 0.9, 6.0: 0.9, 10.0: 0.9, 10.99: 0.9}
+    )
+    clock.now = t0 + 11 * period  # one period held, ten quiet ones: the configured rate again
+    bucket.available()
+    assert bucket.rate == pytest.approx(full)
+    bucket.penalize(0.0)  # and a later 429 starts from the full rate
+    assert bucket.rate == pytest.approx(full / 2)
+
+
+def test_bucket_reconfigure_applies_a_new_limit_and_forgets_429s() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(RateLimit(100), clock)
+    bucket.penalize(0.0)
+    bucket.reconfigure(RateLimit(100))  # the same limit: nothing changes
+    assert bucket.rate == pytest.approx(bucket.base_rate / 2)
+    clock.now += 1.0
+    tokens = bucket.available()
+    bucket.reconfigure(RateLimit(50))
+    assert (bucket.rate_limit, bucket.burst) == (RateLimit(50), 5)
+    assert bucket.rate == bucket.base_rate == pytest.approx(45 * 0.98 / 60)
+    assert bucket.available() == pytest.approx(tokens)  # refilled at the old rate up to the switch
+    clock.now += 3600
+    assert bucket.available() == 5
+    bucket.reconfigure(RateLimit(20))
+    assert bucket.available() == 2  # never more than the new burst
+    clock.now += 600  # no ramp: the penalty was forgotten
+    bucket.available()
+    assert bucket.rate == pytest.approx(18 * 0.98 / 60)
+
+
+def test_budget_reconfigure_sets_every_kind() -> None:
+    budget = RateBudget({RequestKind.BATCH_LIST: RateLimit(50)}, clock=FakeClock())
+    assert budget.limits == {**DEFAULT_RATE_LIMITS, RequestKind.BATCH_LIST: RateLimit(50)}
+    budget.reconfigure({RequestKind.FILE_UPLOAD: RateLimit(1, period=1.0)})
+    assert budget.limits == {**DEFAULT_RATE_LIMITS, RequestKind.FILE_UPLOAD: RateLimit(1, period=1.0)}
+    assert budget.buckets[RequestKind.BATCH_LIST].burst == 10  # back to the default limit
+
+
+def test_rate_budget_for_reconfigures_only_when_given_limits() -> None:
+    key = ("test", "rate-edges")
+    first = rate_budget_for(key, {RequestKind.BATCH_LIST: RateLimit(40)})
+    assert rate_budget_for(key) is first
+    assert first.limits[RequestKind.BATCH_LIST] == RateLimit(40)
+    assert rate_budget_for(key, {RequestKind.BATCH_LIST: RateLimit(20)}) is first
+    assert first.limits[RequestKind.BATCH_LIST] == RateLimit(20)
+
+
+@pytest.mark.parametrize(
+    ("headers", "pause"), [({"Retry-After": "7"}, 7.0), ({"retry-after-ms": "2500"}, 2.5), ({}, 1.0)]
+)
+def test_a_429s_retry_after_is_honoured_by_the_bucket(headers: dict[str, str], pause: float) -> None:
+    budget = RateBudget(clock=FakeClock())
+    request = httpx.Request("GET", "http://127.0.0.1/compatible-mode/v1/batches/batch_1")
+    bucket = budget.bucket(request)
+    assert bucket is budget.buckets[RequestKind.BATCH_RETRIEVE]
+    budget.observe(request, httpx.Response(429, headers=headers))
+    assert bucket.penalties == 1
+    assert bucket.available() == pytest.approx(-pause * bucket.rate)  # the full bucket was paused
+
+
+@pytest.mark.parametrize("status", [200, 500, 503])
+def test_only_a_429_tightens_the_bucket(status: int) -> None:
+    budget = RateBudget(clock=FakeClock())
+    request = httpx.Request("GET", "http://127.0.0.1/v1/batches")
+    budget.observe(request, httpx.Response(status, headers={"Retry-After": "30"}))
+    assert budget.buckets[RequestKind.BATCH_LIST].penalties == 0
+
+
+def test_paths_outside_the_api_have_no_bucket() -> None:
+    budget = RateBudget(clock=FakeClock())
+    request = httpx.Request("GET", "http://127.0.0.1/v1/models")
+    assert budget.bucket(request) is None
+    budget.observe(request, httpx.Response(429))
+    budget.wait(request)  # returns at once
+    assert all(b.granted == 0 and b.penalties == 0 for b in budget.buckets.values())
+
+
+def test_the_budget_picks_the_bucket_by_method_and_path() -> None:
+    budget = RateBudget(clock=FakeClock())
+    create = httpx.Request("POST", "http://127.0.0.1/compatible-mode/v1/batches")
+    assert budget.bucket(create) is budget.buckets[RequestKind.BATCH_CREATE]
+
+
+def test_wait_takes_one_token_when_one_is_there_on_the_budgets_clock() -> None:
+    clock = FakeClock()
+    budget = RateBudget(clock=clock)
+    request = httpx.Request("GET", "http://127.0.0.1/v1/batches")
+    budget.wait(request)
+    bucket = budget.buckets[RequestKind.BATCH_LIST]
+    assert (bucket.granted, bucket.available()) == (1, bucket.burst - 1)
+    clock.now += 0.5
+    assert bucket.available() == pytest.approx(bucket.burst - 1 + 0.5 * bucket.rate)
+
+
+class Sleeps:
+    """Stands in for ``time.sleep`` / ``anyio.sleep`` so the waits are recorded, not slept."""
+
+    def __init__(self, during: Callable[[], None] = lambda: None) -> None:
+        self.delays: list[float] = []
+        self.during = during
+
+    def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        if len(self.delays) == 1:
+            self.during()
+
+    async def asleep(self, delay: float) -> None:
+        self(delay)
+
+
+@pytest.mark.parametrize("face", ["sync", "async"])
+def test_a_request_waits_its_turn_and_again_after_a_429_during_the_wait(
+    face: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock()
+    budget = RateBudget(clock=clock)
+    request = httpx.Request("GET", "http://127.0.0.1/v1/batches")
+    bucket = budget.buckets[RequestKind.BATCH_LIST]
+    drain(bucket)
+    sleeps = Sleeps()
+    monkeypatch.setattr(ratelimit.time, "sleep", sleeps)
+    monkeypatch.setattr(ratelimit.anyio, "sleep", sleeps.asleep)
+
+    def wait() -> None:
+        budget.wait(request) if face == "sync" else anyio.run(budget.await_turn, request)
+
+    wait()  # one token owed: wait for it, once
+    assert sleeps.delays == [pytest.approx(1 / bucket.rate)]
+    clock.now += 3600
+    drain(bucket)
+    sleeps.delays.clear()
+    sleeps.during = lambda: budget.observe(request, httpx.Response(429, headers={"Retry-After": "5"}))
+    wait()  # the 429 met while waiting: reserve again, behind the pause
+    assert sleeps.delays[0] == pytest.approx(1 / bucket.base_rate)
+    assert sleeps.delays[1] == pytest.approx(5 + 2 / bucket.rate)
+    assert len(sleeps.delays) == 2
+
+
+def test_a_forked_child_starts_with_its_own_budgets() -> None:
+    """A forked process is another share of the account: it must not inherit the parent's buckets."""
+    key = ("test", "rate-edges-fork")
+    rate_budget_for(key, {RequestKind.BATCH_LIST: RateLimit(40)})
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only
+        code = 3
+        try:
+            code = 0 if rate_budget_for(key).limits[RequestKind.BATCH_LIST] == RateLimit(100) else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+# ------------------------------------------------------------------------------------ connection extras
+def test_rate_share_of_exactly_one_is_the_whole_limit() -> None:
+    assert parse_rate_limits(None, 1) == dict(DEFAULT_RATE_LIMITS)
+    assert parse_rate_limits(None, "1.0") == dict(DEFAULT_RATE_LIMITS)
+    assert parse_rate_limits(None, "") == dict(DEFAULT_RATE_LIMITS)
+    with pytest.raises(ValueError, match=r"^rate_share must be within \(0, 1\], got 1.01$"):
+        parse_rate_limits(None, 1.01)
+
+
+@pytest.mark.parametrize("text", ["", "  ", "{}"])
+def test_empty_rate_limits_text_means_the_defaults(text: str) -> None:
+    assert parse_rate_limits(text) == dict(DEFAULT_RATE_LIMITS)
+
+
+def test_rate_limits_are_per_minute_whatever_the_period() -> None:
+    limits = parse_rate_limits({"file_upload": 120, "batch_create": 600})
+    assert limits[RequestKind.FILE_UPLOAD] == RateLimit(2, period=1.0)
+    assert limits[RequestKind.BATCH_CREATE] == RateLimit(600)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("{not json",), "rate_limits must be a JSON object of kind -> requests per minute"),
+        (("[1]",), "rate_limits must be a JSON object of kind -> requests per minute"),
+        (([("batch_list", 5)],), "rate_limits must be a JSON object of kind -> requests per minute"),
+        (
+            ({"batch": 5},),
+            "unknown rate_limits kind 'batch'; use one of batch_create, batch_retrieve, batch_list, "
+            "batch_cancel, file_upload, file_read",
+        ),
+        (({"batch_list": "many"},), "rate_limits['batch_list'] must be a number, got 'many'"),
+        (({"batch_list": None},), "rate_limits['batch_list'] must be a number, got None"),
+        (({"batch_list": -5},), "rate_limits['batch_list'] must be positive, got -5"),
+        (({"batch_list": "inf"},), "rate_limits['batch_list'] must be positive, got 'inf'"),
+        ((None, 0), "rate_share must be positive, got 0"),
+        ((None, "half"), "rate_share must be a number, got 'half'"),
+    ],
+)
+def test_bad_extras_say_what_is_wrong(args: tuple, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        parse_rate_limits(*args)
