@@ -1195,6 +1195,13 @@ def _never_sent(exc: httpx.TransportError) -> bool:
     return isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
 
 
+def ambiguous_outcome(outcome: Outcome) -> bool:
+    """Whether the service may have acted on a request that ended so (a timeout, a drop, 408, >= 500)."""
+    if isinstance(outcome, httpx.Response):
+        return outcome.status_code == 408 or outcome.status_code >= 500
+    return isinstance(outcome, httpx.TransportError) and not _never_sent(outcome)
+
+
 def _should_retry(headers: httpx.Headers, cls: type[APIStatusError]) -> bool | None:
     """The service's ``x-should-retry`` verdict (never for a bad key or an empty account), if it sent one."""
     override = headers.get("x-should-retry")
@@ -1451,3 +1458,8 @@ class ClientFace(Generic[HttpT]):
     def base_url(self) -> str:
         """The compatible-mode base URL requests go to."""
         return self._core.base_url
+
+    @property
+    def timeout(self) -> httpx.Timeout:
+        """The per-request timeout (it sizes the window of a late-processed create, see ``ambiguity``)."""
+        return self._core.timeout

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import closing
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -12,10 +12,22 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from airflow_provider_dashscope_batch.client._base import ClientFace, Destination, Done, Emit, Sleep, advance
+from airflow_provider_dashscope_batch.client._base import (
+    ClientFace,
+    Destination,
+    Done,
+    Emit,
+    FaceCall,
+    Sleep,
+    advance,
+)
+from airflow_provider_dashscope_batch.client.ambiguity import (
+    create_batch_receipt_flow,
+    upload_file_receipt_flow,
+)
 
 if TYPE_CHECKING:
-    from airflow_provider_dashscope_batch.client._base import Flow, Listing, Outcome, Send
+    from airflow_provider_dashscope_batch.client._base import ClientCore, Flow, Listing, Outcome, Send
 
 T = TypeVar("T")
 
@@ -96,6 +108,17 @@ class AsyncDashScopeClient(ClientFace[httpx.AsyncClient]):
             return exc
         return response
 
+    async def run_flow(self, build: Callable[[ClientCore], Flow[T]]) -> T:
+        """
+        Send the requests of a flow built on this client's core: its budget, in-flight bound and redaction.
+
+        For reads that are not one API call, e.g. the grouped status reads of
+        :mod:`~airflow_provider_dashscope_batch.waiting` (many batches in one list request).
+
+        :param build: Builds the flow from the client's core (request building, parsing, retries).
+        """
+        return await self._run(build(self._core))
+
     async def _run(self, flow: Flow[T]) -> T:
         with closing(flow):
             step = advance(flow)
@@ -156,3 +179,12 @@ class AsyncDashScopeClient(ClientFace[httpx.AsyncClient]):
         finally:
             with anyio.CancelScope(shield=True):  # a cancelled download still removes its partial file
                 await anyio.to_thread.run_sync(target.discard)
+
+
+# The create and upload with their Ambiguity (see :mod:`.ambiguity`), made like the base's methods;
+# declared here, not on the base, because :mod:`.ambiguity` builds on the base.
+for _name, _flow in (
+    ("create_batch_receipt", create_batch_receipt_flow),
+    ("upload_file_receipt", upload_file_receipt_flow),
+):
+    setattr(AsyncDashScopeClient, _name, FaceCall(_flow).method_for(AsyncDashScopeClient))

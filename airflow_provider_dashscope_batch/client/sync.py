@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from airflow_provider_dashscope_batch.client._base import ClientFace, Destination, Done, Emit, Sleep, advance
+from airflow_provider_dashscope_batch.client._base import (
+    ClientFace,
+    Destination,
+    Done,
+    Emit,
+    FaceCall,
+    Sleep,
+    advance,
+)
+from airflow_provider_dashscope_batch.client.ambiguity import (
+    create_batch_receipt_flow,
+    upload_file_receipt_flow,
+)
 
 if TYPE_CHECKING:
-    from airflow_provider_dashscope_batch.client._base import Flow, Listing, Outcome, Send
+    from airflow_provider_dashscope_batch.client._base import ClientCore, Flow, Listing, Outcome, Send
 
 T = TypeVar("T")
 
@@ -66,6 +78,17 @@ class DashScopeClient(ClientFace[httpx.Client]):
         except httpx.TransportError as exc:
             return exc
         return response
+
+    def run_flow(self, build: Callable[[ClientCore], Flow[T]]) -> T:
+        """
+        Send the requests of a flow built on this client's core (its budget and redaction apply).
+
+        The sync twin of :meth:`AsyncDashScopeClient.run_flow
+        <airflow_provider_dashscope_batch.client.AsyncDashScopeClient.run_flow>`.
+
+        :param build: Builds the flow from the client's core.
+        """
+        return self._run(build(self._core))
 
     def _run(self, flow: Flow[T]) -> T:
         with closing(flow):
@@ -122,3 +145,12 @@ class DashScopeClient(ClientFace[httpx.Client]):
             return target.commit()
         finally:
             target.discard()
+
+
+# The create and upload with their Ambiguity (see :mod:`.ambiguity`), made like the base's methods;
+# declared here, not on the base, because :mod:`.ambiguity` builds on the base.
+for _name, _flow in (
+    ("create_batch_receipt", create_batch_receipt_flow),
+    ("upload_file_receipt", upload_file_receipt_flow),
+):
+    setattr(DashScopeClient, _name, FaceCall(_flow).method_for(DashScopeClient))
