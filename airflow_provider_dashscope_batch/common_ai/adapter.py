@@ -30,7 +30,9 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -50,6 +52,8 @@ from airflow.providers.common.ai.exceptions import (
 from airflow.providers.common.compat.sdk import mask_secret
 
 from airflow_provider_dashscope_batch.client import DashScopeClient
+from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
+from airflow_provider_dashscope_batch.hooks.dashscope import account_budget
 from airflow_provider_dashscope_batch.jsonl import write_requests
 from airflow_provider_dashscope_batch.models import Batch, BatchStatus, ResultLine
 from airflow_provider_dashscope_batch.regions import DEFAULT_BASE_URL, REGION_BASE_URLS
@@ -66,6 +70,7 @@ from airflow_provider_dashscope_batch.validation import (
     ValidationReport,
     validate_jsonl,
 )
+from airflow_provider_dashscope_batch.waiting.late import LateCopies, LateWatch, look_flow
 
 if TYPE_CHECKING:
     from airflow.providers.common.ai.batch.base import BatchRequest
@@ -179,8 +184,11 @@ class DashScopeBatchAdapter(BatchAdapter):
                     "environment variable)."
                 )
             mask_secret(key)
-            client = DashScopeClient(api_key=key, base_url=url, workspace=workspace)
+            budget = account_budget(key, url, workspace)
+            client = DashScopeClient(api_key=key, base_url=url, workspace=workspace, rate_budget=budget)
         self._client: DashScopeClient = client
+        # the late-copy look-outs of the batches this adapter submitted or polls, by batch id
+        self._watches: dict[str, LateWatch] = {}
 
     # ------------------------------------------------------------------------------------- requests
     def build_output_directive(self, spec: OutputSpec) -> dict[str, Any]:
@@ -363,8 +371,9 @@ class DashScopeBatchAdapter(BatchAdapter):
         with tempfile.TemporaryDirectory(prefix="dashscope-llm-batch-") as tmp:
             path = os.path.join(tmp, f"{idempotency_key}.jsonl")
             write_requests(lines, path, endpoint=endpoint)
-            uploaded = self._client.upload_file(path)
-        batch = self._client.create_batch(
+            upload = self._client.upload_file_receipt(path)
+        uploaded = upload.value
+        receipt = self._client.create_batch_receipt(
             input_file_id=uploaded.id,
             endpoint=endpoint,
             completion_window=completion_window,
@@ -374,10 +383,40 @@ class DashScopeBatchAdapter(BatchAdapter):
             },
             idempotency_key=idempotency_key,
         )
+        batch = receipt.value
+        copies = LateCopies.of(receipt.ambiguity, upload.ambiguity, uploaded.filename)
+        if (watch := LateWatch.of(batch, copies)) is not None:
+            self._watches[batch.id] = watch
         return SubmitResult(batch_id=batch.id, provider_input_ref=uploaded.id)
 
     def get_batch(self, batch_id: str) -> BatchState:
-        return _state_of(self._client.retrieve_batch(batch_id))
+        """
+        The batch's state; while a late copy of its create or upload may appear, read through its input
+        file's list, cancelling a duplicate batch and deleting a late file at first sight.
+
+        After this adapter's own ambiguous submit a finished batch is reported ``in_progress`` until the
+        window has closed; a batch submitted elsewhere (another adapter instance, e.g. the triggerer's) is
+        given the window from its ``created_at`` and looked after only while it runs.
+        """
+        watch = self._watches.get(batch_id)
+        if watch is None:
+            batch = self._client.retrieve_batch(batch_id)
+            found = Ambiguity.after_created(batch.created_at, self._client.timeout)
+            watch = LateWatch.of(batch, LateCopies.of(found, derived=True))
+            if watch is None:
+                return _state_of(batch)
+            self._watches[batch_id] = watch
+        now = time.time()
+        last = now > watch.copies.until
+        read = self._client.run_flow(lambda core: look_flow(core, watch, now, last=last))
+        if batch_id not in read.batches:
+            raise read.errors[batch_id]
+        batch = read.batches[batch_id]
+        if last or (batch.status.is_terminal and watch.copies.derived):
+            del self._watches[batch_id]
+        elif batch.status.is_terminal:  # the window is still open: report it unfinished, look again
+            return replace(_state_of(batch), status="in_progress")
+        return _state_of(batch)
 
     def cancel_batch(self, batch_id: str) -> None:
         self._client.cancel_batch(batch_id)

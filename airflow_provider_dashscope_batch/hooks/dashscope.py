@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
@@ -21,7 +22,7 @@ from airflow_provider_dashscope_batch.client import (
     PermissionDeniedError,
     shared_async_client,
 )
-from airflow_provider_dashscope_batch.client.ratelimit import parse_rate_limits, rate_budget_for
+from airflow_provider_dashscope_batch.client.ratelimit import RateBudget, parse_rate_limits, rate_budget_for
 from airflow_provider_dashscope_batch.client.shared import DEFAULT_MAX_IN_FLIGHT
 from airflow_provider_dashscope_batch.hooks.connection_form import (
     CONN_FIELDS,
@@ -43,6 +44,27 @@ _ClientT = TypeVar("_ClientT", DashScopeClient, AsyncDashScopeClient)
 
 class ConnectionSetupError(ValueError):
     """The connection is set up wrongly (no API key, unknown region, ...); nothing was sent."""
+
+
+#: The budget of each account (key digest, base URL, workspace) a hook has built a client for.
+_account_budgets: dict[tuple[str, str, str | None], RateBudget] = {}
+
+
+def _account(api_key: str, base_url: str, workspace: str | None) -> tuple[str, str, str | None]:
+    return hashlib.sha256(api_key.strip().encode()).hexdigest()[:32], base_url.rstrip("/"), workspace
+
+
+def account_budget(api_key: str, base_url: str, workspace: str | None = None) -> RateBudget:
+    """
+    The request budget of the account behind ``api_key`` at ``base_url``, for clients built without a
+    connection id (the common.ai adapter is handed only a key and a host).
+
+    It is the budget of a connection of this process with that key and endpoint, once a hook has built
+    its client (so both obey one budget, with the connection's ``rate_limits`` / ``rate_share``);
+    otherwise one budget per account at the documented limits.
+    """
+    account = _account(api_key, base_url, workspace)
+    return _account_budgets.get(account) or rate_budget_for(("dashscope-account", *account))
 
 
 class DashScopeBatchHook(BaseHook):
@@ -120,7 +142,8 @@ class DashScopeBatchHook(BaseHook):
             limits = parse_rate_limits(get("rate_limits"), get("rate_share"))
         except ValueError as exc:
             raise ConnectionSetupError(f"Connection {conn_id!r}: {exc}") from None
-        kwargs["rate_budget"] = rate_budget_for((self.conn_type, conn_id), limits)
+        kwargs["rate_budget"] = budget = rate_budget_for((self.conn_type, conn_id), limits)
+        _account_budgets.setdefault(_account(password, kwargs["base_url"], kwargs["workspace"]), budget)
         return kwargs
 
     def get_conn(self) -> DashScopeClient:

@@ -21,6 +21,7 @@ from airflow.providers.common.compat.sdk import (
     ObjectStoragePath,
 )
 
+from airflow_provider_dashscope_batch.client._base import IDEMPOTENCY_KEY
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator, DashScopeBatchOutcomeMixin
 from airflow_provider_dashscope_batch.operators.upload import as_path
@@ -51,6 +52,7 @@ from airflow_provider_dashscope_batch.waiting import (
     WaitEvent,
     WaitEventKind,
 )
+from airflow_provider_dashscope_batch.waiting.late import LateCopies
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -326,7 +328,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
                 else self.wait_timeout
             )
             deadline = time.time() + float(seconds)
-        return self._advance(context, client, token, runs, deadline)
+        return self._start_and_defer(context, client, token, runs, deadline)
 
     def _plan(
         self,
@@ -354,16 +356,23 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
                 self.log.info("Shard %s: batch %s ended badly; replacing it", shard.index, batch.id)
                 if batch.input_file_id and self._file_exists(client, batch.input_file_id):
                     return ShardRun(shard, base, generation + 1, batch.input_file_id)
-                return ShardRun(shard, base, generation + 1, self._upload(client, spooled, uploaded))
-            return ShardRun(shard, base, 1, self._upload(client, spooled, uploaded))
+                return ShardRun(shard, base, generation + 1, *self._upload(client, spooled, uploaded))
+            return ShardRun(shard, base, 1, *self._upload(client, spooled, uploaded))
         finally:
             spooled.unlink(missing_ok=True)
 
-    def _upload(self, client: DashScopeClient, path: Path, uploaded: list[str]) -> str:
-        file_id = client.upload_file(path, filename=path.name).id
-        uploaded.append(file_id)
-        self.log.info("Uploaded %s as file %s", path.name, file_id)
-        return file_id
+    def _upload(
+        self, client: DashScopeClient, path: Path, uploaded: list[str]
+    ) -> tuple[str, None, LateCopies | None]:
+        """Upload a shard: its file id, no batch yet, and the late copy of an ambiguous upload."""
+        receipt = client.upload_file_receipt(path, filename=path.name)
+        uploaded.append(receipt.value.id)
+        self.log.info("Uploaded %s as file %s", path.name, receipt.value.id)
+        return (
+            receipt.value.id,
+            None,
+            LateCopies.of(uploaded=receipt.ambiguity, file_name=receipt.value.filename),
+        )
 
     @staticmethod
     def _file_exists(client: DashScopeClient, file_id: str) -> bool:
@@ -380,7 +389,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
             self.log.warning("Could not delete file %s: %s", file_id, exc)
 
     # ----------------------------------------------------------------------------- fan-out
-    def _advance(
+    def _start_and_defer(
         self,
         context: Context,
         client: DashScopeClient,
@@ -409,6 +418,12 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
                 [b.id for b in running],
                 self.dashscope_conn_id,
                 input_file_ids=[b.input_file_id for b in running],
+                idempotency_keys=[(b.metadata or {}).get(IDEMPOTENCY_KEY) for b in running],
+                late_copies=[
+                    None if r.late is None else r.late.to_dict()
+                    for r in runs
+                    if r.running and r.batch is not None
+                ],
                 until="any" if waiting else "all",
                 poll_interval=self.poll_interval,
                 max_poll_interval=self.max_poll_interval,
@@ -424,15 +439,19 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
         metadata = dict(self.metadata or {})
         name = f"{token} {metadata.get('ds_name') or self.task_id} {run.shard.index + 1}/{shards}"
         metadata["ds_name"] = name[:100]
-        batch = client.create_batch(
+        receipt = client.create_batch_receipt(
             input_file_id=str(run.file_id),
             endpoint=self.endpoint,
             completion_window=self.completion_window,
             metadata=metadata,
             idempotency_key=run.idempotency_key,
         )
+        batch = receipt.value
         self.log.info("Shard %s: created batch %s (generation %s)", run.shard.index, batch.id, run.generation)
-        return run.with_batch(batch)
+        late = (
+            LateCopies.of(receipt.ambiguity) if run.late is None else run.late.with_create(receipt.ambiguity)
+        )
+        return replace(run, batch=batch, late=late)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: record the finished batches, start more shards or finish."""
@@ -466,7 +485,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
                         except DashScopeError as exc:
                             self.log.warning("Could not cancel batch %s: %s", run.batch.id, exc)
             raise AirflowException("; ".join(e.message for e in problems))
-        return self._advance(context, client, token, shard_runs, deadline)
+        return self._start_and_defer(context, client, token, shard_runs, deadline)
 
     # ------------------------------------------------------------------------------ outcome
     def _finish(self, context: Context, runs: list[ShardRun]) -> dict[str, Any]:

@@ -91,6 +91,12 @@ class LateCopies:
             derived,
         )
 
+    def with_create(self, created: Ambiguity | None) -> LateCopies | None:
+        """These copies and those of a create made since (None if there is nothing to look for)."""
+        if created is None:
+            return self
+        return LateCopies(created.until, self.file_name, self.file_until, self.derived)
+
     def hold_until(self, now: float) -> float:
         """Until when a wait whose batch finished at ``now`` looks on (``now``: one last look)."""
         return now if self.derived else self.until
