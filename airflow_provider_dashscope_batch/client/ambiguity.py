@@ -15,12 +15,13 @@ that fact and keeps looking for the copy until then (:mod:`~airflow_provider_das
 
 The window
     The client cannot see a gateway's queue, only how long the gateway held an attempt before it failed:
-    the whole timeout for a timed-out attempt, less for a dropped connection or a 5xx answer. It assumes
-    a gateway acts on a request it held for ``t`` seconds no later than ``LATE_WINDOW_FACTOR`` (10) times
-    ``t`` after it was sent -- 10 minutes for a create that timed out at the default 60 s, a fraction of
-    a second for a 500 answered at once -- and the wait looks until the latest such time of the
-    attempts not accounted for. (The emulator's ``defer`` fault models such a gateway: it holds the
-    request, then handles it whether or not the client is still there.) A batch whose create this
+    the whole timeout for a timed-out attempt, less for a dropped connection or a 5xx answer (an upload's
+    body transfer does not count: at most one timeout). It assumes a gateway acts on a request it held
+    for ``t`` seconds within ``LATE_WINDOW_FACTOR`` (10) times ``t`` -- up to 9 ``t`` after the failure:
+    9 minutes for a create that timed out at the default 60 s, a fraction of a second for a 500 answered
+    at once -- and the wait looks until the latest such time of the attempts not accounted for. (The
+    emulator's ``defer`` fault models such a gateway: it holds the request, then handles it whether or
+    not the client is still there.) A batch whose create this
     process did not see (a sensor's, a retried try's) gets the longest window a create can have, ten
     timeouts, from its ``created_at`` (:meth:`Ambiguity.after_created`); such a wait looks while the
     batch runs but does not wait out the window.
@@ -120,14 +121,15 @@ class Receipt(Generic[T]):
     ambiguity: Ambiguity | None
 
 
-def receipt_flow(flow: Flow[T], clock: Callable[[], float] = time.time) -> Flow[Receipt[T]]:
+def receipt_flow(core: ClientCore, flow: Flow[T], clock: Callable[[], float] = time.time) -> Flow[Receipt[T]]:
     """
     Run a create or upload ``flow``; note every attempt of it that failed ambiguously.
 
     An ambiguous attempt whose result the recovery found is accounted for (the result is that attempt's);
-    any other leaves the receipt ambiguous until ``LATE_WINDOW_FACTOR`` times its time in flight after it
-    was sent, the latest of them.
+    any other leaves the receipt ambiguous until ``LATE_WINDOW_FACTOR - 1`` times as long as the gateway
+    held it (its time in flight, at most one timeout) after it failed, the latest of them.
     """
+    timeout = late_window(core.timeout) / LATE_WINDOW_FACTOR
     windows: list[float] = []  # until when each ambiguous attempt may still be acted on
     recovered = False  # the result was found after the last attempt failed, not sent back by it
     with closing(flow):
@@ -140,8 +142,10 @@ def receipt_flow(flow: Flow[T], clock: Callable[[], float] = time.time) -> Flow[
                     _CREATES
                 ):
                     recovered = ambiguous_outcome(outcome)
-                    if recovered:
-                        windows.append(sent + LATE_WINDOW_FACTOR * (clock() - sent))
+                    if recovered:  # held for its time in flight, but no longer than a timeout
+                        failed = clock()
+                        held = min(failed - sent, timeout)
+                        windows.append(failed + (LATE_WINDOW_FACTOR - 1) * held)
                 step = flow.send(outcome)
         except StopIteration as stop:
             value = stop.value
@@ -171,7 +175,7 @@ def create_batch_receipt_flow(
         metadata=metadata,
         idempotency_key=idempotency_key,
     )
-    return (yield from receipt_flow(flow))
+    return (yield from receipt_flow(core, flow))
 
 
 def upload_file_receipt_flow(
@@ -188,4 +192,4 @@ def upload_file_receipt_flow(
     with its :class:`Ambiguity`.
     """
     flow = core.upload_file_flow(file, filename=filename, purpose=purpose, upload_token=upload_token)
-    return (yield from receipt_flow(flow))
+    return (yield from receipt_flow(core, flow))

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LateCopies",
     "LateWatch",
+    "delete_late_files_sync",
     "finish_watch",
     "finish_watch_sync",
     "look_flow",
@@ -262,6 +263,31 @@ def finish_watch_sync(
         if last:
             return
         sleep(max(min(interval, until - now), 0.0))
+
+
+def delete_late_files_sync(
+    client: DashScopeClient,
+    file: FileObject,
+    ambiguity: Ambiguity,
+    *,
+    sleep: Callable[[float], object] = time.sleep,
+    clock: Callable[[], float] = time.time,
+) -> None:
+    """
+    After an ambiguous upload that nothing waits for (the upload operator's): look ten times over the
+    window, the last at or after its end, deleting any late copy of ``file``.
+    """
+    watch = LateWatch("", file.id, None, LateCopies(None, file.filename, ambiguity.until))
+    interval = max((ambiguity.until - clock()) / 10, 0.5)
+    while True:
+        now = clock()
+        try:
+            client.run_flow(watch.delete_files_flow)
+        except DashScopeError as exc:
+            log.warning("Looking for a late copy of file %s failed: %s", file.id, exc)
+        if now >= ambiguity.until:
+            return
+        sleep(max(min(interval, ambiguity.until - now), 0.0))
 
 
 async def finish_watch(client: AsyncDashScopeClient, watch: LateWatch, interval: float) -> None:

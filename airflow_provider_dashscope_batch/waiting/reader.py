@@ -6,8 +6,8 @@ and returns whole batch objects, so a *grouped read* asks once for the statuses 
 file has several batches) and falls back to a retrieve for a wait read alone, a wait without an input file
 id, or a batch the list did not show.
 
-* :func:`grouped_read_flow` -- the I/O-free read of a set of waits, driven by either client face.
-* :func:`read_statuses` -- that read with the sync client (the worker wait, several waits in one task).
+* :func:`grouped_read_flow` -- the I/O-free read of a set of waits, driven by either client face
+  (``client.run_flow(lambda core: grouped_read_flow(core, refs))``).
 * :class:`StatusReader` -- one per (event loop, connection): waits of every trigger register as they fall
   due (or hand it their whole poll loop, :meth:`StatusReader.follow`), and each round reads the due waits
   together, so 1000 deferred waits cost about 50 list requests per poll instead of 1000 retrieves.
@@ -51,7 +51,6 @@ from airflow_provider_dashscope_batch.waiting.protocol import PollAction, PollSt
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client.async_ import AsyncDashScopeClient
-    from airflow_provider_dashscope_batch.client.sync import DashScopeClient
     from airflow_provider_dashscope_batch.waiting.protocol import BatchWait
 
 __all__ = [
@@ -61,7 +60,6 @@ __all__ = [
     "StatusRead",
     "StatusReader",
     "grouped_read_flow",
-    "read_statuses",
     "status_reader",
 ]
 
@@ -249,19 +247,6 @@ def grouped_read_flow(
         except DashScopeError as exc:
             read.errors[ref.batch_id] = exc
     return read
-
-
-def read_statuses(client: DashScopeClient, refs: Iterable[BatchRef]) -> StatusRead:
-    """
-    Read several batches with the sync client in grouped requests (about one per 20 batches).
-
-    The worker wait reads its batch with it (a watched batch through the list, so a late duplicate is
-    seen); a task waiting for several batches reads them all with about one request per 20.
-
-    :param client: The sync client.
-    :param refs: The batches to read.
-    """
-    return client.run_flow(lambda core: grouped_read_flow(core, refs))
 
 
 # ------------------------------------------------------------------------------------ the async reader

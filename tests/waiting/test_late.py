@@ -24,6 +24,7 @@ from airflow_provider_dashscope_batch.client import DashScopeClient
 from airflow_provider_dashscope_batch.models import BatchStatus
 from airflow_provider_dashscope_batch.operators.batch import DashScopeCreateBatchOperator
 from airflow_provider_dashscope_batch.operators.shards import DashScopeShardedBatchOperator
+from airflow_provider_dashscope_batch.operators.upload import DashScopeUploadFileOperator
 from airflow_provider_dashscope_batch.sensors.batch import DashScopeBatchSensor
 
 REQUESTS = Path(__file__).resolve().parents[2] / "example_dags" / "data" / "requests.jsonl"
@@ -221,3 +222,11 @@ def test_a_sharded_job_deletes_the_late_copy_of_an_upload(late_gateway, client):
     stored = [f for f in client.list_files(purpose="batch")]
     assert {f.id for f in stored} == inputs  # the late copy of the held upload is gone
     assert len(stored) == 2
+
+
+def test_the_upload_operator_deletes_the_late_copy_of_its_upload(late_gateway, client):
+    late_gateway("/files")
+    held_until = time.time() + 3  # when the gateway hands the first attempt on
+    file_id = DashScopeUploadFileOperator(task_id="upload", file=str(REQUESTS)).execute({})
+    time.sleep(max(held_until + 1 - time.time(), 0))  # the scene: the late copy has been stored by now
+    assert [f.id for f in client.list_files(purpose="batch")] == [file_id]

@@ -21,9 +21,14 @@ from airflow_provider_dashscope_batch.waiting.reader import (
     BatchRef,
     StatusRead,
     StatusReader,
-    read_statuses,
+    grouped_read_flow,
     status_reader,
 )
+
+
+def read_statuses(client: DashScopeClient, refs: list[BatchRef]) -> StatusRead:
+    """One grouped read of ``refs`` with the sync client."""
+    return client.run_flow(lambda core: grouped_read_flow(core, refs))
 
 
 def registered(reader: StatusReader) -> int:
