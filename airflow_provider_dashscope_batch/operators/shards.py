@@ -22,6 +22,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_dashscope_batch.client._base import IDEMPOTENCY_KEY
+from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator, DashScopeBatchOutcomeMixin
 from airflow_provider_dashscope_batch.operators.upload import as_path
@@ -352,7 +353,10 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
                     self.log.info(
                         "Shard %s: re-attaching to batch %s (%s)", shard.index, batch.id, batch.status
                     )
-                    return ShardRun(shard, base, generation, batch.input_file_id, batch)
+                    # an earlier try's create: its late-copy window, if open, counts from its creation
+                    found = Ambiguity.after_created(batch.created_at, client.timeout)
+                    late = LateCopies.of(found, derived=True)
+                    return ShardRun(shard, base, generation, batch.input_file_id, batch, late)
                 self.log.info("Shard %s: batch %s ended badly; replacing it", shard.index, batch.id)
                 if batch.input_file_id and self._file_exists(client, batch.input_file_id):
                     return ShardRun(shard, base, generation + 1, batch.input_file_id)
