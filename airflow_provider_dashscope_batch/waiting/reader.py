@@ -295,7 +295,9 @@ class StatusReader:
     def __init__(
         self, client: AsyncDashScopeClient, *, gather: float = DEFAULT_GATHER_SECONDS, max_rounds: int = 16
     ) -> None:
-        self.client = client
+        # weak: the module's reader registry is keyed (weakly) by the client, so a strong reference here
+        # would keep every closed shared client and its reader alive for the life of the triggerer
+        self._client = weakref.ref(client)
         self.gather = gather
         self._due: dict[_Wait, None] = {}
         self._in_round = 0
@@ -383,6 +385,14 @@ class StatusReader:
             self._scheduled.pop(follower.seq, None)
             self._due.pop(follower, None)
             follower.future.cancel()  # no-op once answered; a round under way then skips it
+
+    @property
+    def client(self) -> AsyncDashScopeClient:
+        """The client all reads go through (alive while any wait uses it: each wait borrows it)."""
+        client = self._client()
+        if client is None:
+            raise RuntimeError("the status reader's client is gone")
+        return client
 
     def _make_due(self, wait: _Wait, latest: float) -> None:
         wait.latest = latest

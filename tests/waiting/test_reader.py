@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -342,3 +343,19 @@ async def test_a_followed_wait_parses_a_listed_batch_only_when_it_needs_it(
         assert registered(reader) == 0
         assert not reader._scheduled
         assert not reader._due
+
+
+def test_a_connection_whose_waits_all_ended_leaves_no_reader_behind(dashscope_conn, new_batch):
+    """The shared client closes when its last wait leaves; its reader must go with it (no leak)."""
+    batch_id = new_batch()
+
+    async def wait() -> list:
+        return [
+            e async for e in DashScopeBatchTrigger(batch_id, poll_interval=0.05, max_poll_interval=0.1).run()
+        ]
+
+    for _ in range(3):  # three generations of the shared client, as waits come and go in a triggerer
+        (event,) = asyncio.run(wait())
+        assert event.payload["status"] == "terminal"
+    gc.collect()
+    assert len(status._readers) == 0
