@@ -111,10 +111,8 @@ class Ambiguity:
 @dataclass(frozen=True, slots=True)
 class Receipt(Generic[T]):
     """
-    What a create or upload returned, and whether a late copy of it may still appear.
-
-    :param value: The batch or file.
-    :param ambiguity: None, or until when a late copy may appear.
+    What a create or upload returned (``value``: the batch or file), and whether a late copy of it may
+    still appear (``ambiguity``: None, or until when).
     """
 
     value: T

@@ -112,10 +112,9 @@ class AsyncDashScopeClient(ClientFace[httpx.AsyncClient]):
         """
         Send the requests of a flow built on this client's core: its budget, in-flight bound and redaction.
 
-        For reads that are not one API call, e.g. the grouped status reads of
-        :mod:`~airflow_provider_dashscope_batch.waiting` (many batches in one list request).
-
-        :param build: Builds the flow from the client's core (request building, parsing, retries).
+        ``build`` is called with the client's core (request building, parsing, retries) and returns the
+        flow; its result is returned. For reads that are not one API call, e.g. the grouped status reads
+        of :mod:`~airflow_provider_dashscope_batch.waiting` (many batches in one list request).
         """
         return await self._run(build(self._core))
 

@@ -84,9 +84,8 @@ class DashScopeClient(ClientFace[httpx.Client]):
         Send the requests of a flow built on this client's core (its budget and redaction apply).
 
         The sync twin of :meth:`AsyncDashScopeClient.run_flow
-        <airflow_provider_dashscope_batch.client.AsyncDashScopeClient.run_flow>`.
-
-        :param build: Builds the flow from the client's core.
+        <airflow_provider_dashscope_batch.client.AsyncDashScopeClient.run_flow>`: ``build`` is called
+        with the client's core and returns the flow; its result is returned.
         """
         return self._run(build(self._core))
 

@@ -8,7 +8,7 @@ key and input file; a late upload leaves a second file under the same upload tok
 (the worker wait, the sensor, both triggers, the common.ai adapter) looks for the copies until then:
 
 * while the batch runs, its status reads go through the list of its input file even when it is read alone
-  (:attr:`BatchRef.watch_until <airflow_provider_dashscope_batch.waiting.reader.BatchRef.watch_until>`), so
+  (``watch_until`` of :class:`~airflow_provider_dashscope_batch.waiting.reader.BatchRef`), so
   a duplicate shows at no extra request and is cancelled at first sight;
 * the late file is looked for with one file list per poll, and deleted;
 * a wait whose batch finished before the window closed looks on, at its poll interval, until a look at or

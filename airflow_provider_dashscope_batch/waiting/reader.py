@@ -14,7 +14,7 @@ id, or a batch the list did not show.
 
 A listed batch carrying the same ``metadata["idempotency_key"]`` and input file as a waited-for batch but
 another id is a duplicate creation; reads report it at no extra request. A wait whose create was ambiguous
-(:attr:`BatchRef.watch_until`) is read through the list even alone, so a late duplicate shows up in its own
+(``BatchRef.watch_until``) is read through the list even alone, so a late duplicate shows up in its own
 reads (see :mod:`~airflow_provider_dashscope_batch.waiting.late`).
 
 The reader sends its requests through the client's public
