@@ -43,7 +43,10 @@ MODULES: dict[str, Module] = {
         ("tests/validation/",),
         deselect=("tests/validation/test_jsonl_builder.py::test_csv_from_object_storage",),
     ),
-    "waiting": Module(f"{PACKAGE}/waiting.py", ("tests/test_waiting.py", "tests/test_waiting_edges.py")),
+    "waiting": Module(
+        f"{PACKAGE}/waiting/protocol.py",
+        ("tests/waiting/test_protocol.py", "tests/waiting/test_protocol_edges.py"),
+    ),
     "ratelimit": Module(
         f"{PACKAGE}/client/ratelimit.py",
         ("tests/client/test_ratelimit.py", "tests/client/test_ratelimit_edges.py"),
@@ -153,13 +156,6 @@ EXCLUDED: tuple[Excluded, ...] = (
         "xǁBatchPollerǁfirst_delay",
         "self._interval = None",
         "an unset interval falls back to poll_interval, the value this line sets",
-    ),
-    Excluded(
-        "waiting",
-        "x_task_instance_state",
-        "get_task_states = None",
-        "the Task SDK's static call needs a task runner's API channel; outside one it fails as calling None "
-        "does (both read as unknown); the triggerer scenarios of tests/deployment run it for real",
     ),
     # client/ratelimit.py
     *(

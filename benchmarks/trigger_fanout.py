@@ -182,19 +182,18 @@ def _make_waiter(contender: str, poll: float, schedule: dict[str, float], files:
         class PerBatch(DashScopeBatchTrigger):
             """The earlier mode: each trigger sleeps, then sends its own ``GET /batches/{id}``."""
 
-            async def _wait(self):
-                wait = self._batch_wait()
-                async with self._hook().shared_async_client() as client:
-                    step = wait.start(time.time())
-                    while step.action is PollAction.WAIT:
-                        await asyncio.sleep(step.delay)
-                        try:
-                            batch = await client.retrieve_batch(self.batch_id, max_retries=0)
-                        except DashScopeError as exc:
-                            step = wait.on_error(exc, time.time())
-                        else:
-                            step = wait.on_batch(batch, time.time())
-                return wait.event(step)
+            async def wait_all(self, client):
+                wait = self.batch_wait(self.batch_id)
+                step = wait.start(time.time())
+                while step.action is PollAction.WAIT:
+                    await asyncio.sleep(step.delay)
+                    try:
+                        batch = await client.retrieve_batch(self.batch_id, max_retries=0)
+                    except DashScopeError as exc:
+                        step = wait.on_error(exc, time.time())
+                    else:
+                        step = wait.on_batch(batch, time.time())
+                return wait.event(step).to_payload()
 
         trigger_class = PerBatch if contender == "per_batch" else DashScopeBatchTrigger
 

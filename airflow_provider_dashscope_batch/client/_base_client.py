@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec
 
 import httpx
 
+from airflow_provider_dashscope_batch.client import ambiguity
 from airflow_provider_dashscope_batch.client._core import DEFAULT_TIMEOUT, ClientCore
 from airflow_provider_dashscope_batch.client._retry import DEFAULT_MAX_RETRIES, RetryPolicy
 from airflow_provider_dashscope_batch.client.ratelimit import RateBudget
@@ -143,6 +144,9 @@ class BaseClient(Generic[HttpT]):
     retrieve_batch = FlowCall(batches.retrieve_batch_flow)
     list_batches = FlowListing(batches.list_batches_flow)
     cancel_batch = FlowCall(batches.cancel_batch_flow)
+    # The create and upload with their Ambiguity (see :mod:`.ambiguity`), for callers that carry it.
+    create_batch_receipt = FlowCall(ambiguity.create_batch_receipt_flow)
+    upload_file_receipt = FlowCall(ambiguity.upload_file_receipt_flow)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -185,3 +189,8 @@ class BaseClient(Generic[HttpT]):
     def base_url(self) -> str:
         """The compatible-mode base URL requests go to."""
         return self._core.base_url
+
+    @property
+    def timeout(self) -> httpx.Timeout:
+        """The per-request timeout (it sizes the window of a late-processed create, see ``ambiguity``)."""
+        return self._core.timeout

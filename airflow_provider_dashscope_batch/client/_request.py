@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 import httpx
 from pydantic import BaseModel
 
-from airflow_provider_dashscope_batch.client._flow import Flow, Send, Sleep
+from airflow_provider_dashscope_batch.client._flow import Flow, Send, Sleep, StepResult
 from airflow_provider_dashscope_batch.client._params import check_retries
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
 
@@ -167,6 +167,13 @@ def call_flow(
         lambda r: core.parse(r, model),
         max_retries=max_retries,
     )
+
+
+def ambiguous_outcome(outcome: StepResult) -> bool:
+    """Whether the service may have acted on a request that ended so (a timeout, a drop, 408, >= 500)."""
+    if isinstance(outcome, httpx.Response):
+        return outcome.status_code == 408 or outcome.status_code >= 500
+    return isinstance(outcome, httpx.TransportError) and not _never_sent(outcome)
 
 
 def _never_sent(exc: httpx.TransportError) -> bool:

@@ -3,9 +3,9 @@
 A triggerer runs up to a thousand triggers in one event loop. A client per trigger costs a connection
 pool each (``benchmarks/README.md`` has the memory this takes); one client per connection and loop, with
 the requests in flight bounded by a semaphore, keeps memory flat and the loop responsive. The client is
-created by the first user, reference-counted, and closed when the last user leaves. Its users also share
-its status reader (:func:`~airflow_provider_dashscope_batch.client.status.status_reader`) and, through
-the connection, its request budget (:mod:`~airflow_provider_dashscope_batch.client.ratelimit`).
+created by the first user, reference-counted, and closed when the last user leaves. Its users also share,
+through the connection, its request budget (:mod:`~airflow_provider_dashscope_batch.client.ratelimit`);
+the wait layer above keeps one status reader per shared client.
 """
 
 from __future__ import annotations

@@ -45,7 +45,9 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -67,6 +69,7 @@ from airflow.providers.common.compat.sdk import mask_secret
 from airflow_provider_dashscope_batch.client import DashScopeClient
 from airflow_provider_dashscope_batch.client._params import FILTER_SLACK
 from airflow_provider_dashscope_batch.client._uploads import tokenized_filename
+from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.cost import (
     CostCheckError,
     CostEstimator,
@@ -74,6 +77,7 @@ from airflow_provider_dashscope_batch.cost import (
     load_price_table,
     region_of,
 )
+from airflow_provider_dashscope_batch.hooks.dashscope import account_budget
 from airflow_provider_dashscope_batch.jsonl import encode_line, write_requests
 from airflow_provider_dashscope_batch.models import Batch, BatchStatus, FileObject, ResultLine
 from airflow_provider_dashscope_batch.regions import DEFAULT_BASE_URL, REGION_BASE_URLS
@@ -90,6 +94,7 @@ from airflow_provider_dashscope_batch.validation import (
     ValidationReport,
     validate_jsonl,
 )
+from airflow_provider_dashscope_batch.waiting.late import LateCopies, LateWatch, look_flow
 
 if TYPE_CHECKING:
     from airflow.providers.common.ai.batch.base import BatchRequest
@@ -226,10 +231,13 @@ class DashScopeBatchAdapter(BatchAdapter):
                     "environment variable)."
                 )
             mask_secret(key)
-            client = DashScopeClient(api_key=key, base_url=url, workspace=workspace)
+            budget = account_budget(key, url, workspace)
+            client = DashScopeClient(api_key=key, base_url=url, workspace=workspace, rate_budget=budget)
         region, self._cost_policy = cost_settings(base_url)
         self._price_region = region or region_of(base_url=str(getattr(client, "base_url", "") or ""))
         self._client: DashScopeClient = client
+        # the late-copy look-outs of the batches this adapter submitted or polls, by batch id
+        self._watches: dict[str, LateWatch] = {}
 
     # ------------------------------------------------------------------------------------- requests
     def build_output_directive(self, spec: OutputSpec) -> dict[str, Any]:
@@ -444,14 +452,16 @@ class DashScopeBatchAdapter(BatchAdapter):
         filename = f"{idempotency_key}.jsonl"
         token = _upload_token(idempotency_key, input_fingerprint)
         uploaded = self._stored_input(tokenized_filename(filename, token))
+        upload_ambiguity: Ambiguity | None = None
         if uploaded is not None:
             log.info("Re-using input file %s of an earlier submit whose create failed", uploaded.id)
         else:
             with tempfile.TemporaryDirectory(prefix="dashscope-llm-batch-") as tmp:
                 path = os.path.join(tmp, filename)
                 write_requests(lines, path, endpoint=endpoint)
-                uploaded = self._client.upload_file(path, upload_token=token)
-        batch = self._client.create_batch(
+                upload = self._client.upload_file_receipt(path, upload_token=token)
+            uploaded, upload_ambiguity = upload.value, upload.ambiguity
+        receipt = self._client.create_batch_receipt(
             input_file_id=uploaded.id,
             endpoint=endpoint,
             completion_window=completion_window,
@@ -461,6 +471,10 @@ class DashScopeBatchAdapter(BatchAdapter):
             },
             idempotency_key=idempotency_key,
         )
+        batch = receipt.value
+        copies = LateCopies.of(receipt.ambiguity, upload_ambiguity, uploaded.filename)
+        if (watch := LateWatch.of(batch, copies)) is not None:
+            self._watches[batch.id] = watch
         return SubmitResult(batch_id=batch.id, provider_input_ref=uploaded.id)
 
     def _stored_input(self, filename: str) -> FileObject | None:
@@ -472,7 +486,33 @@ class DashScopeBatchAdapter(BatchAdapter):
         return None
 
     def get_batch(self, batch_id: str) -> BatchState:
-        return _state_of(self._client.retrieve_batch(batch_id))
+        """
+        The batch's state; while a late copy of its create or upload may appear, read through its input
+        file's list, cancelling a duplicate batch and deleting a late file at first sight.
+
+        After this adapter's own ambiguous submit a finished batch is reported ``in_progress`` until the
+        window has closed; a batch submitted elsewhere (another adapter instance, e.g. the triggerer's) is
+        given the window from its ``created_at`` and looked after only while it runs.
+        """
+        watch = self._watches.get(batch_id)
+        if watch is None:
+            batch = self._client.retrieve_batch(batch_id)
+            found = Ambiguity.after_created(batch.created_at, self._client.timeout)
+            watch = LateWatch.of(batch, LateCopies.of(found, derived=True))
+            if watch is None:
+                return _state_of(batch)
+            self._watches[batch_id] = watch
+        now = time.time()
+        last = now > watch.copies.until
+        read = self._client.run_flow(lambda core: look_flow(core, watch, now, last=last))
+        if batch_id not in read.batches:
+            raise read.errors[batch_id]
+        batch = read.batches[batch_id]
+        if last or (batch.status.is_terminal and watch.copies.derived):
+            del self._watches[batch_id]
+        elif batch.status.is_terminal:  # the window is still open: report it unfinished, look again
+            return replace(_state_of(batch), status="in_progress")
+        return _state_of(batch)
 
     def cancel_batch(self, batch_id: str) -> None:
         self._client.cancel_batch(batch_id)

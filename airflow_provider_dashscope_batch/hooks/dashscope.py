@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -80,6 +81,27 @@ class ClientSettings:
         )
 
 
+#: The budget of each account (key digest, base URL, workspace) a hook has built a client for.
+_account_budgets: dict[tuple[str, str, str | None], RateBudget] = {}
+
+
+def _account(api_key: str, base_url: str, workspace: str | None) -> tuple[str, str, str | None]:
+    return hashlib.sha256(api_key.strip().encode()).hexdigest()[:32], base_url.rstrip("/"), workspace
+
+
+def account_budget(api_key: str, base_url: str, workspace: str | None = None) -> RateBudget:
+    """
+    The request budget of the account behind ``api_key`` at ``base_url``, for clients built without a
+    connection id (the common.ai adapter is handed only a key and a host).
+
+    It is the budget of a connection of this process with that key and endpoint, once a hook has built
+    its client (so both obey one budget, with the connection's ``rate_limits`` / ``rate_share``);
+    otherwise one budget per account at the documented limits.
+    """
+    account = _account(api_key, base_url, workspace)
+    return _account_budgets.get(account) or rate_budget_for(("dashscope-account", *account))
+
+
 class DashScopeBatchHook(BaseHook):
     """
     Interact with the DashScope (Alibaba Cloud Model Studio) OpenAI-compatible Batch and Files API.
@@ -148,13 +170,16 @@ class DashScopeBatchHook(BaseHook):
             limits = parse_rate_limits(get("rate_limits"), get("rate_share"))
         except ValueError as exc:
             raise ConnectionSetupError(f"Connection {conn_id!r}: {exc}") from None
+        budget = rate_budget_for((self.conn_type, conn_id), limits)
+        workspace = get("workspace_id") or None
+        _account_budgets.setdefault(_account(password, str(base_url), workspace), budget)
         return ClientSettings(
             api_key=password,
             base_url=str(base_url),
-            workspace=get("workspace_id") or None,
+            workspace=workspace,
             timeout=timeout,
             max_retries=max_retries,
-            rate_budget=rate_budget_for((self.conn_type, conn_id), limits),
+            rate_budget=budget,
         )
 
     def get_conn(self) -> DashScopeClient:

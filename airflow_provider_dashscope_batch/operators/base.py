@@ -29,6 +29,7 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
 from airflow_provider_dashscope_batch.idempotency import key_of
+from airflow_provider_dashscope_batch.triggers.base import task_instance_state
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
 from airflow_provider_dashscope_batch.waiting import (
     DEFAULT_ERROR_BUDGET,
@@ -43,8 +44,13 @@ from airflow_provider_dashscope_batch.waiting import (
     WaitEvent,
     WaitEventKind,
     kill_decision,
-    task_instance_state,
     wait_for_batch,
+)
+from airflow_provider_dashscope_batch.waiting.late import (
+    LateCopies,
+    LateWatch,
+    finish_watch_sync,
+    read_watching,
 )
 
 if TYPE_CHECKING:
@@ -189,7 +195,9 @@ class DashScopeBaseBatchOperator(DashScopeBaseOperator):
         seconds = limit.total_seconds() if isinstance(limit, timedelta) else float(limit)
         return time.time() + seconds
 
-    def _trigger(self, batch: Batch, deadline: float | None) -> DashScopeBatchTrigger:
+    def _trigger(
+        self, batch: Batch, deadline: float | None, copies: LateCopies | None
+    ) -> DashScopeBatchTrigger:
         return DashScopeBatchTrigger(
             batch_id=batch.id,
             dashscope_conn_id=self.dashscope_conn_id,
@@ -201,14 +209,21 @@ class DashScopeBaseBatchOperator(DashScopeBaseOperator):
             cancel_on_kill=self.cancel_on_kill,
             input_file_id=batch.input_file_id,
             idempotency_key=key_of(batch),
+            late_copies=None if copies is None else copies.to_dict(),
         )
 
-    def _wait(self, batch: Batch) -> Batch:
-        """The terminal batch, waiting in-process, or defer to :class:`DashScopeBatchTrigger`."""
+    def _await_terminal(self, batch: Batch, copies: LateCopies | None = None) -> Batch:
+        """
+        The terminal batch, waiting in-process, or defer to :class:`DashScopeBatchTrigger`.
+
+        With ``copies`` (an ambiguous create or upload) either wait reads the batch through its input
+        file's list, cancels a late duplicate, deletes a late file and looks on until the window closes
+        (:mod:`~airflow_provider_dashscope_batch.waiting.late`).
+        """
         deadline = self._deadline()
         if self.deferrable:
             self.defer(
-                trigger=self._trigger(batch, deadline),
+                trigger=self._trigger(batch, deadline, copies),
                 method_name="execute_complete",
                 # A safety net only: the trigger's own deadline fires first, so the batch gets cancelled.
                 timeout=None
@@ -219,8 +234,11 @@ class DashScopeBaseBatchOperator(DashScopeBaseOperator):
         wait = BatchWait(
             batch.id, BatchPoller(self.schedule, deadline=deadline, error_budget=self.error_budget), self.log
         )
+        watch = LateWatch.of(batch, copies)
         try:
-            event = wait_for_batch(lambda: client.retrieve_batch(batch.id, max_retries=0), wait)
+            event = wait_for_batch(lambda: read_watching(client, watch, batch.id), wait)
+            if watch is not None:
+                finish_watch_sync(client, watch, self.schedule.poll_interval)
         except AirflowTaskTimeout:  # the task's execution_timeout
             self._cancel(batch.id, "the task's execution_timeout passed")
             raise

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_dashscope_batch.client import FILTER_SLACK
+from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import InvalidRequestError, NotFoundError
 from airflow_provider_dashscope_batch.idempotency import key_of, lineage, parse_key, with_generation
 from airflow_provider_dashscope_batch.operators.base import (
@@ -25,6 +26,7 @@ from airflow_provider_dashscope_batch.operators.upload import (
 )
 from airflow_provider_dashscope_batch.waiting import Outcome
 from airflow_provider_dashscope_batch.waiting import wait_for_batch as wait_for_batch
+from airflow_provider_dashscope_batch.waiting.late import LateCopies
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -147,7 +149,13 @@ class DashScopeCreateBatchOperator(
         if batch is None:
             estimates = self.upstream_estimates(context, self.cost_estimate, {self.input_file_id})
             self.check_estimates(estimates, self.price_table()[1])
-            batch = self._create(client, idempotency_key_for(context, generation))
+            key = idempotency_key_for(context, generation)
+            receipt = client.create_batch_receipt(**self._create_kwargs(key))
+            batch = receipt.value
+            self.log.info("Created batch %s (status %s)", batch.id, batch.status)
+            copies = LateCopies.of(receipt.ambiguity)
+        else:  # an earlier try's create: its window, if still open, counts from the batch's creation
+            copies = LateCopies.of(Ambiguity.after_created(batch.created_at, client.timeout), derived=True)
         store = context.get("task_state_store")
         if store is not None:
             store.set(STATE_KEY, batch.id)
@@ -156,26 +164,24 @@ class DashScopeCreateBatchOperator(
         if not self.wait_for_completion:
             return batch.model_dump(mode="json")
         if not batch.status.is_terminal:
-            batch = self._wait(batch)
+            batch = self._await_terminal(batch, copies)
         return self.judge(batch)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: judge the finished batch."""
         return self.judge(self._ended(wait_event(event)))
 
-    def _create(self, client: DashScopeClient, key: str) -> Batch:
+    def _create_kwargs(self, key: str) -> dict[str, Any]:
         metadata = dict(self.metadata or {})
         if self.finish_callback_url:
             metadata["ds_batch_finish_callback"] = self.finish_callback_url
-        batch = client.create_batch(
-            input_file_id=self.input_file_id,
-            endpoint=self.endpoint,
-            completion_window=self.completion_window,
-            metadata=metadata or None,
-            idempotency_key=key,
-        )
-        self.log.info("Created batch %s (status %s)", batch.id, batch.status)
-        return batch
+        return {
+            "input_file_id": self.input_file_id,
+            "endpoint": self.endpoint,
+            "completion_window": self.completion_window,
+            "metadata": metadata or None,
+            "idempotency_key": key,
+        }
 
     @staticmethod
     def _may_have_earlier_batch(context: Context) -> bool:
@@ -250,7 +256,7 @@ class DashScopeCancelBatchOperator(DashScopeBaseBatchOperator):
         else:
             self.log.info("Cancellation of batch %s requested (status %s)", self.batch_id, batch.status)
         if self.wait_for_completion and not batch.status.is_terminal:
-            batch = self._wait(batch)
+            batch = self._await_terminal(batch)
         return self._finish(batch)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -23,7 +23,9 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_dashscope_batch.client._uploads import tokenized_filename
+from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
+from airflow_provider_dashscope_batch.idempotency import IDEMPOTENCY_KEY
 from airflow_provider_dashscope_batch.jsonl import write_requests, write_requests_from_csv
 from airflow_provider_dashscope_batch.models import FileObject
 from airflow_provider_dashscope_batch.operators.base import DashScopeBatchOutcomeMixin
@@ -49,6 +51,7 @@ from airflow_provider_dashscope_batch.sharding.split import (
     split_requests,
 )
 from airflow_provider_dashscope_batch.sharding.trigger import DashScopeShardsTrigger
+from airflow_provider_dashscope_batch.triggers.base import task_instance_state
 from airflow_provider_dashscope_batch.validation import JsonlValidationError, validate_jsonl
 from airflow_provider_dashscope_batch.waiting import (
     DEFAULT_ERROR_BUDGET,
@@ -58,8 +61,8 @@ from airflow_provider_dashscope_batch.waiting import (
     Outcome,
     WaitEvent,
     WaitEventKind,
-    task_instance_state,
 )
+from airflow_provider_dashscope_batch.waiting.late import LateCopies
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -502,7 +505,10 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
                     self.log.info(
                         "Shard %s: re-attaching to batch %s (%s)", shard.index, batch.id, batch.status
                     )
-                    return ShardRun(shard, base, generation, batch.input_file_id, batch)
+                    # an earlier try's create: its late-copy window, if open, counts from its creation
+                    found = Ambiguity.after_created(batch.created_at, client.timeout)
+                    late = LateCopies.of(found, derived=True)
+                    return ShardRun(shard, base, generation, batch.input_file_id, batch, late)
                 self.log.info("Shard %s: batch %s ended badly; replacing it", shard.index, batch.id)
                 if batch.input_file_id and self._file_exists(client, batch.input_file_id):
                     return ShardRun(shard, base, generation + 1, batch.input_file_id)
@@ -514,16 +520,21 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
                 self.log.info("Shard %s: re-using file %s uploaded by an earlier try", shard.index, found.id)
                 staged.append(found.id)
                 return ShardRun(shard, base, generation, found.id)
-            return ShardRun(shard, base, generation, self._upload(client, spooled, base, staged))
+            file_id, late = self._upload(client, spooled, base, staged)
+            return ShardRun(shard, base, generation, file_id, late=late)
         finally:
             spooled.unlink(missing_ok=True)
 
-    def _upload(self, client: DashScopeClient, path: Path, token: str, staged: list[str]) -> str:
+    def _upload(
+        self, client: DashScopeClient, path: Path, token: str, staged: list[str]
+    ) -> tuple[str, LateCopies | None]:
+        """Upload a shard: its file id and the late copy of an ambiguous upload."""
         self._stop_if_killed()
-        file_id = client.upload_file(path, filename=path.name, upload_token=token).id
+        receipt = client.upload_file_receipt(path, filename=path.name, upload_token=token)
+        file_id = receipt.value.id
         staged.append(file_id)
         self.log.info("Uploaded %s as file %s", path.name, file_id)
-        return file_id
+        return file_id, LateCopies.of(uploaded=receipt.ambiguity, file_name=receipt.value.filename)
 
     @staticmethod
     def _file_exists(client: DashScopeClient, file_id: str) -> bool:
@@ -576,6 +587,12 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
                 [b.id for b in running],
                 self.dashscope_conn_id,
                 input_file_ids=[b.input_file_id for b in running],
+                idempotency_keys=[(b.metadata or {}).get(IDEMPOTENCY_KEY) for b in running],
+                late_copies=[
+                    None if r.late is None else r.late.to_dict()
+                    for r in runs
+                    if r.running and r.batch is not None
+                ],
                 until="any" if waiting else "all",
                 poll_interval=self.poll_interval,
                 max_poll_interval=self.max_poll_interval,
@@ -592,16 +609,20 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
         metadata = dict(self.metadata or {})
         name = f"{job.token} {metadata.get('ds_name') or self.task_id} {run.shard.index + 1}/{len(job.runs)}"
         metadata["ds_name"] = name[:100]
-        batch = client.create_batch(
+        receipt = client.create_batch_receipt(
             input_file_id=str(run.file_id),
             endpoint=job.endpoint,
             completion_window=self.completion_window,
             metadata=metadata,
             idempotency_key=run.idempotency_key,
         )
+        batch = receipt.value
         self._created.append(batch)
         self.log.info("Shard %s: created batch %s (generation %s)", run.shard.index, batch.id, run.generation)
-        return run.with_batch(batch)
+        late = (
+            LateCopies.of(receipt.ambiguity) if run.late is None else run.late.with_create(receipt.ambiguity)
+        )
+        return replace(run, batch=batch, late=late)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: record the finished batches, start more shards or finish."""

@@ -16,6 +16,7 @@ from airflow_provider_dashscope_batch.jsonl import write_requests, write_request
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin
 from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
 from airflow_provider_dashscope_batch.validation import validate_jsonl
+from airflow_provider_dashscope_batch.waiting.late import delete_late_files_sync
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -106,10 +107,20 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
             raise AirflowFailException(f"Not uploaded: the batch input file is invalid.\n{report.summary()}")
         self.log.info("%s", report.summary())
         estimate = self.settle_estimate(estimator)
+        client = self.hook.get_conn()
         with source.open("rb") as stream:
-            uploaded = self.hook.get_conn().upload_file(stream, filename=filename or source.name)
+            receipt = client.upload_file_receipt(stream, filename=filename or source.name)
+        uploaded = receipt.value
         self.log.info("Uploaded %s as file %s (%s bytes)", source, uploaded.id, uploaded.bytes)
         self.push_estimate(context, estimate, uploaded.id)
+        if receipt.ambiguity is not None:  # nothing downstream knows the token: look for a late copy here
+            self.log.warning(
+                "An attempt of this upload may still be stored late; looking for a copy of file %s "
+                "until epoch %.0f",
+                uploaded.id,
+                receipt.ambiguity.until,
+            )
+            delete_late_files_sync(client, uploaded, receipt.ambiguity)
         return uploaded.id
 
 

@@ -15,6 +15,8 @@ from airflow.providers.common.compat.sdk import (
     conf,
 )
 
+from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
+from airflow_provider_dashscope_batch.idempotency import IDEMPOTENCY_KEY
 from airflow_provider_dashscope_batch.operators.base import (
     DashScopeBaseOperator,
     DashScopeBatchOutcomeMixin,
@@ -28,9 +30,12 @@ from airflow_provider_dashscope_batch.waiting import (
     DEFAULT_POLL_INTERVAL,
     WaitEventKind,
 )
+from airflow_provider_dashscope_batch.waiting.late import LateCopies, LateWatch, read_watching
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_dashscope_batch.models import Batch
 
 __all__ = ["DashScopeBatchSensor"]
 
@@ -41,7 +46,14 @@ class DashScopeBatchSensor(DashScopeBatchOutcomeMixin, BaseSensorOperator, DashS
 
     Works in ``poke`` and ``reschedule`` mode (``poke_interval`` defaults to 60 s, the service's advice)
     and, with ``deferrable=True``, in the triggerer through :class:`DashScopeBatchTrigger`, whose poll
-    interval grows from ``poke_interval`` by ``poll_backoff`` up to ``max_poll_interval``.
+    interval grows from ``poke_interval`` by ``poll_backoff`` up to ``max_poll_interval``; the deferred
+    wait carries the batch's input file and key, so it joins the grouped status reads of other waits.
+
+    The sensor does not know whether the batch's create was ambiguous, so while a late duplicate could
+    still appear (one late window after the batch's ``created_at``, see
+    :mod:`~airflow_provider_dashscope_batch.client.ambiguity`) every mode reads the batch through its
+    input file's list and cancels a duplicate under its key at first sight (the window is not waited
+    out: a finished batch ends the sensor).
 
     .. seealso::
         For more information on how to use this sensor, take a look at the guide:
@@ -78,18 +90,33 @@ class DashScopeBatchSensor(DashScopeBatchOutcomeMixin, BaseSensorOperator, DashS
         self.error_budget = error_budget
 
     def poke(self, context: Context) -> PokeReturnValue:
-        batch = self.hook.get_conn().retrieve_batch(self.batch_id)
-        self.log.info("Batch %s is %s", self.batch_id, batch.status)
+        batch, _ = self._read()
         if not batch.status.is_terminal:
             return PokeReturnValue(is_done=False)
         return PokeReturnValue(is_done=True, xcom_value=self.judge(batch))
 
+    def _read(self) -> tuple[Batch, LateCopies | None]:
+        """
+        The batch, read by id, then (while a late duplicate may appear) through its input file's list.
+
+        Also returns the late-copy window, derived from the batch's ``created_at``: the sensor did not see
+        the create, so a duplicate is looked for while it waits, and the window is not waited out.
+        """
+        client = self.hook.get_conn()
+        batch = client.retrieve_batch(self.batch_id)
+        copies = LateCopies.of(Ambiguity.after_created(batch.created_at, client.timeout), derived=True)
+        watch = LateWatch.of(batch, copies)
+        if watch is not None:  # the look lists the input file and cancels a duplicate it shows
+            batch = read_watching(client, watch, self.batch_id)
+        self.log.info("Batch %s is %s", self.batch_id, batch.status)
+        return batch, copies
+
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
-        result = self.poke(context)
-        if result.is_done:
-            return result.xcom_value
+        batch, copies = self._read()
+        if batch.status.is_terminal:
+            return self.judge(batch)
         timeout = self.timeout.total_seconds() if isinstance(self.timeout, timedelta) else float(self.timeout)
         self.defer(
             trigger=DashScopeBatchTrigger(
@@ -100,6 +127,9 @@ class DashScopeBatchSensor(DashScopeBatchOutcomeMixin, BaseSensorOperator, DashS
                 poll_backoff=self.poll_backoff,
                 deadline=time.time() + timeout,
                 error_budget=self.error_budget,
+                input_file_id=batch.input_file_id,
+                idempotency_key=(batch.metadata or {}).get(IDEMPOTENCY_KEY),
+                late_copies=None if copies is None else copies.to_dict(),
             ),
             method_name="execute_complete",
         )

@@ -21,6 +21,7 @@ from airflow_provider_dashscope_batch.idempotency import key_of, lineage, parse_
 from airflow_provider_dashscope_batch.models import Batch, RequestCounts
 from airflow_provider_dashscope_batch.sharding.split import Shard
 from airflow_provider_dashscope_batch.waiting import Outcome, OutcomePolicy, Verdict
+from airflow_provider_dashscope_batch.waiting.late import LateCopies
 
 __all__ = [
     "JobOutcomePolicy",
@@ -67,6 +68,7 @@ class ShardRun:
         operator's keys.
     :param file_id: Its uploaded input file, once uploaded.
     :param batch: Its current batch, once created.
+    :param late: Until when late copies of its ambiguous upload or create may appear, if any.
     """
 
     shard: Shard
@@ -74,6 +76,7 @@ class ShardRun:
     generation: int = 1
     file_id: str | None = None
     batch: Batch | None = field(default=None)
+    late: LateCopies | None = None
 
     @property
     def idempotency_key(self) -> str:
@@ -97,6 +100,7 @@ class ShardRun:
             "generation": self.generation,
             "file_id": self.file_id,
             "batch": None if self.batch is None else self.batch.model_dump(mode="json"),
+            "late": None if self.late is None else self.late.to_dict(),
         }
 
     @classmethod
@@ -109,6 +113,7 @@ class ShardRun:
             int(data["generation"]),
             data.get("file_id"),
             None if batch is None else Batch.model_validate(batch),
+            LateCopies.from_dict(data.get("late")),
         )
 
 

@@ -3,44 +3,40 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow.triggers.base import BaseTrigger, TriggerEvent
-
-from airflow_provider_dashscope_batch.client.errors import DashScopeError
-from airflow_provider_dashscope_batch.client.status import BatchRef, status_reader
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
-from airflow_provider_dashscope_batch.triggers.batch import cancel_on_user_kill
+from airflow_provider_dashscope_batch.triggers.base import DashScopeWaiterTrigger, late_watches
 from airflow_provider_dashscope_batch.waiting import (
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_BACKOFF,
     DEFAULT_POLL_INTERVAL,
-    BatchPoller,
-    BatchWait,
-    PollSchedule,
     WaitEvent,
     WaitEventKind,
 )
 
+if TYPE_CHECKING:
+    from airflow_provider_dashscope_batch.client import AsyncDashScopeClient
+
 __all__ = ["DashScopeShardsTrigger"]
 
 
-class DashScopeShardsTrigger(BaseTrigger):
+class DashScopeShardsTrigger(DashScopeWaiterTrigger):
     """
     Wait for several batches at once and fire one event: when all are terminal, or (``until="any"``) as
     soon as one is, so the operator can start a shard that was held back by its concurrency cap.
 
     Each batch is polled on its own :class:`~airflow_provider_dashscope_batch.waiting.BatchWait` schedule
     through the connection's shared status reader, which reads the batches that fall due together with
-    one list request per 20 input files (:mod:`~airflow_provider_dashscope_batch.client.status`). A
-    batch whose wait times out or fails ends the whole wait at once. The payload is ``{"events":
-    [WaitEvent payload, ...]}`` for the batches whose waits ended (all of them for ``until="all"``);
-    batches still running are not listed. ``on_kill`` (Airflow 3.3+, when a user changes the deferred
-    task's state) cancels the batches only if ``cancel_on_kill`` is set and the task instance is now
-    ``failed``, as the single-batch trigger does.
+    one list request per 20 input files (:mod:`~airflow_provider_dashscope_batch.waiting.reader`), and,
+    like the single-batch trigger, cancels a duplicate under a shard's key at first sight and looks for
+    the late copies of an ambiguous create or upload (``late_copies``) until their window closes. A batch
+    whose wait times out or fails ends the whole wait at once. The payload is ``{"events": [WaitEvent
+    payload, ...]}`` for the batches whose waits ended (all of them for ``until="all"``); batches still
+    running are not listed; an unusable connection gives one ``error`` event per batch. ``on_kill``
+    (Airflow 3.3+, when a user changes the deferred task's state) cancels the batches only if
+    ``cancel_on_kill`` is set and the task instance is now ``failed``, as the single-batch trigger does.
 
     :param batch_ids: The batches to wait for.
     :param input_file_ids: Their input files, in the same order (enables the grouped reads).
@@ -52,6 +48,9 @@ class DashScopeShardsTrigger(BaseTrigger):
     :param deadline: Wall-clock epoch seconds after which a wait ends with a timeout.
     :param error_budget: Consecutive retryable errors tolerated per batch.
     :param cancel_on_kill: Cancel the batches when a user marks the deferred task failed (Airflow 3.3+).
+    :param idempotency_keys: Their idempotency keys, in the same order (enables the duplicate check).
+    :param late_copies: Per batch, None or until when late copies may appear
+        (:meth:`LateCopies.to_dict <airflow_provider_dashscope_batch.waiting.late.LateCopies.to_dict>`).
     """
 
     def __init__(
@@ -67,87 +66,60 @@ class DashScopeShardsTrigger(BaseTrigger):
         deadline: float | None = None,
         error_budget: int = DEFAULT_ERROR_BUDGET,
         cancel_on_kill: bool = False,
+        idempotency_keys: list[str | None] | None = None,
+        late_copies: list[dict[str, Any] | None] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            dashscope_conn_id,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            poll_backoff=poll_backoff,
+            deadline=deadline,
+            error_budget=error_budget,
+            cancel_on_kill=cancel_on_kill,
+        )
         if until not in ("all", "any"):
             raise ValueError(f"until must be 'all' or 'any', got {until!r}")
         self.batch_ids = list(batch_ids)
-        self.input_file_ids = list(input_file_ids) if input_file_ids is not None else [None] * len(batch_ids)
-        if len(self.input_file_ids) != len(self.batch_ids):
-            raise ValueError("input_file_ids must match batch_ids one to one")
-        self.dashscope_conn_id = dashscope_conn_id
+        n = len(self.batch_ids)
+        self.input_file_ids = list(input_file_ids) if input_file_ids is not None else [None] * n
+        self.idempotency_keys = list(idempotency_keys) if idempotency_keys is not None else [None] * n
+        self.late_copies = list(late_copies) if late_copies is not None else [None] * n
+        if not len(self.input_file_ids) == len(self.idempotency_keys) == len(self.late_copies) == n:
+            raise ValueError(
+                "input_file_ids, idempotency_keys and late_copies must match batch_ids one to one"
+            )
         self.until = until
-        self.poll_interval = float(poll_interval)
-        self.max_poll_interval = float(max(max_poll_interval, poll_interval))
-        self.poll_backoff = float(poll_backoff)
-        self.deadline = None if deadline is None else float(deadline)
-        self.error_budget = int(error_budget)
-        self.cancel_on_kill = bool(cancel_on_kill)
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        """Class path and primitive kwargs (ids, numbers; never the key)."""
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "batch_ids": self.batch_ids,
-                "input_file_ids": self.input_file_ids,
-                "dashscope_conn_id": self.dashscope_conn_id,
-                "until": self.until,
-                "poll_interval": self.poll_interval,
-                "max_poll_interval": self.max_poll_interval,
-                "poll_backoff": self.poll_backoff,
-                "deadline": self.deadline,
-                "error_budget": self.error_budget,
-                "cancel_on_kill": self.cancel_on_kill,
-            },
-        )
+    def own_kwargs(self) -> dict[str, Any]:
+        """The batches, their input files, keys and late-copy windows, and ``until``."""
+        return {
+            "batch_ids": self.batch_ids,
+            "input_file_ids": self.input_file_ids,
+            "idempotency_keys": self.idempotency_keys,
+            "late_copies": self.late_copies,
+            "until": self.until,
+        }
 
-    def _wait(self, batch_id: str) -> BatchWait:
-        schedule = PollSchedule(self.poll_interval, self.max_poll_interval, self.poll_backoff)
-        return BatchWait(batch_id, BatchPoller(schedule, self.deadline, self.error_budget), self.log)
-
-    async def _wait_one(self, client: Any, batch_id: str, input_file_id: str | None) -> WaitEvent:
-        wait = self._wait(batch_id)
-        step = await status_reader(client).follow(
-            BatchRef(batch_id, input_file_id), wait, wait.start(time.time()), gather=self.poll_interval / 10
-        )
-        return wait.event(step)
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
+    async def wait_all(self, client: AsyncDashScopeClient) -> dict[str, Any]:
+        watches = late_watches(self.batch_ids, self.input_file_ids, self.idempotency_keys, self.late_copies)
         events: list[WaitEvent] = []
+        pending = {
+            asyncio.ensure_future(self.wait_one(client, batch_id, file_id, key, watch))
+            for batch_id, file_id, key, watch in zip(
+                self.batch_ids, self.input_file_ids, self.idempotency_keys, watches, strict=True
+            )
+        }
         try:
-            async with DashScopeBatchHook(
-                dashscope_conn_id=self.dashscope_conn_id
-            ).shared_async_client() as client:
-                pending = {
-                    asyncio.ensure_future(self._wait_one(client, batch_id, file_id))
-                    for batch_id, file_id in zip(self.batch_ids, self.input_file_ids, strict=True)
-                }
-                try:
-                    while pending:
-                        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                        events.extend(task.result() for task in done)
-                        if self.until == "any" or any(e.kind is not WaitEventKind.TERMINAL for e in events):
-                            break
-                finally:
-                    for task in pending:
-                        task.cancel()
-        except DashScopeError as exc:  # the connection or client could not be set up
-            events = [self._wait(b).failed(str(exc)) for b in self.batch_ids]
-        yield TriggerEvent({"events": [e.to_payload() for e in events]})
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                events.extend(task.result() for task in done)
+                if self.until == "any" or any(e.kind is not WaitEventKind.TERMINAL for e in events):
+                    break
+        finally:
+            for task in pending:
+                task.cancel()
+        return {"events": [e.to_payload() for e in events]}
 
-    async def on_kill(self) -> None:
-        """Cancel the batches if a user marked the deferred task failed (called by Airflow 3.3+ only)."""
-        if self.cancel_on_kill:
-            await cancel_on_user_kill(self, ", ".join(self.batch_ids), self._cancel_all)
-
-    async def _cancel_all(self) -> str:
-        async with DashScopeBatchHook(
-            dashscope_conn_id=self.dashscope_conn_id
-        ).shared_async_client() as client:
-            for batch_id in self.batch_ids:
-                try:
-                    await client.cancel_batch(batch_id)
-                except DashScopeError as exc:  # already finished, or gone: the others still get cancelled
-                    self.log.warning("Could not cancel batch %s: %s", batch_id, exc)
-        return ""
+    def failed_payload(self, why: str) -> dict[str, Any]:
+        return {"events": [self.batch_wait(b).failed(why).to_payload() for b in self.batch_ids]}

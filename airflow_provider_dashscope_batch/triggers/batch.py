@@ -2,39 +2,29 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import anyio.to_thread
-from airflow.providers.common.compat.sdk import AirflowNotFoundException
-from airflow.triggers.base import BaseTrigger, TriggerEvent
-
-from airflow_provider_dashscope_batch.client.errors import DashScopeError
-from airflow_provider_dashscope_batch.client.status import BatchRef, status_reader
-from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
+from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
+from airflow_provider_dashscope_batch.triggers.base import (
+    DashScopeWaiterTrigger,
+    cancel_on_user_kill,
+    late_watches,
+)
 from airflow_provider_dashscope_batch.waiting import (
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_BACKOFF,
     DEFAULT_POLL_INTERVAL,
-    BatchPoller,
-    BatchWait,
-    PollSchedule,
-    WaitEvent,
-    kill_decision,
-    task_instance_state,
 )
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client import AsyncDashScopeClient
-    from airflow_provider_dashscope_batch.models import Batch
 
+# ``cancel_on_user_kill`` lived here; its home is now the waiter base.
 __all__ = ["DashScopeBatchTrigger", "cancel_on_user_kill"]
 
 
-class DashScopeBatchTrigger(BaseTrigger):
+class DashScopeBatchTrigger(DashScopeWaiterTrigger):
     """
     Wait until a batch reaches a terminal status, then fire exactly one event.
 
@@ -46,9 +36,11 @@ class DashScopeBatchTrigger(BaseTrigger):
     (see :mod:`~airflow_provider_dashscope_batch.waiting`).
 
     ``run()`` only reads, except that it cancels an unfinished batch the list shows under this wait's
-    idempotency key with another id (a create the service acted on after the client gave up); that
-    cancel is idempotent, so running the trigger again on another triggerer is safe. A connection that
-    is missing or unusable ends the wait with one ``error`` event.
+    idempotency key with another id (a create the service acted on after the client gave up), and, when
+    the create or upload was ambiguous (``late_copies``), keeps listing the batch's input file and the
+    files until the window closes, cancelling a late batch and deleting a late file. Both are
+    idempotent, so running the trigger again on another triggerer is safe. A connection that is missing
+    or unusable ends the wait with one ``error`` event.
 
     ``on_kill`` (Airflow 3.3+, when a user changes the deferred task's state) cancels the batch only if
     ``cancel_on_kill`` is set and the task instance is now ``failed``; a cleared task's next try
@@ -67,6 +59,8 @@ class DashScopeBatchTrigger(BaseTrigger):
     :param cancel_on_kill: Cancel the batch when a user marks the deferred task failed (Airflow 3.3+).
     :param input_file_id: The batch's input file, if known (identifies the batch's siblings).
     :param idempotency_key: The key the batch was created with, if known.
+    :param late_copies: After an ambiguous create or upload: until when late copies may appear
+        (:meth:`LateCopies.to_dict <airflow_provider_dashscope_batch.waiting.late.LateCopies.to_dict>`).
     """
 
     def __init__(
@@ -82,162 +76,38 @@ class DashScopeBatchTrigger(BaseTrigger):
         cancel_on_kill: bool = False,
         input_file_id: str | None = None,
         idempotency_key: str | None = None,
+        late_copies: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(
+            dashscope_conn_id,
+            poll_interval=poll_interval,
+            max_poll_interval=max_poll_interval,
+            poll_backoff=poll_backoff,
+            deadline=deadline,
+            error_budget=error_budget,
+            cancel_on_kill=cancel_on_kill,
+        )
         self.batch_id = batch_id
-        self.dashscope_conn_id = dashscope_conn_id
-        self.poll_interval = float(poll_interval)
-        self.max_poll_interval = float(max(max_poll_interval, poll_interval))
-        self.poll_backoff = float(poll_backoff)
-        self.deadline = None if deadline is None else float(deadline)
-        self.error_budget = int(error_budget)
-        self.cancel_on_kill = bool(cancel_on_kill)
+        self.batch_ids = [batch_id]
         self.input_file_id = input_file_id
         self.idempotency_key = idempotency_key
-        # made on a duplicate's first sighting: thousands of waits in a triggerer rarely see one
-        self._duplicates_seen: set[str] | None = None
-        self._cancelling: set[asyncio.Future[None]] | None = None
+        self.late_copies = late_copies
 
-    def serialize(self) -> tuple[str, dict[str, Any]]:
-        """Class path and primitive kwargs (ids, numbers, flags; never the key)."""
-        return (
-            f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                "batch_id": self.batch_id,
-                "dashscope_conn_id": self.dashscope_conn_id,
-                "poll_interval": self.poll_interval,
-                "max_poll_interval": self.max_poll_interval,
-                "poll_backoff": self.poll_backoff,
-                "deadline": self.deadline,
-                "error_budget": self.error_budget,
-                "cancel_on_kill": self.cancel_on_kill,
-                "input_file_id": self.input_file_id,
-                "idempotency_key": self.idempotency_key,
-            },
+    def own_kwargs(self) -> dict[str, Any]:
+        """The batch, its input file and key, and the late-copy windows."""
+        return {
+            "batch_id": self.batch_id,
+            "input_file_id": self.input_file_id,
+            "idempotency_key": self.idempotency_key,
+            "late_copies": self.late_copies,
+        }
+
+    async def wait_all(self, client: AsyncDashScopeClient) -> dict[str, Any]:
+        (watch,) = late_watches(
+            [self.batch_id], [self.input_file_id], [self.idempotency_key], [self.late_copies]
         )
+        event = await self.wait_one(client, self.batch_id, self.input_file_id, self.idempotency_key, watch)
+        return event.to_payload()
 
-    def _hook(self) -> DashScopeBatchHook:
-        return DashScopeBatchHook(dashscope_conn_id=self.dashscope_conn_id)
-
-    def _on_duplicate(
-        self, client: AsyncDashScopeClient, idempotency_key: str, input_file_id: str
-    ) -> Callable[[Batch], None]:
-        """
-        Cancel an unfinished batch the list shows under this wait's idempotency key with another id.
-
-        Such a batch is a create the service acted on after the client gave up; it is cancelled before it
-        runs requests. Cancelling is idempotent, so a re-run trigger is harmless; the cancel runs beside
-        the wait, which awaits it before it fires its event.
-        """
-
-        def on_duplicate(duplicate: Batch) -> None:
-            if self._duplicates_seen is None:
-                self._duplicates_seen = set()
-            seen = self._duplicates_seen
-            if duplicate.id in seen or duplicate.status.is_terminal:
-                return
-            seen.add(duplicate.id)
-            self.log.warning(
-                "Batch %s carries the idempotency key of batch %s: cancelling the duplicate",
-                duplicate.id,
-                self.batch_id,
-            )
-            task = asyncio.ensure_future(
-                self._cancel_duplicates(client, idempotency_key, input_file_id, duplicate.id)
-            )
-            if self._cancelling is None:
-                self._cancelling = set()
-            cancelling = self._cancelling
-            cancelling.add(task)
-            task.add_done_callback(cancelling.discard)
-
-        return on_duplicate
-
-    async def _cancel_duplicates(
-        self, client: AsyncDashScopeClient, idempotency_key: str, input_file_id: str, duplicate_id: str
-    ) -> None:
-        try:
-            await client.cancel_duplicates(
-                idempotency_key=idempotency_key, input_file_id=input_file_id, keep_batch_id=self.batch_id
-            )
-        except DashScopeError as exc:  # the wait goes on; the next list shows it again
-            if self._duplicates_seen is not None:
-                self._duplicates_seen.discard(duplicate_id)
-            self.log.warning("Cancelling the duplicate(s) of batch %s failed: %s", self.batch_id, exc)
-
-    async def run(self) -> AsyncIterator[TriggerEvent]:
-        event = await self._wait()
-        yield TriggerEvent(event.to_payload())
-
-    def _batch_wait(self) -> BatchWait:
-        schedule = PollSchedule(self.poll_interval, self.max_poll_interval, self.poll_backoff)
-        return BatchWait(self.batch_id, BatchPoller(schedule, self.deadline, self.error_budget), self.log)
-
-    async def _wait(self) -> WaitEvent:
-        """
-        Poll through the status reader shared by every trigger of the connection in this event loop.
-
-        The reader reads up to 20 due waits with one list request and runs this wait's poll loop on its
-        own timer (see :meth:`StatusReader.follow
-        <airflow_provider_dashscope_batch.client.status.StatusReader.follow>`); each status read is sent
-        once, the poller retries a failed one.
-        """
-        wait = self._batch_wait()
-        try:
-            async with self._hook().shared_async_client() as client:
-                on_duplicate = None
-                if self.idempotency_key and self.input_file_id:
-                    on_duplicate = self._on_duplicate(client, self.idempotency_key, self.input_file_id)
-                try:
-                    step = await status_reader(client).follow(
-                        BatchRef(self.batch_id, self.input_file_id, self.idempotency_key),
-                        wait,
-                        wait.start(time.time()),
-                        on_duplicate=on_duplicate,
-                        gather=self.poll_interval / 10,
-                    )
-                finally:
-                    if self._cancelling:  # a duplicate's cancel under way finishes before the event
-                        await asyncio.gather(*self._cancelling, return_exceptions=True)
-        except (AirflowNotFoundException, ConnectionSetupError, DashScopeError) as exc:
-            # only the connection can raise these: the reader hands every read's error to the wait
-            return wait.failed(f"connection {self.dashscope_conn_id!r} is not usable: {exc}")
-        return wait.event(step)
-
-    async def on_kill(self) -> None:
-        """Cancel the batch if a user marked the deferred task failed (called by Airflow 3.3+ only)."""
-        if self.cancel_on_kill:
-            await cancel_on_user_kill(self, self.batch_id, self._cancel)
-
-    async def _cancel(self) -> str:
-        async with self._hook().shared_async_client() as client:
-            batch = await client.cancel_batch(self.batch_id)
-        return f" (status {batch.status})"
-
-
-async def cancel_on_user_kill(
-    trigger: BaseTrigger, subject: str, cancel: Callable[[], Awaitable[str]]
-) -> None:
-    """
-    A trigger's ``on_kill``: run ``cancel`` only if the task instance is now ``failed``.
-
-    Reads the task instance's state (see :func:`~airflow_provider_dashscope_batch.waiting.kill_decision`),
-    then cancels and logs why, with what ``cancel`` returns appended. The work is shielded: the triggerer
-    may cancel a killed trigger again while ``on_kill`` still runs, and the state read and the cancel
-    requests must finish anyway.
-
-    :param trigger: The trigger being killed (its ``task_instance`` and ``log``).
-    :param subject: The batch id(s) named in the log line.
-    :param cancel: Cancels the batch(es); returns text for the log line.
-    """
-
-    async def decide_and_cancel() -> None:
-        ti = getattr(trigger, "task_instance", None)
-        state = await anyio.to_thread.run_sync(task_instance_state, ti) if ti is not None else None
-        do_cancel, why = kill_decision(state, subject)
-        if not do_cancel:
-            trigger.log.warning("%s", why)
-            return
-        trigger.log.info("%s%s", why, await cancel())
-
-    await asyncio.shield(asyncio.ensure_future(decide_and_cancel()))
+    def failed_payload(self, why: str) -> dict[str, Any]:
+        return self.batch_wait(self.batch_id).failed(why).to_payload()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -52,9 +53,9 @@ class RecordingClient(DashScopeClient):
         super().__init__(**kwargs)
         self.uploads: list[list[dict]] = []
 
-    def upload_file(self, file, **kwargs):
+    def upload_file_receipt(self, file, **kwargs):
         self.uploads.append([json.loads(line) for line in Path(file).read_text().splitlines()])
-        return super().upload_file(file, **kwargs)
+        return super().upload_file_receipt(file, **kwargs)
 
 
 @pytest.fixture
@@ -437,3 +438,65 @@ def test_a_resubmit_after_a_create_that_failed_for_good_re_uses_its_input_file(
     assert client.retrieve_batch(result.batch_id).input_file_id == first.id
     assert dashscope_emulator.request_counts()["POST /files"] == 1
     assert len(adapter._client.uploads) == 1
+
+
+# ------------------------------------------------------------------------------- late copies, budget
+def _submit_alone(adapter, emulator, path: str) -> str:
+    """Submit through a gateway that holds the first ``POST {path}`` 3 s (the client gives up at 1 s)."""
+    emulator.configure(validating_seconds=3)
+    emulator.add_fault("defer", method="POST", path=path, latency=3, count=1)
+    requests = normalized(["a", "b"])
+    return adapter.submit(
+        requests,
+        model="batch-test-model",
+        idempotency_key=KEY16,
+        input_fingerprint=FINGERPRINT,
+        output_spec=build_output_spec(str),
+    ).batch_id
+
+
+def _poll(adapter, batch_id: str) -> str:
+    """common.ai's worker poll (``deferrable=False``): ``get_batch`` until it is not in progress."""
+    while (state := adapter.get_batch(batch_id)).status == "in_progress":
+        time.sleep(0.2)
+    return state.status
+
+
+@pytest.fixture
+def impatient_adapter(dashscope_emulator):
+    client = DashScopeClient(
+        api_key=dashscope_emulator.api_key, base_url=dashscope_emulator.base_url, timeout=1
+    )
+    adapter = DashScopeBatchAdapter(client=client)
+    yield adapter
+    adapter.close()
+
+
+def test_a_lone_adapter_poll_cancels_a_late_create(impatient_adapter, dashscope_emulator, client):
+    batch_id = _submit_alone(impatient_adapter, dashscope_emulator, "/batches")
+    assert _poll(impatient_adapter, batch_id) == "completed"
+    batches = list(client.list_batches())
+    assert len(batches) == 2, "the late create happened"
+    (late,) = [b for b in batches if b.id != batch_id]
+    assert late.status in ("cancelling", "cancelled")
+    assert not (late.request_counts and late.request_counts.completed)
+
+
+def test_a_lone_adapter_poll_deletes_a_late_upload(impatient_adapter, dashscope_emulator, client):
+    batch_id = _submit_alone(impatient_adapter, dashscope_emulator, "/files")
+    assert _poll(impatient_adapter, batch_id) == "completed"
+    assert [f.id for f in client.list_files(purpose="batch")] == [
+        client.retrieve_batch(batch_id).input_file_id
+    ]
+
+
+def test_the_adapter_shares_the_account_budget_of_the_connection(dashscope_conn, dashscope_emulator):
+    from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
+
+    hook_client = DashScopeBatchHook().get_conn()
+    adapter = DashScopeBatchAdapter(api_key=dashscope_emulator.api_key, base_url=dashscope_emulator.base_url)
+    assert adapter._client.rate_budget is hook_client.rate_budget
+    other = DashScopeBatchAdapter(api_key="sk-another-account", base_url=dashscope_emulator.base_url)
+    assert other._client.rate_budget is not hook_client.rate_budget
+    again = DashScopeBatchAdapter(api_key="sk-another-account", base_url=dashscope_emulator.base_url)
+    assert again._client.rate_budget is other._client.rate_budget  # one budget per account, not per adapter

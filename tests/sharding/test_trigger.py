@@ -98,3 +98,53 @@ async def test_on_kill_cancels_every_batch_only_when_the_task_was_marked_failed(
         await events_of(trigger)
     await trigger.on_kill()
     assert [client.retrieve_batch(b).status for b in ids] == [expected, expected]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("conn", "message"),
+    [
+        (None, "isn't defined"),
+        ({"conn_type": "dashscope", "extra": {"base_url": "http://127.0.0.1:9"}}, "has no API key"),
+        ({"conn_type": "dashscope", "password": "sk-x", "extra": {"region": "mars-1"}}, "unknown region"),
+    ],
+    ids=["missing", "no-key", "bad-region"],
+)
+async def test_an_unusable_connection_ends_with_one_error_event_per_batch(
+    monkeypatch, dashscope_emulator, conn, message
+):
+    """A ConnectionSetupError (a ValueError, not a DashScopeError) must not escape run()."""
+    if conn is None:
+        monkeypatch.delenv("AIRFLOW_CONN_DASHSCOPE_DEFAULT", raising=False)
+    else:
+        monkeypatch.setenv("AIRFLOW_CONN_DASHSCOPE_DEFAULT", json.dumps(conn))
+    (payload,) = await events_of(DashScopeShardsTrigger(["b1", "b2"], **FAST))
+    assert [(e["batch_id"], e["status"]) for e in payload["events"]] == [("b1", "error"), ("b2", "error")]
+    assert all("connection 'dashscope_default' is not usable" in e["message"] for e in payload["events"])
+    assert all(message in e["message"] for e in payload["events"])
+    assert dashscope_emulator.request_counts() == {}
+
+
+@pytest.mark.anyio
+async def test_a_trigger_serialized_by_the_previous_release_still_runs(
+    dashscope_conn, dashscope_emulator, new_batch, client
+):
+    """Triggers stored in a metadata DB carry the old class path and kwargs (no keys, no late copies)."""
+    ids = [new_batch(), new_batch()]
+    stored = {
+        "batch_ids": ids,
+        "input_file_ids": [client.retrieve_batch(b).input_file_id for b in ids],
+        "dashscope_conn_id": "dashscope_default",
+        "until": "all",
+        "poll_interval": 0.05,
+        "max_poll_interval": 0.2,
+        "poll_backoff": 1.5,
+        "deadline": None,
+        "error_budget": 5,
+        "cancel_on_kill": False,
+    }
+    module = importlib.import_module("airflow_provider_dashscope_batch.sharding.trigger")
+    (payload,) = await events_of(module.DashScopeShardsTrigger(**stored))
+    assert {(e["batch_id"], e["batch"]["status"]) for e in payload["events"]} == {
+        (b, "completed") for b in ids
+    }

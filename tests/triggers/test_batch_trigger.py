@@ -49,6 +49,7 @@ def test_serialize_round_trips_primitives_only(dashscope_emulator):
         "cancel_on_kill",
         "input_file_id",
         "idempotency_key",
+        "late_copies",
     }
 
 
@@ -290,3 +291,25 @@ async def test_many_triggers_never_block_the_loop(dashscope_conn, new_batch, das
     assert {e["batch"]["status"] for e in results} == {"completed"}
     assert max(lags) < 0.5, f"event loop blocked for {max(lags):.3f} s"
     assert clients_seen <= {0, 1}  # one shared client for all 300 waits
+
+
+@pytest.mark.anyio
+async def test_a_trigger_serialized_by_the_previous_release_still_runs(dashscope_conn, new_batch, client):
+    """Triggers stored in a metadata DB carry the old class path and kwargs (no late copies)."""
+    batch_id = new_batch()
+    batch = client.retrieve_batch(batch_id)
+    stored = {
+        "batch_id": batch_id,
+        "dashscope_conn_id": "dashscope_default",
+        "poll_interval": 0.05,
+        "max_poll_interval": 0.2,
+        "poll_backoff": 1.5,
+        "deadline": None,
+        "error_budget": 5,
+        "cancel_on_kill": False,
+        "input_file_id": batch.input_file_id,
+        "idempotency_key": batch.metadata["idempotency_key"],
+    }
+    module = importlib.import_module("airflow_provider_dashscope_batch.triggers.batch")
+    (event,) = await events_of(module.DashScopeBatchTrigger(**stored))
+    assert (event["status"], event["batch"]["status"]) == ("terminal", "completed")

@@ -6,14 +6,20 @@ and returns whole batch objects, so a *grouped read* asks once for the statuses 
 file has several batches) and falls back to a retrieve for a wait read alone, a wait without an input file
 id, or a batch the list did not show.
 
-* :func:`grouped_read_flow` -- the I/O-free read of a set of waits, driven by either client face.
-* :func:`read_statuses` -- that read with the sync client (several batches waited on in one task).
+* :func:`grouped_read_flow` -- the I/O-free read of a set of waits, driven by either client face
+  (``client.run_flow(lambda core: grouped_read_flow(core, refs))``).
 * :class:`StatusReader` -- one per (event loop, connection): waits of every trigger register as they fall
   due (or hand it their whole poll loop, :meth:`StatusReader.follow`), and each round reads the due waits
   together, so 1000 deferred waits cost about 50 list requests per poll instead of 1000 retrieves.
 
 A listed batch carrying the same ``metadata["idempotency_key"]`` and input file as a waited-for batch but
-another id is a duplicate creation; reads report it at no extra request.
+another id is a duplicate creation; reads report it at no extra request. A wait whose create was ambiguous
+(``BatchRef.watch_until``) is read through the list even alone, so a late duplicate shows up in its own
+reads (see :mod:`~airflow_provider_dashscope_batch.waiting.late`).
+
+The reader sends its requests through the client's public
+:meth:`~airflow_provider_dashscope_batch.client.AsyncDashScopeClient.run_flow`; nothing here reaches into
+the client's internals, and nothing imports Airflow.
 """
 
 from __future__ import annotations
@@ -40,21 +46,19 @@ from airflow_provider_dashscope_batch.client.ratelimit import RequestKind
 from airflow_provider_dashscope_batch.client.resources.batches import retrieve_batch_flow
 from airflow_provider_dashscope_batch.idempotency import IDEMPOTENCY_KEY
 from airflow_provider_dashscope_batch.models import Batch, BatchStatus
-from airflow_provider_dashscope_batch.waiting import PollAction, PollStep
+from airflow_provider_dashscope_batch.waiting.protocol import PollAction, PollStep
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client.async_ import AsyncDashScopeClient
-    from airflow_provider_dashscope_batch.client.sync import DashScopeClient
-    from airflow_provider_dashscope_batch.waiting import BatchWait
+    from airflow_provider_dashscope_batch.waiting.protocol import BatchWait
 
 __all__ = [
     "DEFAULT_GATHER_SECONDS",
     "BatchRef",
+    "Listed",
     "StatusRead",
     "StatusReader",
     "grouped_read_flow",
-    "parse_listed",
-    "read_statuses",
     "status_reader",
 ]
 
@@ -70,11 +74,35 @@ class BatchRef:
     :param batch_id: The batch id.
     :param input_file_id: Its input file id; without it the batch is read by id.
     :param idempotency_key: Its ``metadata["idempotency_key"]``, to spot duplicates in list pages.
+    :param watch_until: Wall-clock epoch seconds until which a late duplicate of its create may appear
+        (an ambiguous create): until then the batch is read through the list even when read alone.
     """
 
     batch_id: str
     input_file_id: str | None = None
     idempotency_key: str | None = None
+    watch_until: float | None = None
+
+    def watched(self, now: float) -> bool:
+        """Whether reads at ``now`` must list the batch's input file (to see a late duplicate)."""
+        return (
+            self.watch_until is not None
+            and now <= self.watch_until
+            and bool(self.input_file_id and self.idempotency_key)
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """
+    A batch read through a list but not parsed yet (reads with ``parse=False``).
+
+    :param status: Its status as listed (None if the service sent none).
+    :param raw: Its JSON, parsed by :meth:`StatusRead.parse` only when a wait needs the batch.
+    """
+
+    status: str | None
+    raw: bytes
 
 
 @dataclass(frozen=True)
@@ -86,14 +114,19 @@ class StatusRead:
     :param errors: Batches whose read failed, by id (the error of their list or retrieve request).
     :param duplicates: Other batches carrying the same idempotency key and input file as a waited-for
         batch, by the waited-for batch's id.
-    :param listed: Batches read through a list but not parsed (reads with ``parse=False``), by id: their
-        status and JSON, to be parsed with :func:`parse_listed` when needed.
+    :param listed: Batches read through a list but not parsed (reads with ``parse=False``), by id.
+    :param redact: Scrubs the API key from an error text (the reading client's).
     """
 
     batches: dict[str, Batch] = field(default_factory=dict)
     errors: dict[str, DashScopeError] = field(default_factory=dict)
     duplicates: dict[str, tuple[Batch, ...]] = field(default_factory=dict)
-    listed: dict[str, tuple[str | None, bytes]] = field(default_factory=dict)
+    listed: dict[str, Listed] = field(default_factory=dict)
+    redact: Callable[[str], str] = str
+
+    def parse(self, listed: Listed) -> Batch:
+        """Parse a batch left unparsed in :attr:`listed`."""
+        return _batch(self.redact, listed.raw)
 
 
 class _Page(msgspec.Struct):
@@ -113,12 +146,16 @@ _page_decoder = msgspec.json.Decoder(_Page)
 _head_decoder = msgspec.json.Decoder(_Head)
 
 
-def _plan(refs: Iterable[BatchRef]) -> tuple[list[list[BatchRef]], list[BatchRef]]:
-    """Split waits into list groups (<= 20 input files, >= 2 waits each) and single retrieves."""
+def _plan(refs: Iterable[BatchRef], lists: bool, now: float) -> tuple[list[list[BatchRef]], list[BatchRef]]:
+    """
+    Split waits into list groups (<= 20 input files; >= 2 waits, or a watched one) and single retrieves.
+
+    Without ``lists`` only the watched waits are listed (their duplicate check needs the list).
+    """
     by_file: dict[str, list[BatchRef]] = {}
     singles: list[BatchRef] = []
     for ref in refs:
-        if ref.input_file_id:
+        if ref.input_file_id and (lists or ref.watched(now)):
             by_file.setdefault(ref.input_file_id, []).append(ref)
         else:
             singles.append(ref)
@@ -126,7 +163,7 @@ def _plan(refs: Iterable[BatchRef]) -> tuple[list[list[BatchRef]], list[BatchRef
     files = list(by_file.values())
     for start in range(0, len(files), MAX_INPUT_FILE_IDS):
         group = [ref for refs_of_file in files[start : start + MAX_INPUT_FILE_IDS] for ref in refs_of_file]
-        if len(group) == 1:
+        if len(group) == 1 and not group[0].watched(now):
             singles.extend(group)
         else:
             groups.append(group)
@@ -154,26 +191,26 @@ def _list_flow(
             head = _head_decoder.decode(raw)
             if head.id in missing:
                 if parse:
-                    read.batches[head.id] = _batch(core, raw)
+                    read.batches[head.id] = _batch(core.redact, raw)
                 else:
-                    read.listed[head.id] = (head.status, bytes(raw))
+                    read.listed[head.id] = Listed(head.status, bytes(raw))
                 del missing[head.id]
             elif keys and head.metadata and head.id not in wanted:
                 owner = keys.get((head.input_file_id, head.metadata.get(IDEMPOTENCY_KEY)))
                 if owner is not None:
                     found = read.duplicates.get(owner, ())
-                    read.duplicates[owner] = (*found, _batch(core, raw))
+                    read.duplicates[owner] = (*found, _batch(core.redact, raw))
         cursor = page.last_id or (_head_decoder.decode(page.data[-1]).id if page.data else None)
         if not page.has_more or cursor is None:
             break
     return list(missing.values())
 
 
-def _batch(core: ClientCore, raw: msgspec.Raw | bytes) -> Batch:
+def _batch(redact: Callable[[str], str], raw: msgspec.Raw | bytes) -> Batch:
     try:
         return Batch.model_validate_json(raw if isinstance(raw, bytes) else bytes(raw))
     except ValueError as exc:
-        raise APIStatusError(core.redact(f"could not parse a listed batch: {exc}"), status_code=200) from None
+        raise APIStatusError(redact(f"could not parse a listed batch: {exc}"), status_code=200) from None
 
 
 def _decode_page(core: ClientCore, response: httpx.Response) -> _Page:
@@ -192,12 +229,13 @@ def grouped_read_flow(
     Read the batches of ``refs``: list groups of 20 input files, retrieves for the rest, each request sent
     once (the caller owns retries); a failed request marks its waits in :attr:`StatusRead.errors`.
 
-    :param lists: Use the list endpoint; ``False`` reads every batch by id.
+    :param lists: Use the list endpoint; ``False`` reads every batch by id, but for watched waits
+        (:meth:`BatchRef.watched`), whose duplicate check needs the list.
     :param parse: Parse listed batches into :attr:`StatusRead.batches`; ``False`` leaves them in
         :attr:`StatusRead.listed`.
     """
-    read = StatusRead()
-    groups, singles = _plan(refs) if lists else ([], list(refs))
+    read = StatusRead(redact=core.redact)
+    groups, singles = _plan(refs, lists, time.time())
     for group in groups:
         try:
             singles.extend((yield from _list_flow(core, group, read, parse)))
@@ -209,16 +247,6 @@ def grouped_read_flow(
         except DashScopeError as exc:
             read.errors[ref.batch_id] = exc
     return read
-
-
-def read_statuses(client: DashScopeClient, refs: Iterable[BatchRef]) -> StatusRead:
-    """
-    Read several batches with the sync client in grouped requests (about one per 20 batches).
-
-    :param client: The sync client.
-    :param refs: The batches to read.
-    """
-    return client._run(grouped_read_flow(client._core, refs))
 
 
 # ------------------------------------------------------------------------------------ the async reader
@@ -267,7 +295,9 @@ class StatusReader:
     def __init__(
         self, client: AsyncDashScopeClient, *, gather: float = DEFAULT_GATHER_SECONDS, max_rounds: int = 16
     ) -> None:
-        self.client = client
+        # weak: the module's reader registry is keyed (weakly) by the client, so a strong reference here
+        # would keep every closed shared client and its reader alive for the life of the triggerer
+        self._client = weakref.ref(client)
         self.gather = gather
         self._due: dict[_Wait, None] = {}
         self._in_round = 0
@@ -280,17 +310,13 @@ class StatusReader:
         self._slots = asyncio.Semaphore(max_rounds)
         self._rounds: set[asyncio.Task[None]] = set()
 
-    @property
-    def registered(self) -> int:
-        """Waits registered and not yet answered (between polls, due, or in a round under way)."""
-        return len(self._scheduled) + len(self._due) + self._in_round
-
     async def read(
         self,
         batch_id: str,
         input_file_id: str | None = None,
         idempotency_key: str | None = None,
         *,
+        watch_until: float | None = None,
         on_duplicate: Callable[[Batch], None] | None = None,
         gather: float | None = None,
     ) -> Batch:
@@ -300,12 +326,13 @@ class StatusReader:
         :param batch_id: The batch id.
         :param input_file_id: Its input file id (enables the grouped list read).
         :param idempotency_key: Its idempotency key (enables the duplicate check).
+        :param watch_until: List the batch even alone until then (see :attr:`BatchRef.watch_until`).
         :param on_duplicate: Called with each other batch the list shows carrying the same key and file.
         :param gather: Longest this read waits for others to share its request (default: the reader's).
         :raises DashScopeError: The request reading it failed (sent once; the caller owns retries).
         """
         loop = asyncio.get_running_loop()
-        ref = BatchRef(batch_id, input_file_id, idempotency_key)
+        ref = BatchRef(batch_id, input_file_id, idempotency_key, watch_until)
         wait = _Wait(ref, loop.create_future(), 0.0, on_duplicate)
         self._make_due(wait, loop.time() + (self.gather if gather is None else gather))
         try:
@@ -358,6 +385,14 @@ class StatusReader:
             self._scheduled.pop(follower.seq, None)
             self._due.pop(follower, None)
             follower.future.cancel()  # no-op once answered; a round under way then skips it
+
+    @property
+    def client(self) -> AsyncDashScopeClient:
+        """The client all reads go through (alive while any wait uses it: each wait borrows it)."""
+        client = self._client()
+        if client is None:
+            raise RuntimeError("the status reader's client is gone")
+        return client
 
     def _make_due(self, wait: _Wait, latest: float) -> None:
         wait.latest = latest
@@ -437,8 +472,10 @@ class StatusReader:
             buckets[RequestKind.BATCH_RETRIEVE].available() < len(waits)
         )
         try:
-            flow = grouped_read_flow(self.client._core, [w.ref for w in waits], lists=lists, parse=False)
-            read = await self.client._run(flow)
+            refs = [w.ref for w in waits]
+            read = await self.client.run_flow(
+                lambda core: grouped_read_flow(core, refs, lists=lists, parse=False)
+            )
         except Exception as exc:  # every wait of the round must hear of it
             read = StatusRead(errors={w.ref.batch_id: _as_error(exc) for w in waits})
         except BaseException:
@@ -457,25 +494,25 @@ class StatusReader:
                 for duplicate in read.duplicates.get(batch_id, ()):
                     wait.on_duplicate(duplicate)
             if isinstance(wait, _Follower):
-                self._advance(wait, read, now)
+                self._feed(wait, read, now)
             elif batch_id in read.batches:
                 wait.future.set_result(read.batches[batch_id])
             elif batch_id in read.listed:
                 try:
-                    wait.future.set_result(parse_listed(self.client._core, read.listed[batch_id]))
+                    wait.future.set_result(read.parse(read.listed[batch_id]))
                 except DashScopeError as exc:
                     wait.future.set_exception(exc)
             else:  # every ref of a read ends in batches, listed or errors
                 wait.future.set_exception(read.errors[batch_id])
 
-    def _advance(self, follower: _Follower, read: StatusRead, now: float) -> None:
+    def _feed(self, follower: _Follower, read: StatusRead, now: float) -> None:
         """Feed one follower's read to its wait; poll it again later or end it."""
-        wait, batch_id, core = follower.wait, follower.ref.batch_id, self.client._core
+        wait, batch_id = follower.wait, follower.ref.batch_id
         assert wait is not None
         try:
             if batch_id in read.listed:
                 listed = read.listed[batch_id]
-                step = wait.on_read(BatchStatus(listed[0]), now, lambda: parse_listed(core, listed))
+                step = wait.on_read(BatchStatus(listed.status), now, lambda: read.parse(listed))
             elif batch_id in read.batches:
                 step = wait.on_batch(read.batches[batch_id], now)
             else:
@@ -486,11 +523,6 @@ class StatusReader:
             self._schedule(follower, step.delay)
         else:
             follower.future.set_result(step)
-
-
-def parse_listed(core: ClientCore, listed: tuple[str | None, bytes]) -> Batch:
-    """Parse a batch left unparsed in :attr:`StatusRead.listed`."""
-    return _batch(core, listed[1])
 
 
 def _as_error(exc: Exception) -> DashScopeError:

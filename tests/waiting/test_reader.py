@@ -3,25 +3,39 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from airflow_provider_dashscope_batch.client import AsyncDashScopeClient, DashScopeClient, ServerError, status
+from airflow_provider_dashscope_batch.client import AsyncDashScopeClient, DashScopeClient, ServerError
 from airflow_provider_dashscope_batch.client.ratelimit import RateBudget, RateLimit, RequestKind
-from airflow_provider_dashscope_batch.client.status import (
-    BatchRef,
-    StatusReader,
-    read_statuses,
-    status_reader,
-)
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
 from airflow_provider_dashscope_batch.models import BatchStatus
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
 from airflow_provider_dashscope_batch.waiting import BatchPoller, BatchWait, PollAction, PollSchedule
+from airflow_provider_dashscope_batch.waiting import reader as status
+from airflow_provider_dashscope_batch.waiting.reader import (
+    BatchRef,
+    StatusRead,
+    StatusReader,
+    grouped_read_flow,
+    status_reader,
+)
 from tests.client.conftest import active_shared_clients
+
+
+def read_statuses(client: DashScopeClient, refs: list[BatchRef]) -> StatusRead:
+    """One grouped read of ``refs`` with the sync client."""
+    return client.run_flow(lambda core: grouped_read_flow(core, refs))
+
+
+def registered(reader: StatusReader) -> int:
+    """Waits a reader holds and has not answered (between polls, due, or in a round under way)."""
+    return len(reader._scheduled) + len(reader._due) + reader._in_round
+
 
 SAMPLE = "example_dags/data/requests.jsonl"
 LIST = "GET /batches"
@@ -132,7 +146,7 @@ async def test_reader_answers_twenty_concurrent_waits_with_one_request(make_batc
         reader = StatusReader(client)
         batches = await asyncio.gather(*(reader.read(r.batch_id, r.input_file_id) for r in refs))
         assert [b.id for b in batches] == [r.batch_id for r in refs]
-        assert reader.registered == 0
+        assert registered(reader) == 0
     assert counts() == {LIST: 1}
 
 
@@ -169,7 +183,7 @@ async def test_reader_passes_errors_to_every_wait_of_the_round(
             *(reader.read(r.batch_id, r.input_file_id) for r in refs), return_exceptions=True
         )
     assert [getattr(r, "retry_after", None) for r in results] == [2.0, 2.0]
-    assert reader.registered == 0
+    assert registered(reader) == 0
 
 
 @pytest.mark.anyio
@@ -183,13 +197,13 @@ async def test_waits_cancelled_before_and_during_a_round_leave_no_registration(
         tasks = [asyncio.create_task(reader.read(r.batch_id, r.input_file_id)) for r in refs]
         while counts().get(LIST, 0) == 0:  # noqa: ASYNC110 - the first 20 are in a round, the 21st gathers
             await asyncio.sleep(0.01)
-        assert reader.registered == 21
+        assert registered(reader) == 21
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         assert not reader._due  # the gathering wait is gone at once
         await asyncio.gather(*reader._rounds)  # the round under way ends on its own, answering nobody
-        assert reader.registered == 0
+        assert registered(reader) == 0
     assert all(task.cancelled() for task in tasks)
 
 
@@ -205,22 +219,26 @@ async def test_triggers_cancelled_mid_round_leave_no_registration(
         )
         for r in refs
     ]
+    earlier = set(status._readers.values())  # an earlier test's client may not be collected yet
     tasks = [asyncio.create_task(trigger.run().__anext__()) for trigger in triggers]
 
+    def ours() -> list[StatusReader]:
+        return [r for r in status._readers.values() if r not in earlier]
+
     def both_in_a_round() -> bool:
-        readers = list(status._readers.values())
-        return len(readers) == 1 and readers[0].registered == 2 and not readers[0]._due
+        readers = ours()
+        return len(readers) == 1 and registered(readers[0]) == 2 and not readers[0]._due
 
     while not both_in_a_round():  # noqa: ASYNC110 - watching the reader's own state
         await asyncio.sleep(0.01)
-    (reader,) = status._readers.values()
+    (reader,) = ours()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     assert all(task.cancelled() for task in tasks)
     assert active_shared_clients() == 0
     await asyncio.gather(*reader._rounds)  # the requests under way end on their own, answering nobody
-    assert reader.registered == 0
+    assert registered(reader) == 0
 
 
 @pytest.mark.anyio
@@ -287,7 +305,7 @@ async def test_followed_waits_share_each_round_and_end_on_their_terminal_status(
         steps = await asyncio.gather(
             *(reader.follow(r, w, w.start(time.time())) for r, w in zip(refs, waits, strict=True))
         )
-        assert reader.registered == 0
+        assert registered(reader) == 0
     assert {s.action for s in steps} == {PollAction.DONE}
     assert {w.batch.status for w in waits if w.batch} == {BatchStatus.COMPLETED}
     rounds = max(w.poller.polls for w in waits)
@@ -305,14 +323,14 @@ async def test_a_followed_wait_parses_a_listed_batch_only_when_it_needs_it(
     refs = make_batches(20)
     waits = [_follow_wait(r.batch_id) for r in refs]
     parsed: list[str] = []
-    real_parse = status.parse_listed
+    real_parse = StatusRead.parse
 
-    def counting_parse(core, listed):
-        batch = real_parse(core, listed)
+    def counting_parse(read, listed):
+        batch = real_parse(read, listed)
         parsed.append(batch.id)
         return batch
 
-    monkeypatch.setattr(status, "parse_listed", counting_parse)
+    monkeypatch.setattr(StatusRead, "parse", counting_parse)
     async with async_client() as client:
         reader = StatusReader(client, gather=0.5)
         follows = (reader.follow(r, w, w.start(time.time())) for r, w in zip(refs, waits, strict=True))
@@ -321,11 +339,27 @@ async def test_a_followed_wait_parses_a_listed_batch_only_when_it_needs_it(
             await asyncio.sleep(0.02)
         assert sorted(parsed) == sorted(r.batch_id for r in refs)  # once each, for the first progress line
         assert all(w.batch is None and w.status is BatchStatus.VALIDATING for w in waits)  # nothing kept
-        assert reader.registered == 20
+        assert registered(reader) == 20
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await asyncio.gather(*reader._rounds)
-        assert reader.registered == 0
+        assert registered(reader) == 0
         assert not reader._scheduled
         assert not reader._due
+
+
+def test_a_connection_whose_waits_all_ended_leaves_no_reader_behind(dashscope_conn, new_batch):
+    """The shared client closes when its last wait leaves; its reader must go with it (no leak)."""
+    batch_id = new_batch()
+
+    async def wait() -> list:
+        return [
+            e async for e in DashScopeBatchTrigger(batch_id, poll_interval=0.05, max_poll_interval=0.1).run()
+        ]
+
+    for _ in range(3):  # three generations of the shared client, as waits come and go in a triggerer
+        (event,) = asyncio.run(wait())
+        assert event.payload["status"] == "terminal"
+    gc.collect()
+    assert len(status._readers) == 0

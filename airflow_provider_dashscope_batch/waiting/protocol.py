@@ -54,7 +54,6 @@ __all__ = [
     "WaitEvent",
     "WaitEventKind",
     "kill_decision",
-    "task_instance_state",
     "wait_for_batch",
 ]
 
@@ -401,7 +400,7 @@ class BatchWait:
         and kept only when the wait ends, so the reads of a long wait keep nothing alive between polls:
         thousands of waits polling in one event loop then add next to nothing to the garbage collector's
         oldest generation (see :meth:`StatusReader.follow
-        <airflow_provider_dashscope_batch.client.status.StatusReader.follow>`).
+        <airflow_provider_dashscope_batch.waiting.reader.StatusReader.follow>`).
 
         :param status: The status just read.
         :param now: Current wall-clock epoch seconds.
@@ -485,31 +484,6 @@ def wait_for_batch(
 
 
 # ------------------------------------------------------------------------------------- user action
-def task_instance_state(ti: Any) -> str | None:
-    """
-    The current state of task instance ``ti`` in the metadata DB, or None if it cannot be read.
-
-    Reads through the Task SDK's ``get_task_states`` (the worker's and the triggerer's channel to the
-    API server); blocking, so async callers run it in a thread.
-    """
-    # The triggerer hands a trigger a runtime task instance only when it has the DAG's data; otherwise a
-    # plain workload record without ``get_task_states``, so fall back to the Task SDK's static call.
-    get_task_states = getattr(ti, "get_task_states", None)
-    try:
-        if get_task_states is None:
-            from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-
-            get_task_states = RuntimeTaskInstance.get_task_states
-        states = get_task_states(
-            dag_id=ti.dag_id, task_ids=[ti.task_id], run_ids=[ti.run_id], map_index=ti.map_index
-        )
-    except Exception:  # outside a task runner / triggerer there is no channel; the caller keeps the batch
-        return None
-    key = ti.task_id if ti.map_index is None or ti.map_index < 0 else f"{ti.task_id}_{ti.map_index}"
-    state = (states.get(ti.run_id) or {}).get(key)
-    return None if state is None else str(getattr(state, "value", state))
-
-
 def kill_decision(task_state: str | None, batch_id: str) -> tuple[bool, str]:
     """
     Whether a kill of a waiting task cancels its batch, and the log line that says why.
@@ -520,7 +494,8 @@ def kill_decision(task_state: str | None, batch_id: str) -> tuple[bool, str]:
     clear the next try re-attaches to the batch, after a mark success its results stay useful, after a
     worker shutdown the retry re-attaches. An unreadable state keeps the batch (a new try may own it).
 
-    :param task_state: The task instance's state now (:func:`task_instance_state`).
+    :param task_state: The task instance's state now (read by the Airflow layer, e.g.
+        :func:`~airflow_provider_dashscope_batch.triggers.base.task_instance_state`).
     :param batch_id: The batch the task waits for.
     """
     if task_state == "failed":

@@ -17,6 +17,7 @@ import pytest
 
 from airflow_provider_dashscope_batch.client.errors import AuthenticationError, ServerError
 from airflow_provider_dashscope_batch.models import Batch, BatchStatus
+from airflow_provider_dashscope_batch.triggers.base import task_instance_state
 from airflow_provider_dashscope_batch.waiting import (
     BatchPoller,
     BatchWait,
@@ -26,7 +27,6 @@ from airflow_provider_dashscope_batch.waiting import (
     WaitEvent,
     WaitEventKind,
     kill_decision,
-    task_instance_state,
     wait_for_batch,
 )
 
