@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_dashscope_batch.client.errors import InvalidRequestError, NotFoundError
+from airflow_provider_dashscope_batch.links import DashScopeBatchConsoleLink
 from airflow_provider_dashscope_batch.operators.base import (
     BatchWaitTimeout as BatchWaitTimeout,
 )
@@ -101,6 +102,7 @@ class DashScopeCreateBatchOperator(DashScopeBatchOutcomeMixin, DashScopeBaseBatc
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"metadata": "json"}
     ui_color = "#ff6a00"
+    operator_extra_links = (DashScopeBatchConsoleLink(),)
 
     def __init__(
         self,
@@ -144,6 +146,7 @@ class DashScopeCreateBatchOperator(DashScopeBatchOutcomeMixin, DashScopeBaseBatc
         if store is not None:
             store.set(STATE_KEY, batch.id)
         context["ti"].xcom_push(key="batch_id", value=batch.id)
+        DashScopeBatchConsoleLink.persist(context, self, self.hook)
         self._remember(context, batch)  # after the calls to the supervisor: on_kill makes one itself
         if not self.wait_for_completion:
             return batch.model_dump(mode="json")
@@ -225,6 +228,7 @@ class DashScopeCancelBatchOperator(DashScopeBaseBatchOperator):
 
     template_fields: Sequence[str] = ("batch_id",)
     ui_color = "#ff6a00"
+    operator_extra_links = (DashScopeBatchConsoleLink(),)
 
     def __init__(self, *, batch_id: str, wait_for_completion: bool = False, **kwargs: Any) -> None:
         super().__init__(wait_for_completion=wait_for_completion, cancel_on_kill=False, **kwargs)
@@ -232,6 +236,7 @@ class DashScopeCancelBatchOperator(DashScopeBaseBatchOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         client = self.hook.get_conn()
+        DashScopeBatchConsoleLink.persist(context, self, self.hook)
         try:
             batch = client.cancel_batch(self.batch_id)
         except (InvalidRequestError, NotFoundError) as exc:

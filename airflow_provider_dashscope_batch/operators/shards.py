@@ -22,6 +22,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
+from airflow_provider_dashscope_batch.links import DashScopeBatchConsoleLink
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator, DashScopeBatchOutcomeMixin
 from airflow_provider_dashscope_batch.operators.upload import as_path
 from airflow_provider_dashscope_batch.sharding.job import (
@@ -262,6 +263,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
     template_fields: Sequence[str] = ("file", "requests", "csv", "template", "endpoint", "metadata")
     template_fields_renderers: ClassVar[dict[str, str]] = {"metadata": "json"}
     ui_color = "#ff6a00"
+    operator_extra_links = (DashScopeBatchConsoleLink(),)
 
     def __init__(
         self,
@@ -297,6 +299,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
         ti = context["ti"]
         token = job_token(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))
         client = self.hook.get_conn()
+        DashScopeBatchConsoleLink.persist(context, self, self.hook)
         earlier = latest_batches(client.list_batches(ds_name=token))
         self.log.info("Job %s: %s batch(es) of earlier tries found", token, len(earlier))
         runs: list[ShardRun] = []

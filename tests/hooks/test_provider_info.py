@@ -68,6 +68,11 @@ def test_providers_hooks_show_the_dashscope_connection_type():
     assert hooks["dashscope"]["conn_id_attribute_name"] == "dashscope_conn_id"
 
 
+def test_providers_links_list_the_console_link():
+    links = {link["extra_link_class_name"] for link in airflow_cli("providers", "links")}
+    assert "airflow_provider_dashscope_batch.links.DashScopeBatchConsoleLink" in links
+
+
 def test_provider_info_matches_airflows_schema():
     schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
     info = get_provider_info()
