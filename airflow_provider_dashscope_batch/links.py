@@ -67,7 +67,7 @@ class DashScopeBatchConsoleLink(BaseOperatorLink):
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         """The console page stored by :meth:`persist` for this task instance, or ``""`` (no button)."""
         conf = XCom.get_value(key=self.key, ti_key=ti_key)
-        page = CONSOLE_BATCH_PAGES.get(conf.get("region", "")) if isinstance(conf, dict) else None
+        page = CONSOLE_BATCH_PAGES.get(conf.get("region") or "") if isinstance(conf, dict) else None
         return page or ""
 
     @classmethod
@@ -79,6 +79,6 @@ class DashScopeBatchConsoleLink(BaseOperatorLink):
             region = console_region(hook.get_connection(hook.dashscope_conn_id).extra_dejson)
         except Exception as exc:  # a link is a convenience; the task's own calls report a bad connection
             log.debug("No console link: %s", exc)
-            return
-        if region is not None:
-            context["ti"].xcom_push(key=cls.key, value={"region": region})
+            region = None
+        # stored even without a region, so the link finds its XCom (no "not found" error in the log)
+        context["ti"].xcom_push(key=cls.key, value={"region": region})

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_dashscope_batch.client.errors import InvalidRequestError, NotFoundError
+from airflow_provider_dashscope_batch.lineage import batch_lineage, keep_for_lineage
 from airflow_provider_dashscope_batch.links import DashScopeBatchConsoleLink
 from airflow_provider_dashscope_batch.operators.base import (
     BatchWaitTimeout as BatchWaitTimeout,
@@ -28,6 +29,7 @@ from airflow_provider_dashscope_batch.waiting import wait_for_batch as wait_for_
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
     from airflow_provider_dashscope_batch.client import DashScopeClient
     from airflow_provider_dashscope_batch.models import Batch
@@ -149,14 +151,18 @@ class DashScopeCreateBatchOperator(DashScopeBatchOutcomeMixin, DashScopeBaseBatc
         DashScopeBatchConsoleLink.persist(context, self, self.hook)
         self._remember(context, batch)  # after the calls to the supervisor: on_kill makes one itself
         if not self.wait_for_completion:
-            return batch.model_dump(mode="json")
+            return keep_for_lineage(self, batch.model_dump(mode="json"))
         if not batch.status.is_terminal:
             batch = self._wait(batch)
-        return self.judge(batch)
+        return keep_for_lineage(self, self.judge(batch))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: judge the finished batch."""
-        return self.judge(self._ended(wait_event(event)))
+        return keep_for_lineage(self, self.judge(self._ended(wait_event(event))))
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the input file -> the batch's result set; see :mod:`.lineage`."""
+        return batch_lineage(self, task_instance)
 
     def _create(self, client: DashScopeClient, key: str) -> Batch:
         metadata = dict(self.metadata or {})

@@ -22,6 +22,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
+from airflow_provider_dashscope_batch.lineage import keep_for_lineage, sharded_lineage
 from airflow_provider_dashscope_batch.links import DashScopeBatchConsoleLink
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator, DashScopeBatchOutcomeMixin
 from airflow_provider_dashscope_batch.operators.upload import as_path
@@ -55,6 +56,7 @@ from airflow_provider_dashscope_batch.waiting import (
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
     from airflow_provider_dashscope_batch.client import DashScopeClient
     from airflow_provider_dashscope_batch.models import Batch
@@ -399,7 +401,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
                 active += 1
         running = [r.batch for r in runs if r.running and r.batch is not None]
         if not running:
-            return self._finish(context, runs)
+            return keep_for_lineage(self, self._finish(context, runs))
         waiting = sum(r.batch is None for r in runs)
         # resume state goes to XCom, not defer(kwargs=...): dag.test() drops those, and the UI shows XCom
         job = {"token": token, "deadline": deadline, "runs": [r.to_dict() for r in runs]}
@@ -470,6 +472,10 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
                             self.log.warning("Could not cancel batch %s: %s", run.batch.id, exc)
             raise AirflowException("; ".join(e.message for e in problems))
         return self._advance(context, client, token, shard_runs, deadline)
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the source file -> every shard's batch; see :mod:`.lineage`."""
+        return sharded_lineage(self, task_instance)
 
     # ------------------------------------------------------------------------------ outcome
     def _finish(self, context: Context, runs: list[ShardRun]) -> dict[str, Any]:

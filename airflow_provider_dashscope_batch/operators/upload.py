@@ -13,11 +13,13 @@ from urllib.request import url2pathname
 from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStoragePath
 
 from airflow_provider_dashscope_batch.jsonl import write_requests, write_requests_from_csv
+from airflow_provider_dashscope_batch.lineage import keep_for_lineage, upload_lineage
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator
 from airflow_provider_dashscope_batch.validation import validate_jsonl
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
 __all__ = ["DashScopeUploadFileOperator", "as_path"]
 
@@ -116,6 +118,10 @@ class DashScopeUploadFileOperator(DashScopeBaseOperator):
             self.log.info("Built %s request lines", lines)
             return self._validate_and_upload(built, built.name)
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the source file -> the uploaded DashScope file; see :mod:`.lineage`."""
+        return upload_lineage(self, task_instance)
+
     def _validate_and_upload(self, source: Path | ObjectStoragePath, filename: str | None) -> str:
         report = validate_jsonl(source, endpoint=self.endpoint, max_violations=self.max_violations)
         if not report.ok:
@@ -124,7 +130,7 @@ class DashScopeUploadFileOperator(DashScopeBaseOperator):
         with source.open("rb") as stream:
             uploaded = self.hook.get_conn().upload_file(stream, filename=filename or source.name)
         self.log.info("Uploaded %s as file %s (%s bytes)", source, uploaded.id, uploaded.bytes)
-        return uploaded.id
+        return keep_for_lineage(self, uploaded.id)
 
 
 def as_path(value: str | os.PathLike[str] | ObjectStoragePath) -> Path | ObjectStoragePath:

@@ -19,6 +19,7 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_dashscope_batch.client import NotFoundError, RetryPolicy
 from airflow_provider_dashscope_batch.fs import register_oss_scheme
+from airflow_provider_dashscope_batch.lineage import keep_for_lineage, transfer_lineage
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator
 from airflow_provider_dashscope_batch.results import ResultFormat, ResultKind, import_pyarrow
 from airflow_provider_dashscope_batch.transfers.manifest import (
@@ -37,6 +38,7 @@ from airflow_provider_dashscope_batch.transfers.staging import (
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
     from airflow_provider_dashscope_batch.client import DashScopeClient
     from airflow_provider_dashscope_batch.models import Batch
@@ -275,6 +277,11 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
         )
         return self._finish(context, manifest)
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the batches' result sets -> the published files and the manifest (see
+        :mod:`~airflow_provider_dashscope_batch.lineage`)."""
+        return transfer_lineage(self, task_instance)
+
     def _ids(self) -> list[str]:
         if self.batch_id is not None:
             return [self.batch_id]
@@ -427,4 +434,4 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
                     outlet_events[outlet].extra.update(
                         {"batch_ids": manifest.batch_ids, "manifest_uri": manifest.manifest_uri}
                     )
-        return manifest.model_dump(mode="json")
+        return keep_for_lineage(self, manifest.model_dump(mode="json"))
