@@ -62,7 +62,7 @@ _EXTERNAL_SHORT_NAMES = "|".join(
         "Context|BaseHook|BaseOperator|BaseSensorOperator|BaseTrigger|TriggerEvent|ObjectStoragePath",
         "Connection|AirflowException|AirflowSkipException|AirflowFailException|AirflowSensorTimeout",
         "PokeReturnValue|BaseModel|ConfigDict|Field|Request|Response|Starlette|ASGIApp|AbstractFileSystem",
-        "Asset|AirflowOptionalProviderFeatureException",
+        "Asset|AirflowOptionalProviderFeatureException|OperatorLineage|Dataset|TaskInstanceKey|_T",
         # Literal type aliases of the transfer; their values are spelled out in the parameter docs.
         "OutputFormat|OverwritePolicy|CountCheck",
     ]
