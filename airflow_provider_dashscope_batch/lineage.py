@@ -125,7 +125,7 @@ def _batch_output(namespace: str, batch: Mapping[str, Any]) -> Dataset:
     return _dataset(namespace, f"batches/{batch['id']}", rows=rows)
 
 
-def upload_lineage(operator: Any, task_instance: Any) -> OperatorLineage:
+def upload_lineage(operator: Any) -> OperatorLineage:
     """The upload: its source file (none for built ``requests``) -> the DashScope file."""
     namespace, file_id = _recorded(operator)
     source = operator.file if operator.file is not None else operator.csv
@@ -133,7 +133,7 @@ def upload_lineage(operator: Any, task_instance: Any) -> OperatorLineage:
     return _lineage([path_dataset(source) if source is not None else None], outputs)
 
 
-def batch_lineage(operator: Any, task_instance: Any) -> OperatorLineage:
+def batch_lineage(operator: Any) -> OperatorLineage:
     """The create operator: the input file -> the batch's result set (rows: succeeded requests)."""
     namespace, batch = _recorded(operator)
     if not isinstance(batch, Mapping) or not batch.get("id"):
@@ -142,7 +142,7 @@ def batch_lineage(operator: Any, task_instance: Any) -> OperatorLineage:
     return _lineage(inputs, [_batch_output(namespace, batch)])
 
 
-def sharded_lineage(operator: Any, task_instance: Any) -> OperatorLineage:
+def sharded_lineage(operator: Any) -> OperatorLineage:
     """The sharded operator: its source file (none for built ``requests``) -> every shard's batch."""
     namespace, job = _recorded(operator)
     if not isinstance(job, Mapping):
@@ -156,7 +156,7 @@ def sharded_lineage(operator: Any, task_instance: Any) -> OperatorLineage:
     return _lineage([path_dataset(source) if source is not None else None], outputs)
 
 
-def transfer_lineage(operator: Any, task_instance: Any) -> OperatorLineage:
+def transfer_lineage(operator: Any) -> OperatorLineage:
     """The transfer: the batches' result sets -> every published file and the manifest."""
     namespace, manifest = _recorded(operator)
     if not isinstance(manifest, Mapping):

@@ -162,7 +162,7 @@ class DashScopeCreateBatchOperator(DashScopeBatchOutcomeMixin, DashScopeBaseBatc
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the input file -> the batch's result set; see :mod:`.lineage`."""
-        return batch_lineage(self, task_instance)
+        return batch_lineage(self)
 
     def _create(self, client: DashScopeClient, key: str) -> Batch:
         metadata = dict(self.metadata or {})

@@ -475,7 +475,7 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the source file -> every shard's batch; see :mod:`.lineage`."""
-        return sharded_lineage(self, task_instance)
+        return sharded_lineage(self)
 
     # ------------------------------------------------------------------------------ outcome
     def _finish(self, context: Context, runs: list[ShardRun]) -> dict[str, Any]:

@@ -120,7 +120,7 @@ class DashScopeUploadFileOperator(DashScopeBaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the source file -> the uploaded DashScope file; see :mod:`.lineage`."""
-        return upload_lineage(self, task_instance)
+        return upload_lineage(self)
 
     def _validate_and_upload(self, source: Path | ObjectStoragePath, filename: str | None) -> str:
         report = validate_jsonl(source, endpoint=self.endpoint, max_violations=self.max_violations)

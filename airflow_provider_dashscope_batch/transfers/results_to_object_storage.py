@@ -280,7 +280,7 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the batches' result sets -> the published files and the manifest (see
         :mod:`~airflow_provider_dashscope_batch.lineage`)."""
-        return transfer_lineage(self, task_instance)
+        return transfer_lineage(self)
 
     def _ids(self) -> list[str]:
         if self.batch_id is not None:
