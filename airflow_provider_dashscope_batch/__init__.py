@@ -1,3 +1,3 @@
 """Apache Airflow provider for the DashScope OpenAI-compatible Batch API."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -45,6 +45,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-module": f"{_MODULE}.transfers.results_to_object_storage",
             }
         ],
+        "extra-links": [f"{_MODULE}.links.DashScopeBatchConsoleLink"],
         "filesystems": [f"{_MODULE}.fs.oss"],
         "connection-types": [
             {

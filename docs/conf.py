@@ -64,7 +64,7 @@ _EXTERNAL_SHORT_NAMES = "|".join(
         "Context|BaseHook|BaseOperator|BaseSensorOperator|BaseTrigger|TriggerEvent|ObjectStoragePath",
         "Connection|AirflowException|AirflowSkipException|AirflowFailException|AirflowSensorTimeout",
         "PokeReturnValue|BaseModel|ConfigDict|Field|Request|Response|Starlette|ASGIApp|AbstractFileSystem",
-        "Asset|AirflowOptionalProviderFeatureException|Decimal|Pattern|contextmanager",
+        "Asset|AirflowOptionalProviderFeatureException|Decimal|Pattern|contextmanager|OperatorLineage|Dataset|TaskInstanceKey|_T",
         # Literal type aliases of the transfer; their values are spelled out in the parameter docs.
         "OutputFormat|OverwritePolicy|CountCheck",
     ]

@@ -1,12 +1,21 @@
-"""pytest plugin (``pytest11`` entry point) providing the ``dashscope_emulator`` fixture."""
+"""
+pytest plugin (``pytest11`` entry point) providing the ``dashscope_emulator`` fixture.
+
+pytest loads it into every session of an environment where the provider is installed, so loading it
+imports only pytest: the emulator (uvicorn, starlette) is imported when a test first asks for the
+fixture (``benchmarks/pytest_plugin.py`` measures what a session pays for it). ``-p
+no:dashscope_emulator`` turns it off.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from airflow_provider_dashscope_batch.emulator.server import EmulatorServer
+if TYPE_CHECKING:
+    from airflow_provider_dashscope_batch.emulator.server import EmulatorServer
 
 # Fast phases so small batches finish in well under a second of real time; windows still need advance().
 FIXTURE_SETTINGS = {
@@ -21,6 +30,8 @@ FIXTURE_SETTINGS = {
 @pytest.fixture(scope="session")
 def dashscope_emulator_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
     """One emulator per test session, on a free loopback port."""
+    from airflow_provider_dashscope_batch.emulator.server import EmulatorServer
+
     with EmulatorServer(root=tmp_path_factory.mktemp("dashscope-emulator"), **FIXTURE_SETTINGS) as server:
         yield server
 

@@ -7,7 +7,9 @@ e.g. the ``s3`` extra; ``ossfs`` is not needed) once
 :func:`~airflow_provider_dashscope_batch.fs.register_oss_scheme` has run (see
 :mod:`airflow_provider_dashscope_batch.fs`).
 
-The connection (any type; an ``aws`` connection or the alibaba provider's ``oss`` connection both fit):
+The connection (any type; an ``aws`` connection or the alibaba provider's ``oss`` connection both fit;
+the latter as its ``OSSHook`` reads it: extra ``auth_type`` ``AK`` -- the only kind it knows, any other
+is refused -- with ``access_key_id``, ``access_key_secret`` and ``region``):
 
 * AccessKey ID: ``login``, or extra ``access_key_id`` / ``aws_access_key_id``;
 * AccessKey secret: ``password``, or extra ``access_key_secret`` / ``aws_secret_access_key``;
@@ -104,6 +106,12 @@ def get_fs(conn_id: str | None, storage_options: dict[str, Any] | None = None) -
     register_oss_scheme()  # later oss:// paths in this process parse as S3-like
     conn = BaseHook.get_connection(conn_id or DEFAULT_CONN_ID)
     extra = conn.extra_dejson
+    auth_type = _first(extra, "auth_type")
+    if auth_type is not None and str(auth_type).upper() != "AK":
+        raise ValueError(
+            f"Connection {conn.conn_id!r}: auth_type {auth_type!r} is not supported for the oss:// scheme; "
+            "use 'AK' with access_key_id and access_key_secret (as the alibaba provider's OSSHook does)"
+        )
     region = _first(extra, "region", "region_name")
     endpoint = _first(extra, "endpoint_url", "endpoint")
     if endpoint is None:

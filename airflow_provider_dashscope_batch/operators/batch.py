@@ -10,6 +10,8 @@ from airflow_provider_dashscope_batch.client import FILTER_SLACK
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import InvalidRequestError, NotFoundError
 from airflow_provider_dashscope_batch.idempotency import key_of, lineage, parse_key, with_generation
+from airflow_provider_dashscope_batch.lineage import batch_lineage, keep_for_lineage
+from airflow_provider_dashscope_batch.links import DashScopeBatchConsoleLink
 from airflow_provider_dashscope_batch.operators.base import (
     BatchWaitTimeout as BatchWaitTimeout,
 )
@@ -30,6 +32,7 @@ from airflow_provider_dashscope_batch.waiting.late import LateCopies
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
     from airflow_provider_dashscope_batch.client import DashScopeClient
     from airflow_provider_dashscope_batch.models import Batch
@@ -107,6 +110,7 @@ class DashScopeCreateBatchOperator(
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"metadata": "json"}
     ui_color = "#ff6a00"
+    operator_extra_links = (DashScopeBatchConsoleLink(),)
 
     def __init__(
         self,
@@ -160,16 +164,21 @@ class DashScopeCreateBatchOperator(
         if store is not None:
             store.set(STATE_KEY, batch.id)
         context["ti"].xcom_push(key="batch_id", value=batch.id)
+        DashScopeBatchConsoleLink.persist(context, self, self.hook)
         self._remember(context, batch)  # after the calls to the supervisor: on_kill makes one itself
         if not self.wait_for_completion:
-            return batch.model_dump(mode="json")
+            return keep_for_lineage(self, batch.model_dump(mode="json"))
         if not batch.status.is_terminal:
             batch = self._await_terminal(batch, copies)
-        return self.judge(batch)
+        return keep_for_lineage(self, self.judge(batch))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: judge the finished batch."""
-        return self.judge(self._ended(wait_event(event)))
+        return keep_for_lineage(self, self.judge(self._ended(wait_event(event))))
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the input file -> the batch's result set; see :mod:`.lineage`."""
+        return batch_lineage(self)
 
     def _create_kwargs(self, key: str) -> dict[str, Any]:
         metadata = dict(self.metadata or {})
@@ -239,6 +248,7 @@ class DashScopeCancelBatchOperator(DashScopeBaseBatchOperator):
 
     template_fields: Sequence[str] = ("batch_id",)
     ui_color = "#ff6a00"
+    operator_extra_links = (DashScopeBatchConsoleLink(),)
 
     def __init__(self, *, batch_id: str, wait_for_completion: bool = False, **kwargs: Any) -> None:
         super().__init__(wait_for_completion=wait_for_completion, cancel_on_kill=False, **kwargs)
@@ -246,6 +256,7 @@ class DashScopeCancelBatchOperator(DashScopeBaseBatchOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         client = self.hook.get_conn()
+        DashScopeBatchConsoleLink.persist(context, self, self.hook)
         try:
             batch = client.cancel_batch(self.batch_id)
         except (InvalidRequestError, NotFoundError) as exc:

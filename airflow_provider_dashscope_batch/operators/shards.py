@@ -27,6 +27,8 @@ from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
 from airflow_provider_dashscope_batch.idempotency import IDEMPOTENCY_KEY
 from airflow_provider_dashscope_batch.jsonl import write_requests, write_requests_from_csv
+from airflow_provider_dashscope_batch.lineage import keep_for_lineage, sharded_lineage
+from airflow_provider_dashscope_batch.links import DashScopeBatchConsoleLink
 from airflow_provider_dashscope_batch.models import FileObject
 from airflow_provider_dashscope_batch.operators.base import DashScopeBatchOutcomeMixin
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin, LineSink
@@ -66,6 +68,7 @@ from airflow_provider_dashscope_batch.waiting.late import LateCopies
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
     from airflow_provider_dashscope_batch.client import DashScopeClient
     from airflow_provider_dashscope_batch.models import Batch
@@ -288,6 +291,7 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
     template_fields: Sequence[str] = ("file", "requests", "csv", "template", "endpoint", "metadata")
     template_fields_renderers: ClassVar[dict[str, str]] = {"metadata": "json"}
     ui_color = "#ff6a00"
+    operator_extra_links = (DashScopeBatchConsoleLink(),)
 
     def __init__(
         self,
@@ -374,6 +378,7 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
         ti = context["ti"]
         token = job_token(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))
         client = self.hook.get_conn()
+        DashScopeBatchConsoleLink.persist(context, self, self.hook)
         listed = list(client.list_batches(ds_name=token))
         earlier = latest_batches(listed)
         stored = self._stored_files(client, context, token, {b.input_file_id for b in listed})
@@ -575,7 +580,7 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
         job = replace(job, runs=tuple(runs))
         running = [r.batch for r in runs if r.running and r.batch is not None]
         if not running:
-            return self._finish(context, job)
+            return keep_for_lineage(self, self._finish(context, job))
         waiting = sum(r.batch is None for r in runs)
         # resume state goes to XCom, not defer(kwargs=...): dag.test() drops those, and the UI shows XCom
         context["ti"].xcom_push(key=JOB_XCOM_KEY, value=job.to_dict())
@@ -663,6 +668,10 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
         except TaskKilled:
             self._after_kill(client, context, [str(r.file_id) for r in shard_runs if r.batch is None])
             raise
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the source file -> every shard's batch; see :mod:`.lineage`."""
+        return sharded_lineage(self)
 
     # ------------------------------------------------------------------------------ outcome
     def _finish(self, context: Context, job: ShardJob) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from urllib.request import url2pathname
 from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStoragePath
 
 from airflow_provider_dashscope_batch.jsonl import write_requests, write_requests_from_csv
+from airflow_provider_dashscope_batch.lineage import keep_for_lineage, upload_lineage
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin
 from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
 from airflow_provider_dashscope_batch.validation import validate_jsonl
@@ -20,6 +21,7 @@ from airflow_provider_dashscope_batch.waiting.late import delete_late_files_sync
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
 __all__ = ["DashScopeUploadFileOperator", "as_path"]
 
@@ -95,6 +97,10 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
             self.log.info("Built %s request lines", lines)
             return self._validate_and_upload(context, built, built.name)
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the source file -> the uploaded DashScope file; see :mod:`.lineage`."""
+        return upload_lineage(self)
+
     def _validate_and_upload(
         self, context: Context, source: Path | ObjectStoragePath, filename: str | None
     ) -> str:
@@ -121,7 +127,7 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
                 receipt.ambiguity.until,
             )
             delete_late_files_sync(client, uploaded, receipt.ambiguity)
-        return uploaded.id
+        return keep_for_lineage(self, uploaded.id)
 
 
 def as_path(value: str | os.PathLike[str] | ObjectStoragePath) -> Path | ObjectStoragePath:

@@ -20,6 +20,7 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_dashscope_batch.client import NotFoundError, RetryPolicy
 from airflow_provider_dashscope_batch.cost import CostMeter
 from airflow_provider_dashscope_batch.fs import register_oss_scheme
+from airflow_provider_dashscope_batch.lineage import keep_for_lineage, transfer_lineage
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator
 from airflow_provider_dashscope_batch.operators.cost import connection_price_table, find_estimates
 from airflow_provider_dashscope_batch.results import ResultFormat, ResultKind, import_pyarrow
@@ -39,6 +40,7 @@ from airflow_provider_dashscope_batch.transfers.staging import (
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.openlineage.extractors import OperatorLineage
 
     from airflow_provider_dashscope_batch.client import DashScopeClient
     from airflow_provider_dashscope_batch.models import Batch
@@ -307,6 +309,11 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
             self.log.info("Cost: %s", manifest.cost.summary())
         return self._finish(context, manifest)
 
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
+        """OpenLineage: the batches' result sets -> the published files and the manifest (see
+        :mod:`~airflow_provider_dashscope_batch.lineage`)."""
+        return transfer_lineage(self)
+
     def _ids(self) -> list[str]:
         if self.batch_id is not None:
             return [self.batch_id]
@@ -462,4 +469,4 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
                     outlet_events[outlet].extra.update(
                         {"batch_ids": manifest.batch_ids, "manifest_uri": manifest.manifest_uri}
                     )
-        return manifest.model_dump(mode="json")
+        return keep_for_lineage(self, manifest.model_dump(mode="json"))

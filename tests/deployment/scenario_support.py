@@ -41,7 +41,13 @@ from airflow_provider_dashscope_batch.emulator.server import EmulatorServer
 
 DAG_FILES = Path(__file__).resolve().parent / "dag_files"
 SAMPLE_REQUESTS = Path(__file__).resolve().parents[2] / "example_dags" / "data" / "requests.jsonl"
-DAG_IDS = ("deployment_deferred", "deployment_single", "deployment_in_process", "deployment_mapped")
+DAG_IDS = (
+    "deployment_deferred",
+    "deployment_single",
+    "deployment_in_process",
+    "deployment_mapped",
+    "deployment_ha",
+)
 COMPONENTS = ("scheduler", "dag-processor", "triggerer")
 STARTUP_TIMEOUT = 240.0
 #: Emulated seconds per real second once a scenario lets its batches run (they finish within a poll).
@@ -50,6 +56,8 @@ AIRFLOW_VERSION = tuple(int(part) for part in version("apache-airflow").split(".
 T = TypeVar("T")
 #: How many creates the mapped scenario fans out to (tests/deployment/dag_files sets the same number).
 MAPPED_CREATES = 100
+#: How many waits the high-availability scenario hands to the triggerers (likewise).
+HA_CREATES = 6
 #: The emulator's counter names of the routes the scenarios look at.
 CREATE = "POST /batches"
 LIST = "GET /batches"
@@ -97,6 +105,8 @@ class Deployment:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self._starts: dict[str, int] = {}
         self._args: dict[str, tuple[str, ...]] = {}
+        self._commands: dict[str, str] = {}
+        self._envs: dict[str, dict[str, str]] = {}
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
         self.env.update(
             AIRFLOW_HOME=str(home),
@@ -148,15 +158,23 @@ class Deployment:
         )
         wait_for(self._dags_parsed, "the dag-processor to parse the scenario DAGs", STARTUP_TIMEOUT)
 
-    def spawn(self, name: str, *args: str) -> None:
-        """Start ``airflow <name>`` in its own session; each start writes its own output file."""
+    def spawn(self, name: str, *args: str, command: str | None = None, **env: str) -> None:
+        """
+        Start ``airflow <command>`` (default: ``name``) in its own session, known as ``name``.
+
+        A second instance of a component gets its own name and, where it serves something, its own port
+        (``spawn("triggerer-2", command="triggerer", AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=...)``);
+        each start writes its own output file.
+        """
         self._starts[name] = self._starts.get(name, 0) + 1
         self._args[name] = args
+        self._commands[name] = command or self._commands.get(name, name)
+        self._envs[name] = {**self._envs.get(name, {}), **env}
         out = self.output / f"{name}-{self._starts[name]}.out"
         with out.open("wb") as stream:
             self.procs[name] = subprocess.Popen(
-                [self.airflow, name, *args],
-                env=self.env,
+                [self.airflow, self._commands[name], *args],
+                env={**self.env, **self._envs[name]},
                 stdout=stream,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -187,6 +205,13 @@ class Deployment:
         proc = self.procs.pop(name)
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=60)
+
+    def forget(self, name: str) -> None:
+        """Stop a component if it runs and drop it, so :meth:`revive` does not start it again."""
+        if name in self.procs and self.procs[name].poll() is None:
+            self.halt(name)
+        for known in (self.procs, self._args, self._commands, self._envs):
+            known.pop(name, None)
 
     def revive(self) -> None:
         """Start again every component that is not running (a scenario that failed midway stopped it)."""

@@ -20,8 +20,10 @@ from scenario_support import (
     AIRFLOW_VERSION,
     CANCEL,
     CREATE,
+    HA_CREATES,
     LIST,
     MAPPED_CREATES,
+    _free_port,
     task_process,
     wait_for,
 )
@@ -216,4 +218,59 @@ def test_mapped_deferred_waits(scenario):
     assert len(batches) == MAPPED_CREATES
     assert {b.status for b in batches} == {"completed"}
     assert len({b.metadata["idempotency_key"] for b in batches}) == MAPPED_CREATES
+    scenario.assert_key_not_logged()
+
+
+def test_two_triggerers_one_killed_mid_wait(scenario):
+    """
+    High availability: two triggerers, the one running the waits is SIGKILLed; the other finishes them.
+
+    Every wait goes on polling from the surviving triggerer once ``[triggerer]
+    triggerer_health_check_threshold`` passes, and every create still has exactly one batch: a trigger
+    that runs again, elsewhere, creates and cancels nothing (docs/trigger.rst, "Several triggerers").
+    """
+    airflow = scenario.deployment
+    scenario.trigger("deployment_ha")
+
+    def all_deferred() -> list[dict[str, Any]]:
+        tis = airflow.mapped(scenario.dag_id, scenario.run_id, TASK)
+        return len(tis) == HA_CREATES and {ti["state"] for ti in tis} == {"deferred"} and tis
+
+    tis = wait_for(all_deferred, f"{HA_CREATES} mapped creates to defer")
+    reads = scenario.wait_polls()  # the first triggerer runs every wait
+    airflow.spawn(
+        "triggerer-2", command="triggerer", AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(_free_port())
+    )
+    try:
+        wait_for(
+            lambda: (
+                len(
+                    airflow.api("GET", "/jobs", params={"job_type": "TriggererJob", "is_alive": True})["jobs"]
+                )
+                == 2
+            ),
+            "two live triggerers",
+        )
+        airflow.kill("triggerer")
+        airflow.forget("triggerer")  # dead on purpose: the deployment's checks must not count it
+        scenario.wait_polls(more_than=reads)  # the survivor polls the orphaned waits
+
+        scenario.let_batches_run(*tis)
+        assert scenario.wait_run() == "success"
+    finally:
+        airflow.spawn("triggerer")  # the deployment as the other scenarios know it: one triggerer
+        airflow.forget("triggerer-2")
+    counts = scenario.counts()
+    assert (counts.get(CREATE), counts.get(CANCEL, 0)) == (HA_CREATES, 0), counts
+    batches = scenario.batches()
+    assert len(batches) == HA_CREATES
+    assert {b.status for b in batches} == {"completed"}
+    assert len({b.metadata["idempotency_key"] for b in batches}) == HA_CREATES
+    for index in range(HA_CREATES):  # each wait ran on both triggerers: two trigger jobs logged it
+        folder = airflow.logs / f"dag_id={scenario.dag_id}" / f"run_id={scenario.run_id}" / f"task_id={TASK}"
+        jobs = {
+            path.name.rsplit(".", 2)[-2]
+            for path in (folder / f"map_index={index}").glob("attempt=1.log.trigger.*.log")
+        }
+        assert len(jobs) == 2, (index, jobs)
     scenario.assert_key_not_logged()

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import airflow
@@ -66,6 +68,11 @@ def test_providers_hooks_show_the_dashscope_connection_type():
     assert hooks["dashscope"]["conn_id_attribute_name"] == "dashscope_conn_id"
 
 
+def test_providers_links_list_the_console_link():
+    links = {link["extra_link_class_name"] for link in airflow_cli("providers", "links")}
+    assert "airflow_provider_dashscope_batch.links.DashScopeBatchConsoleLink" in links
+
+
 def test_provider_info_matches_airflows_schema():
     schema = json.loads((Path(airflow.__file__).parent / "provider_info.schema.json").read_text())
     info = get_provider_info()
@@ -102,3 +109,28 @@ def test_python_form_widgets_mirror_conn_fields():
 
     widgets = DashScopeBatchHook.get_connection_form_widgets()
     assert set(widgets) == {"region", "base_url", "workspace_id", "timeout", "max_retries"}
+
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_version_matches_what_ships():
+    """pyproject, the package, the provider info and the changelog's newest entry name one version."""
+    from airflow_provider_dashscope_batch import __version__
+
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+    changelog = (REPO_ROOT / "docs" / "changelog.rst").read_text()
+    newest = re.search(r"^(\d+\.\d+\.\d+) \(", changelog, re.MULTILINE)
+    assert newest, "docs/changelog.rst has no '<version> (<date or unreleased>)' heading"
+    assert pyproject == __version__ == get_provider_info()["versions"][0] == newest.group(1)
+
+
+def test_install_docs_name_the_wheel_this_version_builds():
+    from airflow_provider_dashscope_batch import __version__
+
+    wheel = f"dist/airflow_provider_dashscope_batch-{__version__}-py3-none-any.whl"
+    for doc in ("README.md", "docs/quickstart.rst"):
+        text = (REPO_ROOT / doc).read_text()
+        assert wheel in text, f"{doc}: the install section must name {wheel}"
+        stale = set(re.findall(r"dist/airflow_provider_dashscope_batch-[^ \"\[]+\.whl", text)) - {wheel}
+        assert not stale, f"{doc} names another version's wheel: {sorted(stale)}"

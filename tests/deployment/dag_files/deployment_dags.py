@@ -20,6 +20,8 @@ ENDPOINT = "/v1/chat/ds-test"
 FAST = {"poll_interval": 1, "max_poll_interval": 2}
 #: How many creates the mapped DAG fans out to.
 MAPPED_CREATES = 100
+#: How many waits the high-availability DAG hands to the triggerers.
+HA_CREATES = 6
 PARAMS = {
     "input_file_id": Param("", type="string"),
     "destination": Param("", type="string"),
@@ -69,3 +71,12 @@ with DAG("deployment_mapped", max_active_tasks=MAPPED_CREATES, **DEFAULTS):
         deferrable=True,
         **FAST,
     ).expand(metadata=[{"ds_name": f"create-{index}"} for index in range(MAPPED_CREATES)])
+
+with DAG("deployment_ha", max_active_tasks=HA_CREATES, **DEFAULTS):
+    DashScopeCreateBatchOperator.partial(
+        task_id="create_batch",
+        input_file_id="{{ params.input_file_id }}",
+        endpoint=ENDPOINT,
+        deferrable=True,
+        **FAST,
+    ).expand(metadata=[{"ds_name": f"ha-{index}"} for index in range(HA_CREATES)])
