@@ -13,12 +13,12 @@ from airflow_provider_dashscope_batch.results import (
     ResultEncoder,
     ResultFileStats,
     ResultFormat,
+    TableKind,
     UsageTotals,
-    flatten_result,
     open_encoder,
     parse_result_line,
 )
-from airflow_provider_dashscope_batch.transfers.manifest import FileRecord
+from airflow_provider_dashscope_batch.transfers.manifest import FileRecord, TableRecord
 from airflow_provider_dashscope_batch.transfers.publishing import StagedFile, stage
 from airflow_provider_dashscope_batch.transfers.streaming import BackgroundWriter, HashingWriter
 
@@ -91,9 +91,11 @@ class ResultFileStager:
         self.row_group_size = row_group_size
         self.sleep = sleep
 
-    def stage(self, file_id: str, final: ObjectStoragePath) -> StagedResult:
+    def stage(
+        self, file_id: str, final: ObjectStoragePath, table: TableKind = TableKind.REQUESTS
+    ) -> StagedResult:
         """
-        Download ``file_id`` into a staged file for ``final``.
+        Download ``file_id`` into a staged file for ``final``, as a ``table`` for ``csv``/``parquet``.
 
         :raises DownloadFailed: when every attempt was cut short.
         :raises UnreadableResult: for a line that is not a JSON object (``csv``/``parquet``).
@@ -102,7 +104,7 @@ class ResultFileStager:
         attempts = self.retry.max_retries + 1
         for retry in range(attempts):
             try:
-                return self._stage_once(file_id, final, expected_bytes)
+                return self._stage_once(file_id, final, expected_bytes, table)
             except _CutShort as exc:
                 if retry + 1 == attempts:
                     raise DownloadFailed(
@@ -120,7 +122,9 @@ class ResultFileStager:
                 self.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _stage_once(self, file_id: str, final: ObjectStoragePath, expected_bytes: int | None) -> StagedResult:
+    def _stage_once(
+        self, file_id: str, final: ObjectStoragePath, expected_bytes: int | None, table: TableKind
+    ) -> StagedResult:
         source = ResultFileStats()
         usage = UsageTotals()
         file = stage(final, expected_bytes)
@@ -128,7 +132,7 @@ class ResultFileStager:
         out = HashingWriter(writer)
         encoder: ResultEncoder | None = None
         try:
-            encoder = open_encoder(self.fmt, out, row_group_size=self.row_group_size)
+            encoder = open_encoder(self.fmt, out, row_group_size=self.row_group_size, table=table)
             line_no = 0
             try:
                 for chunk in self.client.iter_file_content(file_id, chunk_size=self.chunk_size):
@@ -166,6 +170,7 @@ class ResultFileStager:
             source_sha256=source.sha256,
             bytes=out.bytes,
             sha256=out.sha256,
+            table=None if self.fmt is ResultFormat.JSONL else TableRecord.of(table, encoder.dimensions),
         )
         return StagedResult(file=file, record=record, usage=usage)
 
@@ -176,7 +181,7 @@ def _consume(encoder: ResultEncoder, usage: UsageTotals, line: bytes, file_id: s
             usage.add(line)
             return
         obj = parse_result_line(line)
+        usage.add(obj)
+        encoder.line(obj)
     except ValueError as exc:
         raise UnreadableResult(f"file {file_id}, line {line_no}: {exc}") from None
-    usage.add(obj)
-    encoder.row(flatten_result(obj))
