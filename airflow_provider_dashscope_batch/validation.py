@@ -41,6 +41,10 @@ code                          rule
 ``model_not_found``           service-side only (unknown model); never raised here
 ============================  ==============================================================
 
+Per-endpoint body rules (``messages`` for chat, ``input``/``dimensions``/``encoding_format`` for
+embeddings, image parts only for vision models, fields a family does not accept) are listed in
+:mod:`airflow_provider_dashscope_batch.bodies`.
+
 Sizes use binary units (1 MB = 2**20 bytes); line sizes exclude the line terminator. Lines past
 the 50,000-line limit are counted but not checked, which also bounds the memory used to detect
 duplicate ids.
@@ -58,6 +62,8 @@ from typing import IO, Any, BinaryIO
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field
+
+from airflow_provider_dashscope_batch.bodies import body_violations
 
 __all__ = [
     "ENDPOINTS",
@@ -188,6 +194,13 @@ class _Request(msgspec.Struct):
 _DECODER = msgspec.json.Decoder(_Request)
 
 
+class _BodyOnly(msgspec.Struct):
+    body: dict[str, Any]
+
+
+_BODY_DECODER = msgspec.json.Decoder(_BodyOnly)  # a line whose body _DECODER read as an object
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -274,8 +287,10 @@ class LineChecker:
             self.seen_ids[custom_id] = n
         elif body is _UNSET or body is None:
             self._check_fields(n, custom_id, req.method, req.url, body, _UNSET, _UNSET)
+            return
         else:
             self._check_fields(n, custom_id, req.method, req.url, {}, body.model, body.enable_thinking)
+        self._check_body(n, req.url, body.model, _BODY_DECODER.decode(line).body)
 
     def _check_slow(self, n: int, line: bytes) -> None:
         try:
@@ -300,6 +315,8 @@ class LineChecker:
             model,
             thinking,
         )
+        if isinstance(body, dict):
+            self._check_body(n, obj.get("url"), model, body)
 
     def _check_fields(
         self, n: int, custom_id: Any, method: Any, url: Any, body: Any, model: Any, thinking: Any
@@ -331,6 +348,13 @@ class LineChecker:
                 f"on line {self.thinking_line}; use one thinking mode per file",
                 "body.enable_thinking",
             )
+
+    def _check_body(self, n: int, url: Any, model: Any, body: dict[str, Any]) -> None:
+        """Per-endpoint body rules of :mod:`.bodies`; none on a url mismatch."""
+        if url != (self.endpoint or self.url or url):
+            return
+        for code, message, param in body_violations(url, model, body):
+            self.add(n, code, message, param)
 
     def _check_custom_id(self, n: int, custom_id: Any) -> None:
         if custom_id is _UNSET:

@@ -47,6 +47,9 @@ class DashScopeUploadFileOperator(DashScopeBaseOperator):
     :param text_column: ``csv`` only: column with the user text when no ``template`` is given.
     :param id_column: ``csv`` only: column with the ``custom_id`` (None numbers the rows).
     :param body_params: ``csv`` only: extra body fields, e.g. ``{"temperature": 0.2}``.
+    :param image_column: ``csv`` only: column with an image URL, sent before the text (Qwen-VL, Qwen-OCR).
+    :param inputs_per_request: ``csv`` with ``/v1/embeddings`` only: texts packed into one request (up to
+        the model's limit, 10 for text-embedding-v4); the results' embeddings table has one row per text.
     :param endpoint: Every line's ``url`` must equal it; built requests use it (default
         ``/v1/chat/completions`` for them) (templated).
     :param filename: Name the file gets in DashScope (default: the source's name).
@@ -70,6 +73,8 @@ class DashScopeUploadFileOperator(DashScopeBaseOperator):
         text_column: str | int = 1,
         id_column: str | int | None = 0,
         body_params: Mapping[str, Any] | None = None,
+        image_column: str | int | None = None,
+        inputs_per_request: int = 1,
         endpoint: str | None = None,
         filename: str | None = None,
         max_violations: int = 20,
@@ -89,6 +94,8 @@ class DashScopeUploadFileOperator(DashScopeBaseOperator):
         self.text_column = text_column
         self.id_column = id_column
         self.body_params = body_params
+        self.image_column = image_column
+        self.inputs_per_request = inputs_per_request
         self.endpoint = endpoint
         self.filename = filename
         self.max_violations = max_violations
@@ -110,6 +117,8 @@ class DashScopeUploadFileOperator(DashScopeBaseOperator):
                     system_prompt=self.system_prompt,
                     endpoint=endpoint,
                     body_params=self.body_params,
+                    image_column=self.image_column,
+                    inputs_per_request=self.inputs_per_request,
                 )
             else:
                 lines = write_requests(self.requests or (), built, endpoint=endpoint, model=self.model)
