@@ -183,7 +183,8 @@ def test_request_dicts_are_built_into_shards(tmp_path):
     assert [(s.first_line, s.requests) for s in result.shards] == [(1, 100), (101, 100), (201, 50)]
     first = json.loads((tmp_path / "out" / "shard-00001.jsonl").read_text().splitlines()[0])
     assert first["custom_id"] == "101"
-    duplicated = [{"custom_id": "a", "body": {"model": "m"}}, {"custom_id": "a", "body": {"model": "m"}}]
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    duplicated = [{"custom_id": "a", "body": body}, {"custom_id": "a", "body": body}]
     with pytest.raises(JsonlValidationError) as exc:
         split_requests(duplicated, tmp_path / "dup")
     assert _violations(exc) == [(2, "duplicate_custom_id")]
