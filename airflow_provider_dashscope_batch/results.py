@@ -261,6 +261,78 @@ class _Summary(msgspec.Struct):
 _SUMMARY_DECODER = msgspec.json.Decoder(_Summary)
 
 
+class _RowMessage(msgspec.Struct):
+    content: Any = None
+    reasoning_content: Any = None
+
+
+class _RowChoice(msgspec.Struct):
+    finish_reason: Any = None
+    message: _RowMessage | None = None
+
+
+class _RowBody(msgspec.Struct):
+    model: Any = None
+    created: Any = None
+    choices: list[_RowChoice] | None = None
+    usage: _SummaryUsage | None = None
+    error: Any = None
+
+
+class _RowResponse(msgspec.Struct):
+    status_code: Any = None
+    request_id: Any = None
+    body: _RowBody | None = None
+
+
+class _RowLine(msgspec.Struct):
+    custom_id: Any = None
+    response: _RowResponse | None = None
+    error: Any = None
+
+
+_ROW_DECODER = msgspec.json.Decoder(_RowLine)
+
+
+def _typical_request_row(line: bytes, usage: UsageTotals) -> dict[str, Any] | None:
+    """
+    The ``requests`` row of a line of the usual shape, its usage counted; ``None`` (nothing counted) else.
+
+    Decodes only the fields of the row into typed structs (no dict per level, no path lookups); a line of
+    another shape (an error, a body that is not an object ...) takes :func:`flatten_result`.
+    """
+    try:
+        obj = _ROW_DECODER.decode(line)
+    except msgspec.DecodeError:
+        return None
+    if not usage._add_typical(obj):  # type: ignore[arg-type]  # same fields as _Summary
+        return None
+    response = obj.response
+    assert response is not None  # _add_typical accepts no line without a response
+    body = response.body
+    if body is None:
+        model = created = message = tokens = choice = None
+    else:
+        model, created, tokens = body.model, body.created, body.usage
+        choice = body.choices[0] if body.choices else None
+        message = choice.message if choice is not None else None
+    return {
+        "custom_id": _as_str(obj.custom_id),
+        "status_code": response.status_code,
+        "model": _as_str(model),
+        "content": None if message is None else _as_str(message.content),
+        "reasoning_content": None if message is None else _as_str(message.reasoning_content),
+        "finish_reason": None if choice is None else _as_str(choice.finish_reason),
+        "prompt_tokens": None if tokens is None else tokens.prompt_tokens,
+        "completion_tokens": None if tokens is None else tokens.completion_tokens,
+        "total_tokens": None if tokens is None else tokens.total_tokens,
+        "error_code": None,
+        "error_message": None,
+        "request_id": _as_str(response.request_id),
+        "created": _as_int(created),
+    }
+
+
 def _get(obj: Any, *path: str | int) -> Any:
     for key in path:
         if isinstance(key, int):
@@ -520,7 +592,8 @@ class ResultFileStats:
 
 # ------------------------------------------------------------------------------------------- encoders
 _CSV_FLUSH_BYTES = 1 << 20
-_GROUP_VECTOR_VALUES = 1 << 22  # floats held before a Parquet row group is written (16 MiB as float32)
+_GROUP_VECTOR_VALUES = 1 << 21  # floats held before a Parquet row group is written (8 MiB as float32)
+_GROUP_TEXT_CHARS = 1 << 22  # characters of content held before a Parquet row group is written
 
 
 class ResultEncoder:
@@ -528,7 +601,7 @@ class ResultEncoder:
     Writes one result file to a binary stream in one :class:`ResultFormat`.
 
     The caller hands every raw chunk of the source file to :meth:`raw` and, when :attr:`wants_rows` is
-    true, every parsed line (:func:`parse_result_line`) to :meth:`line`; then :meth:`close` (or
+    true, every line to :meth:`consume` (raw) or :meth:`line` (parsed); then :meth:`close` (or
     :meth:`abort` after a failure). Nothing is held beyond one buffer or row group.
 
     :param out: Binary, write-only stream (need not be seekable).
@@ -546,6 +619,19 @@ class ResultEncoder:
 
     def raw(self, chunk: bytes) -> None:
         """Receive the next raw chunk of the source file."""
+
+    def consume(self, line: bytes, usage: UsageTotals) -> None:
+        """
+        Receive the next raw line and add its usage to ``usage`` (typed fast path for ``requests`` rows).
+
+        :raises ValueError: for a line that is not a JSON object, and as :meth:`line`.
+        """
+        if self.table is TableKind.REQUESTS and (row := _typical_request_row(line, usage)) is not None:
+            self.row(row)
+            return
+        obj = parse_result_line(line)
+        usage.add(obj)
+        self.line(obj)
 
     def line(self, obj: dict[str, Any]) -> None:
         """
@@ -627,8 +713,8 @@ class ParquetEncoder(ResultEncoder):
     length (what vector stores load as is); the writer opens once that length is known.
 
     :param out: Binary, write-only stream.
-    :param row_group_size: Rows per row group (rows held in memory at once; an ``embeddings`` group also
-        ends at 4 Mi vector values).
+    :param row_group_size: Rows per row group (rows held in memory at once; a group also ends at 4 Mi
+        characters of text or 2 Mi vector values).
     :param table: The layout of the rows.
     """
 
@@ -641,6 +727,7 @@ class ParquetEncoder(ResultEncoder):
         self._vectors = array.array("f")
         self._vector_mask: list[bool] = []
         self._rows = 0
+        self._chars = 0
 
     def schema(self) -> Any:
         """The file's Arrow schema (an ``embeddings`` vector column needs :attr:`dimensions`)."""
@@ -659,6 +746,9 @@ class ParquetEncoder(ResultEncoder):
     def row(self, row: dict[str, Any]) -> None:
         for name, values in self._columns.items():
             values.append(row[name])
+        for name in ("content", "reasoning_content", "error_message"):
+            if (text := row.get(name)) is not None:
+                self._chars += len(text)
         if self.table is TableKind.EMBEDDINGS:
             vector = row["embedding"]
             self._vector_mask.append(vector is None)
@@ -668,7 +758,11 @@ class ParquetEncoder(ResultEncoder):
                 except TypeError:
                     raise ValueError(_NOT_A_VECTOR) from None
         self._rows += 1
-        if self._rows >= self._row_group_size or len(self._vectors) >= _GROUP_VECTOR_VALUES:
+        if (
+            self._rows >= self._row_group_size
+            or len(self._vectors) >= _GROUP_VECTOR_VALUES
+            or self._chars >= _GROUP_TEXT_CHARS
+        ):
             self._flush()
 
     def _vector_column(self) -> Any:
@@ -705,6 +799,7 @@ class ParquetEncoder(ResultEncoder):
         self._vectors = array.array("f")
         self._vector_mask = []
         self._rows = 0
+        self._chars = 0
 
     def close(self) -> None:
         self._flush()

@@ -15,6 +15,7 @@ from airflow_provider_dashscope_batch.results import (
     CsvEncoder,
     JsonlEncoder,
     ParquetEncoder,
+    ResultEncoder,
     ResultFileStats,
     ResultFormat,
     TableKind,
@@ -166,32 +167,33 @@ def test_result_file_stats():
     assert (stats.bytes, stats.lines, stats.sha256) == (len(data), 3, hashlib.sha256(data).hexdigest())
 
 
-@pytest.mark.parametrize(
-    "obj",
-    [
-        CHAT_OK,
-        {**CHAT_OK, "response": {**CHAT_OK["response"], "status_code": "200"}},
-        {**CHAT_OK, "response": {**CHAT_OK["response"], "status_code": 400}},
-        {**CHAT_OK, "error": {"code": "InvalidParameter", "message": "bad"}},
-        {
-            **CHAT_OK,
-            "response": {"status_code": 200, "body": {"error": {"code": "x"}, "usage": {"total_tokens": 3}}},
+LINE_SHAPES = [
+    CHAT_OK,
+    {**CHAT_OK, "response": {**CHAT_OK["response"], "status_code": "200"}},
+    {**CHAT_OK, "response": {**CHAT_OK["response"], "status_code": 400}},
+    {**CHAT_OK, "error": {"code": "InvalidParameter", "message": "bad"}},
+    {
+        **CHAT_OK,
+        "response": {"status_code": 200, "body": {"error": {"code": "x"}, "usage": {"total_tokens": 3}}},
+    },
+    {
+        **CHAT_OK,
+        "response": {"status_code": 200, "body": {"usage": {"prompt_tokens": 2, "completion_tokens": 1}}},
+    },
+    {**CHAT_OK, "response": {"status_code": 200, "body": "not an object"}},
+    {"custom_id": "b", "response": None, "error": {"error_code": "E", "error_message": "m"}},
+    {
+        "custom_id": "c",
+        "response": {
+            "status_code": 200,
+            "body": {"data": [{"embedding": [0.1] * 8}], "usage": {"total_tokens": 4}},
         },
-        {
-            **CHAT_OK,
-            "response": {"status_code": 200, "body": {"usage": {"prompt_tokens": 2, "completion_tokens": 1}}},
-        },
-        {**CHAT_OK, "response": {"status_code": 200, "body": "not an object"}},
-        {"custom_id": "b", "response": None, "error": {"error_code": "E", "error_message": "m"}},
-        {
-            "custom_id": "c",
-            "response": {
-                "status_code": 200,
-                "body": {"data": [{"embedding": [0.1] * 8}], "usage": {"total_tokens": 4}},
-            },
-        },
-    ],
-)
+    },
+]
+"""Lines of the usual shape and of unusual ones (each path of the fast decoders and the lenient parse)."""
+
+
+@pytest.mark.parametrize("obj", LINE_SHAPES)
 def test_usage_from_raw_line_matches_parsed(obj):
     raw, parsed = UsageTotals(), UsageTotals()
     raw.add(json.dumps(obj).encode())
@@ -279,3 +281,35 @@ def test_csv_embeddings_vectors_as_json_arrays():
     assert tuple(rows[0]) == EMBEDDING_COLUMNS
     assert [json.loads(r["embedding"]) for r in rows] == [[0.5, 0.25], [1.0, -1.0]]
     assert [r["input_id"] for r in rows] == ["t2", "t1"]
+
+
+class _Rows(ResultEncoder):
+    def __init__(self) -> None:
+        super().__init__(io.BytesIO())
+        self.rows: list[dict] = []
+
+    def row(self, row: dict) -> None:
+        self.rows.append(row)
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        *LINE_SHAPES,
+        {**CHAT_OK, "custom_id": 7},
+        {
+            "custom_id": "p",
+            "response": {"status_code": 200, "body": {"choices": [{"message": {"content": [1]}}]}},
+        },
+        {"custom_id": "q", "response": {"status_code": 200, "body": {"choices": []}}},
+        {"custom_id": "r", "response": {"status_code": 200, "body": None}},
+    ],
+)
+def test_raw_lines_give_the_rows_and_usage_of_parsed_ones(obj):
+    """The typed fast path of ``consume`` and the lenient parse agree on every shape."""
+    fast, usage = _Rows(), UsageTotals()
+    fast.consume(json.dumps(obj).encode(), usage)
+    expected = UsageTotals()
+    expected.add(obj)
+    assert fast.rows == [flatten_result(obj)]
+    assert usage == expected

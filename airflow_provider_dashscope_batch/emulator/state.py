@@ -235,7 +235,7 @@ def image_tokens_of(part: dict[str, Any], model: Any, body: dict[str, Any]) -> i
 
 
 def emulated_embedding(text: str, dimensions: int) -> list[float]:
-    """A deterministic unit vector derived from ``text``."""
+    """The emulator's vector for ``text``: a deterministic unit vector (rounded to 6 decimals), for tests."""
     raw = b""
     counter = 0
     while len(raw) < dimensions * 4:

@@ -16,7 +16,6 @@ from airflow_provider_dashscope_batch.results import (
     TableKind,
     UsageTotals,
     open_encoder,
-    parse_result_line,
 )
 from airflow_provider_dashscope_batch.transfers.manifest import FileRecord, TableRecord
 from airflow_provider_dashscope_batch.transfers.publishing import StagedFile, stage
@@ -129,7 +128,8 @@ class ResultFileStager:
         usage = UsageTotals()
         file = stage(final, expected_bytes)
         writer = BackgroundWriter(file.handle)
-        out = HashingWriter(writer)
+        copy = self.fmt is ResultFormat.JSONL  # written bytes == source bytes: hashed once, as the source
+        out = HashingWriter(writer, digest=not copy)
         encoder: ResultEncoder | None = None
         try:
             encoder = open_encoder(self.fmt, out, row_group_size=self.row_group_size, table=table)
@@ -169,7 +169,7 @@ class ResultFileStager:
             source_bytes=source.bytes,
             source_sha256=source.sha256,
             bytes=out.bytes,
-            sha256=out.sha256,
+            sha256=source.sha256 if copy else out.sha256,
             table=None if self.fmt is ResultFormat.JSONL else TableRecord.of(table, encoder.dimensions),
         )
         return StagedResult(file=file, record=record, usage=usage)
@@ -177,11 +177,9 @@ class ResultFileStager:
 
 def _consume(encoder: ResultEncoder, usage: UsageTotals, line: bytes, file_id: str, line_no: int) -> None:
     try:
-        if not encoder.wants_rows:  # bytes are copied as is: decode only status and usage
+        if encoder.wants_rows:
+            encoder.consume(line, usage)
+        else:  # bytes are copied as is: decode only status and usage
             usage.add(line)
-            return
-        obj = parse_result_line(line)
-        usage.add(obj)
-        encoder.line(obj)
     except ValueError as exc:
         raise UnreadableResult(f"file {file_id}, line {line_no}: {exc}") from None

@@ -65,25 +65,29 @@ class HashingWriter:
     Binary write-only stream that counts and hashes what passes through to a :class:`BackgroundWriter`.
 
     Encoders write to it as to a file (pyarrow needs ``tell``/``flush``/``closed``).
+
+    :param target: Where the bytes go.
+    :param digest: Whether to hash them (``False`` when they are the source's bytes, hashed already).
     """
 
-    def __init__(self, target: BackgroundWriter) -> None:
+    def __init__(self, target: BackgroundWriter, *, digest: bool = True) -> None:
         self._target = target
-        self._digest = hashlib.sha256()
+        self._digest = hashlib.sha256() if digest else None
         self.bytes = 0
         self.closed = False
 
     @property
     def sha256(self) -> str:
-        """Hex SHA-256 of the bytes written so far."""
-        return self._digest.hexdigest()
+        """Hex SHA-256 of the bytes written so far (empty when not hashing)."""
+        return self._digest.hexdigest() if self._digest is not None else ""
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         if self.closed:
             raise ValueError("write to a closed staging stream")
         data = bytes(data)
         self.bytes += len(data)
-        self._digest.update(data)
+        if self._digest is not None:
+            self._digest.update(data)
         self._target.write(data)
         return len(data)
 
