@@ -31,6 +31,7 @@ code                           rule
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -83,6 +84,7 @@ def embedding_model(model: str) -> EmbeddingModel | None:
     return EMBEDDING_MODELS.get(model)
 
 
+@functools.cache
 def reads_images(model: str) -> bool:
     """Whether ``model`` is a vision model (Qwen-VL, Qwen3-VL, QVQ, Qwen-OCR) that takes image parts."""
     name = model.lower()

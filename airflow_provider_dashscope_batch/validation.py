@@ -63,7 +63,7 @@ from typing import IO, Any, BinaryIO
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
-from airflow_provider_dashscope_batch.bodies import body_violations
+from airflow_provider_dashscope_batch.bodies import EMBEDDINGS_ENDPOINT, body_violations
 
 __all__ = [
     "ENDPOINTS",
@@ -179,9 +179,19 @@ class JsonlValidationError(ValueError):
         self.report = report
 
 
+class _LazyMessage(msgspec.Struct):
+    role: Any = _UNSET
+    content: msgspec.Raw | msgspec.UnsetType = _UNSET  # checked to be a string without decoding it
+
+
 class _Body(msgspec.Struct):
     model: Any = _UNSET
     enable_thinking: Any = _UNSET
+    # read by the per-endpoint body rules (_body_view)
+    messages: list[_LazyMessage] | msgspec.UnsetType = _UNSET
+    input: Any = _UNSET
+    dimensions: Any = _UNSET
+    encoding_format: Any = _UNSET
 
 
 class _Request(msgspec.Struct):
@@ -198,7 +208,34 @@ class _BodyOnly(msgspec.Struct):
     body: dict[str, Any]
 
 
-_BODY_DECODER = msgspec.json.Decoder(_BodyOnly)  # a line whose body _DECODER read as an object
+_BODY_DECODER = msgspec.json.Decoder(_BodyOnly)  # every field name of an embeddings body
+
+
+def _body_view(body: _Body, url: Any, line: bytes) -> dict[str, Any]:
+    """
+    The body as the body rules read it, from the fast decoder's struct (message texts stay undecoded).
+
+    Embeddings bodies are read whole once more (they are small): their rules look at every field name.
+    """
+    if url == EMBEDDINGS_ENDPOINT:
+        return _BODY_DECODER.decode(line).body
+    view: dict[str, Any] = {}
+    if body.messages is not _UNSET:
+        view["messages"] = [_lazy_message(message) for message in body.messages]
+    for key in ("input", "dimensions", "encoding_format"):
+        if (value := getattr(body, key)) is not _UNSET:
+            view[key] = value
+    return view
+
+
+def _lazy_message(message: _LazyMessage) -> dict[str, Any]:
+    decoded: dict[str, Any] = {}
+    if message.role is not _UNSET:
+        decoded["role"] = message.role
+    content = message.content
+    if content is not _UNSET:
+        decoded["content"] = "" if memoryview(content)[0] == 0x22 else msgspec.json.decode(content)  # '"'
+    return decoded
 
 
 def _reject_constant(name: str) -> None:
@@ -290,7 +327,7 @@ class LineChecker:
             return
         else:
             self._check_fields(n, custom_id, req.method, req.url, {}, body.model, body.enable_thinking)
-        self._check_body(n, req.url, body.model, _BODY_DECODER.decode(line).body)
+        self._check_body(n, req.url, body.model, _body_view(body, req.url, line))
 
     def _check_slow(self, n: int, line: bytes) -> None:
         try:
