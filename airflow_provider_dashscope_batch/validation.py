@@ -7,10 +7,11 @@ the emulator (which reports the same violations as the service's ``errors.data``
 The file is read in binary, one line at a time with a bounded ``readline``, so memory stays flat
 whatever the file size; a line over the 6 MB limit is counted and skipped, never held whole.
 Each line is checked with a typed ``msgspec`` decoder that materialises only ``custom_id``,
-``method``, ``url``, ``body.model`` and ``body.enable_thinking`` and validates the syntax of the
-rest (``messages``, ``input``) without building Python objects for it; non-ASCII lines are also
-checked to be UTF-8. A line the fast decoder rejects is re-parsed with :mod:`json` to give the
-exact reason (and to accept what strict JSON allows, such as lone surrogate escapes).
+``method``, ``url``, ``body.model``, ``body.enable_thinking``, the roles of ``body.messages`` and the
+small embeddings fields, and validates the syntax of the rest (message texts) without building
+Python objects for it; non-ASCII lines are also checked to be UTF-8. A line the fast decoder
+rejects is re-parsed with :mod:`json` to give the exact reason (and to accept what strict JSON
+allows, such as lone surrogate escapes).
 
 Rule codes (``Violation.code``); ``line`` is ``None`` for file-level rules:
 
@@ -266,9 +267,15 @@ class LineChecker:
     """
 
     def __init__(
-        self, endpoint: str | None, max_violations: int, seen_ids: MutableMapping[str, int] | None = None
+        self,
+        endpoint: str | None,
+        max_violations: int,
+        seen_ids: MutableMapping[str, int] | None = None,
+        *,
+        body_rules: bool = True,
     ) -> None:
         self.endpoint = endpoint
+        self.body_rules = body_rules
         self.max_violations = max_violations
         self.violations: list[Violation] = []
         self.file_violations: list[Violation] = []
@@ -388,7 +395,7 @@ class LineChecker:
 
     def _check_body(self, n: int, url: Any, model: Any, body: dict[str, Any]) -> None:
         """Per-endpoint body rules of :mod:`.bodies`; none on a url mismatch."""
-        if url != (self.endpoint or self.url or url):
+        if not self.body_rules or url != (self.endpoint or self.url or url):
             return
         for code, message, param in body_violations(url, model, body):
             self.add(n, code, message, param)
@@ -512,6 +519,7 @@ def validate_jsonl(
     endpoint: str | None = None,
     max_violations: int = 100,
     name: str | None = None,
+    body_rules: bool = True,
 ) -> ValidationReport:
     """
     Check a batch input file against every rule the service enforces, streaming it once.
@@ -521,11 +529,13 @@ def validate_jsonl(
     :param endpoint: the batch endpoint; when given, every line's ``url`` must equal it.
     :param max_violations: how many violations to list in the report (all are counted).
     :param name: name used in messages; defaults to the path, or the stream's ``name``.
+    :param body_rules: also check each body against its endpoint's rules (:mod:`.bodies`); the service
+        itself fails such a request alone, in the error file, rather than the whole file.
     :return: the report; call :meth:`ValidationReport.raise_for_violations` to fail on violations.
     """
     if endpoint is not None and endpoint not in ENDPOINTS:
         raise ValueError(f"endpoint must be one of {', '.join(sorted(ENDPOINTS))}, got {endpoint!r}")
-    checker = LineChecker(endpoint, max_violations)
+    checker = LineChecker(endpoint, max_violations, body_rules=body_rules)
     line_count = size = 0
     limit = MAX_LINE_BYTES + 2  # room for a CRLF terminator
     with open_source(source) as f:

@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from airflow_provider_dashscope_batch.bodies import body_violations
 from airflow_provider_dashscope_batch.emulator.structured import structured_answer
 from airflow_provider_dashscope_batch.validation import ValidationReport, validate_jsonl
 
@@ -370,7 +371,8 @@ class Emulator:
         if record is None:
             return None
         try:
-            return validate_jsonl(record.path, endpoint=endpoint, name=record.filename)
+            # body rules fail a request alone (in the error file, see _run_request), not the file
+            return validate_jsonl(record.path, endpoint=endpoint, name=record.filename, body_rules=False)
         except FileNotFoundError:
             return None
 
@@ -489,6 +491,8 @@ class Emulator:
         body = line.get("body") or {}
         request_id = str(uuid.uuid4())
         marker = body.get(FAIL_MARKER)
+        if not marker and (broken := next(body_violations(line.get("url"), body.get("model"), body), None)):
+            marker = {"status_code": 400, "code": "InvalidParameter", "message": broken[1]}
         if marker or (pattern is not None and pattern.search(custom_id)):
             spec = marker if isinstance(marker, dict) else {}
             status = int(spec.get("status_code", 400))
