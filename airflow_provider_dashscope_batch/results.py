@@ -558,18 +558,22 @@ class UsageTotals:
 
 
 class ResultFileStats:
-    """Byte count, non-blank line count and SHA-256 of a result file, computed while it streams past."""
+    """
+    Byte count, non-blank line count and SHA-256 of a result file, computed while it streams past.
 
-    def __init__(self) -> None:
+    :param digest: Whether to hash (``False`` when the same bytes are hashed elsewhere).
+    """
+
+    def __init__(self, *, digest: bool = True) -> None:
         self.bytes = 0
         self.lines = 0
-        self._digest = hashlib.sha256()
+        self._digest = hashlib.sha256() if digest else None
         self._splitter = LineSplitter()
 
     @property
     def sha256(self) -> str:
-        """Hex SHA-256 of the bytes seen so far."""
-        return self._digest.hexdigest()
+        """Hex SHA-256 of the bytes seen so far (empty when not hashing)."""
+        return self._digest.hexdigest() if self._digest is not None else ""
 
     def update(self, chunk: bytes) -> list[bytes]:
         """
@@ -578,7 +582,8 @@ class ResultFileStats:
         :param chunk: The next bytes of the file.
         """
         self.bytes += len(chunk)
-        self._digest.update(chunk)
+        if self._digest is not None:
+            self._digest.update(chunk)
         lines = self._splitter.push(chunk)
         self.lines += len(lines)
         return lines
@@ -765,6 +770,11 @@ class ParquetEncoder(ResultEncoder):
         ):
             self._flush()
 
+    def _open_writer(self, schema: Any) -> Any:
+        # vectors are not dictionary-encoded: random floats never repeat, and the attempt costs memory
+        dictionary = [name for name in schema.names if name != "embedding"]
+        return self._pq.ParquetWriter(self.out, schema, use_dictionary=dictionary)
+
     def _vector_column(self) -> Any:
         pa, size = self._pa, self.dimensions or 0
         vectors = self._vectors
@@ -786,7 +796,7 @@ class ParquetEncoder(ResultEncoder):
         pa = self._pa
         schema = self.schema()
         if self._writer is None:
-            self._writer = self._pq.ParquetWriter(self.out, schema)
+            self._writer = self._open_writer(schema)
         arrays = []
         for field in schema:
             if field.name == "embedding":
@@ -804,7 +814,7 @@ class ParquetEncoder(ResultEncoder):
     def close(self) -> None:
         self._flush()
         if self._writer is None:  # no rows at all: an empty file with the schema
-            self._writer = self._pq.ParquetWriter(self.out, self.schema())
+            self._writer = self._open_writer(self.schema())
         self._writer.close()
 
     def abort(self) -> None:

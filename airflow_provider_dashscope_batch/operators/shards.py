@@ -79,6 +79,8 @@ class _ShardingOperator(DashScopeBaseOperator):
         text_column: str | int = 1,
         id_column: str | int | None = 0,
         body_params: Mapping[str, Any] | None = None,
+        image_column: str | int | None = None,
+        inputs_per_request: int = 1,
         endpoint: str = "/v1/chat/completions",
         max_requests_per_shard: int | None = None,
         max_bytes_per_shard: int | None = None,
@@ -100,6 +102,8 @@ class _ShardingOperator(DashScopeBaseOperator):
         self.text_column = text_column
         self.id_column = id_column
         self.body_params = body_params
+        self.image_column = image_column
+        self.inputs_per_request = inputs_per_request
         self.endpoint = endpoint
         self.max_requests_per_shard = max_requests_per_shard
         self.max_bytes_per_shard = max_bytes_per_shard
@@ -136,6 +140,8 @@ class _ShardingOperator(DashScopeBaseOperator):
                         template=self.template,
                         system_prompt=self.system_prompt,
                         body_params=self.body_params,
+                        image_column=self.image_column,
+                        inputs_per_request=self.inputs_per_request,
                         **sizing,
                     )
             else:
@@ -181,6 +187,8 @@ class DashScopeSplitRequestsOperator(_ShardingOperator):
     :param text_column: ``csv`` only: column with the user text when no ``template`` is given.
     :param id_column: ``csv`` only: column with the ``custom_id`` (None numbers the rows).
     :param body_params: ``csv`` only: extra body fields.
+    :param image_column: ``csv`` only: column with an image URL, sent before the text (Qwen-VL, Qwen-OCR).
+    :param inputs_per_request: ``csv`` with ``/v1/embeddings`` only: texts packed into one request.
     :param endpoint: Every line's ``url`` (templated).
     :param max_requests_per_shard: Lines per shard (default: the service's limit times ``margin``).
     :param max_bytes_per_shard: Bytes per shard (default: the service's limit times ``margin``).
@@ -233,6 +241,8 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
     :param text_column: ``csv`` only: column with the user text when no ``template`` is given.
     :param id_column: ``csv`` only: column with the ``custom_id`` (None numbers the rows).
     :param body_params: ``csv`` only: extra body fields.
+    :param image_column: ``csv`` only: column with an image URL, sent before the text (Qwen-VL, Qwen-OCR).
+    :param inputs_per_request: ``csv`` with ``/v1/embeddings`` only: texts packed into one request.
     :param endpoint: Every line's ``url`` and the batches' endpoint (templated).
     :param completion_window: ``"24h"`` to ``"14d"`` or a timedelta, per batch.
     :param metadata: Extra batch metadata; ``ds_name`` is prefixed with the job token.

@@ -124,12 +124,12 @@ class ResultFileStager:
     def _stage_once(
         self, file_id: str, final: ObjectStoragePath, expected_bytes: int | None, table: TableKind
     ) -> StagedResult:
-        source = ResultFileStats()
+        copy = self.fmt is ResultFormat.JSONL  # written bytes == source bytes: hashed once, as written
+        source = ResultFileStats(digest=not copy)
         usage = UsageTotals()
         file = stage(final, expected_bytes)
         writer = BackgroundWriter(file.handle)
-        copy = self.fmt is ResultFormat.JSONL  # written bytes == source bytes: hashed once, as the source
-        out = HashingWriter(writer, digest=not copy)
+        out = HashingWriter(writer)
         encoder: ResultEncoder | None = None
         try:
             encoder = open_encoder(self.fmt, out, row_group_size=self.row_group_size, table=table)
@@ -167,9 +167,9 @@ class ResultFileStager:
             uri=str(final),
             lines=source.lines,
             source_bytes=source.bytes,
-            source_sha256=source.sha256,
+            source_sha256=out.sha256 if copy else source.sha256,
             bytes=out.bytes,
-            sha256=source.sha256 if copy else out.sha256,
+            sha256=out.sha256,
             table=None if self.fmt is ResultFormat.JSONL else TableRecord.of(table, encoder.dimensions),
         )
         return StagedResult(file=file, record=record, usage=usage)

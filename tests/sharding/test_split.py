@@ -228,3 +228,19 @@ def test_the_id_registry_keeps_first_lines_across_growth():
     assert "id-4999" in seen
     assert "id-5001" not in seen
     assert seen.setdefault("id-17", 9999) == 17
+
+
+def test_csv_embeddings_packed_into_shards(tmp_path):
+    source = tmp_path / "texts.csv"
+    source.write_text("id,text\n" + "".join(f"t{i},text {i}\n" for i in range(45)), encoding="utf-8")
+    result = split_csv(
+        source,
+        tmp_path / "out",
+        model="text-embedding-v4",
+        endpoint="/v1/embeddings",
+        inputs_per_request=10,
+        max_requests=2,
+    )
+    assert [s.requests for s in result.shards] == [2, 2, 1]  # 5 requests of up to 10 texts
+    last = json.loads((tmp_path / "out" / "shard-00002.jsonl").read_text())
+    assert json.loads(last["custom_id"]) == [f"t{i}" for i in range(40, 45)]
