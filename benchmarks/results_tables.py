@@ -16,9 +16,10 @@ contender runs in a fresh child process:
   ``ResultFileStager.stage`` + ``publish`` to a ``file://`` path (download, line split, SHA-256 of source
   and written bytes, usage summary, encoder, writer thread).
 
-Throughput is the file's size over the fastest of ``--repeat`` wall times (the machine is shared); "RSS
-growth" is the child's peak RSS (``VmHWM``, reset after the imports) minus its RSS after the imports, the
-largest of the runs.
+The contenders run in ``--repeat`` rounds; a ratio is the median over rounds of the ratio within a round
+(the machine is shared and its load swings), throughput the file's size over the fastest wall time.
+"RSS growth" is the child's peak RSS (``VmHWM``, reset after the imports) minus its RSS after the
+imports, the largest of the runs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -166,7 +168,7 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=500, help="size of each generated result file (MiB)")
     parser.add_argument("--dimensions", type=int, default=1024)
     parser.add_argument("--kinds", nargs="+", default=["chat", "embeddings"])
-    parser.add_argument("--repeat", type=int, default=3, help="runs per contender; the fastest is shown")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (each runs every contender once)")
     parser.add_argument("--child", nargs=5, metavar=("CONTENDER", "KIND", "SOURCE", "TARGET", "URL"))
     parser.add_argument("--serve", metavar="DIR")
     args = parser.parse_args()
@@ -198,45 +200,45 @@ def main() -> None:
 
 
 def run_all(args: argparse.Namespace, tmp: Path, served: Path, base_url: str) -> None:
-    """Generate each file, run every contender on it in a child process, print the table."""
+    """
+    Generate each file and run the contenders on it in rounds (each round runs each once, in a child).
+
+    Ratios are the median over rounds of ratios taken within a round, so a load swing on the shared
+    machine between rounds does not skew them; seconds are the fastest run.
+    """
+    contenders = ("download+cat", "pyarrow", "provider-jsonl", "provider-parquet")
     for kind in args.kinds:
         source = served / f"file-batch_output-{kind}"
         lines = generate(kind, source, args.mb, args.dimensions)
         size = source.stat().st_size / MiB
-        results = {}
-        for contender in ("download+cat", "pyarrow", "provider-jsonl", "provider-parquet"):
-            target = tmp / f"out-{contender}"
-            runs = []
-            for _ in range(args.repeat):
-                out = subprocess.run(
-                    [
-                        sys.executable,
-                        __file__,
-                        "--child",
-                        contender,
-                        kind,
-                        str(source),
-                        str(target),
-                        base_url,
-                    ],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                )
-                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        rounds: list[dict[str, dict[str, float]]] = []
+        for _ in range(args.repeat):
+            runs = {}
+            for contender in contenders:
+                target = tmp / f"out-{contender}"
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    contender,
+                    kind,
+                    str(source),
+                    str(target),
+                    base_url,
+                ]
+                out = subprocess.run(command, check=True, capture_output=True, text=True)
+                runs[contender] = json.loads(out.stdout.strip().splitlines()[-1])
                 target.unlink()
-            results[contender] = {
-                "seconds": min(r["seconds"] for r in runs),
-                "growth_mib": max(r["growth_mib"] for r in runs),
-            }
-        for contender, result in results.items():
-            rate = size / result["seconds"]
-            vs_cat = results["download+cat"]["seconds"] / result["seconds"]
-            vs_arrow = results["pyarrow"]["seconds"] / result["seconds"]
+            rounds.append(runs)
+        for contender in contenders:
+            seconds = min(r[contender]["seconds"] for r in rounds)
+            growth = max(r[contender]["growth_mib"] for r in rounds)
+            vs_cat = statistics.median(r["download+cat"]["seconds"] / r[contender]["seconds"] for r in rounds)
+            vs_arrow = statistics.median(r["pyarrow"]["seconds"] / r[contender]["seconds"] for r in rounds)
             label = {"download+cat": kind, "pyarrow": f"{lines:,} lines"}.get(contender, "")
             print(
-                f"{label:<13} | {contender:<17} | {size:5.0f} | {result['seconds']:7.2f} | "
-                f"{rate:5.0f} | {vs_cat:14.2f}x | {vs_arrow:9.2f}x | {result['growth_mib']:6.0f}"
+                f"{label:<13} | {contender:<17} | {size:5.0f} | {seconds:7.2f} | {size / seconds:5.0f} | "
+                f"{vs_cat:14.2f}x | {vs_arrow:9.2f}x | {growth:6.0f}"
             )
         source.unlink()
 
