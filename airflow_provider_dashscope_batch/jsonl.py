@@ -17,11 +17,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO, Any, BinaryIO, TextIO
 
-from airflow_provider_dashscope_batch.validation import ENDPOINTS
+from airflow_provider_dashscope_batch.bodies import EMBEDDINGS_ENDPOINT, embedding_model
+from airflow_provider_dashscope_batch.validation import ENDPOINTS, MAX_CUSTOM_ID_CHARS
 
 __all__ = ["write_requests", "write_requests_from_csv"]
-
-EMBEDDINGS_ENDPOINT = "/v1/embeddings"
 
 
 def _is_local_path(target: object) -> bool:
@@ -124,6 +123,51 @@ def _column_index(column: str | int, header: list[str] | None, what: str, source
         raise ValueError(f"{source}: {what} {column!r} not in the CSV header {header}") from None
 
 
+def _check_packing(inputs_per_request: int, endpoint: str, model: str) -> None:
+    if inputs_per_request == 1:
+        return
+    if endpoint != EMBEDDINGS_ENDPOINT:
+        raise ValueError("inputs_per_request packs texts into /v1/embeddings requests only")
+    limits = embedding_model(model)
+    if inputs_per_request < 1 or (limits is not None and inputs_per_request > limits.max_inputs):
+        most = f"at most {limits.max_inputs} for {model}" if limits is not None else "at least 1"
+        raise ValueError(f"inputs_per_request must be {most}, got {inputs_per_request}")
+
+
+class _Packer:
+    """The texts of one packed embeddings request; its ``custom_id`` is the JSON list of their ids."""
+
+    def __init__(self, out: IO[bytes], model: str, endpoint: str, extra: dict[str, Any], size: int) -> None:
+        self.out, self.model, self.endpoint, self.extra, self.size = out, model, endpoint, extra, size
+        self.ids: list[str] = []
+        self.texts: list[str] = []
+        self.lines = 0
+
+    def add(self, custom_id: str, text: str, where: str) -> None:
+        self.ids.append(custom_id)
+        self.texts.append(text)
+        if len(_packed_id(self.ids)) > MAX_CUSTOM_ID_CHARS:
+            raise ValueError(
+                f"{where}: the packed request's custom_id (the JSON list of its ids) is over "
+                f"{MAX_CUSTOM_ID_CHARS} characters; use shorter ids or a smaller inputs_per_request"
+            )
+        if len(self.texts) == self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.texts:
+            return
+        body = {"model": self.model, "input": self.texts, **self.extra}
+        request = {"custom_id": _packed_id(self.ids), "method": "POST", "url": self.endpoint, "body": body}
+        self.out.write(encode_line(request))
+        self.lines += 1
+        self.ids, self.texts = [], []
+
+
+def _packed_id(ids: list[str]) -> str:
+    return json.dumps(ids, ensure_ascii=False, separators=(",", ":"))
+
+
 def write_requests_from_csv(
     source: str | os.PathLike[str] | IO[Any],
     target: str | os.PathLike[str] | BinaryIO,
@@ -135,16 +179,22 @@ def write_requests_from_csv(
     system_prompt: str | None = None,
     endpoint: str = "/v1/chat/completions",
     body_params: Mapping[str, Any] | None = None,
+    image_column: str | int | None = None,
+    inputs_per_request: int = 1,
     header: bool = True,
     delimiter: str = ",",
     encoding: str = "utf-8-sig",
     name: str | None = None,
 ) -> int:
     """
-    Turn each CSV row into one request line (the docs' "CSV to JSONL" tool), streamed.
+    Turn CSV rows into request lines (the docs' "CSV to JSONL" tool), streamed.
 
-    For chat endpoints the body is ``{"model", "messages": [system?, user], **body_params}``; for
-    ``/v1/embeddings`` it is ``{"model", "input", **body_params}``.
+    For chat endpoints each row is one request, ``{"model", "messages": [system?, user], **body_params}``;
+    with ``image_column`` (Qwen-VL, Qwen-OCR) the user message is ``[image_url part, text part]``. For
+    ``/v1/embeddings`` the body is ``{"model", "input", **body_params}``: one text per request, or up to
+    ``inputs_per_request`` texts (the model's per-request limit at most) whose request's ``custom_id`` is
+    the JSON list of their ids (``'["7","8"]'``); the results' embeddings table gives each text its id back
+    (``input_id``), so the rows come out one per text.
 
     :param source: the CSV: a local path, an ``ObjectStoragePath``, or a text or binary stream.
     :param target: a local path, an ``ObjectStoragePath``, or a binary stream open for writing.
@@ -157,6 +207,9 @@ def write_requests_from_csv(
     :param system_prompt: system message put before each user message (chat endpoints only).
     :param endpoint: the ``url`` of every request.
     :param body_params: extra body fields, e.g. ``{"temperature": 0.2, "enable_thinking": False}``.
+    :param image_column: column holding an image URL (``https://`` or a ``data:`` URL) sent before the
+        text (chat endpoints, vision models).
+    :param inputs_per_request: texts packed into one embeddings request.
     :param header: whether the first row names the columns.
     :param delimiter: CSV field delimiter.
     :param encoding: encoding of a path or binary stream (the default also drops a UTF-8 BOM).
@@ -164,8 +217,12 @@ def write_requests_from_csv(
     :return: the number of lines written.
     """
     _check_endpoint(endpoint)
-    if system_prompt is not None and endpoint == EMBEDDINGS_ENDPOINT:
+    embeddings = endpoint == EMBEDDINGS_ENDPOINT
+    if system_prompt is not None and embeddings:
         raise ValueError("system_prompt applies to chat endpoints, not /v1/embeddings")
+    if image_column is not None and embeddings:
+        raise ValueError("image_column applies to chat endpoints (vision models), not /v1/embeddings")
+    _check_packing(inputs_per_request, endpoint, model)
     source_name = name or (str(getattr(source, "name", "<csv>")) if hasattr(source, "read") else str(source))
     extra = dict(body_params or {})
     try:
@@ -179,6 +236,12 @@ def write_requests_from_csv(
             None if template is not None else _column_index(text_column, columns, "text_column", source_name)
         )
         id_idx = None if id_column is None else _column_index(id_column, columns, "id_column", source_name)
+        image_idx = (
+            None
+            if image_column is None
+            else _column_index(image_column, columns, "image_column", source_name)
+        )
+        packer = _Packer(out, model, endpoint, extra, inputs_per_request) if inputs_per_request > 1 else None
         count = 0
         for row in reader:
             where = f"{source_name} line {reader.line_num}"
@@ -205,12 +268,24 @@ def write_requests_from_csv(
                 content = row[text_idx]
             if not content.strip():
                 raise ValueError(f"{where}: the request text is empty")
-            if endpoint == EMBEDDINGS_ENDPOINT:
+            if packer is not None:
+                packer.add(custom_id, content, where)
+                continue
+            if embeddings:
                 body: dict[str, Any] = {"model": model, "input": content, **extra}
             else:
-                messages = [{"role": "user", "content": content}]
+                user: str | list[dict[str, Any]] = content
+                if image_idx is not None:
+                    if image_idx >= len(row) or not row[image_idx].strip():
+                        raise ValueError(f"{where}: image column {image_column!r} is missing or empty")
+                    image = {"type": "image_url", "image_url": {"url": row[image_idx].strip()}}
+                    user = [image, {"type": "text", "text": content}]
+                messages: list[dict[str, Any]] = [{"role": "user", "content": user}]
                 if system_prompt is not None:
                     messages.insert(0, {"role": "system", "content": system_prompt})
                 body = {"model": model, "messages": messages, **extra}
             out.write(encode_line({"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}))
+        if packer is not None:
+            packer.flush()
+            return packer.lines
     return count

@@ -7,10 +7,11 @@ the emulator (which reports the same violations as the service's ``errors.data``
 The file is read in binary, one line at a time with a bounded ``readline``, so memory stays flat
 whatever the file size; a line over the 6 MB limit is counted and skipped, never held whole.
 Each line is checked with a typed ``msgspec`` decoder that materialises only ``custom_id``,
-``method``, ``url``, ``body.model`` and ``body.enable_thinking`` and validates the syntax of the
-rest (``messages``, ``input``) without building Python objects for it; non-ASCII lines are also
-checked to be UTF-8. A line the fast decoder rejects is re-parsed with :mod:`json` to give the
-exact reason (and to accept what strict JSON allows, such as lone surrogate escapes).
+``method``, ``url``, ``body.model``, ``body.enable_thinking``, the roles of ``body.messages`` and the
+small embeddings fields, and validates the syntax of the rest (message texts) without building
+Python objects for it; non-ASCII lines are also checked to be UTF-8. A line the fast decoder
+rejects is re-parsed with :mod:`json` to give the exact reason (and to accept what strict JSON
+allows, such as lone surrogate escapes).
 
 Rule codes (``Violation.code``); ``line`` is ``None`` for file-level rules:
 
@@ -45,6 +46,10 @@ code                          rule
 ``model_not_found``           service-side only (unknown model); never raised here
 ============================  ==============================================================
 
+Per-endpoint body rules (``messages`` for chat, ``input``/``dimensions``/``encoding_format`` for
+embeddings, image parts only for vision models, fields a family does not accept) are listed in
+:mod:`airflow_provider_dashscope_batch.bodies`.
+
 Sizes use binary units (1 MB = 2**20 bytes); line sizes exclude the line terminator. Lines past
 the 50,000-line limit are counted but not checked, which also bounds the memory used to detect
 duplicate ids.
@@ -63,6 +68,8 @@ from typing import IO, Any, BinaryIO
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field
+
+from airflow_provider_dashscope_batch.bodies import EMBEDDINGS_ENDPOINT, body_violations
 
 __all__ = [
     "ENDPOINTS",
@@ -185,10 +192,20 @@ class JsonlValidationError(ValueError):
         self.report = report
 
 
+class _LazyMessage(msgspec.Struct):
+    role: Any = _UNSET
+    content: msgspec.Raw | msgspec.UnsetType = _UNSET  # checked to be a string without decoding it
+
+
 class _Body(msgspec.Struct):
     model: Any = _UNSET
     enable_thinking: Any = _UNSET
     response_format: Any = _UNSET
+    # read by the per-endpoint body rules (_body_view)
+    messages: list[_LazyMessage] | msgspec.UnsetType = _UNSET
+    input: Any = _UNSET
+    dimensions: Any = _UNSET
+    encoding_format: Any = _UNSET
 
 
 class _Request(msgspec.Struct):
@@ -199,6 +216,40 @@ class _Request(msgspec.Struct):
 
 
 _DECODER = msgspec.json.Decoder(_Request)
+
+
+class _BodyOnly(msgspec.Struct):
+    body: dict[str, Any]
+
+
+_BODY_DECODER = msgspec.json.Decoder(_BodyOnly)  # every field name of an embeddings body
+
+
+def _body_view(body: _Body, url: Any, line: bytes) -> dict[str, Any]:
+    """
+    The body as the body rules read it, from the fast decoder's struct (message texts stay undecoded).
+
+    Embeddings bodies are read whole once more (they are small): their rules look at every field name.
+    """
+    if url == EMBEDDINGS_ENDPOINT:
+        return _BODY_DECODER.decode(line).body
+    view: dict[str, Any] = {}
+    if body.messages is not _UNSET:
+        view["messages"] = [_lazy_message(message) for message in body.messages]
+    for key in ("input", "dimensions", "encoding_format"):
+        if (value := getattr(body, key)) is not _UNSET:
+            view[key] = value
+    return view
+
+
+def _lazy_message(message: _LazyMessage) -> dict[str, Any]:
+    decoded: dict[str, Any] = {}
+    if message.role is not _UNSET:
+        decoded["role"] = message.role
+    content = message.content
+    if content is not _UNSET:
+        decoded["content"] = "" if memoryview(content)[0] == 0x22 else msgspec.json.decode(content)  # '"'
+    return decoded
 
 
 def _reject_constant(name: str) -> None:
@@ -229,9 +280,15 @@ class LineChecker:
     """
 
     def __init__(
-        self, endpoint: str | None, max_violations: int, seen_ids: MutableMapping[str, int] | None = None
+        self,
+        endpoint: str | None,
+        max_violations: int,
+        seen_ids: MutableMapping[str, int] | None = None,
+        *,
+        body_rules: bool = True,
     ) -> None:
         self.endpoint = endpoint
+        self.body_rules = body_rules
         self.max_violations = max_violations
         self.violations: list[Violation] = []
         self.file_violations: list[Violation] = []
@@ -297,10 +354,12 @@ class LineChecker:
             self.seen_ids[custom_id] = n
         elif body is _UNSET or body is None:
             self._check_fields(n, custom_id, req.method, req.url, body, _UNSET, _UNSET)
+            return
         else:
             self._check_fields(n, custom_id, req.method, req.url, {}, body.model, body.enable_thinking)
         if type(body) is _Body and body.response_format is not _UNSET:
             self._check_response_format(n, body.response_format)
+        self._check_body(n, req.url, body.model, _body_view(body, req.url, line))
 
     def _check_slow(self, n: int, line: bytes) -> None:
         try:
@@ -325,8 +384,10 @@ class LineChecker:
             model,
             thinking,
         )
-        if isinstance(body, dict) and "response_format" in body:
-            self._check_response_format(n, body["response_format"])
+        if isinstance(body, dict):
+            if "response_format" in body:
+                self._check_response_format(n, body["response_format"])
+            self._check_body(n, obj.get("url"), model, body)
 
     def _check_fields(
         self, n: int, custom_id: Any, method: Any, url: Any, body: Any, model: Any, thinking: Any
@@ -358,6 +419,13 @@ class LineChecker:
                 f"on line {self.thinking_line}; use one thinking mode per file",
                 "body.enable_thinking",
             )
+
+    def _check_body(self, n: int, url: Any, model: Any, body: dict[str, Any]) -> None:
+        """Per-endpoint body rules of :mod:`.bodies`; none on a url mismatch."""
+        if not self.body_rules or url != (self.endpoint or self.url or url):
+            return
+        for code, message, param in body_violations(url, model, body):
+            self.add(n, code, message, param)
 
     def _check_custom_id(self, n: int, custom_id: Any) -> None:
         if custom_id is _UNSET:
@@ -565,6 +633,7 @@ def validate_jsonl(
     max_violations: int = 100,
     name: str | None = None,
     on_line: Callable[[bytes], None] | None = None,
+    body_rules: bool = True,
 ) -> ValidationReport:
     """
     Check a batch input file against every rule the service enforces, streaming it once.
@@ -576,11 +645,13 @@ def validate_jsonl(
     :param name: name used in messages; defaults to the path, or the stream's ``name``.
     :param on_line: called with each line that broke no rule so far (the cost estimate reads the same
         pass; it stops being called after the first violation).
+    :param body_rules: also check each body against its endpoint's rules (:mod:`.bodies`); the service
+        itself fails such a request alone, in the error file, rather than the whole file.
     :return: the report; call :meth:`ValidationReport.raise_for_violations` to fail on violations.
     """
     if endpoint is not None and endpoint not in ENDPOINTS:
         raise ValueError(f"endpoint must be one of {', '.join(sorted(ENDPOINTS))}, got {endpoint!r}")
-    checker = LineChecker(endpoint, max_violations)
+    checker = LineChecker(endpoint, max_violations, body_rules=body_rules)
     line_count = size = 0
     with open_source(source) as f:
         for line_count, line, read in read_lines(f, checker):

@@ -15,11 +15,29 @@ if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.emulator.app import create_app
     from airflow_provider_dashscope_batch.emulator.faults import FaultRule
     from airflow_provider_dashscope_batch.emulator.server import EmulatorServer
-    from airflow_provider_dashscope_batch.emulator.state import EmulatorConfig
+    from airflow_provider_dashscope_batch.emulator.state import (
+        EmulatorConfig,
+        emulated_embedding,
+        image_tokens_of,
+    )
 
-__all__ = ["EmulatorConfig", "EmulatorServer", "FaultRule", "create_app"]
+__all__ = [
+    "EmulatorConfig",
+    "EmulatorServer",
+    "FaultRule",
+    "create_app",
+    "emulated_embedding",
+    "image_tokens_of",
+]
 
-_HOMES = {"EmulatorConfig": "state", "EmulatorServer": "server", "FaultRule": "faults", "create_app": "app"}
+_HOMES = {
+    "EmulatorConfig": "state",
+    "EmulatorServer": "server",
+    "FaultRule": "faults",
+    "create_app": "app",
+    "emulated_embedding": "state",
+    "image_tokens_of": "state",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import json
@@ -18,6 +19,7 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from airflow_provider_dashscope_batch.bodies import body_violations
 from airflow_provider_dashscope_batch.cost.pricing import PriceTable, load_price_table
 from airflow_provider_dashscope_batch.cost.tokens import count_chat_prompt, count_text
 from airflow_provider_dashscope_batch.emulator.structured import structured_answer
@@ -193,8 +195,53 @@ def _price_table() -> PriceTable:
     return load_price_table("cn-beijing")[0]
 
 
-def _vector(text: str, dimensions: int) -> list[float]:
-    """A deterministic unit vector derived from ``text``."""
+def _image_size(url: str) -> tuple[int, int] | None:
+    """Width and height of a PNG given as a ``data:`` URL (the emulator fetches nothing)."""
+    head, _, data = url.partition(",")
+    if not head.startswith("data:image/png;base64"):
+        return None
+    try:
+        raw = base64.b64decode(data[:64] + "=" * (-len(data[:64]) % 4), validate=False)
+    except ValueError:
+        return None
+    if raw[:8] != b"\x89PNG\r\n\x1a\n" or raw[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", raw[16:24])
+    return width, height
+
+
+EMULATED_IMAGE_SIZE = (1024, 1024)
+"""The size the emulator assumes for an image it is given by URL (it downloads nothing)."""
+
+
+def image_tokens_of(part: dict[str, Any], model: Any, body: dict[str, Any]) -> int:
+    """
+    Tokens of one ``image_url`` part, as the Qwen-VL docs count them.
+
+    The image is scaled to multiples of the model's patch (32 px for Qwen3-VL, 28 px otherwise) within
+    ``[4, max]`` patches, ``max`` being 16,384 with ``vl_high_resolution_images`` and 1,280 (2,560 for
+    Qwen3-VL) by default; each patch is a token, plus 2 for the image's start and end.
+    """
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    width, height = (_image_size(url) if isinstance(url, str) else None) or EMULATED_IMAGE_SIZE
+    patch = 32 if "qwen3-vl" in str(model) else 28
+    max_patches = 16_384 if body.get("vl_high_resolution_images") else 2_560 if patch == 32 else 1_280
+    h_bar = max(patch, round(height / patch) * patch)
+    w_bar = max(patch, round(width / patch) * patch)
+    if h_bar * w_bar > max_patches * patch * patch:
+        beta = math.sqrt(height * width / (max_patches * patch * patch))
+        h_bar = max(patch, math.floor(height / beta / patch) * patch)
+        w_bar = max(patch, math.floor(width / beta / patch) * patch)
+    elif h_bar * w_bar < 4 * patch * patch:
+        beta = math.sqrt(4 * patch * patch / (height * width))
+        h_bar = math.ceil(height * beta / patch) * patch
+        w_bar = math.ceil(width * beta / patch) * patch
+    return h_bar * w_bar // (patch * patch) + 2
+
+
+def emulated_embedding(text: str, dimensions: int) -> list[float]:
+    """The emulator's vector for ``text``: a deterministic unit vector (rounded to 6 decimals), for tests."""
     raw = b""
     counter = 0
     while len(raw) < dimensions * 4:
@@ -329,7 +376,8 @@ class Emulator:
         if record is None:
             return None
         try:
-            return validate_jsonl(record.path, endpoint=endpoint, name=record.filename)
+            # body rules fail a request alone (in the error file, see _run_request), not the file
+            return validate_jsonl(record.path, endpoint=endpoint, name=record.filename, body_rules=False)
         except FileNotFoundError:
             return None
 
@@ -448,6 +496,8 @@ class Emulator:
         body = line.get("body") or {}
         request_id = str(uuid.uuid4())
         marker = body.get(FAIL_MARKER)
+        if not marker and (broken := next(body_violations(line.get("url"), body.get("model"), body), None)):
+            marker = {"status_code": 400, "code": "InvalidParameter", "message": broken[1]}
         if marker or (pattern is not None and pattern.search(custom_id)):
             spec = marker if isinstance(marker, dict) else {}
             status = int(spec.get("status_code", 400))
@@ -506,9 +556,14 @@ class Emulator:
         )
         digest = hashlib.sha256(f"{model}\n{prompt}".encode()).hexdigest()[:8]
         content = structured_answer(body) or f"Emulated reply ({digest}) to: {last_user[:200]}"
+        finish_reason = "stop"
+        max_tokens = body.get("max_tokens")
+        completion_tokens = count_text(content)
+        if isinstance(max_tokens, int) and 0 < max_tokens < completion_tokens:  # cut as the service cuts
+            content, finish_reason, completion_tokens = content[: max_tokens * 4], "length", max_tokens
         message = {"role": "assistant", "content": content}
         usage: dict[str, Any] = {
-            "completion_tokens": count_text(content),
+            "completion_tokens": completion_tokens,
             "prompt_tokens": count_chat_prompt(messages, body.get("tools")),
         }
         thinking = body.get("enable_thinking")
@@ -517,19 +572,24 @@ class Emulator:
             reasoning_tokens = count_text(reasoning)
             usage["completion_tokens"] += reasoning_tokens
             usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
+        image_tokens = sum(
+            image_tokens_of(part, model, body)
+            for m in messages
+            if isinstance(m, dict) and isinstance(m.get("content"), list)
+            for part in m["content"]
+            if isinstance(part, dict) and part.get("type") == "image_url"
+        )
+        if image_tokens:
+            text_tokens = usage["prompt_tokens"]
+            usage["prompt_tokens"] += image_tokens
+            usage["prompt_tokens_details"] = {"image_tokens": image_tokens, "text_tokens": text_tokens}
         usage["total_tokens"] = usage["completion_tokens"] + usage["prompt_tokens"]
         return {
             "created": created,
             "usage": usage,
             "model": model,
             "id": f"chatcmpl-{request_id}",
-            "choices": [
-                {
-                    "finish_reason": "stop",
-                    "index": 0,
-                    "message": message,
-                }
-            ],
+            "choices": [{"finish_reason": finish_reason, "index": 0, "message": message}],
             "object": "chat.completion",
         }
 
@@ -541,7 +601,7 @@ class Emulator:
         return {
             "object": "list",
             "data": [
-                {"object": "embedding", "index": i, "embedding": _vector(str(text), dimensions)}
+                {"object": "embedding", "index": i, "embedding": emulated_embedding(str(text), dimensions)}
                 for i, text in enumerate(texts)
             ],
             "model": model,

@@ -31,6 +31,8 @@ class RequestInput:
     :param text_column: ``csv`` only: column with the user text when no ``template`` is given.
     :param id_column: ``csv`` only: column with the ``custom_id`` (None numbers the rows).
     :param body_params: ``csv`` only: extra body fields.
+    :param image_column: ``csv`` only: column with an image URL, sent before the text (Qwen-VL, Qwen-OCR).
+    :param inputs_per_request: ``csv`` with ``/v1/embeddings`` only: texts packed into one request.
     :param endpoint: Every line's ``url`` must equal it; built requests use it (``None``: a file's
         lines may use any one endpoint, built requests use :data:`DEFAULT_ENDPOINT`).
     :raises ValueError: unless exactly one source is given, or for ``csv`` without ``model``.
@@ -46,6 +48,8 @@ class RequestInput:
     id_column: str | int | None = 0
     body_params: Mapping[str, Any] | None = None
     endpoint: str | None = None
+    image_column: str | int | None = None
+    inputs_per_request: int = 1
 
     def __post_init__(self) -> None:
         if sum(x is not None for x in (self.file, self.requests, self.csv)) != 1:
@@ -79,6 +83,8 @@ class DashScopeRequestInputOperator(DashScopeBaseOperator):
         text_column: str | int = 1,
         id_column: str | int | None = 0,
         body_params: Mapping[str, Any] | None = None,
+        image_column: str | int | None = None,
+        inputs_per_request: int = 1,
         endpoint: str | None = None,
         max_violations: int = 20,
         **kwargs: Any,
@@ -94,6 +100,8 @@ class DashScopeRequestInputOperator(DashScopeBaseOperator):
         self.text_column = text_column
         self.id_column = id_column
         self.body_params = body_params
+        self.image_column = image_column
+        self.inputs_per_request = inputs_per_request
         self.endpoint = endpoint
         self.max_violations = max_violations
 
@@ -111,4 +119,6 @@ class DashScopeRequestInputOperator(DashScopeBaseOperator):
             self.id_column,
             self.body_params,
             self.endpoint,
+            self.image_column,
+            self.inputs_per_request,
         )

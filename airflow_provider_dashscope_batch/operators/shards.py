@@ -147,6 +147,8 @@ class _ShardingOperator(DashScopeRequestInputOperator):
                         template=source.template,
                         system_prompt=source.system_prompt,
                         body_params=source.body_params,
+                        image_column=source.image_column,
+                        inputs_per_request=source.inputs_per_request,
                         sizing=sizing,
                         on_shard=on_shard,
                     )
@@ -198,6 +200,8 @@ class DashScopeSplitRequestsOperator(_ShardingOperator):
     :param text_column: ``csv`` only: column with the user text when no ``template`` is given.
     :param id_column: ``csv`` only: column with the ``custom_id`` (None numbers the rows).
     :param body_params: ``csv`` only: extra body fields.
+    :param image_column: ``csv`` only: column with an image URL, sent before the text (Qwen-VL, Qwen-OCR).
+    :param inputs_per_request: ``csv`` with ``/v1/embeddings`` only: texts packed into one request.
     :param endpoint: Every line's ``url`` must equal it; built requests use it (default
         ``/v1/chat/completions`` for them) (templated).
     :param max_requests_per_shard: Lines per shard (default: the service's limit times ``margin``).
@@ -256,6 +260,8 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
     :param text_column: ``csv`` only: column with the user text when no ``template`` is given.
     :param id_column: ``csv`` only: column with the ``custom_id`` (None numbers the rows).
     :param body_params: ``csv`` only: extra body fields.
+    :param image_column: ``csv`` only: column with an image URL, sent before the text (Qwen-VL, Qwen-OCR).
+    :param inputs_per_request: ``csv`` with ``/v1/embeddings`` only: texts packed into one request.
     :param endpoint: Every line's ``url`` must equal it; built requests use it (default
         ``/v1/chat/completions`` for them; a file's lines may use any one endpoint). The batches'
         endpoint is the lines' ``url`` (templated).
@@ -472,6 +478,8 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
                         template=self.template,
                         system_prompt=self.system_prompt,
                         body_params=self.body_params,
+                        image_column=self.image_column,
+                        inputs_per_request=self.inputs_per_request,
                     )
             else:
                 write_requests(

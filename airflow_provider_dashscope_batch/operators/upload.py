@@ -54,6 +54,9 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
     :param text_column: ``csv`` only: column with the user text when no ``template`` is given.
     :param id_column: ``csv`` only: column with the ``custom_id`` (None numbers the rows).
     :param body_params: ``csv`` only: extra body fields, e.g. ``{"temperature": 0.2}``.
+    :param image_column: ``csv`` only: column with an image URL, sent before the text (Qwen-VL, Qwen-OCR).
+    :param inputs_per_request: ``csv`` with ``/v1/embeddings`` only: texts packed into one request (up to
+        the model's limit, 10 for text-embedding-v4); the results' embeddings table has one row per text.
     :param endpoint: Every line's ``url`` must equal it; built requests use it (default
         ``/v1/chat/completions`` for them) (templated).
     :param filename: Name the file gets in DashScope (default: the source's name).
@@ -89,6 +92,8 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
                     system_prompt=source.system_prompt,
                     endpoint=source.built_endpoint,
                     body_params=source.body_params,
+                    image_column=source.image_column,
+                    inputs_per_request=source.inputs_per_request,
                 )
             else:
                 lines = write_requests(

@@ -18,7 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from airflow_provider_dashscope_batch.cost.actual import ActualCost
 from airflow_provider_dashscope_batch.cost.estimate import CostEstimate
 from airflow_provider_dashscope_batch.models import RequestCounts
-from airflow_provider_dashscope_batch.results import ResultFormat, ResultKind, UsageTotals
+from airflow_provider_dashscope_batch.results import (
+    RESULT_COLUMN_TYPES,
+    TABLE_SCHEMA_VERSION,
+    ResultFormat,
+    ResultKind,
+    TableKind,
+    UsageTotals,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import ObjectStoragePath
@@ -31,6 +38,7 @@ __all__ = [
     "ResultManifest",
     "ResultTotals",
     "ShardRecord",
+    "TableRecord",
     "TokenUsage",
 ]
 
@@ -40,6 +48,29 @@ MANIFEST_VERSION = 2
 
 class _Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TableRecord(_Record):
+    """
+    The layout of a CSV/Parquet result file, so a reader can check what it loads.
+
+    ``columns`` maps each column, in file order, to its logical type (``string``, ``int`` or ``vector``;
+    see :data:`~airflow_provider_dashscope_batch.results.RESULT_COLUMN_TYPES`).
+    """
+
+    name: TableKind
+    version: int = TABLE_SCHEMA_VERSION
+    columns: dict[str, str]
+    embedding_dimensions: int | None = None
+    """The length of every vector of an ``embeddings`` table (``None`` if it holds none)."""
+
+    @classmethod
+    def of(cls, table: TableKind, dimensions: int | None) -> TableRecord:
+        return cls(
+            name=table,
+            columns={name: RESULT_COLUMN_TYPES[name] for name in table.columns},
+            embedding_dimensions=dimensions if table is TableKind.EMBEDDINGS else None,
+        )
 
 
 class FileRecord(_Record):
@@ -60,6 +91,8 @@ class FileRecord(_Record):
     source_sha256: str
     bytes: int
     sha256: str
+    table: TableRecord | None = None
+    """The table layout of a ``csv``/``parquet`` file (``None`` for ``jsonl``)."""
 
 
 class TokenUsage(_Record):

@@ -23,7 +23,7 @@ from airflow_provider_dashscope_batch.fs import register_oss_scheme
 from airflow_provider_dashscope_batch.lineage import keep_for_lineage, transfer_lineage
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator
 from airflow_provider_dashscope_batch.operators.cost import connection_price_table, find_estimates
-from airflow_provider_dashscope_batch.results import ResultFormat, ResultKind, import_pyarrow
+from airflow_provider_dashscope_batch.results import ResultFormat, ResultKind, TableKind, import_pyarrow
 from airflow_provider_dashscope_batch.transfers.manifest import (
     MANIFEST_NAME,
     ResultManifest,
@@ -109,9 +109,13 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
         <destination>/<result_set>/errors/part-00000.<ext>   # (absent for a batch without error file)
         <destination>/<result_set>/manifest.json
 
-    ``jsonl`` copies the service's files byte for byte. ``csv`` and ``parquet`` hold one row per request with
-    the columns of :data:`~airflow_provider_dashscope_batch.results.RESULT_COLUMNS`; every part has the same
-    columns, so a directory of parts reads as one table.
+    ``jsonl`` copies the service's files byte for byte. ``csv`` and ``parquet`` are typed tables
+    (:class:`~airflow_provider_dashscope_batch.results.TableKind`): an embeddings batch's output has one row
+    per input text with its vector (:data:`~airflow_provider_dashscope_batch.results.EMBEDDING_COLUMNS`;
+    Parquet: a fixed-size ``list<float32>`` column); chat output and every errors file have one row per
+    request (:data:`~airflow_provider_dashscope_batch.results.RESULT_COLUMNS`: content, reasoning content,
+    finish reason, usage, status, error). Every part of a kind has the same columns, so a directory of
+    parts reads as one table; the manifest records each file's layout and version (``table``).
 
     Memory stays flat whatever the file size or the number of batches: each download is streamed in
     chunks, hashed, counted and handed through a short queue to a writer thread, so a blocking upload
@@ -386,7 +390,8 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
                 lines = 0
                 if file_id is not None:
                     try:
-                        files[kind] = stager.stage(file_id, layout.path(kind, index))
+                        table = TableKind.of(batch.endpoint, kind)
+                        files[kind] = stager.stage(file_id, layout.path(kind, index), table)
                     except (DownloadFailed, UnreadableResult) as exc:
                         raise AirflowException(f"batch {batch.id}, {kind} file: {exc}") from None
                     lines = files[kind].record.lines

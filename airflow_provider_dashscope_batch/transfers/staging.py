@@ -13,12 +13,11 @@ from airflow_provider_dashscope_batch.results import (
     ResultEncoder,
     ResultFileStats,
     ResultFormat,
+    TableKind,
     UsageTotals,
-    flatten_result,
     open_encoder,
-    parse_result_line,
 )
-from airflow_provider_dashscope_batch.transfers.manifest import FileRecord
+from airflow_provider_dashscope_batch.transfers.manifest import FileRecord, TableRecord
 from airflow_provider_dashscope_batch.transfers.publishing import StagedFile, stage
 from airflow_provider_dashscope_batch.transfers.streaming import BackgroundWriter, HashingWriter
 
@@ -95,9 +94,11 @@ class ResultFileStager:
         self.row_group_size = row_group_size
         self.sleep = sleep
 
-    def stage(self, file_id: str, final: ObjectStoragePath) -> StagedResult:
+    def stage(
+        self, file_id: str, final: ObjectStoragePath, table: TableKind = TableKind.REQUESTS
+    ) -> StagedResult:
         """
-        Download ``file_id`` into a staged file for ``final``.
+        Download ``file_id`` into a staged file for ``final``, as a ``table`` for ``csv``/``parquet``.
 
         :raises DownloadFailed: when every attempt was cut short.
         :raises UnreadableResult: for a line that is not a JSON object (``csv``/``parquet``).
@@ -106,7 +107,7 @@ class ResultFileStager:
         attempts = self.retry.max_retries + 1
         for retry in range(attempts):
             try:
-                return self._stage_once(file_id, final, expected_bytes)
+                return self._stage_once(file_id, final, expected_bytes, table)
             except _CutShort as exc:
                 if retry + 1 == attempts:
                     raise DownloadFailed(
@@ -124,15 +125,18 @@ class ResultFileStager:
                 self.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _stage_once(self, file_id: str, final: ObjectStoragePath, expected_bytes: int | None) -> StagedResult:
-        source = ResultFileStats()
+    def _stage_once(
+        self, file_id: str, final: ObjectStoragePath, expected_bytes: int | None, table: TableKind
+    ) -> StagedResult:
+        copy = self.fmt is ResultFormat.JSONL  # written bytes == source bytes: hashed once, as written
+        source = ResultFileStats(digest=not copy)
         usage = UsageTotals(meter=self.meter() if self.meter is not None else None)
         file = stage(final, expected_bytes)
         writer = BackgroundWriter(file.handle)
         out = HashingWriter(writer)
         encoder: ResultEncoder | None = None
         try:
-            encoder = open_encoder(self.fmt, out, row_group_size=self.row_group_size)
+            encoder = open_encoder(self.fmt, out, row_group_size=self.row_group_size, table=table)
             line_no = 0
             try:
                 for chunk in self.client.iter_file_content(file_id, chunk_size=self.chunk_size):
@@ -167,20 +171,19 @@ class ResultFileStager:
             uri=str(final),
             lines=source.lines,
             source_bytes=source.bytes,
-            source_sha256=source.sha256,
+            source_sha256=out.sha256 if copy else source.sha256,
             bytes=out.bytes,
             sha256=out.sha256,
+            table=None if self.fmt is ResultFormat.JSONL else TableRecord.of(table, encoder.dimensions),
         )
         return StagedResult(file=file, record=record, usage=usage)
 
 
 def _consume(encoder: ResultEncoder, usage: UsageTotals, line: bytes, file_id: str, line_no: int) -> None:
     try:
-        if not encoder.wants_rows:  # bytes are copied as is: decode only status and usage
+        if encoder.wants_rows:
+            encoder.consume(line, usage)
+        else:  # bytes are copied as is: decode only status and usage
             usage.add(line)
-            return
-        obj = parse_result_line(line)
     except ValueError as exc:
         raise UnreadableResult(f"file {file_id}, line {line_no}: {exc}") from None
-    usage.add(obj)
-    encoder.row(flatten_result(obj))

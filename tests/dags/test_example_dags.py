@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from pathlib import Path
 
 import pytest
+
+from airflow_provider_dashscope_batch.emulator import emulated_embedding, image_tokens_of
+
+EXAMPLE_DATA = Path(__file__).resolve().parents[2] / "example_dags" / "data"
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -100,3 +106,57 @@ def test_red_on_a_validation_failure(load_test_dags, states, dashscope_emulator)
     assert dag_run.state == "failed"
     assert states(dag_run) == {"upload_file": "failed", "create_batch": "upstream_failed"}
     assert dashscope_emulator.request_counts() == {}  # a bad file costs no upload and no batch
+
+
+def _landed_table(tmp_path, name):
+    pq = pytest.importorskip("pyarrow.parquet")
+    (landed,) = (tmp_path / "results").iterdir()
+    manifest = json.loads((landed / "manifest.json").read_text())
+    return pq.read_table(landed / name), manifest
+
+
+def test_embeddings_example_lands_the_emulators_vectors(load_example, states, dashscope_emulator, tmp_path):
+    dag_run = load_example("example_dashscope_batch_embeddings").dag.test()
+    assert dag_run.state == "success", states(dag_run)
+
+    table, manifest = _landed_table(tmp_path, "output.parquet")
+    assert str(table.schema.field("embedding").type) == "fixed_size_list<element: float>[256]"
+    texts = dict(csv.reader((EXAMPLE_DATA / "texts.csv").open(encoding="utf-8")))
+    del texts["doc_id"]
+    rows = table.to_pylist()
+    assert sorted(r["input_id"] for r in rows) == sorted(texts)  # one row per text, 12 texts in 2 requests
+    assert len({r["custom_id"] for r in rows}) == 2
+    for row in rows:
+        assert row["embedding"] == pytest.approx(emulated_embedding(texts[row["input_id"]], 256), abs=1e-7)
+    (shard,) = manifest["shards"]
+    assert shard["files"]["output"]["table"]["embedding_dimensions"] == 256
+    assert shard["usage"]["total_tokens"] == sum(r["total_tokens"] or 0 for r in rows)
+
+
+def test_vl_example_lands_answers_with_image_tokens(load_example, states, dashscope_emulator, tmp_path):
+    dag_run = load_example("example_dashscope_batch_vl").dag.test()
+    assert dag_run.state == "success", states(dag_run)
+
+    table, _ = _landed_table(tmp_path, "output.parquet")
+    rows = {r["custom_id"]: r for r in table.to_pylist()}
+    assert sorted(rows) == ["img-1", "img-2", "img-3"]
+    assert {r["finish_reason"] for r in rows.values()} == {"stop"}
+    assert all("Describe this image" in r["content"] for r in rows.values())
+    # 56x56 -> 4 patches + 2; 280x140 -> 50 + 2; an image given by URL counts as the emulator's 1024x1024
+    image_tokens = {
+        "img-1": 6,
+        "img-2": 52,
+        "img-3": image_tokens_of({"image_url": "https://x"}, "qwen-vl-max", {}),
+    }
+    for custom_id, tokens in image_tokens.items():
+        assert rows[custom_id]["prompt_tokens"] > tokens
+    assert rows["img-2"]["prompt_tokens"] - rows["img-1"]["prompt_tokens"] == 52 - 6
+
+
+def test_vl_example_red_for_a_text_model(load_example, states, dashscope_emulator, tmp_path, monkeypatch):
+    """The preflight refuses image parts for a model that reads text only: nothing is uploaded."""
+    module = load_example("example_dashscope_batch_vl")
+    module.dag.get_task("upload_images").model = "qwen-plus"
+    dag_run = module.dag.test()
+    assert states(dag_run)["upload_images"] == "failed"
+    assert "POST /files" not in dashscope_emulator.request_counts()

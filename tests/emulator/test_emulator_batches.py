@@ -21,7 +21,7 @@ from emulator_helpers import (
     request_line,
 )
 
-from airflow_provider_dashscope_batch.emulator import EmulatorServer
+from airflow_provider_dashscope_batch.emulator import EmulatorServer, image_tokens_of
 
 TIME_FIELDS = [
     "in_progress_at",
@@ -466,3 +466,39 @@ def test_chat_usage_is_counted_like_the_estimate(api: Api):
     reasoning = body["usage"]["completion_tokens_details"]["reasoning_tokens"]
     assert reasoning == count_text(message["reasoning_content"]) > 0
     assert body["usage"]["completion_tokens"] == count_text(message["content"]) + reasoning
+
+
+def test_a_body_that_breaks_its_endpoints_rules_fails_that_request_alone(api: Api):
+    """The service validates the file's lines, but fails a request whose body it cannot take by itself."""
+    bad = request_line(
+        "bad-1", model="text-embedding-v4", url="/v1/embeddings", input=[f"t{i}" for i in range(11)]
+    )
+    good = request_line("ok-1", model="text-embedding-v4", url="/v1/embeddings", input="hello")
+    for line in (bad, good):
+        line["body"].pop("messages")
+    batch = api.run(jsonl([good, bad]), "/v1/embeddings")
+    assert batch["status"] == "completed"
+    assert batch["request_counts"] == {"total": 2, "completed": 1, "failed": 1}
+    (error_line,) = read_jsonl(api.content(batch["error_file_id"]))
+    assert error_line["custom_id"] == "bad-1"
+    assert error_line["error"]["code"] == "InvalidParameter"
+    assert "takes at most 10 per request" in error_line["error"]["message"]
+
+
+def test_chat_answers_cut_by_max_tokens_and_image_tokens(api: Api):
+    def answer(line: dict) -> dict:
+        (result,) = read_jsonl(api.content(api.run(jsonl([line]))["output_file_id"]))
+        return result["response"]["body"]
+
+    cut = answer(request_line("cut", max_tokens=2))
+    assert cut["choices"][0]["finish_reason"] == "length"
+    assert cut["usage"]["completion_tokens"] == 2
+    think = answer(request_line("think", enable_thinking=True))
+    assert think["choices"][0]["finish_reason"] == "stop"
+    assert think["choices"][0]["message"]["reasoning_content"]
+    image = {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    seen = answer(request_line("img", model="qwen-vl-max", messages=[{"role": "user", "content": [image]}]))
+    # a URL counts as a 1024x1024 image (the emulator downloads nothing): at most 1,280 patches + 2
+    details = seen["usage"]["prompt_tokens_details"]
+    assert details["image_tokens"] == image_tokens_of(image, "qwen-vl-max", {}) == 35 * 35 + 2
+    assert seen["usage"]["prompt_tokens"] == details["image_tokens"] + details["text_tokens"]

@@ -310,7 +310,7 @@ def test_a_files_lines_name_the_endpoint_as_for_the_upload_operator(dashscope_co
             "custom_id": f"t{i}",
             "method": "POST",
             "url": "/v1/chat/ds-test",
-            "body": {"model": "batch-test-model"},
+            "body": {"model": "batch-test-model", "messages": [{"role": "user", "content": "hi"}]},
         }
         for i in range(150)
     ]

@@ -162,8 +162,8 @@ def test_an_oversized_line_is_reported_not_kept(tmp_path):
 def _line_of(length: int, custom_id: str = "sized") -> bytes:
     """A valid request line of exactly ``length`` bytes, terminator excluded."""
     head = f'{{"custom_id": "{custom_id}", "method": "POST", "url": "/v1/chat/completions", '
-    head += '"body": {"model": "qwen-plus", "input": "'
-    return (head + "x" * (length - len(head) - 3) + '"}}').encode()
+    head += '"body": {"model": "qwen-plus", "messages": [{"role": "user", "content": "'
+    return (head + "x" * (length - len(head) - 5) + '"}]}}').encode()
 
 
 @pytest.mark.parametrize("terminator", [b"\n", b"\r\n"])
@@ -222,7 +222,8 @@ def test_request_dicts_are_built_into_shards(tmp_path):
     assert [(s.first_line, s.requests) for s in result.shards] == [(1, 100), (101, 100), (201, 50)]
     first = json.loads((tmp_path / "out" / "shard-00001.jsonl").read_text().splitlines()[0])
     assert first["custom_id"] == "101"
-    duplicated = [{"custom_id": "a", "body": {"model": "m"}}, {"custom_id": "a", "body": {"model": "m"}}]
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    duplicated = [{"custom_id": "a", "body": body}, {"custom_id": "a", "body": body}]
     with pytest.raises(JsonlValidationError) as exc:
         split_requests(duplicated, tmp_path / "dup")
     assert _violations(exc) == [(2, "duplicate_custom_id")]
@@ -268,3 +269,19 @@ def test_the_id_registry_keeps_first_lines_across_growth():
     assert "id-4999" in seen
     assert "id-5001" not in seen
     assert seen.setdefault("id-17", 9999) == 17
+
+
+def test_csv_embeddings_packed_into_shards(tmp_path):
+    source = tmp_path / "texts.csv"
+    source.write_text("id,text\n" + "".join(f"t{i},text {i}\n" for i in range(45)), encoding="utf-8")
+    result = split_csv(
+        source,
+        tmp_path / "out",
+        model="text-embedding-v4",
+        endpoint="/v1/embeddings",
+        inputs_per_request=10,
+        sizing=ShardSizing(max_requests=2),
+    )
+    assert [s.requests for s in result.shards] == [2, 2, 1]  # 5 requests of up to 10 texts
+    last = json.loads((tmp_path / "out" / "shard-00002.jsonl").read_text())
+    assert json.loads(last["custom_id"]) == [f"t{i}" for i in range(40, 45)]

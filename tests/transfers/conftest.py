@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import respx
 
+from airflow_provider_dashscope_batch.bodies import EMBEDDING_MODELS
 from airflow_provider_dashscope_batch.client import DashScopeClient
 from airflow_provider_dashscope_batch.emulator import EmulatorServer
 from airflow_provider_dashscope_batch.models import Batch
@@ -24,15 +25,13 @@ def dashscope_conn(dashscope_conn) -> str:
     return "dashscope_default"
 
 
-def _requests(n: int, endpoint: str, dimensions: int, prefix: str) -> bytes:
+def _requests(n: int, endpoint: str, dimensions: int | None, prefix: str) -> bytes:
     lines = []
     for i in range(n):
         if endpoint == "/v1/embeddings":
-            body: dict[str, Any] = {
-                "model": "text-embedding-v4",
-                "input": f"text {i}",
-                "dimensions": dimensions,
-            }
+            body: dict[str, Any] = {"model": "text-embedding-v4", "input": f"text {i}"}
+            if dimensions is not None:
+                body["dimensions"] = dimensions
         else:
             body = {"model": "qwen-plus", "messages": [{"role": "user", "content": f"Say hello {i} 你好"}]}
         lines.append(
@@ -50,10 +49,14 @@ def make_batch(dashscope_emulator: EmulatorServer, client: DashScopeClient) -> C
         *,
         fail: str | None = None,
         endpoint: str = "/v1/chat/completions",
-        dimensions: int = 64,
+        dimensions: int | None = 64,
         prefix: str = "req",
     ) -> Batch:
         dashscope_emulator.fail_requests(fail)
+        if dimensions is not None and dimensions not in EMBEDDING_MODELS["text-embedding-v4"].dimensions:
+            # longer vectors than the model documents (large files): the emulator's default length
+            dashscope_emulator.configure(embedding_dimensions=dimensions)
+            dimensions = None
         uploaded = client.upload_file(
             io.BytesIO(_requests(n, endpoint, dimensions, prefix)), filename="input.jsonl"
         )

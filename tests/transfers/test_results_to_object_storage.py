@@ -6,6 +6,7 @@ import csv
 import hashlib
 import io
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,9 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_dashscope_batch.client import DashScopeClient, NotFoundError
+from airflow_provider_dashscope_batch.emulator import emulated_embedding
 from airflow_provider_dashscope_batch.models import Batch
-from airflow_provider_dashscope_batch.results import RESULT_COLUMNS
+from airflow_provider_dashscope_batch.results import EMBEDDING_COLUMNS, RESULT_COLUMNS
 from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
     DashScopeBatchResultsToObjectStorageOperator,
 )
@@ -145,19 +147,65 @@ class TestLocal:
         assert error_row["error_code"]
         assert error_row["total_tokens"] is None
 
-    def test_embeddings_have_dimension_instead_of_content(self, make_batch, tmp_path):
+    def test_embeddings_one_row_per_text_with_its_vector(self, make_batch, tmp_path):
         batch = make_batch(3, endpoint="/v1/embeddings")
 
         manifest = run(batch, f"file://{tmp_path}", output_format="csv")
 
         with (tmp_path / batch.id / "output.csv").open(newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
-        assert [r["embedding_dim"] for r in rows] == ["64", "64", "64"]
-        assert all(r["content"] == "" for r in rows)
+        assert list(rows[0]) == list(EMBEDDING_COLUMNS)
+        assert sorted(r["custom_id"] for r in rows) == ["req-0", "req-1", "req-2"]
+        for row in rows:
+            text = f"text {row['custom_id'].removeprefix('req-')}"
+            assert json.loads(row["embedding"]) == emulated_embedding(text, 64)
+            assert (row["dimensions"], row["input_index"], row["input_id"]) == ("64", "0", row["custom_id"])
         usage = only_shard(manifest)["usage"]
         assert usage["completion_tokens"] == 0
-        assert usage["prompt_tokens"] == usage["total_tokens"] > 0
+        assert usage["prompt_tokens"] == usage["total_tokens"] == sum(int(r["total_tokens"]) for r in rows)
         assert "errors" not in only_shard(manifest)["files"]
+        table = only_shard(manifest)["files"]["output"]["table"]
+        assert (table["name"], table["version"], table["embedding_dimensions"]) == ("embeddings", 1, 64)
+        assert table["columns"]["embedding"] == "vector"
+
+    def test_parquet_embedding_vectors_read_back(self, make_batch, tmp_path):
+        pq = pytest.importorskip("pyarrow.parquet")
+        batch = make_batch(5, endpoint="/v1/embeddings", dimensions=128)
+
+        run(batch, f"file://{tmp_path}", output_format="parquet", parquet_row_group_size=2)
+
+        table = pq.read_table(tmp_path / batch.id / "output.parquet")
+        assert str(table.schema.field("embedding").type) == "fixed_size_list<element: float>[128]"
+        for row in table.to_pylist():
+            expected = emulated_embedding(f"text {row['custom_id'].removeprefix('req-')}", 128)
+            assert row["embedding"] == pytest.approx(expected, abs=1e-7)  # float32 of the service's floats
+
+    def test_chat_finish_reason_and_reasoning_columns(self, client, tmp_path):
+        pq = pytest.importorskip("pyarrow.parquet")
+        bodies = [
+            {"model": "qwen-plus", "messages": [{"role": "user", "content": "a long question " * 20}]},
+            {
+                "model": "qwen-plus",
+                "max_tokens": 3,
+                "messages": [{"role": "user", "content": "cut me short"}],
+            },
+        ]
+        lines = [
+            json.dumps({"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions", "body": body})
+            for i, body in enumerate(bodies)
+        ]
+        uploaded = client.upload_file(io.BytesIO("\n".join(lines).encode()), filename="in.jsonl")
+        batch = client.create_batch(input_file_id=uploaded.id, endpoint="/v1/chat/completions")
+        while not batch.status.is_terminal:
+            time.sleep(0.05)
+            batch = client.retrieve_batch(batch.id)
+
+        manifest = run(batch, f"file://{tmp_path}", output_format="parquet")
+
+        rows = {r["custom_id"]: r for r in pq.read_table(tmp_path / batch.id / "output.parquet").to_pylist()}
+        assert (rows["c0"]["finish_reason"], rows["c1"]["finish_reason"]) == ("stop", "length")
+        assert rows["c1"]["completion_tokens"] == 3
+        assert only_shard(manifest)["files"]["output"]["table"]["name"] == "requests"
 
     def test_count_check_fail_publishes_nothing(self, make_batch, counts_disagree, tmp_path):
         batch = make_batch(5)

@@ -21,8 +21,8 @@ def test_requests_and_bodies(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     items = [
         {"messages": [{"role": "user", "content": "你好"}]},
-        {"custom_id": "mine", "body": {"model": "qwen-plus", "messages": []}},
-        {"body": {"messages": []}},
+        {"custom_id": "mine", "body": {"model": "qwen-plus", "messages": [{"role": "user", "content": "a"}]}},
+        {"body": {"messages": [{"role": "user", "content": "b"}]}},
     ]
     assert write_requests(iter(items), out, model="qwen-plus") == 3
     raw = out.read_bytes()
@@ -169,3 +169,72 @@ def test_csv_from_object_storage(s3_bucket: Any, tmp_path: Path) -> None:
     lines = read_lines(out)
     assert [line["custom_id"] for line in lines] == ["a", "b"]
     assert lines[0]["body"]["messages"][-1]["content"] == "你好"
+
+
+def test_csv_embeddings_packed_up_to_the_limit(tmp_path: Path) -> None:
+    source = tmp_path / "texts.csv"
+    source.write_text("id,text\n" + "".join(f"t{i},text number {i}\n" for i in range(23)), encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    lines = write_requests_from_csv(
+        source, out, model="text-embedding-v4", endpoint="/v1/embeddings", inputs_per_request=10
+    )
+    assert lines == 3
+    requests = read_lines(out)
+    assert [len(r["body"]["input"]) for r in requests] == [10, 10, 3]
+    assert json.loads(requests[2]["custom_id"]) == ["t20", "t21", "t22"]
+    assert requests[0]["body"]["input"][3] == "text number 3"
+    assert validate_jsonl(out, endpoint="/v1/embeddings").ok
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"inputs_per_request": 11}, "at most 10 for text-embedding-v4"),
+        ({"inputs_per_request": 2, "endpoint": "/v1/chat/completions"}, "/v1/embeddings requests only"),
+        ({"image_column": "text"}, "image_column applies to chat endpoints"),
+    ],
+)
+def test_csv_packing_and_images_refused_where_they_do_not_apply(tmp_path: Path, kwargs, message) -> None:
+    source = tmp_path / "texts.csv"
+    source.write_text("id,text\n1,a\n", encoding="utf-8")
+    options = {"model": "text-embedding-v4", "endpoint": "/v1/embeddings", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        write_requests_from_csv(source, tmp_path / "out.jsonl", **options)
+
+
+def test_csv_packed_custom_id_over_the_limit_names_the_line(tmp_path: Path) -> None:
+    source = tmp_path / "texts.csv"
+    source.write_text("id,text\n" + "".join(f"{'x' * 60}{i},t\n" for i in range(5)), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"texts.csv line 5: the packed request's custom_id"):
+        write_requests_from_csv(
+            source,
+            tmp_path / "o.jsonl",
+            model="text-embedding-v4",
+            endpoint="/v1/embeddings",
+            inputs_per_request=5,
+        )
+
+
+def test_csv_vl_image_column_and_template(tmp_path: Path) -> None:
+    source = tmp_path / "images.csv"
+    source.write_text("id,url,lang\np1,https://example.com/a.png,English\np2,,French\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(ValueError, match=r"images.csv line 3: image column 'url' is missing or empty"):
+        write_requests_from_csv(
+            source, out, model="qwen-vl-max", image_column="url", template="Describe in {lang}"
+        )
+    source.write_text("id,url,lang\np1,https://example.com/a.png,English\n", encoding="utf-8")
+    write_requests_from_csv(
+        source, out, model="qwen-vl-max", image_column="url", template="Describe in {lang}"
+    )
+    (request,) = read_lines(out)
+    assert request["body"]["messages"] == [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+                {"type": "text", "text": "Describe in English"},
+            ],
+        }
+    ]
+    assert validate_jsonl(out, endpoint="/v1/chat/completions").ok

@@ -98,7 +98,7 @@ def test_missing_fields_are_named_missing(path: str) -> None:
     assert found(lines(shape(without(request(), "body")))) == [
         (1, "invalid_body", "body", "body must be a JSON object, got missing")
     ]
-    assert found(lines(shape(request(body={"messages": []})))) == [
+    assert found(lines(shape(request(body={"messages": [{"role": "user", "content": "hi"}]})))) == [
         (1, "invalid_model", "body.model", "body.model must be a non-empty string, got missing")
     ]
 

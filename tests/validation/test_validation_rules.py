@@ -130,6 +130,7 @@ def test_missing_fields(tmp_path: Path) -> None:
         (2, "invalid_url", "url"),
         (2, "invalid_body", "body"),
         (3, "missing_custom_id", "custom_id"),
+        (3, "missing_messages", "body.messages"),
     ]
     assert "got missing" in report.violations[0].message
 
@@ -150,7 +151,7 @@ def test_json_error_message_gives_column(tmp_path: Path) -> None:
 
 
 def test_lone_surrogate_escape_is_valid_json(tmp_path: Path) -> None:
-    line = json.dumps(request("1")).encode()[:-2] + b', "input": "\\ud800"}}'
+    line = json.dumps(request("1")).encode()[:-2] + b', "stop": "\\ud800"}}'
     assert validate_jsonl(write(tmp_path, dump(line))).ok
 
 
