@@ -9,6 +9,9 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow_provider_dashscope_batch.client.errors import InvalidRequestError, NotFoundError
+from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
+from airflow_provider_dashscope_batch.events.callback import airflow_callback_url
+from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTERVAL
 from airflow_provider_dashscope_batch.operators.base import (
     BatchWaitTimeout as BatchWaitTimeout,
 )
@@ -22,6 +25,7 @@ from airflow_provider_dashscope_batch.operators.base import (
 from airflow_provider_dashscope_batch.operators.upload import (
     DashScopeUploadFileOperator as DashScopeUploadFileOperator,
 )
+from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
 from airflow_provider_dashscope_batch.waiting import Outcome
 from airflow_provider_dashscope_batch.waiting import wait_for_batch as wait_for_batch
 
@@ -88,7 +92,14 @@ class DashScopeCreateBatchOperator(DashScopeBatchOutcomeMixin, DashScopeBaseBatc
     :param endpoint: ``/v1/chat/completions``, ``/v1/embeddings`` or ``/v1/chat/ds-test`` (templated).
     :param completion_window: ``"24h"`` to ``"14d"`` or a timedelta (templated).
     :param metadata: Extra batch metadata, e.g. ``ds_name`` / ``ds_description`` (templated).
-    :param finish_callback_url: URL the service POSTs to when the batch finishes (Beijing region).
+    :param finish_callback: Where the service POSTs the batch when it finishes (Beijing region):
+        ``"airflow"`` for this Airflow's receiver (the URL is built from the connection's
+        ``callback_base_url`` with a fresh token, and a deferred wait ends as soon as the finish is
+        confirmed, polling only every ``finish_event_poll_interval`` seconds as a safety net; see
+        :doc:`/completion-events`), or an http(s) URL of your own receiver (templated).
+    :param finish_callback_url: An http(s) URL of your own receiver (as ``finish_callback``).
+    :param finish_event_poll_interval: Seconds between the safety-net polls of a deferred wait with
+        ``finish_callback="airflow"`` (default 30 minutes).
     :return: The final batch as a JSON dict (or the fresh batch if ``wait_for_completion=False``).
     """
 
@@ -97,6 +108,7 @@ class DashScopeCreateBatchOperator(DashScopeBatchOutcomeMixin, DashScopeBaseBatc
         "endpoint",
         "completion_window",
         "metadata",
+        "finish_callback",
         "finish_callback_url",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"metadata": "json"}
@@ -109,7 +121,9 @@ class DashScopeCreateBatchOperator(DashScopeBatchOutcomeMixin, DashScopeBaseBatc
         endpoint: str = "/v1/chat/completions",
         completion_window: str | timedelta = "24h",
         metadata: dict[str, str] | None = None,
+        finish_callback: str | None = None,
         finish_callback_url: str | None = None,
+        finish_event_poll_interval: float = DEFAULT_SAFETY_NET_INTERVAL,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -117,7 +131,9 @@ class DashScopeCreateBatchOperator(DashScopeBatchOutcomeMixin, DashScopeBaseBatc
         self.endpoint = endpoint
         self.completion_window = completion_window
         self.metadata = metadata
+        self.finish_callback = finish_callback
         self.finish_callback_url = finish_callback_url
+        self.finish_event_poll_interval = finish_event_poll_interval
 
     def execute(self, context: Context) -> dict[str, Any]:
         client = self.hook.get_conn()
@@ -157,8 +173,10 @@ class DashScopeCreateBatchOperator(DashScopeBatchOutcomeMixin, DashScopeBaseBatc
 
     def _create(self, client: DashScopeClient, key: str) -> Batch:
         metadata = dict(self.metadata or {})
-        if self.finish_callback_url:
-            metadata["ds_batch_finish_callback"] = self.finish_callback_url
+        if self.finish_callback == AIRFLOW_RECEIVER:
+            metadata["ds_batch_finish_callback"] = airflow_callback_url(self.hook)
+        elif self.finish_callback or self.finish_callback_url:
+            metadata["ds_batch_finish_callback"] = self.finish_callback or self.finish_callback_url
         batch = client.create_batch(
             input_file_id=self.input_file_id,
             endpoint=self.endpoint,
@@ -168,6 +186,15 @@ class DashScopeCreateBatchOperator(DashScopeBatchOutcomeMixin, DashScopeBaseBatc
         )
         self.log.info("Created batch %s (status %s)", batch.id, batch.status)
         return batch
+
+    def _trigger(self, batch: Batch, deadline: float | None) -> DashScopeBatchTrigger:
+        """The base trigger, woken by finish events and polling as a safety net with the receiver."""
+        trigger = super()._trigger(batch, deadline)
+        if self.finish_callback != AIRFLOW_RECEIVER:
+            return trigger
+        interval = float(self.finish_event_poll_interval)
+        kwargs = {**trigger.serialize()[1], "poll_interval": interval, "max_poll_interval": interval}
+        return DashScopeBatchTrigger(**kwargs, finish_events=True)
 
     @staticmethod
     def _may_have_earlier_batch(context: Context) -> bool:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -13,6 +15,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
 from airflow_provider_dashscope_batch.client.status import BatchRef, status_reader
+from airflow_provider_dashscope_batch.events.wake import SAFETY_NET_FIRST_POLL_JITTER, finish_watcher
 from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
 from airflow_provider_dashscope_batch.waiting import (
     DEFAULT_ERROR_BUDGET,
@@ -67,6 +70,9 @@ class DashScopeBatchTrigger(BaseTrigger):
     :param cancel_on_kill: Cancel the batch when a user marks the deferred task failed (Airflow 3.3+).
     :param input_file_id: The batch's input file, if known (identifies the batch's siblings).
     :param idempotency_key: The key the batch was created with, if known.
+    :param finish_events: The batch sends a finish event to this Airflow's receiver
+        (:mod:`~airflow_provider_dashscope_batch.events`): the wait also ends when the connection's
+        mailbox names the batch, and its polls are the safety net (first one spread less).
     """
 
     def __init__(
@@ -82,6 +88,7 @@ class DashScopeBatchTrigger(BaseTrigger):
         cancel_on_kill: bool = False,
         input_file_id: str | None = None,
         idempotency_key: str | None = None,
+        finish_events: bool = False,
     ) -> None:
         super().__init__()
         self.batch_id = batch_id
@@ -94,6 +101,7 @@ class DashScopeBatchTrigger(BaseTrigger):
         self.cancel_on_kill = bool(cancel_on_kill)
         self.input_file_id = input_file_id
         self.idempotency_key = idempotency_key
+        self.finish_events = bool(finish_events)
         # made on a duplicate's first sighting: thousands of waits in a triggerer rarely see one
         self._duplicates_seen: set[str] | None = None
         self._cancelling: set[asyncio.Future[None]] | None = None
@@ -113,6 +121,7 @@ class DashScopeBatchTrigger(BaseTrigger):
                 "cancel_on_kill": self.cancel_on_kill,
                 "input_file_id": self.input_file_id,
                 "idempotency_key": self.idempotency_key,
+                "finish_events": self.finish_events,
             },
         )
 
@@ -171,6 +180,8 @@ class DashScopeBatchTrigger(BaseTrigger):
 
     def _batch_wait(self) -> BatchWait:
         schedule = PollSchedule(self.poll_interval, self.max_poll_interval, self.poll_backoff)
+        if self.finish_events:
+            schedule = dataclasses.replace(schedule, first_poll_jitter=SAFETY_NET_FIRST_POLL_JITTER)
         return BatchWait(self.batch_id, BatchPoller(schedule, self.deadline, self.error_budget), self.log)
 
     async def _wait(self) -> WaitEvent:
@@ -188,14 +199,21 @@ class DashScopeBatchTrigger(BaseTrigger):
                 on_duplicate = None
                 if self.idempotency_key and self.input_file_id:
                     on_duplicate = self._on_duplicate(client, self.idempotency_key, self.input_file_id)
+                reader = status_reader(client)
+                watching = (
+                    finish_watcher(reader, self.dashscope_conn_id).watching(self.batch_id)
+                    if self.finish_events
+                    else contextlib.nullcontext()
+                )
                 try:
-                    step = await status_reader(client).follow(
-                        BatchRef(self.batch_id, self.input_file_id, self.idempotency_key),
-                        wait,
-                        wait.start(time.time()),
-                        on_duplicate=on_duplicate,
-                        gather=self.poll_interval / 10,
-                    )
+                    with watching:
+                        step = await reader.follow(
+                            BatchRef(self.batch_id, self.input_file_id, self.idempotency_key),
+                            wait,
+                            wait.start(time.time()),
+                            on_duplicate=on_duplicate,
+                            gather=self.poll_interval / 10,
+                        )
                 finally:
                     if self._cancelling:  # a duplicate's cancel under way finishes before the event
                         await asyncio.gather(*self._cancelling, return_exceptions=True)

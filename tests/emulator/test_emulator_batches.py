@@ -364,6 +364,7 @@ def test_finish_callback_posts_the_batch(api: Api, callback_url):
         "url": callback_url,
         "status": "completed",
         "status_code": 204,
+        "kind": "callback",
     }
     (payload,) = _Receiver.received
     assert payload["id"] == batch["id"]
