@@ -193,8 +193,9 @@ class DashScopeCreateBatchOperator(DashScopeBatchOutcomeMixin, DashScopeBaseBatc
         if self.finish_callback != AIRFLOW_RECEIVER:
             return trigger
         interval = float(self.finish_event_poll_interval)
-        kwargs = {**trigger.serialize()[1], "poll_interval": interval, "max_poll_interval": interval}
-        return DashScopeBatchTrigger(**kwargs, finish_events=True)
+        kwargs = trigger.serialize()[1]
+        kwargs.update(poll_interval=interval, max_poll_interval=interval, finish_events=True)
+        return DashScopeBatchTrigger(**kwargs)
 
     @staticmethod
     def _may_have_earlier_batch(context: Context) -> bool:

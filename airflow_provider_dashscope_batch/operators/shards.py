@@ -22,6 +22,9 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
+from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
+from airflow_provider_dashscope_batch.events.callback import airflow_callback_url
+from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTERVAL
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator, DashScopeBatchOutcomeMixin
 from airflow_provider_dashscope_batch.operators.upload import as_path
 from airflow_provider_dashscope_batch.sharding.job import (
@@ -255,11 +258,25 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
     :param on_expired: Outcome of a shard ``expired`` (default fail).
     :param on_cancelled: Outcome of a shard ``cancelled`` (default fail).
     :param on_failed: Outcome of a shard ``failed`` (default fail).
+    :param finish_callback: ``"airflow"``: every shard's batch calls this Airflow's receiver when it
+        finishes (a fresh token each), and the deferred waits end on the confirmed finish, polling only
+        every ``finish_event_poll_interval`` seconds as a safety net (see :doc:`/completion-events`);
+        or an http(s) URL of your own receiver.
+    :param finish_event_poll_interval: Seconds between the safety-net polls with
+        ``finish_callback="airflow"`` (default 30 minutes).
     :return: ``{"batch_ids", "requests", "request_counts", "shards"}``; ``batch_ids`` (one per shard, in
         input order) is also pushed under its own XCom key for the results transfer.
     """
 
-    template_fields: Sequence[str] = ("file", "requests", "csv", "template", "endpoint", "metadata")
+    template_fields: Sequence[str] = (
+        "file",
+        "requests",
+        "csv",
+        "template",
+        "endpoint",
+        "metadata",
+        "finish_callback",
+    )
     template_fields_renderers: ClassVar[dict[str, str]] = {"metadata": "json"}
     ui_color = "#ff6a00"
 
@@ -276,6 +293,8 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
         error_budget: int = DEFAULT_ERROR_BUDGET,
         wait_timeout: timedelta | float | None = None,
         cancel_on_kill: bool = True,
+        finish_callback: str | None = None,
+        finish_event_poll_interval: float = DEFAULT_SAFETY_NET_INTERVAL,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -291,6 +310,8 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
         self.error_budget = error_budget
         self.wait_timeout = wait_timeout
         self.cancel_on_kill = cancel_on_kill
+        self.finish_callback = finish_callback
+        self.finish_event_poll_interval = finish_event_poll_interval
 
     # ------------------------------------------------------------------------------- first try
     def execute(self, context: Context) -> dict[str, Any]:
@@ -404,15 +425,18 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
         self.log.info(
             "Waiting for %s running batch(es); %s shard(s) wait for a free slot", len(running), waiting
         )
+        events = self.finish_callback == AIRFLOW_RECEIVER
+        interval = float(self.finish_event_poll_interval)
         self.defer(
             trigger=DashScopeShardsTrigger(
                 [b.id for b in running],
                 self.dashscope_conn_id,
                 input_file_ids=[b.input_file_id for b in running],
                 until="any" if waiting else "all",
-                poll_interval=self.poll_interval,
-                max_poll_interval=self.max_poll_interval,
+                poll_interval=interval if events else self.poll_interval,
+                max_poll_interval=interval if events else self.max_poll_interval,
                 poll_backoff=self.poll_backoff,
+                finish_events=events,
                 deadline=deadline,
                 error_budget=self.error_budget,
                 cancel_on_kill=self.cancel_on_kill,
@@ -424,6 +448,10 @@ class DashScopeShardedBatchOperator(DashScopeBatchOutcomeMixin, _ShardingOperato
         metadata = dict(self.metadata or {})
         name = f"{token} {metadata.get('ds_name') or self.task_id} {run.shard.index + 1}/{shards}"
         metadata["ds_name"] = name[:100]
+        if self.finish_callback == AIRFLOW_RECEIVER:
+            metadata["ds_batch_finish_callback"] = airflow_callback_url(self.hook)
+        elif self.finish_callback:
+            metadata["ds_batch_finish_callback"] = self.finish_callback
         batch = client.create_batch(
             input_file_id=str(run.file_id),
             endpoint=self.endpoint,

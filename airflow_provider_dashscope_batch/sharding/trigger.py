@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,6 +13,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
 from airflow_provider_dashscope_batch.client.status import BatchRef, status_reader
+from airflow_provider_dashscope_batch.events.wake import SAFETY_NET_FIRST_POLL_JITTER, finish_watcher
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
 from airflow_provider_dashscope_batch.triggers.batch import cancel_on_user_kill
 from airflow_provider_dashscope_batch.waiting import (
@@ -52,6 +55,9 @@ class DashScopeShardsTrigger(BaseTrigger):
     :param deadline: Wall-clock epoch seconds after which a wait ends with a timeout.
     :param error_budget: Consecutive retryable errors tolerated per batch.
     :param cancel_on_kill: Cancel the batches when a user marks the deferred task failed (Airflow 3.3+).
+    :param finish_events: The batches send finish events to this Airflow's receiver: their waits also
+        end when the connection's mailbox names them (see :class:`DashScopeBatchTrigger
+        <airflow_provider_dashscope_batch.triggers.batch.DashScopeBatchTrigger>`).
     """
 
     def __init__(
@@ -67,6 +73,7 @@ class DashScopeShardsTrigger(BaseTrigger):
         deadline: float | None = None,
         error_budget: int = DEFAULT_ERROR_BUDGET,
         cancel_on_kill: bool = False,
+        finish_events: bool = False,
     ) -> None:
         super().__init__()
         if until not in ("all", "any"):
@@ -83,6 +90,7 @@ class DashScopeShardsTrigger(BaseTrigger):
         self.deadline = None if deadline is None else float(deadline)
         self.error_budget = int(error_budget)
         self.cancel_on_kill = bool(cancel_on_kill)
+        self.finish_events = bool(finish_events)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         """Class path and primitive kwargs (ids, numbers; never the key)."""
@@ -99,18 +107,30 @@ class DashScopeShardsTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "error_budget": self.error_budget,
                 "cancel_on_kill": self.cancel_on_kill,
+                "finish_events": self.finish_events,
             },
         )
 
     def _wait(self, batch_id: str) -> BatchWait:
         schedule = PollSchedule(self.poll_interval, self.max_poll_interval, self.poll_backoff)
+        if self.finish_events:
+            schedule = dataclasses.replace(schedule, first_poll_jitter=SAFETY_NET_FIRST_POLL_JITTER)
         return BatchWait(batch_id, BatchPoller(schedule, self.deadline, self.error_budget), self.log)
 
     async def _wait_one(self, client: Any, batch_id: str, input_file_id: str | None) -> WaitEvent:
-        wait = self._wait(batch_id)
-        step = await status_reader(client).follow(
-            BatchRef(batch_id, input_file_id), wait, wait.start(time.time()), gather=self.poll_interval / 10
+        wait, reader = self._wait(batch_id), status_reader(client)
+        watching = (
+            finish_watcher(reader, self.dashscope_conn_id).watching(batch_id)
+            if self.finish_events
+            else contextlib.nullcontext()
         )
+        with watching:
+            step = await reader.follow(
+                BatchRef(batch_id, input_file_id),
+                wait,
+                wait.start(time.time()),
+                gather=self.poll_interval / 10,
+            )
         return wait.event(step)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
