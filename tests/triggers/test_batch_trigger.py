@@ -49,6 +49,7 @@ def test_serialize_round_trips_primitives_only(dashscope_emulator):
         "cancel_on_kill",
         "input_file_id",
         "idempotency_key",
+        "finish_events",
     }
 
 
