@@ -9,6 +9,7 @@ import json
 import logging
 import random
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -468,6 +469,7 @@ class EmulatorApi:
         if delay:
             await asyncio.sleep(delay)
         entry: dict[str, Any] = {"batch_id": batch["id"], "url": url, "status": batch["status"], "kind": kind}
+        entry["sent_at"] = time.time()
         try:
             assert self._http is not None
             response = await self._http.post(url, json=body)

@@ -41,7 +41,15 @@ from airflow_provider_dashscope_batch.emulator.server import EmulatorServer
 
 DAG_FILES = Path(__file__).resolve().parent / "dag_files"
 SAMPLE_REQUESTS = Path(__file__).resolve().parents[2] / "example_dags" / "data" / "requests.jsonl"
-DAG_IDS = ("deployment_deferred", "deployment_single", "deployment_in_process", "deployment_mapped")
+DAG_IDS = (
+    "deployment_deferred",
+    "deployment_single",
+    "deployment_in_process",
+    "deployment_mapped",
+    "deployment_events",
+    "deployment_events_safety_net",
+    "deployment_events_results",
+)
 COMPONENTS = ("scheduler", "dag-processor", "triggerer")
 STARTUP_TIMEOUT = 240.0
 #: Emulated seconds per real second once a scenario lets its batches run (they finish within a poll).
@@ -122,6 +130,8 @@ class Deployment:
             AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC="1",
             AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD="5",
             AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1",
+            # finish_callback="airflow": DashScope (the emulator) reaches the receiver on the api-server.
+            AIRFLOW__DASHSCOPE_BATCH__CALLBACK_BASE_URL=self.url,
         )
         self._api: httpx.Client | None = None
 
