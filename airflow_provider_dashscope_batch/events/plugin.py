@@ -1,10 +1,11 @@
 """
-The Airflow plugin that mounts the finish-event receiver on the api-server (Airflow 3.1+).
+The Airflow plugin that mounts the finish-event receiver on the api-server.
 
-Registered through the ``airflow.plugins`` entry point, so every Airflow with this provider installed
-serves ``POST /dashscope-batch/events/{conn_id}/{token}``. Airflow 3.0 does not mount plugin FastAPI
-apps; there, run the receiver app (:func:`~airflow_provider_dashscope_batch.events.receiver.create_app`)
-with any ASGI server on a host with the metadata database (see the "Completion events" docs page).
+Registered through the ``airflow.plugins`` entry point, so every api-server with this provider
+installed serves ``POST /dashscope-batch/events/{conn_id}/{token}`` (Airflow mounts plugin FastAPI apps
+from 3.0 on; the feature is documented from 3.1). Where plugins cannot be served, run
+:func:`~airflow_provider_dashscope_batch.events.receiver.create_app` with any ASGI server on a host with
+the Airflow configuration and metadata database (see the "Completion events" docs page).
 """
 
 from __future__ import annotations
