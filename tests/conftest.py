@@ -192,7 +192,9 @@ def finished_asset(airflow_db) -> int:
             asset = AssetModel(name=asset_name("dashscope_default"), uri=asset_uri("dashscope_default"))
             session.add(asset)
             session.flush()
-        session.execute(delete(AssetEvent).where(AssetEvent.asset_id == asset.id))
-        session.execute(delete(Variable).where(Variable.key.like("dashscope_batch_finished.%")))
+        events = delete(AssetEvent).where(AssetEvent.asset_id == asset.id)
+        session.execute(events.execution_options(synchronize_session=False))
+        stale = delete(Variable).where(Variable.key.like("dashscope_batch_finished.%"))
+        session.execute(stale.execution_options(synchronize_session=False))
         asset_id = asset.id
     return asset_id

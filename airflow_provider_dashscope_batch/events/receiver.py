@@ -25,6 +25,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -53,6 +54,10 @@ MAX_BODY_BYTES = 64 * 1024
 EVENT_TYPE = "dashscope:System:BatchTaskFinish"
 #: How far before a batch's finish time an Asset event for it is looked for (clock differences).
 _DEDUP_SLACK = timedelta(hours=1)
+#: Metadata-DB sessions the receiver holds at once in one api-server process: deliveries of one
+#: connection queue on its mailbox row lock, and must not queue holding the api-server's pooled
+#: connections (a burst of callbacks would starve the REST and execution APIs).
+_DB_SESSIONS = threading.BoundedSemaphore(2)
 
 
 class BadRequest(ValueError):
@@ -163,7 +168,7 @@ def _mailbox(conn_id: str) -> Mailbox:
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
-    with create_session() as session:
+    with _DB_SESSIONS, create_session() as session:
         variable = session.scalar(select(Variable).where(Variable.key == variable_key(conn_id)))
         return Mailbox.from_value(variable.val if variable is not None else None)
 
@@ -203,7 +208,7 @@ def record_finish(conn_id: str, batch: Batch) -> bool:
 
     for attempt in range(2):  # a first post to a new mailbox can race another first post
         try:
-            with create_session() as session:
+            with _DB_SESSIONS, create_session() as session:
                 return _record(session, conn_id, batch)
         except IntegrityError:
             if attempt:

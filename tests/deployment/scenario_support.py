@@ -130,6 +130,8 @@ class Deployment:
             AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC="1",
             AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD="5",
             AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1",
+            # 100 task processes parse the DAG file at once: on a loaded 2-CPU machine that takes a while.
+            AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="180",
             # finish_callback="airflow": DashScope (the emulator) reaches the receiver on the api-server.
             AIRFLOW__DASHSCOPE_BATCH__CALLBACK_BASE_URL=self.url,
         )

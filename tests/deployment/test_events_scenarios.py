@@ -56,6 +56,7 @@ def _epoch(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
+@pytest.mark.timeout(900)  # 100 task processes start on LocalExecutor first
 def test_callbacks_end_100_deferred_waits_within_seconds_and_start_the_results_dag(scenario):
     """
     100 deferred waits with callbacks end p99 <= 5 s after their batch finished, with at most one status
@@ -68,7 +69,7 @@ def test_callbacks_end_100_deferred_waits_within_seconds_and_start_the_results_d
         tis = airflow.mapped(scenario.dag_id, scenario.run_id, TASK)
         return len(tis) == EVENT_CREATES and {ti["state"] for ti in tis} == {"deferred"} and tis
 
-    tis = wait_for(all_deferred, f"{EVENT_CREATES} mapped creates to defer", timeout=400)
+    tis = wait_for(all_deferred, f"{EVENT_CREATES} mapped creates to defer", timeout=800)
     scenario.let_batches_run(*tis)
     assert scenario.wait_run() == "success"
     counts = scenario.counts()
