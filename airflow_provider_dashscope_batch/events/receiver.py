@@ -26,7 +26,9 @@ import hmac
 import json
 import logging
 import threading
-from dataclasses import dataclass
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -42,6 +44,7 @@ from airflow_provider_dashscope_batch.events.tokens import EVENTBRIDGE_NONCE, to
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
+    from airflow_provider_dashscope_batch.client.sync import DashScopeClient
     from airflow_provider_dashscope_batch.models import Batch
 
 __all__ = ["MAX_BODY_BYTES", "Outcome", "create_app", "finish_batch_id", "handle_finish", "record_finish"]
@@ -54,10 +57,6 @@ MAX_BODY_BYTES = 64 * 1024
 EVENT_TYPE = "dashscope:System:BatchTaskFinish"
 #: How far before a batch's finish time an Asset event for it is looked for (clock differences).
 _DEDUP_SLACK = timedelta(hours=1)
-#: Metadata-DB sessions the receiver holds at once in one api-server process: deliveries of one
-#: connection queue on its mailbox row lock, and must not queue holding the api-server's pooled
-#: connections (a burst of callbacks would starve the REST and execution APIs).
-_DB_SESSIONS = threading.BoundedSemaphore(2)
 
 
 class BadRequest(ValueError):
@@ -124,28 +123,74 @@ def _belongs(token: str, batch: Batch) -> bool:
     return hmac.compare_digest(callback.rsplit("/", 1)[-1].encode(), token.encode())
 
 
-def handle_finish(conn_id: str, token: str, batch_id: str) -> Result:
-    """Verify one finish event (token, then one read through the connection) and record it (blocking)."""
+@dataclass
+class _Connection:
+    """A connection's key and sync client, kept for :data:`_CONNECTION_TTL` seconds."""
+
+    api_key: str
+    client: DashScopeClient
+    expires: float
+
+
+#: Seconds a connection's key and client are reused (a burst of callbacks reads the connection once).
+_CONNECTION_TTL = 60.0
+_connections: dict[str, _Connection] = {}
+_connections_lock = threading.Lock()
+#: Batch ids this process recorded or found recorded, so that a replay costs no read (bounded).
+_seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+_SEEN_SIZE = 4096
+
+
+def _connection(conn_id: str) -> _Connection | None:
+    """The connection's key and client, or None if the connection is unknown or has no key."""
     from airflow.models.connection import Connection
 
     from airflow_provider_dashscope_batch.client.sync import DashScopeClient
-    from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
+    from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
 
+    now = time.monotonic()
+    with _connections_lock:
+        cached = _connections.get(conn_id)
+    if cached is not None and cached.expires > now:
+        return cached
     try:
         conn = Connection.get_connection_from_secrets(conn_id)
     except Exception:  # AirflowNotFoundException, or a secrets backend failing: treated alike
+        return None
+    if not conn.password:
+        return None
+    kwargs = DashScopeBatchHook(dashscope_conn_id=conn_id).client_kwargs(conn.password, conn.extra_dejson)
+    fresh = _Connection(conn.password, DashScopeClient(**kwargs), now + _CONNECTION_TTL)
+    with _connections_lock:
+        _connections[conn_id] = fresh
+    return fresh
+
+
+def _remember(conn_id: str, batch_id: str) -> None:
+    with _connections_lock:
+        _seen[(conn_id, batch_id)] = None
+        while len(_seen) > _SEEN_SIZE:
+            _seen.popitem(last=False)
+
+
+def handle_finish(conn_id: str, token: str, batch_id: str) -> Result:
+    """Verify one finish event (token, then one read through the connection) and record it (blocking)."""
+    from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError
+
+    try:
+        conn = _connection(conn_id)
+    except ConnectionSetupError as exc:
+        log.warning("Connection %s cannot confirm finish events: %s", conn_id, exc)
+        return Result(Outcome.UNAVAILABLE, batch_id)
+    if conn is None or not token_is_valid(conn.api_key, conn_id, token):
         return Result(Outcome.UNKNOWN, batch_id)
-    if not conn.password or not token_is_valid(conn.password, conn_id, token):
-        return Result(Outcome.UNKNOWN, batch_id)
-    if batch_id in _mailbox(conn_id):  # a replay (or a repeat) costs no read
+    if (conn_id, batch_id) in _seen:  # a replay (or a repeat) costs no read
         return Result(Outcome.DUPLICATE, batch_id)
     try:
-        kwargs = DashScopeBatchHook(dashscope_conn_id=conn_id).client_kwargs(conn.password, conn.extra_dejson)
-        with DashScopeClient(**kwargs) as client:
-            batch = client.retrieve_batch(batch_id, max_retries=1)
+        batch = conn.client.retrieve_batch(batch_id, max_retries=1)
     except NotFoundError:
         return Result(Outcome.UNKNOWN, batch_id)
-    except (ConnectionSetupError, DashScopeError) as exc:
+    except DashScopeError as exc:
         log.warning("Could not confirm the finish of batch %s (connection %s): %s", batch_id, conn_id, exc)
         return Result(Outcome.UNAVAILABLE, batch_id)
     if not _belongs(token, batch):
@@ -153,6 +198,7 @@ def handle_finish(conn_id: str, token: str, batch_id: str) -> Result:
     if not batch.status.is_terminal:
         return Result(Outcome.NOT_FINISHED, batch_id, batch.status.value)
     recorded = record_finish(conn_id, batch)
+    _remember(conn_id, batch.id)
     log.info(
         "Batch %s of connection %s is %s: %s",
         batch.id,
@@ -161,16 +207,6 @@ def handle_finish(conn_id: str, token: str, batch_id: str) -> Result:
         "recorded" if recorded else "already recorded",
     )
     return Result(Outcome.RECORDED if recorded else Outcome.DUPLICATE, batch.id, batch.status.value)
-
-
-def _mailbox(conn_id: str) -> Mailbox:
-    from airflow.models.variable import Variable
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with _DB_SESSIONS, create_session() as session:
-        variable = session.scalar(select(Variable).where(Variable.key == variable_key(conn_id)))
-        return Mailbox.from_value(variable.val if variable is not None else None)
 
 
 def _finished_at(batch: Batch) -> datetime:
@@ -193,30 +229,78 @@ def asset_extra(conn_id: str, batch: Batch) -> dict[str, Any]:
     }
 
 
+@dataclass(eq=False)
+class _Pending:
+    """A verified finish waiting for the writer."""
+
+    conn_id: str
+    batch: Batch
+    done: threading.Event = field(default_factory=threading.Event)
+    recorded: bool = False
+    error: BaseException | None = None
+
+
+_pending: list[_Pending] = []
+_pending_lock = threading.Lock()
+_writer = threading.Lock()
+
+
 def record_finish(conn_id: str, batch: Batch) -> bool:
     """
     Record a verified finish once: the Asset event and the mailbox post, in one transaction.
 
-    The connection's mailbox row is locked first (``SELECT ... FOR UPDATE``), so two deliveries of one
-    finish racing in two api-server workers record it once. A finish is known by its batch id in the
-    mailbox or in the Asset's events since the batch finished.
+    Deliveries that arrive together are recorded together: whoever holds the writer records every
+    finish that queued meanwhile, in one transaction per connection, so a burst of callbacks costs a
+    few transactions and holds at most one pooled DB connection of the api-server. The connection's
+    mailbox row is locked first (``SELECT ... FOR UPDATE``), so deliveries racing in several api-server
+    processes record a finish once. A finish is known by its batch id in the mailbox or in the Asset's
+    events since the batch finished.
 
     :returns: Whether this call recorded it (False: it was recorded before).
     """
+    item = _Pending(conn_id, batch)
+    with _pending_lock:
+        _pending.append(item)
+    with _writer:
+        if not item.done.is_set():
+            with _pending_lock:
+                items = list(_pending)
+                _pending.clear()
+            _record_all(items)
+    if item.error is not None:
+        raise item.error
+    return item.recorded
+
+
+def _record_all(items: list[_Pending]) -> None:
     from airflow.utils.session import create_session
     from sqlalchemy.exc import IntegrityError
 
-    for attempt in range(2):  # a first post to a new mailbox can race another first post
+    by_conn: dict[str, list[_Pending]] = {}
+    for item in items:
+        by_conn.setdefault(item.conn_id, []).append(item)
+    for conn_id, group in by_conn.items():
         try:
-            with _DB_SESSIONS, create_session() as session:
-                return _record(session, conn_id, batch)
-        except IntegrityError:
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
+            for attempt in range(2):  # a first post to a new mailbox can race another first post
+                try:
+                    with create_session() as session:
+                        recorded = _record(session, conn_id, [item.batch for item in group])
+                    break
+                except IntegrityError:
+                    if attempt:
+                        raise
+            for item in group:
+                item.recorded = item.batch.id in recorded
+        except Exception as exc:  # every delivery of the group answers with it
+            for item in group:
+                item.error = exc
+        finally:
+            for item in group:
+                item.done.set()
 
 
-def _record(session: Session, conn_id: str, batch: Batch) -> bool:
+def _record(session: Session, conn_id: str, batches: list[Batch]) -> set[str]:
+    """Record the finishes of ``batches`` not recorded before; return the ids recorded."""
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.models.variable import Variable
     from sqlalchemy import select
@@ -224,36 +308,41 @@ def _record(session: Session, conn_id: str, batch: Batch) -> bool:
     key = variable_key(conn_id)
     variable = session.scalar(select(Variable).where(Variable.key == key).with_for_update())
     mailbox = Mailbox.from_value(variable.val if variable is not None else None)
-    if batch.id in mailbox:
-        return False
     asset = session.scalar(
         select(AssetModel).where(AssetModel.name == asset_name(conn_id), AssetModel.uri == asset_uri(conn_id))
     )
-    if asset is not None:
+    fresh = {b.id: b for b in batches if b.id not in mailbox}
+    if asset is not None and fresh:
+        since = min(_finished_at(b) for b in fresh.values()) - _DEDUP_SLACK
         extras = session.scalars(
-            select(AssetEvent.extra).where(
-                AssetEvent.asset_id == asset.id, AssetEvent.timestamp >= _finished_at(batch) - _DEDUP_SLACK
-            )
+            select(AssetEvent.extra).where(AssetEvent.asset_id == asset.id, AssetEvent.timestamp >= since)
         )
-        if any(isinstance(extra, dict) and extra.get("batch_id") == batch.id for extra in extras):
-            return False
-    value = mailbox.posted(batch.id).to_json()
+        for extra in extras:
+            if isinstance(extra, dict):
+                fresh.pop(extra.get("batch_id"), None)
+    if not fresh:
+        return set()
+    for batch_id in fresh:
+        mailbox = mailbox.posted(batch_id)
     if variable is None:
-        session.add(Variable(key=key, val=value, description="DashScope batch finishes (wakes waits)"))
+        session.add(Variable(key=key, val=mailbox.to_json(), description="DashScope batch finishes"))
     else:
-        variable.set_val(value)
+        variable.set_val(mailbox.to_json())
     if asset is None:
         log.warning(
-            "No DAG uses the Asset %s, so the finish of batch %s wakes its wait but records no Asset event",
+            "No DAG uses the Asset %s, so the finish of %s wakes the waits but records no Asset event",
             asset_uri(conn_id),
-            batch.id,
+            ", ".join(fresh),
         )
     else:
         from airflow.assets.manager import asset_manager
 
-        asset_manager.register_asset_change(asset=asset, extra=asset_extra(conn_id, batch), session=session)
+        for batch in fresh.values():
+            asset_manager.register_asset_change(
+                asset=asset, extra=asset_extra(conn_id, batch), session=session
+            )
     session.flush()
-    return True
+    return set(fresh)
 
 
 async def _read_body(request: Request) -> bytes | None:

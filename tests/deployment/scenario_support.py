@@ -132,6 +132,8 @@ class Deployment:
             AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1",
             # 100 task processes parse the DAG file at once: on a loaded 2-CPU machine that takes a while.
             AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="180",
+            # ... and 100 resumed tasks call the execution API at once: more pooled DB connections.
+            AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW="30",
             # finish_callback="airflow": DashScope (the emulator) reaches the receiver on the api-server.
             AIRFLOW__DASHSCOPE_BATCH__CALLBACK_BASE_URL=self.url,
         )

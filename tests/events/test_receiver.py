@@ -215,3 +215,24 @@ def test_the_batch_id_of_a_callback_and_of_a_cloudevent(body, expected):
 def test_bodies_naming_no_batch_are_rejected(body):
     with pytest.raises(BadRequest):
         finish_batch_id(body)
+
+
+def test_a_burst_of_callbacks_is_recorded_together_each_once(
+    dashscope_emulator, events_conn, finished_asset, client
+):
+    dashscope_emulator.set_clock(time_scale=0)
+    file_id = client.upload_file(SAMPLE_REQUESTS).id
+    created = [
+        client.create_batch(
+            input_file_id=file_id,
+            endpoint="/v1/chat/ds-test",
+            metadata={"ds_batch_finish_callback": airflow_callback_url(DashScopeBatchHook())},
+        ).id
+        for _ in range(20)
+    ]
+    dashscope_emulator.advance(3600)  # all finish at once: 20 callbacks arrive together
+    sent = deliveries(dashscope_emulator, 20)
+    assert {d["status_code"] for d in sent} == {200}
+    assert sorted(e["batch_id"] for e in asset_events(finished_asset)) == sorted(created)
+    posted, lost = mailbox().since(0)
+    assert (sorted(posted), lost) == (sorted(created), False)
