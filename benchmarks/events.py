@@ -33,6 +33,7 @@ import json
 import os
 import random
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -167,9 +168,11 @@ def main() -> None:
         AIRFLOW_HOME=home,
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home}/airflow.db",
-        AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING",
+        AIRFLOW__LOGGING__LOGGING_LEVEL="ERROR",
     )
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    with sqlite3.connect(f"{home}/airflow.db") as db:  # readers (the waits) do not wait for the writer
+        db.execute("PRAGMA journal_mode=WAL")
 
     from airflow_provider_dashscope_batch.emulator.server import EmulatorServer
     from airflow_provider_dashscope_batch.events import wake

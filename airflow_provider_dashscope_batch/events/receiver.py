@@ -139,6 +139,7 @@ _connections_lock = threading.Lock()
 #: Batch ids this process recorded or found recorded, so that a replay costs no read (bounded).
 _seen: OrderedDict[tuple[str, str], None] = OrderedDict()
 _SEEN_SIZE = 4096
+_DESCRIPTION = "DashScope batch finishes (wakes the deferred waits)"
 
 
 def _connection(conn_id: str) -> _Connection | None:
@@ -247,14 +248,14 @@ _writer = threading.Lock()
 
 def record_finish(conn_id: str, batch: Batch) -> bool:
     """
-    Record a verified finish once: the Asset event and the mailbox post, in one transaction.
+    Record a verified finish once: the mailbox post (which wakes its waits) and the Asset event.
 
     Deliveries that arrive together are recorded together: whoever holds the writer records every
-    finish that queued meanwhile, in one transaction per connection, so a burst of callbacks costs a
-    few transactions and holds at most one pooled DB connection of the api-server. The connection's
-    mailbox row is locked first (``SELECT ... FOR UPDATE``), so deliveries racing in several api-server
-    processes record a finish once. A finish is known by its batch id in the mailbox or in the Asset's
-    events since the batch finished.
+    finish that queued meanwhile (one mailbox transaction per connection, then one short transaction per
+    Asset event), holding one pooled DB connection of the api-server at a time. The connection's mailbox
+    row is locked first (``SELECT ... FOR UPDATE``), so deliveries racing in several api-server processes
+    record a finish once: a post is known by its batch id in the mailbox, an Asset event by the batch id
+    in the Asset's events since the batch finished.
 
     :returns: Whether this call recorded it (False: it was recorded before).
     """
@@ -273,22 +274,12 @@ def record_finish(conn_id: str, batch: Batch) -> bool:
 
 
 def _record_all(items: list[_Pending]) -> None:
-    from airflow.utils.session import create_session
-    from sqlalchemy.exc import IntegrityError
-
     by_conn: dict[str, list[_Pending]] = {}
     for item in items:
         by_conn.setdefault(item.conn_id, []).append(item)
     for conn_id, group in by_conn.items():
         try:
-            for attempt in range(2):  # a first post to a new mailbox can race another first post
-                try:
-                    with create_session() as session:
-                        recorded = _record(session, conn_id, [item.batch for item in group])
-                    break
-                except IntegrityError:
-                    if attempt:
-                        raise
+            recorded = _record(conn_id, [item.batch for item in group])
             for item in group:
                 item.recorded = item.batch.id in recorded
         except Exception as exc:  # every delivery of the group answers with it
@@ -299,50 +290,81 @@ def _record_all(items: list[_Pending]) -> None:
                 item.done.set()
 
 
-def _record(session: Session, conn_id: str, batches: list[Batch]) -> set[str]:
-    """Record the finishes of ``batches`` not recorded before; return the ids recorded."""
-    from airflow.models.asset import AssetEvent, AssetModel
+def _locked_mailbox(session: Session, conn_id: str) -> tuple[Any, Mailbox]:
+    """The connection's mailbox Variable row, locked for this transaction (None if there is none yet)."""
     from airflow.models.variable import Variable
     from sqlalchemy import select
 
-    key = variable_key(conn_id)
-    variable = session.scalar(select(Variable).where(Variable.key == key).with_for_update())
-    mailbox = Mailbox.from_value(variable.val if variable is not None else None)
+    variable = session.scalar(select(Variable).where(Variable.key == variable_key(conn_id)).with_for_update())
+    return variable, Mailbox.from_value(variable.val if variable is not None else None)
+
+
+def _record(conn_id: str, batches: list[Batch]) -> set[str]:
+    """
+    Record the finishes of ``batches`` not recorded before; return the ids this call recorded.
+
+    First one transaction posts them all to the mailbox (the waits wake at once), then one short
+    transaction per batch adds its Asset event if the Asset has none for it: an Asset event must be
+    committed right after it is stamped, or a run of a DAG scheduled on the Asset that starts meanwhile
+    would never see it. A crash in between leaves the event to the next delivery of the finish.
+    """
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+    from sqlalchemy.exc import IntegrityError
+
+    posted: set[str] = set()
+    for attempt in range(2):  # a first post to a new mailbox can race another first post
+        try:
+            with create_session() as session:
+                variable, mailbox = _locked_mailbox(session, conn_id)
+                posted = {b.id for b in batches if b.id not in mailbox}
+                for batch_id in sorted(posted):
+                    mailbox = mailbox.posted(batch_id)
+                if posted and variable is None:
+                    session.add(
+                        Variable(key=variable_key(conn_id), val=mailbox.to_json(), description=_DESCRIPTION)
+                    )
+                elif posted:
+                    variable.set_val(mailbox.to_json())
+            break
+        except IntegrityError:
+            if attempt:
+                raise
+    evented = set()
+    for batch in batches:
+        with create_session() as session:
+            _locked_mailbox(session, conn_id)  # one writer of the connection's events at a time
+            if _add_asset_event(session, conn_id, batch):
+                evented.add(batch.id)
+    return posted | evented
+
+
+def _add_asset_event(session: Session, conn_id: str, batch: Batch) -> bool:
+    """Add the finish's Asset event unless the Asset has one for the batch since it finished."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from sqlalchemy import select
+
     asset = session.scalar(
         select(AssetModel).where(AssetModel.name == asset_name(conn_id), AssetModel.uri == asset_uri(conn_id))
     )
-    fresh = {b.id: b for b in batches if b.id not in mailbox}
-    if asset is not None and fresh:
-        since = min(_finished_at(b) for b in fresh.values()) - _DEDUP_SLACK
-        extras = session.scalars(
-            select(AssetEvent.extra).where(AssetEvent.asset_id == asset.id, AssetEvent.timestamp >= since)
-        )
-        for extra in extras:
-            if isinstance(extra, dict):
-                fresh.pop(extra.get("batch_id"), None)
-    if not fresh:
-        return set()
-    for batch_id in fresh:
-        mailbox = mailbox.posted(batch_id)
-    if variable is None:
-        session.add(Variable(key=key, val=mailbox.to_json(), description="DashScope batch finishes"))
-    else:
-        variable.set_val(mailbox.to_json())
     if asset is None:
         log.warning(
-            "No DAG uses the Asset %s, so the finish of %s wakes the waits but records no Asset event",
+            "No DAG uses the Asset %s, so the finish of %s wakes its waits but records no Asset event",
             asset_uri(conn_id),
-            ", ".join(fresh),
+            batch.id,
         )
-    else:
-        from airflow.assets.manager import asset_manager
+        return False
+    extras = session.scalars(
+        select(AssetEvent.extra).where(
+            AssetEvent.asset_id == asset.id, AssetEvent.timestamp >= _finished_at(batch) - _DEDUP_SLACK
+        )
+    )
+    if any(isinstance(extra, dict) and extra.get("batch_id") == batch.id for extra in extras):
+        return False
+    from airflow.assets.manager import asset_manager
 
-        for batch in fresh.values():
-            asset_manager.register_asset_change(
-                asset=asset, extra=asset_extra(conn_id, batch), session=session
-            )
-    session.flush()
-    return set(fresh)
+    asset_manager.register_asset_change(asset=asset, extra=asset_extra(conn_id, batch), session=session)
+    return True
 
 
 async def _read_body(request: Request) -> bytes | None:
