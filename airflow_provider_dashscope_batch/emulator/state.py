@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from airflow_provider_dashscope_batch.emulator.structured import structured_answer
 from airflow_provider_dashscope_batch.validation import ValidationReport, validate_jsonl
@@ -63,7 +63,14 @@ class EmulatorConfig(BaseModel):
     callback_deliveries: int = Field(default=1, ge=0, le=10)
     callback_delay: float = Field(default=0.0, ge=0)
     callback_delay_jitter: float = Field(default=0.0, ge=0)
-    eventbridge_target: str | None = Field(default=None, pattern=r"^https?://\S+$")
+    eventbridge_target: str | None = None
+
+    @field_validator("eventbridge_target")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://\S+$", value):
+            raise ValueError("eventbridge_target must be an http(s) URL")
+        return value
 
 
 class Clock:

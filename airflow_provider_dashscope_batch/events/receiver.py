@@ -47,12 +47,24 @@ if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client.sync import DashScopeClient
     from airflow_provider_dashscope_batch.models import Batch
 
-__all__ = ["MAX_BODY_BYTES", "Outcome", "create_app", "finish_batch_id", "handle_finish", "record_finish"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_CONCURRENT_DELIVERIES",
+    "BadRequest",
+    "Outcome",
+    "Result",
+    "create_app",
+    "finish_batch_id",
+    "handle_finish",
+    "record_finish",
+]
 
 log = logging.getLogger(__name__)
 
 #: Largest body accepted (a batch object is about 1 KiB; its ``errors`` can add some).
 MAX_BODY_BYTES = 64 * 1024
+#: Deliveries handled at once per api-server process (each takes a worker thread for its confirmation).
+MAX_CONCURRENT_DELIVERIES = 8
 #: The CloudEvents type of a batch finish on EventBridge.
 EVENT_TYPE = "dashscope:System:BatchTaskFinish"
 #: How far before a batch's finish time an Asset event for it is looked for (clock differences).
@@ -382,6 +394,8 @@ async def _read_body(request: Request) -> bytes | None:
 
 def create_app() -> FastAPI:
     """The receiver's FastAPI app (the plugin mounts it at ``/dashscope-batch``)."""
+    # a burst of callbacks must not take the threads the api-server's own (sync) endpoints run in
+    limiter = anyio.CapacityLimiter(MAX_CONCURRENT_DELIVERIES)
     app = FastAPI(title="DashScope Batch finish events", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.post("/events/{conn_id}/{token}")
@@ -393,7 +407,7 @@ def create_app() -> FastAPI:
             batch_id = finish_batch_id(body)
         except BadRequest as exc:
             return JSONResponse({"detail": str(exc)}, status_code=400)
-        result = await anyio.to_thread.run_sync(handle_finish, conn_id, token, batch_id)
+        result = await anyio.to_thread.run_sync(handle_finish, conn_id, token, batch_id, limiter=limiter)
         content: dict[str, Any] = {"outcome": result.outcome.value, "batch_id": result.batch_id}
         if result.status is not None:
             content["status"] = result.status
