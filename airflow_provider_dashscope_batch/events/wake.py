@@ -61,7 +61,7 @@ class FinishWatcher:
     :param reader: The status reader of the connection in this event loop.
     :param conn_id: The connection id.
     :param interval: Seconds between two mailbox reads.
-    :param read: Reads a Variable by key (blocking; run in a thread).
+    :param read: Reads a Variable by key (blocking; run in a thread); default :func:`read_variable`.
     """
 
     def __init__(
@@ -70,12 +70,12 @@ class FinishWatcher:
         conn_id: str,
         *,
         interval: float = DEFAULT_WAKE_INTERVAL,
-        read: Callable[[str], Any] = read_variable,
+        read: Callable[[str], Any] | None = None,
     ) -> None:
         self.reader = reader
         self.conn_id = conn_id
         self.interval = interval
-        self.read = read
+        self.read = read or read_variable
         self.reads = 0
         self._waiting: dict[str, int] = {}
         self._seen: int | None = None  # newest sequence number handed on
