@@ -35,6 +35,7 @@ __all__ = [
     "SAFETY_NET_FIRST_POLL_JITTER",
     "FinishWatcher",
     "finish_watcher",
+    "read_variable",
 ]
 
 #: Seconds between two mailbox reads of one connection in one triggerer.
