@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -244,62 +245,70 @@ def asset_extra(conn_id: str, batch: Batch) -> dict[str, Any]:
 
 @dataclass(eq=False)
 class _Pending:
-    """A verified finish waiting for the writer."""
+    """A verified finish on its way through the two writer stages."""
 
     conn_id: str
     batch: Batch
-    done: threading.Event = field(default_factory=threading.Event)
+    done: dict[str, threading.Event] = field(
+        default_factory=lambda: {"post": threading.Event(), "event": threading.Event()}
+    )
     recorded: bool = False
     error: BaseException | None = None
 
 
-_pending: list[_Pending] = []
-_pending_lock = threading.Lock()
-_writer = threading.Lock()
+class _Stage:
+    """One writer stage: whoever holds the writer does the work of every item queued meanwhile."""
+
+    def __init__(self, name: str, work: Callable[[str, list[Batch]], set[str]]) -> None:
+        self.name, self.work = name, work
+        self.queue: list[_Pending] = []
+        self.queue_lock, self.writer = threading.Lock(), threading.Lock()
+
+    def run(self, item: _Pending) -> None:
+        with self.queue_lock:
+            self.queue.append(item)
+        with self.writer:
+            if item.done[self.name].is_set():
+                return
+            with self.queue_lock:
+                items, self.queue = self.queue, []
+            by_conn: dict[str, list[_Pending]] = {}
+            for queued in items:
+                by_conn.setdefault(queued.conn_id, []).append(queued)
+            for conn_id, group in by_conn.items():
+                try:
+                    done = self.work(conn_id, [queued.batch for queued in group])
+                    for queued in group:
+                        queued.recorded = queued.recorded or queued.batch.id in done
+                except Exception as exc:  # every delivery of the group answers with it
+                    for queued in group:
+                        queued.error = queued.error or exc
+                finally:
+                    for queued in group:
+                        queued.done[self.name].set()
 
 
 def record_finish(conn_id: str, batch: Batch) -> bool:
     """
     Record a verified finish once: the mailbox post (which wakes its waits) and the Asset event.
 
-    Deliveries that arrive together are recorded together: whoever holds the writer records every
-    finish that queued meanwhile (one mailbox transaction per connection, then one short transaction per
-    Asset event), holding one pooled DB connection of the api-server at a time. The connection's mailbox
-    row is locked first (``SELECT ... FOR UPDATE``), so deliveries racing in several api-server processes
-    record a finish once: a post is known by its batch id in the mailbox, an Asset event by the batch id
-    in the Asset's events since the batch finished.
+    Deliveries that arrive together are recorded together, in two stages that overlap: whoever holds a
+    stage's writer does the work of every finish queued meanwhile, so the mailbox post of a burst is one
+    transaction per connection, and it does not wait for the Asset events of the burst before it (one
+    short transaction each). Each stage holds one pooled DB connection of the api-server at a time. The
+    connection's mailbox row is locked first (``SELECT ... FOR UPDATE``), so deliveries racing in
+    several api-server processes record a finish once: a post is known by its batch id in the mailbox,
+    an Asset event by the batch id in the Asset's events since the batch finished.
 
     :returns: Whether this call recorded it (False: it was recorded before).
     """
     item = _Pending(conn_id, batch)
-    with _pending_lock:
-        _pending.append(item)
-    with _writer:
-        if not item.done.is_set():
-            with _pending_lock:
-                items = list(_pending)
-                _pending.clear()
-            _record_all(items)
+    _POSTS.run(item)
+    if item.error is None:
+        _EVENTS.run(item)
     if item.error is not None:
         raise item.error
     return item.recorded
-
-
-def _record_all(items: list[_Pending]) -> None:
-    by_conn: dict[str, list[_Pending]] = {}
-    for item in items:
-        by_conn.setdefault(item.conn_id, []).append(item)
-    for conn_id, group in by_conn.items():
-        try:
-            recorded = _record(conn_id, [item.batch for item in group])
-            for item in group:
-                item.recorded = item.batch.id in recorded
-        except Exception as exc:  # every delivery of the group answers with it
-            for item in group:
-                item.error = exc
-        finally:
-            for item in group:
-                item.done.set()
 
 
 def _locked_mailbox(session: Session, conn_id: str) -> tuple[Any, Mailbox]:
@@ -311,20 +320,12 @@ def _locked_mailbox(session: Session, conn_id: str) -> tuple[Any, Mailbox]:
     return variable, Mailbox.from_value(variable.val if variable is not None else None)
 
 
-def _record(conn_id: str, batches: list[Batch]) -> set[str]:
-    """
-    Record the finishes of ``batches`` not recorded before; return the ids this call recorded.
-
-    First one transaction posts them all to the mailbox (the waits wake at once), then one short
-    transaction per batch adds its Asset event if the Asset has none for it: an Asset event must be
-    committed right after it is stamped, or a run of a DAG scheduled on the Asset that starts meanwhile
-    would never see it. A crash in between leaves the event to the next delivery of the finish.
-    """
+def _post(conn_id: str, batches: list[Batch]) -> set[str]:
+    """Post the batches not yet in the connection's mailbox (one transaction); return their ids."""
     from airflow.models.variable import Variable
     from airflow.utils.session import create_session
     from sqlalchemy.exc import IntegrityError
 
-    posted: set[str] = set()
     for attempt in range(2):  # a first post to a new mailbox can race another first post
         try:
             with create_session() as session:
@@ -333,22 +334,38 @@ def _record(conn_id: str, batches: list[Batch]) -> set[str]:
                 for batch_id in sorted(posted):
                     mailbox = mailbox.posted(batch_id)
                 if posted and variable is None:
-                    session.add(
-                        Variable(key=variable_key(conn_id), val=mailbox.to_json(), description=_DESCRIPTION)
-                    )
+                    key = variable_key(conn_id)
+                    session.add(Variable(key=key, val=mailbox.to_json(), description=_DESCRIPTION))
                 elif posted:
                     variable.set_val(mailbox.to_json())
-            break
+            return posted
         except IntegrityError:
             if attempt:
                 raise
-    evented = set()
+    raise AssertionError("unreachable")
+
+
+def _add_events(conn_id: str, batches: list[Batch]) -> set[str]:
+    """
+    Add each batch's Asset event unless the Asset has one for it, each in its own short transaction.
+
+    An Asset event must be committed right after it is stamped, or a run of a DAG scheduled on the Asset
+    that starts meanwhile would never see it. A crash after the post leaves the event to the next
+    delivery of the finish.
+    """
+    from airflow.utils.session import create_session
+
+    added = set()
     for batch in batches:
         with create_session() as session:
             _locked_mailbox(session, conn_id)  # one writer of the connection's events at a time
             if _add_asset_event(session, conn_id, batch):
-                evented.add(batch.id)
-    return posted | evented
+                added.add(batch.id)
+    return added
+
+
+_POSTS = _Stage("post", _post)
+_EVENTS = _Stage("event", _add_events)
 
 
 def _add_asset_event(session: Session, conn_id: str, batch: Batch) -> bool:

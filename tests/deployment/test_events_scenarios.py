@@ -33,7 +33,7 @@ P99_BOUND = 5.0
 
 def _results_runs(airflow) -> list[list[str]]:
     """The batch ids each finished run of the results DAG took from its triggering Asset events."""
-    runs = airflow.api("GET", f"/dags/{RESULTS_DAG}/dagRuns", params={"limit": 1000})["dag_runs"]
+    runs = airflow.api("GET", f"/dags/{RESULTS_DAG}/dagRuns", params={"limit": 100})["dag_runs"]
     taken = []
     for run in runs:
         if run["state"] != "success":
@@ -48,8 +48,12 @@ def _results_runs(airflow) -> list[list[str]]:
 
 def _recorded(airflow) -> list[str]:
     """The batch ids in the extras of every Asset event (the finishes the receiver recorded)."""
-    events = airflow.api("GET", "/assets/events", params={"limit": 1000})["asset_events"]
-    return [e["extra"].get("batch_id") for e in events if e.get("extra")]
+    events: list[dict[str, Any]] = []
+    while True:  # the REST API pages (at most 100 a page)
+        page = airflow.api("GET", "/assets/events", params={"limit": 100, "offset": len(events)})
+        events += page["asset_events"]
+        if not page["asset_events"] or len(events) >= page["total_entries"]:
+            return [e["extra"].get("batch_id") for e in events if e.get("extra")]
 
 
 def _epoch(value: str) -> float:
