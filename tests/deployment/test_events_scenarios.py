@@ -105,7 +105,7 @@ def test_callbacks_end_100_deferred_waits_within_seconds_and_start_the_results_d
         taken = {b for run in runs for b in run}
         return set(batch_of.values()) <= taken and runs
 
-    runs = wait_for(results_took_every_batch, "the results DAG to take every finished batch", timeout=180)
+    runs = wait_for(results_took_every_batch, "the results DAG to take every finished batch", timeout=600)
     taken = Counter(b for run in runs for b in run if b in set(batch_of.values()))
     assert set(taken.values()) == {1}, taken  # each finish started the results DAG once
     scenario.assert_key_not_logged()
