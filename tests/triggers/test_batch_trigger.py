@@ -50,6 +50,7 @@ def test_serialize_round_trips_primitives_only(dashscope_emulator):
         "input_file_id",
         "idempotency_key",
         "late_copies",
+        "finish_events",
     }
 
 
