@@ -11,8 +11,12 @@ import atexit
 import json
 import os
 import shutil
+import socket
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -29,6 +33,7 @@ os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{AIRFLOW_HOME / 
 os.environ.setdefault("AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "http://127.0.0.1:8080/execution/")
 
 from airflow_provider_dashscope_batch.client import DashScopeClient  # noqa: E402
+from airflow_provider_dashscope_batch.events.mailbox import asset_name, asset_uri  # noqa: E402
 
 
 @pytest.fixture
@@ -116,3 +121,80 @@ def s3_bucket(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[o
     for obj in listed:
         s3.delete_object(Bucket=S3_BUCKET, Key=obj["Key"])
     s3.delete_bucket(Bucket=S3_BUCKET)
+
+
+# ------------------------------------------------------------------ finish events (tests/events, tests/dags)
+@dataclass
+class Receiver:
+    """The receiver app served by uvicorn on a loopback port."""
+
+    base_url: str
+
+
+@pytest.fixture(scope="session")
+def receiver(airflow_db) -> Iterator[Receiver]:
+    """The plugin's receiver app on a free loopback port (uvicorn in a thread); needs ``airflow_db``."""
+    import uvicorn
+
+    from airflow_provider_dashscope_batch.events.plugin import DashScopeBatchEventsPlugin
+
+    (mount,) = DashScopeBatchEventsPlugin.fastapi_apps
+    from fastapi import FastAPI
+
+    root = FastAPI()
+    root.mount(mount["url_prefix"], mount["app"])
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(root, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the receiver did not start"
+        time.sleep(0.05)
+    yield Receiver(f"http://127.0.0.1:{port}")
+    server.should_exit = True
+    thread.join(10)
+
+
+@pytest.fixture
+def events_conn(dashscope_emulator, receiver, monkeypatch) -> Callable[..., None]:
+    """``dashscope_default`` on the emulator with the receiver as its public base URL."""
+
+    def configure(**extra: object) -> None:
+        conn = {
+            "conn_type": "dashscope",
+            "password": dashscope_emulator.api_key,
+            "extra": {
+                "base_url": dashscope_emulator.base_url,
+                "callback_base_url": receiver.base_url,
+                **extra,
+            },
+        }
+        monkeypatch.setenv("AIRFLOW_CONN_DASHSCOPE_DEFAULT", json.dumps(conn))
+
+    configure()
+    return configure
+
+
+@pytest.fixture
+def finished_asset(airflow_db) -> int:
+    """The connection's finish Asset in the metadata DB (a results DAG scheduled on it registers it)."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.models.variable import Variable
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete, select
+
+    with create_session() as session:
+        asset = session.scalar(select(AssetModel).where(AssetModel.uri == asset_uri("dashscope_default")))
+        if asset is None:
+            asset = AssetModel(name=asset_name("dashscope_default"), uri=asset_uri("dashscope_default"))
+            session.add(asset)
+            session.flush()
+        events = delete(AssetEvent).where(AssetEvent.asset_id == asset.id)
+        session.execute(events.execution_options(synchronize_session=False))
+        stale = delete(Variable).where(Variable.key.like("dashscope_batch_finished.%"))
+        session.execute(stale.execution_options(synchronize_session=False))
+        asset_id = asset.id
+    return asset_id

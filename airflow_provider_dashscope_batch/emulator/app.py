@@ -7,7 +7,9 @@ import contextlib
 import hmac
 import json
 import logging
+import random
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -447,17 +449,30 @@ class EmulatorApi:
                 await asyncio.sleep(0)
 
     def _notify(self, batch: BatchRecord) -> None:
+        """Send the finish callback and the EventBridge event as configured (delay, repeats, drops)."""
+        config, payload = self.emulator.config, batch.to_api()
+        posts: list[tuple[str, dict[str, Any], str]] = []
         url = (batch.metadata or {}).get("ds_batch_finish_callback")
         if url:
-            task = asyncio.create_task(self._deliver(url, batch.to_api()))
+            posts += [(url, payload, "callback")] * config.callback_deliveries
+        if config.eventbridge_target:
+            posts += [(config.eventbridge_target, eventbridge_event(payload), "eventbridge")]
+        for target, body, kind in posts:
+            delay = config.callback_delay + _CALLBACK_RNG.uniform(0, config.callback_delay_jitter)
+            task = asyncio.create_task(self._deliver(target, body, kind, payload, delay))
             self._callback_tasks.add(task)
             task.add_done_callback(self._callback_tasks.discard)
 
-    async def _deliver(self, url: str, payload: dict[str, Any]) -> None:
-        entry: dict[str, Any] = {"batch_id": payload["id"], "url": url, "status": payload["status"]}
+    async def _deliver(
+        self, url: str, body: dict[str, Any], kind: str, batch: dict[str, Any], delay: float
+    ) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        entry: dict[str, Any] = {"batch_id": batch["id"], "url": url, "status": batch["status"], "kind": kind}
+        entry["sent_at"] = time.time()
         try:
             assert self._http is not None
-            response = await self._http.post(url, json=payload)
+            response = await self._http.post(url, json=body)
             entry["status_code"] = response.status_code
         except httpx.HTTPError as exc:
             entry["error"] = f"{type(exc).__name__}: {exc}"
@@ -567,6 +582,30 @@ class EmulatorApi:
 async def _http_exception(_request: Request, exc: Exception) -> Response:
     status = exc.status_code if isinstance(exc, HTTPException) else 500
     return _error_response(status, str(getattr(exc, "detail", "")) or None)
+
+
+#: Jitter of notification delays (not seeded: only the order of late notifications depends on it).
+_CALLBACK_RNG = random.Random()
+#: The Alibaba Cloud account id in emulated EventBridge events.
+_ACCOUNT_ID = "1234567890123456"
+
+
+def eventbridge_event(batch: dict[str, Any]) -> dict[str, Any]:
+    """The CloudEvents 1.0 envelope EventBridge delivers for a batch finish (the batch in ``data``)."""
+    return {
+        "specversion": "1.0",
+        "id": str(uuid.uuid4()),
+        "source": "acs.dashscope",
+        "type": "dashscope:System:BatchTaskFinish",
+        "subject": f"acs.dashscope:cn-beijing:{_ACCOUNT_ID}:batch/{batch['id']}",
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
+        "datacontenttype": "application/json",
+        "aliyunaccountid": _ACCOUNT_ID,
+        "aliyunpublishtime": datetime.now(UTC).isoformat(timespec="milliseconds"),
+        "aliyuneventbusname": "default",
+        "aliyunregionid": "cn-beijing",
+        "data": batch,
+    }
 
 
 def create_app(

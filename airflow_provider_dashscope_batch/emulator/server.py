@@ -246,7 +246,7 @@ class EmulatorServer:
         return self._call("GET", "/rate-limits")
 
     def callbacks(self) -> list[dict[str, Any]]:
-        """``ds_batch_finish_callback`` deliveries made so far (url, batch_id, status, status_code|error)."""
+        """Finish notifications sent so far (url, batch_id, status, kind, sent_at, status_code|error)."""
         return self._call("GET", "/callbacks")["callbacks"]
 
 

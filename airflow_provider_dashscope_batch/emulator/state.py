@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from airflow_provider_dashscope_batch.bodies import body_violations
 from airflow_provider_dashscope_batch.cost.pricing import PriceTable, load_price_table
@@ -45,6 +45,14 @@ class EmulatorConfig(BaseModel):
         (``re.search``) fail and land in the error file.
     :param max_upload_bytes: upload size cap (the service's is 500 MB).
     :param embedding_dimensions: default vector length for ``/v1/embeddings``.
+    :param callback_deliveries: finish-callback POSTs per finished batch (``0``: the callback is lost,
+        ``2``: it arrives twice).
+    :param callback_delay: real seconds before a finish notification is sent (late callbacks).
+    :param callback_delay_jitter: extra real seconds, ``U(0, jitter)`` per POST, so notifications of
+        batches that finished together arrive out of order.
+    :param eventbridge_target: an http(s) URL that receives each finish as an EventBridge event
+        (``dashscope:System:BatchTaskFinish``, source ``acs.dashscope``, CloudEvents 1.0 envelope, the
+        batch object in ``data``), as an EventBridge rule with an HTTP target would deliver it.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -57,6 +65,17 @@ class EmulatorConfig(BaseModel):
     fail_custom_id_pattern: str | None = None
     max_upload_bytes: int = Field(default=MAX_UPLOAD_BYTES, gt=0)
     embedding_dimensions: int = Field(default=1024, gt=0)
+    callback_deliveries: int = Field(default=1, ge=0, le=10)
+    callback_delay: float = Field(default=0.0, ge=0)
+    callback_delay_jitter: float = Field(default=0.0, ge=0)
+    eventbridge_target: str | None = None
+
+    @field_validator("eventbridge_target")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://\S+$", value):
+            raise ValueError("eventbridge_target must be an http(s) URL")
+        return value
 
 
 class Clock:

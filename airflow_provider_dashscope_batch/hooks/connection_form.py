@@ -55,6 +55,12 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
         "description": "Retries of 429 / 5xx / connection errors, with exponential backoff.",
         "schema": {"type": ["integer", "null"], "minimum": 0, "default": 5},
     },
+    "callback_base_url": {
+        "label": "Airflow public URL (finish callbacks)",
+        "description": "Base URL at which DashScope reaches this Airflow's api-server, for "
+        'finish_callback="airflow" (e.g. https://airflow.example.com).',
+        "schema": {"type": ["string", "null"]},
+    },
 }
 
 #: Host, schema, port and login mean nothing here (the region / base URL say where to go, the key is

@@ -51,6 +51,9 @@ class DashScopeShardsTrigger(DashScopeWaiterTrigger):
     :param idempotency_keys: Their idempotency keys, in the same order (enables the duplicate check).
     :param late_copies: Per batch, None or until when late copies may appear
         (:meth:`LateCopies.to_dict <airflow_provider_dashscope_batch.waiting.late.LateCopies.to_dict>`).
+    :param finish_events: The batches send finish events to this Airflow's receiver: their waits also
+        end when the connection's mailbox names them (see :class:`DashScopeBatchTrigger
+        <airflow_provider_dashscope_batch.triggers.batch.DashScopeBatchTrigger>`).
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class DashScopeShardsTrigger(DashScopeWaiterTrigger):
         cancel_on_kill: bool = False,
         idempotency_keys: list[str | None] | None = None,
         late_copies: list[dict[str, Any] | None] | None = None,
+        finish_events: bool = False,
     ) -> None:
         super().__init__(
             dashscope_conn_id,
@@ -77,6 +81,7 @@ class DashScopeShardsTrigger(DashScopeWaiterTrigger):
             deadline=deadline,
             error_budget=error_budget,
             cancel_on_kill=cancel_on_kill,
+            finish_events=finish_events,
         )
         if until not in ("all", "any"):
             raise ValueError(f"until must be 'all' or 'any', got {until!r}")

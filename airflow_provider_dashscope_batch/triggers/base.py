@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
+from airflow_provider_dashscope_batch.events.wake import SAFETY_NET_FIRST_POLL_JITTER, finish_watcher
 from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
 from airflow_provider_dashscope_batch.waiting import (
     DEFAULT_ERROR_BUDGET,
@@ -67,6 +69,9 @@ class DashScopeWaiterTrigger(BaseTrigger):
     :param deadline: Wall-clock epoch seconds after which a wait ends with a timeout.
     :param error_budget: Consecutive retryable polling errors tolerated per batch.
     :param cancel_on_kill: Cancel the batches when a user marks the deferred task failed (Airflow 3.3+).
+    :param finish_events: The batches send finish events to this Airflow's receiver
+        (:mod:`~airflow_provider_dashscope_batch.events`): a wait also ends when the connection's
+        mailbox names its batch, and its polls are the safety net (the first one spread less).
     """
 
     def __init__(
@@ -79,6 +84,7 @@ class DashScopeWaiterTrigger(BaseTrigger):
         deadline: float | None = None,
         error_budget: int = DEFAULT_ERROR_BUDGET,
         cancel_on_kill: bool = False,
+        finish_events: bool = False,
     ) -> None:
         super().__init__()
         self.dashscope_conn_id = dashscope_conn_id
@@ -88,6 +94,7 @@ class DashScopeWaiterTrigger(BaseTrigger):
         self.deadline = None if deadline is None else float(deadline)
         self.error_budget = int(error_budget)
         self.cancel_on_kill = bool(cancel_on_kill)
+        self.finish_events = bool(finish_events)
         # made on a duplicate's first sighting: thousands of waits in a triggerer rarely see one
         self._cancelling: set[asyncio.Future[None]] | None = None
 
@@ -111,6 +118,7 @@ class DashScopeWaiterTrigger(BaseTrigger):
                 "deadline": self.deadline,
                 "error_budget": self.error_budget,
                 "cancel_on_kill": self.cancel_on_kill,
+                "finish_events": self.finish_events,
             },
         )
 
@@ -121,6 +129,8 @@ class DashScopeWaiterTrigger(BaseTrigger):
     def batch_wait(self, batch_id: str) -> BatchWait:
         """A fresh wait for ``batch_id`` on this trigger's schedule."""
         schedule = PollSchedule(self.poll_interval, self.max_poll_interval, self.poll_backoff)
+        if self.finish_events:
+            schedule = dataclasses.replace(schedule, first_poll_jitter=SAFETY_NET_FIRST_POLL_JITTER)
         return BatchWait(batch_id, BatchPoller(schedule, self.deadline, self.error_budget), self.log)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
@@ -164,10 +174,21 @@ class DashScopeWaiterTrigger(BaseTrigger):
         files = None
         if watch is not None and watch.watches_files(time.time()):
             files = asyncio.ensure_future(watch_files(client, watch, self.poll_interval))
+        reader = status_reader(client)
+        watching = (
+            finish_watcher(reader, self.dashscope_conn_id).watching(batch_id)
+            if self.finish_events
+            else contextlib.nullcontext()
+        )
         try:
-            step = await status_reader(client).follow(
-                ref, wait, wait.start(time.time()), on_duplicate=on_duplicate, gather=self.poll_interval / 10
-            )
+            with watching:
+                step = await reader.follow(
+                    ref,
+                    wait,
+                    wait.start(time.time()),
+                    on_duplicate=on_duplicate,
+                    gather=self.poll_interval / 10,
+                )
             if watch is not None:
                 await finish_watch(client, watch, self.poll_interval)
         finally:

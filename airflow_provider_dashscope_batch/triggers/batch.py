@@ -61,6 +61,9 @@ class DashScopeBatchTrigger(DashScopeWaiterTrigger):
     :param idempotency_key: The key the batch was created with, if known.
     :param late_copies: After an ambiguous create or upload: until when late copies may appear
         (:meth:`LateCopies.to_dict <airflow_provider_dashscope_batch.waiting.late.LateCopies.to_dict>`).
+    :param finish_events: The batch sends a finish event to this Airflow's receiver
+        (:mod:`~airflow_provider_dashscope_batch.events`): the wait also ends when the connection's
+        mailbox names the batch, and its polls are the safety net (first one spread less).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class DashScopeBatchTrigger(DashScopeWaiterTrigger):
         input_file_id: str | None = None,
         idempotency_key: str | None = None,
         late_copies: dict[str, Any] | None = None,
+        finish_events: bool = False,
     ) -> None:
         super().__init__(
             dashscope_conn_id,
@@ -86,6 +90,7 @@ class DashScopeBatchTrigger(DashScopeWaiterTrigger):
             deadline=deadline,
             error_budget=error_budget,
             cancel_on_kill=cancel_on_kill,
+            finish_events=finish_events,
         )
         self.batch_id = batch_id
         self.batch_ids = [batch_id]

@@ -30,7 +30,7 @@ import heapq
 import itertools
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -393,6 +393,19 @@ class StatusReader:
         if client is None:
             raise RuntimeError("the status reader's client is gone")
         return client
+
+    def wake(self, batch_ids: Collection[str]) -> int:
+        """
+        Read the followed waits of ``batch_ids`` in the next round (a finish event named them).
+
+        Used by :mod:`~airflow_provider_dashscope_batch.events.wake`; the round reads the batches as usual,
+        so a wait ends only on the status the service reports. Returns how many waits were woken.
+        """
+        now = asyncio.get_running_loop().time()
+        woken = [seq for seq, f in self._scheduled.items() if f.ref.batch_id in batch_ids]
+        for seq in woken:  # its heap entry stays behind and is skipped
+            self._make_due(self._scheduled.pop(seq), now)
+        return len(woken)
 
     def _make_due(self, wait: _Wait, latest: float) -> None:
         wait.latest = latest

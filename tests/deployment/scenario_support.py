@@ -47,6 +47,9 @@ DAG_IDS = (
     "deployment_in_process",
     "deployment_mapped",
     "deployment_ha",
+    "deployment_events",
+    "deployment_events_safety_net",
+    "deployment_events_results",
 )
 COMPONENTS = ("scheduler", "dag-processor", "triggerer")
 STARTUP_TIMEOUT = 240.0
@@ -132,6 +135,12 @@ class Deployment:
             AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC="1",
             AIRFLOW__TRIGGERER__TRIGGERER_HEALTH_CHECK_THRESHOLD="5",
             AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC="1",
+            # 100 task processes parse the DAG file at once: on a loaded 2-CPU machine that takes a while.
+            AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="180",
+            # ... and 100 resumed tasks call the execution API at once: more pooled DB connections.
+            AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW="30",
+            # finish_callback="airflow": DashScope (the emulator) reaches the receiver on the api-server.
+            AIRFLOW__DASHSCOPE_BATCH__CALLBACK_BASE_URL=self.url,
         )
         self._api: httpx.Client | None = None
 

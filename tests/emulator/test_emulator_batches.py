@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+import time
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import ClassVar
@@ -359,11 +360,13 @@ def test_finish_callback_posts_the_batch(api: Api, callback_url):
             break
         threading.Event().wait(0.05)
     (delivery,) = api.emulator.callbacks()
+    assert delivery.pop("sent_at") <= time.time()
     assert delivery == {
         "batch_id": batch["id"],
         "url": callback_url,
         "status": "completed",
         "status_code": 204,
+        "kind": "callback",
     }
     (payload,) = _Receiver.received
     assert payload["id"] == batch["id"]
@@ -502,3 +505,48 @@ def test_chat_answers_cut_by_max_tokens_and_image_tokens(api: Api):
     details = seen["usage"]["prompt_tokens_details"]
     assert details["image_tokens"] == image_tokens_of(image, "qwen-vl-max", {}) == 35 * 35 + 2
     assert seen["usage"]["prompt_tokens"] == details["image_tokens"] + details["text_tokens"]
+
+
+def _deliveries(api: Api, count: int) -> list[dict]:
+    deadline = time.monotonic() + 30
+    while len(api.emulator.callbacks()) < count:
+        assert time.monotonic() < deadline, api.emulator.callbacks()
+        threading.Event().wait(0.05)
+    return api.emulator.callbacks()
+
+
+def test_callbacks_can_arrive_twice_late_or_never(api: Api, callback_url):
+    metadata = {"ds_batch_finish_callback": callback_url}
+    api.emulator.configure(callback_deliveries=0)
+    lost = api.run(jsonl([request_line("1")]), metadata=metadata)
+    api.emulator.configure(callback_deliveries=2, callback_delay=0.5)
+    started = time.time()
+    twice = api.run(jsonl([request_line("1")]), metadata=metadata)
+    sent = _deliveries(api, 2)
+    assert [d["batch_id"] for d in sent] == [twice["id"], twice["id"]]
+    assert all(d["sent_at"] - started >= 0.5 for d in sent)
+    assert lost["id"] not in {p["id"] for p in _Receiver.received}
+
+
+def test_late_callbacks_of_batches_that_finished_together_arrive_out_of_order(api: Api, callback_url):
+    api.emulator.configure(time_scale=0, callback_delay_jitter=1.0)
+    file_id = api.upload(jsonl([request_line("1")]))["id"]
+    metadata = {"ds_batch_finish_callback": callback_url}
+    created = [api.create(file_id, metadata=metadata)["id"] for _ in range(12)]
+    api.emulator.advance(3600)  # all finish in one engine step
+    sent = sorted(_deliveries(api, 12), key=lambda d: d["sent_at"])
+    assert sorted(d["batch_id"] for d in sent) == sorted(created)
+    assert sent[-1]["sent_at"] - sent[0]["sent_at"] > 0.2  # spread over the jitter, not sent at once
+    assert [d["batch_id"] for d in sent] != created
+
+
+def test_an_eventbridge_target_gets_a_cloudevent_per_finished_batch(api: Api, callback_url):
+    api.emulator.configure(eventbridge_target=callback_url)
+    batch = api.run(jsonl([request_line("1")]))
+    (delivery,) = _deliveries(api, 1)
+    assert (delivery["kind"], delivery["batch_id"]) == ("eventbridge", batch["id"])
+    (event,) = _Receiver.received
+    assert event["specversion"] == "1.0"
+    assert (event["source"], event["type"]) == ("acs.dashscope", "dashscope:System:BatchTaskFinish")
+    assert event["data"]["id"] == batch["id"]
+    assert event["data"]["status"] == "completed"

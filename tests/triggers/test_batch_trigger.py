@@ -50,6 +50,7 @@ def test_serialize_round_trips_primitives_only(dashscope_emulator):
         "input_file_id",
         "idempotency_key",
         "late_copies",
+        "finish_events",
     }
 
 
@@ -59,6 +60,17 @@ def test_serialize_keeps_the_batch_identity(dashscope_emulator):
     )
     kwargs = rebuild(trigger).serialize()[1]
     assert (kwargs["input_file_id"], kwargs["idempotency_key"]) == ("file-1", "airflow-" + "a" * 40 + "-g2")
+
+
+@pytest.mark.parametrize(("dropped", "default"), [("finish_events", False), ("late_copies", None)])
+def test_kwargs_serialized_without_finish_events_or_late_copies_still_rebuild(dropped, default):
+    """A trigger deferred by a release that lacked one of the two fields resumes with its default."""
+    late = {"batch_until": 1.0, "file_name": None, "file_until": None, "derived": False}
+    kwargs = DashScopeBatchTrigger("batch_1", finish_events=True, late_copies=late).serialize()[1]
+    expected = {**kwargs, dropped: default}
+    del kwargs[dropped]
+    assert DashScopeBatchTrigger(**kwargs).serialize()[1] == expected
+    assert expected != DashScopeBatchTrigger("batch_1", finish_events=True, late_copies=late).serialize()[1]
 
 
 @pytest.mark.anyio

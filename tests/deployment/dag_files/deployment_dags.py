@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.providers.common.compat.sdk import DAG, Param
+from airflow.providers.common.compat.sdk import DAG, Param, get_current_context, task
 
+from airflow_provider_dashscope_batch.events import finished_batches_asset
 from airflow_provider_dashscope_batch.operators.batch import DashScopeCreateBatchOperator
 from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
     DashScopeBatchResultsToObjectStorageOperator,
@@ -22,6 +23,10 @@ FAST = {"poll_interval": 1, "max_poll_interval": 2}
 MAPPED_CREATES = 100
 #: How many waits the high-availability DAG hands to the triggerers.
 HA_CREATES = 6
+#: How many creates the finish-events DAG fans out to.
+EVENT_CREATES = 100
+#: The safety-net poll of the finish-events scenario whose callbacks are lost.
+SAFETY_NET_SECONDS = 3
 PARAMS = {
     "input_file_id": Param("", type="string"),
     "destination": Param("", type="string"),
@@ -80,3 +85,39 @@ with DAG("deployment_ha", max_active_tasks=HA_CREATES, **DEFAULTS):
         deferrable=True,
         **FAST,
     ).expand(metadata=[{"ds_name": f"ha-{index}"} for index in range(HA_CREATES)])
+
+# Finish events: the batches call the api-server's receiver (the deployment sets
+# [dashscope_batch] callback_base_url); the waits poll only as a safety net.
+with DAG("deployment_events", max_active_tasks=EVENT_CREATES, **DEFAULTS):
+    DashScopeCreateBatchOperator.partial(
+        task_id="create_batch",
+        input_file_id="{{ params.input_file_id }}",
+        endpoint=ENDPOINT,
+        deferrable=True,
+        finish_callback="airflow",
+    ).expand(metadata=[{"ds_name": f"event-{index}"} for index in range(EVENT_CREATES)])
+
+with DAG("deployment_events_safety_net", **DEFAULTS):
+    DashScopeCreateBatchOperator(
+        task_id="create_batch",
+        input_file_id="{{ params.input_file_id }}",
+        endpoint=ENDPOINT,
+        deferrable=True,
+        finish_callback="airflow",
+        finish_event_poll_interval=SAFETY_NET_SECONDS,
+    )
+
+with DAG(
+    "deployment_events_results",
+    schedule=[finished_batches_asset("dashscope_default")],
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+):
+
+    @task
+    def finished_batches() -> list[str]:
+        """The batches whose recorded finish started this run."""
+        events = get_current_context()["triggering_asset_events"]
+        return [event.extra["batch_id"] for events_of_asset in events.values() for event in events_of_asset]
+
+    finished_batches()
