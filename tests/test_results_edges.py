@@ -65,6 +65,7 @@ def test_an_error_with_only_a_code_or_only_a_message_is_a_failure_and_not_billed
         "completion_tokens": 5,
         "total_tokens": 15,
         "requests": 1,
+        "reasoning_tokens": 0,
     }
 
 
@@ -82,6 +83,7 @@ def test_total_tokens_is_the_services_own_when_it_differs_from_the_sum() -> None
         "completion_tokens": 15,
         "total_tokens": 40 + 15 + 9,
         "requests": 3,
+        "reasoning_tokens": 0,
     }
 
 
@@ -89,7 +91,13 @@ def test_total_tokens_is_the_services_own_when_it_differs_from_the_sum() -> None
 def test_a_success_without_a_body_counts_as_a_request_with_no_tokens(body: dict | None) -> None:
     obj = line()
     obj["response"]["body"] = body
-    assert usage_of(obj) == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "requests": 1}
+    assert usage_of(obj) == {
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "total_tokens": 0,
+        "requests": 1,
+        "reasoning_tokens": 0,
+    }
     assert flatten_result(obj)["content"] is None
 
 
