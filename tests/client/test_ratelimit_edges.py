@@ -240,6 +240,33 @@ def test_sends_and_429s_older_than_a_period_are_not_counted() -> None:
     assert bucket.learned == RateLimit(10)
 
 
+def test_a_send_exactly_one_period_old_has_left_the_window() -> None:
+    clock = FakeClock()  # whole seconds: the comparisons below are exact
+    bucket = TokenBucket(RateLimit(100), clock)
+    for _ in range(5):
+        bucket.reserve()  # sent at 1000
+    clock.now = 1059.0
+    bucket.penalize(1.0)
+    clock.now = 1060.0  # the pause's end, one period after the sends
+    bucket.penalize(1.0)  # none of the five counts: only the floor of one request
+    assert bucket.learned == RateLimit(1)
+
+
+@pytest.mark.parametrize(("quiet", "learned"), [(599.0, RateLimit(1)), (600.0, None)])
+def test_the_learned_limit_is_forgotten_after_exactly_ten_quiet_periods(
+    quiet: float, learned: RateLimit | None
+) -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(RateLimit(100), clock)
+    bucket.penalize(1.0)
+    clock.now = 1002.0
+    bucket.penalize(2.0)  # within a period after the pause: learned, pause until 1004
+    assert bucket.learned == RateLimit(1)
+    clock.now = 1004.0 + quiet
+    bucket.available()
+    assert bucket.learned == learned
+
+
 def test_the_learned_limit_is_forgotten_after_ten_quiet_periods() -> None:
     clock = FakeClock()
     bucket = TokenBucket(RateLimit(100), clock)
