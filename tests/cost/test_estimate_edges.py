@@ -1,0 +1,436 @@
+"""The preflight estimate at its edges: the printed table to the character, every check's message, the
+policy's rules, the output ceiling's fallbacks, unusual line shapes, and the figures of each tier worked
+out by hand from the approximation (ASCII characters / 4, other characters / 1.5, template overhead).
+
+Found by mutation testing (``.ci/mutation estimate``): each test pins a behaviour a changed constant or
+condition would break unnoticed by ``test_estimate.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from airflow_provider_dashscope_batch.cost import tokens
+from airflow_provider_dashscope_batch.cost.estimate import (
+    APPROXIMATION_LABEL,
+    BudgetExceededError,
+    CostEstimate,
+    CostEstimator,
+    CostPolicy,
+    RegionUnavailableError,
+    ThinkingModeError,
+    TierEstimate,
+    UnpricedModelError,
+)
+from airflow_provider_dashscope_batch.cost.pricing import load_price_table
+
+_PAAS = (
+    "https://help.aliyun.com/en/document_detail/3023262.html (AI PaaS billing rules, CNY per 1K tokens; "
+    "read 2026-12-01)"
+)
+_NO_TOKENIZER = "No module named 'tiktoken'"
+
+
+@pytest.fixture
+def approximate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Count with the documented approximation, so every figure can be worked out by hand."""
+    monkeypatch.setattr(tokens, "_encoder", None)
+    monkeypatch.setattr(tokens, "_unavailable", _NO_TOKENIZER)
+
+
+def chat(content: Any, model: str = "qwen-plus", **body: Any) -> bytes:
+    line = {"custom_id": "1", "method": "POST", "url": "/v1/chat/completions"}
+    line["body"] = {"model": model, "messages": [{"role": "user", "content": content}], **body}
+    return json.dumps(line, ensure_ascii=False).encode()
+
+
+def estimator(region: str = "cn-beijing", prices: Any = None, **policy: Any) -> CostEstimator:
+    table, region_prices = load_price_table(region, task_prices=prices)
+    return CostEstimator(table, region_prices, CostPolicy(**policy), source="in.jsonl")
+
+
+def run(lines: list[bytes], region: str = "cn-beijing", prices: Any = None, **policy: Any) -> CostEstimate:
+    e = estimator(region, prices, **policy)
+    for line in lines:
+        e.feed(line)
+    estimate = e.finish()
+    assert estimate is not None
+    return estimate
+
+
+def test_two_tiers_worked_out_by_hand(approximate: None) -> None:
+    lines = [
+        chat("a" * 400, max_tokens=100),
+        chat("b" * 4, max_tokens=10),
+        chat("你" * 300_000, max_tokens=10),
+    ]
+    estimate = run(lines, expected_output_tokens=50)
+    small = 400 // 4 + 8 + 4 // 4 + 8  # text, and the template: 1 token of role + 4 per message + 3
+    big = 300_000 * 2 // 3 + 8
+    scale = Decimal("0.5") / 1000
+    low = TierEstimate(
+        tier="<=128K",
+        requests=2,
+        input_tokens=small,
+        output_ceiling_tokens=110,
+        expected_output_tokens=50 + 10,
+        input_price=Decimal("0.0008"),
+        output_price=Decimal("0.002"),
+        cost_ceiling=((small * Decimal("0.0008") + 110 * Decimal("0.002")) * scale).quantize(Decimal("1e-6")),
+        cost_expected=((small * Decimal("0.0008") + 60 * Decimal("0.002")) * scale).quantize(Decimal("1e-6")),
+    )
+    high_cost = (big * Decimal("0.0024") + 10 * Decimal("0.02")) * scale
+    high = TierEstimate(
+        tier="128K-256K",
+        requests=1,
+        input_tokens=big,
+        output_ceiling_tokens=10,
+        expected_output_tokens=10,
+        input_price=Decimal("0.0024"),
+        output_price=Decimal("0.02"),
+        cost_ceiling=high_cost.quantize(Decimal("1e-6")),
+        cost_expected=high_cost.quantize(Decimal("1e-6")),
+    )
+    assert estimate.tiers == [low, high]
+    ceiling = (small * Decimal("0.0008") + 110 * Decimal("0.002")) * scale + high_cost
+    expected = (small * Decimal("0.0008") + 60 * Decimal("0.002")) * scale + high_cost
+    assert estimate == CostEstimate(
+        source="in.jsonl",
+        model="qwen-plus",
+        endpoint="/v1/chat/completions",
+        region="cn-beijing",
+        currency="CNY",
+        thinking=False,
+        counting="approximation",
+        requests=3,
+        exact_requests=0,
+        input_tokens=small + big,
+        output_ceiling_tokens=120,
+        expected_output_tokens=70,
+        unestimated_media_requests=0,
+        tiers=[low, high],
+        cost_ceiling=ceiling.quantize(Decimal("1e-6")),
+        cost_expected=expected.quantize(Decimal("1e-6")),
+        batch_discount=Decimal("0.5"),
+        price_source=_PAAS,
+        price_table_date="2026-12-01",
+        warnings=[f"{_NO_TOKENIZER}; token counts are approximate"],
+    )
+    assert estimate.cost("ceiling") == estimate.cost_ceiling
+    assert estimate.cost("expected") == estimate.cost_expected
+    rows = [
+        "Cost estimate of in.jsonl: model qwen-plus, region cn-beijing, 3 request(s), thinking off, "
+        "batch price (50 % of real-time) in CNY",
+        "  tokens: approximation (ASCII chars / 4 + other chars / 1.5), the tokenizer is not installed",
+        "  tier        requests     input tok   out ceiling  out expected   cost ceiling  cost expected",
+        "  <=128K             2           117           110            60         0.0002         0.0001",
+        "  128K-256K          1       200,008            10            10         0.2401         0.2401",
+        "  total              3       200,125           120            70         0.2403         0.2402",
+        f"  prices: {_PAAS} (table read 2026-12-01)",
+        f"  warning: {_NO_TOKENIZER}; token counts are approximate",
+    ]
+    assert estimate.table().splitlines() == [f"{APPROXIMATION_LABEL} {row}" for row in rows]
+
+
+def test_the_table_of_a_tokenizer_count_with_media_and_no_price() -> None:
+    base = dict(
+        source="s.jsonl",
+        model="m",
+        endpoint=None,
+        region="r",
+        currency="USD",
+        thinking=True,
+        counting="tokenizer",
+        requests=1234,
+        exact_requests=1000,
+        input_tokens=5,
+        output_ceiling_tokens=6,
+        expected_output_tokens=None,
+        unestimated_media_requests=1500,
+        tiers=[],
+        cost_ceiling=None,
+        cost_expected=None,
+        batch_discount=Decimal("0.25"),
+        price_source=None,
+        price_table_date="d",
+        warnings=["w1", "w2"],
+    )
+    estimate = CostEstimate(**base)
+    assert estimate.table().splitlines() == [
+        "Cost estimate of s.jsonl: model m, region r, 1,234 request(s), thinking on, batch price "
+        "(25 % of real-time) in USD",
+        "  tokens: the Qwen tokenizer (dashscope SDK), 1,000 request(s) counted exactly, the rest scaled",
+        "  tier        requests     input tok   out ceiling  out expected   cost ceiling  cost expected",
+        "  total          1,234             5             6             -            n/a            n/a",
+        "  1,500 request(s) carry image/audio/video parts: not estimated "
+        "(their media tokens are not counted)",
+        "  prices: none in the table (table read d)",
+        "  warning: w1",
+        "  warning: w2",
+    ]
+    every = CostEstimate(**{**base, "exact_requests": 1234, "unestimated_media_requests": 0, "warnings": []})
+    assert every.table().splitlines()[1] == "  tokens: the Qwen tokenizer (dashscope SDK)"
+    assert len(every.table().splitlines()) == 5
+    assert every.file_id is None
+
+
+# ------------------------------------------------------------------------------------------------ policy
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"budget_basis": "total"}, "budget_basis must be 'ceiling' or 'expected', got 'total'"),
+        ({"on_default_thinking": "ignore"}, "on_default_thinking must be 'error' or 'warn', got 'ignore'"),
+        ({"budget_basis": "expected"}, "budget_basis='expected' needs expected_output_tokens"),
+    ],
+)
+def test_policy_rules(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        CostPolicy(**kwargs)
+
+
+def test_policy_defaults_and_basis() -> None:
+    policy = CostPolicy()
+    assert (policy.max_cost, policy.max_input_tokens, policy.expected_output_tokens) == (None, None, None)
+    assert (policy.budget_basis, policy.on_default_thinking, policy.basis, policy.has_budget) == (
+        None,
+        "error",
+        "ceiling",
+        False,
+    )
+    assert CostPolicy(expected_output_tokens=1).basis == "expected"
+    assert CostPolicy(expected_output_tokens=1, budget_basis="ceiling").basis == "ceiling"
+    assert CostPolicy(expected_output_tokens=1, budget_basis="expected").basis == "expected"
+    assert CostPolicy(max_cost=0.1).max_cost == Decimal("0.1")  # via its text, not the binary float
+    assert CostPolicy(max_cost="2").max_cost == Decimal(2)
+    exact = Decimal("0.30")
+    assert CostPolicy(max_cost=exact).max_cost is exact
+    assert CostPolicy(max_cost=0).has_budget
+    assert CostPolicy(max_input_tokens=0).has_budget
+
+
+def test_input_budget_is_inclusive_and_says_so(approximate: None) -> None:
+    estimate = run([chat("a" * 400, max_tokens=1)])  # 108 input tokens
+    CostPolicy(max_input_tokens=108).enforce(estimate)
+    message = (
+        "Input of 108 tokens exceeds max_input_tokens=107; nothing was uploaded or created.\n"
+        + estimate.table()
+    )
+    with pytest.raises(BudgetExceededError, match=f"^{re.escape(message)}$"):
+        CostPolicy(max_input_tokens=107).enforce(estimate)
+
+
+def test_cost_budget_is_inclusive_and_says_so(approximate: None) -> None:
+    estimate = run([chat("a" * 4000, max_tokens=1000)])  # 1008 input, 1000 output
+    cost = estimate.cost_ceiling
+    assert cost == ((1008 * Decimal("0.0008") + 1000 * Decimal("0.002")) * Decimal("0.0005")).quantize(
+        Decimal("1e-6")
+    )
+    CostPolicy(max_cost=cost).enforce(estimate)
+    below = cost - Decimal("0.000001")
+    message = (
+        f"Estimated cost {cost:.4f} CNY (ceiling) exceeds max_cost={below} CNY; nothing was uploaded or "
+        "created. Lower the number of requests or max_tokens, pick a cheaper model, or raise max_cost.\n"
+        + estimate.table()
+    )
+    with pytest.raises(BudgetExceededError, match=f"^{re.escape(message)}$"):
+        CostPolicy(max_cost=below).enforce(estimate)
+    CostPolicy(max_input_tokens=10**9).enforce(estimate)  # no max_cost: no cost check
+
+
+def test_max_cost_on_an_unpriced_model_says_how_to_price_it(approximate: None) -> None:
+    estimate = run([chat("hi", model="my-model")])
+    CostPolicy(max_input_tokens=100).enforce(estimate)  # a token budget needs no price
+    message = (
+        "max_cost is set but the price table has no price for model 'my-model' in region 'cn-beijing'; "
+        "add it with prices= (task) or the connection extra 'prices'. Nothing was uploaded or created.\n"
+        + estimate.table()
+    )
+    with pytest.raises(UnpricedModelError, match=f"^{re.escape(message)}$"):
+        CostPolicy(max_cost=100).enforce(estimate)
+
+
+# ------------------------------------------------------------------------------------------------ checks
+def test_a_model_the_region_does_not_offer_in_batch() -> None:
+    message = (
+        "in.jsonl: region ap-southeast-1 does not offer model 'qwen-long' in batch (it offers "
+        "batch-test-model, qwen-flash, qwen-max, qwen-plus, qwen-turbo); nothing was uploaded. "
+        "Use one of those models, or a connection to a region that offers this one (cn-beijing)."
+    )
+    with pytest.raises(RegionUnavailableError, match=f"^{re.escape(message)}$"):
+        estimator("ap-southeast-1").feed(chat("hi", model="qwen-long"))
+
+
+_THINKS = (
+    "in.jsonl: model 'qwen3.5-plus' thinks by default and the requests do not set enable_thinking, so every "
+    "request would think (more output tokens, billed at the thinking output price). Set "
+    '"enable_thinking": false (or true, if you want thinking) in every request body'
+)
+
+
+def test_a_model_that_thinks_by_default_without_enable_thinking() -> None:
+    message = f"{_THINKS}; nothing was uploaded. Or pass on_default_thinking='warn' to send as is."
+    with pytest.raises(ThinkingModeError, match=f"^{re.escape(message)}$"):
+        estimator().feed(chat("hi", model="qwen3.5-plus"))
+
+
+def test_warn_sends_as_is_and_counts_thinking(approximate: None) -> None:
+    estimate = run([chat("hi", model="qwen3.5-plus")], on_default_thinking="warn")
+    assert estimate.thinking is True
+    assert estimate.warnings[1:] == [
+        _THINKS,
+        "no price for model 'qwen3.5-plus' in region cn-beijing: tokens are counted, cost is not (add the "
+        "model with prices= or the connection extra 'prices')",
+    ]
+    for explicit in (True, False):  # set: no guard
+        assert run([chat("hi", model="qwen3.5-plus", enable_thinking=explicit)]).thinking is explicit
+
+
+def test_enable_thinking_must_be_a_bool_to_count() -> None:
+    with pytest.raises(ThinkingModeError):
+        estimator().feed(chat("hi", model="qwen3.5-plus", enable_thinking="false"))
+
+
+def test_only_the_first_line_is_checked_and_without_counting_only_it_is_read() -> None:
+    table, prices = load_price_table("cn-beijing")
+    checks = CostEstimator(table, prices, CostPolicy(), source="in.jsonl", count_tokens=False)
+    checks.feed(chat("hi"))
+    checks.feed(b"not json")  # never read
+    assert (checks.requests, checks.model, checks.counting, checks.warnings) == (
+        1,
+        "qwen-plus",
+        "approximation",
+        [],
+    )
+    assert checks.finish() is None
+    later = estimator()
+    later.feed(chat("hi"))
+    later.feed(chat("hi", model="qwen3.5-plus"))  # a later model is not checked again
+    assert later.model == "qwen-plus"
+
+
+def test_a_first_line_without_a_model_checks_nothing(approximate: None) -> None:
+    line = {"custom_id": "1", "method": "POST", "url": 5, "body": {"model": 7, "messages": []}}
+    estimate = run([json.dumps(line).encode()])
+    assert (estimate.model, estimate.endpoint, estimate.thinking, estimate.price_source) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert estimate.input_tokens == 3  # the reply's opening only
+    assert estimate.tiers[0].tier == "all"
+
+
+# ------------------------------------------------------------------------------------------------ output
+@pytest.mark.parametrize(
+    ("body", "ceiling"),
+    [
+        ({"max_tokens": 100, "max_completion_tokens": 5}, 100),
+        ({"max_completion_tokens": 5}, 5),
+        ({"max_tokens": -1, "max_completion_tokens": 5}, 5),  # not a token count: the next one
+        ({"max_tokens": True, "max_completion_tokens": 5}, 5),
+        ({"max_tokens": 5.0}, 32768),
+        ({"max_tokens": 0}, 0),
+        ({}, 32768),
+    ],
+)
+def test_the_output_ceiling_of_a_request(approximate: None, body: dict[str, Any], ceiling: int) -> None:
+    assert run([chat("hi", **body)]).output_ceiling_tokens == ceiling
+
+
+@pytest.mark.parametrize(
+    ("body", "ceiling"),
+    [
+        ({"max_tokens": 100, "thinking_budget": 50}, 150),
+        ({"max_tokens": 100}, 100 + 32768),  # no budget: the maximum output again for the reasoning
+        ({"max_tokens": 100, "thinking_budget": -5}, 100 + 32768),
+        ({"max_tokens": 100, "thinking_budget": 0}, 100 + 32768),
+        ({"thinking_budget": 50}, 32768 + 50),
+    ],
+)
+def test_thinking_adds_the_reasoning_budget(approximate: None, body: dict[str, Any], ceiling: int) -> None:
+    estimate = run([chat("hi", enable_thinking=True, **body)])
+    assert estimate.output_ceiling_tokens == ceiling
+    assert estimate.tiers[0].output_price == Decimal("0.008")
+
+
+def test_an_unpriced_model_has_no_maximum_output(approximate: None) -> None:
+    assert run([chat("hi", model="m")]).output_ceiling_tokens == 0
+    assert run([chat("hi", model="qwq-x", max_tokens=7)]).output_ceiling_tokens == 7  # thinking, no maximum
+
+
+def test_embeddings_have_no_output_and_count_only_text_inputs(approximate: None) -> None:
+    line = {"custom_id": "1", "method": "POST", "url": "/v1/embeddings"}
+    line["body"] = {"model": "text-embedding-v4", "input": ["a" * 40, 5, "b" * 8], "max_tokens": 9}
+    single = {**line, "body": {"model": "text-embedding-v4", "input": "c" * 20}}
+    other = {**line, "body": {"model": "text-embedding-v4", "input": {"text": "x" * 400}}}
+    estimate = run([json.dumps(x).encode() for x in (line, single, other)], expected_output_tokens=10)
+    assert estimate.input_tokens == 10 + 2 + 5  # no template overhead; a non-text input counts nothing
+    assert (estimate.output_ceiling_tokens, estimate.expected_output_tokens) == (0, 0)
+
+
+# --------------------------------------------------------------------------------------------- messages
+def test_what_a_message_counts(approximate: None) -> None:
+    content = [
+        {"type": "text", "text": "a" * 40},
+        {"text": "b" * 8},
+        {"type": "image_url", "image_url": {"url": "https://x"}},
+        "c" * 400,
+        {"type": "text", "text": 5},
+    ]
+    messages = [
+        {"role": "system", "content": "d" * 4},
+        {"role": 7, "content": content},
+        {"content": None},
+    ]
+    line = {"custom_id": "1", "method": "POST", "url": "/v1/chat/completions"}
+    line["body"] = {"model": "qwen-plus", "messages": messages, "tools": [{"f": "e" * 30}], "max_tokens": 1}
+    estimate = run([json.dumps(line).encode()])
+    tools = len(json.dumps([{"f": "e" * 30}], ensure_ascii=False)) / 4
+    assert estimate.input_tokens == round(1 + 10 + 2 + tools) + 3 + 3 * 4 + 1  # one role is a string
+    assert estimate.unestimated_media_requests == 1
+
+
+def test_a_text_part_of_no_type_or_type_text_is_no_media(approximate: None) -> None:
+    content = [{"type": "text"}, {"other": 1}, {"type": None}]
+    assert run([chat(content)]).unestimated_media_requests == 0
+    assert run([chat([{"type": "input_audio"}]), chat([{"type": "video"}])]).unestimated_media_requests == 2
+
+
+def test_unusual_line_shapes_are_read_leniently(approximate: None) -> None:
+    shapes = [
+        {
+            "custom_id": "1",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": "qwen-plus",
+                "messages": ["x", {"role": "user", "content": "a" * 40}],
+                "max_tokens": 2,
+            },
+        },
+        {"custom_id": "2", "body": {"model": "qwen-plus", "messages": {"not": "a list"}, "max_tokens": 3}},
+        {"custom_id": "3", "body": "not an object"},
+        {"custom_id": "4", "body": {"model": "qwen-plus", "messages": [], "tools": {"t": "a" * 36}}},
+    ]
+    lines = [json.dumps(s).encode() for s in shapes] + [b"[1, 2]"]
+    estimate = run(lines)
+    tools = len(json.dumps({"t": "a" * 36})) / 4
+    assert estimate.requests == 5
+    assert estimate.input_tokens == (3 + 4 + 4 + 1 + 10) + 0 + 0 + (3 + round(tools)) + 0
+    assert estimate.output_ceiling_tokens == 2 + 0 + 0 + 32768 + 0
+    assert estimate.endpoint == "/v1/chat/completions"
+    first_odd = run([json.dumps(shapes[1]).encode()])
+    assert (first_odd.model, first_odd.endpoint) == ("qwen-plus", None)
+    assert run([b"[1, 2]"]).model is None
+
+
+def test_a_price_note_shows_beside_its_source(approximate: None) -> None:
+    prices = {"m": {"note": "unconfirmed", "tiers": [{"input": "1"}]}}
+    assert run([chat("hi", model="m")], prices=prices).price_source == (
+        "override (connection extra or task prices=); note: unconfirmed"
+    )
