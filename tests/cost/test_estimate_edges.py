@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_dashscope_batch.cost import estimate as estimate_module
 from airflow_provider_dashscope_batch.cost import tokens
 from airflow_provider_dashscope_batch.cost.estimate import (
     APPROXIMATION_LABEL,
@@ -434,3 +435,77 @@ def test_a_price_note_shows_beside_its_source(approximate: None) -> None:
     assert run([chat("hi", model="m")], prices=prices).price_source == (
         "override (connection extra or task prices=); note: unconfirmed"
     )
+
+
+# ------------------------------------------------------------------------------------- sampling, rates
+class StandIn:
+    """A tokenizer with known rates (``ascii`` per ASCII, ``other`` per other character), so the rates the
+    estimate fits on the counted requests can be checked exactly."""
+
+    def __init__(self, ascii: float, other: float) -> None:
+        self.ascii, self.other = ascii, other
+
+    def rates_of(self, text: str) -> float:
+        a, o = tokens.char_classes(text)
+        return self.ascii * a + self.other * o
+
+    def __call__(self, text: str) -> int:
+        return round(self.rates_of(text))
+
+
+def sampled(
+    monkeypatch: pytest.MonkeyPatch, encode: StandIn, counted: list[str], scaled: list[str]
+) -> CostEstimate:
+    """``counted`` texts fill the exactly counted first characters; ``scaled`` are too few to be sampled."""
+    monkeypatch.setattr(tokens, "_encoder", encode)
+    monkeypatch.setattr(estimate_module, "_EXACT_CHARS", sum(len(t) for t in counted))
+    estimate = run([chat(t, max_tokens=1) for t in [*counted, *scaled]])
+    assert (estimate.counting, estimate.exact_requests) == ("tokenizer", len(counted))
+    return estimate
+
+
+def template(encode: StandIn, requests: int) -> int:
+    return requests * (3 + 4 + encode("user"))  # the reply's opening, a message, its role (counted)
+
+
+def test_two_character_classes_are_fitted_each_at_its_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    encode = StandIn(0.5, 2.0)
+    counted = ["a" * 40 + "你" * 10, "a" * 20 + "你" * 30]
+    estimate = sampled(monkeypatch, encode, counted, ["a" * 400 + "你" * 100])
+    assert encode("user") == 2  # the role through the tokenizer, not the fallback's 1
+    assert estimate.input_tokens == template(encode, 3) + 40 + 70 + (200 + 200)
+
+
+def _one_ratio(counted: list[str], encode: StandIn) -> float:
+    """The documented fallback: the approximation scaled by the least-squares ratio of the exact counts."""
+    approx = [tokens.approximate_tokens(t) for t in counted]
+    return sum(encode(t) * x for t, x in zip(counted, approx, strict=True)) / sum(x * x for x in approx)
+
+
+@pytest.mark.parametrize(
+    ("encode", "counted"),
+    [
+        pytest.param(StandIn(0.5, 2.0), ["a" * 60, "a" * 40], id="ascii-only"),
+        pytest.param(StandIn(0.5, 2.0), ["你" * 60, "你" * 40], id="other-only"),
+        pytest.param(StandIn(0.5, 2.0), ["a" * 20 + "你" * 10, "a" * 40 + "你" * 20], id="one-mix"),
+        pytest.param(StandIn(0.0, 2.0), ["a" * 20 + "你" * 10, "a" * 10 + "你" * 40], id="ascii-free"),
+        pytest.param(StandIn(0.5, 0.0), ["a" * 20 + "你" * 10, "a" * 10 + "你" * 40], id="other-free"),
+        pytest.param(StandIn(-0.1, 2.0), ["a" * 20 + "你" * 10, "a" * 10 + "你" * 40], id="negative-fit"),
+    ],
+)
+def test_one_class_a_single_mix_or_a_fit_below_zero_scale_the_approximation(
+    monkeypatch: pytest.MonkeyPatch, encode: StandIn, counted: list[str]
+) -> None:
+    scaled = ["a" * 300, "你" * 300]
+    estimate = sampled(monkeypatch, encode, counted, scaled)
+    ratio = _one_ratio(counted, encode)
+    expected = sum(encode(t) for t in counted) + sum(
+        round(tokens.approximate_tokens(t) * ratio) for t in scaled
+    )
+    assert estimate.input_tokens == template(encode, 4) + expected
+
+
+def test_without_the_tokenizer_scaled_requests_use_the_fallbacks_rates(approximate: None) -> None:
+    estimate = run([chat("a" * 400 + "你" * 300, max_tokens=1)])
+    assert estimate.input_tokens == 8 + 100 + 200
+    assert estimate.exact_requests == 0
