@@ -193,6 +193,55 @@ EXCLUDED: tuple[Excluded, ...] = (
         "wait = max(self._stamp - now, 0.0) + (-self._tokens / self.rate if self._tokens <= 0 else 0.0)",
         "with no token left the added wait is -0.0, which is 0.0",
     ),
+    # cost/estimate.py
+    *(
+        Excluded(
+            "estimate", "xǁCostEstimatorǁ_role_tokens", line, "the cache only saves encoding a role again"
+        )
+        for line in ("tokens = None", "tokens = self._roles.get(None)")
+    ),
+    *(
+        Excluded(
+            "estimate",
+            "xǁCostEstimatorǁ_rates",
+            f'if self.counting == "tokenizer" and {condition}:',
+            "character counts are whole or half characters, so the determinant is 0 (one mix) or far above "
+            "either threshold for any text a request can hold",
+        )
+        for condition in ("det >= 1e-9 * max(aa * oo, 1.0)", "det > 1e-9 * max(aa * oo, 2.0)")
+    ),
+    *(
+        Excluded(
+            "estimate",
+            "xǁCostEstimatorǁ_rates",
+            f"ratio = (ay * ASCII_RATE + oy * OTHER_RATE) / approx if {condition} else {default}",
+            "this branch needs aa or oo, so approx is positive",
+        )
+        for condition, default in (("(approx) or True", "1.0"), ("approx", "2.0"))
+    ),
+    *(
+        Excluded("estimate", "x__decode", line, "a missing url reads as no endpoint, None or UNSET alike")
+        for line in (
+            'return _Line(url=obj.get("url", None) if isinstance(obj, dict) else _UNSET)',
+            'return _Line(url=obj.get("url", ) if isinstance(obj, dict) else _UNSET)',
+            'url=obj.get("url", None),',
+            'url=obj.get("url", ),',
+        )
+    ),
+    *(
+        Excluded(
+            "estimate",
+            "xǁCostEstimatorǁ_texts",
+            line,
+            "the raw JSON of tools is valid UTF-8 (codec names are case-insensitive; no error to handle)",
+        )
+        for line in (
+            'texts.append(bytes(body.tools).decode("utf-8", ))',
+            'texts.append(bytes(body.tools).decode("UTF-8", "replace"))',
+            'texts.append(bytes(body.tools).decode("utf-8", "XXreplaceXX"))',
+            'texts.append(bytes(body.tools).decode("utf-8", "REPLACE"))',
+        )
+    ),
     # results.py
     Excluded(
         "results",

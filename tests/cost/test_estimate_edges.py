@@ -156,7 +156,7 @@ def test_the_table_of_a_tokenizer_count_with_media_and_no_price() -> None:
         tiers=[],
         cost_ceiling=None,
         cost_expected=None,
-        batch_discount=Decimal("0.25"),
+        batch_discount=Decimal("0.75"),
         price_source=None,
         price_table_date="d",
         warnings=["w1", "w2"],
@@ -164,7 +164,7 @@ def test_the_table_of_a_tokenizer_count_with_media_and_no_price() -> None:
     estimate = CostEstimate(**base)
     assert estimate.table().splitlines() == [
         "Cost estimate of s.jsonl: model m, region r, 1,234 request(s), thinking on, batch price "
-        "(25 % of real-time) in USD",
+        "(75 % of real-time) in USD",
         "  tokens: the Qwen tokenizer (dashscope SDK), 1,000 request(s) counted exactly, the rest scaled",
         "  tier        requests     input tok   out ceiling  out expected   cost ceiling  cost expected",
         "  total          1,234             5             6             -            n/a            n/a",
@@ -509,3 +509,85 @@ def test_without_the_tokenizer_scaled_requests_use_the_fallbacks_rates(approxima
     estimate = run([chat("a" * 400 + "你" * 300, max_tokens=1)])
     assert estimate.input_tokens == 8 + 100 + 200
     assert estimate.exact_requests == 0
+
+
+def test_lenient_lines_keep_every_field(approximate: None) -> None:
+    """A line msgspec's typed decoder refuses (a message that is not an object) is read field by field."""
+    body = {
+        "model": "qwen-plus",
+        "messages": ["x", {"role": "user", "content": "a" * 40}],
+        "tools": ["b" * 38],
+        "enable_thinking": True,
+        "max_completion_tokens": 11,
+        "thinking_budget": 5,
+    }
+    line = {"custom_id": "1", "url": "/v1/chat/completions", "body": body}
+    estimate = run([json.dumps(line).encode()])
+    assert (estimate.thinking, estimate.endpoint) == (True, "/v1/chat/completions")
+    assert estimate.output_ceiling_tokens == 11 + 5
+    assert estimate.input_tokens == 3 + 4 + 4 + 1 + 10 + 10  # the non-object message: overhead only
+    embedding = {
+        "url": "/v1/embeddings",
+        "body": {"model": "text-embedding-v4", "messages": 5, "input": "c" * 8},
+    }
+    assert run([json.dumps(embedding).encode()]).input_tokens == 2
+
+
+def test_a_first_line_whose_body_is_no_object_still_names_the_endpoint(approximate: None) -> None:
+    estimate = run([json.dumps({"url": "/v1/embeddings", "body": "x"}).encode()])
+    assert (estimate.endpoint, estimate.model, estimate.input_tokens) == ("/v1/embeddings", None, 0)
+
+
+def test_every_text_part_of_a_request_is_counted(approximate: None) -> None:
+    content = [
+        {"type": "text", "text": "你" * 30},
+        {"type": "text", "text": "好" * 15},
+        {"type": "text", "text": "a" * 8},
+    ]
+    assert run([chat(content, max_tokens=1)]).input_tokens == 8 + 20 + 10 + 2
+
+
+def test_without_expected_output_no_expected_figure_anywhere(approximate: None) -> None:
+    estimate = run([chat("hi", max_tokens=1)])
+    tier = estimate.tiers[0]
+    assert (estimate.expected_output_tokens, estimate.cost_expected) == (None, None)
+    assert (tier.expected_output_tokens, tier.cost_expected) == (None, None)
+    assert estimate.cost_ceiling is not None
+    unpriced = run([chat("hi", model="m", max_tokens=1)], expected_output_tokens=5)
+    assert (unpriced.expected_output_tokens, unpriced.cost_expected, unpriced.cost_ceiling) == (1, None, None)
+    assert (unpriced.tiers[0].cost_expected, unpriced.tiers[0].input_price) == (None, None)
+
+
+def test_sampling_counts_a_request_when_the_counted_text_falls_under_2_percent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    encode = StandIn(0.5, 2.0)
+    counted = ["a" * 40 + "你" * 10, "a" * 20 + "你" * 30]  # 100 characters counted
+    monkeypatch.setattr(tokens, "_encoder", encode)
+    monkeypatch.setattr(estimate_module, "_EXACT_CHARS", 100)
+    e = estimator()
+    for text in counted:
+        e.feed(chat(text))
+    e.feed(chat("a" * 4900))  # 5000 seen: 100 counted is exactly 2 %, not under it
+    assert e.exact_requests == 2
+    e.feed(chat("a" * 100))  # 5100 seen: under 2 %, this one is counted
+    assert e.exact_requests == 3
+    e.feed(chat("你" * 10))
+    assert e.exact_requests == 3  # 200 of 5110: 3.9 %
+
+
+@pytest.mark.parametrize(("chars", "exact"), [(131_072, 3), (131_068, 2)])
+def test_a_request_near_the_first_tier_boundary_is_always_counted(
+    monkeypatch: pytest.MonkeyPatch, chars: int, exact: int
+) -> None:
+    """An approximation of a quarter of the first tier's 128K tokens or more is counted, not scaled."""
+    encode = StandIn(0.5, 2.0)
+    monkeypatch.setattr(tokens, "_encoder", encode)
+    monkeypatch.setattr(estimate_module, "_EXACT_CHARS", 5000)  # enough that no later request is sampled
+    e = estimator()
+    for text in ["a" * 2000 + "你" * 500, "a" * 1000 + "你" * 1500]:
+        e.feed(chat(text))
+    e.feed(chat("a" * chars))
+    assert e.exact_requests == exact
+    e.feed(chat("你" * (chars // 4 * 3 // 2)))  # 1.5 other characters per token: the same approximation
+    assert e.exact_requests == exact + (exact - 2)
