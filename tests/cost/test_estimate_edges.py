@@ -591,3 +591,32 @@ def test_a_request_near_the_first_tier_boundary_is_always_counted(
     assert e.exact_requests == exact
     e.feed(chat("你" * (chars // 4 * 3 // 2)))  # 1.5 other characters per token: the same approximation
     assert e.exact_requests == exact + (exact - 2)
+
+
+def test_a_scaled_request_is_put_in_the_tier_of_its_approximation(approximate: None) -> None:
+    estimate = run([chat("a" * 600_000, max_tokens=1)])
+    assert [(t.tier, t.input_tokens) for t in estimate.tiers] == [("128K-256K", 150_008)]
+
+
+def test_a_region_with_a_batch_list_accepts_the_models_on_it(approximate: None) -> None:
+    assert run([chat("hi")], region="ap-southeast-1").model == "qwen-plus"
+
+
+@pytest.mark.parametrize(
+    ("tiers", "exact"),
+    [
+        ([{"max_input_tokens": 400, "input": 1}, {"max_input_tokens": None, "input": 2}], 3),  # 100 or more
+        ([{"max_input_tokens": 400, "input": 1}], 2),  # one tier: no boundary to guard
+        ([{"max_input_tokens": None, "input": 1}, {"max_input_tokens": None, "input": 2}], 2),
+    ],
+)
+def test_the_boundary_guard_needs_a_bounded_first_of_several_tiers(
+    monkeypatch: pytest.MonkeyPatch, tiers: list[dict[str, Any]], exact: int
+) -> None:
+    monkeypatch.setattr(tokens, "_encoder", StandIn(0.5, 2.0))
+    monkeypatch.setattr(estimate_module, "_EXACT_CHARS", 5000)
+    e = estimator(prices={"m": {"tiers": tiers}})
+    for text in ["a" * 2000 + "你" * 500, "a" * 1000 + "你" * 1500]:
+        e.feed(chat(text, model="m"))
+    e.feed(chat("a" * 400, model="m"))  # approximately 100 tokens, a quarter of 400
+    assert e.exact_requests == exact
