@@ -255,6 +255,23 @@ EXCLUDED: tuple[Excluded, ...] = (
         "index = price.tier_of(int(guess)) if price is not None else 1",
         "an unpriced model has one tier, labelled all; its key is never shown",
     ),
+    # cost/tokens.py
+    Excluded(
+        "tokens",
+        "x_load_tokenizer",
+        "if _encoder is None or _unavailable is None:",
+        "both are None here unless another thread loaded meanwhile (then loading again gives the same)",
+    ),
+    *(
+        Excluded("tokens", "x_load_tokenizer", f'encode("{text}")', "the warm-up text is not counted")
+        for text in ("XXwarm upXX", "WARM UP")
+    ),
+    Excluded(
+        "tokens",
+        "x_count_chat_prompt",
+        "tokens += count_text(json.dumps(tools, ensure_ascii=None))",
+        _FALSY,
+    ),
     # results.py
     Excluded(
         "results",

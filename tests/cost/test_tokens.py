@@ -134,3 +134,13 @@ def test_the_tokenizer_loads_after_a_fresh_start(monkeypatch: pytest.MonkeyPatch
     assert tokens._encoder is encode
     assert encode("Hello!") == 2
     assert tokens._unavailable is None
+
+
+def test_a_role_counts_its_tokens_with_the_tokenizer_and_one_without(monkeypatch: pytest.MonkeyPatch) -> None:
+    encode = load_tokenizer()
+    role = "a reviewer of quarterly results"
+    assert encode(role) > 1
+    assert count_chat_prompt([{"role": role}]) == 3 + 4 + encode(role)
+    monkeypatch.setattr(tokens, "_encoder", None)
+    monkeypatch.setattr(tokens, "_unavailable", "No module named 'tiktoken'")
+    assert count_chat_prompt([{"role": role}]) == 3 + 4 + 1  # the approximation: a role is one token
