@@ -193,6 +193,30 @@ EXCLUDED: tuple[Excluded, ...] = (
         "wait = max(self._stamp - now, 0.0) + (-self._tokens / self.rate if self._tokens <= 0 else 0.0)",
         "with no token left the added wait is -0.0, which is 0.0",
     ),
+    # cost/pricing.py
+    *(
+        Excluded("pricing", "x_region_of", line, "a host that names no region marker reads as the default")
+        for line in (
+            'host = urlsplit(str(base_url or get("base_url") or "XXXX")).hostname or ""',
+            'host = urlsplit(str(base_url or get("base_url") or "")).hostname or "XXXX"',
+        )
+    ),
+    # cost/actual.py
+    *(
+        Excluded(
+            "actual", function, line, "a sum of Decimals from 0 is that Decimal; of none, 0 == Decimal(0)"
+        )
+        for function, line in (
+            ("xǁActualCostǁtotal", "cost=sum((c.cost for c in costs), ),"),
+            ("xǁCostMeterǁresult", "cost=sum((t.cost for t in tiers if t.cost is not None), ),"),
+        )
+    ),
+    Excluded(
+        "actual",
+        "xǁCostMeterǁadd",
+        "index = price.tier_of(prompt) if price is not None else 1",
+        "an unpriced model has one tier, labelled all; its index is never shown",
+    ),
     # cost/estimate.py
     *(
         Excluded(

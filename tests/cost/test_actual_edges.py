@@ -7,6 +7,7 @@ condition would break unnoticed by ``test_actual.py``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from decimal import Decimal
 
 from airflow_provider_dashscope_batch.cost.actual import ActualCost, ActualTier, CostMeter
@@ -156,3 +157,36 @@ def test_summary_line() -> None:
     m.add("b", 1, 1)
     m.add("a", 1, 1)
     assert m.result().summary().endswith("tokens; not priced (no price in the table): a, b")
+
+
+def test_reasoning_tokens_add_up_in_a_tier_and_across_shards() -> None:
+    m = meter()
+    m.add("qwen-plus", 10, 10, reasoning=1)
+    m.add("qwen-plus", 10, 10, reasoning=2)
+    one = m.result()
+    assert one.tiers[0].reasoning_tokens == 3
+    total = ActualCost.total([one, one])
+    assert total is not None
+    assert total.tiers[0].reasoning_tokens == 6
+
+
+def test_a_model_priced_in_one_shard_only_has_no_merged_cost() -> None:
+    unpriced = meter()
+    unpriced.add("m", 10, 10)
+    priced = CostMeter(*load_price_table("cn-beijing", task_prices={"m": {"tiers": [{"input": "1"}]}}))
+    priced.add("m", 10, 10)
+    total = ActualCost.total([unpriced.result(), priced.result()])
+    assert total is not None
+    assert [(t.tier, t.requests, t.cost) for t in total.tiers] == [("all", 2, None)]
+
+
+def test_the_tables_batch_discount_is_reported() -> None:
+    table, region = load_price_table("cn-beijing")
+    m = CostMeter(replace(table, batch_discount=Decimal("0.4")), region)
+    m.add("qwen-plus", 1000, 0)
+    cost = m.result()
+    assert cost.batch_discount == Decimal("0.4")
+    assert cost.cost == Decimal("0.0008") * Decimal("0.4")
+    total = ActualCost.total([cost])
+    assert total is not None
+    assert total.batch_discount == Decimal("0.4")
