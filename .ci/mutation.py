@@ -63,6 +63,9 @@ MODULES: dict[str, Module] = {
         name: Module(f"{PACKAGE}/cost/{name}.py", ("tests/cost/",))
         for name in ("pricing", "actual", "estimate", "tokens")
     },
+    "idempotency": Module(f"{PACKAGE}/idempotency.py", ("tests/test_idempotency.py",)),
+    "params": Module(f"{PACKAGE}/client/_params.py", ("tests/client/test_params.py",)),
+    "retry": Module(f"{PACKAGE}/client/_retry.py", ("tests/client/test_retry.py",)),
 }
 
 
