@@ -1,6 +1,7 @@
-"""The request budget at its edges: bucket sizes and rates to the token, the 429 pause as ``pause × rate``,
-the recovery ramp in its middle, ``Retry-After`` honoured, reconfiguration, and every connection-extra rule
-on both sides of its limit (``rate_share`` exactly 1).
+"""The request budget at its edges: bucket sizes and rates to the token, a 429's pause to the second and
+the configured rate after it, a learned limit (what the service admitted in the last period) and when it is
+learned and forgotten to the second, ``Retry-After`` honoured, reconfiguration, and every connection-extra
+rule on both sides of its limit (``rate_share`` exactly 1).
 
 Found by mutation testing (``.ci/mutation ratelimit``): each test pins a behaviour a changed constant or
 condition would break unnoticed by ``test_ratelimit.py``. The bucket takes its clock from the caller, so
