@@ -282,6 +282,41 @@ EXCLUDED: tuple[Excluded, ...] = (
         "index = price.tier_of(int(guess)) if price is not None else 1",
         "an unpriced model has one tier, labelled all; its key is never shown",
     ),
+    *(
+        Excluded(
+            "estimate",
+            "x__decode",
+            line,
+            "a lenient line's missing field reads as None or UNSET alike (neither a str, bool, int nor list)",
+        )
+        for line in (
+            *(
+                f'{key}=body.get("{key}", {default}),'
+                for key in (
+                    "model",
+                    "enable_thinking",
+                    "input",
+                    "max_tokens",
+                    "max_completion_tokens",
+                    "thinking_budget",
+                )
+                for default in ("None", "")
+            ),
+            '_Message(m.get("role", None), m.get("content", _UNSET))',
+            '_Message(m.get("role", ), m.get("content", _UNSET))',
+            '_Message(m.get("role", _UNSET), m.get("content", None))',
+            '_Message(m.get("role", _UNSET), m.get("content", ))',
+        )
+    ),
+    Excluded(
+        "estimate", "x__decode", "else msgspec.Raw(json.dumps(tools, ensure_ascii=None).encode()),", _FALSY
+    ),
+    Excluded(
+        "estimate",
+        "xǁCostEstimatorǁ_rates",
+        'if self.counting == "tokenizer" or (aa or oo):  # one character class (or collinear): one ratio',
+        "without the tokenizer nothing is counted exactly, so aa and oo are 0",
+    ),
     # cost/tokens.py
     Excluded(
         "tokens",
