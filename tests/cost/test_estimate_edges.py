@@ -501,12 +501,11 @@ def _one_ratio(counted: list[str], encode: StandIn) -> float:
 def test_one_class_a_single_mix_or_a_fit_below_zero_scale_the_approximation(
     monkeypatch: pytest.MonkeyPatch, encode: StandIn, counted: list[str]
 ) -> None:
-    scaled = ["a" * 300, "你" * 300]
+    scaled = ["a" * 300, "你" * 30]  # unlike the counted mix: a fit and one ratio price them apart
     estimate = sampled(monkeypatch, encode, counted, scaled)
     ratio = _one_ratio(counted, encode)
-    expected = sum(encode(t) for t in counted) + sum(
-        round(tokens.approximate_tokens(t) * ratio) for t in scaled
-    )
+    scaled_tokens = round(sum(tokens.approximate_tokens(t) * ratio for t in scaled))  # one tier: rounded once
+    expected = sum(encode(t) for t in counted) + scaled_tokens
     assert estimate.input_tokens == template(encode, 4) + expected
 
 
