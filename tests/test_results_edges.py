@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_dashscope_batch.cost.actual import CostMeter
+from airflow_provider_dashscope_batch.cost.pricing import load_price_table
 from airflow_provider_dashscope_batch.results import (
     RESULT_COLUMNS,
     LineSplitter,
@@ -65,6 +67,7 @@ def test_an_error_with_only_a_code_or_only_a_message_is_a_failure_and_not_billed
         "completion_tokens": 5,
         "total_tokens": 15,
         "requests": 1,
+        "reasoning_tokens": 0,
     }
 
 
@@ -82,6 +85,7 @@ def test_total_tokens_is_the_services_own_when_it_differs_from_the_sum() -> None
         "completion_tokens": 15,
         "total_tokens": 40 + 15 + 9,
         "requests": 3,
+        "reasoning_tokens": 0,
     }
 
 
@@ -89,7 +93,13 @@ def test_total_tokens_is_the_services_own_when_it_differs_from_the_sum() -> None
 def test_a_success_without_a_body_counts_as_a_request_with_no_tokens(body: dict | None) -> None:
     obj = line()
     obj["response"]["body"] = body
-    assert usage_of(obj) == {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "requests": 1}
+    assert usage_of(obj) == {
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "total_tokens": 0,
+        "requests": 1,
+        "reasoning_tokens": 0,
+    }
     assert flatten_result(obj)["content"] is None
 
 
@@ -175,3 +185,38 @@ def test_missing_pyarrow_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(ImportError) as info:
         import_pyarrow()
     assert str(info.value) == message
+
+
+def test_reasoning_tokens_are_summed_and_each_success_is_metered_at_its_model() -> None:
+    """The cost meter gets each successful line's model (a string, else none), tokens and reasoning."""
+    usage = {
+        "prompt_tokens": 1000,
+        "completion_tokens": 100,
+        "completion_tokens_details": {"reasoning_tokens": 60},
+    }
+    lines = [
+        line(body={"model": "qwen-plus", "usage": usage}),
+        line(
+            body={
+                "model": "qwen-plus",
+                "usage": {**usage, "completion_tokens_details": {"reasoning_tokens": 3}},
+            }
+        ),
+        line(body={"model": 5, "usage": {"prompt_tokens": 10, "completion_tokens": 5}}),
+        line(body={"model": "qwen-plus", "usage": {"prompt_tokens": 20, "completion_tokens": 7}}),
+        line(status=400, error={"code": "x"}, body={"model": "qwen-plus", "usage": usage}),  # not billed
+    ]
+    meters = [CostMeter(*load_price_table("cn-beijing")) for _ in range(2)]
+    parsed, raw = UsageTotals(meter=meters[0]), UsageTotals(meter=meters[1])
+    for obj in lines:
+        parsed.add(obj)
+        raw.add(json.dumps(obj).encode())
+    assert parsed == raw
+    assert parsed.reasoning_tokens == 63
+    assert parsed.as_dict()["reasoning_tokens"] == 63
+    cost = meters[0].result()
+    assert cost == meters[1].result()
+    assert [
+        (t.model, t.thinking, t.requests, t.input_tokens, t.output_tokens, t.reasoning_tokens)
+        for t in cost.tiers
+    ] == [("?", False, 1, 10, 5, 0), ("qwen-plus", False, 1, 20, 7, 0), ("qwen-plus", True, 2, 2000, 200, 63)]
