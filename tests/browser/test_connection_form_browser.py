@@ -33,6 +33,7 @@ EXTRA_FIELD_LABELS: dict[str, re.Pattern[str]] = {
     "workspace_id": re.compile(r"^\s*Workspace( ID)?\s*$", re.IGNORECASE),
     "timeout": re.compile(r"^\s*Timeout\b", re.IGNORECASE),
     "max_retries": re.compile(r"^\s*Max(imum)? retries\s*$", re.IGNORECASE),
+    "callback_base_url": re.compile(r"^\s*Airflow public URL\b", re.IGNORECASE),
 }
 REGIONS = ["cn-beijing", "ap-southeast-1", "custom"]
 #: Standard fields that mean nothing for DashScope (the hook_meta API calls ``schema`` ``url_schema``).
