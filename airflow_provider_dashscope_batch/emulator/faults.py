@@ -141,11 +141,14 @@ class FaultRegistry:
         self.rules: list[FaultRule] = []
         self.counts: Counter[str] = Counter()
         self._random = random.Random(seed)
+        #: How many times the registry was cleared: a request held across a reset is never handled.
+        self.generation = 0
 
     def clear(self) -> None:
-        """Remove every rule and reset the counters."""
+        """Remove every rule and reset the counters; requests a ``defer`` rule still holds are dropped."""
         self.rules.clear()
         self.counts.clear()
+        self.generation += 1
 
     def add(self, rule: FaultRule) -> FaultRule:
         """Register a rule and return it."""
@@ -250,7 +253,10 @@ class FaultMiddleware:
             body.append(message)
             if not message.get("more_body", False):
                 break
+        generation = self.registry.generation
         await asyncio.sleep(rule.latency)
+        if self.registry.generation != generation:
+            return  # the emulator was reset meanwhile: the held request belongs to a world that is gone
         pending = iter(body)
 
         async def replay() -> Message:

@@ -8,7 +8,8 @@ batch object the service POSTs to ``metadata.ds_batch_finish_callback``) and an 
 
 1. the body is read up to :data:`MAX_BODY_BYTES` (else 413) and must be JSON naming a batch id (else
    400; nothing of the body is logged);
-2. the token must carry a valid MAC for the connection (:mod:`~airflow_provider_dashscope_batch.events.tokens`), checked before any I/O;
+2. the token must carry a valid MAC for the connection
+   (:mod:`~airflow_provider_dashscope_batch.events.tokens`), checked before any I/O;
 3. the batch is read once through the connection (the confirmation read). A callback token must be the
    one in that batch's own ``ds_batch_finish_callback`` URL (so a token cannot vouch for another
    batch); the EventBridge token accepts batches this provider created (an ``airflow-`` idempotency key);
