@@ -476,7 +476,8 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
 
     def _preflight(self) -> Any:
         """Estimate the whole input (or check its first request) before anything is sent."""
-        estimator = self.cost_estimator(str(self.file or self.csv or "<requests>"))
+        request = self.request_input
+        estimator = self.cost_estimator(str(request.file or request.csv or "<requests>"))
 
         def feed(line: bytes) -> None:
             estimator.feed(line)
@@ -484,30 +485,29 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
                 raise _FirstLineRead
 
         with self.cost_checks(), suppress(_FirstLineRead):
-            if self.file is not None:
-                validate_jsonl(as_path(self.file), endpoint=self.endpoint, on_line=feed)
-            elif self.csv is not None:
-                source = as_path(self.csv)
-                with source.open("rb") as stream:
+            if request.file is not None:
+                validate_jsonl(as_path(request.file), endpoint=request.endpoint, on_line=feed)
+            elif request.csv is not None:
+                with as_path(request.csv).open("rb") as stream:
                     write_requests_from_csv(
                         stream,
                         LineSink(feed),  # type: ignore[arg-type]
-                        model=str(self.model),
-                        endpoint=self.request_input.built_endpoint,
-                        text_column=self.text_column,
-                        id_column=self.id_column,
-                        template=self.template,
-                        system_prompt=self.system_prompt,
-                        body_params=self.body_params,
-                        image_column=self.image_column,
-                        inputs_per_request=self.inputs_per_request,
+                        model=str(request.model),
+                        endpoint=request.built_endpoint,
+                        text_column=request.text_column,
+                        id_column=request.id_column,
+                        template=request.template,
+                        system_prompt=request.system_prompt,
+                        body_params=request.body_params,
+                        image_column=request.image_column,
+                        inputs_per_request=request.inputs_per_request,
                     )
             else:
                 write_requests(
-                    self.requests or (),
+                    request.requests or (),
                     LineSink(feed),  # type: ignore[arg-type]
-                    endpoint=self.request_input.built_endpoint,
-                    model=self.model,
+                    endpoint=request.built_endpoint,
+                    model=request.model,
                 )
         return self.settle_estimate(estimator)
 
