@@ -31,11 +31,17 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "operators": [
-            {"integration-name": "DashScope Batch", "python-modules": [f"{_MODULE}.operators.batch"]}
+            {
+                "integration-name": "DashScope Batch",
+                "python-modules": [f"{_MODULE}.operators.{name}" for name in ("upload", "batch", "shards")],
+            }
         ],
         "sensors": [{"integration-name": "DashScope Batch", "python-modules": [f"{_MODULE}.sensors.batch"]}],
         "triggers": [
-            {"integration-name": "DashScope Batch", "python-modules": [f"{_MODULE}.triggers.batch"]}
+            {
+                "integration-name": "DashScope Batch",
+                "python-modules": [f"{_MODULE}.triggers.batch", f"{_MODULE}.sharding.trigger"],
+            }
         ],
         "hooks": [{"integration-name": "DashScope Batch", "python-modules": [f"{_MODULE}.hooks.dashscope"]}],
         "transfers": [

@@ -83,6 +83,53 @@ def test_provider_info_matches_airflows_schema():
         assert info[key][0]["python-modules"]
 
 
+def _public_classes(base: type) -> set[str]:
+    """Every concrete public subclass of ``base`` the package defines, as ``module.Class``."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import airflow_provider_dashscope_batch as package
+
+    found = set()
+    for module_info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+        if ".emulator" in module_info.name or ".common_ai" in module_info.name:
+            continue  # the emulator is the service's stand-in; the adapter registers through common.ai
+        module = importlib.import_module(module_info.name)
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            public = not name.startswith("_") and "Base" not in name and "Mixin" not in name
+            if public and cls.__module__ == module.__name__ and issubclass(cls, base):
+                found.add(f"{module.__name__}.{name}")
+    return found
+
+
+def test_provider_info_lists_every_operator_sensor_and_trigger_module():
+    """The registry and Airflow's docs tooling read these lists; a class outside them is invisible there."""
+    from airflow.sdk import BaseOperator, BaseSensorOperator
+    from airflow.triggers.base import BaseTrigger
+
+    from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
+    from airflow_provider_dashscope_batch.triggers.base import DashScopeWaiterTrigger
+
+    info = get_provider_info()
+    listed = {
+        key: {module for entry in info[key] for module in entry["python-modules"]}
+        for key in ("operators", "sensors", "triggers")
+    }
+    operators = _public_classes(BaseOperator) - _public_classes(BaseSensorOperator)
+    bases = {
+        f"{cls.__module__}.{cls.__name__}" for cls in (DashScopeRequestInputOperator, DashScopeWaiterTrigger)
+    }
+    operators -= bases
+    transfers = {entry["python-module"] for entry in info["transfers"]}
+    found = {
+        "operators": {name.rsplit(".", 1)[0] for name in operators} - transfers,
+        "sensors": {name.rsplit(".", 1)[0] for name in _public_classes(BaseSensorOperator)},
+        "triggers": {name.rsplit(".", 1)[0] for name in _public_classes(BaseTrigger) - bases},
+    }
+    assert found == listed
+
+
 def test_declarative_form_reaches_the_providers_manager():
     from airflow.providers_manager import ProvidersManager
 
