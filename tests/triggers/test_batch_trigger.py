@@ -268,7 +268,8 @@ def frozen_heap():
 
     Late in the suite the heap is large, and a full collection of it pauses the interpreter (0.8-0.9 s for
     3 million objects here, measured with ``gc.callbacks``; CI once saw a 0.79 s "blocked loop"). That pause
-    is the test process's, not the triggers', so it must not count as a loop blocked by them. Objects the test itself makes are still collected, and that cost still counts.
+    is the test process's, not the triggers', so it must not count as a loop blocked by them. Objects the
+    test itself makes are still collected, and that cost still counts.
     """
     gc.collect()
     gc.freeze()
