@@ -27,10 +27,8 @@ from pydantic import BaseModel
 from airflow_provider_dashscope_batch.client import DashScopeClient, NotFoundError
 from airflow_provider_dashscope_batch.common_ai.adapter import (
     DashScopeBatchAdapter,
-    _parse_result_line,
-    resolve_host,
 )
-from airflow_provider_dashscope_batch.regions import DEFAULT_BASE_URL, REGION_BASE_URLS
+from airflow_provider_dashscope_batch.regions import REGION_BASE_URLS
 
 KEY16 = "0123456789abcdef"
 FINGERPRINT = "f" * 64
@@ -94,31 +92,6 @@ def test_the_entry_point_serves_the_dashscope_prefix(conn_type):
 def test_other_connection_types_are_refused():
     with pytest.raises(LLMBatchInputError, match="does not support connection type 'aws'"):
         dispatch.get_adapter_class("aws", "dashscope:qwen-plus")
-
-
-@pytest.mark.parametrize(
-    ("host", "expected"),
-    [
-        (None, (DEFAULT_BASE_URL, None)),
-        ("", (DEFAULT_BASE_URL, None)),
-        ("ap-southeast-1", (REGION_BASE_URLS["ap-southeast-1"], None)),
-        ("ap-southeast-1?workspace=ws-1", (REGION_BASE_URLS["ap-southeast-1"], "ws-1")),
-        (REGION_BASE_URLS["ap-southeast-1"] + "/", (REGION_BASE_URLS["ap-southeast-1"], None)),
-        ("https://dashscope-intl.aliyuncs.com", (REGION_BASE_URLS["ap-southeast-1"], None)),
-        (
-            "http://127.0.0.1:8000/compatible-mode/v1?workspace=ws-2",
-            ("http://127.0.0.1:8000/compatible-mode/v1", "ws-2"),
-        ),
-    ],
-)
-def test_host_names_region_base_url_and_workspace(host, expected):
-    assert resolve_host(host) == expected
-
-
-@pytest.mark.parametrize("host", ["dashscope.aliyuncs.com", "mars-1", "https://x.example?region=1"])
-def test_a_host_that_names_no_endpoint_is_refused(host):
-    with pytest.raises(ValueError, match="host"):
-        resolve_host(host)
 
 
 def test_the_workspace_reaches_the_client():
@@ -260,85 +233,6 @@ def test_iter_results_raises_at_call_time_for_an_unknown_batch(adapter):
     with pytest.raises(NotFoundError) as caught:
         adapter.iter_results("batch_nope")
     assert caught.value.status_code == 404  # what common.ai's operator reads to tell "gone" apart
-
-
-@pytest.mark.parametrize(
-    ("line", "status", "code", "message"),
-    [
-        # the error-file shape of the docs: no response, error {code, message}
-        (
-            {"custom_id": "k-3", "response": None, "error": {"code": "Arrearage", "message": "overdue"}},
-            "errored",
-            "Arrearage",
-            "overdue",
-        ),
-        # Alibaba's own scripts read error_code / error_message
-        (
-            {"custom_id": "k-3", "error": {"error_code": "InvalidParameter", "error_message": "bad"}},
-            "errored",
-            "InvalidParameter",
-            "bad",
-        ),
-        # an OpenAI-shaped error body under a non-200 response
-        (
-            {
-                "custom_id": "k-3",
-                "response": {"status_code": 400, "body": {"error": {"code": "x", "message": "y"}}},
-                "error": None,
-            },
-            "errored",
-            "x",
-            "y",
-        ),
-        (
-            {"custom_id": "k-3", "error": {"code": "batch_expired", "message": "expired"}},
-            "expired",
-            "batch_expired",
-            "expired",
-        ),
-    ],
-)
-def test_error_line_shapes(line, status, code, message):
-    item = _parse_result_line(json.dumps(line).encode())
-    assert (item.index, item.provider_status) == (3, status)
-    assert (item.error["provider_code"], item.error["message"]) == (code, message)
-
-
-def test_content_without_text_is_absent_and_keeps_the_reasoning():
-    line = {
-        "custom_id": "k-0",
-        "response": {
-            "status_code": 200,
-            "body": {
-                "choices": [
-                    {
-                        "message": {"content": "", "reasoning_content": "thinking..."},
-                        "finish_reason": "length",
-                    }
-                ]
-            },
-        },
-        "error": None,
-    }
-    item = _parse_result_line(json.dumps(line).encode())
-    extracted = DashScopeBatchAdapter(api_key="sk-test").extract_output(item, build_output_spec(str))
-    assert (extracted.kind, extracted.text, item.finish_reason) == ("absent", "thinking...", "length")
-
-
-def test_a_json_answer_in_a_code_fence_is_unwrapped():
-    line = {
-        "custom_id": "k-0",
-        "response": {
-            "status_code": 200,
-            "body": {"choices": [{"message": {"content": '```json\n{"label": "a", "score": 1}\n```'}}]},
-        },
-    }
-    item = _parse_result_line(json.dumps(line).encode())
-    spec = build_output_spec(Verdict)
-    outcome = validate_extracted_output(
-        DashScopeBatchAdapter(api_key="sk-test").extract_output(item, spec), spec
-    )
-    assert outcome.value == {"label": "a", "score": 1.0}
 
 
 # ------------------------------------------------------------------------------------------- orphans
