@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -15,53 +14,18 @@ pytest.importorskip(
     "Airflow 3.0 leg pins pydantic 2.11.7",
 )
 
+from adapter_helpers import FINGERPRINT, KEY16, Verdict, normalized
 from airflow.providers.common.ai.batch import dispatch
 from airflow.providers.common.ai.batch.output_schema import build_output_spec, validate_extracted_output
 from airflow.providers.common.ai.exceptions import (
     LLMBatchInputError,
-    LLMBatchLimitExceededError,
-    LLMBatchModelMismatchError,
 )
-from pydantic import BaseModel
 
 from airflow_provider_dashscope_batch.client import DashScopeClient, NotFoundError
 from airflow_provider_dashscope_batch.common_ai.adapter import (
     DashScopeBatchAdapter,
 )
 from airflow_provider_dashscope_batch.regions import REGION_BASE_URLS
-
-KEY16 = "0123456789abcdef"
-FINGERPRINT = "f" * 64
-
-
-class Verdict(BaseModel):
-    label: str
-    score: float
-
-
-def normalized(requests):
-    """The request dicts common.ai's operator hands adapters (a bare string is a prompt)."""
-    return [{"prompt": r} if isinstance(r, str) else r for r in requests]
-
-
-class RecordingClient(DashScopeClient):
-    """The real client, keeping a copy of every uploaded input file (the service never returns them)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.uploads: list[list[dict]] = []
-
-    def upload_file_receipt(self, file, **kwargs):
-        self.uploads.append([json.loads(line) for line in Path(file).read_text().splitlines()])
-        return super().upload_file_receipt(file, **kwargs)
-
-
-@pytest.fixture
-def adapter(dashscope_emulator):
-    client = RecordingClient(api_key=dashscope_emulator.api_key, base_url=dashscope_emulator.base_url)
-    adapter = DashScopeBatchAdapter(client=client)
-    yield adapter
-    adapter.close()
 
 
 def run_to_end(adapter, emulator, requests, *, model="qwen-plus", output_type=Verdict, **kwargs):
@@ -104,65 +68,6 @@ def test_no_api_key_is_refused(monkeypatch):
     monkeypatch.delenv("DASHSCOPE_API_KEY", raising=False)
     with pytest.raises(ValueError, match="password"):
         DashScopeBatchAdapter(api_key=None, base_url=None)
-
-
-# ---------------------------------------------------------------------------------------- validation
-def validate(adapter, requests, *, model="qwen-plus", output_type=Verdict, **kwargs):
-    adapter.validate_requests(
-        normalized(requests),
-        model=model,
-        output_spec=build_output_spec(output_type),
-        idempotency_key=KEY16,
-        **kwargs,
-    )
-
-
-def test_more_requests_than_a_batch_holds_are_refused_with_the_expand_remedy(adapter):
-    with pytest.raises(LLMBatchLimitExceededError, match=r"at most 100 requests.*got 101.*\.expand\(\)"):
-        validate(adapter, ["hi"] * 101, model="batch-test-model")
-    with pytest.raises(LLMBatchLimitExceededError, match=r"at most 50000 requests.*got 50001"):
-        validate(adapter, [{"prompt": "hi"}] * 50_001)
-
-
-def test_a_file_over_the_size_limit_is_refused_naming_its_size(adapter):
-    # batch-test-model files are limited to 1 MB: 20 requests of 60 kB are over it.
-    with pytest.raises(LLMBatchLimitExceededError, match=r"at most 1 MB.*20 requests is \d+ bytes.*expand"):
-        validate(adapter, ["x" * 60_000] * 20, model="batch-test-model")
-
-
-def test_a_request_over_6_mb_is_refused(adapter):
-    with pytest.raises(LLMBatchLimitExceededError, match=r"Request 1 is larger than .* 6 MB"):
-        validate(adapter, ["small", "x" * (6 * 2**20)], output_type=str)
-
-
-def test_one_model_per_batch(adapter):
-    with pytest.raises(LLMBatchModelMismatchError, match="one model per batch"):
-        validate(adapter, ["a", {"prompt": "b", "model": "dashscope:qwen-max"}])
-    with pytest.raises(LLMBatchModelMismatchError, match="'dashscope:<model>'"):
-        validate(adapter, [{"prompt": "b", "model": "openai:gpt-5"}])
-
-
-def test_one_thinking_mode_per_batch(adapter):
-    with pytest.raises(LLMBatchInputError, match="Request 1 sets enable_thinking differently"):
-        validate(adapter, ["a", {"prompt": "b", "params": {"enable_thinking": True}}], output_type=str)
-
-
-def test_structured_output_in_thinking_mode_is_refused(adapter):
-    with pytest.raises(LLMBatchInputError, match="thinking mode"):
-        validate(adapter, ["a"], request_params={"enable_thinking": True})
-
-
-def test_custom_ids_over_256_characters_are_refused(adapter):
-    spec = build_output_spec(str)
-    with pytest.raises(LLMBatchLimitExceededError, match="256-character limit"):
-        adapter.validate_requests(["a"], model="qwen-plus", output_spec=spec, idempotency_key="k" * 256)
-
-
-def test_validation_sends_nothing(adapter, dashscope_emulator):
-    with pytest.raises(LLMBatchLimitExceededError):
-        validate(adapter, ["x" * 60_000] * 20, model="batch-test-model")
-    validate(adapter, ["fine"])
-    assert not dashscope_emulator.request_counts()
 
 
 # ------------------------------------------------------------------------------------ submit/results
@@ -284,32 +189,6 @@ def test_a_failed_batch_reports_the_service_errors(adapter, dashscope_emulator, 
     dashscope_emulator.advance(60)
     state = adapter.get_batch(submitted.batch_id)
     assert (state.status, state.error_message) == ("failed", "file_not_found: input file was deleted")
-
-
-# ------------------------------------------------------------------------------- response_format
-@pytest.mark.parametrize(
-    "response_format",
-    [
-        {"type": "json_schema", "json_schema": {"name": "mine", "schema": {"type": "object"}}},
-        {"type": "text"},
-        {"type": "json_object", "strict": True},
-    ],
-)
-def test_a_users_response_format_with_structured_output_is_an_error(
-    adapter, dashscope_emulator, response_format
-):
-    with pytest.raises(LLMBatchInputError, match=r"Request 0 sets response_format .* output_type Verdict"):
-        validate(adapter, ["a"], request_params={"response_format": response_format})
-    assert not dashscope_emulator.request_counts()
-
-
-def test_a_malformed_response_format_is_refused_before_anything_is_sent(adapter, dashscope_emulator):
-    bad = {"type": "json_schema", "json_schema": {"name": "mine", "schema": '{"type": "object"}'}}
-    with pytest.raises(
-        LLMBatchInputError, match=r"Request 0 .*invalid_response_format.*schema must be a JSON"
-    ):
-        validate(adapter, ["a"], output_type=str, request_params={"response_format": bad})
-    assert not dashscope_emulator.request_counts()
 
 
 def test_a_resubmit_after_a_create_that_failed_for_good_re_uses_its_input_file(
