@@ -64,7 +64,7 @@ MODULES: dict[str, Module] = {
     "results": Module(f"{PACKAGE}/results.py", ("tests/test_results.py", "tests/test_results_edges.py")),
     **{
         name: Module(f"{PACKAGE}/cost/{name}.py", ("tests/cost/",))
-        for name in ("pricing", "actual", "estimate", "tokens")
+        for name in ("pricing", "actual", "estimate", "budget", "tokens")
     },
     "idempotency": Module(f"{PACKAGE}/idempotency.py", ("tests/test_idempotency.py",)),
 }

@@ -5,7 +5,10 @@ Token and cost estimates before a batch is sent, budget and thinking-mode checks
   its sources and date) and its per-connection / per-task overrides;
 * :mod:`~airflow_provider_dashscope_batch.cost.tokens`: offline token counts (the Qwen tokenizer, or the
   documented approximation);
-* :mod:`~airflow_provider_dashscope_batch.cost.estimate`: the streaming preflight estimate and checks;
+* :mod:`~airflow_provider_dashscope_batch.cost.estimate`: the streaming preflight estimate and the
+  first-line checks;
+* :mod:`~airflow_provider_dashscope_batch.cost.budget`: the estimate's figures, the budget policy and the
+  check errors;
 * :mod:`~airflow_provider_dashscope_batch.cost.actual`: the billed cost of finished requests.
 
 See ``docs/cost.rst``.
@@ -14,16 +17,16 @@ See ``docs/cost.rst``.
 from __future__ import annotations
 
 from airflow_provider_dashscope_batch.cost.actual import ActualCost, CostMeter
-from airflow_provider_dashscope_batch.cost.estimate import (
+from airflow_provider_dashscope_batch.cost.budget import (
     BudgetExceededError,
     CostCheckError,
     CostEstimate,
-    CostEstimator,
     CostPolicy,
     RegionUnavailableError,
     ThinkingModeError,
     UnpricedModelError,
 )
+from airflow_provider_dashscope_batch.cost.estimate import CostEstimator
 from airflow_provider_dashscope_batch.cost.pricing import (
     PriceTable,
     RegionPrices,

@@ -12,14 +12,11 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from airflow_provider_dashscope_batch.emulator.answers import emulated_embedding, image_tokens_of
     from airflow_provider_dashscope_batch.emulator.app import create_app
     from airflow_provider_dashscope_batch.emulator.faults import FaultRule
     from airflow_provider_dashscope_batch.emulator.server import EmulatorServer
-    from airflow_provider_dashscope_batch.emulator.state import (
-        EmulatorConfig,
-        emulated_embedding,
-        image_tokens_of,
-    )
+    from airflow_provider_dashscope_batch.emulator.state import EmulatorConfig
 
 __all__ = [
     "EmulatorConfig",
@@ -35,8 +32,8 @@ _HOMES = {
     "EmulatorServer": "server",
     "FaultRule": "faults",
     "create_app": "app",
-    "emulated_embedding": "state",
-    "image_tokens_of": "state",
+    "emulated_embedding": "answers",
+    "image_tokens_of": "answers",
 }
 
 

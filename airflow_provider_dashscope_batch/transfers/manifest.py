@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from airflow_provider_dashscope_batch.cost.actual import ActualCost
-from airflow_provider_dashscope_batch.cost.estimate import CostEstimate
+from airflow_provider_dashscope_batch.cost.budget import CostEstimate
 from airflow_provider_dashscope_batch.models import RequestCounts
 from airflow_provider_dashscope_batch.results import (
     RESULT_COLUMN_TYPES,

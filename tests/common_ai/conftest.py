@@ -63,3 +63,16 @@ def airflow_db() -> None:
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, timeout=240
     )
+
+
+@pytest.fixture
+def adapter(dashscope_emulator):
+    """The adapter over a :class:`RecordingClient` of the emulator."""
+    from adapter_helpers import RecordingClient
+
+    from airflow_provider_dashscope_batch.common_ai.adapter import DashScopeBatchAdapter
+
+    client = RecordingClient(api_key=dashscope_emulator.api_key, base_url=dashscope_emulator.base_url)
+    adapter = DashScopeBatchAdapter(client=client)
+    yield adapter
+    adapter.close()

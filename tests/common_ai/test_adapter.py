@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -15,55 +14,18 @@ pytest.importorskip(
     "Airflow 3.0 leg pins pydantic 2.11.7",
 )
 
+from adapter_helpers import FINGERPRINT, KEY16, Verdict, normalized
 from airflow.providers.common.ai.batch import dispatch
 from airflow.providers.common.ai.batch.output_schema import build_output_spec, validate_extracted_output
 from airflow.providers.common.ai.exceptions import (
     LLMBatchInputError,
-    LLMBatchLimitExceededError,
-    LLMBatchModelMismatchError,
 )
-from pydantic import BaseModel
 
 from airflow_provider_dashscope_batch.client import DashScopeClient, NotFoundError
 from airflow_provider_dashscope_batch.common_ai.adapter import (
     DashScopeBatchAdapter,
-    _parse_result_line,
-    resolve_host,
 )
-from airflow_provider_dashscope_batch.regions import DEFAULT_BASE_URL, REGION_BASE_URLS
-
-KEY16 = "0123456789abcdef"
-FINGERPRINT = "f" * 64
-
-
-class Verdict(BaseModel):
-    label: str
-    score: float
-
-
-def normalized(requests):
-    """The request dicts common.ai's operator hands adapters (a bare string is a prompt)."""
-    return [{"prompt": r} if isinstance(r, str) else r for r in requests]
-
-
-class RecordingClient(DashScopeClient):
-    """The real client, keeping a copy of every uploaded input file (the service never returns them)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.uploads: list[list[dict]] = []
-
-    def upload_file_receipt(self, file, **kwargs):
-        self.uploads.append([json.loads(line) for line in Path(file).read_text().splitlines()])
-        return super().upload_file_receipt(file, **kwargs)
-
-
-@pytest.fixture
-def adapter(dashscope_emulator):
-    client = RecordingClient(api_key=dashscope_emulator.api_key, base_url=dashscope_emulator.base_url)
-    adapter = DashScopeBatchAdapter(client=client)
-    yield adapter
-    adapter.close()
+from airflow_provider_dashscope_batch.regions import REGION_BASE_URLS
 
 
 def run_to_end(adapter, emulator, requests, *, model="qwen-plus", output_type=Verdict, **kwargs):
@@ -96,31 +58,6 @@ def test_other_connection_types_are_refused():
         dispatch.get_adapter_class("aws", "dashscope:qwen-plus")
 
 
-@pytest.mark.parametrize(
-    ("host", "expected"),
-    [
-        (None, (DEFAULT_BASE_URL, None)),
-        ("", (DEFAULT_BASE_URL, None)),
-        ("ap-southeast-1", (REGION_BASE_URLS["ap-southeast-1"], None)),
-        ("ap-southeast-1?workspace=ws-1", (REGION_BASE_URLS["ap-southeast-1"], "ws-1")),
-        (REGION_BASE_URLS["ap-southeast-1"] + "/", (REGION_BASE_URLS["ap-southeast-1"], None)),
-        ("https://dashscope-intl.aliyuncs.com", (REGION_BASE_URLS["ap-southeast-1"], None)),
-        (
-            "http://127.0.0.1:8000/compatible-mode/v1?workspace=ws-2",
-            ("http://127.0.0.1:8000/compatible-mode/v1", "ws-2"),
-        ),
-    ],
-)
-def test_host_names_region_base_url_and_workspace(host, expected):
-    assert resolve_host(host) == expected
-
-
-@pytest.mark.parametrize("host", ["dashscope.aliyuncs.com", "mars-1", "https://x.example?region=1"])
-def test_a_host_that_names_no_endpoint_is_refused(host):
-    with pytest.raises(ValueError, match="host"):
-        resolve_host(host)
-
-
 def test_the_workspace_reaches_the_client():
     adapter = DashScopeBatchAdapter(api_key="sk-test", base_url="ap-southeast-1?workspace=ws-7")
     assert "ws-7" in repr(adapter._client)
@@ -131,65 +68,6 @@ def test_no_api_key_is_refused(monkeypatch):
     monkeypatch.delenv("DASHSCOPE_API_KEY", raising=False)
     with pytest.raises(ValueError, match="password"):
         DashScopeBatchAdapter(api_key=None, base_url=None)
-
-
-# ---------------------------------------------------------------------------------------- validation
-def validate(adapter, requests, *, model="qwen-plus", output_type=Verdict, **kwargs):
-    adapter.validate_requests(
-        normalized(requests),
-        model=model,
-        output_spec=build_output_spec(output_type),
-        idempotency_key=KEY16,
-        **kwargs,
-    )
-
-
-def test_more_requests_than_a_batch_holds_are_refused_with_the_expand_remedy(adapter):
-    with pytest.raises(LLMBatchLimitExceededError, match=r"at most 100 requests.*got 101.*\.expand\(\)"):
-        validate(adapter, ["hi"] * 101, model="batch-test-model")
-    with pytest.raises(LLMBatchLimitExceededError, match=r"at most 50000 requests.*got 50001"):
-        validate(adapter, [{"prompt": "hi"}] * 50_001)
-
-
-def test_a_file_over_the_size_limit_is_refused_naming_its_size(adapter):
-    # batch-test-model files are limited to 1 MB: 20 requests of 60 kB are over it.
-    with pytest.raises(LLMBatchLimitExceededError, match=r"at most 1 MB.*20 requests is \d+ bytes.*expand"):
-        validate(adapter, ["x" * 60_000] * 20, model="batch-test-model")
-
-
-def test_a_request_over_6_mb_is_refused(adapter):
-    with pytest.raises(LLMBatchLimitExceededError, match=r"Request 1 is larger than .* 6 MB"):
-        validate(adapter, ["small", "x" * (6 * 2**20)], output_type=str)
-
-
-def test_one_model_per_batch(adapter):
-    with pytest.raises(LLMBatchModelMismatchError, match="one model per batch"):
-        validate(adapter, ["a", {"prompt": "b", "model": "dashscope:qwen-max"}])
-    with pytest.raises(LLMBatchModelMismatchError, match="'dashscope:<model>'"):
-        validate(adapter, [{"prompt": "b", "model": "openai:gpt-5"}])
-
-
-def test_one_thinking_mode_per_batch(adapter):
-    with pytest.raises(LLMBatchInputError, match="Request 1 sets enable_thinking differently"):
-        validate(adapter, ["a", {"prompt": "b", "params": {"enable_thinking": True}}], output_type=str)
-
-
-def test_structured_output_in_thinking_mode_is_refused(adapter):
-    with pytest.raises(LLMBatchInputError, match="thinking mode"):
-        validate(adapter, ["a"], request_params={"enable_thinking": True})
-
-
-def test_custom_ids_over_256_characters_are_refused(adapter):
-    spec = build_output_spec(str)
-    with pytest.raises(LLMBatchLimitExceededError, match="256-character limit"):
-        adapter.validate_requests(["a"], model="qwen-plus", output_spec=spec, idempotency_key="k" * 256)
-
-
-def test_validation_sends_nothing(adapter, dashscope_emulator):
-    with pytest.raises(LLMBatchLimitExceededError):
-        validate(adapter, ["x" * 60_000] * 20, model="batch-test-model")
-    validate(adapter, ["fine"])
-    assert not dashscope_emulator.request_counts()
 
 
 # ------------------------------------------------------------------------------------ submit/results
@@ -262,85 +140,6 @@ def test_iter_results_raises_at_call_time_for_an_unknown_batch(adapter):
     assert caught.value.status_code == 404  # what common.ai's operator reads to tell "gone" apart
 
 
-@pytest.mark.parametrize(
-    ("line", "status", "code", "message"),
-    [
-        # the error-file shape of the docs: no response, error {code, message}
-        (
-            {"custom_id": "k-3", "response": None, "error": {"code": "Arrearage", "message": "overdue"}},
-            "errored",
-            "Arrearage",
-            "overdue",
-        ),
-        # Alibaba's own scripts read error_code / error_message
-        (
-            {"custom_id": "k-3", "error": {"error_code": "InvalidParameter", "error_message": "bad"}},
-            "errored",
-            "InvalidParameter",
-            "bad",
-        ),
-        # an OpenAI-shaped error body under a non-200 response
-        (
-            {
-                "custom_id": "k-3",
-                "response": {"status_code": 400, "body": {"error": {"code": "x", "message": "y"}}},
-                "error": None,
-            },
-            "errored",
-            "x",
-            "y",
-        ),
-        (
-            {"custom_id": "k-3", "error": {"code": "batch_expired", "message": "expired"}},
-            "expired",
-            "batch_expired",
-            "expired",
-        ),
-    ],
-)
-def test_error_line_shapes(line, status, code, message):
-    item = _parse_result_line(json.dumps(line).encode())
-    assert (item.index, item.provider_status) == (3, status)
-    assert (item.error["provider_code"], item.error["message"]) == (code, message)
-
-
-def test_content_without_text_is_absent_and_keeps_the_reasoning():
-    line = {
-        "custom_id": "k-0",
-        "response": {
-            "status_code": 200,
-            "body": {
-                "choices": [
-                    {
-                        "message": {"content": "", "reasoning_content": "thinking..."},
-                        "finish_reason": "length",
-                    }
-                ]
-            },
-        },
-        "error": None,
-    }
-    item = _parse_result_line(json.dumps(line).encode())
-    extracted = DashScopeBatchAdapter(api_key="sk-test").extract_output(item, build_output_spec(str))
-    assert (extracted.kind, extracted.text, item.finish_reason) == ("absent", "thinking...", "length")
-
-
-def test_a_json_answer_in_a_code_fence_is_unwrapped():
-    line = {
-        "custom_id": "k-0",
-        "response": {
-            "status_code": 200,
-            "body": {"choices": [{"message": {"content": '```json\n{"label": "a", "score": 1}\n```'}}]},
-        },
-    }
-    item = _parse_result_line(json.dumps(line).encode())
-    spec = build_output_spec(Verdict)
-    outcome = validate_extracted_output(
-        DashScopeBatchAdapter(api_key="sk-test").extract_output(item, spec), spec
-    )
-    assert outcome.value == {"label": "a", "score": 1.0}
-
-
 # ------------------------------------------------------------------------------------------- orphans
 def test_find_orphaned_batch_needs_key_fingerprint_and_time(adapter, dashscope_emulator):
     not_before = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
@@ -390,32 +189,6 @@ def test_a_failed_batch_reports_the_service_errors(adapter, dashscope_emulator, 
     dashscope_emulator.advance(60)
     state = adapter.get_batch(submitted.batch_id)
     assert (state.status, state.error_message) == ("failed", "file_not_found: input file was deleted")
-
-
-# ------------------------------------------------------------------------------- response_format
-@pytest.mark.parametrize(
-    "response_format",
-    [
-        {"type": "json_schema", "json_schema": {"name": "mine", "schema": {"type": "object"}}},
-        {"type": "text"},
-        {"type": "json_object", "strict": True},
-    ],
-)
-def test_a_users_response_format_with_structured_output_is_an_error(
-    adapter, dashscope_emulator, response_format
-):
-    with pytest.raises(LLMBatchInputError, match=r"Request 0 sets response_format .* output_type Verdict"):
-        validate(adapter, ["a"], request_params={"response_format": response_format})
-    assert not dashscope_emulator.request_counts()
-
-
-def test_a_malformed_response_format_is_refused_before_anything_is_sent(adapter, dashscope_emulator):
-    bad = {"type": "json_schema", "json_schema": {"name": "mine", "schema": '{"type": "object"}'}}
-    with pytest.raises(
-        LLMBatchInputError, match=r"Request 0 .*invalid_response_format.*schema must be a JSON"
-    ):
-        validate(adapter, ["a"], output_type=str, request_params={"response_format": bad})
-    assert not dashscope_emulator.request_counts()
 
 
 def test_a_resubmit_after_a_create_that_failed_for_good_re_uses_its_input_file(

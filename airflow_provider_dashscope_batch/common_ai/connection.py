@@ -1,0 +1,77 @@
+"""
+What a common.ai connection's host names: the base URL, the workspace and the cost settings.
+
+common.ai hands a batch adapter only the connection's ``password`` and ``host``, so a ``dashscope``
+connection's region, base URL, workspace, budget and guard all ride in its host (see
+:mod:`~airflow_provider_dashscope_batch.common_ai.adapter`).
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qs, urlsplit, urlunsplit
+
+from airflow_provider_dashscope_batch.cost import CostPolicy
+from airflow_provider_dashscope_batch.regions import DEFAULT_BASE_URL, REGION_BASE_URLS
+
+__all__ = ["API_PATH", "COST_PARAMS", "cost_settings", "resolve_host"]
+
+API_PATH = "/compatible-mode/v1"
+
+
+def resolve_host(host: str | None) -> tuple[str, str | None]:
+    """
+    Return the base URL and workspace a connection's host names.
+
+    :param host: Empty (``cn-beijing``), a region id, or a compatible-mode base URL (a bare
+        ``https://host`` gets ``/compatible-mode/v1``); either may end in ``?workspace=<id>``.
+    """
+    if not host or not host.strip():
+        return DEFAULT_BASE_URL, None
+    location, _, query = host.strip().partition("?")
+    params = parse_qs(query, keep_blank_values=True)
+    if set(params) - {"workspace", *COST_PARAMS}:
+        raise ValueError(
+            f"The connection's host {host!r} may carry only '?workspace=<workspace id>' and the cost "
+            f"settings {', '.join(COST_PARAMS)} in its query; "
+            f"got {sorted(set(params) - {'workspace', *COST_PARAMS})}."
+        )
+    workspace = (params.get("workspace") or [""])[-1] or None
+    if location in REGION_BASE_URLS:
+        return REGION_BASE_URLS[location], workspace
+    parts = urlsplit(location)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(
+            f"The connection's host must be a DashScope region ({', '.join(REGION_BASE_URLS)}) or a "
+            f"compatible-mode base URL such as {DEFAULT_BASE_URL!r}; got {location!r}."
+        )
+    path = parts.path.rstrip("/") or API_PATH
+    return urlunsplit((parts.scheme, parts.netloc, path, "", "")), workspace
+
+
+#: Cost settings a connection's host query may carry (see the module docstring).
+COST_PARAMS = (
+    "max_cost",
+    "max_input_tokens",
+    "expected_output_tokens",
+    "budget_basis",
+    "on_default_thinking",
+    "price_region",
+)
+
+
+def cost_settings(host: str | None) -> tuple[str | None, CostPolicy]:
+    """The price region (``None``: from the base URL) and the cost policy a connection's host query sets."""
+    params = {k: v[-1] for k, v in parse_qs((host or "").partition("?")[2]).items() if v}
+    try:
+        policy = CostPolicy(
+            max_cost=params.get("max_cost"),  # type: ignore[arg-type]
+            max_input_tokens=int(params["max_input_tokens"]) if "max_input_tokens" in params else None,
+            expected_output_tokens=int(params["expected_output_tokens"])
+            if "expected_output_tokens" in params
+            else None,
+            budget_basis=params.get("budget_basis"),  # type: ignore[arg-type]
+            on_default_thinking=params.get("on_default_thinking", "error"),  # type: ignore[arg-type]
+        )
+    except (ValueError, ArithmeticError) as exc:
+        raise ValueError(f"The connection's host {host!r} has a bad cost setting: {exc}") from None
+    return params.get("price_region"), policy

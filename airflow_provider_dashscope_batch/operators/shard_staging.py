@@ -1,0 +1,217 @@
+"""
+How a sharded job stages its shards, and what a kill leaves behind.
+
+The staging half of :class:`~airflow_provider_dashscope_batch.operators.shards.DashScopeShardedBatchOperator`:
+each complete shard is matched to an earlier try's batch (by its idempotency key) or file (by its upload
+token) or uploaded; files no batch uses are deleted (those that stay are reported for the next try). A kill
+(``on_kill``) only sets a flag; the next upload or create stops, and what this try staged is kept for the
+next try or, when a user marked the task failed, deleted and cancelled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
+
+from airflow_provider_dashscope_batch.client._uploads import tokenized_filename
+from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
+from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
+from airflow_provider_dashscope_batch.models import FileObject
+from airflow_provider_dashscope_batch.sharding.job import ShardRun, shard_key_base
+from airflow_provider_dashscope_batch.triggers.base import task_instance_state
+from airflow_provider_dashscope_batch.waiting import Outcome, OutcomePolicy
+from airflow_provider_dashscope_batch.waiting.late import LateCopies
+
+if TYPE_CHECKING:
+    from airflow.providers.common.compat.sdk import Context
+
+    from airflow_provider_dashscope_batch.client import DashScopeClient
+    from airflow_provider_dashscope_batch.models import Batch
+    from airflow_provider_dashscope_batch.sharding.split import Shard
+
+__all__ = ["CLEANUP_XCOM_KEY", "DashScopeShardStagingMixin", "TaskKilled"]
+
+#: XCom key of the input files a try could not delete (the next try deletes them).
+CLEANUP_XCOM_KEY = "cleanup_pending"
+#: How far before the DAG run's ``run_after`` the next try looks for the files of earlier tries.
+_LIST_SLACK = timedelta(days=1)
+
+
+class TaskKilled(AirflowException):
+    """The task was killed (``on_kill``) while it split, uploaded or created; it stopped at the next step."""
+
+
+class DashScopeShardStagingMixin(BaseOperator):
+    """
+    Staging and kill handling of a sharded job; mixed into the sharded operator.
+
+    ``outcome_policy`` (which earlier batches a new try keeps) and ``cancel_on_kill`` are the operator's.
+    """
+
+    outcome_policy: OutcomePolicy
+    cancel_on_kill: bool
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._killed = False  # a plain flag: operators are deep-copied (no locks) and on_kill only sets it
+        self._created: list[Batch] = []  # batches this try created, for a kill by a user
+
+    def on_kill(self) -> None:
+        """
+        Stop at the next step: no upload or create starts after this (Airflow calls it on SIGTERM).
+
+        Called from the signal handler, so it only sets a flag; the task's own thread then stops before
+        its next upload or create. What this try uploaded and created stays for the next try, which finds
+        the files by their upload tokens and the batches by their idempotency keys, unless a user marked
+        the task failed: then the files are deleted and, with ``cancel_on_kill``, the batches cancelled.
+        """
+        self._killed = True
+        self.log.warning("Killed: stopping before the next upload or create")
+
+    def _start_try(self) -> None:
+        """Forget an earlier kill of this operator object (``dag.test()`` runs every try in one)."""
+        self._killed = False
+        self._created.clear()
+
+    def _stop_if_killed(self) -> None:
+        if self._killed:
+            raise TaskKilled("The task was killed while it split, uploaded or created shards.")
+
+    def _after_kill(self, client: DashScopeClient, context: Context, staged: Sequence[str]) -> None:
+        """
+        Keep this try's files and batches for the next try, or discard them if a user marked it failed.
+
+        :param staged: The files this try gave its shards (uploaded or re-used).
+        """
+        created = [b.id for b in self._created]
+        unbatched = [f for f in staged if f not in {b.input_file_id for b in self._created}]
+        if task_instance_state(context["ti"]) != "failed":
+            self.log.warning(
+                "Kept for the next try: %s file(s) without a batch (%s) and %s created batch(es) (%s)",
+                len(unbatched),
+                ", ".join(unbatched) or "-",
+                len(created),
+                ", ".join(created) or "-",
+            )
+            return
+        self._delete_files(client, context, unbatched)
+        for batch_id in created if self.cancel_on_kill else ():
+            self.log.info("Cancelling batch %s: the task was marked failed", batch_id)
+            try:
+                client.cancel_batch(batch_id)
+            except DashScopeError as exc:
+                self.log.warning("Could not cancel batch %s: %s", batch_id, exc)
+
+    # ---------------------------------------------------------------------------- staging
+    def _stored_files(
+        self, client: DashScopeClient, context: Context, token: str, in_use: set[str | None]
+    ) -> dict[str, FileObject]:
+        """
+        Input files of this job's earlier tries that no batch uses, by name.
+
+        A shard's file is uploaded under its upload token (the shard's key base, which digests the job,
+        the shard's position and its SHA-256), so the name proves which shard's bytes a file holds: a try
+        killed between an upload and its create, or one whose cleanup failed, leaves files the next try
+        re-uses or deletes.
+        """
+        dag_run = context.get("dag_run")
+        since = getattr(dag_run, "run_after", None) or getattr(dag_run, "logical_date", None)
+        files: dict[str, FileObject] = {}
+        for f in client.list_files(purpose="batch", create_after=since - _LIST_SLACK if since else None):
+            if (f.filename or "").startswith(f"{token}-shard-") and f.id not in in_use:
+                if f.filename in files:  # a late copy of one upload: keep the first listed
+                    self._delete_files(client, context, [f.id])
+                else:
+                    files[str(f.filename)] = f
+        return files
+
+    def _plan(
+        self,
+        client: DashScopeClient,
+        token: str,
+        shard: Shard,
+        earlier: Mapping[str, tuple[int, Batch]],
+        stored: dict[str, FileObject],
+        staged: list[str],
+    ) -> ShardRun:
+        """
+        What to do with one shard, decided as soon as it is complete; its spool file is then deleted.
+
+        ``staged`` collects the files given to shards that no batch uses yet (uploaded now or re-used).
+        """
+        base = shard_key_base(token, shard)
+        spooled = Path(shard.uri)
+        shard = replace(shard, uri=spooled.name)  # the spool file is gone after this call; its name stays
+        try:
+            self._stop_if_killed()
+            if base in earlier:
+                generation, batch = earlier[base]
+                if (
+                    not batch.status.is_terminal
+                    or self.outcome_policy.evaluate(batch).outcome is not Outcome.FAIL
+                ):
+                    self.log.info(
+                        "Shard %s: re-attaching to batch %s (%s)", shard.index, batch.id, batch.status
+                    )
+                    # an earlier try's create: its late-copy window, if open, counts from its creation
+                    found = Ambiguity.after_created(batch.created_at, client.timeout)
+                    late = LateCopies.of(found, derived=True)
+                    return ShardRun(shard, base, generation, batch.input_file_id, batch, late)
+                self.log.info("Shard %s: batch %s ended badly; replacing it", shard.index, batch.id)
+                if batch.input_file_id and self._file_exists(client, batch.input_file_id):
+                    return ShardRun(shard, base, generation + 1, batch.input_file_id)
+                generation += 1
+            else:
+                generation = 1
+            found = stored.pop(tokenized_filename(spooled.name, base), None)
+            if found is not None:
+                self.log.info("Shard %s: re-using file %s uploaded by an earlier try", shard.index, found.id)
+                staged.append(found.id)
+                return ShardRun(shard, base, generation, found.id)
+            file_id, late = self._upload(client, spooled, base, staged)
+            return ShardRun(shard, base, generation, file_id, late=late)
+        finally:
+            spooled.unlink(missing_ok=True)
+
+    def _upload(
+        self, client: DashScopeClient, path: Path, token: str, staged: list[str]
+    ) -> tuple[str, LateCopies | None]:
+        """Upload a shard: its file id and the late copy of an ambiguous upload."""
+        self._stop_if_killed()
+        receipt = client.upload_file_receipt(path, filename=path.name, upload_token=token)
+        file_id = receipt.value.id
+        staged.append(file_id)
+        self.log.info("Uploaded %s as file %s", path.name, file_id)
+        return file_id, LateCopies.of(uploaded=receipt.ambiguity, file_name=receipt.value.filename)
+
+    @staticmethod
+    def _file_exists(client: DashScopeClient, file_id: str) -> bool:
+        try:
+            client.retrieve_file(file_id)
+        except NotFoundError:
+            return False
+        return True
+
+    def _delete_files(self, client: DashScopeClient, context: Context, file_ids: Sequence[str]) -> None:
+        """
+        Delete files (each call retried with the client's backoff); report those that stay.
+
+        A file that could not be deleted is named in a warning and under the ``cleanup_pending`` XCom
+        key; its name carries this job's token, so the next try finds it and deletes it again.
+        """
+        pending = []
+        for file_id in file_ids:
+            try:
+                client.delete_file(file_id)
+            except NotFoundError:
+                pass
+            except DashScopeError as exc:
+                self.log.warning("Could not delete file %s (the next try deletes it): %s", file_id, exc)
+                pending.append(file_id)
+        if pending:
+            context["ti"].xcom_push(key=CLEANUP_XCOM_KEY, value=pending)
