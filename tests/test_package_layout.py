@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -142,11 +143,18 @@ def test_package_modules_import_no_circle():
     assert cycles == []
 
 
+#: How a module docstring states why the module is long, e.g. "It runs over 600 lines because ...".
+LONG_BECAUSE = re.compile(r"\b(?:over|more than) \d+ lines because\b")
+
+
 def test_package_modules_are_short_or_say_why():
+    long = []
     for name, path in MODULES.items():
         lines = len(path.read_text().splitlines())
         docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
-        assert lines <= MAX_LINES or "lines" in docstring, f"{name} has {lines} lines"
+        if lines > MAX_LINES and not LONG_BECAUSE.search(docstring):
+            long.append(f"{name} ({lines} lines)")
+    assert long == []
 
 
 def test_only_the_airflow_layer_imports_airflow():
