@@ -14,3 +14,28 @@ def airflow_db() -> None:
     subprocess.run(
         [sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True, timeout=240
     )
+
+
+@pytest.fixture
+def results_dag(finished_asset) -> str:
+    """A DAG scheduled on the finish Asset, written to the metadata DB as the dag-processor would."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
+    from airflow.models.asset import AssetDagRunQueue
+    from airflow.models.dagrun import DagRun
+    from airflow.providers.common.compat.sdk import DAG
+    from airflow.serialization.serialized_objects import LazyDeserializedDAG
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete
+
+    from airflow_provider_dashscope_batch.events import finished_batches_asset
+
+    dag = DAG("events_results_of_a_burst", schedule=[finished_batches_asset()], is_paused_upon_creation=False)
+    DagBundlesManager().sync_bundles_to_db()
+    with create_session() as session:
+        update_dag_parsing_results_in_db(
+            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
+        )
+        session.execute(delete(AssetDagRunQueue).where(AssetDagRunQueue.target_dag_id == dag.dag_id))
+        session.execute(delete(DagRun).where(DagRun.dag_id == dag.dag_id))
+    return dag.dag_id
