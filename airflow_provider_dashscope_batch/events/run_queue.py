@@ -30,14 +30,21 @@ log = logging.getLogger(__name__)
 
 def queue_event(session: Session, asset: Any, event: Any) -> None:
     """Queue a run of every unpaused DAG scheduled on ``asset`` that takes ``event`` (Airflow < 3.4)."""
-    from airflow.models.asset import AssetDagRunQueue
+    from airflow.models.asset import AssetDagRunQueue, DagScheduleAssetReference
+    from airflow.models.dag import DagModel
+    from sqlalchemy import select
 
     if "asset_event_id" in AssetDagRunQueue.__table__.c:  # Airflow 3.4+: the queue references events
         return
-    dag_ids = sorted(ref.dag_id for ref in asset.scheduled_dags if not ref.dag.is_paused)
-    dialect = session.get_bind().dialect.name
+    dag_ids = session.scalars(
+        select(DagScheduleAssetReference.dag_id)
+        .join(DagModel, DagModel.dag_id == DagScheduleAssetReference.dag_id)
+        .where(DagScheduleAssetReference.asset_id == asset.id, DagModel.is_paused.is_(False))
+        .order_by(DagScheduleAssetReference.dag_id)
+    ).all()
     if not dag_ids:
         return
+    dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     elif dialect == "sqlite":

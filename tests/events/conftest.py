@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 
@@ -31,11 +32,20 @@ def results_dag(finished_asset) -> str:
     from airflow_provider_dashscope_batch.events import finished_batches_asset
 
     dag = DAG("events_results_of_a_burst", schedule=[finished_batches_asset()], is_paused_upon_creation=False)
+    if hasattr(LazyDeserializedDAG, "from_dag"):  # Airflow 3.1+
+        lazy = LazyDeserializedDAG.from_dag(dag)
+    else:
+        from airflow.serialization.serialized_objects import SerializedDAG
+
+        dag.relative_fileloc = "events_results_of_a_burst.py"  # the dag-processor sets it on 3.0
+        lazy = LazyDeserializedDAG(data=SerializedDAG.to_dict(dag))
+    # Airflow 3.1+ takes the parse duration before the warnings
+    timing = (
+        (None,) if "parse_duration" in inspect.signature(update_dag_parsing_results_in_db).parameters else ()
+    )
     DagBundlesManager().sync_bundles_to_db()
     with create_session() as session:
-        update_dag_parsing_results_in_db(
-            "dags-folder", None, [LazyDeserializedDAG.from_dag(dag)], {}, None, set(), session=session
-        )
+        update_dag_parsing_results_in_db("dags-folder", None, [lazy], {}, *timing, set(), session=session)
         session.execute(delete(AssetDagRunQueue).where(AssetDagRunQueue.target_dag_id == dag.dag_id))
         session.execute(delete(DagRun).where(DagRun.dag_id == dag.dag_id))
     return dag.dag_id
