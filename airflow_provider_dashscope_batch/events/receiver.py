@@ -41,6 +41,7 @@ from fastapi.responses import JSONResponse
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
 from airflow_provider_dashscope_batch.events.mailbox import Mailbox, asset_name, asset_uri, variable_key
+from airflow_provider_dashscope_batch.events.run_queue import queue_event
 from airflow_provider_dashscope_batch.events.tokens import EVENTBRIDGE_NONCE, token_is_valid
 
 if TYPE_CHECKING:
@@ -393,7 +394,10 @@ def _add_asset_event(session: Session, conn_id: str, batch: Batch) -> bool:
         return False
     from airflow.assets.manager import asset_manager
 
-    asset_manager.register_asset_change(asset=asset, extra=asset_extra(conn_id, batch), session=session)
+    event = asset_manager.register_asset_change(
+        asset=asset, extra=asset_extra(conn_id, batch), session=session
+    )
+    queue_event(session, asset, event)
     return True
 
 

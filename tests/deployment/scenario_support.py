@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 
 import httpx
 import psutil
+import sqlalchemy
 
 from airflow_provider_dashscope_batch.client import DashScopeClient
 from airflow_provider_dashscope_batch.emulator.server import EmulatorServer
@@ -101,6 +102,7 @@ class Deployment:
         self.output = home / "component-output"
         self.output.mkdir(parents=True, exist_ok=True)
         self.db = home / "airflow.db"
+        self.events_results = home / "events-results"
         self.postgres = postgres
         self.airflow = str(Path(sys.executable).with_name("airflow"))
         self.port = _free_port()
@@ -141,6 +143,8 @@ class Deployment:
             AIRFLOW__DATABASE__SQL_ALCHEMY_MAX_OVERFLOW="30",
             # finish_callback="airflow": DashScope (the emulator) reaches the receiver on the api-server.
             AIRFLOW__DASHSCOPE_BATCH__CALLBACK_BASE_URL=self.url,
+            # where the finish-events results DAG lands the results (dag_files/deployment_dags.py)
+            DEPLOYMENT_EVENTS_RESULTS=self.events_results.as_uri(),
         )
         self._api: httpx.Client | None = None
 
@@ -332,6 +336,20 @@ class Deployment:
         return self.api("GET", "/pools/default_pool")
 
     # -- evidence ----------------------------------------------------------------------------------
+
+    def query(self, statement: str, **params: Any) -> list[tuple[Any, ...]]:
+        """
+        Rows of a read-only SQL statement on the metadata DB, for what the REST API cannot show.
+
+        (Airflow 3.3's asset-event endpoints answer 500 while a run an event started is still queued.)
+        """
+        url = self.postgres.url if self.postgres is not None else f"sqlite:///{self.db}"
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as connection:
+                return [tuple(row) for row in connection.execute(sqlalchemy.text(statement), params)]
+        finally:
+            engine.dispose()
 
     def files_containing(self, secret: str) -> list[Path]:
         """

@@ -236,3 +236,48 @@ def test_a_burst_of_callbacks_is_recorded_together_each_once(
     assert sorted(e["batch_id"] for e in asset_events(finished_asset)) == sorted(created)
     posted, lost = mailbox().since(0)
     assert (sorted(posted), lost) == (sorted(created), False)
+
+
+def _create_asset_triggered_runs() -> None:
+    """One pass of the scheduler's run creation (what ``airflow scheduler`` does every loop)."""
+    from airflow.jobs.job import Job
+    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+    from airflow.utils.session import create_session
+    from airflow.utils.sqlalchemy import prohibit_commit
+
+    runner = SchedulerJobRunner(job=Job())
+    with create_session() as session, prohibit_commit(session) as guard:
+        runner._create_dagruns_for_dags(guard, session)
+
+
+def _consumed(dag_id: str) -> list[list[str]]:
+    """The batch ids of the Asset events each run of ``dag_id`` consumed, oldest run first."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        runs = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id).order_by(DagRun.id))
+        return [sorted(e.extra["batch_id"] for e in run.consumed_asset_events) for run in runs]
+
+
+def test_a_finish_recorded_after_a_run_was_queued_is_in_the_next_run(
+    dashscope_emulator, events_conn, finished_asset, results_dag, client
+):
+    """
+    Finishes recorded after the first one queued a results run are in that run, not stranded.
+
+    Up to Airflow 3.3 the queue row keeps the first event's time and the run takes the events up to it:
+    the second finish would be in no run until a third finish came.
+    """
+    url = airflow_callback_url(DashScopeBatchHook())
+    first = finished_batch(client, url)
+    deliveries(dashscope_emulator, 1)
+    second = finished_batch(client, url)
+    deliveries(dashscope_emulator, 2)
+    _create_asset_triggered_runs()
+    assert _consumed(results_dag) == [sorted([first, second])]
+    third = finished_batch(client, url)  # recorded after the run took the others: the next run's
+    deliveries(dashscope_emulator, 3)
+    _create_asset_triggered_runs()
+    assert _consumed(results_dag) == [sorted([first, second]), [third]]

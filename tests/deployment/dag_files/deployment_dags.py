@@ -6,6 +6,7 @@ in ``conf``, so scenarios never share a batch and their batches are told apart b
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
 from airflow.providers.common.compat.sdk import DAG, Param, get_current_context, task
@@ -27,6 +28,8 @@ HA_CREATES = 6
 EVENT_CREATES = 100
 #: The safety-net poll of the finish-events scenario whose callbacks are lost.
 SAFETY_NET_SECONDS = 3
+#: Where the finish-events results DAG lands each run's batches (the deployment sets it).
+EVENTS_RESULTS = os.environ.get("DEPLOYMENT_EVENTS_RESULTS", "file:///tmp/deployment-events-results")
 PARAMS = {
     "input_file_id": Param("", type="string"),
     "destination": Param("", type="string"),
@@ -120,4 +123,7 @@ with DAG(
         events = get_current_context()["triggering_asset_events"]
         return [event.extra["batch_id"] for events_of_asset in events.values() for event in events_of_asset]
 
-    finished_batches()
+    # every batch of the run in one transfer (one task process, one manifest listing each batch)
+    DashScopeBatchResultsToObjectStorageOperator(
+        task_id="land_results", batch_ids=finished_batches(), destination=EVENTS_RESULTS
+    )
