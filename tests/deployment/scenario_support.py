@@ -257,9 +257,25 @@ class Deployment:
     # -- REST API ----------------------------------------------------------------------------------
 
     def api(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
-        """Call the REST API (``/api/v2`` + ``path``); fail on an unexpected status."""
+        """
+        Call the REST API (``/api/v2`` + ``path``); fail on an unexpected status.
+
+        A read the api-server could not answer (a 5xx such as "Database error", or no answer in time,
+        both seen on a loaded machine) is tried again up to three times: the scenarios poll what the
+        deployment did, and one failed look is not a verdict on it. Writes are sent once.
+        """
         assert self._api is not None
-        response = self._api.request(method, path, **kwargs)
+        for attempt in range(4 if method == "GET" else 1):
+            if attempt:
+                time.sleep(2.0)
+            try:
+                response = self._api.request(method, path, **kwargs)
+            except httpx.TimeoutException:
+                if method != "GET" or attempt == 3:
+                    raise
+                continue
+            if response.status_code < 500 or method != "GET":
+                break
         if response.status_code not in ok:
             raise AssertionError(f"{method} {path} answered {response.status_code}: {response.text[:2000]}")
         return response.json() if response.content else {}
@@ -605,5 +621,13 @@ class Scenario:
                     self.deployment.api(
                         "PATCH", f"/dags/{self.dag_id}/dagRuns/{self.run_id}", json={"state": "failed"}
                     )
+                    # A task already handed to a worker runs on; its requests must not reach the next
+                    # scenario's counters.
+                    tis = self.deployment.api(
+                        "GET",
+                        f"/dags/{self.dag_id}/dagRuns/{self.run_id}/taskInstances",
+                        params={"limit": 1000},
+                    )["task_instances"]
+                    wait_for(lambda: not busy_with(tis), "the failed run's workers to end", timeout=300)
         finally:
             self.client.close()
