@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,21 @@ def test_a_long_line_whose_last_read_ends_in_cr_keeps_the_cr_in_its_length() -> 
     ]  # the CR then LF is one CRLF terminator
     lines, checker = read(line + b"x\n")
     assert judged(checker) == [(1, "line_too_large", f"line is {length + 1:,} bytes; the limit is 6 MB")]
+
+
+def test_a_long_line_is_never_held_whole() -> None:
+    """A 24 MB line costs the reader one bounded read (6 MB) and a few 1 MB pieces, not the line."""
+    length = 24 * MB
+    stream = io.BytesIO(padded(length) + b"\r\n" + b"{}\n")
+    checker = LineChecker(None, 10)
+    tracemalloc.start()
+    try:
+        sizes = [(n, line is None, size) for n, line, size in read_lines(stream, checker)]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sizes == [(1, True, length + 2), (2, False, 3)]
+    assert peak < length // 2, f"reading a {length:,}-byte line peaked at {peak:,} bytes"
 
 
 class _ShortReads(io.RawIOBase):
