@@ -44,7 +44,8 @@ MODULES: dict[str, Module] = {
         deselect=("tests/validation/test_jsonl_builder.py::test_csv_from_object_storage",),
     ),
     "line_reader": Module(f"{PACKAGE}/line_reader.py", ("tests/test_line_reader.py",)),
-    "bodies": Module(f"{PACKAGE}/bodies.py", ("tests/validation/test_body_rules.py",)),
+    "bodies": Module(f"{PACKAGE}/bodies.py", ("tests/test_bodies.py", "tests/validation/test_body_rules.py")),
+    "params": Module(f"{PACKAGE}/client/_params.py", ("tests/client/test_params.py",)),
     "waiting": Module(
         f"{PACKAGE}/waiting/protocol.py",
         ("tests/waiting/test_protocol.py", "tests/waiting/test_protocol_edges.py"),
