@@ -200,6 +200,8 @@ EXCLUDED: tuple[Excluded, ...] = (
         )
         for cut in ("+1", "-2")
     ),
+    # bodies.py
+    Excluded("bodies", "x__shown", "text = json.dumps(value, ensure_ascii=None)", _FALSY),
     # waiting.py
     Excluded(
         "waiting",

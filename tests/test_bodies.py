@@ -409,3 +409,12 @@ def test_a_value_of_exactly_40_characters_is_shown_whole():
             "body.encoding_format",
         )
     ]
+
+
+def test_messages_after_one_with_bad_content_are_still_checked():
+    body = chat(user(7), {"role": "bot", "content": "hi"}, user([{"type": "txt"}]))
+    assert [(code, param) for code, _, param in rules(CHAT, "qwen-plus", body)] == [
+        ("invalid_message", "body.messages[0].content"),
+        ("invalid_message", "body.messages[1].role"),
+        ("invalid_content_part", "body.messages[2].content[0].type"),
+    ]
