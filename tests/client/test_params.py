@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+import time
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 
@@ -169,6 +170,20 @@ def test_time_filters_of_a_listing():
     }
     assert time_filters(None, "20250101000000") == {"create_after": None, "create_before": "20250101000000"}
     assert refused(format_time_filter, 1741046400) == "expected a datetime, date or string, got int"
+
+
+def test_an_aware_time_is_sent_in_utc_whatever_the_hosts_zone(monkeypatch):
+    """A worker whose local zone is not UTC still sends UTC (not its local time) for an aware datetime."""
+    monkeypatch.setenv("TZ", "Asia/Shanghai")
+    time.tzset()
+    try:
+        assert datetime(2025, 3, 4, 5, 0, tzinfo=UTC).astimezone().utcoffset() == timedelta(hours=8)
+        aware = datetime(2025, 3, 4, 1, 0, tzinfo=timezone(timedelta(hours=-5)))
+        assert format_time_filter(aware) == "20250304060000"
+        assert format_time_filter(datetime(2025, 3, 4, 1, 0)) == "20250304010000"  # naive: as given
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_retries_and_page_sizes_on_both_sides_of_their_limits():

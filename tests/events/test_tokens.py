@@ -74,6 +74,9 @@ def test_callback_urls():
     assert callback_url("https://airflow.example.com/base//", "my conn/1", token) == (
         f"https://airflow.example.com/base/dashscope-batch/events/my%20conn%2F1/{token}"
     )
+    assert callback_url("https://airflow.example.com/XX/", "X", token) == (  # only slashes are cut
+        f"https://airflow.example.com/XX/dashscope-batch/events/X/{token}"
+    )
 
 
 def test_the_eventbridge_url_carries_the_connections_fixed_token():
