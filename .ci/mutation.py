@@ -212,6 +212,14 @@ EXCLUDED: tuple[Excluded, ...] = (
         "return f\"{base_url.rstrip('/')}{ROUTE_PREFIX}/events/{quote(conn_id, safe='XXXX')}/{token}\"",
         "X is an unreserved character, never quoted anyway",
     ),
+    # client/_retry.py
+    *(
+        Excluded("retry", "x_parse_retry_after", line, "httpx.Headers look names up case-insensitively")
+        for line in (
+            'if (value := headers.get("RETRY-AFTER-MS")) is not None:',
+            'value = headers.get("RETRY-AFTER")',
+        )
+    ),
     # client/_params.py
     Excluded("params", "x_quote_segment", 'return quote(value, safe="XXXX")', "X is never quoted anyway"),
     Excluded(
