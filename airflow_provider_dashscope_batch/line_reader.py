@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["MAX_LINE_BYTES", "MB", "open_source", "read_lines", "source_name"]
 
 MB = 1 << 20
-#: The service's line limit (terminator excluded).
+# The service's line limit (terminator excluded); validation.MAX_LINE_BYTES documents it.
 MAX_LINE_BYTES = 6 * MB
 
 _BOM = b"\xef\xbb\xbf"
