@@ -4,13 +4,14 @@ Streaming preflight validation of DashScope batch input files (JSONL).
 One set of rules, shared by the upload operator (a bad file costs no upload and no batch) and
 the emulator (which reports the same violations as the service's ``errors.data``).
 
-The file is read in binary, one line at a time with a bounded ``readline``, so memory stays flat
-whatever the file size; a line over the 6 MB limit is counted and skipped, never held whole.
-Each line is checked with a typed ``msgspec`` decoder that materialises only ``custom_id``,
-``method``, ``url``, ``body.model``, ``body.enable_thinking``, the roles of ``body.messages`` and the
-small embeddings fields, and validates the syntax of the rest (message texts) without building
-Python objects for it; non-ASCII lines are also checked to be UTF-8. A line the fast decoder
-rejects is re-parsed with :mod:`json` to give the exact reason (and to accept what strict JSON
+The file is read in binary by :mod:`airflow_provider_dashscope_batch.line_reader`, one line at a
+time with a bounded ``readline``, so memory stays flat whatever the file size; a line over the 6 MB
+limit is counted and skipped, never held whole. Each line is checked with a typed ``msgspec``
+decoder that materialises only ``custom_id``, ``method``, ``url``, ``body.model``,
+``body.enable_thinking``, the roles of ``body.messages`` and the small embeddings fields, and
+validates the syntax of the rest (message texts) without building Python objects for it;
+non-ASCII lines are also checked to be UTF-8. A line the fast decoder rejects is re-parsed with
+:mod:`json` to give the exact reason (and to accept what strict JSON
 allows, such as lone surrogate escapes).
 
 Rule codes (``Violation.code``); ``line`` is ``None`` for file-level rules:
@@ -57,19 +58,23 @@ duplicate ids.
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import pathlib
 import re
-from collections.abc import Callable, Iterator, MutableMapping
-from contextlib import contextmanager
-from typing import IO, Any, BinaryIO
+from collections.abc import Callable, MutableMapping
+from typing import Any, BinaryIO
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
 from airflow_provider_dashscope_batch.bodies import EMBEDDINGS_ENDPOINT, body_violations
+from airflow_provider_dashscope_batch.line_reader import (  # the reader's names stay importable here
+    MAX_LINE_BYTES,
+    MB,
+    open_source,
+    read_lines,
+    source_name,
+)
 
 __all__ = [
     "ENDPOINTS",
@@ -86,17 +91,12 @@ __all__ = [
     "LineChecker",
     "ValidationReport",
     "Violation",
-    "open_source",
-    "read_lines",
-    "source_name",
     "validate_jsonl",
 ]
 
-MB = 1 << 20
 ENDPOINTS: frozenset[str] = frozenset({"/v1/chat/completions", "/v1/embeddings", "/v1/chat/ds-test"})
 MAX_LINES = 50_000
 MAX_FILE_BYTES = 500 * MB
-MAX_LINE_BYTES = 6 * MB
 MAX_CUSTOM_ID_CHARS = 256
 TEST_MODEL = "batch-test-model"
 TEST_MODEL_ENDPOINT = "/v1/chat/ds-test"
@@ -108,9 +108,7 @@ RESPONSE_FORMAT_TYPES: frozenset[str] = frozenset({"text", "json_object", "json_
 _BAD_FORMAT = "invalid_response_format"
 _SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
-_BOM = b"\xef\xbb\xbf"
 _WHITESPACE_STARTS = frozenset(b" \t\r\n")
-_READ_BUFFER = 1 << 20
 _UNSET = msgspec.UNSET
 
 
@@ -550,80 +548,6 @@ class LineChecker:
 
 def _thinking_text(value: Any) -> str:
     return "unset" if value is _UNSET else json.dumps(value)
-
-
-class _RawReader(io.RawIOBase):
-    """Adapts any binary ``read(n)`` stream so it can sit under an :class:`io.BufferedReader`."""
-
-    def __init__(self, stream: IO[bytes]) -> None:
-        self._stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        data = self._stream.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
-@contextmanager
-def open_source(source: str | os.PathLike[str] | BinaryIO) -> Iterator[io.BufferedIOBase]:
-    """Open a path, ``ObjectStoragePath`` or binary stream as one buffered binary reader."""
-    if hasattr(source, "read"):
-        if isinstance(source, (io.BufferedReader, io.BytesIO)):
-            yield source
-        else:
-            yield io.BufferedReader(_RawReader(source), buffer_size=_READ_BUFFER)  # type: ignore[arg-type]
-    elif isinstance(source, (str, pathlib.PurePath)) and not hasattr(source, "protocol"):
-        with open(source, "rb", buffering=_READ_BUFFER) as f:
-            yield f
-    else:  # ObjectStoragePath and other path objects with their own filesystem
-        with source.open("rb") as f:  # type: ignore[union-attr]
-            yield io.BufferedReader(_RawReader(f), buffer_size=_READ_BUFFER)
-
-
-def read_lines(stream: IO[bytes], checker: LineChecker) -> Iterator[tuple[int, bytes | None, int]]:
-    """
-    The lines of ``stream`` as ``(number, line, bytes read)``, with the rules every entry point shares.
-
-    ``line`` holds the line's bytes with their terminator, or ``None`` when the line was already judged
-    by ``checker``: over the 6 MB line limit (read in pieces, never held whole) or nothing but a BOM.
-    A UTF-8 BOM at the start is reported and dropped. The upload operator's validation and the
-    splitter read every input through this, so a line is judged the same way whoever reads it.
-    """
-    limit = MAX_LINE_BYTES + 2  # room for a CRLF terminator
-    readline = stream.readline
-    n = 0
-    while line := readline(limit):
-        n += 1
-        read = len(line)
-        if n == 1 and line.startswith(_BOM):
-            checker.add(1, "invalid_encoding", "the file starts with a UTF-8 BOM; save it without BOM")
-            line = line[len(_BOM) :]
-            if not line:
-                checker.blank_lines += 1
-                yield n, None, read
-                continue
-        tail, length = line, len(line)
-        if not line.endswith(b"\n") and length == limit:
-            last = line
-            while (rest := readline(_READ_BUFFER)) and not rest.endswith(b"\n"):
-                length += len(rest)
-                last = rest
-            length += len(rest)
-            read += length - len(line)
-            tail = last[-1:] + rest  # only the tail is needed, to measure the terminator (CR LF may straddle)
-        length -= tail.endswith(b"\n") + tail.endswith(b"\r\n")
-        yield n, line if checker.check_length(n, length) else None, read
-
-
-def source_name(source: str | os.PathLike[str] | BinaryIO) -> str:
-    """The name messages give ``source``: its path, or a stream's ``name``."""
-    if hasattr(source, "read"):
-        name = getattr(source, "name", None)
-        return name if isinstance(name, str) else "<stream>"
-    return str(source)
 
 
 def validate_jsonl(

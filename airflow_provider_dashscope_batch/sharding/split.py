@@ -1,7 +1,7 @@
 """
 Split one batch input of any size into shard files that each satisfy the service's per-file limits.
 
-The input is read once by :func:`~airflow_provider_dashscope_batch.validation.read_lines`, the upload
+The input is read once by :func:`~airflow_provider_dashscope_batch.line_reader.read_lines`, the upload
 operator's own line reader (a JSONL file), or built line by line by
 :mod:`airflow_provider_dashscope_batch.jsonl` (request dicts, a CSV file). Every line is checked by
 :class:`~airflow_provider_dashscope_batch.validation.LineChecker`, the upload operator's rules and
@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 from typing import IO, Any, BinaryIO
 
 from airflow_provider_dashscope_batch.jsonl import write_requests, write_requests_from_csv
+from airflow_provider_dashscope_batch.line_reader import open_source, read_lines, source_name
 from airflow_provider_dashscope_batch.validation import (
     MAX_FILE_BYTES,
     MAX_LINES,
@@ -36,9 +37,6 @@ from airflow_provider_dashscope_batch.validation import (
     JsonlValidationError,
     LineChecker,
     ValidationReport,
-    open_source,
-    read_lines,
-    source_name,
 )
 
 __all__ = [

@@ -30,9 +30,6 @@ def active_shared_clients() -> int:
     return len(loop_clients._registry.get(asyncio.get_running_loop(), {}))
 
 
-FAST_RETRIES = RetryPolicy(max_retries=3, initial_delay=0.01, max_delay=0.05, max_elapsed=30.0)
-
-
 async def _await(awaitable: Any) -> Any:
     return await awaitable
 
@@ -84,7 +81,8 @@ def make_client(request, dashscope_emulator, portal) -> Iterator[Callable[..., A
         kwargs: dict[str, Any] = {
             "api_key": dashscope_emulator.api_key,
             "base_url": dashscope_emulator.base_url,
-            "retry_policy": FAST_RETRIES,
+            # built per client, not at import: mutmut's forced-failure run fails every RetryPolicy()
+            "retry_policy": RetryPolicy(max_retries=3, initial_delay=0.01, max_delay=0.05, max_elapsed=30.0),
             "timeout": 10.0,
             **overrides,
         }

@@ -39,51 +39,127 @@ def test_the_documented_shapes_pass(tmp_path, response_format):
     assert _violations(tmp_path, _line("1", response_format), _line("2", response_format)) == []
 
 
+RF = "body.response_format"
+SPEC = f"{RF}.json_schema"
+NAME_RULE = f"{SPEC}.name must be 1 to 64 of a-z, A-Z, 0-9, _ and -, got"
+TEXT_HINT = " (a schema held as text: parse it with json.loads first)"
+
+
 @pytest.mark.parametrize(
     ("response_format", "param", "message"),
     [
-        ("json_object", "body.response_format", "must be a JSON object, got a JSON string"),
-        ({}, "body.response_format.type", 'must be one of "json_object", "json_schema", "text", got missing'),
-        ({"type": "json"}, "body.response_format.type", 'got "json"'),
+        ("json_object", RF, f"{RF} must be a JSON object, got a JSON string"),
+        (["json_object"], RF, f"{RF} must be a JSON object, got a JSON array"),
+        ({}, f"{RF}.type", f'{RF}.type must be one of "json_object", "json_schema", "text", got missing'),
         (
-            {"type": "json_schema"},
-            "body.response_format.json_schema",
-            'with "name" and "schema", got missing',
+            {"type": "json"},
+            f"{RF}.type",
+            f'{RF}.type must be one of "json_object", "json_schema", "text", got "json"',
+        ),
+        (
+            {"type": "文本"},
+            f"{RF}.type",
+            f'{RF}.type must be one of "json_object", "json_schema", "text", got "文本"',
+        ),
+        (
+            {"type": None},
+            f"{RF}.type",
+            f'{RF}.type must be one of "json_object", "json_schema", "text", got null',
+        ),
+        ({"type": "json_schema"}, SPEC, f'{SPEC} must be an object with "name" and "schema", got missing'),
+        (
+            {"type": "json_schema", "json_schema": "verdict"},
+            SPEC,
+            f'{SPEC} must be an object with "name" and "schema", got a JSON string',
         ),
         (
             {"type": "json_schema", "json_schema": {"name": "verdict"}},
-            "body.response_format.json_schema.schema",
-            "is missing",
+            f"{SPEC}.schema",
+            f"{SPEC}.schema is missing; give the JSON Schema",
         ),
         (
             {"type": "json_schema", "json_schema": {"name": "verdict", "schema": json.dumps(SCHEMA)}},
-            "body.response_format.json_schema.schema",
-            "must be a JSON Schema object, got a JSON string (a schema held as text: parse it",
+            f"{SPEC}.schema",
+            f"{SPEC}.schema must be a JSON Schema object, got a JSON string{TEXT_HINT}",
+        ),
+        (  # only a schema held as text gets the hint
+            {"type": "json_schema", "json_schema": {"name": "verdict", "schema": 1}},
+            f"{SPEC}.schema",
+            f"{SPEC}.schema must be a JSON Schema object, got a JSON number",
         ),
         (
-            {"type": "json_schema", "json_schema": {"schema": SCHEMA}},
-            "body.response_format.json_schema.name",
-            "must be 1 to 64 of a-z, A-Z, 0-9, _ and -, got missing",
+            {"type": "json_schema", "json_schema": {"name": "verdict", "schema": None}},
+            f"{SPEC}.schema",
+            f"{SPEC}.schema must be a JSON Schema object, got a JSON null",
         ),
+        ({"type": "json_schema", "json_schema": {"schema": SCHEMA}}, f"{SPEC}.name", f"{NAME_RULE} missing"),
         (
             {"type": "json_schema", "json_schema": {"name": "my schema", "schema": SCHEMA}},
-            "body.response_format.json_schema.name",
-            'got "my schema"',
+            f"{SPEC}.name",
+            f'{NAME_RULE} "my schema"',
+        ),
+        (  # non-ASCII shown as written, not as \u escapes
+            {"type": "json_schema", "json_schema": {"name": "判定", "schema": SCHEMA}},
+            f"{SPEC}.name",
+            f'{NAME_RULE} "判定"',
+        ),
+        (
+            {"type": "json_schema", "json_schema": {"name": 7, "schema": SCHEMA}},
+            f"{SPEC}.name",
+            f"{NAME_RULE} 7",
+        ),
+        (
+            {"type": "json_schema", "json_schema": {"name": "", "schema": SCHEMA}},
+            f"{SPEC}.name",
+            f'{NAME_RULE} ""',
+        ),
+        (
+            {"type": "json_schema", "json_schema": {"name": "n" * 65, "schema": SCHEMA}},
+            f"{SPEC}.name",
+            f'{NAME_RULE} "{"n" * 65}"',
+        ),
+        (  # a long name is cut at 80 characters of its JSON text
+            {"type": "json_schema", "json_schema": {"name": "x" * 200, "schema": SCHEMA}},
+            f"{SPEC}.name",
+            f'{NAME_RULE} "{"x" * 79}',
         ),
         (
             {"type": "json_schema", "json_schema": {"name": "v", "schema": SCHEMA, "strict": "true"}},
-            "body.response_format.json_schema.strict",
-            "must be true or false, got a JSON string",
+            f"{SPEC}.strict",
+            f"{SPEC}.strict must be true or false, got a JSON string",
+        ),
+        (
+            {"type": "json_schema", "json_schema": {"name": "v", "schema": SCHEMA, "strict": None}},
+            f"{SPEC}.strict",
+            f"{SPEC}.strict must be true or false, got a JSON null",
         ),
     ],
 )
 def test_each_broken_shape_names_its_line_rule_and_field(tmp_path, response_format, param, message):
     good = {"type": "json_object"}
-    ((line, code, got_param, got_message),) = _violations(
-        tmp_path, _line("1", good), _line("2", response_format), _line("3", good)
-    )
-    assert (line, code, got_param) == (2, FORMAT, param)
-    assert message in got_message
+    for read_by in ("fast decoder", "exact JSON parser"):
+        content = "hi" if read_by == "fast decoder" else "\\ud800"
+        broken = _line("2", response_format, content=content).replace("\\\\ud800", "\\ud800")
+        assert "\\\\ud800" not in broken
+        assert ("\\ud800" in broken) == (read_by == "exact JSON parser")
+        assert _violations(tmp_path, _line("1", good), broken, _line("3", good)) == [
+            (2, FORMAT, param, message)
+        ]
+
+
+@pytest.mark.parametrize(
+    "json_schema",
+    [
+        {"name": "n" * 64, "schema": SCHEMA, "strict": False},
+        {"name": "A-z_09", "schema": {}},
+        {"name": "x"},  # only json_schema formats read json_schema
+    ],
+    ids=["64-char-name", "name-charset", "ignored-outside-json_schema"],
+)
+def test_names_up_to_64_and_strict_false_pass(tmp_path, json_schema):
+    kind = "json_object" if "schema" not in json_schema else "json_schema"
+    response_format = {"type": kind, "json_schema": json_schema}
+    assert _violations(tmp_path, _line("1", response_format)) == []
 
 
 def test_every_violation_of_a_line_is_reported(tmp_path):

@@ -351,3 +351,30 @@ def test_a_long_line_is_measured_whole_but_never_held_whole() -> None:
     ]
     assert (report.line_count, report.bytes) == (3, len(data))
     assert peak < size // 2, f"validating a {size:,}-byte line peaked at {peak:,} bytes"
+
+
+def test_on_line_sees_each_line_until_the_first_violation() -> None:
+    """The cost estimate reads the same pass: every line's bytes, as read, while the file is still valid."""
+    good = [request(str(i)) for i in range(3)]
+    data = lines(*good, request("1"), request("9"))
+    seen: list[bytes] = []
+    report = check(data, on_line=seen.append)
+    assert seen == data.splitlines(keepends=True)[:3]
+    assert [v.code for v in report.violations] == ["duplicate_custom_id"]
+    seen.clear()
+    check(lines(*good), on_line=seen.append)
+    assert seen == lines(*good).splitlines(keepends=True)
+
+
+def test_body_rules_can_be_left_to_the_service() -> None:
+    """``body_rules=False`` (the service fails such a request alone) keeps every file-wide rule."""
+    data = lines(request("1", body_messages=[]), request("1", body_messages=[]))
+    assert [v.code for v in check(data).violations] == [
+        "invalid_message",
+        "duplicate_custom_id",
+        "invalid_message",
+    ]
+    assert [v.code for v in check(data, body_rules=False).violations] == ["duplicate_custom_id"]
+    checker = LineChecker(None, 10)  # body rules are on unless turned off
+    checker.check_line(1, lines(request("1", body_messages=[])))
+    assert [v.code for v in checker.listed()] == ["invalid_message"]

@@ -1,0 +1,88 @@
+"""The callback token at its edges: the token's shape on both sides of each bound, what the MAC binds, and
+the exact URLs the receiver is reached at."""
+
+from __future__ import annotations
+
+import pytest
+
+from airflow_provider_dashscope_batch.events.tokens import (
+    callback_url,
+    eventbridge_url,
+    mint_token,
+    token_is_valid,
+)
+
+KEY = "sk-0123456789abcdef"
+CONN = "dashscope_default"
+
+
+def test_a_token_minted_by_an_earlier_release_still_verifies():
+    """Tokens live in the metadata of batches still running across an upgrade: the MAC must not change."""
+    token = "nonce-of-a-batch_1.317739dcb23a1f58fed29b7b8e3387b3"
+    assert mint_token(KEY, CONN, "nonce-of-a-batch_1") == token
+    assert token_is_valid(KEY, CONN, token)
+    assert mint_token(KEY, CONN, "eventbridge") == "eventbridge.7c9723909c37fa9107a44267cc5b4f5a"
+
+
+def test_the_mac_binds_connection_and_nonce_apart():
+    """Moving a character between connection id and nonce gives another MAC (they are not just joined)."""
+    _, mac = mint_token(KEY, "conn", "abcdefghi").split(".")
+    assert token_is_valid(KEY, "conn", f"abcdefghi.{mac}")
+    assert not token_is_valid(KEY, "con", f"nabcdefghi.{mac}")
+    assert not token_is_valid(KEY, "conna", f"bcdefghi.{mac}")
+    assert mint_token(KEY, "conn", "abcdefgh") != mint_token(KEY + "x", "conn", "abcdefgh")
+
+
+def test_a_random_nonce_has_144_bits():
+    nonces = [mint_token(KEY, CONN).split(".")[0] for _ in range(20)]
+    assert {len(n) for n in nonces} == {24}  # 18 random bytes, URL-safe base64
+    assert len(set(nonces)) == 20
+
+
+@pytest.mark.parametrize(
+    ("nonce", "valid"),
+    [
+        ("a" * 7, False),
+        ("a" * 8, True),
+        ("Az09_-xY", True),
+        ("a" * 64, True),
+        ("a" * 65, False),
+        ("abcdefg=", False),
+        ("abcd.efgh", False),
+        ("abcd efgh", False),
+    ],
+)
+def test_the_nonce_is_8_to_64_url_safe_characters(nonce, valid):
+    assert token_is_valid(KEY, CONN, mint_token(KEY, CONN, nonce)) is valid
+
+
+def test_the_mac_is_exactly_32_lowercase_hex_digits():
+    nonce, mac = mint_token(KEY, CONN, "nonce-of-a-batch_1").split(".")
+    assert token_is_valid(KEY, CONN, f"{nonce}.{mac}")
+    for bad in (mac[:31], mac + "0", mac.upper(), mac[:31] + "g", ""):
+        assert not token_is_valid(KEY, CONN, f"{nonce}.{bad}"), bad
+    assert not token_is_valid(KEY, CONN, f"x{nonce}.{mac}")
+    assert not token_is_valid(KEY, CONN, f"{nonce}{mac}")
+    assert not token_is_valid(KEY, CONN, f"{nonce}.{mac}.{mac}")
+
+
+def test_callback_urls():
+    token = mint_token(KEY, CONN, "nonce-of-a-batch_1")
+    assert callback_url("https://airflow.example.com", CONN, token) == (
+        f"https://airflow.example.com/dashscope-batch/events/{CONN}/{token}"
+    )
+    assert callback_url("https://airflow.example.com/base//", "my conn/1", token) == (
+        f"https://airflow.example.com/base/dashscope-batch/events/my%20conn%2F1/{token}"
+    )
+    assert callback_url("https://airflow.example.com/XX/", "X", token) == (  # only slashes are cut
+        f"https://airflow.example.com/XX/dashscope-batch/events/X/{token}"
+    )
+
+
+def test_the_eventbridge_url_carries_the_connections_fixed_token():
+    url = eventbridge_url("https://a.example/", CONN, KEY)
+    assert (
+        url == f"https://a.example/dashscope-batch/events/{CONN}/eventbridge.7c9723909c37fa9107a44267cc5b4f5a"
+    )
+    assert token_is_valid(KEY, CONN, url.rpartition("/")[2])
+    assert not token_is_valid(KEY, "other", url.rpartition("/")[2])
