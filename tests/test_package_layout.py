@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
         "shared",
         (
             "validation",
+            "line_reader",
             "bodies",
             "jsonl",
             "results",
