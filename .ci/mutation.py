@@ -62,6 +62,7 @@ MODULES: dict[str, Module] = {
         ),
     ),
     "results": Module(f"{PACKAGE}/results.py", ("tests/test_results.py", "tests/test_results_edges.py")),
+    "result_tables": Module(f"{PACKAGE}/result_tables.py", ("tests/test_result_tables.py",)),
     **{
         name: Module(f"{PACKAGE}/cost/{name}.py", ("tests/cost/",))
         for name in ("pricing", "actual", "estimate", "tokens")
@@ -339,7 +340,7 @@ EXCLUDED: tuple[Excluded, ...] = (
     Excluded(
         "idempotency", "x_parse_key", 'match = KEY_PATTERN.match(key or "XXXX")', 'no key matches, as with ""'
     ),
-    # results.py
+    # results.py, result_tables.py
     Excluded(
         "results",
         "x__as_str",
@@ -347,13 +348,13 @@ EXCLUDED: tuple[Excluded, ...] = (
         _FALSY,
     ),
     Excluded(
-        "results",
+        "result_tables",
         "xǁCsvEncoderǁ_flush",
         'self.out.write(self._buffer.getvalue().encode("UTF-8"))',
         "codec names are case-insensitive",
     ),
     Excluded(
-        "results",
+        "result_tables",
         "xǁCsvEncoderǁrow",
         "if self._buffer.tell() > _CSV_FLUSH_BYTES:",
         "flushing at exactly 1 MB or one row later writes the same bytes",

@@ -1,30 +1,20 @@
-"""Pure result-file helpers: line splitting, flattening, usage sums, digests, encoders."""
+"""Pure result-file helpers: line splitting, flattening, usage sums, digests."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 
 import pytest
 
+from airflow_provider_dashscope_batch.result_tables import EMBEDDING_COLUMNS, RESULT_COLUMNS
 from airflow_provider_dashscope_batch.results import (
-    EMBEDDING_COLUMNS,
-    RESULT_COLUMNS,
-    CsvEncoder,
-    JsonlEncoder,
-    ParquetEncoder,
-    ResultEncoder,
     ResultFileStats,
-    ResultFormat,
-    TableKind,
     UsageTotals,
     flatten_embeddings,
     flatten_result,
     is_success,
     iter_lines,
-    open_encoder,
 )
 
 CHAT_OK = {
@@ -211,111 +201,3 @@ def test_usage_from_raw_line_matches_parsed(obj):
 def test_usage_from_malformed_raw_line(line, message):
     with pytest.raises(ValueError, match=message):
         UsageTotals().add(line)
-
-
-ERROR_LINE = {"custom_id": "b", "response": None, "error": {"code": "InvalidParameter", "message": "bad"}}
-
-
-def encode(fmt: ResultFormat, lines: list[dict], **kwargs) -> tuple[bytes, type]:
-    out = io.BytesIO()
-    encoder = open_encoder(fmt, out, **kwargs)
-    raw = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
-    encoder.raw(raw[:7])
-    encoder.raw(raw[7:])
-    if encoder.wants_rows:
-        for line in lines:
-            encoder.line(line)
-    encoder.close()
-    return out.getvalue(), type(encoder)
-
-
-def test_jsonl_encoder_copies_bytes():
-    data, kind = encode(ResultFormat.JSONL, [CHAT_OK, ERROR_LINE])
-    assert kind is JsonlEncoder
-    assert data == b"".join(json.dumps(line).encode() + b"\n" for line in (CHAT_OK, ERROR_LINE))
-
-
-def test_csv_encoder_writes_header_and_one_row_per_line():
-    data, kind = encode(ResultFormat.CSV, [CHAT_OK, ERROR_LINE])
-    assert kind is CsvEncoder
-    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
-    assert tuple(rows[0]) == RESULT_COLUMNS
-    assert [(r["custom_id"], r["content"], r["error_code"]) for r in rows] == [
-        ("a", "hi, 你好", ""),
-        ("b", "", "InvalidParameter"),
-    ]
-
-
-def test_parquet_encoder_typed_columns_in_row_groups():
-    pq = pytest.importorskip("pyarrow.parquet")
-    data, kind = encode(ResultFormat.PARQUET, [CHAT_OK, ERROR_LINE, CHAT_OK], row_group_size=2)
-    assert kind is ParquetEncoder
-    parquet = pq.ParquetFile(io.BytesIO(data))
-    assert parquet.metadata.num_row_groups == 2
-    table = parquet.read()
-    assert table.column_names == list(RESULT_COLUMNS)
-    assert table.column("total_tokens").to_pylist() == [26, None, 26]
-
-
-def test_parquet_embeddings_fixed_size_float32_vectors():
-    pq = pytest.importorskip("pyarrow.parquet")
-    second = {"custom_id": "x", "response": {"status_code": 200, "body": {"data": [{"embedding": [2, 3]}]}}}
-    data, _ = encode(
-        ResultFormat.PARQUET, [EMBEDDING_OK, second], row_group_size=2, table=TableKind.EMBEDDINGS
-    )
-    parquet = pq.ParquetFile(io.BytesIO(data))
-    assert parquet.metadata.num_row_groups == 2  # 3 rows, 2 per group
-    table = parquet.read()
-    assert table.column_names == list(EMBEDDING_COLUMNS)
-    assert str(table.schema.field("embedding").type) == "fixed_size_list<element: float>[2]"
-    assert table.schema.metadata[b"dashscope.table"] == b"embeddings"
-    assert table.column("embedding").to_pylist() == [[0.5, 0.25], [1.0, -1.0], [2.0, 3.0]]
-    assert table.column("input_id").to_pylist() == ["t2", "t1", "x"]
-
-
-def test_embeddings_with_another_dimension_are_refused():
-    pytest.importorskip("pyarrow")
-    other = {"custom_id": "x", "response": {"status_code": 200, "body": {"data": [{"embedding": [1.0] * 3}]}}}
-    for fmt in (ResultFormat.CSV, ResultFormat.PARQUET):
-        with pytest.raises(ValueError, match="3 dimensions but earlier ones 2"):
-            encode(fmt, [EMBEDDING_OK, other], table=TableKind.EMBEDDINGS)
-
-
-def test_csv_embeddings_vectors_as_json_arrays():
-    data, _ = encode(ResultFormat.CSV, [EMBEDDING_OK], table=TableKind.EMBEDDINGS)
-    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
-    assert tuple(rows[0]) == EMBEDDING_COLUMNS
-    assert [json.loads(r["embedding"]) for r in rows] == [[0.5, 0.25], [1.0, -1.0]]
-    assert [r["input_id"] for r in rows] == ["t2", "t1"]
-
-
-class _Rows(ResultEncoder):
-    def __init__(self) -> None:
-        super().__init__(io.BytesIO())
-        self.rows: list[dict] = []
-
-    def row(self, row: dict) -> None:
-        self.rows.append(row)
-
-
-@pytest.mark.parametrize(
-    "obj",
-    [
-        *LINE_SHAPES,
-        {**CHAT_OK, "custom_id": 7},
-        {
-            "custom_id": "p",
-            "response": {"status_code": 200, "body": {"choices": [{"message": {"content": [1]}}]}},
-        },
-        {"custom_id": "q", "response": {"status_code": 200, "body": {"choices": []}}},
-        {"custom_id": "r", "response": {"status_code": 200, "body": None}},
-    ],
-)
-def test_raw_lines_give_the_rows_and_usage_of_parsed_ones(obj):
-    """The typed fast path of ``consume`` and the lenient parse agree on every shape."""
-    fast, usage = _Rows(), UsageTotals()
-    fast.consume(json.dumps(obj).encode(), usage)
-    expected = UsageTotals()
-    expected.add(obj)
-    assert fast.rows == [flatten_result(obj)]
-    assert usage == expected

@@ -18,14 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from airflow_provider_dashscope_batch.cost.actual import ActualCost
 from airflow_provider_dashscope_batch.cost.estimate import CostEstimate
 from airflow_provider_dashscope_batch.models import RequestCounts
-from airflow_provider_dashscope_batch.results import (
+from airflow_provider_dashscope_batch.result_tables import (
     RESULT_COLUMN_TYPES,
     TABLE_SCHEMA_VERSION,
-    ResultFormat,
-    ResultKind,
     TableKind,
-    UsageTotals,
 )
+from airflow_provider_dashscope_batch.results import ResultFormat, ResultKind, UsageTotals
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import ObjectStoragePath
@@ -55,7 +53,7 @@ class TableRecord(_Record):
     The layout of a CSV/Parquet result file, so a reader can check what it loads.
 
     ``columns`` maps each column, in file order, to its logical type (``string``, ``int`` or ``vector``;
-    see :data:`~airflow_provider_dashscope_batch.results.RESULT_COLUMN_TYPES`).
+    see :data:`~airflow_provider_dashscope_batch.result_tables.RESULT_COLUMN_TYPES`).
     """
 
     name: TableKind

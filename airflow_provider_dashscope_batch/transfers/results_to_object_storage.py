@@ -23,7 +23,8 @@ from airflow_provider_dashscope_batch.fs import register_oss_scheme
 from airflow_provider_dashscope_batch.lineage import keep_for_lineage, transfer_lineage
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator
 from airflow_provider_dashscope_batch.operators.cost import connection_price_table, find_estimates
-from airflow_provider_dashscope_batch.results import ResultFormat, ResultKind, TableKind, import_pyarrow
+from airflow_provider_dashscope_batch.result_tables import TableKind, import_pyarrow
+from airflow_provider_dashscope_batch.results import ResultFormat, ResultKind
 from airflow_provider_dashscope_batch.transfers.manifest import (
     MANIFEST_NAME,
     ResultManifest,
@@ -110,12 +111,14 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
         <destination>/<result_set>/manifest.json
 
     ``jsonl`` copies the service's files byte for byte. ``csv`` and ``parquet`` are typed tables
-    (:class:`~airflow_provider_dashscope_batch.results.TableKind`): an embeddings batch's output has one row
-    per input text with its vector (:data:`~airflow_provider_dashscope_batch.results.EMBEDDING_COLUMNS`;
-    Parquet: a fixed-size ``list<float32>`` column); chat output and every errors file have one row per
-    request (:data:`~airflow_provider_dashscope_batch.results.RESULT_COLUMNS`: content, reasoning content,
-    finish reason, usage, status, error). Every part of a kind has the same columns, so a directory of
-    parts reads as one table; the manifest records each file's layout and version (``table``).
+    (:class:`~airflow_provider_dashscope_batch.result_tables.TableKind`): an embeddings batch's output
+    has one row per input text with its vector
+    (:data:`~airflow_provider_dashscope_batch.result_tables.EMBEDDING_COLUMNS`; Parquet: a fixed-size
+    ``list<float32>`` column); chat output and every errors file have one row per request
+    (:data:`~airflow_provider_dashscope_batch.result_tables.RESULT_COLUMNS`: content, reasoning
+    content, finish reason, usage, status, error). Every part of a kind has the same columns, so a
+    directory of parts reads as one table; the manifest records each file's layout and version
+    (``table``).
 
     Memory stays flat whatever the file size or the number of batches: each download is streamed in
     chunks, hashed, counted and handed through a short queue to a writer thread, so a blocking upload

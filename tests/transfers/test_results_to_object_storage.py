@@ -21,7 +21,7 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_dashscope_batch.client import DashScopeClient, NotFoundError
 from airflow_provider_dashscope_batch.emulator import emulated_embedding
 from airflow_provider_dashscope_batch.models import Batch
-from airflow_provider_dashscope_batch.results import EMBEDDING_COLUMNS, RESULT_COLUMNS
+from airflow_provider_dashscope_batch.result_tables import EMBEDDING_COLUMNS, RESULT_COLUMNS
 from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
     DashScopeBatchResultsToObjectStorageOperator,
 )
