@@ -20,7 +20,7 @@ import csv
 import io
 import json
 from enum import StrEnum
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from airflow_provider_dashscope_batch.results import (
     NOT_A_VECTOR,
@@ -32,6 +32,9 @@ from airflow_provider_dashscope_batch.results import (
     flatten_typical_result,
     parse_result_line,
 )
+
+if TYPE_CHECKING:
+    from airflow_provider_dashscope_batch.input_columns import InputColumns
 
 __all__ = [
     "EMBEDDING_COLUMNS",
@@ -110,10 +113,17 @@ RESULT_COLUMN_TYPES: dict[str, str] = {
     "embedding": "vector",
     "dimensions": "int",
 }
-"""Logical type of each column (``string``, ``int`` or ``vector``; every column is nullable)."""
+"""Logical type of each column (``string``, ``int`` or ``vector``; every column is nullable).
 
-TABLE_SCHEMA_VERSION = 1
-"""Version of the table layouts above; recorded per file in the manifest (``FileRecord.table``)."""
+Input columns carried from the upload (:mod:`~airflow_provider_dashscope_batch.input_columns`) follow a
+table's own, typed ``string``, ``int``, ``float`` or ``bool``.
+"""
+
+TABLE_SCHEMA_VERSION = 2
+"""Version of the table layouts above; recorded per file in the manifest (``FileRecord.table``).
+
+1: the columns above. 2: input columns carried from the upload may follow them.
+"""
 
 
 class TableKind(StrEnum):
@@ -156,14 +166,28 @@ class ResultEncoder:
 
     :param out: Binary, write-only stream (need not be seekable).
     :param table: The layout of the rows (CSV/Parquet).
+    :param input_columns: Input columns to add to each row, joined on ``custom_id`` (``input_id`` in an
+        ``embeddings`` table: each text's own id).
     """
 
     wants_rows = True
     """Whether :meth:`line` needs the parsed lines (``False``: only raw bytes are written)."""
 
-    def __init__(self, out: IO[bytes], table: TableKind = TableKind.REQUESTS) -> None:
+    def __init__(
+        self,
+        out: IO[bytes],
+        table: TableKind = TableKind.REQUESTS,
+        input_columns: InputColumns | None = None,
+    ) -> None:
         self.out = out
         self.table = table
+        self.input_columns = input_columns
+        carried = input_columns.columns if input_columns is not None else {}
+        self.columns: tuple[str, ...] = (*table.columns, *carried)
+        """The file's columns: the table's own, then the input columns."""
+        self.types: dict[str, str] = {**{n: RESULT_COLUMN_TYPES[n] for n in table.columns}, **carried}
+        """Each column's logical type."""
+        self._join_key = "input_id" if table is TableKind.EMBEDDINGS else "custom_id"
         self.dimensions: int | None = None
         """The vector length of an ``embeddings`` table (``None`` until a vector was seen)."""
 
@@ -177,7 +201,7 @@ class ResultEncoder:
         :raises ValueError: for a line that is not a JSON object, and as :meth:`line`.
         """
         if self.table is TableKind.REQUESTS and (row := flatten_typical_result(line, usage)) is not None:
-            self.row(row)
+            self._emit(row)
             return
         obj = parse_result_line(line)
         usage.add(obj)
@@ -193,9 +217,14 @@ class ResultEncoder:
         if self.table is TableKind.EMBEDDINGS:
             for row in flatten_embeddings(obj):
                 self._check_dimensions(row["dimensions"])
-                self.row(row)
+                self._emit(row)
         else:
-            self.row(flatten_result(obj))
+            self._emit(flatten_result(obj))
+
+    def _emit(self, row: dict[str, Any]) -> None:
+        if self.input_columns is not None:
+            row.update(self.input_columns.row(row[self._join_key]))
+        self.row(row)
 
     def _check_dimensions(self, dimensions: int | None) -> None:
         if dimensions is None or dimensions == self.dimensions:
@@ -208,7 +237,7 @@ class ResultEncoder:
         self.dimensions = dimensions
 
     def row(self, row: dict[str, Any]) -> None:
-        """Receive the next flattened row (keys: the table's columns)."""
+        """Receive the next flattened row (keys: :attr:`columns`)."""
 
     def close(self) -> None:
         """Write whatever is buffered and any trailer."""
@@ -233,10 +262,15 @@ def _vector_text(vector: list[float] | None) -> str | None:
 class CsvEncoder(ResultEncoder):
     """UTF-8 CSV without BOM: a header of the table's columns, then its rows (vectors as JSON arrays)."""
 
-    def __init__(self, out: IO[bytes], table: TableKind = TableKind.REQUESTS) -> None:
-        super().__init__(out, table)
+    def __init__(
+        self,
+        out: IO[bytes],
+        table: TableKind = TableKind.REQUESTS,
+        input_columns: InputColumns | None = None,
+    ) -> None:
+        super().__init__(out, table, input_columns)
         self._buffer = io.StringIO()
-        self._writer = csv.DictWriter(self._buffer, fieldnames=table.columns, lineterminator="\n")
+        self._writer = csv.DictWriter(self._buffer, fieldnames=self.columns, lineterminator="\n")
         self._writer.writeheader()
 
     def row(self, row: dict[str, Any]) -> None:
@@ -266,14 +300,23 @@ class ParquetEncoder(ResultEncoder):
     :param row_group_size: Rows per row group (rows held in memory at once; a group also ends at 4 Mi
         characters of text or 2 Mi vector values).
     :param table: The layout of the rows.
+    :param input_columns: Input columns to add to each row.
     """
 
-    def __init__(self, out: IO[bytes], row_group_size: int, table: TableKind = TableKind.REQUESTS) -> None:
-        super().__init__(out, table)
+    def __init__(
+        self,
+        out: IO[bytes],
+        row_group_size: int,
+        table: TableKind = TableKind.REQUESTS,
+        input_columns: InputColumns | None = None,
+    ) -> None:
+        super().__init__(out, table, input_columns)
         self._pa, self._pq = import_pyarrow()
         self._writer: Any = None
         self._row_group_size = row_group_size
-        self._columns: dict[str, list[Any]] = {name: [] for name in table.columns if name != "embedding"}
+        self._columns: dict[str, list[Any]] = {name: [] for name in self.columns if name != "embedding"}
+        carried = input_columns.columns if input_columns is not None else {}
+        self._texts = ("content", "reasoning_content", "error_message", *_strings(carried))
         self._vectors = array.array("f")
         self._vector_mask: list[bool] = []
         self._rows = 0
@@ -282,21 +325,23 @@ class ParquetEncoder(ResultEncoder):
     def schema(self) -> Any:
         """The file's Arrow schema (an ``embeddings`` vector column needs :attr:`dimensions`)."""
         pa = self._pa
-        types = {"string": pa.string(), "int": pa.int64()}
+        types = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
         fields = []
-        for name in self.table.columns:
-            kind = RESULT_COLUMN_TYPES[name]
+        for name in self.columns:
+            kind = self.types[name]
             if kind == "vector":
                 fields.append((name, pa.list_(pa.float32(), self.dimensions or 0)))
             else:
                 fields.append((name, pa.int32() if name in {"input_index", "dimensions"} else types[kind]))
         metadata = {"dashscope.table": self.table.value, "dashscope.table_version": str(TABLE_SCHEMA_VERSION)}
+        if self.input_columns is not None:
+            metadata["dashscope.input_columns"] = json.dumps(list(self.input_columns.columns))
         return pa.schema(fields, metadata=metadata)
 
     def row(self, row: dict[str, Any]) -> None:
         for name, values in self._columns.items():
             values.append(row[name])
-        for name in ("content", "reasoning_content", "error_message"):
+        for name in self._texts:
             if (text := row.get(name)) is not None:
                 self._chars += len(text)
         if self.table is TableKind.EMBEDDINGS:
@@ -368,6 +413,10 @@ class ParquetEncoder(ResultEncoder):
                 self._writer.close()
 
 
+def _strings(columns: dict[str, str]) -> list[str]:
+    return [name for name, kind in columns.items() if kind == "string"]
+
+
 def import_pyarrow() -> tuple[Any, Any]:
     """
     Return ``(pyarrow, pyarrow.parquet)``.
@@ -390,6 +439,7 @@ def open_encoder(
     *,
     row_group_size: int = 10_000,
     table: TableKind = TableKind.REQUESTS,
+    input_columns: InputColumns | None = None,
 ) -> ResultEncoder:
     """
     Return the encoder of ``fmt`` writing to ``out``.
@@ -398,9 +448,10 @@ def open_encoder(
     :param out: Binary, write-only stream.
     :param row_group_size: Rows per Parquet row group.
     :param table: The layout of CSV/Parquet rows (:meth:`TableKind.of` the batch's endpoint and file).
+    :param input_columns: Input columns to add to CSV/Parquet rows.
     """
     if fmt is ResultFormat.CSV:
-        return CsvEncoder(out, table)
+        return CsvEncoder(out, table, input_columns)
     if fmt is ResultFormat.PARQUET:
-        return ParquetEncoder(out, row_group_size, table)
+        return ParquetEncoder(out, row_group_size, table, input_columns)
     return JsonlEncoder(out, table)

@@ -165,7 +165,7 @@ class TestLocal:
         assert usage["prompt_tokens"] == usage["total_tokens"] == sum(int(r["total_tokens"]) for r in rows)
         assert "errors" not in only_shard(manifest)["files"]
         table = only_shard(manifest)["files"]["output"]["table"]
-        assert (table["name"], table["version"], table["embedding_dimensions"]) == ("embeddings", 1, 64)
+        assert (table["name"], table["version"], table["embedding_dimensions"]) == ("embeddings", 2, 64)
         assert table["columns"]["embedding"] == "vector"
 
     def test_parquet_embedding_vectors_read_back(self, make_batch, tmp_path):
