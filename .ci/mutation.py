@@ -63,6 +63,7 @@ MODULES: dict[str, Module] = {
     ),
     "results": Module(f"{PACKAGE}/results.py", ("tests/test_results.py", "tests/test_results_edges.py")),
     "result_tables": Module(f"{PACKAGE}/result_tables.py", ("tests/test_result_tables.py",)),
+    "input_columns": Module(f"{PACKAGE}/input_columns.py", ("tests/test_input_columns.py",)),
     **{
         name: Module(f"{PACKAGE}/cost/{name}.py", ("tests/cost/",))
         for name in ("pricing", "actual", "estimate", "tokens")

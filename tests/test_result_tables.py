@@ -1,4 +1,4 @@
-"""Result tables: the JSONL/CSV/Parquet writers, their layouts and the typed fast path they read with."""
+"""Result tables: the JSONL/CSV/Parquet writers, their layouts, and the input columns they join in."""
 
 from __future__ import annotations
 
@@ -9,20 +9,19 @@ import sys
 
 import pytest
 
-from airflow_provider_dashscope_batch import result_tables, results
+from airflow_provider_dashscope_batch.input_columns import InputColumns
 from airflow_provider_dashscope_batch.result_tables import (
     EMBEDDING_COLUMNS,
     RESULT_COLUMNS,
     CsvEncoder,
     JsonlEncoder,
     ParquetEncoder,
-    ResultEncoder,
     TableKind,
     import_pyarrow,
     open_encoder,
 )
 from airflow_provider_dashscope_batch.results import ResultFormat, ResultKind, UsageTotals, flatten_result
-from tests.test_results import CHAT_OK, EMBEDDING_OK, LINE_SHAPES
+from tests.test_results import CHAT_OK, EMBEDDING_OK
 from tests.test_results_edges import line
 
 ERROR_LINE = {"custom_id": "b", "response": None, "error": {"code": "InvalidParameter", "message": "bad"}}
@@ -101,38 +100,6 @@ def test_csv_embeddings_vectors_as_json_arrays():
     assert [r["input_id"] for r in rows] == ["t2", "t1"]
 
 
-class _Rows(ResultEncoder):
-    def __init__(self) -> None:
-        super().__init__(io.BytesIO())
-        self.rows: list[dict] = []
-
-    def row(self, row: dict) -> None:
-        self.rows.append(row)
-
-
-@pytest.mark.parametrize(
-    "obj",
-    [
-        *LINE_SHAPES,
-        {**CHAT_OK, "custom_id": 7},
-        {
-            "custom_id": "p",
-            "response": {"status_code": 200, "body": {"choices": [{"message": {"content": [1]}}]}},
-        },
-        {"custom_id": "q", "response": {"status_code": 200, "body": {"choices": []}}},
-        {"custom_id": "r", "response": {"status_code": 200, "body": None}},
-    ],
-)
-def test_raw_lines_give_the_rows_and_usage_of_parsed_ones(obj):
-    """The typed fast path of ``consume`` and the lenient parse agree on every shape."""
-    fast, usage = _Rows(), UsageTotals()
-    fast.consume(json.dumps(obj).encode(), usage)
-    expected = UsageTotals()
-    expected.add(obj)
-    assert fast.rows == [flatten_result(obj)]
-    assert usage == expected
-
-
 def test_csv_flushes_at_1_mb_without_losing_or_duplicating_a_byte() -> None:
     out = io.BytesIO()
     encoder = open_encoder(ResultFormat.CSV, out)
@@ -197,8 +164,79 @@ def test_the_table_of_a_result_file(endpoint, kind, table):
     assert table.columns == (EMBEDDING_COLUMNS if table is TableKind.EMBEDDINGS else RESULT_COLUMNS)
 
 
-def test_the_writers_are_still_importable_from_results_as_in_0_1():
-    for name in ("CsvEncoder", "ParquetEncoder", "TableKind", "open_encoder", "RESULT_COLUMNS"):
-        assert getattr(results, name) is getattr(result_tables, name)
-    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
-        results.nothing  # noqa: B018
+CARRIED = InputColumns(
+    columns={"title": "string", "n": "int", "score": "float", "vip": "bool"},
+    values={"a": ("Lamp", 3, 0.5, True), "t1": ("one", 1, 1.0, False), "t2": ("two", 2, None, None)},
+)
+
+
+def test_csv_rows_get_the_input_columns_after_their_own():
+    data, _ = encode(ResultFormat.CSV, [CHAT_OK, ERROR_LINE], input_columns=CARRIED)
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
+    assert tuple(rows[0]) == (*RESULT_COLUMNS, "title", "n", "score", "vip")
+    assert [(r["custom_id"], r["title"], r["n"], r["score"], r["vip"]) for r in rows] == [
+        ("a", "Lamp", "3", "0.5", "True"),
+        ("b", "", "", "", ""),  # an id the input did not have: empty cells
+    ]
+
+
+def test_parquet_input_columns_are_typed_and_named_in_the_metadata():
+    pq = pytest.importorskip("pyarrow.parquet")
+    data, _ = encode(ResultFormat.PARQUET, [CHAT_OK, ERROR_LINE], input_columns=CARRIED)
+    table = pq.read_table(io.BytesIO(data))
+    assert table.column_names == [*RESULT_COLUMNS, "title", "n", "score", "vip"]
+    assert [str(table.schema.field(n).type) for n in ("title", "n", "score", "vip")] == [
+        "string",
+        "int64",
+        "double",
+        "bool",
+    ]
+    assert table.select(["title", "n", "score", "vip"]).to_pylist() == [
+        {"title": "Lamp", "n": 3, "score": 0.5, "vip": True},
+        {"title": None, "n": None, "score": None, "vip": None},
+    ]
+    metadata = table.schema.metadata
+    assert metadata[b"dashscope.table_version"] == b"2"
+    assert json.loads(metadata[b"dashscope.input_columns"]) == ["title", "n", "score", "vip"]
+    assert (
+        b"dashscope.input_columns"
+        not in pq.read_table(io.BytesIO(encode(ResultFormat.PARQUET, [CHAT_OK])[0])).schema.metadata
+    )
+
+
+def test_embeddings_rows_join_on_each_texts_own_id():
+    pq = pytest.importorskip("pyarrow.parquet")
+    data, _ = encode(ResultFormat.PARQUET, [EMBEDDING_OK], table=TableKind.EMBEDDINGS, input_columns=CARRIED)
+    rows = pq.read_table(io.BytesIO(data)).to_pylist()
+    assert [(r["input_id"], r["title"], r["n"]) for r in rows] == [("t2", "two", 2), ("t1", "one", 1)]
+
+
+def test_the_fast_path_rows_get_the_input_columns_too():
+    out = io.BytesIO()
+    encoder = open_encoder(ResultFormat.CSV, out, input_columns=CARRIED)
+    encoder.consume(json.dumps(CHAT_OK).encode(), UsageTotals())
+    encoder.close()
+    (row,) = csv.DictReader(io.StringIO(out.getvalue().decode("utf-8")))
+    assert (row["content"], row["title"]) == ("hi, 你好", "Lamp")
+
+
+def test_the_encoder_reports_its_columns_and_types():
+    encoder = open_encoder(ResultFormat.CSV, io.BytesIO(), table=TableKind.EMBEDDINGS, input_columns=CARRIED)
+    assert encoder.columns == (*EMBEDDING_COLUMNS, "title", "n", "score", "vip")
+    assert encoder.types["embedding"] == "vector"
+    assert encoder.types["input_index"] == "int"
+    assert encoder.types["vip"] == "bool"
+    plain = open_encoder(ResultFormat.CSV, io.BytesIO())
+    assert (plain.columns, plain.input_columns) == (RESULT_COLUMNS, None)
+
+
+def test_long_carried_texts_end_a_parquet_row_group():
+    pq = pytest.importorskip("pyarrow.parquet")
+    big = InputColumns(columns={"note": "string"}, values={"a": ("x" * (1 << 21),)})
+    out = io.BytesIO()
+    encoder = open_encoder(ResultFormat.PARQUET, out, input_columns=big)
+    for _ in range(3):  # 2 Mi characters each: a group holds two (4 Mi), the third starts the next
+        encoder.line(CHAT_OK)
+    encoder.close()
+    metadata = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata
+    assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [2, 1]

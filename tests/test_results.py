@@ -7,12 +7,16 @@ import json
 
 import pytest
 
+from airflow_provider_dashscope_batch import result_tables, results
+from airflow_provider_dashscope_batch.cost.actual import CostMeter
+from airflow_provider_dashscope_batch.cost.pricing import load_price_table
 from airflow_provider_dashscope_batch.result_tables import EMBEDDING_COLUMNS, RESULT_COLUMNS
 from airflow_provider_dashscope_batch.results import (
     ResultFileStats,
     UsageTotals,
     flatten_embeddings,
     flatten_result,
+    flatten_typical_result,
     is_success,
     iter_lines,
 )
@@ -201,3 +205,99 @@ def test_usage_from_raw_line_matches_parsed(obj):
 def test_usage_from_malformed_raw_line(line, message):
     with pytest.raises(ValueError, match=message):
         UsageTotals().add(line)
+
+
+TYPICAL = [True, False, True, False, False, True, False, False, True]
+"""Which of LINE_SHAPES the typed fast path takes (the rest go to the lenient parse)."""
+
+
+@pytest.mark.parametrize(("obj", "typical"), zip(LINE_SHAPES, TYPICAL, strict=True))
+def test_the_fast_path_takes_the_usual_shapes_and_agrees_with_the_lenient_parse(obj, typical):
+    usage, expected = UsageTotals(), UsageTotals()
+    row = flatten_typical_result(json.dumps(obj).encode(), usage)
+    if typical:
+        assert row == flatten_result(obj)
+        expected.add(obj)
+    else:
+        assert row is None
+    assert usage == expected  # an unusual line is not counted here: the lenient path counts it
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {**CHAT_OK, "custom_id": 7},
+        {
+            "custom_id": "p",
+            "response": {"status_code": 200, "body": {"choices": [{"message": {"content": [1]}}]}},
+        },
+        {"custom_id": "q", "response": {"status_code": 200, "body": {"choices": []}}},
+        {"custom_id": "r", "response": {"status_code": 200, "body": None}},
+        {"custom_id": "s", "response": {"status_code": 200, "body": {"usage": {"prompt_tokens": 1}}}},
+    ],
+)
+def test_the_fast_path_row_of_other_usual_lines(obj):
+    assert flatten_typical_result(json.dumps(obj).encode(), UsageTotals()) == flatten_result(obj)
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [{"prompt_tokens": "10", "completion_tokens": 5}, {"prompt_tokens": 10, "completion_tokens": 5.0}],
+    ids=["string", "float"],
+)
+def test_token_counts_that_are_not_ints_take_the_lenient_parse(usage):
+    obj = {"custom_id": "a", "response": {"status_code": 200, "body": {"usage": usage}}}
+    assert flatten_typical_result(json.dumps(obj).encode(), UsageTotals()) is None
+    raw, parsed = UsageTotals(), UsageTotals()
+    raw.add(json.dumps(obj).encode())
+    parsed.add(obj)
+    assert raw == parsed
+    assert raw.prompt_tokens == 10
+
+
+def test_a_success_without_usage_is_metered_at_its_model():
+    obj = {"custom_id": "a", "response": {"status_code": 200, "body": {"model": "qwen-plus"}}}
+    meters = [CostMeter(*load_price_table("cn-beijing")) for _ in range(2)]
+    UsageTotals(meter=meters[0]).add(json.dumps(obj).encode())
+    flatten_typical_result(json.dumps(obj).encode(), UsageTotals(meter=meters[1]))
+    for meter in meters:
+        (tier,) = meter.result().tiers
+        assert (tier.model, tier.requests) == ("qwen-plus", 1)
+
+
+def test_a_json_value_of_no_known_kind_is_named_as_a_value():
+    with pytest.raises(ValueError, match=r"^result line is a JSON value, expected an object$"):
+        flatten_result(b"null")
+
+
+def test_stats_without_digest_have_no_sha256():
+    stats = ResultFileStats(digest=False)
+    stats.update(b"a\n")
+    assert (stats.bytes, stats.lines, stats.sha256) == (2, 1, "")
+
+
+@pytest.mark.parametrize(
+    ("custom_id", "indexes", "ids"),
+    [
+        ('["a","b"]', [0, 1], ["a", "b"]),
+        ('["a","b","c"]', [0, 1], [None, None]),  # a list of another length is no packed id
+        ('["a",2]', [0, 1], [None, None]),  # nor one of non-strings
+        ("[not json", [0, 1], [None, None]),
+        ('["a","b"]', [2, -1], [None, None]),  # an index outside the list finds no id
+        ("plain", [0, 1], [None, None]),  # two vectors under one plain id: neither is that id's text
+    ],
+)
+def test_each_vector_gets_its_texts_id_only_from_a_matching_packed_id(custom_id, indexes, ids):
+    data = [{"index": i, "embedding": [0.0]} for i in indexes]
+    obj = {"custom_id": custom_id, "response": {"status_code": 200, "body": {"data": data}}}
+    assert [r["input_id"] for r in flatten_embeddings(obj)] == ids
+
+
+def test_the_writers_are_still_importable_from_results_as_in_0_1():
+    for name in ("CsvEncoder", "ParquetEncoder", "TableKind", "open_encoder", "RESULT_COLUMNS"):
+        assert getattr(results, name) is getattr(result_tables, name)
+    with pytest.raises(
+        AttributeError,
+        match=r"^module 'airflow_provider_dashscope_batch.results' has no attribute 'nothing'$",
+    ):
+        results.nothing  # noqa: B018
