@@ -164,7 +164,8 @@ class InputColumns:
             )
         width = len(columns) + 1
         values: dict[str, tuple[Any, ...]] = {}
-        for number, line in enumerate(stream, start=2):
+        # readline, not iteration: Airflow 3.0's ObjectStoragePath file wrapper is not iterable
+        for number, line in enumerate(iter(stream.readline, b""), start=2):
             try:
                 row = msgspec.json.decode(line)
             except msgspec.DecodeError:
