@@ -81,7 +81,7 @@ class InputColumnsWriter:
 
     def add(self, custom_id: str, values: Sequence[Any], where: str) -> None:
         """
-        Write one request's values (in :attr:`names` order).
+        Write one request's values (in the order of ``names``).
 
         :param where: The item or CSV line, for the error.
         :raises ValueError: for a value that is not a scalar, or whose type differs from the column's.

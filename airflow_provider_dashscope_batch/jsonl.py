@@ -15,13 +15,11 @@ import os
 import pathlib
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, TextIO
+from typing import IO, Any, BinaryIO, TextIO
 
 from airflow_provider_dashscope_batch.bodies import EMBEDDINGS_ENDPOINT, embedding_model
+from airflow_provider_dashscope_batch.input_columns import InputColumnsWriter
 from airflow_provider_dashscope_batch.validation import ENDPOINTS, MAX_CUSTOM_ID_CHARS
-
-if TYPE_CHECKING:
-    from airflow_provider_dashscope_batch.input_columns import InputColumnsWriter
 
 __all__ = ["write_requests", "write_requests_from_csv"]
 

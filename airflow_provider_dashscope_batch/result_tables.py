@@ -20,8 +20,9 @@ import csv
 import io
 import json
 from enum import StrEnum
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
+from airflow_provider_dashscope_batch.input_columns import InputColumns
 from airflow_provider_dashscope_batch.results import (
     NOT_A_VECTOR,
     ResultFormat,
@@ -32,9 +33,6 @@ from airflow_provider_dashscope_batch.results import (
     flatten_typical_result,
     parse_result_line,
 )
-
-if TYPE_CHECKING:
-    from airflow_provider_dashscope_batch.input_columns import InputColumns
 
 __all__ = [
     "EMBEDDING_COLUMNS",

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_dashscope_batch.client import DashScopeError, IncompleteDownloadError, RetryPolicy
+from airflow_provider_dashscope_batch.input_columns import InputColumns
 from airflow_provider_dashscope_batch.result_tables import ResultEncoder, TableKind, open_encoder
 from airflow_provider_dashscope_batch.results import ResultFileStats, ResultFormat, UsageTotals
 from airflow_provider_dashscope_batch.transfers.manifest import FileRecord, TableRecord
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
     from airflow_provider_dashscope_batch.client import DashScopeClient
-    from airflow_provider_dashscope_batch.input_columns import InputColumns
 
 __all__ = ["DownloadFailed", "ResultFileStager", "StagedResult", "UnreadableResult"]
 
