@@ -240,3 +240,69 @@ def test_long_carried_texts_end_a_parquet_row_group():
     encoder.close()
     metadata = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata
     assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [2, 1]
+
+
+def test_csv_vectors_are_compact_json_and_a_missing_one_an_empty_cell():
+    no_vector = {"custom_id": "n", "response": {"status_code": 200, "body": {"data": [{"index": 0}]}}}
+    data, _ = encode(ResultFormat.CSV, [EMBEDDING_OK, no_vector], table=TableKind.EMBEDDINGS)
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
+    assert [r["embedding"] for r in rows] == ["[0.5,0.25]", "[1.0,-1.0]", ""]
+
+
+def test_parquet_rows_without_a_vector_are_null_between_others():
+    pq = pytest.importorskip("pyarrow.parquet")
+    no_vector = {"custom_id": "n", "response": {"status_code": 200, "body": {"data": [{"index": 0}]}}}
+    after = {"custom_id": "z", "response": {"status_code": 200, "body": {"data": [{"embedding": [7, 8]}]}}}
+    data, _ = encode(ResultFormat.PARQUET, [EMBEDDING_OK, no_vector, after], table=TableKind.EMBEDDINGS)
+    table = pq.read_table(io.BytesIO(data))
+    assert table.column("embedding").to_pylist() == [[0.5, 0.25], [1.0, -1.0], None, [7.0, 8.0]]
+    assert [str(table.schema.field(n).type) for n in ("input_index", "dimensions", "prompt_tokens")] == [
+        "int32",
+        "int32",
+        "int64",
+    ]
+
+
+def test_raw_embeddings_lines_give_rows_and_usage():
+    out, usage = io.BytesIO(), UsageTotals()
+    encoder = open_encoder(ResultFormat.CSV, out, table=TableKind.EMBEDDINGS)
+    encoder.consume(json.dumps(EMBEDDING_OK).encode(), usage)
+    encoder.close()
+    rows = list(csv.DictReader(io.StringIO(out.getvalue().decode("utf-8"))))
+    assert [r["input_id"] for r in rows] == ["t2", "t1"]
+    expected = UsageTotals()
+    expected.add(EMBEDDING_OK)
+    assert usage == expected
+    assert usage.requests == 1
+
+
+def test_another_dimension_is_refused_with_the_rule():
+    other = {"custom_id": "x", "response": {"status_code": 200, "body": {"data": [{"embedding": [1.0] * 3}]}}}
+    message = (
+        "an embedding has 3 dimensions but earlier ones 2; a vector column has one size: give every request "
+        "of the batch the same 'dimensions'"
+    )
+    with pytest.raises(ValueError, match="3 dimensions") as raised:
+        encode(ResultFormat.CSV, [EMBEDDING_OK, other], table=TableKind.EMBEDDINGS)
+    assert str(raised.value) == message
+
+
+@pytest.mark.parametrize("field", ["content", "reasoning_content", "error_message"])
+def test_long_texts_of_each_text_column_end_a_row_group_at_exactly_4_mi_characters(field):
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = io.BytesIO()
+    encoder = open_encoder(ResultFormat.PARQUET, out)
+    row = {name: None for name in RESULT_COLUMNS}
+    for _ in range(3):  # 2 Mi characters each: two rows reach 4 Mi exactly and end the group
+        encoder.row({**row, field: "x" * (1 << 21)})
+    encoder.close()
+    metadata = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata
+    assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [2, 1]
+
+
+def test_an_empty_parquet_file_still_has_the_schema():
+    pq = pytest.importorskip("pyarrow.parquet")
+    data, _ = encode(ResultFormat.PARQUET, [], table=TableKind.EMBEDDINGS)
+    table = pq.read_table(io.BytesIO(data))
+    assert (table.num_rows, table.column_names) == (0, list(EMBEDDING_COLUMNS))
+    assert table.schema.metadata[b"dashscope.table"] == b"embeddings"
