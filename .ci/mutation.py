@@ -341,6 +341,38 @@ EXCLUDED: tuple[Excluded, ...] = (
     Excluded(
         "idempotency", "x_parse_key", 'match = KEY_PATTERN.match(key or "XXXX")', 'no key matches, as with ""'
     ),
+    # input_columns.py
+    *(
+        Excluded("input_columns", "x_publish_input_columns", f"shutil.copyfileobj(rows, out, {size})", reason)
+        for size, reason in (
+            ("None", "the chunk size of the copy; the bytes copied are the same"),
+            ("", "the chunk size of the copy; the bytes copied are the same"),
+            ("1 >> 20", "a zero chunk size is shutil's default one"),
+            ("2 << 20", "the chunk size of the copy; the bytes copied are the same"),
+            ("1 << 21", "the chunk size of the copy; the bytes copied are the same"),
+        )
+    ),
+    *(
+        Excluded(
+            "input_columns", "xǁInputColumnsǁread", line, "any non-dict, non-list value fails the same check"
+        )
+        for line in ('header = ""', 'row = ""')
+    ),
+    *(
+        Excluded(
+            "input_columns",
+            "xǁInputColumnsǁrow",
+            f"return dict(zip(self.columns, found, {strict}))",
+            "read() keeps only rows of exactly one value per column",
+        )
+        for strict in ("strict=None", "", "strict=False")
+    ),
+    Excluded(
+        "input_columns",
+        "xǁInputColumnsǁrow",
+        "found = self.values.get(key) if (isinstance(key, str)) or True else None",
+        "the ids the join looks up are strings or None (flattened by _as_str); None finds nothing either way",
+    ),
     # results.py, result_tables.py
     Excluded(
         "results",

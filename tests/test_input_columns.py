@@ -187,3 +187,25 @@ def test_a_damaged_row_names_its_line(row):
     header = b'{"format": "dashscope-input-columns", "version": 1, "columns": {"t": "string"}}\n'
     with pytest.raises(ValueError, match=r"^f line 3: expected \[custom_id, 1 values\]$"):
         InputColumns.read(io.BytesIO(header + b'["ok", "x"]\n' + row + b"\n"), "f")
+
+
+def test_a_null_does_not_stop_the_types_of_the_columns_after_it():
+    carry = writer("a", "n")
+    carry.add("x", [None, 5], "row 1")
+    assert carry.header("f")["columns"] == {"a": "string", "n": "int"}
+
+
+def test_values_must_match_the_columns_one_to_one():
+    with pytest.raises(ValueError, match="zip"):
+        writer("a", "b").add("x", ["only one"], "row 1")
+
+
+def test_the_messages_name_the_way_out():
+    with pytest.raises(ValueError, match="no column") as raised:
+        check_column_names([], TAKEN)
+    assert str(raised.value) == "carry_columns names no column; leave it out to carry none"
+    with pytest.raises(ValueError, match="line 1") as raised:
+        InputColumns.read(io.BytesIO(b"{}\n"), "f")
+    assert str(raised.value) == (
+        "f line 1: not an input-columns file of version 1 (written by the upload operator's carry_columns_to)"
+    )
