@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import IO, Any, BinaryIO, TextIO
 
 from airflow_provider_dashscope_batch.bodies import EMBEDDINGS_ENDPOINT, embedding_model
+from airflow_provider_dashscope_batch.input_columns import InputColumnsWriter
 from airflow_provider_dashscope_batch.validation import ENDPOINTS, MAX_CUSTOM_ID_CHARS
 
 __all__ = ["write_requests", "write_requests_from_csv"]
@@ -74,6 +75,7 @@ def write_requests(
     *,
     endpoint: str = "/v1/chat/completions",
     model: str | None = None,
+    carry: InputColumnsWriter | None = None,
 ) -> int:
     """
     Write requests as batch input JSONL, one line per item, streamed.
@@ -86,6 +88,8 @@ def write_requests(
         (left open).
     :param endpoint: the ``url`` of requests that do not set one.
     :param model: ``body.model`` for bodies that do not set one.
+    :param carry: takes the keys it names out of each request dict (beside ``body``) into the
+        input-columns sidecar, instead of the line.
     :return: the number of lines written.
     """
     _check_endpoint(endpoint)
@@ -94,6 +98,9 @@ def write_requests(
         for count, item in enumerate(requests, start=1):
             if not isinstance(item, Mapping):
                 raise TypeError(f"request {count}: expected a dict, got {type(item).__name__}")
+            carried = item
+            if carry is not None:
+                item = _take_carried(item, carry, count)
             if "body" in item:
                 request = {"custom_id": str(count), "method": "POST", "url": endpoint, **item}
             else:
@@ -109,7 +116,24 @@ def write_requests(
                 out.write(encode_line(request))
             except (TypeError, ValueError) as exc:
                 raise ValueError(f"request {count}: not serialisable as JSON: {exc}") from exc
+            if carry is not None:
+                carry.add(
+                    str(request["custom_id"]), [carried[name] for name in carry.names], f"request {count}"
+                )
     return count
+
+
+def _take_carried(item: Mapping[str, Any], carry: InputColumnsWriter, count: int) -> dict[str, Any]:
+    """The request dict without the keys ``carry`` names (all of which it must hold)."""
+    if "body" not in item:
+        raise ValueError(
+            f"request {count}: carry_columns reads keys beside 'body', but this item is a bare body; "
+            "give request dicts ({'custom_id': ..., 'body': {...}, 'title': ...})"
+        )
+    missing = [name for name in carry.names if name not in item]
+    if missing:
+        raise ValueError(f"request {count}: no {', '.join(map(repr, missing))} to carry (carry_columns)")
+    return {key: value for key, value in item.items() if key not in carry.names}
 
 
 def _column_index(column: str | int, header: list[str] | None, what: str, source: str) -> int:
@@ -121,6 +145,19 @@ def _column_index(column: str | int, header: list[str] | None, what: str, source
         return header.index(column)
     except ValueError:
         raise ValueError(f"{source}: {what} {column!r} not in the CSV header {header}") from None
+
+
+def _carry_index(column: str, header: list[str] | None, source: str) -> int:
+    if header is None:
+        raise ValueError(
+            f"{source}: carry_columns names header columns, but the CSV has no header (header=False)"
+        )
+    try:
+        return header.index(column)
+    except ValueError:
+        raise ValueError(
+            f"{source} line 1: carried column {column!r} is not in the CSV header {header} (carry_columns)"
+        ) from None
 
 
 def _check_packing(inputs_per_request: int, endpoint: str, model: str) -> None:
@@ -185,6 +222,7 @@ def write_requests_from_csv(
     delimiter: str = ",",
     encoding: str = "utf-8-sig",
     name: str | None = None,
+    carry: InputColumnsWriter | None = None,
 ) -> int:
     """
     Turn CSV rows into request lines (the docs' "CSV to JSONL" tool), streamed.
@@ -214,6 +252,8 @@ def write_requests_from_csv(
     :param delimiter: CSV field delimiter.
     :param encoding: encoding of a path or binary stream (the default also drops a UTF-8 BOM).
     :param name: name used in error messages; defaults to the path or the stream's ``name``.
+    :param carry: writes the CSV columns it names (header names), per row, to the input-columns sidecar
+        under the row's id (each text's own id in a packed request).
     :return: the number of lines written.
     """
     _check_endpoint(endpoint)
@@ -241,6 +281,7 @@ def write_requests_from_csv(
             if image_column is None
             else _column_index(image_column, columns, "image_column", source_name)
         )
+        carry_idx = [] if carry is None else [_carry_index(n, columns, source_name) for n in carry.names]
         packer = _Packer(out, model, endpoint, extra, inputs_per_request) if inputs_per_request > 1 else None
         count = 0
         for row in reader:
@@ -268,6 +309,13 @@ def write_requests_from_csv(
                 content = row[text_idx]
             if not content.strip():
                 raise ValueError(f"{where}: the request text is empty")
+            if carry is not None:
+                if max(carry_idx) >= len(row):
+                    missing = [n for n, i in zip(carry.names, carry_idx, strict=True) if i >= len(row)]
+                    raise ValueError(
+                        f"{where}: carried column {missing[0]!r} is missing (the row has {len(row)} cells)"
+                    )
+                carry.add(custom_id, [row[i] for i in carry_idx], where)
             if packer is not None:
                 packer.add(custom_id, content, where)
                 continue

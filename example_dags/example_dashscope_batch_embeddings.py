@@ -4,7 +4,8 @@ Example DAG: embed a CSV of texts with text-embedding-v4 as a DashScope batch an
 The CSV (``doc_id,text``) becomes requests of up to 10 texts each (the model's per-request limit), is
 validated and uploaded; the batch runs without holding a worker slot; the output lands as a Parquet table
 with one row per text: its id (``input_id``), the vector as a fixed-size ``list<float32>`` column
-(``embedding``), ``dimensions`` and usage, which a vector store loads as is.
+(``embedding``), ``dimensions``, usage and the text itself (carried from the CSV, so no join is needed),
+which a vector store loads as is.
 
 Batch embeddings run in the China (Beijing) region only: point the connection at
 ``https://dashscope.aliyuncs.com/compatible-mode/v1``.
@@ -41,6 +42,7 @@ DESTINATION = os.environ.get(
     "DASHSCOPE_RESULTS_DESTINATION", f"file://{Path(tempfile.gettempdir()) / 'dashscope-batch-results'}"
 )
 POLL_INTERVAL = float(os.environ.get("DASHSCOPE_EXAMPLE_POLL_INTERVAL", "60"))
+INPUT_COLUMNS = f"{DESTINATION.rstrip('/')}-input-columns"  # where the upload keeps the carried columns
 
 with DAG(
     dag_id=DAG_ID,
@@ -59,6 +61,8 @@ with DAG(
         endpoint="/v1/embeddings",
         inputs_per_request=10,  # text-embedding-v4 takes at most 10 texts per request
         body_params={"dimensions": 256},  # 2048, 1536, 1024 (default), 768, 512, 256, 128 or 64
+        carry_columns=["text"],  # the CSV's text column, carried into the table beside its vector
+        carry_columns_to=INPUT_COLUMNS,
     )
     embed = DashScopeCreateBatchOperator(
         task_id="embed",
@@ -72,6 +76,7 @@ with DAG(
         batch_id="{{ ti.xcom_pull(task_ids='embed', key='batch_id') }}",
         destination=DESTINATION,
         output_format="parquet",  # output.parquet: one row per text, embedding: fixed_size_list<float>[256]
+        input_columns=INPUT_COLUMNS,  # adds the column "text"
     )
     # [END howto_embeddings_from_csv]
 

@@ -1,30 +1,24 @@
-"""Pure result-file helpers: line splitting, flattening, usage sums, digests, encoders."""
+"""Pure result-file helpers: line splitting, flattening, usage sums, digests."""
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 
 import pytest
 
+from airflow_provider_dashscope_batch import result_tables, results
+from airflow_provider_dashscope_batch.cost.actual import CostMeter
+from airflow_provider_dashscope_batch.cost.pricing import load_price_table
+from airflow_provider_dashscope_batch.result_tables import EMBEDDING_COLUMNS, RESULT_COLUMNS
 from airflow_provider_dashscope_batch.results import (
-    EMBEDDING_COLUMNS,
-    RESULT_COLUMNS,
-    CsvEncoder,
-    JsonlEncoder,
-    ParquetEncoder,
-    ResultEncoder,
     ResultFileStats,
-    ResultFormat,
-    TableKind,
     UsageTotals,
     flatten_embeddings,
     flatten_result,
+    flatten_typical_result,
     is_success,
     iter_lines,
-    open_encoder,
 )
 
 CHAT_OK = {
@@ -213,95 +207,25 @@ def test_usage_from_malformed_raw_line(line, message):
         UsageTotals().add(line)
 
 
-ERROR_LINE = {"custom_id": "b", "response": None, "error": {"code": "InvalidParameter", "message": "bad"}}
+TYPICAL = [True, False, True, False, False, True, False, False, True]
+"""Which of LINE_SHAPES the typed fast path takes (the rest go to the lenient parse)."""
 
 
-def encode(fmt: ResultFormat, lines: list[dict], **kwargs) -> tuple[bytes, type]:
-    out = io.BytesIO()
-    encoder = open_encoder(fmt, out, **kwargs)
-    raw = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
-    encoder.raw(raw[:7])
-    encoder.raw(raw[7:])
-    if encoder.wants_rows:
-        for line in lines:
-            encoder.line(line)
-    encoder.close()
-    return out.getvalue(), type(encoder)
-
-
-def test_jsonl_encoder_copies_bytes():
-    data, kind = encode(ResultFormat.JSONL, [CHAT_OK, ERROR_LINE])
-    assert kind is JsonlEncoder
-    assert data == b"".join(json.dumps(line).encode() + b"\n" for line in (CHAT_OK, ERROR_LINE))
-
-
-def test_csv_encoder_writes_header_and_one_row_per_line():
-    data, kind = encode(ResultFormat.CSV, [CHAT_OK, ERROR_LINE])
-    assert kind is CsvEncoder
-    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
-    assert tuple(rows[0]) == RESULT_COLUMNS
-    assert [(r["custom_id"], r["content"], r["error_code"]) for r in rows] == [
-        ("a", "hi, 你好", ""),
-        ("b", "", "InvalidParameter"),
-    ]
-
-
-def test_parquet_encoder_typed_columns_in_row_groups():
-    pq = pytest.importorskip("pyarrow.parquet")
-    data, kind = encode(ResultFormat.PARQUET, [CHAT_OK, ERROR_LINE, CHAT_OK], row_group_size=2)
-    assert kind is ParquetEncoder
-    parquet = pq.ParquetFile(io.BytesIO(data))
-    assert parquet.metadata.num_row_groups == 2
-    table = parquet.read()
-    assert table.column_names == list(RESULT_COLUMNS)
-    assert table.column("total_tokens").to_pylist() == [26, None, 26]
-
-
-def test_parquet_embeddings_fixed_size_float32_vectors():
-    pq = pytest.importorskip("pyarrow.parquet")
-    second = {"custom_id": "x", "response": {"status_code": 200, "body": {"data": [{"embedding": [2, 3]}]}}}
-    data, _ = encode(
-        ResultFormat.PARQUET, [EMBEDDING_OK, second], row_group_size=2, table=TableKind.EMBEDDINGS
-    )
-    parquet = pq.ParquetFile(io.BytesIO(data))
-    assert parquet.metadata.num_row_groups == 2  # 3 rows, 2 per group
-    table = parquet.read()
-    assert table.column_names == list(EMBEDDING_COLUMNS)
-    assert str(table.schema.field("embedding").type) == "fixed_size_list<element: float>[2]"
-    assert table.schema.metadata[b"dashscope.table"] == b"embeddings"
-    assert table.column("embedding").to_pylist() == [[0.5, 0.25], [1.0, -1.0], [2.0, 3.0]]
-    assert table.column("input_id").to_pylist() == ["t2", "t1", "x"]
-
-
-def test_embeddings_with_another_dimension_are_refused():
-    pytest.importorskip("pyarrow")
-    other = {"custom_id": "x", "response": {"status_code": 200, "body": {"data": [{"embedding": [1.0] * 3}]}}}
-    for fmt in (ResultFormat.CSV, ResultFormat.PARQUET):
-        with pytest.raises(ValueError, match="3 dimensions but earlier ones 2"):
-            encode(fmt, [EMBEDDING_OK, other], table=TableKind.EMBEDDINGS)
-
-
-def test_csv_embeddings_vectors_as_json_arrays():
-    data, _ = encode(ResultFormat.CSV, [EMBEDDING_OK], table=TableKind.EMBEDDINGS)
-    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
-    assert tuple(rows[0]) == EMBEDDING_COLUMNS
-    assert [json.loads(r["embedding"]) for r in rows] == [[0.5, 0.25], [1.0, -1.0]]
-    assert [r["input_id"] for r in rows] == ["t2", "t1"]
-
-
-class _Rows(ResultEncoder):
-    def __init__(self) -> None:
-        super().__init__(io.BytesIO())
-        self.rows: list[dict] = []
-
-    def row(self, row: dict) -> None:
-        self.rows.append(row)
+@pytest.mark.parametrize(("obj", "typical"), zip(LINE_SHAPES, TYPICAL, strict=True))
+def test_the_fast_path_takes_the_usual_shapes_and_agrees_with_the_lenient_parse(obj, typical):
+    usage, expected = UsageTotals(), UsageTotals()
+    row = flatten_typical_result(json.dumps(obj).encode(), usage)
+    if typical:
+        assert row == flatten_result(obj)
+        expected.add(obj)
+    else:
+        assert row is None
+    assert usage == expected  # an unusual line is not counted here: the lenient path counts it
 
 
 @pytest.mark.parametrize(
     "obj",
     [
-        *LINE_SHAPES,
         {**CHAT_OK, "custom_id": 7},
         {
             "custom_id": "p",
@@ -309,13 +233,71 @@ class _Rows(ResultEncoder):
         },
         {"custom_id": "q", "response": {"status_code": 200, "body": {"choices": []}}},
         {"custom_id": "r", "response": {"status_code": 200, "body": None}},
+        {"custom_id": "s", "response": {"status_code": 200, "body": {"usage": {"prompt_tokens": 1}}}},
     ],
 )
-def test_raw_lines_give_the_rows_and_usage_of_parsed_ones(obj):
-    """The typed fast path of ``consume`` and the lenient parse agree on every shape."""
-    fast, usage = _Rows(), UsageTotals()
-    fast.consume(json.dumps(obj).encode(), usage)
-    expected = UsageTotals()
-    expected.add(obj)
-    assert fast.rows == [flatten_result(obj)]
-    assert usage == expected
+def test_the_fast_path_row_of_other_usual_lines(obj):
+    assert flatten_typical_result(json.dumps(obj).encode(), UsageTotals()) == flatten_result(obj)
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [{"prompt_tokens": "10", "completion_tokens": 5}, {"prompt_tokens": 10, "completion_tokens": 5.0}],
+    ids=["string", "float"],
+)
+def test_token_counts_that_are_not_ints_take_the_lenient_parse(usage):
+    obj = {"custom_id": "a", "response": {"status_code": 200, "body": {"usage": usage}}}
+    assert flatten_typical_result(json.dumps(obj).encode(), UsageTotals()) is None
+    raw, parsed = UsageTotals(), UsageTotals()
+    raw.add(json.dumps(obj).encode())
+    parsed.add(obj)
+    assert raw == parsed
+    assert raw.prompt_tokens == 10
+
+
+def test_a_success_without_usage_is_metered_at_its_model():
+    obj = {"custom_id": "a", "response": {"status_code": 200, "body": {"model": "qwen-plus"}}}
+    meters = [CostMeter(*load_price_table("cn-beijing")) for _ in range(2)]
+    UsageTotals(meter=meters[0]).add(json.dumps(obj).encode())
+    flatten_typical_result(json.dumps(obj).encode(), UsageTotals(meter=meters[1]))
+    for meter in meters:
+        (tier,) = meter.result().tiers
+        assert (tier.model, tier.requests) == ("qwen-plus", 1)
+
+
+def test_a_json_value_of_no_known_kind_is_named_as_a_value():
+    with pytest.raises(ValueError, match=r"^result line is a JSON value, expected an object$"):
+        flatten_result(b"null")
+
+
+def test_stats_without_digest_have_no_sha256():
+    stats = ResultFileStats(digest=False)
+    stats.update(b"a\n")
+    assert (stats.bytes, stats.lines, stats.sha256) == (2, 1, "")
+
+
+@pytest.mark.parametrize(
+    ("custom_id", "indexes", "ids"),
+    [
+        ('["a","b"]', [0, 1], ["a", "b"]),
+        ('["a","b","c"]', [0, 1], [None, None]),  # a list of another length is no packed id
+        ('["a",2]', [0, 1], [None, None]),  # nor one of non-strings
+        ("[not json", [0, 1], [None, None]),
+        ('["a","b"]', [2, -1], [None, None]),  # an index outside the list finds no id
+        ("plain", [0, 1], [None, None]),  # two vectors under one plain id: neither is that id's text
+    ],
+)
+def test_each_vector_gets_its_texts_id_only_from_a_matching_packed_id(custom_id, indexes, ids):
+    data = [{"index": i, "embedding": [0.0]} for i in indexes]
+    obj = {"custom_id": custom_id, "response": {"status_code": 200, "body": {"data": data}}}
+    assert [r["input_id"] for r in flatten_embeddings(obj)] == ids
+
+
+def test_the_writers_are_still_importable_from_results_as_in_0_1():
+    for name in ("CsvEncoder", "ParquetEncoder", "TableKind", "open_encoder", "RESULT_COLUMNS"):
+        assert getattr(results, name) is getattr(result_tables, name)
+    with pytest.raises(
+        AttributeError,
+        match=r"^module 'airflow_provider_dashscope_batch.results' has no attribute 'nothing'$",
+    ):
+        results.nothing  # noqa: B018

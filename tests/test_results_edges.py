@@ -1,5 +1,5 @@
 """Result-file helpers at their edges: the 2xx bounds, partial errors (not billed), totals that differ from
-the sum, null bodies, trailing newlines and blank tails, exact cell encodings, and the encoders' flushes.
+the sum, null bodies, trailing newlines and blank tails, exact cell encodings.
 
 Found by mutation testing (``.ci/mutation results``): each test pins a behaviour a changed constant or
 condition would break unnoticed by ``test_results.py``.
@@ -7,10 +7,7 @@ condition would break unnoticed by ``test_results.py``.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
-import sys
 from typing import Any
 
 import pytest
@@ -18,15 +15,11 @@ import pytest
 from airflow_provider_dashscope_batch.cost.actual import CostMeter
 from airflow_provider_dashscope_batch.cost.pricing import load_price_table
 from airflow_provider_dashscope_batch.results import (
-    RESULT_COLUMNS,
     LineSplitter,
-    ResultFormat,
     UsageTotals,
     flatten_result,
-    import_pyarrow,
     is_success,
     iter_lines,
-    open_encoder,
 )
 
 
@@ -135,56 +128,6 @@ def test_non_string_content_is_compact_json_with_unicode_kept() -> None:
 )
 def test_choices_that_are_not_a_non_empty_list_give_no_content(choices: Any) -> None:
     assert flatten_result(line(body={"choices": choices}))["content"] is None
-
-
-def test_csv_flushes_at_1_mb_without_losing_or_duplicating_a_byte() -> None:
-    out = io.BytesIO()
-    encoder = open_encoder(ResultFormat.CSV, out)
-    rows = [
-        flatten_result(line(body={"choices": [{"message": {"content": f"{i}:" + "x" * 4000}}]}))
-        for i in range(600)
-    ]
-    for row in rows:
-        encoder.row(row)
-    assert 0 < len(out.getvalue()) < 600 * 4000  # at least one flush happened before close
-    encoder.close()
-    data = out.getvalue()
-    assert b"\r\n" not in data  # one "\n" per row, like the JSONL it came from
-    whole = io.StringIO()  # the same rows written in one go
-    writer = csv.DictWriter(whole, fieldnames=RESULT_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    assert data == whole.getvalue().encode("utf-8")
-
-
-def test_parquet_default_row_group_is_10000_rows() -> None:
-    pq = pytest.importorskip("pyarrow.parquet")
-    out = io.BytesIO()
-    encoder = open_encoder(ResultFormat.PARQUET, out)
-    assert encoder.out is out
-    row = flatten_result(line())
-    for _ in range(10_001):
-        encoder.row(row)
-    encoder.close()
-    metadata = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata
-    assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [10_000, 1]
-
-
-def test_parquet_abort_after_the_destination_broke_does_not_raise() -> None:
-    pytest.importorskip("pyarrow.parquet")
-    out = io.BytesIO()
-    encoder = open_encoder(ResultFormat.PARQUET, out)
-    encoder.row(flatten_result(line()))
-    out.close()  # e.g. the object store connection failed mid-write
-    encoder.abort()
-
-
-def test_missing_pyarrow_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "pyarrow", None)  # what an environment without pyarrow imports
-    message = "output_format='parquet' needs pyarrow: pip install 'airflow-provider-dashscope-batch[parquet]'"
-    with pytest.raises(ImportError) as info:
-        import_pyarrow()
-    assert str(info.value) == message
 
 
 def test_reasoning_tokens_are_summed_and_each_success_is_metered_at_its_model() -> None:

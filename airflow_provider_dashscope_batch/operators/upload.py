@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -12,10 +13,17 @@ from urllib.request import url2pathname
 
 from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStoragePath
 
+from airflow_provider_dashscope_batch.fs import register_oss_scheme
+from airflow_provider_dashscope_batch.input_columns import (
+    InputColumnsWriter,
+    check_column_names,
+    publish_input_columns,
+)
 from airflow_provider_dashscope_batch.jsonl import write_requests, write_requests_from_csv
 from airflow_provider_dashscope_batch.lineage import keep_for_lineage, upload_lineage
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin
 from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
+from airflow_provider_dashscope_batch.result_tables import EMBEDDING_COLUMNS, RESULT_COLUMNS
 from airflow_provider_dashscope_batch.validation import validate_jsonl
 from airflow_provider_dashscope_batch.waiting.late import delete_late_files_sync
 
@@ -23,7 +31,7 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-__all__ = ["DashScopeUploadFileOperator", "as_path"]
+__all__ = ["DashScopeUploadFileOperator", "as_path", "input_columns_path"]
 
 
 class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOperator):
@@ -59,6 +67,12 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
         the model's limit, 10 for text-embedding-v4); the results' embeddings table has one row per text.
     :param endpoint: Every line's ``url`` must equal it; built requests use it (default
         ``/v1/chat/completions`` for them) (templated).
+    :param carry_columns: ``csv`` or ``requests`` only: input columns to carry into the result tables
+        (CSV header names, or keys of each request dict beside ``body``, which are then left out of the
+        line). Needs ``carry_columns_to``; see :ref:`transfer:input-columns`.
+    :param carry_columns_to: Directory URL (or ``ObjectStoragePath``) where the carried columns are
+        stored after the upload, as ``<file id>.jsonl``; give the transfer the same one as
+        ``input_columns`` (templated).
     :param filename: Name the file gets in DashScope (default: the source's name).
     :param max_violations: How many violations to list in the error (all are counted).
     :param dashscope_conn_id: The DashScope connection id.
@@ -68,19 +82,48 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
     :return: The uploaded file's id.
     """
 
-    template_fields: Sequence[str] = ("file", "requests", "csv", "template", "endpoint", "filename")
+    template_fields: Sequence[str] = (
+        "file",
+        "requests",
+        "csv",
+        "template",
+        "endpoint",
+        "filename",
+        "carry_columns_to",
+    )
     ui_color = "#ff6a00"
 
-    def __init__(self, *, filename: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        filename: str | None = None,
+        carry_columns: Sequence[str] | None = None,
+        carry_columns_to: str | ObjectStoragePath | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
+        if (carry_columns is None) != (carry_columns_to is None):
+            raise ValueError("carry_columns and carry_columns_to go together: give both or neither")
+        if carry_columns is not None:
+            if self.file is not None:
+                raise ValueError(
+                    "carry_columns reads csv= or requests=; a JSONL file= has no columns to carry"
+                )
+            carry_columns = check_column_names(carry_columns, (*RESULT_COLUMNS, *EMBEDDING_COLUMNS))
         self.filename = filename
+        self.carry_columns = carry_columns
+        self.carry_columns_to = carry_columns_to
 
     def execute(self, context: Context) -> str:
         source = self.request_input
         if source.file is not None:
             return self._validate_and_upload(context, as_path(source.file), self.filename)
-        with tempfile.TemporaryDirectory(prefix="dashscope-upload-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="dashscope-upload-") as tmp, ExitStack() as stack:
             built = Path(tmp) / (self.filename or f"{self.task_id}.jsonl")
+            carry = None
+            if self.carry_columns is not None:
+                rows = stack.enter_context(open(Path(tmp) / "input-columns.jsonl", "w+b"))
+                carry = InputColumnsWriter(rows, self.carry_columns)
             if source.csv is not None:
                 lines = write_requests_from_csv(
                     as_path(source.csv),
@@ -94,13 +137,37 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
                     body_params=source.body_params,
                     image_column=source.image_column,
                     inputs_per_request=source.inputs_per_request,
+                    carry=carry,
                 )
             else:
                 lines = write_requests(
-                    source.requests or (), built, endpoint=source.built_endpoint, model=source.model
+                    source.requests or (),
+                    built,
+                    endpoint=source.built_endpoint,
+                    model=source.model,
+                    carry=carry,
                 )
             self.log.info("Built %s request lines", lines)
-            return self._validate_and_upload(context, built, built.name)
+            file_id = self._validate_and_upload(context, built, built.name)
+            if carry is not None:
+                self._publish_columns(file_id, carry)
+            return file_id
+
+    def _publish_columns(self, file_id: str, carry: InputColumnsWriter) -> None:
+        """Store the carried columns under the file's id; if that fails, delete the file (no half job)."""
+        target = input_columns_path(self.carry_columns_to, file_id)  # type: ignore[arg-type]
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            carry.out.seek(0)
+            publish_input_columns(target, carry.header(file_id), carry.out)
+        except BaseException:
+            self.log.error("Could not store the carried columns at %s; deleting file %s", target, file_id)
+            try:
+                self.hook.get_conn().delete_file(file_id)
+            except Exception:
+                self.log.exception("Could not delete file %s; delete it by hand", file_id)
+            raise
+        self.log.info("Stored %d rows of columns %s at %s", carry.rows, ", ".join(carry.names), target)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the source file -> the uploaded DashScope file; see :mod:`.lineage`."""
@@ -133,6 +200,13 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
             )
             delete_late_files_sync(client, uploaded, receipt.ambiguity)
         return keep_for_lineage(self, uploaded.id)
+
+
+def input_columns_path(directory: str | ObjectStoragePath, file_id: str) -> ObjectStoragePath:
+    """Where the columns carried for the input file ``file_id`` are stored under ``directory``."""
+    if isinstance(directory, str) and directory.startswith("oss://"):
+        register_oss_scheme()
+    return ObjectStoragePath(directory) / f"{file_id}.jsonl"
 
 
 def as_path(value: str | os.PathLike[str] | ObjectStoragePath) -> Path | ObjectStoragePath:

@@ -18,14 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from airflow_provider_dashscope_batch.cost.actual import ActualCost
 from airflow_provider_dashscope_batch.cost.budget import CostEstimate
 from airflow_provider_dashscope_batch.models import RequestCounts
-from airflow_provider_dashscope_batch.results import (
-    RESULT_COLUMN_TYPES,
-    TABLE_SCHEMA_VERSION,
-    ResultFormat,
-    ResultKind,
-    TableKind,
-    UsageTotals,
-)
+from airflow_provider_dashscope_batch.result_tables import TABLE_SCHEMA_VERSION, ResultEncoder, TableKind
+from airflow_provider_dashscope_batch.results import ResultFormat, ResultKind, UsageTotals
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import ObjectStoragePath
@@ -54,8 +48,9 @@ class TableRecord(_Record):
     """
     The layout of a CSV/Parquet result file, so a reader can check what it loads.
 
-    ``columns`` maps each column, in file order, to its logical type (``string``, ``int`` or ``vector``;
-    see :data:`~airflow_provider_dashscope_batch.results.RESULT_COLUMN_TYPES`).
+    ``columns`` maps each column, in file order, to its logical type (``string``, ``int``, ``float``,
+    ``bool`` or ``vector``; see :data:`~airflow_provider_dashscope_batch.result_tables.RESULT_COLUMN_TYPES`),
+    the input columns carried from the upload last.
     """
 
     name: TableKind
@@ -63,13 +58,18 @@ class TableRecord(_Record):
     columns: dict[str, str]
     embedding_dimensions: int | None = None
     """The length of every vector of an ``embeddings`` table (``None`` if it holds none)."""
+    input_columns: list[str] = Field(default_factory=list)
+    """The columns carried from the upload (``carry_columns``), the last of ``columns``."""
 
     @classmethod
-    def of(cls, table: TableKind, dimensions: int | None) -> TableRecord:
+    def of(cls, table: TableKind, encoder: ResultEncoder) -> TableRecord:
+        """The layout ``encoder`` wrote."""
+        carried = encoder.input_columns
         return cls(
             name=table,
-            columns={name: RESULT_COLUMN_TYPES[name] for name in table.columns},
-            embedding_dimensions=dimensions if table is TableKind.EMBEDDINGS else None,
+            columns={name: encoder.types[name] for name in encoder.columns},
+            embedding_dimensions=encoder.dimensions if table is TableKind.EMBEDDINGS else None,
+            input_columns=list(carried.columns) if carried is not None else [],
         )
 
 

@@ -20,10 +20,13 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_dashscope_batch.client import NotFoundError, RetryPolicy
 from airflow_provider_dashscope_batch.cost import CostMeter
 from airflow_provider_dashscope_batch.fs import register_oss_scheme
+from airflow_provider_dashscope_batch.input_columns import InputColumns
 from airflow_provider_dashscope_batch.lineage import keep_for_lineage, transfer_lineage
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator
 from airflow_provider_dashscope_batch.operators.cost import connection_price_table, find_estimates
-from airflow_provider_dashscope_batch.results import ResultFormat, ResultKind, TableKind, import_pyarrow
+from airflow_provider_dashscope_batch.operators.upload import input_columns_path
+from airflow_provider_dashscope_batch.result_tables import TableKind, import_pyarrow
+from airflow_provider_dashscope_batch.results import ResultFormat, ResultKind
 from airflow_provider_dashscope_batch.transfers.manifest import (
     MANIFEST_NAME,
     ResultManifest,
@@ -88,6 +91,8 @@ class _StagedBatch:
 
     files: dict[ResultKind, StagedResult]
     warnings: tuple[str, ...]
+    input_columns: dict[str, str] | None
+    """The input columns added to its tables (name -> type)."""
 
 
 class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
@@ -110,12 +115,14 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
         <destination>/<result_set>/manifest.json
 
     ``jsonl`` copies the service's files byte for byte. ``csv`` and ``parquet`` are typed tables
-    (:class:`~airflow_provider_dashscope_batch.results.TableKind`): an embeddings batch's output has one row
-    per input text with its vector (:data:`~airflow_provider_dashscope_batch.results.EMBEDDING_COLUMNS`;
-    Parquet: a fixed-size ``list<float32>`` column); chat output and every errors file have one row per
-    request (:data:`~airflow_provider_dashscope_batch.results.RESULT_COLUMNS`: content, reasoning content,
-    finish reason, usage, status, error). Every part of a kind has the same columns, so a directory of
-    parts reads as one table; the manifest records each file's layout and version (``table``).
+    (:class:`~airflow_provider_dashscope_batch.result_tables.TableKind`): an embeddings batch's output
+    has one row per input text with its vector
+    (:data:`~airflow_provider_dashscope_batch.result_tables.EMBEDDING_COLUMNS`; Parquet: a fixed-size
+    ``list<float32>`` column); chat output and every errors file have one row per request
+    (:data:`~airflow_provider_dashscope_batch.result_tables.RESULT_COLUMNS`: content, reasoning
+    content, finish reason, usage, status, error). Every part of a kind has the same columns, so a
+    directory of parts reads as one table; the manifest records each file's layout and version
+    (``table``).
 
     Memory stays flat whatever the file size or the number of batches: each download is streamed in
     chunks, hashed, counted and handed through a short queue to a writer thread, so a blocking upload
@@ -160,9 +167,21 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
         batches' input files, or of a sharded job). Every shard's actual cost (each successful request at
         its own tier, batch price, the connection region's currency) is recorded either way.
     :param prices: Model prices laid over the shipped table and the connection's (see :doc:`/cost`).
+    :param input_columns: ``csv``/``parquet`` only: the directory the upload stored its carried input
+        columns in (its ``carry_columns_to``; templated). Each batch's are read from
+        ``<input_columns>/<input file id>.jsonl`` and added to every row of its tables, joined on
+        ``custom_id`` (``input_id`` for embeddings); the task fails, publishing nothing, if a batch has
+        none or two batches carry different columns. See :ref:`transfer:input-columns`.
     """
 
-    template_fields: Sequence[str] = ("batch_id", "batch_ids", "destination", "result_set", "cost_estimate")
+    template_fields: Sequence[str] = (
+        "batch_id",
+        "batch_ids",
+        "destination",
+        "result_set",
+        "cost_estimate",
+        "input_columns",
+    )
     ui_color = "#ff6a00"
 
     def __init__(
@@ -181,6 +200,7 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
         parquet_row_group_size: int = 10_000,
         cost_estimate: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         prices: Mapping[str, Any] | None = None,
+        input_columns: str | ObjectStoragePath | None = None,
         **kwargs: Any,
     ) -> None:
         if (batch_id is None) == (batch_ids is None):
@@ -194,6 +214,8 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
         ):
             if value not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if input_columns is not None and output_format == ResultFormat.JSONL:
+            raise ValueError("input_columns adds table columns: it needs output_format 'csv' or 'parquet'")
         if download_attempts < 1 or chunk_size < 1 or parquet_row_group_size < 1:
             raise ValueError("download_attempts, chunk_size and parquet_row_group_size must be >= 1")
         if "outlets" not in kwargs and (asset := self._static_asset(destination)) is not None:
@@ -212,6 +234,7 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
         self.parquet_row_group_size = parquet_row_group_size
         self.cost_estimate = cost_estimate
         self.prices = prices
+        self.input_columns = input_columns
 
     @staticmethod
     def _static_asset(destination: str | ObjectStoragePath) -> Asset | None:
@@ -271,7 +294,8 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
         staged: list[_StagedBatch] = []
         try:
             for index, batch in enumerate(batches):
-                staged.append(self._stage_batch(stager, batch, layout, index))
+                carried = staged[0].input_columns if staged else None
+                staged.append(self._stage_batch(stager, batch, layout, index, carried))
             for batch_files in staged:
                 for result in batch_files.files.values():
                     result.file.publish()
@@ -359,6 +383,9 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
     def _matches(self, manifest: ResultManifest, batches: list[Batch], layout: _Layout) -> bool:
         if manifest.format is not self.output_format or len(manifest.shards) != len(batches):
             return False
+        carried = [bool(r.table and r.table.input_columns) for s in manifest.shards for r in s.files.values()]
+        if any(c != (self.input_columns is not None) for c in carried):
+            return False
         for index, (batch, shard) in enumerate(zip(batches, manifest.shards, strict=True)):
             if (shard.batch_id, shard.output_file_id, shard.error_file_id) != (
                 batch.id,
@@ -376,12 +403,22 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
 
     # ---------------------------------------------------------------------------------- staging
     def _stage_batch(
-        self, stager: ResultFileStager, batch: Batch, layout: _Layout, index: int
+        self,
+        stager: ResultFileStager,
+        batch: Batch,
+        layout: _Layout,
+        index: int,
+        carried: dict[str, str] | None,
     ) -> _StagedBatch:
-        """Stage the batch's files; if one fails, those already staged are discarded before raising."""
+        """
+        Stage the batch's files; if one fails, those already staged are discarded before raising.
+
+        ``carried`` are the input columns of the batches before it, which this one's must match.
+        """
         counts = batch.request_counts
         files: dict[ResultKind, StagedResult] = {}
         warnings: list[str] = []
+        input_columns = self._read_input_columns(batch, carried)
         try:
             for kind, file_id, expected in (
                 (ResultKind.OUTPUT, batch.output_file_id, counts.completed if counts else None),
@@ -391,7 +428,8 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
                 if file_id is not None:
                     try:
                         table = TableKind.of(batch.endpoint, kind)
-                        files[kind] = stager.stage(file_id, layout.path(kind, index), table)
+                        path = layout.path(kind, index)
+                        files[kind] = stager.stage(file_id, path, table, input_columns)
                     except (DownloadFailed, UnreadableResult) as exc:
                         raise AirflowException(f"batch {batch.id}, {kind} file: {exc}") from None
                     lines = files[kind].record.lines
@@ -403,7 +441,32 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
             for result in files.values():
                 result.file.discard()
             raise
-        return _StagedBatch(files, tuple(warnings))
+        return _StagedBatch(files, tuple(warnings), input_columns.columns if input_columns else None)
+
+    def _read_input_columns(self, batch: Batch, carried: dict[str, str] | None) -> InputColumns | None:
+        """The batch's input columns (one batch's in memory at a time); ``carried``, if given, to match."""
+        if self.input_columns is None:
+            return None
+        if not batch.input_file_id:
+            raise AirflowFailException(f"input_columns: batch {batch.id} has no input file to find them by")
+        path = input_columns_path(self.input_columns, batch.input_file_id)
+        try:
+            with path.open("rb") as stream:
+                found = InputColumns.read(stream, str(path))
+        except FileNotFoundError:
+            raise AirflowFailException(
+                f"input_columns: no {path} for batch {batch.id} (input file {batch.input_file_id}); upload "
+                "its input with carry_columns and carry_columns_to pointing here. Nothing was published."
+            ) from None
+        except ValueError as exc:
+            raise AirflowFailException(f"input_columns: {exc}. Nothing was published.") from None
+        if carried is not None and carried != found.columns:
+            raise AirflowFailException(
+                f"input_columns: batch {batch.id} carries {found.columns}, an earlier batch {carried}; the "
+                "parts of a result set have one set of columns. Nothing was published."
+            )
+        self.log.info("Adding input columns %s of %s", ", ".join(found.columns), path)
+        return found
 
     def _count_mismatch(
         self, batch_id: str, kind: ResultKind, file_id: str | None, lines: int, expected: int

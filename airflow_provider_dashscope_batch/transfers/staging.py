@@ -9,14 +9,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_dashscope_batch.client import DashScopeError, IncompleteDownloadError, RetryPolicy
-from airflow_provider_dashscope_batch.results import (
-    ResultEncoder,
-    ResultFileStats,
-    ResultFormat,
-    TableKind,
-    UsageTotals,
-    open_encoder,
-)
+from airflow_provider_dashscope_batch.input_columns import InputColumns
+from airflow_provider_dashscope_batch.result_tables import ResultEncoder, TableKind, open_encoder
+from airflow_provider_dashscope_batch.results import ResultFileStats, ResultFormat, UsageTotals
 from airflow_provider_dashscope_batch.transfers.manifest import FileRecord, TableRecord
 from airflow_provider_dashscope_batch.transfers.publishing import StagedFile, stage
 from airflow_provider_dashscope_batch.transfers.streaming import BackgroundWriter, HashingWriter
@@ -95,10 +90,16 @@ class ResultFileStager:
         self.sleep = sleep
 
     def stage(
-        self, file_id: str, final: ObjectStoragePath, table: TableKind = TableKind.REQUESTS
+        self,
+        file_id: str,
+        final: ObjectStoragePath,
+        table: TableKind = TableKind.REQUESTS,
+        input_columns: InputColumns | None = None,
     ) -> StagedResult:
         """
         Download ``file_id`` into a staged file for ``final``, as a ``table`` for ``csv``/``parquet``.
+
+        ``input_columns`` are added to each ``csv``/``parquet`` row.
 
         :raises DownloadFailed: when every attempt was cut short.
         :raises UnreadableResult: for a line that is not a JSON object (``csv``/``parquet``).
@@ -107,7 +108,7 @@ class ResultFileStager:
         attempts = self.retry.max_retries + 1
         for retry in range(attempts):
             try:
-                return self._stage_once(file_id, final, expected_bytes, table)
+                return self._stage_once(file_id, final, expected_bytes, table, input_columns)
             except _CutShort as exc:
                 if retry + 1 == attempts:
                     raise DownloadFailed(
@@ -126,7 +127,12 @@ class ResultFileStager:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _stage_once(
-        self, file_id: str, final: ObjectStoragePath, expected_bytes: int | None, table: TableKind
+        self,
+        file_id: str,
+        final: ObjectStoragePath,
+        expected_bytes: int | None,
+        table: TableKind,
+        input_columns: InputColumns | None,
     ) -> StagedResult:
         copy = self.fmt is ResultFormat.JSONL  # written bytes == source bytes: hashed once, as written
         source = ResultFileStats(digest=not copy)
@@ -136,7 +142,9 @@ class ResultFileStager:
         out = HashingWriter(writer)
         encoder: ResultEncoder | None = None
         try:
-            encoder = open_encoder(self.fmt, out, row_group_size=self.row_group_size, table=table)
+            encoder = open_encoder(
+                self.fmt, out, row_group_size=self.row_group_size, table=table, input_columns=input_columns
+            )
             line_no = 0
             try:
                 for chunk in self.client.iter_file_content(file_id, chunk_size=self.chunk_size):
@@ -174,7 +182,7 @@ class ResultFileStager:
             source_sha256=out.sha256 if copy else source.sha256,
             bytes=out.bytes,
             sha256=out.sha256,
-            table=None if self.fmt is ResultFormat.JSONL else TableRecord.of(table, encoder.dimensions),
+            table=None if self.fmt is ResultFormat.JSONL else TableRecord.of(table, encoder),
         )
         return StagedResult(file=file, record=record, usage=usage)
 

@@ -128,7 +128,9 @@ def test_embeddings_example_lands_the_emulators_vectors(load_example, states, da
     assert len({r["custom_id"] for r in rows}) == 2
     for row in rows:
         assert row["embedding"] == pytest.approx(emulated_embedding(texts[row["input_id"]], 256), abs=1e-7)
+        assert row["text"] == texts[row["input_id"]]  # carried from the CSV
     (shard,) = manifest["shards"]
+    assert shard["files"]["output"]["table"]["input_columns"] == ["text"]
     assert shard["files"]["output"]["table"]["embedding_dimensions"] == 256
     assert shard["usage"]["total_tokens"] == sum(r["total_tokens"] or 0 for r in rows)
 

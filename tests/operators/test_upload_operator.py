@@ -130,3 +130,46 @@ def test_exactly_one_source():
         upload()
     with pytest.raises(ValueError, match="needs model"):
         upload(csv="a.csv")
+
+
+def test_carry_columns_rules_are_checked_when_the_dag_is_parsed(tmp_path):
+    columns = tmp_path.as_uri()
+    with pytest.raises(ValueError, match="carry_columns and carry_columns_to go together"):
+        upload(csv="a.csv", model="m", carry_columns=["title"])
+    with pytest.raises(ValueError, match="carry_columns and carry_columns_to go together"):
+        upload(csv="a.csv", model="m", carry_columns_to=columns)
+    with pytest.raises(ValueError, match="a JSONL file= has no columns to carry"):
+        upload(file="a.jsonl", carry_columns=["title"], carry_columns_to=columns)
+    with pytest.raises(ValueError, match="'finish_reason' is a column of the result tables already"):
+        upload(csv="a.csv", model="m", carry_columns=["finish_reason"], carry_columns_to=columns)
+
+
+def test_a_carried_column_missing_from_the_csv_costs_no_upload(dashscope_conn, dashscope_emulator, tmp_path):
+    source = tmp_path / "products.csv"
+    source.write_text("id,name\na,Lamp\n")
+    with pytest.raises(
+        ValueError, match=r"products\.csv line 1: carried column 'price' is not in the CSV header"
+    ):
+        upload(
+            csv=str(source),
+            model="qwen-plus",
+            template="Describe {name}",
+            carry_columns=["name", "price"],
+            carry_columns_to=(tmp_path / "columns").as_uri(),
+        ).execute({})
+    assert dashscope_emulator.request_counts() == {}
+    assert not (tmp_path / "columns").exists()
+
+
+def test_columns_that_cannot_be_stored_delete_the_uploaded_file(dashscope_conn, dashscope_emulator, tmp_path):
+    """A file without its columns would give tables without them: the upload is undone, the task fails."""
+    (tmp_path / "blocked").write_text("a file where the directory should be")
+    with pytest.raises(OSError, match="blocked"):
+        upload(
+            requests=[{"custom_id": "a", "body": {"messages": [{"role": "user", "content": "hi"}]}, "t": 1}],
+            model="qwen-plus",
+            carry_columns=["t"],
+            carry_columns_to=(tmp_path / "blocked" / "columns").as_uri(),
+        ).execute({})
+    counts = dashscope_emulator.request_counts()
+    assert (counts["POST /files"], counts["DELETE /files/{file_id}"]) == (1, 1)

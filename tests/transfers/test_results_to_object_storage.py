@@ -21,7 +21,7 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_dashscope_batch.client import DashScopeClient, NotFoundError
 from airflow_provider_dashscope_batch.emulator import emulated_embedding
 from airflow_provider_dashscope_batch.models import Batch
-from airflow_provider_dashscope_batch.results import EMBEDDING_COLUMNS, RESULT_COLUMNS
+from airflow_provider_dashscope_batch.result_tables import EMBEDDING_COLUMNS, RESULT_COLUMNS
 from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
     DashScopeBatchResultsToObjectStorageOperator,
 )
@@ -165,7 +165,7 @@ class TestLocal:
         assert usage["prompt_tokens"] == usage["total_tokens"] == sum(int(r["total_tokens"]) for r in rows)
         assert "errors" not in only_shard(manifest)["files"]
         table = only_shard(manifest)["files"]["output"]["table"]
-        assert (table["name"], table["version"], table["embedding_dimensions"]) == ("embeddings", 1, 64)
+        assert (table["name"], table["version"], table["embedding_dimensions"]) == ("embeddings", 2, 64)
         assert table["columns"]["embedding"] == "vector"
 
     def test_parquet_embedding_vectors_read_back(self, make_batch, tmp_path):
