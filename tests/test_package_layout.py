@@ -27,6 +27,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "bodies",
             "jsonl",
             "results",
+            "result_tables",
+            "input_columns",
             "cost",
             "sharding",
             "sharding.split",
