@@ -87,7 +87,7 @@ class BackgroundWriter(BackgroundWorker):
 
     @property
     def sha256(self) -> str:
-        """Hex SHA-256 of the bytes written (complete after :meth:`finish`)."""
+        """Hex SHA-256 of the bytes written (complete after :meth:`~BackgroundWorker.finish`)."""
         return self._digest.hexdigest()
 
 
