@@ -106,12 +106,11 @@ class LineSplitter:
 
         :param chunk: The next bytes of the file.
         """
-        if b"\n" not in chunk:
-            self._pending += chunk
-            return []
-        *complete, rest = (self._pending + chunk).split(b"\n")
-        self._pending = rest
-        return [line for line in complete if line.strip()]
+        lines = chunk.split(b"\n")  # one pass, and no copy of the chunk joined to the pending bytes
+        if self._pending:
+            lines[0] = self._pending + lines[0]
+        self._pending = lines.pop()
+        return [line for line in lines if line[:1] == b"{" or line.strip()]  # strip() copies: last resort
 
     def finish(self) -> list[bytes]:
         """Return the last line if the file did not end with a newline."""
@@ -457,25 +456,37 @@ class UsageTotals:
 
     def _add_typical(self, summary: _Summary) -> bool:
         """Count a line of the usual shape (int status, no error, int usage); ``False`` if unusual."""
+        # explicit tests, no generator: this runs once per line of every result file
         response = summary.response
-        if summary.error is not None or response is None or type(response.status_code) is not int:
+        if summary.error is not None or response is None:
+            return False
+        status = response.status_code
+        if type(status) is not int:
             return False
         body = response.body
-        if body is not None and body.error is not None:
-            return False
-        if not 200 <= response.status_code < 300:
-            return True  # a failed request is not billed
-        model = body.model if body is not None else None
-        usage = body.usage if body is not None else None
-        if usage is None:
-            self._count(None, None, None, None, model)
+        if body is None:
+            if 200 <= status < 300:
+                self._count(None, None, None, None, None)
             return True
-        details = usage.completion_tokens_details
-        reasoning = details.reasoning_tokens if details is not None else None
-        prompt, completion, total = usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
-        if not all(v is None or type(v) is int for v in (prompt, completion, total, reasoning)):
+        if body.error is not None:
             return False
-        self._count(prompt, completion, total, reasoning, model)
+        if not 200 <= status < 300:
+            return True  # a failed request is not billed
+        usage = body.usage
+        if usage is None:
+            self._count(None, None, None, None, body.model)
+            return True
+        prompt, completion, total = usage.prompt_tokens, usage.completion_tokens, usage.total_tokens
+        details = usage.completion_tokens_details
+        reasoning = None if details is None else details.reasoning_tokens
+        if (
+            (prompt is not None and type(prompt) is not int)
+            or (completion is not None and type(completion) is not int)
+            or (total is not None and type(total) is not int)
+            or (reasoning is not None and type(reasoning) is not int)
+        ):
+            return False
+        self._count(prompt, completion, total, reasoning, body.model)
         return True
 
     def _count(

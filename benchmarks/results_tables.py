@@ -4,6 +4,8 @@ Usage (from the repository root)::
 
     .venv/bin/python benchmarks/results_tables.py                   # 500 MiB chat, 500 MiB embeddings
     .venv/bin/python benchmarks/results_tables.py --mb 50           # quick
+    .venv/bin/python benchmarks/results_tables.py --kinds embeddings --vectors 1000000 \
+        --pyarrow-mb 500 --repeat 1                                 # 1M vectors (~10 GB of JSON)
 
 A result file is generated in /tmp (chat answers of ~1.4 KB, or embeddings of 10 vectors of
 ``--dimensions`` per line; deleted at the end) and served over loopback HTTP by a stdlib server in a
@@ -11,15 +13,16 @@ child process, answering ``GET /files/{id}`` and ``GET /files/{id}/content`` lik
 contender runs in a fresh child process:
 
 * ``download+cat``: ``DashScopeClient.download_file`` (the provider's streaming download to a file);
-* ``pyarrow``: ``pyarrow.json.read_json`` of the local file + ``pyarrow.parquet.write_table``;
+* ``pyarrow``: ``pyarrow.json.read_json`` of the local file + ``pyarrow.parquet.write_table`` (whole file
+  in memory; ``--pyarrow-mb`` gives it only the file's first lines, for files past the machine's memory);
 * ``provider-jsonl`` / ``provider-parquet``: the transfer's per-file path,
-  ``ResultFileStager.stage`` + ``publish`` to a ``file://`` path (download, line split, SHA-256 of source
-  and written bytes, usage summary, encoder, writer thread).
+  ``ResultFileStager.stage`` + ``publish`` to a ``file://`` path (download, lines split, checked, counted
+  and encoded in a worker thread, SHA-256 of source and written bytes, usage summary, writer thread).
 
-The contenders run in ``--repeat`` rounds; a ratio is the median over rounds of the ratio within a round
-(the machine is shared and its load swings), throughput the file's size over the fastest wall time.
-"RSS growth" is the child's peak RSS (``VmHWM``, reset after the imports) minus its RSS after the
-imports, the largest of the runs.
+The contenders run in ``--repeat`` rounds; a ratio is the median over rounds of the throughput ratio
+within a round (the machine is shared and its load swings), throughput the size read over the fastest
+wall time. "RSS growth" is the child's peak RSS (``VmHWM``, reset after the imports) minus its RSS after
+the imports, the largest of the runs; "load" the one-minute load average after the run (median).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from pathlib import Path
 
 MiB = 1 << 20
 CHUNK = 1 << 20
+CONTENDERS = ("download+cat", "pyarrow", "provider-jsonl", "provider-parquet")
 
 
 def _rss_kib(field: str) -> int:
@@ -46,53 +50,76 @@ def _rss_kib(field: str) -> int:
     return 0
 
 
-def generate(kind: str, path: Path, mb: int, dimensions: int) -> int:
-    """Write a result file of ``kind`` (chat or embeddings) of about ``mb`` MiB; return its line count."""
+def generate(kind: str, path: Path, mb: int, dimensions: int, vectors: int | None = None) -> int:
+    """
+    Write a result file of ``kind`` (chat or embeddings) of about ``mb`` MiB; return its line count.
+
+    An embeddings file holds exactly ``vectors`` vectors (10 per line) when given. Its vectors are drawn
+    from a pool of 1,000 serialised ones, so a 10 GB file is written at disk speed.
+    """
     rng = random.Random(7)
+    if kind == "embeddings":
+        return _generate_embeddings(rng, path, mb, dimensions, vectors)
     words = ["batch", "qwen", "airflow", "vector", "杭州", "西湖", "table", "parquet", "stream", "token"]
     lines = 0
     with path.open("wb") as out:
         while out.tell() < mb * MiB:
-            if kind == "chat":
-                content = " ".join(rng.choice(words) for _ in range(160))
-                body = {
-                    "created": 1768306034,
-                    "usage": {"completion_tokens": 654, "prompt_tokens": 14, "total_tokens": 668},
-                    "model": "qwen-plus",
-                    "id": f"chatcmpl-{lines}",
-                    "choices": [
-                        {
-                            "finish_reason": "stop",
-                            "index": 0,
-                            "message": {"role": "assistant", "content": content},
-                        }
-                    ],
-                    "object": "chat.completion",
-                }
-            else:
-                data = [
+            content = " ".join(rng.choice(words) for _ in range(160))
+            body = {
+                "created": 1768306034,
+                "usage": {"completion_tokens": 654, "prompt_tokens": 14, "total_tokens": 668},
+                "model": "qwen-plus",
+                "id": f"chatcmpl-{lines}",
+                "choices": [
                     {
-                        "object": "embedding",
-                        "index": i,
-                        "embedding": [round(rng.uniform(-1, 1), 6) for _ in range(dimensions)],
+                        "finish_reason": "stop",
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
                     }
-                    for i in range(10)
-                ]
-                body = {
-                    "object": "list",
-                    "data": data,
-                    "model": "text-embedding-v4",
-                    "usage": {"prompt_tokens": 90, "total_tokens": 90},
-                }
-            line = {
-                "id": f"r{lines}",
-                "custom_id": f"req-{lines}",
-                "response": {"status_code": 200, "request_id": f"r{lines}", "body": body},
-                "error": None,
+                ],
+                "object": "chat.completion",
             }
-            out.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n")
+            out.write(_result_line(lines, body))
             lines += 1
     return lines
+
+
+def _result_line(n: int, body: object) -> bytes:
+    line = {
+        "id": f"r{n}",
+        "custom_id": f"req-{n}",
+        "response": {"status_code": 200, "request_id": f"r{n}", "body": body},
+        "error": None,
+    }
+    return json.dumps(line, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def _generate_embeddings(
+    rng: random.Random, path: Path, mb: int, dimensions: int, vectors: int | None
+) -> int:
+    pool = [
+        json.dumps([round(rng.uniform(-1, 1), 6) for _ in range(dimensions)], separators=(",", ":")).encode()
+        for _ in range(1000)
+    ]
+    marker = b'"__DATA__"'
+    lines = 0
+    with path.open("wb") as out:
+        while (out.tell() < mb * MiB) if vectors is None else (lines * 10 < vectors):
+            body = {"object": "list", "data": "__DATA__", "model": "text-embedding-v4"}
+            body["usage"] = {"prompt_tokens": 90, "total_tokens": 90}
+            data = b",".join(
+                b'{"object":"embedding","index":%d,"embedding":%s}' % (i, rng.choice(pool)) for i in range(10)
+            )
+            out.write(_result_line(lines, body).replace(marker, b"[" + data + b"]"))
+            lines += 1
+    return lines
+
+
+def head(source: Path, target: Path, mb: int) -> None:
+    """Copy the first whole lines of ``source`` up to about ``mb`` MiB into ``target``."""
+    with source.open("rb") as src, target.open("wb") as out:
+        while out.tell() < mb * MiB and (line := src.readline()):
+            out.write(line)
 
 
 def serve(directory: Path) -> None:
@@ -168,7 +195,12 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mb", type=int, default=500, help="size of each generated result file (MiB)")
     parser.add_argument("--dimensions", type=int, default=1024)
+    parser.add_argument("--vectors", type=int, help="embeddings: this many vectors (10 per line), not --mb")
+    parser.add_argument(
+        "--pyarrow-mb", type=int, help="pyarrow reads only the file's first whole lines up to this size (MiB)"
+    )
     parser.add_argument("--kinds", nargs="+", default=["chat", "embeddings"])
+    parser.add_argument("--contenders", nargs="+", default=list(CONTENDERS), choices=CONTENDERS)
     parser.add_argument("--repeat", type=int, default=3, help="rounds (each runs every contender once)")
     parser.add_argument("--child", nargs=5, metavar=("CONTENDER", "KIND", "SOURCE", "TARGET", "URL"))
     parser.add_argument("--serve", metavar="DIR")
@@ -183,7 +215,7 @@ def main() -> None:
     print(f"# {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; python {sys.version.split()[0]}")
     print(
         "file          | contender         |   MiB | seconds | MiB/s | vs download+cat | vs pyarrow "
-        "| RSS growth MiB"
+        "| RSS growth MiB | load"
     )
     with tempfile.TemporaryDirectory(prefix="bench-results-") as tmp:
         served = Path(tmp) / "files"
@@ -204,44 +236,64 @@ def run_all(args: argparse.Namespace, tmp: Path, served: Path, base_url: str) ->
     """
     Generate each file and run the contenders on it in rounds (each round runs each once, in a child).
 
-    Ratios are the median over rounds of ratios taken within a round, so a load swing on the shared
-    machine between rounds does not skew them; seconds are the fastest run.
+    Ratios are the median over rounds of throughput ratios taken within a round, so a load swing on the
+    shared machine between rounds does not skew them (pyarrow may have read a smaller slice of the file);
+    seconds are the fastest run.
     """
-    contenders = ("download+cat", "pyarrow", "provider-jsonl", "provider-parquet")
     for kind in args.kinds:
         source = served / f"file-batch_output-{kind}"
-        lines = generate(kind, source, args.mb, args.dimensions)
-        size = source.stat().st_size / MiB
+        lines = generate(
+            kind, source, args.mb, args.dimensions, args.vectors if kind == "embeddings" else None
+        )
+        sizes = dict.fromkeys(args.contenders, source.stat().st_size / MiB)
+        arrow_source = source
+        if "pyarrow" in args.contenders and args.pyarrow_mb is not None:
+            arrow_source = tmp / f"head-{kind}"
+            head(source, arrow_source, args.pyarrow_mb)
+            sizes["pyarrow"] = arrow_source.stat().st_size / MiB
         rounds: list[dict[str, dict[str, float]]] = []
         for _ in range(args.repeat):
             runs = {}
-            for contender in contenders:
+            for contender in args.contenders:
                 target = tmp / f"out-{contender}"
+                src = arrow_source if contender == "pyarrow" else source
                 command = [
                     sys.executable,
                     __file__,
                     "--child",
                     contender,
                     kind,
-                    str(source),
+                    str(src),
                     str(target),
                     base_url,
                 ]
                 out = subprocess.run(command, check=True, capture_output=True, text=True)
                 runs[contender] = json.loads(out.stdout.strip().splitlines()[-1])
+                runs[contender]["load"] = os.getloadavg()[0]
+                runs[contender]["rate"] = sizes[contender] / runs[contender]["seconds"]
                 target.unlink()
             rounds.append(runs)
-        for contender in contenders:
+        for contender in args.contenders:
             seconds = min(r[contender]["seconds"] for r in rounds)
             growth = max(r[contender]["growth_mib"] for r in rounds)
-            vs_cat = statistics.median(r["download+cat"]["seconds"] / r[contender]["seconds"] for r in rounds)
-            vs_arrow = statistics.median(r["pyarrow"]["seconds"] / r[contender]["seconds"] for r in rounds)
+            ratios = [_ratio(rounds, contender, base) for base in ("download+cat", "pyarrow")]
+            load = statistics.median(r[contender]["load"] for r in rounds)
             label = {"download+cat": kind, "pyarrow": f"{lines:,} lines"}.get(contender, "")
             print(
-                f"{label:<13} | {contender:<17} | {size:5.0f} | {seconds:7.2f} | {size / seconds:5.0f} | "
-                f"{vs_cat:14.2f}x | {vs_arrow:9.2f}x | {growth:6.0f}"
+                f"{label:<13} | {contender:<17} | {sizes[contender]:5.0f} | {seconds:7.2f} | "
+                f"{sizes[contender] / seconds:5.0f} | {ratios[0]:>15} | {ratios[1]:>10} | {growth:14.0f} | "
+                f"{load:4.1f}"
             )
         source.unlink()
+        if arrow_source != source:
+            arrow_source.unlink()
+
+
+def _ratio(rounds: list[dict[str, dict[str, float]]], contender: str, base: str) -> str:
+    """Median over rounds of ``contender``'s throughput over ``base``'s in the same round."""
+    if base not in rounds[0]:
+        return "-"
+    return f"{statistics.median(r[contender]['rate'] / r[base]['rate'] for r in rounds):.2f}x"
 
 
 if __name__ == "__main__":

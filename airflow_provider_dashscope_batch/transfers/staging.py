@@ -14,7 +14,11 @@ from airflow_provider_dashscope_batch.result_tables import ResultEncoder, TableK
 from airflow_provider_dashscope_batch.results import ResultFileStats, ResultFormat, UsageTotals
 from airflow_provider_dashscope_batch.transfers.manifest import FileRecord, TableRecord
 from airflow_provider_dashscope_batch.transfers.publishing import StagedFile, stage
-from airflow_provider_dashscope_batch.transfers.streaming import BackgroundWriter, HashingWriter
+from airflow_provider_dashscope_batch.transfers.streaming import (
+    BackgroundWorker,
+    BackgroundWriter,
+    HashingWriter,
+)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import ObjectStoragePath
@@ -141,26 +145,26 @@ class ResultFileStager:
         writer = BackgroundWriter(file.handle)
         out = HashingWriter(writer)
         encoder: ResultEncoder | None = None
+        parser: BackgroundWorker | None = None
         try:
             encoder = open_encoder(
                 self.fmt, out, row_group_size=self.row_group_size, table=table, input_columns=input_columns
             )
-            line_no = 0
+            lines = _Lines(file_id, source, encoder, usage)
+            # the lines are split, checked and encoded in a worker thread while this one downloads
+            parser = BackgroundWorker(lines.chunk, name="dashscope-results-parser")
+            received = 0
             try:
                 for chunk in self.client.iter_file_content(file_id, chunk_size=self.chunk_size):
-                    lines = source.update(chunk)
-                    encoder.raw(chunk)
-                    for line in lines:
-                        line_no += 1
-                        _consume(encoder, usage, line, file_id, line_no)
+                    received += len(chunk)
+                    parser.put(chunk)
             except DashScopeError as exc:
                 # before the first chunk, the client has applied its own retry policy to the request
-                if isinstance(exc, IncompleteDownloadError) or (exc.retryable and source.bytes):
+                if isinstance(exc, IncompleteDownloadError) or (exc.retryable and received):
                     raise _CutShort(str(exc), exc.retry_after) from None
                 raise
-            for line in source.finish():
-                line_no += 1
-                _consume(encoder, usage, line, file_id, line_no)
+            parser.finish()
+            lines.finish()
             encoder.close()
             out.close()
             writer.finish()
@@ -168,6 +172,8 @@ class ResultFileStager:
                 raise _CutShort(f"received {source.bytes} bytes, the file's metadata says {expected_bytes}")
             file.written()
         except BaseException:
+            if parser is not None:
+                parser.cancel()
             out.close()
             if encoder is not None:
                 encoder.abort()
@@ -187,11 +193,40 @@ class ResultFileStager:
         return StagedResult(file=file, record=record, usage=usage)
 
 
-def _consume(encoder: ResultEncoder, usage: UsageTotals, line: bytes, file_id: str, line_no: int) -> None:
-    try:
-        if encoder.wants_rows:
-            encoder.consume(line, usage)
-        else:  # bytes are copied as is: decode only status and usage
-            usage.add(line)
-    except ValueError as exc:
-        raise UnreadableResult(f"file {file_id}, line {line_no}: {exc}") from None
+class _Lines:
+    """The lines of one download attempt: split, counted, encoded and their usage added, chunk by chunk."""
+
+    def __init__(
+        self, file_id: str, source: ResultFileStats, encoder: ResultEncoder, usage: UsageTotals
+    ) -> None:
+        self.file_id = file_id
+        self.source = source
+        self.encoder = encoder
+        self.usage = usage
+        self.line_no = 0
+
+    def chunk(self, chunk: bytes) -> None:
+        """
+        Take the next chunk of the file.
+
+        :raises UnreadableResult: for a line that is not a JSON object (or not a row of the table).
+        """
+        lines = self.source.update(chunk)
+        self.encoder.raw(chunk)
+        for line in lines:
+            self._line(line)
+
+    def finish(self) -> None:
+        """Take the last line if the file did not end with a newline."""
+        for line in self.source.finish():
+            self._line(line)
+
+    def _line(self, line: bytes) -> None:
+        self.line_no += 1
+        try:
+            if self.encoder.wants_rows:
+                self.encoder.consume(line, self.usage)
+            else:  # bytes are copied as is: decode only status and usage
+                self.usage.add(line)
+        except ValueError as exc:
+            raise UnreadableResult(f"file {self.file_id}, line {self.line_no}: {exc}") from None
