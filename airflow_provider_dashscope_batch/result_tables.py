@@ -365,6 +365,8 @@ class ParquetEncoder(ResultEncoder):
 
     def _vector_column(self) -> Any:
         pa, size = self._pa, self.dimensions or 0
+        if not size:  # no vector seen: Arrow builds no list of size 0 from values, only nulls
+            return pa.nulls(len(self._vector_mask), type=pa.list_(pa.float32(), 0))
         vectors = self._vectors
         if any(self._vector_mask):  # rows without a vector hold zeros under the null mask
             vectors, offset, zeros = array.array("f"), 0, array.array("f", [0.0] * size)
