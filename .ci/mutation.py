@@ -521,6 +521,15 @@ EXCLUDED: tuple[Excluded, ...] = (
             "return self._pq.ParquetWriter(self.out, schema, )",
         )
     ),
+    *(
+        Excluded(
+            "result_tables",
+            "xǁParquetEncoderǁ_vector_column",
+            f"return pa.nulls(len(self._vector_mask), {arg})",
+            "Table.from_arrays casts a column of nulls to the schema's type",
+        )
+        for arg in ("type=pa.list_(pa.float32(), )", "type=None", "")
+    ),
     Excluded(
         "result_tables",
         "xǁParquetEncoderǁ_vector_column",

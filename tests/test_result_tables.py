@@ -389,3 +389,14 @@ def test_parquet_abort_closes_a_writer_already_open():
     encoder.row(flatten_result(line()))
     broken.close()  # the destination failed after the first row group
     encoder.abort()  # closing the writer fails too, and is not raised over the original failure
+
+
+def test_parquet_rows_before_the_first_vector_wait_for_its_length():
+    pq = pytest.importorskip("pyarrow.parquet")
+    lines = [NO_VECTOR, NO_VECTOR, EMBEDDING_OK, NO_VECTOR]  # the first vector in the third line
+    data, _ = encode(ResultFormat.PARQUET, lines, row_group_size=1, table=TableKind.EMBEDDINGS)
+    parquet = pq.ParquetFile(io.BytesIO(data))
+    metadata = parquet.metadata
+    assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [3, 1, 1]
+    assert str(parquet.schema_arrow.field("embedding").type) == "fixed_size_list<element: float>[2]"
+    assert parquet.read().column("embedding").to_pylist() == [None, None, [0.5, 0.25], [1.0, -1.0], None]
