@@ -471,6 +471,89 @@ EXCLUDED: tuple[Excluded, ...] = (
         "if self._buffer.tell() > _CSV_FLUSH_BYTES:",
         "flushing at exactly 1 MB or one row later writes the same bytes",
     ),
+    Excluded(
+        "result_tables",
+        "x__vector_text",
+        'return None if vector is None else json.dumps(vector, separators=(",", "XX:XX"))',
+        "a vector is a list: no key separator is written",
+    ),
+    Excluded(
+        "result_tables",
+        "x_open_encoder",
+        "return JsonlEncoder(out, )",
+        "the JSONL encoder copies bytes and never reads its table",
+    ),
+    *(
+        Excluded(
+            "result_tables",
+            "xǁParquetEncoderǁ__init__",
+            "self._columns: dict[str, list[Any]] = "
+            f'{{name: [] for name in self.columns if name != "{name}"}}',
+            "a list kept for the embedding column is never read (the vector column is built from _vectors)",
+        )
+        for name in ("XXembeddingXX", "EMBEDDING")
+    ),
+    *(
+        Excluded(
+            "result_tables",
+            "xǁParquetEncoderǁ_flush",
+            line,
+            "Table.from_arrays casts each column to the schema's type (an inferred one, or null, alike)",
+        )
+        for line in (
+            "arrays.append(pa.array(self._columns[column.name], type=None))",
+            "arrays.append(pa.array(self._columns[column.name], ))",
+        )
+    ),
+    *(
+        Excluded(
+            "result_tables",
+            "xǁParquetEncoderǁ_open_writer",
+            line,
+            "which columns Parquet dictionary-encodes: the values read back are the same",
+        )
+        for line in (
+            "dictionary = None",
+            'dictionary = [name for name in schema.names if name == "embedding"]',
+            'dictionary = [name for name in schema.names if name != "XXembeddingXX"]',
+            'dictionary = [name for name in schema.names if name != "EMBEDDING"]',
+            "return self._pq.ParquetWriter(self.out, schema, use_dictionary=None)",
+            "return self._pq.ParquetWriter(self.out, schema, )",
+        )
+    ),
+    *(
+        Excluded(
+            "result_tables",
+            "xǁParquetEncoderǁ_vector_column",
+            f"return pa.nulls(len(self._vector_mask), {arg})",
+            "Table.from_arrays casts a column of nulls to the schema's type",
+        )
+        for arg in ("type=pa.list_(pa.float32(), )", "type=None", "")
+    ),
+    Excluded(
+        "result_tables",
+        "xǁParquetEncoderǁ_vector_column",
+        'vectors, offset, zeros = array.array("f"), 0, array.array("f", [1.0] * size)',
+        "the values under a null vector's mask are never read",
+    ),
+    *(
+        Excluded("result_tables", "xǁParquetEncoderǁ_vector_column", line, reason)
+        for line, reason in (
+            (
+                "mask = pa.array(self._vector_mask, type=pa.bool_()) "
+                "if (any(self._vector_mask)) or True else None",
+                "a mask of no missing vector nulls nothing, as no mask",
+            ),
+            (
+                "mask = pa.array(self._vector_mask, type=None) if any(self._vector_mask) else None",
+                "a list of bools is inferred as bool",
+            ),
+            (
+                "mask = pa.array(self._vector_mask, ) if any(self._vector_mask) else None",
+                "a list of bools is inferred as bool",
+            ),
+        )
+    ),
 )
 
 # mutmut's exit-code classes, folded into the columns.

@@ -292,7 +292,8 @@ class ParquetEncoder(ResultEncoder):
     Parquet with the typed columns of :data:`RESULT_COLUMN_TYPES`, written in row groups.
 
     An ``embeddings`` table's ``embedding`` column is a fixed-size ``list<float32>`` of the first vector's
-    length (what vector stores load as is); the writer opens once that length is known.
+    length (what vector stores load as is); the writer opens once that length is known (rows before the
+    first vector are held until then).
 
     :param out: Binary, write-only stream.
     :param row_group_size: Rows per row group (rows held in memory at once; a group also ends at 4 Mi
@@ -351,6 +352,8 @@ class ParquetEncoder(ResultEncoder):
                 except TypeError:
                     raise ValueError(NOT_A_VECTOR) from None
         self._rows += 1
+        if self.table is TableKind.EMBEDDINGS and self.dimensions is None:
+            return  # the writer opens with the vector length: rows before the first vector wait for it
         if (
             self._rows >= self._row_group_size
             or len(self._vectors) >= _GROUP_VECTOR_VALUES
@@ -365,6 +368,8 @@ class ParquetEncoder(ResultEncoder):
 
     def _vector_column(self) -> Any:
         pa, size = self._pa, self.dimensions or 0
+        if not size:  # no vector seen: Arrow builds no list of size 0 from values, only nulls
+            return pa.nulls(len(self._vector_mask), type=pa.list_(pa.float32(), 0))
         vectors = self._vectors
         if any(self._vector_mask):  # rows without a vector hold zeros under the null mask
             vectors, offset, zeros = array.array("f"), 0, array.array("f", [0.0] * size)

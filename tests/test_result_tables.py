@@ -20,7 +20,13 @@ from airflow_provider_dashscope_batch.result_tables import (
     import_pyarrow,
     open_encoder,
 )
-from airflow_provider_dashscope_batch.results import ResultFormat, ResultKind, UsageTotals, flatten_result
+from airflow_provider_dashscope_batch.results import (
+    NOT_A_VECTOR,
+    ResultFormat,
+    ResultKind,
+    UsageTotals,
+    flatten_result,
+)
 from tests.test_results import CHAT_OK, EMBEDDING_OK
 from tests.test_results_edges import line
 
@@ -306,3 +312,91 @@ def test_an_empty_parquet_file_still_has_the_schema():
     table = pq.read_table(io.BytesIO(data))
     assert (table.num_rows, table.column_names) == (0, list(EMBEDDING_COLUMNS))
     assert table.schema.metadata[b"dashscope.table"] == b"embeddings"
+
+
+NO_VECTOR = {"custom_id": "n", "response": {"status_code": 200, "body": {"data": [{"index": 0}]}}}
+
+
+def test_parquet_embeddings_without_any_vector_have_an_empty_vector_column():
+    pq = pytest.importorskip("pyarrow.parquet")
+    for lines in ([NO_VECTOR, NO_VECTOR], []):  # rows, none of them with a vector; no rows at all
+        data, _ = encode(ResultFormat.PARQUET, lines, table=TableKind.EMBEDDINGS)
+        table = pq.read_table(io.BytesIO(data))
+        assert str(table.schema.field("embedding").type) == "fixed_size_list<element: float>[0]"
+        assert table.column("embedding").to_pylist() == [None] * len(lines)
+
+
+def test_parquet_vector_of_texts_is_refused_with_the_rule():
+    pytest.importorskip("pyarrow")
+    words = {
+        "custom_id": "w",
+        "response": {"status_code": 200, "body": {"data": [{"embedding": ["a", "b"]}]}},
+    }
+    with pytest.raises(ValueError, match="not a list of numbers") as raised:
+        encode(ResultFormat.PARQUET, [words], table=TableKind.EMBEDDINGS)
+    assert str(raised.value) == NOT_A_VECTOR
+
+
+def test_parquet_vectors_end_a_row_group_at_exactly_2_mi_values():
+    pq = pytest.importorskip("pyarrow.parquet")
+    half = {
+        "custom_id": "h",
+        "response": {"status_code": 200, "body": {"data": [{"embedding": [0.5] * (1 << 20)}]}},
+    }
+    data, _ = encode(ResultFormat.PARQUET, [half] * 3, table=TableKind.EMBEDDINGS)
+    metadata = pq.ParquetFile(io.BytesIO(data)).metadata  # 1 Mi values each: two reach 2 Mi and end the group
+    assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [2, 1]
+
+
+def test_raw_requests_lines_give_one_row_and_are_counted_once():
+    out, usage = io.BytesIO(), UsageTotals()
+    encoder = open_encoder(ResultFormat.CSV, out)
+    for obj in (CHAT_OK, ERROR_LINE):  # the fast path's shape, and one it leaves to the full parse
+        encoder.consume(json.dumps(obj).encode(), usage)
+    encoder.close()
+    expected, whole = UsageTotals(), io.StringIO()
+    writer = csv.DictWriter(whole, fieldnames=RESULT_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for obj in (CHAT_OK, ERROR_LINE):
+        expected.add(obj)
+        writer.writerow(flatten_result(obj))
+    assert usage == expected
+    assert out.getvalue() == whole.getvalue().encode("utf-8")
+
+
+def test_a_row_group_ends_at_4_mi_characters_not_one_before():
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = io.BytesIO()
+    encoder = open_encoder(ResultFormat.PARQUET, out)
+    row = {name: None for name in RESULT_COLUMNS}
+    for _ in range(2):  # 4 Mi - 1 characters hold the group open; one more ends it, in each group
+        for size in (1 << 21, (1 << 21) - 1, 1):
+            encoder.row({**row, "content": "x" * size})
+    encoder.close()
+    metadata = pq.ParquetFile(io.BytesIO(out.getvalue())).metadata
+    assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [3, 3]
+
+
+def test_parquet_abort_closes_a_writer_already_open():
+    pq = pytest.importorskip("pyarrow.parquet")
+    out = io.BytesIO()
+    encoder = open_encoder(ResultFormat.PARQUET, out, row_group_size=1)
+    encoder.row(flatten_result(line()))  # a full row group: the writer is open
+    encoder.abort()
+    assert pq.ParquetFile(io.BytesIO(out.getvalue())).metadata.num_rows == 1  # closed: its footer written
+    broken = io.BytesIO()
+    encoder = open_encoder(ResultFormat.PARQUET, broken, row_group_size=1)
+    encoder.row(flatten_result(line()))
+    broken.close()  # the destination failed after the first row group
+    encoder.abort()  # closing the writer fails too, and is not raised over the original failure
+
+
+def test_parquet_rows_before_the_first_vector_wait_for_its_length():
+    pq = pytest.importorskip("pyarrow.parquet")
+    lines = [NO_VECTOR, NO_VECTOR, EMBEDDING_OK, NO_VECTOR]  # the first vector in the third line
+    data, _ = encode(ResultFormat.PARQUET, lines, row_group_size=1, table=TableKind.EMBEDDINGS)
+    parquet = pq.ParquetFile(io.BytesIO(data))
+    metadata = parquet.metadata
+    assert [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)] == [3, 1, 1]
+    assert str(parquet.schema_arrow.field("embedding").type) == "fixed_size_list<element: float>[2]"
+    assert parquet.read().column("embedding").to_pylist() == [None, None, [0.5, 0.25], [1.0, -1.0], None]
