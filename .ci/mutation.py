@@ -47,7 +47,7 @@ MODULES: dict[str, Module] = {
     "bodies": Module(f"{PACKAGE}/bodies.py", ("tests/test_bodies.py", "tests/validation/test_body_rules.py")),
     "event_tokens": Module(
         f"{PACKAGE}/events/tokens.py",
-        ("tests/events/test_tokens.py", "tests/events/test_tokens_and_mailbox.py"),
+        ("tests/events/test_tokens_edges.py", "tests/events/test_tokens_and_mailbox.py"),
     ),
     "retry": Module(
         f"{PACKAGE}/client/_retry.py", ("tests/client/test_retry.py", "tests/client/test_request.py")
