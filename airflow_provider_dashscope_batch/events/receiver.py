@@ -297,10 +297,11 @@ def record_finish(conn_id: str, batch: Batch) -> bool:
     Deliveries that arrive together are recorded together, in two stages that overlap: whoever holds a
     stage's writer does the work of every finish queued meanwhile, so the mailbox post of a burst is one
     transaction per connection, and it does not wait for the Asset events of the burst before it (one
-    short transaction each). Each stage holds one pooled DB connection of the api-server at a time. The
-    connection's mailbox row is locked first (``SELECT ... FOR UPDATE``), so deliveries racing in
-    several api-server processes record a finish once: a post is known by its batch id in the mailbox,
-    an Asset event by the batch id in the Asset's events since the batch finished.
+    short transaction each). Each stage holds one pooled DB connection of the api-server at a time. A
+    post locks the connection's mailbox row, an Asset event the Asset's row (``SELECT ... FOR UPDATE``),
+    so deliveries racing in several api-server processes record a finish once: a post is known by its
+    batch id in the mailbox, an Asset event by the batch id in the Asset's events since the batch
+    finished.
 
     :returns: Whether this call recorded it (False: it was recorded before).
     """
@@ -360,7 +361,6 @@ def _add_events(conn_id: str, batches: list[Batch]) -> set[str]:
     added = set()
     for batch in batches:
         with create_session() as session:
-            _locked_mailbox(session, conn_id)  # one writer of the connection's events at a time
             if _add_asset_event(session, conn_id, batch):
                 added.add(batch.id)
     return added
@@ -371,12 +371,21 @@ _EVENTS = _Stage("event", _add_events)
 
 
 def _add_asset_event(session: Session, conn_id: str, batch: Batch) -> bool:
-    """Add the finish's Asset event unless the Asset has one for the batch since it finished."""
+    """
+    Add the finish's Asset event unless the Asset has one for the batch since it finished.
+
+    The Asset's row is locked for the transaction (``SELECT ... FOR UPDATE``): one writer of the
+    connection's events at a time, across api-server processes. Not the mailbox row: the event's
+    transaction may wait for the scheduler's lock on its run queue (:func:`~.run_queue.queue_event`),
+    and the mailbox posts that wake the waits must not wait behind it.
+    """
     from airflow.models.asset import AssetEvent, AssetModel
     from sqlalchemy import select
 
     asset = session.scalar(
-        select(AssetModel).where(AssetModel.name == asset_name(conn_id), AssetModel.uri == asset_uri(conn_id))
+        select(AssetModel)
+        .where(AssetModel.name == asset_name(conn_id), AssetModel.uri == asset_uri(conn_id))
+        .with_for_update()
     )
     if asset is None:
         log.warning(
