@@ -158,8 +158,9 @@ async def test_a_reader_that_fell_behind_the_mailbox_wakes_all_its_waits(client,
     loop = asyncio.get_running_loop()
 
     def read(_key: str) -> str:
+        value = mailbox.to_json()  # taken before the signal: the posts below come after this read
         loop.call_soon_threadsafe(seen.set)
-        return mailbox.to_json()
+        return value
 
     async with AsyncDashScopeClient(
         api_key=dashscope_emulator.api_key, base_url=dashscope_emulator.base_url
