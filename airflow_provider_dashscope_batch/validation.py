@@ -66,7 +66,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any, BinaryIO
 
 import msgspec
@@ -149,6 +149,7 @@ class ValidationReport(BaseModel):
     :param violation_count: total number of violations, including those not listed.
     :param warnings: the first ``max_violations`` warnings (rules no public page states, models the
         catalog does not know); they do not stop an upload.
+    :param unit: what a number counts in messages: ``line`` (of a file), or ``item`` (of ``requests=``).
     """
 
     source_name: str
@@ -159,6 +160,7 @@ class ValidationReport(BaseModel):
     violations: list[Violation] = Field(default_factory=list)
     violation_count: int = 0
     warnings: list[Violation] = Field(default_factory=list)
+    unit: str = "line"
 
     @property
     def ok(self) -> bool:
@@ -167,7 +169,9 @@ class ValidationReport(BaseModel):
 
     def format_violation(self, violation: Violation) -> str:
         """Render one violation as ``<source> line <n>: <code>: <message>``."""
-        where = self.source_name if violation.line is None else f"{self.source_name} line {violation.line}"
+        where = (
+            self.source_name if violation.line is None else f"{self.source_name} {self.unit} {violation.line}"
+        )
         return f"{where}: {violation.code}: {violation.message}"
 
     def summary(self) -> str:
@@ -186,10 +190,10 @@ class ValidationReport(BaseModel):
         lines.extend(f"warning: {self.format_violation(w)}" for w in self.warnings)
         return "\n".join(lines)
 
-    def located(self, source: str, lines: list[int] | None) -> ValidationReport:
+    def located(self, source: str, lines: Sequence[int] | None, unit: str = "line") -> ValidationReport:
         """
         The report as seen from the user's own input: named ``source``, line ``n`` renumbered
-        ``lines[n - 1]`` (the CSV line or request item that built it).
+        ``lines[n - 1]`` (the CSV line that built it), numbers counting ``unit``.
         """
 
         def moved(v: Violation) -> Violation:
@@ -202,6 +206,7 @@ class ValidationReport(BaseModel):
                 "source_name": source,
                 "violations": [moved(v) for v in self.violations],
                 "warnings": [moved(w) for w in self.warnings],
+                "unit": unit,
             }
         )
 

@@ -209,7 +209,7 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
                 max_violations=self.max_violations,
                 on_line=estimator.feed,
                 catalog=catalog,
-            ).located(name, None if origins is None else list(origins))
+            ).located(name, origins, "item" if name == "requests" else "line")
         for warning in report.warnings:
             self.log.warning("%s", report.format_violation(warning))
         if not report.ok:

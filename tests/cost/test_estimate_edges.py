@@ -187,9 +187,9 @@ def test_a_model_the_region_does_not_offer_in_batch() -> None:
         "in.jsonl: model 'qwen-long' does not run in batch in region ap-southeast-1 (the model catalog lists "
         "it for cn-beijing; source: https://help.aliyun.com/zh/model-studio/batch-interfaces-compatible-with-"
         "openai (OpenAI兼容-Batch（文件输入）, newest copy (lists qwen3.7); read 2026-12)); nothing was "
-        "uploaded. Use a connection to one of those regions, or a model this region offers (batch-test-model, "
-        "qwen-max, qwen-plus, qwen-turbo). If your account runs it here, add the region to the model's "
-        "regions in the connection extra 'models'."
+        "uploaded. Use a connection to one of those regions, or a model this region offers "
+        "(batch-test-model, qwen-max, qwen-plus, qwen-turbo). If your account runs it here, add the region "
+        "to the model's regions in the connection extra 'models'."
     )
     with pytest.raises(RegionUnavailableError, match=f"^{re.escape(message)}$"):
         estimator("ap-southeast-1").feed(chat("hi", model="qwen-long"))
@@ -214,7 +214,7 @@ def test_warn_sends_as_is_and_counts_thinking(approximate: None) -> None:
     assert estimate.warnings[1:] == [
         _THINKS,
         "model 'qwen3.5-plus' is unpriced in region cn-beijing: tokens are counted, cost is not. Give its "
-        "real-time price in the connection extra 'models', e.g. {\"qwen3.5-plus\": {\"prices\": "
+        'real-time price in the connection extra \'models\', e.g. {"qwen3.5-plus": {"prices": '
         '{"cn-beijing": [{"max_input_tokens": null, "input": "<per unit>", "output": "<per unit>"}]}}} (CNY '
         "per 1K tokens in cn-beijing, USD per 1M in ap-southeast-1), or for this task only "
         'prices={"qwen3.5-plus": {"tiers": [...]}}; see docs/models.rst',

@@ -78,7 +78,13 @@ def test_an_unknown_region_has_no_prices() -> None:
 def test_task_price_defaults() -> None:
     task = {
         "text-embedding-v4": {"tiers": [{"input": 3}]},
-        "b": {"kind": "embedding", "max_output_tokens": "7", "source": 5, "note": "n", "tiers": [{"input": 3}]},
+        "b": {
+            "kind": "embedding",
+            "max_output_tokens": "7",
+            "source": 5,
+            "note": "n",
+            "tiers": [{"input": 3}],
+        },
         "qwen-plus": {"tiers": [{"input": 1, "output": "2"}]},
     }
     table, region = load_price_table("ap-southeast-1", task_prices=task)

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 
 from airflow_provider_dashscope_batch.validation import (
-    MAX_CUSTOM_ID_CHARS,
     MAX_LINE_BYTES,
     MAX_LINES,
     TEST_MODEL_MAX_FILE_BYTES,
