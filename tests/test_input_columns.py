@@ -96,7 +96,7 @@ def test_a_csv_column_not_in_the_header_names_file_and_line():
 def test_a_short_csv_row_names_its_line_and_column():
     source = io.StringIO("id,text,title,tag\nx,hello,T,g\ny,world,U\n")
     with pytest.raises(
-        ValueError, match=r"^in\.csv line 3: carried column 'tag' is missing \(the row has 3 cells\)"
+        ValueError, match=r"\nin\.csv line 3: carried column 'tag' is missing \(the row has 3 cells\)"
     ):
         write_requests_from_csv(
             source, io.BytesIO(), model="m", text_column="text", carry=writer("title", "tag"), name="in.csv"

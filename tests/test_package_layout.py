@@ -22,6 +22,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "shared",
         (
+            "catalog",
             "validation",
             "line_reader",
             "bodies",

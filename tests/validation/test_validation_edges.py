@@ -383,3 +383,17 @@ def test_body_rules_can_be_left_to_the_service() -> None:
     checker = LineChecker(None, 10)  # body rules are on unless turned off
     checker.check_line(1, lines(request("1", body_messages=[])))
     assert [v.code for v in checker.listed()] == ["invalid_message"]
+
+
+def test_a_truncated_line_is_reported_at_its_own_column() -> None:
+    line = json.dumps(request("1")).encode()[:-1]  # the closing brace lost
+    assert found(lines(line)) == [
+        (1, "invalid_json_line", None, f"not valid JSON: Expecting ',' delimiter (column {len(line) + 1})")
+    ]
+
+
+def test_a_model_the_catalog_does_not_know_warns_once_and_is_not_refused() -> None:
+    report = check(lines(request("1", body_model="qwen9-plus"), request("2", body_model="qwen9-plus")))
+    assert report.ok
+    assert [(w.line, w.code, w.param) for w in report.warnings] == [(1, "unknown_model", "body.model")]
+    assert "region, modalities, thinking mode, limits and price are not checked" in report.warnings[0].message
