@@ -1,4 +1,4 @@
-"""The package's layers (docs/design.rst): no import circle, every import points down, the client owns the wire."""
+"""The package's layers (docs/design.rst): no import circle, imports point down, the client owns the wire."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _module_name(path: Path) -> str:
 
 
 def _imports(path: Path, *, type_checking: bool) -> set[str]:
-    """Modules ``path`` imports: statements anywhere, ``import_module("...")`` calls, ``TYPE_CHECKING`` blocks."""
+    """What ``path`` imports: statements, ``import_module("...")`` calls, ``TYPE_CHECKING`` blocks."""
     tree = ast.parse(path.read_text())
     found: set[str] = set()
 
