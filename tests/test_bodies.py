@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_dashscope_batch.bodies import EMBEDDINGS_ENDPOINT, body_violations
 from airflow_provider_dashscope_batch.catalog import shipped_catalog
+from airflow_provider_dashscope_batch.validation.bodies import EMBEDDINGS_ENDPOINT, body_violations
 
 CHAT = "/v1/chat/completions"
 TEST_CHAT = "/v1/chat/ds-test"

@@ -4,9 +4,10 @@ The model catalog: what the provider knows of each model the batch service takes
 One entry per model in ``models.json`` beside this module, each with the public pages it comes from
 and the date they were read: the regions where the model runs in batch, its endpoint, what it reads
 (images, video), its thinking mode, its context and input limits, its embedding limits and its
-real-time price tiers per region. Validation (:mod:`~airflow_provider_dashscope_batch.bodies`), the
-CSV builder's packing (:mod:`~airflow_provider_dashscope_batch.jsonl`), the thinking guard and the
-cost estimate (:mod:`~airflow_provider_dashscope_batch.cost`) all read it; nothing else encodes model
+real-time price tiers per region. Validation
+(:mod:`~airflow_provider_dashscope_batch.validation.bodies`), the CSV builder's packing
+(:mod:`~airflow_provider_dashscope_batch.validation.builder`), the thinking guard and the cost
+estimate (:mod:`~airflow_provider_dashscope_batch.cost`) all read it; nothing else encodes model
 knowledge.
 
 A model the catalog does not know is not refused: what depends on it is left unchecked, with a warning.

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_dashscope_batch.validation import (
-    MAX_LINE_BYTES,
+from airflow_provider_dashscope_batch.validation.lines import MAX_LINE_BYTES
+from airflow_provider_dashscope_batch.validation.rules import (
     MAX_LINES,
     TEST_MODEL_MAX_FILE_BYTES,
     JsonlValidationError,

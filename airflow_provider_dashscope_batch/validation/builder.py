@@ -2,7 +2,7 @@
 Build batch input files (JSONL) from request dicts or a CSV file, streamed to any binary target.
 
 Lines are compact JSON, UTF-8, non-ASCII kept as is. Rules the service enforces are checked by
-:func:`airflow_provider_dashscope_batch.validation.validate_jsonl`, not here; the builders only
+:func:`airflow_provider_dashscope_batch.validation.rules.validate_jsonl`, not here; the builders only
 refuse input they cannot turn into a request, naming the item or CSV line. Every such problem of a CSV
 file is collected and reported at once (:class:`InputBuildError`), so one run shows them all.
 """
@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from typing import IO, Any, BinaryIO, TextIO
 
 from airflow_provider_dashscope_batch.catalog import EMBEDDINGS_ENDPOINT, Catalog, shipped_catalog
-from airflow_provider_dashscope_batch.input_columns import InputColumnsWriter
-from airflow_provider_dashscope_batch.validation import ENDPOINTS, MAX_CUSTOM_ID_CHARS
+from airflow_provider_dashscope_batch.results.input_columns import InputColumnsWriter
+from airflow_provider_dashscope_batch.validation.rules import ENDPOINTS, MAX_CUSTOM_ID_CHARS
 
 __all__ = ["InputBuildError", "write_requests", "write_requests_from_csv"]
 
