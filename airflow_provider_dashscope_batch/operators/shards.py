@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +24,7 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
 from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY
+from airflow_provider_dashscope_batch.cost.budget import CostCheckError
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import airflow_callback_url
 from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTERVAL
@@ -82,6 +83,17 @@ __all__ = [
     "DashScopeSplitRequestsOperator",
     "TaskKilled",
 ]
+
+
+@contextmanager
+def _input_errors_fail() -> Iterator[None]:
+    """An input the builders cannot turn into requests fails the task: a retry would build the same."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, CostCheckError):
+            raise
+        raise AirflowFailException(f"Nothing was sent: the batch input cannot be built.\n{exc}") from None
 
 
 class _FirstLineRead(Exception):
@@ -399,14 +411,14 @@ class DashScopeShardedBatchOperator(
     def _preflight(self) -> Any:
         """Estimate the whole input (or check its first request) before anything is sent."""
         request = self.request_input
-        estimator = self.cost_estimator(str(request.file or request.csv or "<requests>"))
+        estimator = self.cost_estimator(str(request.file or request.csv or "requests"))
 
         def feed(line: bytes) -> None:
             estimator.feed(line)
             if not self.estimate_cost:
                 raise _FirstLineRead
 
-        with self.cost_checks(), suppress(_FirstLineRead):
+        with self.cost_checks(), suppress(_FirstLineRead), _input_errors_fail():
             if request.file is not None:
                 validate_jsonl(as_path(request.file), endpoint=request.endpoint, on_line=feed)
             elif request.csv is not None:
@@ -414,6 +426,7 @@ class DashScopeShardedBatchOperator(
                     write_requests_from_csv(
                         stream,
                         LineSink(feed),  # type: ignore[arg-type]
+                        name=str(request.csv),
                         model=str(request.model),
                         endpoint=request.built_endpoint,
                         text_column=request.text_column,

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
+from airflow_provider_dashscope_batch.operators.shards import DashScopeShardedBatchOperator
 from airflow_provider_dashscope_batch.operators.upload import DashScopeUploadFileOperator
 
 
@@ -142,3 +143,14 @@ def test_a_rule_broken_by_a_built_line_names_the_csv_line_and_the_estimate_the_c
         {"ti": ti}
     )
     assert ti.xcom["cost_estimate"]["source"] == str(source)
+
+
+def test_the_sharded_operator_reports_every_bad_csv_row_and_sends_nothing(dashscope_conn, fresh, tmp_path):
+    source = tmp_path / "bad.csv"
+    source.write_text("id,text\n1,fine\n,no id\n3,\n")
+    task = DashScopeShardedBatchOperator(task_id="s", csv=str(source), model="qwen-plus", text_column="text")
+    with pytest.raises(AirflowFailException) as failure:
+        task.execute({"ti": _TI()})
+    assert f"{source} line 3: id column 0 is missing or empty" in str(failure.value)
+    assert f"{source} line 4: the request text is empty" in str(failure.value)
+    assert _uploads(fresh) == 0
