@@ -86,7 +86,8 @@ class DashScopeCreateBatchOperator(
     :param endpoint: ``/v1/chat/completions``, ``/v1/embeddings`` or ``/v1/chat/ds-test`` (templated).
     :param completion_window: ``"24h"`` to ``"14d"`` or a timedelta (templated).
     :param metadata: Extra batch metadata, e.g. ``ds_name`` / ``ds_description`` (templated).
-    :param finish_callback: Where the service POSTs the batch when it finishes (Beijing region):
+    :param finish_callback: Where the service POSTs the batch when it finishes; only cn-beijing sends
+        completion notifications, so on another region's connection the task fails before creating:
         ``"airflow"`` for this Airflow's receiver (the URL is built from the connection's
         ``callback_base_url`` with a fresh token, and a deferred wait ends as soon as the finish is
         confirmed, polling only every ``finish_event_poll_interval`` seconds as a safety net; see
@@ -157,6 +158,7 @@ class DashScopeCreateBatchOperator(
                     "Re-attaching to batch %s created by an earlier try (status %s)", batch.id, batch.status
                 )
         if batch is None:
+            self.check_finish_callback(self.finish_callback or self.finish_callback_url)
             estimates = self.upstream_estimates(context, self.cost_estimate, {self.input_file_id})
             self.check_estimates(estimates, self.price_table()[1])
             key = idempotency_key_for(context, generation)

@@ -118,6 +118,33 @@ class DashScopeCostMixin(BaseOperator):
         """The model catalog of this task's connection."""
         return connection_model_catalog(self.hook)  # type: ignore[attr-defined]
 
+    def check_finish_callback(self, finish_callback: str | None) -> None:
+        """
+        Fail before anything is sent if a finish callback is asked of a region that sends none.
+
+        Completion notifications (callback and EventBridge) are configurable in cn-beijing only (the batch
+        guide's 配置任务完成通知; the catalog's ``completion_notifications``). Elsewhere the service would
+        never call, and a wait woken by the callback would end only at its slow safety-net poll.
+
+        :raises AirflowFailException: naming the region and what to do instead.
+        """
+        if not finish_callback:
+            return
+        extra = self.hook.get_connection(self.hook.dashscope_conn_id).extra_dejson  # type: ignore[attr-defined]
+        region = self.model_catalog().region(region_of(extra))
+        if region.completion_notifications:
+            return
+        notifying = ", ".join(
+            r.name for r in self.model_catalog().regions.values() if r.completion_notifications
+        )
+        raise AirflowFailException(
+            f"finish_callback={finish_callback!r}, but region {region.name} sends no completion "
+            f"notifications (the batch guide configures callbacks and EventBridge in {notifying} only), so "
+            "the service would never call and the wait would end only at its safety-net poll. Nothing was "
+            "created. Leave finish_callback unset for this connection: the wait then polls on its normal "
+            "schedule."
+        )
+
     def price_table(self) -> tuple[PriceTable, RegionPrices]:
         """The price table of the connection's region, with the connection's and the task's overrides."""
         return connection_price_table(self.hook, self.prices)  # type: ignore[attr-defined]

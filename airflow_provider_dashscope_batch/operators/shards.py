@@ -301,7 +301,8 @@ class DashScopeShardedBatchOperator(
     :param finish_callback: ``"airflow"``: every shard's batch calls this Airflow's receiver when it
         finishes (a fresh token each), and the deferred waits end on the confirmed finish, polling only
         every ``finish_event_poll_interval`` seconds as a safety net (see :doc:`/completion-events`);
-        or an http(s) URL of your own receiver.
+        or an http(s) URL of your own receiver. Only cn-beijing sends completion notifications: on another
+        region's connection the task fails before sending anything.
     :param finish_event_poll_interval: Seconds between the safety-net polls with
         ``finish_callback="airflow"`` (default 30 minutes).
     :return: ``{"batch_ids", "requests", "request_counts", "shards"}``; ``batch_ids`` (one per shard, in
@@ -357,6 +358,7 @@ class DashScopeShardedBatchOperator(
     # ------------------------------------------------------------------------------- first try
     def execute(self, context: Context) -> dict[str, Any]:
         self._start_try()
+        self.check_finish_callback(self.finish_callback)
         self.push_estimate(context, self._preflight())
         ti = context["ti"]
         token = job_token(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))

@@ -3,12 +3,14 @@ user's own input: what passes, what fails before upload, and what only warns."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
 
+from airflow_provider_dashscope_batch.operators.batch import DashScopeCreateBatchOperator
 from airflow_provider_dashscope_batch.operators.shards import DashScopeShardedBatchOperator
 from airflow_provider_dashscope_batch.operators.upload import DashScopeUploadFileOperator
 
@@ -154,3 +156,29 @@ def test_the_sharded_operator_reports_every_bad_csv_row_and_sends_nothing(dashsc
     assert f"{source} line 3: id column 0 is missing or empty" in str(failure.value)
     assert f"{source} line 4: the request text is empty" in str(failure.value)
     assert _uploads(fresh) == 0
+
+
+@pytest.mark.parametrize("callback", ["airflow", "https://example.com/hook"])
+def test_a_finish_callback_on_a_region_without_notifications_fails_before_create(
+    dashscope_conn, fresh, client, callback
+):
+    dashscope_conn(region="ap-southeast-1", callback_base_url="https://airflow.example.com")
+    line = {
+        "custom_id": "1",
+        "method": "POST",
+        "url": "/v1/chat/ds-test",
+        "body": {"model": "batch-test-model", "messages": [{"role": "user", "content": "hi"}]},
+    }
+    file_id = client.upload_file(io.BytesIO(json.dumps(line).encode() + b"\n"), filename="in.jsonl").id
+    create = DashScopeCreateBatchOperator(
+        task_id="c", input_file_id=file_id, endpoint="/v1/chat/ds-test", finish_callback=callback
+    )
+    with pytest.raises(AirflowFailException, match="region ap-southeast-1 sends no completion notifications"):
+        create.execute({"ti": _TI()})
+    assert "POST /batches" not in fresh.request_counts()
+    sharded = DashScopeShardedBatchOperator(
+        task_id="s", requests=[{"messages": []}], model="qwen-plus", finish_callback=callback
+    )
+    with pytest.raises(AirflowFailException, match="the wait then polls on its normal schedule"):
+        sharded.execute({"ti": _TI()})
+    assert _uploads(fresh) == 1  # the scene's own upload only
