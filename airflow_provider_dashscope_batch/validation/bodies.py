@@ -23,7 +23,8 @@ code                           rule
 ``invalid_input``              ``input`` is not a non-empty string or list of non-empty strings
 ``too_many_inputs``            more texts in ``input`` than the model takes per request
 ``invalid_dimensions``         ``dimensions`` is not one the model documents
-``invalid_encoding_format``    ``encoding_format`` is not ``"float"``
+``invalid_encoding_format``    ``encoding_format`` is not ``"float"`` (a warning in the validator: no
+                               public page found states it)
 ``unsupported_body_field``     a field the endpoint's family does not accept (``input``,
                                ``dimensions``, ``encoding_format`` on chat; anything but ``model``,
                                ``input``, ``dimensions``, ``encoding_format`` on embeddings)

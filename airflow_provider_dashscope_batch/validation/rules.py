@@ -95,6 +95,7 @@ __all__ = [
     "TEST_MODEL_ENDPOINT",
     "TEST_MODEL_MAX_FILE_BYTES",
     "TEST_MODEL_MAX_LINES",
+    "WARNING_CODES",
     "JsonlValidationError",
     "LineChecker",
     "ValidationReport",
@@ -115,6 +116,9 @@ TEST_MODEL_MAX_FILE_BYTES = 1 * MB
 RESPONSE_FORMAT_TYPES: frozenset[str] = frozenset({"text", "json_object", "json_schema"})
 _BAD_FORMAT = "invalid_response_format"
 _SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+#: Body rules no public page found states: reported as warnings, never refusals.
+WARNING_CODES = frozenset({"invalid_encoding_format"})
 
 _WHITESPACE_STARTS = frozenset(b" \t\r\n")
 _UNSET = msgspec.UNSET
@@ -468,7 +472,10 @@ class LineChecker:
         if not self.body_rules or url != (self.endpoint or self.url or url):
             return
         for code, message, param in body_violations(url, model, body, self.catalog):
-            self.add(n, code, message, param)
+            if code in WARNING_CODES:
+                self.warn(n, code, message, param)
+            else:
+                self.add(n, code, message, param)
 
     def _check_custom_id(self, n: int, custom_id: Any) -> None:
         if custom_id is _UNSET:

@@ -109,7 +109,6 @@ def test_image_part_needs_a_url(tmp_path: Path) -> None:
         (embed(dimensions="1024"), ("invalid_dimensions", "body.dimensions")),
         ({**embed(dimensions=2048), "model": "text-embedding-v3"}, ("invalid_dimensions", "body.dimensions")),
         ({**embed(dimensions=1536), "model": "text-embedding-v2"}, ("invalid_dimensions", "body.dimensions")),
-        (embed(encoding_format="base64"), ("invalid_encoding_format", "body.encoding_format")),
         (embed(temperature=0.5), ("unsupported_body_field", "body.temperature")),
     ],
 )
@@ -124,6 +123,18 @@ def test_embeddings_rule_broken(
         ]
     else:
         assert found == [(1, *expected)]
+
+
+def test_an_encoding_format_other_than_float_only_warns(tmp_path: Path) -> None:
+    """No public page found states that the service takes only "float": a warning, not a refusal."""
+    path = tmp_path / "input.jsonl"
+    body = embed(encoding_format="base64")
+    path.write_text(json.dumps({"custom_id": "1", "method": "POST", "url": EMBEDDINGS, "body": body}) + "\n")
+    report = validate_jsonl(path)
+    assert report.ok
+    assert [(w.line, w.code, w.param) for w in report.warnings] == [
+        (1, "invalid_encoding_format", "body.encoding_format")
+    ]
 
 
 def test_too_many_inputs_names_the_limit(tmp_path: Path) -> None:
