@@ -25,7 +25,8 @@ code                           rule
 ``invalid_dimensions``         ``dimensions`` is not one the model documents
 ``invalid_encoding_format``    ``encoding_format`` is not ``"float"`` (a warning in the validator: no
                                public page found states it)
-``unsupported_body_field``     a field the endpoint's family does not accept (``input``,
+``unsupported_body_field``     a warning in the validator (no public page found states it): a field
+                               the endpoint's family does not accept (``input``,
                                ``dimensions``, ``encoding_format`` on chat; anything but ``model``,
                                ``input``, ``dimensions``, ``encoding_format`` on embeddings)
 =============================  ============================================================

@@ -20,7 +20,7 @@ from typing import IO, Any, BinaryIO, TextIO
 
 from airflow_provider_dashscope_batch.catalog import EMBEDDINGS_ENDPOINT, Catalog, shipped_catalog
 from airflow_provider_dashscope_batch.results.input_columns import InputColumnsWriter
-from airflow_provider_dashscope_batch.validation.rules import ENDPOINTS, MAX_CUSTOM_ID_CHARS
+from airflow_provider_dashscope_batch.validation.rules import ENDPOINTS
 
 __all__ = ["InputBuildError", "write_requests", "write_requests_from_csv"]
 
@@ -359,11 +359,6 @@ def write_requests_from_csv(
                 carry.add(custom_id, [row[i] for i in carry_idx], where)
             if packer is not None:
                 packer.add(custom_id, content, line)
-                if len(_packed_id(packer.ids)) > MAX_CUSTOM_ID_CHARS:
-                    problems.append(
-                        f"{where}: the packed request's custom_id (the JSON list of its ids) is over "
-                        f"{MAX_CUSTOM_ID_CHARS} characters; use shorter ids or a smaller inputs_per_request"
-                    )
                 continue
             if embeddings:
                 body: dict[str, Any] = {"model": model, "input": content, **extra}

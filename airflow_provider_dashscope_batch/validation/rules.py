@@ -118,7 +118,7 @@ _BAD_FORMAT = "invalid_response_format"
 _SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 #: Body rules no public page found states: reported as warnings, never refusals.
-WARNING_CODES = frozenset({"invalid_encoding_format"})
+WARNING_CODES = frozenset({"invalid_encoding_format", "unsupported_body_field"})
 
 _WHITESPACE_STARTS = frozenset(b" \t\r\n")
 _UNSET = msgspec.UNSET
