@@ -127,7 +127,7 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
             carry = None
             if self.carry_columns is not None:
                 rows = stack.enter_context(open(Path(tmp) / "input-columns.jsonl", "w+b"))
-                carry = InputColumnsWriter(rows, self.carry_columns)
+                carry = InputColumnsWriter(rows, self.carry_columns, infer_types=source.csv is not None)
             origins: array[int] | None = None
             try:
                 if source.csv is not None:
@@ -173,8 +173,7 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
         target = input_columns_path(self.carry_columns_to, file_id)  # type: ignore[arg-type]
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            carry.out.seek(0)
-            publish_input_columns(target, carry.header(file_id), carry.out)
+            publish_input_columns(target, carry.header(file_id), carry.rows_out())
         except BaseException:
             self.log.error("Could not store the carried columns at %s; deleting file %s", target, file_id)
             try:
