@@ -10,6 +10,7 @@ from airflow_provider_dashscope_batch.client import FILTER_SLACK
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import InvalidRequestError, NotFoundError
 from airflow_provider_dashscope_batch.client.identity import key_of, lineage, parse_key, with_generation
+from airflow_provider_dashscope_batch.client.oss_input import parse_oss_input
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import airflow_callback_url
 from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTERVAL
@@ -82,7 +83,10 @@ class DashScopeCreateBatchOperator(
         For more information on how to use this operator, take a look at the guide:
         :ref:`howto/operator:DashScopeCreateBatchOperator`
 
-    :param input_file_id: Id of the uploaded JSONL file (templated).
+    :param input_file_id: Id of the uploaded JSONL file, or (cn-beijing) a JSONL object in OSS: the
+        identifier ``oss:cn-beijing:<bucket>/<path>`` (recommended by the batch guide; the bucket needs the
+        guide's authorization and tagging steps) or a public-read or pre-signed OSS URL; nothing is
+        uploaded and the file-store quota is not used (templated).
     :param endpoint: ``/v1/chat/completions``, ``/v1/embeddings`` or ``/v1/chat/ds-test`` (templated).
     :param completion_window: ``"24h"`` to ``"14d"`` or a timedelta (templated).
     :param metadata: Extra batch metadata, e.g. ``ds_name`` / ``ds_description`` (templated).
@@ -238,8 +242,9 @@ class DashScopeCreateBatchOperator(
             if batch is not None and ours(batch):
                 return batch
         since = _run_started(context)
+        by_file = "," not in self.input_file_id and parse_oss_input(self.input_file_id) is None
         listing = client.list_batches(
-            input_file_ids=[self.input_file_id] if "," not in self.input_file_id else None,
+            input_file_ids=[self.input_file_id] if by_file else None,
             create_after=since - FILTER_SLACK if since is not None else None,
         )
         return next((b for b in listing if ours(b)), None)
