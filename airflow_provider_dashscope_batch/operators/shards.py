@@ -22,6 +22,7 @@ from airflow.providers.common.compat.sdk import (
     ObjectStoragePath,
 )
 
+from airflow_provider_dashscope_batch.catalog import Catalog
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
 from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY
 from airflow_provider_dashscope_batch.cost.budget import CostCheckError
@@ -124,10 +125,16 @@ class _ShardingOperator(DashScopeRequestInputOperator):
         self,
         destination: ShardWriter | ObjectStoragePath | Path,
         on_shard: Callable[[Shard], Shard] | None = None,
+        catalog: Catalog | None = None,
     ) -> SplitResult:
+        """Split the input into ``destination``, its lines checked with ``catalog`` (default: shipped)."""
         source = self.request_input
         sizing = ShardSizing(
-            self.max_requests_per_shard, self.max_bytes_per_shard, self.margin, self.max_violations
+            self.max_requests_per_shard,
+            self.max_bytes_per_shard,
+            self.margin,
+            self.max_violations,
+            catalog,
         )
         try:
             if source.file is not None:
@@ -387,7 +394,7 @@ class DashScopeShardedBatchOperator(
                 return path.open("wb"), str(path)
 
             try:
-                endpoint = self._split(spool, plan).endpoint
+                endpoint = self._split(spool, plan, self.model_catalog()).endpoint
             except TaskKilled:
                 self._after_kill(client, context, staged)
                 raise
