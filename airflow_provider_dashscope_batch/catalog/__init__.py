@@ -214,7 +214,7 @@ class Catalog:
         """The models the catalog lists for batch in ``region``."""
         return sorted(m for m, e in self.models.items() if e.regions is not None and region in e.regions)
 
-    def with_overrides(self, raw: Any, what: str = f"connection extra {CONNECTION_EXTRA!r}") -> Catalog:
+    def with_overrides(self, raw: Any, what: str = "connection extra 'models'") -> Catalog:
         """
         This catalog with ``raw`` (model name -> entry fields, a mapping or JSON text) laid over it.
 
