@@ -14,6 +14,9 @@ non-ASCII lines are also checked to be UTF-8. A line the fast decoder rejects is
 :mod:`json` to give the exact reason (and to accept what strict JSON
 allows, such as lone surrogate escapes).
 
+The module is over 600 lines because one :class:`LineChecker` holds every line rule: its fast path
+for a line like the ones before it has to see them all at once.
+
 Rule codes (``Violation.code``); ``line`` is ``None`` for file-level rules:
 
 ============================  ==============================================================
@@ -55,9 +58,6 @@ embeddings, image parts only for models the catalog says read them, fields a fam
 listed in :mod:`airflow_provider_dashscope_batch.validation.bodies`. Each rule's public source is in
 the docs' rule table (``docs/errors.rst``); a rule no public page states is a warning
 (``ValidationReport.warnings``), never a refusal.
-
-The module is over 600 lines because one :class:`LineChecker` holds every line rule: its fast path
-for a line like the ones before it has to see them all at once.
 
 Sizes use binary units (1 MB = 2**20 bytes); line sizes exclude the line terminator. Lines past
 the 50,000-line limit are counted but not checked, which also bounds the memory used to detect
