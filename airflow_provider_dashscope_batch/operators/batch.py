@@ -59,12 +59,6 @@ def _lineage(context: Context) -> str:
     return lineage(ti.dag_id, ti.task_id, ti.run_id, str(getattr(ti, "map_index", -1)))
 
 
-def _lineage_and_generation(batch: Batch) -> tuple[str, int] | None:
-    """The key's task-instance part and generation (a key without one, from older releases: 0)."""
-    parsed = parse_key(key_of(batch))
-    return None if parsed is None else (parsed[0], parsed[1] or 0)
-
-
 class DashScopeCreateBatchOperator(
     DashScopeCostMixin, DashScopeBatchOutcomeMixin, DashScopeBaseBatchOperator
 ):
@@ -142,7 +136,7 @@ class DashScopeCreateBatchOperator(
         generation = 1
         batch = self._find_earlier_batch(context, client) if self._may_have_earlier_batch(context) else None
         if batch is not None:
-            _, generation = _lineage_and_generation(batch) or ("", 0)
+            _, generation = parse_key(key_of(batch)) or ("", 1)
             verdict = self.outcome_policy.evaluate(batch) if batch.status.is_terminal else None
             if verdict is not None and verdict.outcome == Outcome.FAIL:
                 generation += 1
@@ -223,7 +217,7 @@ class DashScopeCreateBatchOperator(
         lineage = _lineage(context)
 
         def ours(batch: Batch) -> bool:
-            found = _lineage_and_generation(batch)
+            found = parse_key(key_of(batch))
             return batch.input_file_id == self.input_file_id and found is not None and found[0] == lineage
 
         store = context.get("task_state_store")
