@@ -22,6 +22,7 @@ from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
+from airflow_provider_dashscope_batch.client.status import BatchRef
 from airflow_provider_dashscope_batch.events.wake import SAFETY_NET_FIRST_POLL_JITTER, finish_watcher
 from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
 from airflow_provider_dashscope_batch.waiting.late import LateCopies, LateWatch, finish_watch, watch_files
@@ -36,7 +37,7 @@ from airflow_provider_dashscope_batch.waiting.protocol import (
     WaitEvent,
     kill_decision,
 )
-from airflow_provider_dashscope_batch.waiting.reader import BatchRef, status_reader
+from airflow_provider_dashscope_batch.waiting.reader import status_reader
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client import AsyncDashScopeClient

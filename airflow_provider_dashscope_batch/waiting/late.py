@@ -8,7 +8,7 @@ key and input file; a late upload leaves a second file under the same upload tok
 (the worker wait, the sensor, both triggers, the common.ai adapter) looks for the copies until then:
 
 * while the batch runs, its status reads go through the list of its input file even when it is read alone
-  (``watch_until`` of :class:`~airflow_provider_dashscope_batch.waiting.reader.BatchRef`), so
+  (``watch_until`` of :class:`~airflow_provider_dashscope_batch.client.status.BatchRef`), so
   a duplicate shows at no extra request and is cancelled at first sight;
 * the late file is looked for with one file list per poll, and deleted;
 * a wait whose batch finished before the window closed looks on, at its poll interval, until a look at or
@@ -20,28 +20,22 @@ After the window nothing is looked for: reads fall back to retrieves (or shared 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_dashscope_batch.client._core import ClientCore
-from airflow_provider_dashscope_batch.client._flow import Flow
-from airflow_provider_dashscope_batch.client._pagination import collect_flow
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
-from airflow_provider_dashscope_batch.client.errors import DashScopeError, InvalidRequestError, NotFoundError
+from airflow_provider_dashscope_batch.client.errors import DashScopeError
 from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY
-from airflow_provider_dashscope_batch.client.resources.batches import cancel_batch_flow
-from airflow_provider_dashscope_batch.client.resources.files import delete_file_flow, list_files_flow
-from airflow_provider_dashscope_batch.client.types import Batch, FileObject
-from airflow_provider_dashscope_batch.waiting.reader import BatchRef, StatusRead, grouped_read_flow
+from airflow_provider_dashscope_batch.client.status import BatchRef, StatusRead
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client.async_ import AsyncDashScopeClient
+    from airflow_provider_dashscope_batch.client.copies import Reconciled
     from airflow_provider_dashscope_batch.client.sync import DashScopeClient
+    from airflow_provider_dashscope_batch.client.types import Batch, FileObject
 
 __all__ = [
     "LateCopies",
@@ -49,15 +43,11 @@ __all__ = [
     "delete_late_files_sync",
     "finish_watch",
     "finish_watch_sync",
-    "look_flow",
     "read_watching",
     "watch_files",
 ]
 
 log = logging.getLogger(__name__)
-
-#: The file list's time filter is in an unconfirmed time zone: look back this far from the window's end.
-_FILE_LOOKBACK = timedelta(days=2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,62 +165,48 @@ class LateWatch:
         until = self.copies.file_until
         return bool(self.copies.file_name and until is not None and (last or now <= until))
 
-    def cancel_flow(self, core: ClientCore, duplicates: Iterable[Batch]) -> Flow[list[str]]:
-        """Cancel the unfinished duplicates a read showed; return their ids."""
-        cancelled: list[str] = []
-        for duplicate in duplicates:
-            if duplicate.id == self.batch_id or duplicate.id in self.seen or duplicate.status.is_terminal:
-                continue
-            log.warning(
-                "Batch %s carries the idempotency key of batch %s (a create processed after the client "
-                "gave up): cancelling the duplicate",
-                duplicate.id,
-                self.batch_id,
-            )
-            try:
-                yield from cancel_batch_flow(core, duplicate.id)
-            except (InvalidRequestError, NotFoundError) as exc:  # finished or gone meanwhile
-                log.warning("Batch %s could not be cancelled: %s", duplicate.id, exc)
-            self.seen.add(duplicate.id)
-            cancelled.append(duplicate.id)
-        return cancelled
+    def _look_kwargs(self, now: float, last: bool) -> dict[str, Any]:
+        files = self.watches_files(now, last=last)
+        return {
+            "filename": self.copies.file_name if files else None,
+            "file_until": self.copies.file_until if files else None,
+            "skip": frozenset(self.seen),
+        }
 
-    def delete_files_flow(self, core: ClientCore) -> Flow[list[str]]:
-        """Delete every other file stored under the input file's name (a late upload); return their ids."""
-        name, until = self.copies.file_name, self.copies.file_until
-        assert name is not None
-        assert until is not None
-        since = datetime.fromtimestamp(until, UTC) - _FILE_LOOKBACK
+    def _noted(self, found: Reconciled) -> StatusRead:
+        self.seen.update(found.cancelled, found.deleted)
+        return found.read
 
-        def late(file: FileObject) -> bool:
-            return file.filename == name and file.id != self.input_file_id and file.id not in self.seen
+    def look(self, client: DashScopeClient, now: float, *, last: bool = False) -> StatusRead:
+        """
+        One look: read the batch through its input file's list, cancel a duplicate, delete a late file.
 
-        copies = yield from collect_flow(list_files_flow(core, purpose="batch", create_after=since), late)
-        for copy in copies:
-            log.warning(
-                "File %s is a late copy of input file %s (upload %s): deleting it",
-                copy.id,
-                self.input_file_id,
-                name,
-            )
-            with contextlib.suppress(NotFoundError):  # deleted meanwhile
-                yield from delete_file_flow(core, copy.id)
-            self.seen.add(copy.id)
-        return [copy.id for copy in copies]
+        :param now: Wall-clock epoch seconds of the look.
+        :param last: The look at or after the window's end (lists even though the window has closed).
+        """
+        return self._noted(client.reconcile(self.ref(last=last), **self._look_kwargs(now, last)))
 
+    async def look_async(self, client: AsyncDashScopeClient, now: float, *, last: bool = False) -> StatusRead:
+        """The async twin of :meth:`look`."""
+        return self._noted(await client.reconcile(self.ref(last=last), **self._look_kwargs(now, last)))
 
-def look_flow(core: ClientCore, watch: LateWatch, now: float, *, last: bool = False) -> Flow[StatusRead]:
-    """
-    One look: read the batch through its input file's list, cancel a duplicate, delete a late file.
+    def _file_kwargs(self) -> dict[str, Any]:
+        assert self.copies.file_name is not None
+        assert self.copies.file_until is not None
+        return {
+            "filename": self.copies.file_name,
+            "keep_file_id": self.input_file_id,
+            "until": self.copies.file_until,
+            "skip": frozenset(self.seen),
+        }
 
-    :param now: Wall-clock epoch seconds of the look.
-    :param last: The look at or after the window's end (lists even though the window has closed).
-    """
-    read = yield from grouped_read_flow(core, [watch.ref(last=last)])
-    yield from watch.cancel_flow(core, read.duplicates.get(watch.batch_id, ()))
-    if watch.watches_files(now, last=last):
-        yield from watch.delete_files_flow(core)
-    return read
+    def delete_files(self, client: DashScopeClient) -> None:
+        """Delete every other file stored under the input file's name (a late upload)."""
+        self.seen.update(client.delete_file_copies(**self._file_kwargs()))
+
+    async def delete_files_async(self, client: AsyncDashScopeClient) -> None:
+        """The async twin of :meth:`delete_files`."""
+        self.seen.update(await client.delete_file_copies(**self._file_kwargs()))
 
 
 def read_watching(client: DashScopeClient, watch: LateWatch | None, batch_id: str) -> Batch:
@@ -242,7 +218,7 @@ def read_watching(client: DashScopeClient, watch: LateWatch | None, batch_id: st
     now = time.time()
     if watch is None or now > watch.copies.until:
         return client.retrieve_batch(batch_id, max_retries=0)
-    read = client.run_flow(lambda core: look_flow(core, watch, now))
+    read = watch.look(client, now)
     if batch_id in read.batches:
         return read.batches[batch_id]
     raise read.errors[batch_id]
@@ -262,7 +238,7 @@ def finish_watch_sync(
         now = clock()
         last = now >= until
         try:
-            client.run_flow(lambda core, n=now, e=last: look_flow(core, watch, n, last=e))  # type: ignore[misc]
+            watch.look(client, now, last=last)
         except DashScopeError as exc:  # the next look (or nobody) finds it; the wait's result stands
             log.warning("Looking for late copies of batch %s failed: %s", watch.batch_id, exc)
         if last:
@@ -287,7 +263,7 @@ def delete_late_files_sync(
     while True:
         now = clock()
         try:
-            client.run_flow(watch.delete_files_flow)
+            watch.delete_files(client)
         except DashScopeError as exc:
             log.warning("Looking for a late copy of file %s failed: %s", file.id, exc)
         if now >= ambiguity.until:
@@ -302,7 +278,7 @@ async def finish_watch(client: AsyncDashScopeClient, watch: LateWatch, interval:
         now = time.time()
         last = now >= until
         try:
-            await client.run_flow(lambda core, n=now, e=last: look_flow(core, watch, n, last=e))  # type: ignore[misc]
+            await watch.look_async(client, now, last=last)
         except DashScopeError as exc:
             log.warning("Looking for late copies of batch %s failed: %s", watch.batch_id, exc)
         if last:
@@ -314,7 +290,7 @@ async def watch_files(client: AsyncDashScopeClient, watch: LateWatch, interval: 
     """While a trigger's wait runs: list the files every ``interval`` seconds while a late one may appear."""
     while watch.watches_files(now := time.time()):
         try:
-            await client.run_flow(watch.delete_files_flow)
+            await watch.delete_files_async(client)
         except DashScopeError as exc:
             log.warning("Looking for a late copy of file %s failed: %s", watch.input_file_id, exc)
         await asyncio.sleep(max(min(interval, (watch.copies.file_until or now) - now), 0.0) or interval)

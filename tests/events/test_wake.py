@@ -10,11 +10,12 @@ import anyio
 import pytest
 
 from airflow_provider_dashscope_batch.client import AsyncDashScopeClient
+from airflow_provider_dashscope_batch.client.status import BatchRef
 from airflow_provider_dashscope_batch.events.mailbox import MAILBOX_SIZE, Mailbox, variable_key
 from airflow_provider_dashscope_batch.events.wake import FinishWatcher
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
 from airflow_provider_dashscope_batch.waiting.protocol import BatchPoller, BatchWait, PollSchedule
-from airflow_provider_dashscope_batch.waiting.reader import BatchRef, StatusReader
+from airflow_provider_dashscope_batch.waiting.reader import StatusReader
 
 SAMPLE_REQUESTS = Path(__file__).resolve().parents[2] / "example_dags" / "data" / "requests.jsonl"
 LIST, RETRIEVE = "GET /batches", "GET /batches/{batch_id}"

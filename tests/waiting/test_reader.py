@@ -12,24 +12,19 @@ import pytest
 
 from airflow_provider_dashscope_batch.client import AsyncDashScopeClient, DashScopeClient, ServerError
 from airflow_provider_dashscope_batch.client.ratelimit import RateBudget, RateLimit, RequestKind
+from airflow_provider_dashscope_batch.client.status import BatchRef, StatusRead
 from airflow_provider_dashscope_batch.client.types import BatchStatus
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
 from airflow_provider_dashscope_batch.waiting import reader as status
 from airflow_provider_dashscope_batch.waiting.protocol import BatchPoller, BatchWait, PollAction, PollSchedule
-from airflow_provider_dashscope_batch.waiting.reader import (
-    BatchRef,
-    StatusRead,
-    StatusReader,
-    grouped_read_flow,
-    status_reader,
-)
+from airflow_provider_dashscope_batch.waiting.reader import StatusReader, status_reader
 from tests.client.conftest import active_shared_clients
 
 
 def read_statuses(client: DashScopeClient, refs: list[BatchRef]) -> StatusRead:
     """One grouped read of ``refs`` with the sync client."""
-    return client.run_flow(lambda core: grouped_read_flow(core, refs))
+    return client.read_statuses(refs)
 
 
 def registered(reader: StatusReader) -> int:
