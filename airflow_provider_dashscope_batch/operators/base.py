@@ -14,6 +14,7 @@ connect it to Airflow.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -46,9 +47,9 @@ from airflow_provider_dashscope_batch.waiting.protocol import (
     BatchWait,
     Outcome,
     OutcomePolicy,
-    PollSchedule,
     WaitEvent,
     WaitEventKind,
+    WaitSettings,
     kill_decision,
     wait_for_batch,
 )
@@ -180,8 +181,13 @@ class DashScopeBaseBatchOperator(DashScopeBaseOperator):
         super().__init__(**kwargs)
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
-        self.schedule = PollSchedule(poll_interval, max(max_poll_interval, poll_interval), poll_backoff)
-        self.error_budget = error_budget
+        self.wait_settings = WaitSettings(
+            poll_interval,
+            max_poll_interval,
+            poll_backoff,
+            error_budget=error_budget,
+            cancel_on_kill=cancel_on_kill,
+        )
         self.wait_timeout = wait_timeout
         self.cancel_on_kill = cancel_on_kill
         self._batch_id: str | None = None
@@ -195,18 +201,17 @@ class DashScopeBaseBatchOperator(DashScopeBaseOperator):
         seconds = limit.total_seconds() if isinstance(limit, timedelta) else float(limit)
         return time.time() + seconds
 
+    def _trigger_wait(self, deadline: float | None) -> WaitSettings:
+        """The deferred wait's settings: this task's, with ``deadline``."""
+        return replace(self.wait_settings, deadline=deadline)
+
     def _trigger(
         self, batch: Batch, deadline: float | None, copies: LateCopies | None
     ) -> DashScopeBatchTrigger:
         return DashScopeBatchTrigger(
             batch_id=batch.id,
             dashscope_conn_id=self.dashscope_conn_id,
-            poll_interval=self.schedule.poll_interval,
-            max_poll_interval=self.schedule.max_poll_interval,
-            poll_backoff=self.schedule.backoff,
-            deadline=deadline,
-            error_budget=self.error_budget,
-            cancel_on_kill=self.cancel_on_kill,
+            wait=self._trigger_wait(deadline),
             input_file_id=batch.input_file_id,
             idempotency_key=key_of(batch),
             late_copies=None if copies is None else copies.to_dict(),
@@ -228,17 +233,18 @@ class DashScopeBaseBatchOperator(DashScopeBaseOperator):
                 # A safety net only: the trigger's own deadline fires first, so the batch gets cancelled.
                 timeout=None
                 if deadline is None
-                else timedelta(seconds=deadline - time.time() + 2 * self.schedule.max_poll_interval + 60),
+                else timedelta(
+                    seconds=deadline - time.time() + 2 * self.wait_settings.max_poll_interval + 60
+                ),
             )
         client = self.hook.get_conn()
-        wait = BatchWait(
-            batch.id, BatchPoller(self.schedule, deadline=deadline, error_budget=self.error_budget), self.log
-        )
+        settings = self.wait_settings
+        wait = BatchWait(batch.id, BatchPoller(settings.schedule, deadline, settings.error_budget), self.log)
         watch = LateWatch.of(batch, copies)
         try:
             event = wait_for_batch(lambda: read_watching(client, watch, batch.id), wait)
             if watch is not None:
-                finish_watch_sync(client, watch, self.schedule.poll_interval)
+                finish_watch_sync(client, watch, settings.poll_interval)
         except AirflowTaskTimeout:  # the task's execution_timeout
             self._cancel(batch.id, "the task's execution_timeout passed")
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -21,9 +22,8 @@ from airflow_provider_dashscope_batch.operators.base import (
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin
 from airflow_provider_dashscope_batch.operators.lineage import batch_lineage, keep_for_lineage
 from airflow_provider_dashscope_batch.operators.links import DashScopeBatchConsoleLink
-from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
 from airflow_provider_dashscope_batch.waiting.late import LateCopies
-from airflow_provider_dashscope_batch.waiting.protocol import Outcome
+from airflow_provider_dashscope_batch.waiting.protocol import Outcome, WaitSettings
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -194,17 +194,13 @@ class DashScopeCreateBatchOperator(
             "idempotency_key": key,
         }
 
-    def _trigger(
-        self, batch: Batch, deadline: float | None, copies: LateCopies | None
-    ) -> DashScopeBatchTrigger:
-        """The base trigger, woken by finish events and polling as a safety net with the receiver."""
-        trigger = super()._trigger(batch, deadline, copies)
+    def _trigger_wait(self, deadline: float | None) -> WaitSettings:
+        """With the receiver: woken by finish events, polling only as a safety net."""
+        settings = super()._trigger_wait(deadline)
         if self.finish_callback != AIRFLOW_RECEIVER:
-            return trigger
+            return settings
         interval = float(self.finish_event_poll_interval)
-        kwargs = trigger.serialize()[1]
-        kwargs.update(poll_interval=interval, max_poll_interval=interval, finish_events=True)
-        return DashScopeBatchTrigger(**kwargs)
+        return replace(settings, poll_interval=interval, max_poll_interval=interval, finish_events=True)
 
     @staticmethod
     def _may_have_earlier_batch(context: Context) -> bool:

@@ -67,6 +67,7 @@ from airflow_provider_dashscope_batch.waiting.protocol import (
     Outcome,
     WaitEvent,
     WaitEventKind,
+    WaitSettings,
 )
 
 if TYPE_CHECKING:
@@ -466,13 +467,15 @@ class DashScopeShardedBatchOperator(
                     if r.running and r.batch is not None
                 ],
                 until="any" if waiting else "all",
-                poll_interval=interval if events else self.poll_interval,
-                max_poll_interval=interval if events else self.max_poll_interval,
-                poll_backoff=self.poll_backoff,
-                finish_events=events,
-                deadline=job.deadline,
-                error_budget=self.error_budget,
-                cancel_on_kill=self.cancel_on_kill,
+                wait=WaitSettings(
+                    poll_interval=interval if events else self.poll_interval,
+                    max_poll_interval=interval if events else self.max_poll_interval,
+                    poll_backoff=self.poll_backoff,
+                    deadline=job.deadline,
+                    error_budget=self.error_budget,
+                    cancel_on_kill=self.cancel_on_kill,
+                    finish_events=events,
+                ),
             ),
             method_name="execute_complete",
         )

@@ -30,6 +30,7 @@ from airflow_provider_dashscope_batch.waiting.protocol import (
     DEFAULT_POLL_BACKOFF,
     DEFAULT_POLL_INTERVAL,
     WaitEventKind,
+    WaitSettings,
 )
 
 if TYPE_CHECKING:
@@ -122,11 +123,13 @@ class DashScopeBatchSensor(DashScopeBatchOutcomeMixin, BaseSensorOperator, DashS
             trigger=DashScopeBatchTrigger(
                 batch_id=self.batch_id,
                 dashscope_conn_id=self.dashscope_conn_id,
-                poll_interval=self.poke_interval_seconds,
-                max_poll_interval=self.max_poll_interval,
-                poll_backoff=self.poll_backoff,
-                deadline=time.time() + timeout,
-                error_budget=self.error_budget,
+                wait=WaitSettings(
+                    self.poke_interval_seconds,
+                    self.max_poll_interval,
+                    self.poll_backoff,
+                    deadline=time.time() + timeout,
+                    error_budget=self.error_budget,
+                ),
                 input_file_id=batch.input_file_id,
                 idempotency_key=(batch.metadata or {}).get(IDEMPOTENCY_KEY),
                 late_copies=None if copies is None else copies.to_dict(),

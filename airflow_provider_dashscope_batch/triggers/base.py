@@ -27,14 +27,10 @@ from airflow_provider_dashscope_batch.events.wake import SAFETY_NET_FIRST_POLL_J
 from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
 from airflow_provider_dashscope_batch.waiting.late import LateCopies, LateWatch, finish_watch, watch_files
 from airflow_provider_dashscope_batch.waiting.protocol import (
-    DEFAULT_ERROR_BUDGET,
-    DEFAULT_MAX_POLL_INTERVAL,
-    DEFAULT_POLL_BACKOFF,
-    DEFAULT_POLL_INTERVAL,
     BatchPoller,
     BatchWait,
-    PollSchedule,
     WaitEvent,
+    WaitSettings,
     kill_decision,
 )
 from airflow_provider_dashscope_batch.waiting.reader import status_reader
@@ -64,38 +60,19 @@ class DashScopeWaiterTrigger(BaseTrigger):
     (:meth:`wait_all`); everything else is here.
 
     :param dashscope_conn_id: The DashScope connection id.
-    :param poll_interval: Shortest seconds between two polls of one batch.
-    :param max_poll_interval: Cap the interval grows to.
-    :param poll_backoff: Growth factor of the interval.
-    :param deadline: Wall-clock epoch seconds after which a wait ends with a timeout.
-    :param error_budget: Consecutive retryable polling errors tolerated per batch.
-    :param cancel_on_kill: Cancel the batches when a user marks the deferred task failed (Airflow 3.3+).
-    :param finish_events: The batches send finish events to this Airflow's receiver
-        (:mod:`~airflow_provider_dashscope_batch.events`): a wait also ends when the connection's
-        mailbox names its batch, and its polls are the safety net (the first one spread less).
+    :param wait: How the waits poll and end (:class:`WaitSettings`, or its :meth:`WaitSettings.to_dict`
+        form, as the triggerer passes it back).
     """
 
     def __init__(
         self,
         dashscope_conn_id: str = DashScopeBatchHook.default_conn_name,
         *,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
-        poll_backoff: float = DEFAULT_POLL_BACKOFF,
-        deadline: float | None = None,
-        error_budget: int = DEFAULT_ERROR_BUDGET,
-        cancel_on_kill: bool = False,
-        finish_events: bool = False,
+        wait: WaitSettings | dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.dashscope_conn_id = dashscope_conn_id
-        self.poll_interval = float(poll_interval)
-        self.max_poll_interval = float(max(max_poll_interval, poll_interval))
-        self.poll_backoff = float(poll_backoff)
-        self.deadline = None if deadline is None else float(deadline)
-        self.error_budget = int(error_budget)
-        self.cancel_on_kill = bool(cancel_on_kill)
-        self.finish_events = bool(finish_events)
+        self.wait = WaitSettings.of(wait)
         # made on a duplicate's first sighting: thousands of waits in a triggerer rarely see one
         self._cancelling: set[asyncio.Future[None]] | None = None
 
@@ -107,20 +84,10 @@ class DashScopeWaiterTrigger(BaseTrigger):
         raise NotImplementedError
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """Class path and primitive kwargs: the subclass's own, then the poll fields."""
+        """Class path and primitive kwargs: the subclass's own, the connection and the wait settings."""
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                **self.own_kwargs(),
-                "dashscope_conn_id": self.dashscope_conn_id,
-                "poll_interval": self.poll_interval,
-                "max_poll_interval": self.max_poll_interval,
-                "poll_backoff": self.poll_backoff,
-                "deadline": self.deadline,
-                "error_budget": self.error_budget,
-                "cancel_on_kill": self.cancel_on_kill,
-                "finish_events": self.finish_events,
-            },
+            {**self.own_kwargs(), "dashscope_conn_id": self.dashscope_conn_id, "wait": self.wait.to_dict()},
         )
 
     # ------------------------------------------------------------------------------------ waiting
@@ -129,10 +96,12 @@ class DashScopeWaiterTrigger(BaseTrigger):
 
     def batch_wait(self, batch_id: str) -> BatchWait:
         """A fresh wait for ``batch_id`` on this trigger's schedule."""
-        schedule = PollSchedule(self.poll_interval, self.max_poll_interval, self.poll_backoff)
-        if self.finish_events:
+        schedule = self.wait.schedule
+        if self.wait.finish_events:
             schedule = dataclasses.replace(schedule, first_poll_jitter=SAFETY_NET_FIRST_POLL_JITTER)
-        return BatchWait(batch_id, BatchPoller(schedule, self.deadline, self.error_budget), self.log)
+        return BatchWait(
+            batch_id, BatchPoller(schedule, self.wait.deadline, self.wait.error_budget), self.log
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
@@ -174,11 +143,11 @@ class DashScopeWaiterTrigger(BaseTrigger):
             on_duplicate = self._on_duplicate(client, batch_id, watch)
         files = None
         if watch is not None and watch.watches_files(time.time()):
-            files = asyncio.ensure_future(watch_files(client, watch, self.poll_interval))
+            files = asyncio.ensure_future(watch_files(client, watch, self.wait.poll_interval))
         reader = status_reader(client)
         watching = (
             finish_watcher(reader, self.dashscope_conn_id).watching(batch_id)
-            if self.finish_events
+            if self.wait.finish_events
             else contextlib.nullcontext()
         )
         try:
@@ -188,10 +157,10 @@ class DashScopeWaiterTrigger(BaseTrigger):
                     wait,
                     wait.start(time.time()),
                     on_duplicate=on_duplicate,
-                    gather=self.poll_interval / 10,
+                    gather=self.wait.poll_interval / 10,
                 )
             if watch is not None:
-                await finish_watch(client, watch, self.poll_interval)
+                await finish_watch(client, watch, self.wait.poll_interval)
         finally:
             if files is not None:
                 files.cancel()
@@ -245,7 +214,7 @@ class DashScopeWaiterTrigger(BaseTrigger):
     # ---------------------------------------------------------------------------------------- kill
     async def on_kill(self) -> None:
         """Cancel the batches if a user marked the deferred task failed (called by Airflow 3.3+ only)."""
-        if self.cancel_on_kill:
+        if self.wait.cancel_on_kill:
             await cancel_on_user_kill(self, ", ".join(self.batch_ids), self._cancel_batches)
 
     async def _cancel_batches(self) -> str:

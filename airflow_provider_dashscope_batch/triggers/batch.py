@@ -9,15 +9,10 @@ from airflow_provider_dashscope_batch.triggers.base import (
     DashScopeWaiterTrigger,
     late_watches,
 )
-from airflow_provider_dashscope_batch.waiting.protocol import (
-    DEFAULT_ERROR_BUDGET,
-    DEFAULT_MAX_POLL_INTERVAL,
-    DEFAULT_POLL_BACKOFF,
-    DEFAULT_POLL_INTERVAL,
-)
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client import AsyncDashScopeClient
+    from airflow_provider_dashscope_batch.waiting.protocol import WaitSettings
 
 __all__ = ["DashScopeBatchTrigger"]
 
@@ -41,7 +36,7 @@ class DashScopeBatchTrigger(DashScopeWaiterTrigger):
     or unusable ends the wait with one ``error`` event.
 
     ``on_kill`` (Airflow 3.3+, when a user changes the deferred task's state) cancels the batch only if
-    ``cancel_on_kill`` is set and the task instance is now ``failed``; a cleared task's next try
+    ``wait.cancel_on_kill`` is set and the task instance is now ``failed``; a cleared task's next try
     re-attaches to the batch, and a task marked successful leaves it running (see the create operator's
     lifecycle table).
 
@@ -49,19 +44,12 @@ class DashScopeBatchTrigger(DashScopeWaiterTrigger):
 
     :param batch_id: The batch to wait for.
     :param dashscope_conn_id: The DashScope connection id.
-    :param poll_interval: Shortest seconds between polls.
-    :param max_poll_interval: Cap the interval grows to.
-    :param poll_backoff: Growth factor of the interval.
-    :param deadline: Wall-clock epoch seconds after which the trigger fires a ``timeout`` event.
-    :param error_budget: Consecutive retryable polling errors tolerated.
-    :param cancel_on_kill: Cancel the batch when a user marks the deferred task failed (Airflow 3.3+).
+    :param wait: How the wait polls and ends
+        (:class:`~airflow_provider_dashscope_batch.waiting.protocol.WaitSettings`).
     :param input_file_id: The batch's input file, if known (identifies the batch's siblings).
     :param idempotency_key: The key the batch was created with, if known.
     :param late_copies: After an ambiguous create or upload: until when late copies may appear
         (:meth:`LateCopies.to_dict <airflow_provider_dashscope_batch.waiting.late.LateCopies.to_dict>`).
-    :param finish_events: The batch sends a finish event to this Airflow's receiver
-        (:mod:`~airflow_provider_dashscope_batch.events`): the wait also ends when the connection's
-        mailbox names the batch, and its polls are the safety net (first one spread less).
     """
 
     def __init__(
@@ -69,27 +57,12 @@ class DashScopeBatchTrigger(DashScopeWaiterTrigger):
         batch_id: str,
         dashscope_conn_id: str = DashScopeBatchHook.default_conn_name,
         *,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
-        poll_backoff: float = DEFAULT_POLL_BACKOFF,
-        deadline: float | None = None,
-        error_budget: int = DEFAULT_ERROR_BUDGET,
-        cancel_on_kill: bool = False,
+        wait: WaitSettings | dict[str, Any] | None = None,
         input_file_id: str | None = None,
         idempotency_key: str | None = None,
         late_copies: dict[str, Any] | None = None,
-        finish_events: bool = False,
     ) -> None:
-        super().__init__(
-            dashscope_conn_id,
-            poll_interval=poll_interval,
-            max_poll_interval=max_poll_interval,
-            poll_backoff=poll_backoff,
-            deadline=deadline,
-            error_budget=error_budget,
-            cancel_on_kill=cancel_on_kill,
-            finish_events=finish_events,
-        )
+        super().__init__(dashscope_conn_id, wait=wait)
         self.batch_id = batch_id
         self.batch_ids = [batch_id]
         self.input_file_id = input_file_id

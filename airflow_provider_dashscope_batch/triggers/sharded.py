@@ -7,17 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
 from airflow_provider_dashscope_batch.triggers.base import DashScopeWaiterTrigger, late_watches
-from airflow_provider_dashscope_batch.waiting.protocol import (
-    DEFAULT_ERROR_BUDGET,
-    DEFAULT_MAX_POLL_INTERVAL,
-    DEFAULT_POLL_BACKOFF,
-    DEFAULT_POLL_INTERVAL,
-    WaitEvent,
-    WaitEventKind,
-)
+from airflow_provider_dashscope_batch.waiting.protocol import WaitEvent, WaitEventKind
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client import AsyncDashScopeClient
+    from airflow_provider_dashscope_batch.waiting.protocol import WaitSettings
 
 __all__ = ["DashScopeShardsTrigger"]
 
@@ -36,24 +30,17 @@ class DashScopeShardsTrigger(DashScopeWaiterTrigger):
     payload, ...]}`` for the batches whose waits ended (all of them for ``until="all"``); batches still
     running are not listed; an unusable connection gives one ``error`` event per batch. ``on_kill``
     (Airflow 3.3+, when a user changes the deferred task's state) cancels the batches only if
-    ``cancel_on_kill`` is set and the task instance is now ``failed``, as the single-batch trigger does.
+    ``wait.cancel_on_kill`` is set and the task instance is now ``failed``, as the single-batch trigger does.
 
     :param batch_ids: The batches to wait for.
     :param input_file_ids: Their input files, in the same order (enables the grouped reads).
     :param dashscope_conn_id: The DashScope connection id.
     :param until: ``"all"`` or ``"any"``.
-    :param poll_interval: Shortest seconds between polls of one batch.
-    :param max_poll_interval: Cap the interval grows to.
-    :param poll_backoff: Growth factor of the interval.
-    :param deadline: Wall-clock epoch seconds after which a wait ends with a timeout.
-    :param error_budget: Consecutive retryable errors tolerated per batch.
-    :param cancel_on_kill: Cancel the batches when a user marks the deferred task failed (Airflow 3.3+).
+    :param wait: How each wait polls and ends
+        (:class:`~airflow_provider_dashscope_batch.waiting.protocol.WaitSettings`).
     :param idempotency_keys: Their idempotency keys, in the same order (enables the duplicate check).
     :param late_copies: Per batch, None or until when late copies may appear
         (:meth:`LateCopies.to_dict <airflow_provider_dashscope_batch.waiting.late.LateCopies.to_dict>`).
-    :param finish_events: The batches send finish events to this Airflow's receiver: their waits also
-        end when the connection's mailbox names them (see :class:`DashScopeBatchTrigger
-        <airflow_provider_dashscope_batch.triggers.batch.DashScopeBatchTrigger>`).
     """
 
     def __init__(
@@ -63,26 +50,11 @@ class DashScopeShardsTrigger(DashScopeWaiterTrigger):
         *,
         input_file_ids: list[str | None] | None = None,
         until: str = "all",
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
-        poll_backoff: float = DEFAULT_POLL_BACKOFF,
-        deadline: float | None = None,
-        error_budget: int = DEFAULT_ERROR_BUDGET,
-        cancel_on_kill: bool = False,
+        wait: WaitSettings | dict[str, Any] | None = None,
         idempotency_keys: list[str | None] | None = None,
         late_copies: list[dict[str, Any] | None] | None = None,
-        finish_events: bool = False,
     ) -> None:
-        super().__init__(
-            dashscope_conn_id,
-            poll_interval=poll_interval,
-            max_poll_interval=max_poll_interval,
-            poll_backoff=poll_backoff,
-            deadline=deadline,
-            error_budget=error_budget,
-            cancel_on_kill=cancel_on_kill,
-            finish_events=finish_events,
-        )
+        super().__init__(dashscope_conn_id, wait=wait)
         if until not in ("all", "any"):
             raise ValueError(f"until must be 'all' or 'any', got {until!r}")
         self.batch_ids = list(batch_ids)

@@ -30,7 +30,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -53,6 +53,7 @@ __all__ = [
     "Verdict",
     "WaitEvent",
     "WaitEventKind",
+    "WaitSettings",
     "kill_decision",
     "wait_for_batch",
 ]
@@ -292,6 +293,59 @@ class BatchPoller:
     def timeout_message(self) -> str:
         """Text of a timed-out wait."""
         return f"Stopped waiting: the deadline (epoch {self.deadline:.0f}) passed after {self.polls} polls."
+
+
+@dataclass(frozen=True, slots=True)
+class WaitSettings:
+    """
+    How a wait polls and when it ends: every trigger argument beyond the batches, declared once.
+
+    The operators and the sensor build it, the triggers take it and serialize it (:meth:`to_dict`), so a
+    new setting is one field here.
+
+    :param poll_interval: Shortest seconds between two polls of one batch.
+    :param max_poll_interval: Cap the interval grows to (at least ``poll_interval``).
+    :param poll_backoff: Growth factor of the interval.
+    :param deadline: Wall-clock epoch seconds after which a wait ends with a timeout.
+    :param error_budget: Consecutive retryable polling errors tolerated per batch.
+    :param cancel_on_kill: Cancel the batches when a user marks the deferred task failed (Airflow 3.3+).
+    :param finish_events: The batches send finish events to this Airflow's receiver: a wait also ends
+        when the connection's mailbox names its batch, and its polls are the safety net.
+    """
+
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL
+    poll_backoff: float = DEFAULT_POLL_BACKOFF
+    deadline: float | None = None
+    error_budget: int = DEFAULT_ERROR_BUDGET
+    cancel_on_kill: bool = False
+    finish_events: bool = False
+
+    def __post_init__(self) -> None:
+        poll = float(self.poll_interval)
+        object.__setattr__(self, "poll_interval", poll)
+        object.__setattr__(self, "max_poll_interval", max(float(self.max_poll_interval), poll))
+        object.__setattr__(self, "poll_backoff", float(self.poll_backoff))
+        object.__setattr__(self, "deadline", None if self.deadline is None else float(self.deadline))
+        object.__setattr__(self, "error_budget", int(self.error_budget))
+        if poll < 0 or self.poll_backoff < 1:
+            raise ValueError("Need poll_interval >= 0 and poll_backoff >= 1.")
+
+    @property
+    def schedule(self) -> PollSchedule:
+        """The poll schedule of these settings."""
+        return PollSchedule(self.poll_interval, self.max_poll_interval, self.poll_backoff)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Primitive form (trigger kwargs)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def of(cls, value: WaitSettings | Mapping[str, Any] | None) -> WaitSettings:
+        """The settings given, or rebuilt from :meth:`to_dict`'s form, or the defaults (None)."""
+        if isinstance(value, WaitSettings):
+            return value
+        return cls(**(value or {}))
 
 
 # ----------------------------------------------------------------------------------------- event

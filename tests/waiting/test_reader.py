@@ -17,7 +17,13 @@ from airflow_provider_dashscope_batch.client.types import BatchStatus
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
 from airflow_provider_dashscope_batch.waiting import reader as status
-from airflow_provider_dashscope_batch.waiting.protocol import BatchPoller, BatchWait, PollAction, PollSchedule
+from airflow_provider_dashscope_batch.waiting.protocol import (
+    BatchPoller,
+    BatchWait,
+    PollAction,
+    PollSchedule,
+    WaitSettings,
+)
 from airflow_provider_dashscope_batch.waiting.reader import StatusReader, status_reader
 from tests.client.conftest import active_shared_clients
 
@@ -210,7 +216,9 @@ async def test_triggers_cancelled_mid_round_leave_no_registration(
     dashscope_emulator.add_fault("latency", method="GET", path="/batches*", latency=1.0)
     triggers = [
         DashScopeBatchTrigger(
-            r.batch_id, input_file_id=r.input_file_id, poll_interval=0.05, max_poll_interval=0.05
+            r.batch_id,
+            input_file_id=r.input_file_id,
+            wait=WaitSettings(poll_interval=0.05, max_poll_interval=0.05),
         )
         for r in refs
     ]
@@ -260,7 +268,10 @@ async def test_a_trigger_cancels_a_late_duplicate_of_its_batch(dashscope_conn, s
     other_file = scene.upload_file(SAMPLE).id
     other = scene.create_batch(input_file_id=other_file, endpoint="/v1/chat/ds-test")
     trigger = DashScopeBatchTrigger(
-        kept.id, input_file_id=file_id, idempotency_key=key, poll_interval=0.05, max_poll_interval=0.05
+        kept.id,
+        input_file_id=file_id,
+        idempotency_key=key,
+        wait=WaitSettings(poll_interval=0.05, max_poll_interval=0.05),
     )
     async with DashScopeBatchHook().shared_async_client() as client:
         reader = status_reader(client)
@@ -352,7 +363,10 @@ def test_a_connection_whose_waits_all_ended_leaves_no_reader_behind(dashscope_co
 
     async def wait() -> list:
         return [
-            e async for e in DashScopeBatchTrigger(batch_id, poll_interval=0.05, max_poll_interval=0.1).run()
+            e
+            async for e in DashScopeBatchTrigger(
+                batch_id, wait=WaitSettings(poll_interval=0.05, max_poll_interval=0.1)
+            ).run()
         ]
 
     for _ in range(3):  # three generations of the shared client, as waits come and go in a triggerer
