@@ -154,6 +154,7 @@ class BaseClient(Generic[HttpT]):
     delete_file_copies = FlowCall(copies.delete_file_copies_flow)
     cancel_duplicates_of = FlowCall(copies.cancel_duplicates_of_flow)
     reconcile = FlowCall(copies.reconcile_flow)
+    remove_late_copies = FlowCall(copies.remove_late_copies_flow)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -11,6 +11,7 @@ them. Cancelling a batch and deleting a file are idempotent, so running a flow t
 * :func:`cancel_duplicates_of_flow` -- cancel the duplicates a grouped read showed (no list).
 * :func:`reconcile_flow` -- one look: read the batch through its input file's list, cancel the unfinished
   duplicates the read shows, delete the late file copies.
+* :func:`remove_late_copies_flow` -- cancel and delete copies someone else saw (a trigger's event).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "delete_file_copies_flow",
     "find_file_copies_flow",
     "reconcile_flow",
+    "remove_late_copies_flow",
 ]
 
 log = logging.getLogger("airflow_provider_dashscope_batch.client")
@@ -156,3 +158,24 @@ def reconcile_flow(
             core, filename=filename, keep_file_id=ref.input_file_id, until=file_until, skip=skip
         )
     return Reconciled(read, tuple(cancelled), tuple(deleted))
+
+
+def remove_late_copies_flow(
+    core: ClientCore, keep_batch_id: str, *, batch_ids: Iterable[str] = (), file_ids: Iterable[str] = ()
+) -> Flow[None]:
+    """
+    Cancel the duplicate batches ``batch_ids`` of ``keep_batch_id`` and delete the late files ``file_ids``.
+
+    What a wait's resume step does with the copies its trigger saw; idempotent, so a re-run is harmless:
+    a batch that finished or is gone meanwhile, or a file already deleted, is logged and skipped.
+    """
+    for batch_id in batch_ids:
+        log.warning("Batch %s duplicates batch %s (a late create): cancelling it", batch_id, keep_batch_id)
+        try:
+            yield from cancel_batch_flow(core, batch_id)
+        except (InvalidRequestError, NotFoundError) as exc:
+            log.warning("Batch %s could not be cancelled: %s", batch_id, exc)
+    for file_id in file_ids:
+        log.warning("File %s is a late copy of batch %s's input file: deleting it", file_id, keep_batch_id)
+        with contextlib.suppress(NotFoundError):
+            yield from delete_file_flow(core, file_id)

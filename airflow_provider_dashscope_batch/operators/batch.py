@@ -17,7 +17,6 @@ from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTE
 from airflow_provider_dashscope_batch.operators.base import (
     DashScopeBaseBatchOperator,
     DashScopeBatchOutcomeMixin,
-    wait_event,
 )
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin
 from airflow_provider_dashscope_batch.operators.lineage import batch_lineage, keep_for_lineage
@@ -173,8 +172,8 @@ class DashScopeCreateBatchOperator(
         return keep_for_lineage(self, self.judge(batch))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after the trigger fired: judge the finished batch."""
-        return keep_for_lineage(self, self.judge(self._ended(wait_event(event))))
+        """Resume after the trigger fired: judge the finished batch (or remove late copies and wait again)."""
+        return keep_for_lineage(self, self.judge(self._resumed(event)))
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the input file -> the batch's result set; see :mod:`.lineage`."""
@@ -282,7 +281,7 @@ class DashScopeCancelBatchOperator(DashScopeBaseBatchOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired."""
-        return self._finish(self._ended(wait_event(event)))
+        return self._finish(self._resumed(event))
 
     def _finish(self, batch: Batch) -> dict[str, Any]:
         if batch.status.is_terminal and batch.status != "cancelled":

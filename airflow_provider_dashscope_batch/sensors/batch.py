@@ -20,6 +20,7 @@ from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY
 from airflow_provider_dashscope_batch.operators.base import (
     DashScopeBaseOperator,
     DashScopeBatchOutcomeMixin,
+    remove_late_copies,
     wait_event,
 )
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
@@ -144,8 +145,11 @@ class DashScopeBatchSensor(DashScopeBatchOutcomeMixin, BaseSensorOperator, DashS
         return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after the trigger fired: judge the finished batch."""
+        """Resume after the trigger fired: judge the finished batch (or remove late copies and wait again)."""
         ended = wait_event(event)
+        if ended.kind is WaitEventKind.LATE_COPIES and ended.resume is not None:
+            remove_late_copies(self.hook, ended, self.log)
+            self.defer(trigger=DashScopeBatchTrigger(**ended.resume), method_name="execute_complete")
         if ended.kind is WaitEventKind.TERMINAL and ended.batch is not None:
             return self.judge(ended.batch)
         if ended.kind is WaitEventKind.TIMEOUT:

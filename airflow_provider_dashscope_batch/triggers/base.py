@@ -2,10 +2,11 @@
 The base of the triggers that wait for DashScope batches, and the task-state read their ``on_kill`` needs.
 
 :class:`DashScopeWaiterTrigger` holds what the single-batch and the sharded trigger share (the habit of the
-amazon provider's ``AwsBaseWaiterTrigger``): the poll fields, serialized once; one
+amazon provider's ``AwsBaseWaiterTrigger``): the wait settings, serialized once; one
 :class:`~airflow_provider_dashscope_batch.waiting.BatchWait` factory; one wait of one batch through the
-connection's shared status reader, with the look-out for late copies of an ambiguous create or upload; one
-mapping of an unusable connection to an ``error`` event; one kill path.
+connection's shared status reader, with the look-out for late copies of an ambiguous create or upload (the
+trigger only reads and reports them; the operator's resume step removes them); one mapping of an unusable
+connection to an ``error`` event; one kill path.
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from airflow_provider_dashscope_batch.client.errors import DashScopeError
 from airflow_provider_dashscope_batch.client.status import BatchRef
 from airflow_provider_dashscope_batch.events.wake import SAFETY_NET_FIRST_POLL_JITTER, finish_watcher
 from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
-from airflow_provider_dashscope_batch.waiting.late import LateCopies, LateWatch, finish_watch, watch_files
+from airflow_provider_dashscope_batch.waiting.late import (
+    LateCopies,
+    LateWatch,
+    find_late_files,
+    look_until_closed,
+    running_duplicates,
+)
 from airflow_provider_dashscope_batch.waiting.protocol import (
     BatchPoller,
     BatchWait,
@@ -73,8 +80,6 @@ class DashScopeWaiterTrigger(BaseTrigger):
         super().__init__()
         self.dashscope_conn_id = dashscope_conn_id
         self.wait = WaitSettings.of(wait)
-        # made on a duplicate's first sighting: thousands of waits in a triggerer rarely see one
-        self._cancelling: set[asyncio.Future[None]] | None = None
 
     # ----------------------------------------------------------------------------- serialization
     batch_ids: list[str]
@@ -132,84 +137,67 @@ class DashScopeWaiterTrigger(BaseTrigger):
 
         The reader reads up to 20 due waits with one list request and runs the poll loop on its own timer
         (:meth:`StatusReader.follow <airflow_provider_dashscope_batch.waiting.reader.StatusReader.follow>`).
-        A batch the list shows under this wait's key with another id is cancelled at first sight; with a
-        ``watch`` (an ambiguous create or upload) the batch is listed even when read alone, a late file
-        is deleted, and the wait looks on until the window closes before it ends.
+        With a ``watch`` (an ambiguous create or upload) the batch is listed even when read alone, the
+        files are listed for a late copy of the upload, and the wait looks on until the window closes.
+
+        The trigger only reads: a running batch the list shows under this wait's key with another id, or a
+        late file, ends the wait at first sight with a ``late_copies`` event naming them, and the
+        operator's resume step removes them and defers again (a trigger may run twice, or on another
+        triggerer; a resume step that runs twice is harmless).
         """
         wait = self.batch_wait(batch_id)
         ref = watch.ref() if watch is not None else BatchRef(batch_id, input_file_id, idempotency_key)
+        late_batches: dict[str, None] = {}
+        late_files: list[str] = []
+        seen = asyncio.Event()
         on_duplicate = None
         if ref.idempotency_key and ref.input_file_id:
-            on_duplicate = self._on_duplicate(client, batch_id, watch)
-        files = None
-        if watch is not None and watch.watches_files(time.time()):
-            files = asyncio.ensure_future(watch_files(client, watch, self.wait.poll_interval))
+
+            def on_duplicate(duplicate: Batch) -> None:
+                if running_duplicates([duplicate]):
+                    late_batches[duplicate.id] = None
+                    seen.set()
+
         reader = status_reader(client)
         watching = (
             finish_watcher(reader, self.dashscope_conn_id).watching(batch_id)
             if self.wait.finish_events
             else contextlib.nullcontext()
         )
-        try:
-            with watching:
-                step = await reader.follow(
+        with watching:
+            follow = asyncio.ensure_future(
+                reader.follow(
                     ref,
                     wait,
                     wait.start(time.time()),
                     on_duplicate=on_duplicate,
                     gather=self.wait.poll_interval / 10,
                 )
-            if watch is not None:
-                await finish_watch(client, watch, self.wait.poll_interval)
-        finally:
-            if files is not None:
-                files.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await files
-            if self._cancelling:  # a duplicate's cancel under way finishes before the event
-                await asyncio.gather(*self._cancelling, return_exceptions=True)
+            )
+            helpers = [asyncio.ensure_future(seen.wait())]
+            if watch is not None and watch.watches_files(time.time()):
+                helpers.append(asyncio.ensure_future(self._find_files(client, watch, late_files, seen)))
+            try:
+                await asyncio.wait([follow, helpers[0]], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (*helpers, follow):
+                    task.cancel()
+                await asyncio.gather(*helpers, follow, return_exceptions=True)
+        if late_batches or late_files:
+            return wait.late_copies(list(late_batches), late_files)
+        step = follow.result()
+        if watch is not None:
+            batches, files = await look_until_closed(client, watch, self.wait.poll_interval)
+            if batches or files:
+                return wait.late_copies(batches, files)
         return wait.event(step)
 
-    def _on_duplicate(
-        self, client: AsyncDashScopeClient, batch_id: str, watch: LateWatch | None
-    ) -> Callable[[Batch], None]:
-        """
-        Cancel an unfinished batch the list shows under this wait's idempotency key with another id.
-
-        Such a batch is a create the service acted on after the client gave up; it is cancelled before it
-        runs requests. Cancelling is idempotent, so a re-run trigger is harmless; the cancel runs beside
-        the wait, which awaits it before it fires its event.
-        """
-        seen = watch.seen if watch is not None else set()
-
-        def on_duplicate(duplicate: Batch) -> None:
-            if duplicate.id in seen or duplicate.status.is_terminal:
-                return
-            seen.add(duplicate.id)
-            self.log.warning(
-                "Batch %s carries the idempotency key of batch %s: cancelling the duplicate",
-                duplicate.id,
-                batch_id,
-            )
-            task = asyncio.ensure_future(self._cancel_duplicate(client, batch_id, duplicate.id, seen))
-            if self._cancelling is None:
-                self._cancelling = set()
-            cancelling = self._cancelling
-            cancelling.add(task)
-            task.add_done_callback(cancelling.discard)
-
-        return on_duplicate
-
-    async def _cancel_duplicate(
-        self, client: AsyncDashScopeClient, batch_id: str, duplicate_id: str, seen: set[str]
+    async def _find_files(
+        self, client: AsyncDashScopeClient, watch: LateWatch, found: list[str], seen: asyncio.Event
     ) -> None:
-        try:
-            await client.cancel_batch(duplicate_id)
-        except DashScopeError as exc:  # the wait goes on; the next list shows it again
-            seen.discard(duplicate_id)
-            self.log.warning(
-                "Cancelling batch %s, a duplicate of batch %s, failed: %s", duplicate_id, batch_id, exc
-            )
+        found.extend(await find_late_files(client, watch, self.wait.poll_interval))
+        if found:
+            seen.set()
 
     # ---------------------------------------------------------------------------------------- kill
     async def on_kill(self) -> None:

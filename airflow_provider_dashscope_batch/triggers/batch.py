@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
@@ -9,6 +10,7 @@ from airflow_provider_dashscope_batch.triggers.base import (
     DashScopeWaiterTrigger,
     late_watches,
 )
+from airflow_provider_dashscope_batch.waiting.protocol import WaitEventKind
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client import AsyncDashScopeClient
@@ -28,12 +30,13 @@ class DashScopeBatchTrigger(DashScopeWaiterTrigger):
     with one list request. A status read is sent once: the poller, not the client, retries a failed poll
     (see :mod:`~airflow_provider_dashscope_batch.waiting`).
 
-    ``run()`` only reads, except that it cancels an unfinished batch the list shows under this wait's
-    idempotency key with another id (a create the service acted on after the client gave up), and, when
-    the create or upload was ambiguous (``late_copies``), keeps listing the batch's input file and the
-    files until the window closes, cancelling a late batch and deleting a late file. Both are
-    idempotent, so running the trigger again on another triggerer is safe. A connection that is missing
-    or unusable ends the wait with one ``error`` event.
+    ``run()`` only reads. A running batch the list shows under this wait's idempotency key with another id
+    (a create the service acted on after the client gave up) ends the wait with a ``late_copies`` event, as
+    does, when the create or upload was ambiguous (``late_copies``), a late file or duplicate seen while the
+    window is open (the wait lists the batch's input file and the files until it closes). The event names
+    the copies and carries this trigger's kwargs (``resume``): the operator's resume step cancels or deletes
+    them and defers again. Running the trigger twice, or on another triggerer, is therefore harmless. A
+    connection that is missing or unusable ends the wait with one ``error`` event.
 
     ``on_kill`` (Airflow 3.3+, when a user changes the deferred task's state) cancels the batch only if
     ``wait.cancel_on_kill`` is set and the task instance is now ``failed``; a cleared task's next try
@@ -83,6 +86,8 @@ class DashScopeBatchTrigger(DashScopeWaiterTrigger):
             [self.batch_id], [self.input_file_id], [self.idempotency_key], [self.late_copies]
         )
         event = await self.wait_one(client, self.batch_id, self.input_file_id, self.idempotency_key, watch)
+        if event.kind is WaitEventKind.LATE_COPIES:  # the operator removes them, then waits with these kwargs
+            event = replace(event, resume=self.serialize()[1])
         return event.to_payload()
 
     def failed_payload(self, why: str) -> dict[str, Any]:

@@ -24,9 +24,10 @@ class DashScopeShardsTrigger(DashScopeWaiterTrigger):
     Each batch is polled on its own :class:`~airflow_provider_dashscope_batch.waiting.BatchWait` schedule
     through the connection's shared status reader, which reads the batches that fall due together with
     one list request per 20 input files (:mod:`~airflow_provider_dashscope_batch.waiting.reader`), and,
-    like the single-batch trigger, cancels a duplicate under a shard's key at first sight and looks for
-    the late copies of an ambiguous create or upload (``late_copies``) until their window closes. A batch
-    whose wait times out or fails ends the whole wait at once. The payload is ``{"events": [WaitEvent
+    like the single-batch trigger, only reads: a duplicate under a shard's key, or a late copy of an
+    ambiguous create or upload (``late_copies``, looked for until their window closes), ends the whole
+    wait with a ``late_copies`` event for that batch, and the operator removes it and defers again. A
+    batch whose wait times out or fails ends the whole wait at once. The payload is ``{"events": [WaitEvent
     payload, ...]}`` for the batches whose waits ended (all of them for ``until="all"``); batches still
     running are not listed; an unusable connection gives one ``error`` event per batch. ``on_kill``
     (Airflow 3.3+, when a user changes the deferred task's state) cancels the batches only if

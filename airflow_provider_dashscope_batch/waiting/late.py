@@ -9,10 +9,15 @@ key and input file; a late upload leaves a second file under the same upload tok
 
 * while the batch runs, its status reads go through the list of its input file even when it is read alone
   (``watch_until`` of :class:`~airflow_provider_dashscope_batch.client.status.BatchRef`), so
-  a duplicate shows at no extra request and is cancelled at first sight;
-* the late file is looked for with one file list per poll, and deleted;
+  a duplicate shows at no extra request;
+* the late file is looked for with one file list per poll;
 * a wait whose batch finished before the window closed looks on, at its poll interval, until a look at or
-  after the window's end (:func:`finish_watch` / :func:`finish_watch_sync`).
+  after the window's end (:func:`look_until_closed` / :func:`finish_watch_sync`).
+
+A wait in the worker cancels or deletes a copy at first sight (the client's ``reconcile``). A trigger only
+reads (:func:`find_late_files`, :func:`look_until_closed`): it may run twice, on another triggerer, so it
+ends its wait with the copies it saw and the operator's resume step removes them (the client's
+``remove_late_copies``) and waits again.
 
 After the window nothing is looked for: reads fall back to retrieves (or shared list reads).
 """
@@ -22,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +35,7 @@ from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
 from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY
 from airflow_provider_dashscope_batch.client.status import BatchRef, StatusRead
+from airflow_provider_dashscope_batch.client.types import BatchStatus
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client.async_ import AsyncDashScopeClient
@@ -41,10 +47,11 @@ __all__ = [
     "LateCopies",
     "LateWatch",
     "delete_late_files_sync",
-    "finish_watch",
+    "find_late_files",
     "finish_watch_sync",
+    "look_until_closed",
     "read_watching",
-    "watch_files",
+    "running_duplicates",
 ]
 
 log = logging.getLogger(__name__)
@@ -190,7 +197,8 @@ class LateWatch:
         """The async twin of :meth:`look`."""
         return self._noted(await client.reconcile(self.ref(last=last), **self._look_kwargs(now, last)))
 
-    def _file_kwargs(self) -> dict[str, Any]:
+    def file_kwargs(self) -> dict[str, Any]:
+        """The client's late-file search of this watch (its upload's name and window; copies seen skipped)."""
         assert self.copies.file_name is not None
         assert self.copies.file_until is not None
         return {
@@ -202,11 +210,11 @@ class LateWatch:
 
     def delete_files(self, client: DashScopeClient) -> None:
         """Delete every other file stored under the input file's name (a late upload)."""
-        self.seen.update(client.delete_file_copies(**self._file_kwargs()))
+        self.seen.update(client.delete_file_copies(**self.file_kwargs()))
 
     async def delete_files_async(self, client: AsyncDashScopeClient) -> None:
         """The async twin of :meth:`delete_files`."""
-        self.seen.update(await client.delete_file_copies(**self._file_kwargs()))
+        self.seen.update(await client.delete_file_copies(**self.file_kwargs()))
 
 
 def read_watching(client: DashScopeClient, watch: LateWatch | None, batch_id: str) -> Batch:
@@ -271,26 +279,53 @@ def delete_late_files_sync(
         sleep(max(min(interval, ambiguity.until - now), 0.0))
 
 
-async def finish_watch(client: AsyncDashScopeClient, watch: LateWatch, interval: float) -> None:
-    """The async twin of :func:`finish_watch_sync` (a trigger's wait)."""
+async def find_late_files(client: AsyncDashScopeClient, watch: LateWatch, interval: float) -> list[str]:
+    """
+    While a trigger's wait runs: list the files every ``interval`` seconds while a late one may appear.
+
+    Only reads: returns the ids of the first late copies seen ([] once the window closed).
+    """
+    while watch.watches_files(now := time.time()):
+        try:
+            found = await client.find_file_copies(**watch.file_kwargs())
+        except DashScopeError as exc:
+            log.warning("Looking for a late copy of file %s failed: %s", watch.input_file_id, exc)
+        else:
+            if found:
+                return [f.id for f in found]
+        await asyncio.sleep(max(min(interval, (watch.copies.file_until or now) - now), 0.0) or interval)
+    return []
+
+
+async def look_until_closed(
+    client: AsyncDashScopeClient, watch: LateWatch, interval: float
+) -> tuple[list[str], list[str]]:
+    """
+    After a trigger's wait ended: look every ``interval`` seconds until a look at or after the window's end.
+
+    Only reads: returns the running duplicate batches and the late files of the first look that saw any
+    (two empty lists when none did).
+    """
     until = watch.copies.hold_until(time.time())
     while True:
         now = time.time()
         last = now >= until
         try:
-            await watch.look_async(client, now, last=last)
+            read = await client.read_statuses([watch.ref(last=last)])
+            files = []
+            if watch.watches_files(now, last=last):
+                files = [f.id for f in await client.find_file_copies(**watch.file_kwargs())]
         except DashScopeError as exc:
             log.warning("Looking for late copies of batch %s failed: %s", watch.batch_id, exc)
+        else:
+            batches = running_duplicates(read.duplicates.get(watch.batch_id, ()))
+            if batches or files:
+                return batches, files
         if last:
-            return
+            return [], []
         await asyncio.sleep(max(min(interval, until - now), 0.0))
 
 
-async def watch_files(client: AsyncDashScopeClient, watch: LateWatch, interval: float) -> None:
-    """While a trigger's wait runs: list the files every ``interval`` seconds while a late one may appear."""
-    while watch.watches_files(now := time.time()):
-        try:
-            await watch.delete_files_async(client)
-        except DashScopeError as exc:
-            log.warning("Looking for a late copy of file %s failed: %s", watch.input_file_id, exc)
-        await asyncio.sleep(max(min(interval, (watch.copies.file_until or now) - now), 0.0) or interval)
+def running_duplicates(duplicates: Iterable[Batch]) -> list[str]:
+    """The ids of the duplicates still to cancel: neither finished nor being cancelled."""
+    return [d.id for d in duplicates if not d.status.is_terminal and d.status is not BatchStatus.CANCELLING]

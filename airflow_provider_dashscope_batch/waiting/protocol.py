@@ -29,7 +29,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
@@ -355,6 +355,7 @@ class WaitEventKind(StrEnum):
     TERMINAL = "terminal"  # the batch reached a terminal status
     TIMEOUT = "timeout"  # the deadline passed first
     ERROR = "error"  # polling failed for good, or the wait could not start
+    LATE_COPIES = "late_copies"  # a late copy of the batch's create or upload was seen: remove it, wait again
 
 
 @dataclass(frozen=True)
@@ -366,25 +367,38 @@ class WaitEvent:
     :param batch_id: The batch waited for.
     :param batch: The last batch read (the terminal one for ``TERMINAL``), or None if none was read.
     :param message: One line for the task log / exception text (never holds secrets).
+    :param late_batch_ids: ``LATE_COPIES``: unfinished duplicates of the batch (same key and input file).
+    :param late_file_ids: ``LATE_COPIES``: late copies of its input file's upload.
+    :param resume: ``LATE_COPIES``: the trigger's kwargs, to wait again with once the copies are removed.
     """
 
     kind: WaitEventKind
     batch_id: str
     batch: Batch | None
     message: str
+    late_batch_ids: tuple[str, ...] = ()
+    late_file_ids: tuple[str, ...] = ()
+    resume: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.kind is WaitEventKind.TERMINAL and (self.batch is None or not self.batch.status.is_terminal):
             raise ValueError(f"A terminal event for batch {self.batch_id} needs its terminal batch.")
 
     def to_payload(self) -> dict[str, Any]:
-        """The JSON payload of the trigger event."""
-        return {
+        """The JSON payload of the trigger event (the late-copy fields only for ``LATE_COPIES``)."""
+        payload = {
             "status": self.kind.value,
             "batch_id": self.batch_id,
             "batch": None if self.batch is None else self.batch.model_dump(mode="json"),
             "message": self.message,
         }
+        if self.kind is WaitEventKind.LATE_COPIES:
+            payload.update(
+                late_batch_ids=list(self.late_batch_ids),
+                late_file_ids=list(self.late_file_ids),
+                resume=None if self.resume is None else dict(self.resume),
+            )
+        return payload
 
     @classmethod
     def from_payload(cls, payload: Any) -> WaitEvent:
@@ -397,11 +411,15 @@ class WaitEvent:
             if not isinstance(payload, Mapping):
                 raise TypeError("not a mapping")
             batch = payload.get("batch")
+            resume = payload.get("resume")
             return cls(
                 WaitEventKind(payload["status"]),
                 str(payload["batch_id"]),
                 None if batch is None else Batch.model_validate(batch),
                 str(payload.get("message") or ""),
+                tuple(str(i) for i in payload.get("late_batch_ids") or ()),
+                tuple(str(i) for i in payload.get("late_file_ids") or ()),
+                None if resume is None else dict(resume),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(
@@ -502,6 +520,18 @@ class BatchWait:
         if step.action is PollAction.TIMEOUT:
             return WaitEvent(WaitEventKind.TIMEOUT, self.batch_id, self.batch, step.message)
         return self.failed(step.message)
+
+    def late_copies(self, batch_ids: Collection[str], file_ids: Collection[str]) -> WaitEvent:
+        """A ``LATE_COPIES`` event: the wait saw these copies (the trigger adds its ``resume`` kwargs)."""
+        found = [*(f"batch {i}" for i in batch_ids), *(f"file {i}" for i in file_ids)]
+        return WaitEvent(
+            WaitEventKind.LATE_COPIES,
+            self.batch_id,
+            self.batch,
+            f"Late copies of batch {self.batch_id}'s create or upload: {', '.join(found)}.",
+            tuple(batch_ids),
+            tuple(file_ids),
+        )
 
     def failed(self, why: str) -> WaitEvent:
         """An ``ERROR`` event: the wait failed for good or could not start."""
