@@ -36,6 +36,7 @@ from airflow_provider_dashscope_batch.waiting.late import (
 from airflow_provider_dashscope_batch.waiting.protocol import (
     BatchPoller,
     BatchWait,
+    PollStep,
     WaitEvent,
     WaitSettings,
     kill_decision,
@@ -147,16 +148,15 @@ class DashScopeWaiterTrigger(BaseTrigger):
         """
         wait = self.batch_wait(batch_id)
         ref = watch.ref() if watch is not None else BatchRef(batch_id, input_file_id, idempotency_key)
-        late_batches: dict[str, None] = {}
+        late_batches: list[str] = []
         late_files: list[str] = []
-        seen = asyncio.Event()
         on_duplicate = None
         if ref.idempotency_key and ref.input_file_id:
 
-            def on_duplicate(duplicate: Batch) -> None:
-                if running_duplicates([duplicate]):
-                    late_batches[duplicate.id] = None
-                    seen.set()
+            def on_duplicate(duplicate: Batch) -> bool:
+                running = running_duplicates([duplicate])
+                late_batches.extend(running)
+                return bool(running)
 
         reader = status_reader(client)
         watching = (
@@ -165,39 +165,41 @@ class DashScopeWaiterTrigger(BaseTrigger):
             else contextlib.nullcontext()
         )
         with watching:
-            follow = asyncio.ensure_future(
-                reader.follow(
-                    ref,
-                    wait,
-                    wait.start(time.time()),
-                    on_duplicate=on_duplicate,
-                    gather=self.wait.poll_interval / 10,
-                )
+            follow = reader.follow(
+                ref,
+                wait,
+                wait.start(time.time()),
+                on_duplicate=on_duplicate,
+                gather=self.wait.poll_interval / 10,
             )
-            helpers = [asyncio.ensure_future(seen.wait())]
             if watch is not None and watch.watches_files(time.time()):
-                helpers.append(asyncio.ensure_future(self._find_files(client, watch, late_files, seen)))
-            try:
-                await asyncio.wait([follow, helpers[0]], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in (*helpers, follow):
-                    task.cancel()
-                await asyncio.gather(*helpers, follow, return_exceptions=True)
-        if late_batches or late_files:
-            return wait.late_copies(list(late_batches), late_files)
-        step = follow.result()
+                step = await self._follow_finding_files(client, watch, follow, late_files)
+            else:
+                step = await follow
+        if late_batches or late_files or step is None:
+            return wait.late_copies(late_batches, late_files)
         if watch is not None:
             batches, files = await look_until_closed(client, watch, self.wait.poll_interval)
             if batches or files:
                 return wait.late_copies(batches, files)
         return wait.event(step)
 
-    async def _find_files(
-        self, client: AsyncDashScopeClient, watch: LateWatch, found: list[str], seen: asyncio.Event
-    ) -> None:
-        found.extend(await find_late_files(client, watch, self.wait.poll_interval))
-        if found:
-            seen.set()
+    async def _follow_finding_files(
+        self, client: AsyncDashScopeClient, watch: LateWatch, follow: Awaitable[PollStep], found: list[str]
+    ) -> PollStep | None:
+        """Follow the wait while listing the files for a late copy of its upload; None once one is seen."""
+        following = asyncio.ensure_future(follow)
+        finding = asyncio.ensure_future(find_late_files(client, watch, self.wait.poll_interval))
+        try:
+            await asyncio.wait([following, finding], return_when=asyncio.FIRST_COMPLETED)
+            if finding.done() and finding.result():
+                found.extend(finding.result())
+                return None
+            return await following
+        finally:
+            for task in (following, finding):
+                task.cancel()
+            await asyncio.gather(following, finding, return_exceptions=True)
 
     # ---------------------------------------------------------------------------------------- kill
     async def on_kill(self) -> None:

@@ -46,7 +46,7 @@ class _Wait:
     ref: BatchRef
     future: asyncio.Future[Any]
     latest: float  # loop time by which its round must start
-    on_duplicate: Callable[[Batch], None] | None
+    on_duplicate: Callable[[Batch], object] | None
 
 
 @dataclass(eq=False, slots=True)
@@ -106,7 +106,7 @@ class StatusReader:
         idempotency_key: str | None = None,
         *,
         watch_until: float | None = None,
-        on_duplicate: Callable[[Batch], None] | None = None,
+        on_duplicate: Callable[[Batch], object] | None = None,
         gather: float | None = None,
     ) -> Batch:
         """
@@ -136,7 +136,7 @@ class StatusReader:
         wait: BatchWait,
         first: PollStep,
         *,
-        on_duplicate: Callable[[Batch], None] | None = None,
+        on_duplicate: Callable[[Batch], bool] | None = None,
         gather: float | None = None,
     ) -> PollStep:
         """
@@ -152,7 +152,8 @@ class StatusReader:
         :param ref: The batch waited for.
         :param wait: Its wait (poller, progress log, last batch).
         :param first: The wait's first decision (``wait.start(now)``); ``WAIT`` to poll.
-        :param on_duplicate: Called with each other batch the list shows carrying the same key and file.
+        :param on_duplicate: Called with each other batch the list shows carrying the same key and file;
+            ``True`` ends the wait there (``follow`` then returns a ``WAIT`` step: the caller stopped it).
         :param gather: How early a poll may be read to share a round with polls due now (default: the
             reader's).
         """
@@ -289,8 +290,12 @@ class StatusReader:
                 continue
             batch_id = wait.ref.batch_id
             if wait.on_duplicate is not None:
+                stop = False
                 for duplicate in read.duplicates.get(batch_id, ()):
-                    wait.on_duplicate(duplicate)
+                    stop = wait.on_duplicate(duplicate) is True or stop
+                if stop and isinstance(wait, _Follower):
+                    wait.future.set_result(PollStep(PollAction.WAIT))
+                    continue
             if isinstance(wait, _Follower):
                 self._feed(wait, read, now)
             elif batch_id in read.batches:
