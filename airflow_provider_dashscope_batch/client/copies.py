@@ -29,6 +29,7 @@ from airflow_provider_dashscope_batch.client.errors import InvalidRequestError, 
 from airflow_provider_dashscope_batch.client.resources.batches import cancel_batch_flow
 from airflow_provider_dashscope_batch.client.resources.files import delete_file_flow, list_files_flow
 from airflow_provider_dashscope_batch.client.status import BatchRef, StatusRead, read_statuses_flow
+from airflow_provider_dashscope_batch.client.types import BatchStatus
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client._core import ClientCore
@@ -92,13 +93,15 @@ def cancel_duplicates_of_flow(
     core: ClientCore, keep_batch_id: str, duplicates: Iterable[Batch], *, skip: Collection[str] = ()
 ) -> Flow[list[str]]:
     """
-    Cancel the unfinished ``duplicates`` of ``keep_batch_id`` a read showed (but ``skip``); return their ids.
+    Cancel the running ``duplicates`` of ``keep_batch_id`` a read showed (but ``skip``); return their ids.
+
+    A duplicate already finished or being cancelled is left alone.
 
     A duplicate that finished or is gone meanwhile is logged and counts as dealt with.
     """
     cancelled: list[str] = []
     for duplicate in duplicates:
-        if duplicate.id == keep_batch_id or duplicate.id in skip or duplicate.status.is_terminal:
+        if duplicate.id == keep_batch_id or duplicate.id in skip or not _running(duplicate):
             continue
         log.warning(
             "Batch %s carries the idempotency key of batch %s (a create processed after the client gave "
@@ -112,6 +115,10 @@ def cancel_duplicates_of_flow(
             log.warning("Batch %s could not be cancelled: %s", duplicate.id, exc)
         cancelled.append(duplicate.id)
     return cancelled
+
+
+def _running(batch: Batch) -> bool:
+    return not batch.status.is_terminal and batch.status is not BatchStatus.CANCELLING
 
 
 @dataclass(frozen=True)
