@@ -150,7 +150,7 @@ class LateWatch:
     input_file_id: str | None
     idempotency_key: str | None
     copies: LateCopies
-    seen: set[str] = field(default_factory=set)  # copies already cancelled or deleted
+    seen: set[str] = field(default_factory=set)  # copies already cancelled or deleted (worker looks)
 
     @classmethod
     def of(cls, batch: Batch, copies: LateCopies | None) -> LateWatch | None:
@@ -193,10 +193,6 @@ class LateWatch:
         """
         return self._noted(client.reconcile(self.ref(last=last), **self._look_kwargs(now, last)))
 
-    async def look_async(self, client: AsyncDashScopeClient, now: float, *, last: bool = False) -> StatusRead:
-        """The async twin of :meth:`look`."""
-        return self._noted(await client.reconcile(self.ref(last=last), **self._look_kwargs(now, last)))
-
     def file_kwargs(self) -> dict[str, Any]:
         """The client's late-file search of this watch (its upload's name and window; copies seen skipped)."""
         assert self.copies.file_name is not None
@@ -211,10 +207,6 @@ class LateWatch:
     def delete_files(self, client: DashScopeClient) -> None:
         """Delete every other file stored under the input file's name (a late upload)."""
         self.seen.update(client.delete_file_copies(**self.file_kwargs()))
-
-    async def delete_files_async(self, client: AsyncDashScopeClient) -> None:
-        """The async twin of :meth:`delete_files`."""
-        self.seen.update(await client.delete_file_copies(**self.file_kwargs()))
 
 
 def read_watching(client: DashScopeClient, watch: LateWatch | None, batch_id: str) -> Batch:
