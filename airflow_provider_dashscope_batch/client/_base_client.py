@@ -152,7 +152,6 @@ class BaseClient(Generic[HttpT]):
     read_statuses = FlowCall(status.read_statuses_flow)
     find_file_copies = FlowCall(copies.find_file_copies_flow)
     delete_file_copies = FlowCall(copies.delete_file_copies_flow)
-    cancel_duplicates_of = FlowCall(copies.cancel_duplicates_of_flow)
     reconcile = FlowCall(copies.reconcile_flow)
     remove_late_copies = FlowCall(copies.remove_late_copies_flow)
 

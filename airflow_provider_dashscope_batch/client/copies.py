@@ -8,7 +8,7 @@ them. Cancelling a batch and deleting a file are idempotent, so running a flow t
 
 * :func:`find_file_copies_flow` -- the files stored under an upload's name but the one kept (one list).
 * :func:`delete_file_copies_flow` -- find them and delete them.
-* :func:`cancel_duplicates_of_flow` -- cancel the duplicates a grouped read showed (no list).
+* :func:`cancel_duplicates_of_flow` -- cancel the duplicates a grouped read showed (no list; part of a look).
 * :func:`reconcile_flow` -- one look: read the batch through its input file's list, cancel the unfinished
   duplicates the read shows, delete the late file copies.
 * :func:`remove_late_copies_flow` -- cancel and delete copies someone else saw (a trigger's event).
