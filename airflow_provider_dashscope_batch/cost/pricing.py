@@ -29,7 +29,7 @@ from airflow_provider_dashscope_batch.catalog import (
     price_tiers,
     shipped_catalog,
 )
-from airflow_provider_dashscope_batch.client.regions import DEFAULT_REGION
+from airflow_provider_dashscope_batch.regions import DEFAULT_REGION
 
 __all__ = [
     "ModelKind",
