@@ -65,8 +65,8 @@ def test_single_job_manifest_has_actual_cost_beside_the_estimate(cost_dags, stat
     shard = manifest["shards"][0]
     assert shard["cost"]["requests"] == actual["requests"] == 10
     assert actual["currency"] == "CNY"
-    # the emulator counts usage with the estimate's tokenizer and template: the input matches exactly
-    assert actual["input_tokens"] == shard["usage"]["prompt_tokens"] == estimate["input_tokens"]
+    # the actual cost is billed from the usage the service reported, not from the estimate
+    assert actual["input_tokens"] == shard["usage"]["prompt_tokens"] > 0
     assert cost["estimated_input_tokens"] == estimate["input_tokens"]
     assert cost["estimates"][0]["file_id"] == shard["input_file_id"]
     expected = (
@@ -100,4 +100,5 @@ def test_sharded_job_merged_manifest_sums_every_shard(cost_dags, states):
     actual = manifest["cost"]["actual"]
     assert actual["requests"] == sum(c["requests"] for c in shard_costs) == 10
     assert Decimal(actual["cost"]) == sum(Decimal(c["cost"]) for c in shard_costs) > 0
-    assert actual["input_tokens"] == estimate["input_tokens"] == manifest["cost"]["estimated_input_tokens"]
+    assert manifest["cost"]["estimated_input_tokens"] == estimate["input_tokens"]
+    assert actual["input_tokens"] == sum(s["usage"]["prompt_tokens"] for s in manifest["shards"])
