@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
-from airflow_provider_dashscope_batch.cost.pricing import load_price_table, region_of
+from airflow_provider_dashscope_batch.cost.pricing import (
+    ModelKind,
+    ModelPrice,
+    PriceTable,
+    PriceTier,
+    RegionPrices,
+    load_price_table,
+    region_of,
+)
 
 
 def test_shipped_table_cites_its_sources_and_date():
@@ -80,3 +90,225 @@ def test_thinking_rules():
 )
 def test_region_of_a_connection(extra, region):
     assert region_of(extra) == region
+
+
+# Tier bounds and labels, the shipped table field by field, each override's defaults and merge order, every
+# malformed price and extra with its exact message, the region a connection names.
+_SHAPE = (
+    '; give {"kind": "chat", "max_output_tokens": 32768, "tiers": [{"max_input_tokens": null, '
+    '"input": "0.0008", "output": "0.002", "thinking_output": "0.008"}]}'
+)
+
+
+def tier(limit: int | None) -> PriceTier:
+    return PriceTier(limit, Decimal(1), Decimal(2), Decimal(3))
+
+
+@pytest.mark.parametrize(
+    ("limit", "lower", "label"),
+    [
+        (None, 0, "all"),
+        (None, 262144, ">256K"),
+        (131072, 0, "<=128K"),
+        (262144, 131072, "128K-256K"),
+        (1000, 0, "<=1000"),  # not a whole number of K: the tokens themselves
+        (2048, 1000, "1000-2K"),
+        (1023, 0, "<=1023"),
+        (1025, 0, "<=1025"),
+    ],
+)
+def test_tier_labels(limit: int | None, lower: int, label: str) -> None:
+    assert tier(limit).label(lower) == label
+
+
+def test_tier_of_and_lower_bound_at_each_boundary() -> None:
+    price = ModelPrice("m", ModelKind.CHAT, (tier(10), tier(20)))
+    assert [price.tier_of(n) for n in (0, 10, 11, 20, 21, 10**9)] == [0, 0, 1, 1, 1, 1]  # past all: the last
+    assert [price.lower_bound(i) for i in (0, 1)] == [0, 10]
+    unbounded = ModelPrice("m", ModelKind.CHAT, (tier(10), tier(None)))
+    assert unbounded.tier_of(10**9) == 1
+    assert unbounded.lower_bound(1) == 10
+    assert ModelPrice("m", ModelKind.CHAT, (tier(None), tier(None))).lower_bound(1) == 0
+    assert (price.max_output_tokens, price.source, price.note) == (None, "", None)
+
+
+def test_the_shipped_table_field_by_field() -> None:
+    table, region = load_price_table("cn-beijing")
+    assert isinstance(table, PriceTable)
+    assert (region.region, region.currency, region.per_tokens, region.batch_models) == (
+        "cn-beijing",
+        "CNY",
+        1000,
+        None,
+    )
+    plus = region.models["qwen-plus"]
+    assert (plus.model, plus.kind, plus.max_output_tokens, plus.source) == (
+        "qwen-plus",
+        ModelKind.CHAT,
+        32768,
+        "cn-paas",
+    )
+    assert plus.tiers[0] == PriceTier(131072, Decimal("0.0008"), Decimal("0.002"), Decimal("0.008"))
+    embedding = region.models["text-embedding-v4"]
+    assert embedding.kind is ModelKind.EMBEDDING
+    assert embedding.tiers == (PriceTier(None, Decimal("0.0005"), Decimal(0), Decimal(0)),)
+    assert table.sources["cn-paas"].startswith("https://help.aliyun.com/")
+    assert table.source_of(plus) == table.sources["cn-paas"]
+    assert table.overridden == ()
+    intl = table.regions["ap-southeast-1"]
+    assert intl.batch_models == frozenset(
+        {"qwen-max", "qwen-plus", "qwen-flash", "qwen-turbo", "batch-test-model"}
+    )
+    assert set(table.regions) == {"cn-beijing", "ap-southeast-1"}
+
+
+def test_an_unknown_region_has_no_prices_and_no_batch_list() -> None:
+    table, region = load_price_table("eu-central-1")
+    assert region == RegionPrices("eu-central-1", "?", 1_000_000, None, {})
+    assert table.region("eu-central-1") == region
+    assert region.offers_in_batch("anything")
+
+
+def test_an_override_for_an_unknown_region_starts_from_an_empty_one() -> None:
+    price = {"tiers": [{"input": "2"}]}
+    table, region = load_price_table("eu-central-1", task_prices={"m": price})
+    assert (region.region, region.currency, region.per_tokens, region.batch_models) == (
+        "eu-central-1",
+        "?",
+        1_000_000,
+        None,
+    )
+    assert list(region.models) == ["m"]
+    assert table.overridden == ("m",)
+
+
+def test_override_defaults_and_merge_order() -> None:
+    connection = {"a": {"tiers": [{"input": 1, "output": "2"}]}, "b": {"tiers": [{"input": 1}]}}
+    task = {
+        "b": {
+            "kind": "embedding",
+            "max_output_tokens": "7",
+            "source": 5,
+            "note": "n",
+            "tiers": [{"input": 3}],
+        }
+    }
+    table, region = load_price_table("ap-southeast-1", connection_prices=connection, task_prices=task)
+    a, b = region.models["a"], region.models["b"]
+    assert a.tiers == (PriceTier(None, Decimal(1), Decimal(2), Decimal(2)),)  # thinking output: the output
+    assert (a.kind, a.max_output_tokens, a.source, a.note) == (ModelKind.CHAT, None, "", None)
+    assert b.tiers == (PriceTier(None, Decimal(3), Decimal(0), Decimal(0)),)  # the task's, laid last
+    assert (b.kind, b.max_output_tokens, b.source, b.note) == (ModelKind.EMBEDDING, 7, "5", "n")
+    assert "qwen-plus" in region.models  # the shipped models stay
+    assert (region.currency, region.per_tokens) == ("USD", 1_000_000)
+    assert region.batch_models == load_price_table("ap-southeast-1")[1].batch_models
+    assert table.overridden == ("a", "b", "b")
+    assert table.source_of(a) == "override (connection extra or task prices=)"
+    assert table.regions["cn-beijing"].models["qwen-plus"].source == "cn-paas"  # other regions untouched
+    assert table.source_of(table.regions["cn-beijing"].models["qwen-plus"]) == table.sources["cn-paas"]
+
+
+def test_a_source_not_in_the_table_is_shown_as_given() -> None:
+    table = load_price_table("cn-beijing")[0]
+    assert table.source_of(ModelPrice("m", ModelKind.CHAT, (tier(None),), source="my page")) == "my page"
+
+
+def test_tier_limits_are_integers() -> None:
+    region = load_price_table(
+        "cn-beijing", task_prices={"m": {"tiers": [{"max_input_tokens": "8", "input": 1}]}}
+    )[1]
+    assert region.models["m"].tiers[0].max_input_tokens == 8
+
+
+@pytest.mark.parametrize("empty", [None, "", {}, "{}"])
+def test_no_override(empty: Any) -> None:
+    table, region = load_price_table("cn-beijing", connection_prices=empty, task_prices=empty)
+    assert table.overridden == ()
+    assert region == load_price_table("cn-beijing")[1]
+
+
+@pytest.mark.parametrize(
+    ("price", "error"),
+    [
+        ({"input": 1}, "KeyError('tiers')"),
+        ({"tiers": []}, "ValueError('no tiers')"),
+        ({"tiers": [{"output": 1}]}, "KeyError('input')"),
+        ({"tiers": [{"input": "x"}]}, "InvalidOperation([<class 'decimal.ConversionSyntax'>])"),
+        ({"kind": "image", "tiers": [{"input": 1}]}, "ValueError(\"'image' is not a valid ModelKind\")"),
+        ({"tiers": [{"input": 1, "max_input_tokens": "many"}]}, None),
+        ({"max_output_tokens": "lots", "tiers": [{"input": 1}]}, None),
+        ({"tiers": 5}, "TypeError(\"'int' object is not iterable\")"),
+    ],
+)
+def test_a_malformed_price_names_the_model_and_the_shape(price: dict[str, Any], error: str | None) -> None:
+    shown = re.escape(error) if error else r"ValueError\(.*\)"
+    with pytest.raises(
+        ValueError, match=f"^price of model 'x' is malformed \\({shown}\\){re.escape(_SHAPE)}$"
+    ) as info:
+        load_price_table("cn-beijing", task_prices={"x": price})
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (
+            {"connection_prices": "{nope"},
+            "connection extra 'prices' is not valid JSON: Expecting property name",
+        ),
+        ({"task_prices": "[1]"}, "task prices= must be a JSON object of model -> price, got list"),
+        ({"task_prices": 5}, "task prices= must be a JSON object of model -> price, got int"),
+        (
+            {"connection_prices": [("x", 1)]},
+            "connection extra 'prices' must be a JSON object of model -> price, got list",
+        ),
+    ],
+)
+def test_bad_overrides_say_which_and_why(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}") as info:
+        load_price_table("cn-beijing", **kwargs)
+    assert info.value.__cause__ is None
+
+
+def test_thinking_rules_at_their_edges() -> None:
+    table = load_price_table("cn-beijing")[0]
+    assert table.thinking("qwen3.5-plus", True) is True
+    assert table.thinking("qwen-plus", True) is True  # asked for
+    assert table.thinking("qwen-plus", False) is False
+    assert table.thinking("qwq-plus", None) is True
+    assert table.thinking("qwen3-235b-a22b-thinking-2507", False) is True
+    assert table.thinking("qwen3-8b", None) is True
+    assert table.model_thinks_by_default("qwen3-8b")
+    assert not table.model_always_thinks("qwen3-8b")
+    assert not table.model_thinks_by_default("qwen-plus")
+    assert not table.model_always_thinks("qwen-plus")
+    assert table.model_always_thinks("deepseek-r1-distill")
+    bare = PriceTable("d", Decimal("0.5"), {}, {})
+    assert bare.thinking("qwq-plus", None) is False  # no rules: nothing thinks unless asked
+    assert bare.overridden == ()
+
+
+@pytest.mark.parametrize(
+    ("extra", "base_url", "region"),
+    [
+        (None, None, "cn-beijing"),
+        ({"region": "mars-1"}, None, "cn-beijing"),  # not in the table: read the URL instead
+        ({"region": "mars-1", "base_url": "https://dashscope-intl.aliyuncs.com/v1"}, None, "ap-southeast-1"),
+        ({"region": ""}, "https://dashscope-intl.aliyuncs.com/v1", "ap-southeast-1"),
+        ({"extra__dashscope__base_url": "https://dashscope-intl.aliyuncs.com/v1"}, None, "ap-southeast-1"),
+        (
+            {"base_url": "https://dashscope-intl.aliyuncs.com/v1"},
+            "https://dashscope.aliyuncs.com/v1",
+            "cn-beijing",
+        ),
+        ({}, "https://x.ap-southeast-1.maas.aliyuncs.com/v1", "ap-southeast-1"),
+        ({}, "https://ap-southeast-1.example.com/v1", "ap-southeast-1"),
+        ({}, "https://xap-southeast-1.example.com/v1", "cn-beijing"),  # a whole label of the host
+        ({}, "https://dashscope-intl/v1", "ap-southeast-1"),
+        ({}, "not a url", "cn-beijing"),
+        ({"region": "ap-southeast-1"}, "https://dashscope.aliyuncs.com/v1", "ap-southeast-1"),
+    ],
+)
+def test_region_of_at_its_edges(extra: dict[str, Any] | None, base_url: str | None, region: str) -> None:
+    assert region_of(extra, base_url) == region

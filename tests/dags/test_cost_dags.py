@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dags.conftest import TEST_DAGS, _load
+from tests.dags.dag_helpers import TEST_DAGS, load_dag_file
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -46,7 +46,7 @@ def cost_dags(airflow_db, dashscope_conn, dashscope_emulator, monkeypatch, tmp_p
     def load(max_cost: str | None = None):
         if max_cost is not None:
             monkeypatch.setenv("COST_TEST_MAX_COST", max_cost)
-        return _load("cost_dags", TEST_DAGS / "cost_dags.py")
+        return load_dag_file("cost_dags", TEST_DAGS / "cost_dags.py")
 
     return load
 

@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
-from tests.client.conftest import active_shared_clients
+from tests.client.client_helpers import active_shared_clients
 
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.2}
 POLLS = "GET /batches/{batch_id}"
