@@ -806,6 +806,7 @@ def main() -> None:
     if args.smoke:
         args.window, args.grace, args.poll = (2.0, 4.0), 20.0, 1.0
         args.no_rate_check = args.no_warm_up = True
+        args.contenders = [c for c in args.contenders if c in ("dashscope", "openai")]
     sizes = args.sizes or ([10] if args.smoke else [100, 300] if args.quick else [100, 1000, 3000])
     if args.quick:
         args.rate_seconds = min(args.rate_seconds, 60.0)
