@@ -208,6 +208,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.mb, args.repeat, args.kinds = 1, 1, ["chat"]
+        args.contenders = [c for c in args.contenders if c != "pyarrow"]
     if args.serve:
         serve(Path(args.serve))
         return
