@@ -162,7 +162,10 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=60.0, help="batches finish within this many seconds")
     parser.add_argument("--scale", type=float, default=60.0, help="schedules run this many times faster")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="smallest size: a CI check that it runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.n, args.window = 10, 5.0
 
     home = tempfile.mkdtemp(prefix="bench-events-home-")
     os.environ.update(

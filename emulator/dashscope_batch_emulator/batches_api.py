@@ -17,7 +17,8 @@ from dashscope_batch_emulator.params import (
     parse_time,
     read_json,
 )
-from dashscope_batch_emulator.state import ENDPOINTS, BatchRecord, Emulator
+from dashscope_batch_emulator.rules import ENDPOINTS
+from dashscope_batch_emulator.state import BatchRecord, Emulator
 
 __all__ = ["BATCH_STATUSES", "BatchesApi", "parse_completion_window"]
 

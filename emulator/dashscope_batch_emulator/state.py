@@ -18,35 +18,23 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from airflow_provider_dashscope_batch.client.oss_input import parse_oss_input
-from airflow_provider_dashscope_batch.validation.rules import ValidationReport, validate_jsonl
 from dashscope_batch_emulator.answers import (
-    EMULATED_IMAGE_SIZE,
-    FAIL_MARKER,
-    TEST_MODEL,
     answer_request,
-    emulated_embedding,
-    image_tokens_of,
 )
+from dashscope_batch_emulator.oss import oss_object
+from dashscope_batch_emulator.rules import FileCheck, check_file
 
 __all__ = [
-    "EMULATED_IMAGE_SIZE",
-    "ENDPOINTS",
-    "FAIL_MARKER",
     "MAX_UPLOAD_BYTES",
     "TERMINAL",
-    "TEST_MODEL",
     "BatchRecord",
     "Clock",
     "Emulator",
     "EmulatorConfig",
     "FileRecord",
-    "emulated_embedding",
-    "image_tokens_of",
 ]
 
 MAX_UPLOAD_BYTES = 500 * 1024 * 1024
-ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/chat/ds-test")
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
@@ -317,18 +305,19 @@ class Emulator:
         :return: ``None`` when ``input_file_id`` is not an OSS input.
         :raises ValueError: naming why the service would refuse it (region, no such object).
         """
-        found = parse_oss_input(input_file_id)
+        found = oss_object(input_file_id)
         if found is None:
             return None
+        bucket, key = found
         if self.config.region != "cn-beijing" or self.config.oss_root is None:
             raise ValueError(
                 f"OSS inputs are accepted in the cn-beijing region only (this is {self.config.region}); "
                 "upload the file and pass its file id"
             )
         root = Path(self.config.oss_root).resolve()
-        path = (root / found.bucket / found.key).resolve()
+        path = (root / bucket / key).resolve()
         if root not in path.parents or not path.is_file():
-            raise ValueError(f"OSS object {found.bucket}/{found.key} does not exist or is not readable")
+            raise ValueError(f"OSS object {bucket}/{key} does not exist or is not readable")
         size = path.stat().st_size
         return FileRecord(input_file_id, size, int(self.now()), path.name, "batch", path, self.next_seq())
 
@@ -378,17 +367,20 @@ class Emulator:
         ]
 
     @staticmethod
-    def check_input(record: FileRecord | None, endpoint: str) -> ValidationReport | None:
-        """Run the service-side validation of an input file (blocking; fine in a worker thread)."""
+    def check_input(record: FileRecord | None, endpoint: str) -> FileCheck | None:
+        """
+        The service's file rules on an input file (blocking; fine in a worker thread).
+
+        Request rules fail a request alone, in the error file (:func:`~.rules.request_error`), not the file.
+        """
         if record is None:
             return None
         try:
-            # body rules fail a request alone (in the error file, see _run_request), not the file
-            return validate_jsonl(record.path, endpoint=endpoint, name=record.filename, body_rules=False)
+            return check_file(record.path, endpoint)
         except FileNotFoundError:
             return None
 
-    def apply_validation(self, batch: BatchRecord, report: ValidationReport | None) -> None:
+    def apply_validation(self, batch: BatchRecord, report: FileCheck | None) -> None:
         """Fail the batch with the report's violations, or start it; ignored if the batch moved on."""
         if self.batches.get(batch.id) is not batch or batch.status != "validating":
             return
@@ -399,11 +391,11 @@ class Emulator:
                 {"code": "file_not_found", "message": "input file was deleted", "param": None, "line": None}
             ]
             self._finish(batch, "failed", at)
-        elif not report.ok:
-            batch.errors = [v.model_dump() for v in report.violations]
+        elif report.errors:
+            batch.errors = [error.to_api() for error in report.errors]
             self._finish(batch, "failed", at)
         else:
-            batch.total = report.line_count
+            batch.total = report.requests
             batch.status = "in_progress"
             batch.times["in_progress"] = at
             batch.times["expires"] = batch.created + batch.window_seconds

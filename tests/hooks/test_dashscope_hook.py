@@ -10,7 +10,7 @@ import pytest
 from airflow_provider_dashscope_batch.client import AsyncDashScopeClient, DashScopeClient
 from airflow_provider_dashscope_batch.client.loop_clients import shared_async_client
 from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
-from tests.client.conftest import active_shared_clients
+from tests.client.client_helpers import active_shared_clients
 
 
 def _define(monkeypatch, conn_id: str, password: str | None, **extra) -> str:

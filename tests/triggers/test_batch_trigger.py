@@ -13,7 +13,7 @@ import pytest
 
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
 from airflow_provider_dashscope_batch.waiting.protocol import WaitSettings
-from tests.client.conftest import active_shared_clients
+from tests.client.client_helpers import active_shared_clients
 
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.2}
 POLLS = "GET /batches/{batch_id}"

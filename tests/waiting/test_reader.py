@@ -27,7 +27,7 @@ from airflow_provider_dashscope_batch.waiting.protocol import (
     WaitSettings,
 )
 from airflow_provider_dashscope_batch.waiting.reader import StatusReader, status_reader
-from tests.client.conftest import active_shared_clients
+from tests.client.client_helpers import active_shared_clients
 
 
 def read_statuses(client: DashScopeClient, refs: list[BatchRef]) -> StatusRead:
