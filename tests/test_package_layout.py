@@ -32,6 +32,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
             "cost",
             "sharding",
             "sharding.split",
+            "jobs",
             "transfers.streaming",
             "transfers.staging",
             "transfers.publishing",

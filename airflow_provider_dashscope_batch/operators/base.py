@@ -212,9 +212,13 @@ class DashScopeBaseBatchOperator(DashScopeBaseOperator):
             late_copies=None if copies is None else copies.to_dict(),
         )
 
-    def _await_terminal(self, batch: Batch, copies: LateCopies | None = None) -> Batch:
+    def _await_terminal(
+        self, batch: Batch, copies: LateCopies | None = None, resume: dict[str, Any] | None = None
+    ) -> Batch:
         """
         The terminal batch, waiting in-process, or defer to :class:`DashScopeBatchTrigger`.
+
+        ``resume`` is handed to ``execute_complete`` as keyword arguments after a deferred wait.
 
         With ``copies`` (an ambiguous create or upload) either wait reads the batch through its input
         file's list, cancels a late duplicate, deletes a late file and looks on until the window closes
@@ -225,6 +229,7 @@ class DashScopeBaseBatchOperator(DashScopeBaseOperator):
             self.defer(
                 trigger=self._trigger(batch, deadline, copies),
                 method_name="execute_complete",
+                kwargs=resume,
                 # A safety net only: the trigger's own deadline fires first, so the batch gets cancelled.
                 timeout=None
                 if deadline is None
