@@ -10,6 +10,7 @@ from airflow_provider_dashscope_batch.jobs.ledger import (
     progress_line,
     request_id_of,
 )
+from airflow_provider_dashscope_batch.jobs.table import SupersededErrors
 
 __all__ = [
     "TRANSIENT_CODES",
@@ -18,6 +19,7 @@ __all__ = [
     "ResubmitErrors",
     "RoundRecord",
     "ShardLedger",
+    "SupersededErrors",
     "progress_line",
     "request_id_of",
 ]

@@ -37,7 +37,7 @@ from airflow_provider_dashscope_batch.operators.base import (
     DashScopeBatchOutcomeMixin,
     wait_event,
 )
-from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin
+from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY, DashScopeCostMixin
 from airflow_provider_dashscope_batch.operators.rounds import (
     SOURCE_XCOM_KEY,
     JobRounds,
@@ -237,6 +237,9 @@ class DashScopeCreateBatchOperator(
         if batch is None:
             estimates = self.upstream_estimates(context, self.cost_estimate, {self.input_file_id})
             self.check_estimates(estimates, self.price_table()[1])
+            if estimates:  # passed on, so a transfer downstream of this task finds the job's estimate
+                pushed = [e.model_dump(mode="json") for e in estimates]
+                context["ti"].xcom_push(key=COST_XCOM_KEY, value=pushed)
             key = idempotency_key_for(context, generation)
             receipt = client.create_batch_receipt(**self._create_kwargs(key, self.input_file_id, 1))
             batch = receipt.value

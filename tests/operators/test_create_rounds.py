@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
@@ -15,6 +17,9 @@ from airflow_provider_dashscope_batch.client.errors import PermissionDeniedError
 from airflow_provider_dashscope_batch.jobs import request_id_of
 from airflow_provider_dashscope_batch.operators.batch import DashScopeCreateBatchOperator
 from airflow_provider_dashscope_batch.results import iter_lines
+from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
+    DashScopeBatchResultsToObjectStorageOperator,
+)
 from tests.operators.test_create_operator import TaskInstanceStub, next_try
 
 pytestmark = pytest.mark.timeout(120)
@@ -137,6 +142,47 @@ def test_transient_failures_are_sent_again_permanent_ones_are_not(
     assert round_two.request_counts.model_dump() == {"total": 3, "completed": 3, "failed": 0}
     assert sorted(ids_in(client, round_two.output_file_id)) == ["busy-0", "busy-1", "busy-2"]
     assert check_billed_once(client, [first, second]) == set(ids) - {"bad-0", "bad-1"}
+
+
+def table_ids(directory: Path, fmt: str) -> dict[str, list[str]]:
+    """The ``custom_id`` of every row of a published result set, per kind (output / errors)."""
+    found: dict[str, list[str]] = {"output": [], "errors": []}
+    for kind, ids in found.items():
+        for part in sorted((directory / kind).glob(f"part-*.{fmt}")):
+            if fmt == "jsonl":
+                ids.extend(json.loads(line)["custom_id"] for line in part.read_text().splitlines() if line)
+            elif fmt == "csv":
+                with part.open(newline="") as handle:
+                    ids.extend(row["custom_id"] for row in csv.DictReader(handle))
+            else:
+                ids.extend(pq.read_table(part).column("custom_id").to_pylist())
+    return found
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_the_final_table_holds_each_request_once(dashscope_conn, client, dashscope_emulator, tmp_path, fmt):
+    """Transient failures answered by round 2 leave no error row; permanent ones end as error rows."""
+    ids = [f"ok-{n}" for n in range(4)] + ["busy-0", "busy-1", "bad-0"]
+    source = write_requests(tmp_path / "in.jsonl", ids, {"bad-0": {"status_code": 400}})
+    dashscope_emulator.fail_requests(r"^busy-", status=503, attempts=1)
+    file_id = client.upload_file(source).id
+    ti = TaskInstanceStub()
+    create(file_id, source, resubmit_rounds=1).execute({"ti": ti})
+    transfer = DashScopeBatchResultsToObjectStorageOperator(
+        task_id="transfer",
+        batch_ids=ti.xcoms["batch_ids"],
+        destination=(tmp_path / "results").as_uri(),
+        result_set="job",
+        output_format=fmt,
+    )
+    manifest = transfer.execute({"ti": TaskInstanceStub(task_id="transfer")})
+    rows = table_ids(tmp_path / "results" / "job", fmt)
+    assert sorted(rows["output"]) == sorted(set(ids) - {"bad-0"})
+    assert rows["errors"] == ["bad-0"]
+    assert [shard["round"] for shard in manifest["shards"]] == [1, 2]
+    assert manifest["shards"][0]["files"]["errors"]["lines_left_out"] == 2
+    assert manifest["totals"]["error_rows"] == 1
+    assert manifest["totals"]["request_counts"]["completed"] == len(rows["output"])
 
 
 def test_a_code_override_sends_a_permanent_failure_again(
