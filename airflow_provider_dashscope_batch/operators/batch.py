@@ -64,6 +64,8 @@ __all__ = ["DashScopeCancelBatchOperator", "DashScopeCreateBatchOperator", "idem
 
 #: ``task_state_store`` key holding the batch id (Airflow 3.3+); renaming it breaks in-flight retries.
 STATE_KEY = "dashscope_batch_id"
+#: XCom key of the last round (key generation) this try may create.
+ROUND_LIMIT_KEY = "last_round"
 
 
 def idempotency_key_for(context: Context, generation: int = 1) -> str:
@@ -214,8 +216,9 @@ class DashScopeCreateBatchOperator(
                 window = Ambiguity.after_created(batch.created_at, client.timeout)
                 copies = LateCopies.of(window, derived=True)
             elif rounds is not None:  # continue the job: this try may send up to 1 + resubmit_rounds rounds
-                self._record(context, earlier)
-                return self._rounds(context, rounds, earlier, generation + 1 + self.resubmit_rounds)
+                last_generation = generation + 1 + self.resubmit_rounds
+                self._record(context, earlier, last_generation)
+                return self._rounds(context, rounds, earlier, last_generation)
             else:
                 verdict = self.outcome_policy.evaluate(latest)
                 if verdict.outcome != Outcome.FAIL:
@@ -246,27 +249,26 @@ class DashScopeCreateBatchOperator(
             self.log.info("Created batch %s (status %s)", batch.id, batch.status)
             copies = LateCopies.of(receipt.ambiguity)
         batches = [*earlier, batch]
-        self._record(context, batches)
+        last_generation = _generation(batch) + self.resubmit_rounds
+        self._record(context, batches, last_generation)
         DashScopeBatchConsoleLink.persist(context, self, self.hook)
         self._remember(context, batch)  # after the calls to the supervisor: on_kill makes one itself
         if not self.wait_for_completion:
             return keep_for_lineage(self, batch.model_dump(mode="json"))
-        last_generation = _generation(batch) + self.resubmit_rounds
         if not batch.status.is_terminal:
-            batches[-1] = self._await_terminal(batch, copies, self._resume(batches, last_generation))
+            batches[-1] = self._await_terminal(batch, copies)
         if rounds is None:
             return keep_for_lineage(self, self.judge(batches[-1]))
         return self._rounds(context, rounds, batches, last_generation)
 
-    def execute_complete(
-        self,
-        context: Context,
-        event: dict[str, Any] | None = None,
-        batch_ids: list[str] | None = None,
-        last_generation: int | None = None,
-    ) -> dict[str, Any]:
+    def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: judge the finished batch, or go on with the job's rounds."""
         batch = self._ended(wait_event(event))
+        ti = context.get("ti")
+        if ti is None:
+            return keep_for_lineage(self, self.judge(batch))
+        batch_ids = ti.xcom_pull(task_ids=self.task_id, key="batch_ids")  # kept across a deferral
+        last_generation = ti.xcom_pull(task_ids=self.task_id, key=ROUND_LIMIT_KEY)
         if not batch_ids or last_generation is None:
             return keep_for_lineage(self, self.judge(batch))
         client = self.hook.get_conn()
@@ -318,10 +320,10 @@ class DashScopeCreateBatchOperator(
                 return keep_for_lineage(self, self._judge_job(latest, state))
             batch, copies = self._next_round(context, rounds, state, generation + 1, last_generation)
             batches.append(batch)
-            self._record(context, batches)
+            self._record(context, batches, last_generation)
             self._remember(context, batch)
             if not batch.status.is_terminal:
-                batches[-1] = self._await_terminal(batch, copies, self._resume(batches, last_generation))
+                batches[-1] = self._await_terminal(batch, copies)
 
     def _next_round(
         self, context: Context, rounds: JobRounds, state: JobState, generation: int, last_generation: int
@@ -371,17 +373,18 @@ class DashScopeCreateBatchOperator(
         return latest.model_dump(mode="json")
 
     @staticmethod
-    def _resume(batches: list[Batch], last_generation: int) -> dict[str, Any]:
-        return {"batch_ids": [b.id for b in batches], "last_generation": last_generation}
-
-    @staticmethod
-    def _record(context: Context, batches: list[Batch]) -> None:
-        """Note the latest batch for the next try and push every round's batch id, in order."""
+    def _record(context: Context, batches: list[Batch], last_generation: int) -> None:
+        """
+        Note the latest batch for the next try; push every round's batch id, in order, and the try's last
+        round (a deferred wait resumes from these XComs).
+        """
         store = context.get("task_state_store")
         if store is not None:
             store.set(STATE_KEY, batches[-1].id)
-        context["ti"].xcom_push(key="batch_id", value=batches[-1].id)
-        context["ti"].xcom_push(key="batch_ids", value=[b.id for b in batches])
+        ti = context["ti"]
+        ti.xcom_push(key="batch_id", value=batches[-1].id)
+        ti.xcom_push(key="batch_ids", value=[b.id for b in batches])
+        ti.xcom_push(key=ROUND_LIMIT_KEY, value=last_generation)
 
     def _create_kwargs(self, key: str, input_file_id: str, round_no: int) -> dict[str, Any]:
         metadata = dict(self.metadata or {})
