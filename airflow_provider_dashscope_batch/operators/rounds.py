@@ -18,17 +18,21 @@ from typing import IO, TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStoragePath
 
 from airflow_provider_dashscope_batch.client.errors import NotFoundError
-from airflow_provider_dashscope_batch.cost import CostCheckError, CostEstimator, CostMeter
-from airflow_provider_dashscope_batch.jobs import JobCounts, ResubmitErrors, RoundRecord, ShardLedger
-from airflow_provider_dashscope_batch.results import UsageTotals, iter_lines
+from airflow_provider_dashscope_batch.cost.actual import CostMeter
+from airflow_provider_dashscope_batch.cost.budget import CostCheckError
+from airflow_provider_dashscope_batch.cost.estimate import CostEstimator
+from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
+from airflow_provider_dashscope_batch.jobs.ledger import JobCounts, RoundRecord, ShardLedger
+from airflow_provider_dashscope_batch.results.lines import UsageTotals, iter_lines
 from airflow_provider_dashscope_batch.waiting.late import delete_late_files_sync
 
 if TYPE_CHECKING:
     import logging
 
     from airflow_provider_dashscope_batch.client import DashScopeClient
-    from airflow_provider_dashscope_batch.cost import ActualCost, CostPolicy
-    from airflow_provider_dashscope_batch.models import Batch, FileObject
+    from airflow_provider_dashscope_batch.client.types import Batch, FileObject
+    from airflow_provider_dashscope_batch.cost.actual import ActualCost
+    from airflow_provider_dashscope_batch.cost.budget import CostPolicy
 
 __all__ = ["SOURCE_XCOM_KEY", "JobRounds", "JobState"]
 

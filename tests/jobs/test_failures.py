@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_dashscope_batch.jobs import FailureKind, ResubmitErrors
+from airflow_provider_dashscope_batch.jobs.failures import FailureKind, ResubmitErrors
 
 T, P = FailureKind.TRANSIENT, FailureKind.PERMANENT
 

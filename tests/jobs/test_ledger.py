@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from airflow_provider_dashscope_batch.jobs import JobCounts, ShardLedger, progress_line, request_id_of
+from airflow_provider_dashscope_batch.jobs.ledger import JobCounts, ShardLedger, progress_line, request_id_of
 
 
 def request(custom_id: str) -> bytes:

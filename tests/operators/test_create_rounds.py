@@ -14,9 +14,9 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 from airflow_provider_dashscope_batch.client.errors import PermissionDeniedError
-from airflow_provider_dashscope_batch.jobs import request_id_of
+from airflow_provider_dashscope_batch.jobs.ledger import request_id_of
 from airflow_provider_dashscope_batch.operators.batch import DashScopeCreateBatchOperator
-from airflow_provider_dashscope_batch.results import iter_lines
+from airflow_provider_dashscope_batch.results.lines import iter_lines
 from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
     DashScopeBatchResultsToObjectStorageOperator,
 )
