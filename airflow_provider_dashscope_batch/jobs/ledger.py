@@ -166,9 +166,10 @@ class ShardLedger:
         return JobCounts(total, len(self.answered), len(self.permanent))
 
 
-def progress_line(round_no: int, max_rounds: int, sent: int, counts: JobCounts) -> str:
+def progress_line(round_no: int, max_rounds: int | None, sent: int, counts: JobCounts) -> str:
     """``round 2 of ≤3: 11,361 requests re-sent (8,639 answered, 0 permanently failed)``."""
+    of = "" if max_rounds is None else f" of ≤{max_rounds}"
     return (
-        f"round {round_no} of ≤{max_rounds}: {sent:,} requests re-sent "
+        f"round {round_no}{of}: {sent:,} requests re-sent "
         f"({counts.answered:,} answered, {counts.permanent:,} permanently failed)"
     )

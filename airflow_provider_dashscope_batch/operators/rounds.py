@@ -22,7 +22,7 @@ from airflow_provider_dashscope_batch.cost.actual import CostMeter
 from airflow_provider_dashscope_batch.cost.budget import CostCheckError
 from airflow_provider_dashscope_batch.cost.estimate import CostEstimator
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
-from airflow_provider_dashscope_batch.jobs.ledger import JobCounts, RoundRecord, ShardLedger
+from airflow_provider_dashscope_batch.jobs.ledger import JobCounts, RoundRecord, ShardLedger, progress_line
 from airflow_provider_dashscope_batch.results.lines import UsageTotals, iter_lines
 from airflow_provider_dashscope_batch.waiting.late import delete_late_files_sync
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.cost.actual import ActualCost
     from airflow_provider_dashscope_batch.cost.budget import CostPolicy
 
-__all__ = ["SOURCE_XCOM_KEY", "JobRounds", "JobState"]
+__all__ = ["SOURCE_XCOM_KEY", "JobRounds", "JobState", "write_shard_remainder"]
 
 #: XCom key under which the upload operator records the JSONL an input file was made from.
 SOURCE_XCOM_KEY = "request_source"
@@ -192,3 +192,32 @@ class JobRounds:
             self.log.info("Deleted file %s (%s)", file_id, why)
         except NotFoundError:
             pass
+
+
+def write_shard_remainder(
+    client: DashScopeClient,
+    spooled: Path,
+    rounds_so_far: list[Batch],
+    policy: ResubmitErrors,
+    log: logging.Logger | Any,
+    generation: int,
+) -> Path | None:
+    """
+    The next round of one shard of a sharded job: its spooled lines minus what its rounds so far answered
+    or failed for good, written beside the spool file as ``<stem>-g<generation>.jsonl``.
+
+    :return: The round's file; ``None`` when nothing was answered yet
+        (the shard's whole file is the next round) or nothing is left to send.
+    """
+    rounds = JobRounds(client, spooled, policy, log)
+    state = rounds.settle(rounds_so_far)
+    if not state.counts.answered:
+        return None
+    path = spooled.with_name(f"{spooled.stem}-g{generation}.jsonl")
+    with path.open("wb") as out:
+        sent = rounds.write_remainder(out, lambda _: None)
+    if not sent:
+        path.unlink()
+        return None
+    log.info("%s: %s", spooled.name, progress_line(generation, None, sent, state.counts))
+    return path

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import replace
 from datetime import timedelta
@@ -23,10 +23,11 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
-from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY
+from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY, key_of, parse_key
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import airflow_callback_url
 from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTERVAL
+from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
 from airflow_provider_dashscope_batch.operators.base import DashScopeBatchOutcomeMixin
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin, LineSink
 from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, sharded_lineage
@@ -42,6 +43,7 @@ from airflow_provider_dashscope_batch.sharding.job import (
     JobOutcomePolicy,
     ShardJob,
     ShardRun,
+    batch_history,
     job_token,
     latest_batches,
 )
@@ -74,6 +76,7 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
     from airflow_provider_dashscope_batch.client import DashScopeClient
+    from airflow_provider_dashscope_batch.client.types import Batch
 
 __all__ = [
     "CLEANUP_XCOM_KEY",
@@ -240,7 +243,9 @@ class DashScopeShardedBatchOperator(
     shards that did not succeed: every batch carries an idempotency key made of the task instance, the
     shard's position and its SHA-256, plus a generation. A new try splits the input again (the same input
     gives the same shards), finds the earlier batches by one listing, re-attaches to the running and the
-    good ones, and replaces only the failed ones, re-using their input files.
+    good ones, and replaces only the failed ones: with a round of the shard's requests that no earlier
+    batch of it answered or failed for good (:mod:`airflow_provider_dashscope_batch.jobs`; an answered
+    request is never billed twice), or, when none was answered, its whole input file again.
 
     Before any of that, a preflight pass over the whole input estimates its tokens and cost
     (:doc:`/cost`; XCom key ``cost_estimate``) and applies the region, thinking-mode and budget checks, so
@@ -292,8 +297,11 @@ class DashScopeShardedBatchOperator(
         or an http(s) URL of your own receiver.
     :param finish_event_poll_interval: Seconds between the safety-net polls with
         ``finish_callback="airflow"`` (default 30 minutes).
-    :return: ``{"batch_ids", "requests", "request_counts", "shards"}``; ``batch_ids`` (one per shard, in
-        input order) is also pushed under its own XCom key for the results transfer.
+    :param resubmit_errors: Which failed requests a replacement round sends again (see
+        :class:`~airflow_provider_dashscope_batch.operators.batch.DashScopeCreateBatchOperator`).
+    :return: ``{"batch_ids", "requests", "request_counts", "shards"}``; ``batch_ids`` (every batch of the
+        job: per shard in input order, its rounds in order) is also pushed under its own XCom key for the
+        results transfer.
     """
 
     template_fields: Sequence[str] = (
@@ -324,9 +332,11 @@ class DashScopeShardedBatchOperator(
         cancel_on_kill: bool = True,
         finish_callback: str | None = None,
         finish_event_poll_interval: float = DEFAULT_SAFETY_NET_INTERVAL,
+        resubmit_errors: Mapping[int | str, bool] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.resubmit_errors = ResubmitErrors.of(resubmit_errors)
         if max_active_batches < 1:
             raise ValueError("max_active_batches must be >= 1")
         self.completion_window = completion_window
@@ -352,6 +362,7 @@ class DashScopeShardedBatchOperator(
         DashScopeBatchConsoleLink.persist(context, self, self.hook)
         listed = list(client.list_batches(ds_name=token))
         earlier = latest_batches(listed)
+        self._history = batch_history(listed)
         stored = self._stored_files(client, context, token, {b.input_file_id for b in listed})
         self.log.info(
             "Job %s: %s batch(es) and %s unused file(s) of earlier tries found",
@@ -445,7 +456,7 @@ class DashScopeShardedBatchOperator(
         job = replace(job, runs=tuple(runs))
         running = [r.batch for r in runs if r.running and r.batch is not None]
         if not running:
-            return keep_for_lineage(self, self._finish(context, job))
+            return keep_for_lineage(self, self._finish(context, client, job))
         waiting = sum(r.batch is None for r in runs)
         # resume state goes to XCom, not defer(kwargs=...): dag.test() drops those, and the UI shows XCom
         context["ti"].xcom_push(key=JOB_XCOM_KEY, value=job.to_dict())
@@ -546,11 +557,28 @@ class DashScopeShardedBatchOperator(
         return sharded_lineage(self)
 
     # ------------------------------------------------------------------------------ outcome
-    def _finish(self, context: Context, job: ShardJob) -> dict[str, Any]:
+    @staticmethod
+    def _rounds_of(client: DashScopeClient, job: ShardJob) -> list[str]:
+        """Every batch of the job for the transfer: per shard in input order, its rounds in order."""
+        history = batch_history(client.list_batches(ds_name=job.token)) if job.runs else {}
+        ids: list[str] = []
+        for run in job.runs:
+            if run.batch is None:
+                continue
+            seen: dict[int, str] = {}
+            for batch in history.get(run.key_base, []):  # one batch per earlier generation
+                generation = _generation_of(batch)
+                if generation < run.generation:
+                    seen.setdefault(generation, batch.id)
+            ids.extend(seen[g] for g in sorted(seen))
+            ids.append(run.batch.id)
+        return ids
+
+    def _finish(self, context: Context, client: DashScopeClient, job: ShardJob) -> dict[str, Any]:
         runs = job.runs
         batches = [r.batch for r in runs if r.batch is not None]
         verdict = self.job_policy.evaluate(batches)
-        batch_ids = [b.id for b in batches]
+        batch_ids = self._rounds_of(client, job)
         context["ti"].xcom_push(key="batch_ids", value=batch_ids)
         if verdict.outcome is Outcome.FAIL:
             raise AirflowException(verdict.reason)
@@ -571,3 +599,8 @@ class DashScopeShardedBatchOperator(
                 for r in runs
             ],
         }
+
+
+def _generation_of(batch: Batch) -> int:
+    parsed = parse_key(key_of(batch))
+    return 0 if parsed is None or parsed[1] is None else parsed[1]

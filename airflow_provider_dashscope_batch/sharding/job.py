@@ -27,6 +27,7 @@ __all__ = [
     "JobOutcomePolicy",
     "ShardJob",
     "ShardRun",
+    "batch_history",
     "job_token",
     "latest_batches",
     "shard_key_base",
@@ -55,6 +56,17 @@ def latest_batches(batches: Iterable[Batch]) -> dict[str, tuple[int, Batch]]:
         if base not in latest or latest[base][0] < generation:
             latest[base] = (generation, batch)
     return latest
+
+
+def batch_history(batches: Iterable[Batch]) -> dict[str, list[Batch]]:
+    """Key base -> every batch carrying a shard key of it, lowest generation first (a shard's rounds)."""
+    history: dict[str, list[tuple[int, Batch]]] = {}
+    for batch in batches:
+        parsed = parse_key(key_of(batch))
+        if parsed is None or parsed[1] is None:
+            continue
+        history.setdefault(parsed[0], []).append((parsed[1], batch))
+    return {base: [b for _, b in sorted(found, key=lambda x: x[0])] for base, found in history.items()}
 
 
 @dataclass(frozen=True)
