@@ -258,8 +258,10 @@ class DashScopeCreateBatchOperator(
         ti = context.get("ti")
         if ti is None:
             return keep_for_lineage(self, self.judge(batch))
-        batch_ids = ti.xcom_pull(task_ids=self.task_id, key="batch_ids")  # kept across a deferral
-        last_generation = ti.xcom_pull(task_ids=self.task_id, key=ROUND_LIMIT_KEY)
+        map_index = getattr(ti, "map_index", -1)
+        own = {"task_ids": self.task_id, "map_indexes": map_index if map_index >= 0 else None}
+        batch_ids = ti.xcom_pull(key="batch_ids", **own)  # kept across a deferral
+        last_generation = ti.xcom_pull(key=ROUND_LIMIT_KEY, **own)
         if not batch_ids or last_generation is None:
             return keep_for_lineage(self, self.judge(batch))
         client = self.hook.get_conn()

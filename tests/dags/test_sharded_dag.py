@@ -72,15 +72,18 @@ def test_example_redoes_only_the_failed_shard_and_merges_every_request_once(
     ids = [json.loads(line)["custom_id"] for line in output + errors]
     assert len(ids) == len(set(ids)) == ROWS
     manifest = json.loads((result_set / "manifest.json").read_text())
+    # the job's batches: the third shard's failed first round too, its error lines superseded by round 2
     assert [s["batch_id"] for s in manifest["shards"]] == job["batch_ids"]
+    assert [s["round"] for s in manifest["shards"]] == [1, 1, 1, 2]
     totals = manifest["totals"]
     for key in ("total", "completed", "failed"):
         assert totals["request_counts"][key] == sum(s["request_counts"][key] for s in manifest["shards"])
-    assert totals["request_counts"] == {"total": ROWS, "completed": ROWS - 50, "failed": 50}
-    assert (totals["output_lines"], totals["error_lines"]) == (ROWS - 50, 50)
-    assert (
-        dashscope_emulator.request_counts()["DELETE /files/{file_id}"] == 3 + 3 + 1
-    )  # inputs, outputs, errors
+    assert totals["request_counts"]["completed"] == ROWS - 50
+    assert (totals["output_lines"], totals["error_rows"]) == (ROWS - 50, 50)
+    assert manifest["shards"][2]["files"]["errors"]["lines_left_out"] == 40_000
+    for shard in manifest["shards"]:
+        kept = {shard["input_file_id"], shard["output_file_id"], shard["error_file_id"]} - {None}
+        assert set(shard["deleted_remote_files"]) == kept
 
 
 @pytest.fixture
