@@ -91,11 +91,18 @@ class DashScopeShardStagingMixin(BaseOperator):
         """
         Keep this try's files and batches for the next try, or discard them if a user marked it failed.
 
+        A try with no retry after it deletes the files no batch uses (its batches keep running).
+
         :param staged: The files this try gave its shards (uploaded or re-used).
         """
         created = [b.id for b in self._created]
         unbatched = [f for f in staged if f not in {b.input_file_id for b in self._created}]
-        if task_instance_state(context["ti"]) != "failed":
+        ti = context["ti"]
+        if getattr(ti, "try_number", 1) > (self.retries or 0) and task_instance_state(ti) != "failed":
+            # no try follows to re-use them: the files no batch uses go now, the batches keep running
+            self._delete_files(client, context, unbatched)
+            return
+        if task_instance_state(ti) != "failed":
             self.log.warning(
                 "Kept for the next try: %s file(s) without a batch (%s) and %s created batch(es) (%s)",
                 len(unbatched),

@@ -126,7 +126,7 @@ def test_rerun_after_a_failed_shard(sharding_dags, states, dashscope_emulator, d
         assert (counts["POST /batches"], counts["POST /files"]) == (3, 3)
 
 
-def test_sigterm_mid_upload_stops_the_job_and_the_next_try_uploads_nothing_twice(
+def test_sigterm_mid_upload_of_the_last_try_stops_the_job_and_leaves_no_file(
     sharding_dags, states, dashscope_emulator, client
 ):
     """A real SIGTERM to the process running the task: Airflow's own handler calls the task's on_kill."""
@@ -151,14 +151,13 @@ def test_sigterm_mid_upload_stops_the_job_and_the_next_try_uploads_nothing_twice
     counts = dashscope_emulator.request_counts()
     assert counts["POST /files"] == 2  # the upload in flight finished; none started after the signal
     assert "POST /batches" not in counts
-    kept = {f.id for f in client.list_files() if f.purpose == "batch"}
-    assert len(kept) == 2
+    # no retry follows (retries=0): the two uploaded shards no batch uses are deleted, not orphaned
+    assert [f.id for f in client.list_files() if f.purpose == "batch"] == []
 
     dashscope_emulator.clear_request_counts()
-    second = dag.test(logical_date=first.logical_date, run_after=first.run_after)  # the next try
+    second = dag.test(logical_date=first.logical_date, run_after=first.run_after)  # a re-run by hand
     assert second.state == "success", states(second)
     counts = dashscope_emulator.request_counts()
-    assert (counts["POST /files"], counts["POST /batches"]) == (1, 3)
+    assert (counts["POST /files"], counts["POST /batches"]) == (3, 3)
     used = {b.input_file_id for b in client.list_batches()}
-    assert kept < used
     assert {f.id for f in client.list_files() if f.purpose == "batch"} == used  # no orphaned file
