@@ -138,12 +138,14 @@ class ShardJob:
     :param endpoint: The endpoint of every shard's batch (the lines' ``url``).
     :param deadline: Epoch seconds at which the wait gives up, if any.
     :param runs: Every shard's run, in input order.
+    :param rounds_left: Follow-up rounds this try may still send (for shards whose batch ended short).
     """
 
     token: str
     endpoint: str
     deadline: float | None
     runs: tuple[ShardRun, ...]
+    rounds_left: int = 0
 
     @property
     def request_counts(self) -> RequestCounts:
@@ -162,13 +164,14 @@ class ShardJob:
             "endpoint": self.endpoint,
             "deadline": self.deadline,
             "runs": [r.to_dict() for r in self.runs],
+            "rounds_left": self.rounds_left,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ShardJob:
         """Inverse of :meth:`to_dict`."""
         runs = tuple(ShardRun.from_dict(r) for r in data["runs"])
-        return cls(data["token"], data["endpoint"], data["deadline"], runs)
+        return cls(data["token"], data["endpoint"], data["deadline"], runs, int(data["rounds_left"]))
 
 
 @dataclass(frozen=True)
