@@ -40,7 +40,7 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "DashScope Batch",
-                "python-modules": [f"{_MODULE}.triggers.batch", f"{_MODULE}.sharding.trigger"],
+                "python-modules": [f"{_MODULE}.triggers.batch", f"{_MODULE}.triggers.sharded"],
             }
         ],
         "hooks": [{"integration-name": "DashScope Batch", "python-modules": [f"{_MODULE}.hooks.dashscope"]}],
@@ -51,7 +51,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-module": f"{_MODULE}.transfers.results_to_object_storage",
             }
         ],
-        "extra-links": [f"{_MODULE}.links.DashScopeBatchConsoleLink"],
+        "extra-links": [f"{_MODULE}.operators.links.DashScopeBatchConsoleLink"],
         "filesystems": [f"{_MODULE}.fs.oss"],
         "connection-types": [
             {

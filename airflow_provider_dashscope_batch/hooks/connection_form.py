@@ -3,7 +3,7 @@ The ``dashscope`` connection form, declared once.
 
 Airflow >= 3.2 reads these declarations from the provider info (``conn-fields`` and
 ``ui-field-behaviour``); Airflow 3.0/3.1 ask the hook, which derives its widgets from the same
-declarations. Only :mod:`~airflow_provider_dashscope_batch.client.regions` is imported, so provider discovery
+declarations. Only :mod:`~airflow_provider_dashscope_batch.regions` is imported, so provider discovery
 stays cheap.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_dashscope_batch.client.regions import (
+from airflow_provider_dashscope_batch.regions import (
     DEFAULT_BASE_URL,
     DEFAULT_REGION,
     REGION_BASE_URLS,
@@ -42,7 +42,8 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "workspace_id": {
         "label": "Workspace ID",
-        "description": f"Optional Model Studio workspace, sent as the {WORKSPACE_HEADER} header.",
+        "description": f"Optional Model Studio workspace, sent as the {WORKSPACE_HEADER} header; in "
+        "ap-southeast-1 the workspace's own host is used ({id}.ap-southeast-1.maas.aliyuncs.com).",
         "schema": {"type": ["string", "null"]},
     },
     "timeout": {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -19,6 +20,7 @@ from airflow_provider_dashscope_batch.client import FILTER_SLACK
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import InvalidRequestError, NotFoundError
 from airflow_provider_dashscope_batch.client.identity import key_of, lineage, parse_key, with_generation
+from airflow_provider_dashscope_batch.client.oss_input import parse_oss_input
 from airflow_provider_dashscope_batch.client.types import BatchStatus, RequestCounts
 from airflow_provider_dashscope_batch.cost.actual import CostMeter
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
@@ -29,7 +31,6 @@ from airflow_provider_dashscope_batch.jobs.ledger import progress_line
 from airflow_provider_dashscope_batch.operators.base import (
     DashScopeBaseBatchOperator,
     DashScopeBatchOutcomeMixin,
-    wait_event,
 )
 from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY, DashScopeCostMixin
 from airflow_provider_dashscope_batch.operators.lineage import batch_lineage, keep_for_lineage
@@ -40,9 +41,8 @@ from airflow_provider_dashscope_batch.operators.rounds import (
     JobState,
 )
 from airflow_provider_dashscope_batch.operators.upload import as_path
-from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
 from airflow_provider_dashscope_batch.waiting.late import LateCopies
-from airflow_provider_dashscope_batch.waiting.protocol import Outcome
+from airflow_provider_dashscope_batch.waiting.protocol import Outcome, WaitSettings
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -80,12 +80,6 @@ def _lineage(context: Context) -> str:
     return lineage(ti.dag_id, ti.task_id, ti.run_id, str(getattr(ti, "map_index", -1)))
 
 
-def _lineage_and_generation(batch: Batch) -> tuple[str, int] | None:
-    """The key's task-instance part and generation (a key without one, from older releases: 0)."""
-    parsed = parse_key(key_of(batch))
-    return None if parsed is None else (parsed[0], parsed[1] or 0)
-
-
 class DashScopeCreateBatchOperator(
     DashScopeCostMixin, DashScopeBatchOutcomeMixin, DashScopeBaseBatchOperator
 ):
@@ -113,12 +107,16 @@ class DashScopeCreateBatchOperator(
         For more information on how to use this operator, take a look at the guide:
         :ref:`howto/operator:DashScopeCreateBatchOperator`
 
-    :param input_file_id: Id of the uploaded JSONL file (templated).
+    :param input_file_id: Id of the uploaded JSONL file, or (cn-beijing) a JSONL object in OSS: the
+        identifier ``oss:cn-beijing:<bucket>/<path>`` (recommended by the batch guide; the bucket needs the
+        guide's authorization and tagging steps) or a public-read or pre-signed OSS URL; nothing is
+        uploaded and the file-store quota is not used (templated).
     :param endpoint: ``/v1/chat/completions``, ``/v1/embeddings`` or ``/v1/chat/ds-test`` (templated).
     :param completion_window: ``"24h"`` to ``"14d"`` or a timedelta (templated).
     :param metadata: Extra batch metadata, e.g. ``ds_name`` / ``ds_description`` (templated); a
         follow-up round's ``ds_name`` ends with ``round N``.
-    :param finish_callback: Where the service POSTs the batch when it finishes (Beijing region):
+    :param finish_callback: Where the service POSTs the batch when it finishes; only cn-beijing sends
+        completion notifications, so on another region's connection the task fails before creating:
         ``"airflow"`` for this Airflow's receiver (the URL is built from the connection's
         ``callback_base_url`` with a fresh token, and a deferred wait ends as soon as the finish is
         confirmed, polling only every ``finish_event_poll_interval`` seconds as a safety net; see
@@ -229,6 +227,7 @@ class DashScopeCreateBatchOperator(
                         generation,
                     )
         if batch is None:
+            self.check_finish_callback(self.finish_callback or self.finish_callback_url)
             estimates = self.upstream_estimates(context, self.cost_estimate, {self.input_file_id})
             self.check_estimates(estimates, self.price_table()[1])
             if estimates:  # passed on, so a transfer downstream of this task finds the job's estimate
@@ -254,7 +253,7 @@ class DashScopeCreateBatchOperator(
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: judge the finished batch, or go on with the job's rounds."""
-        batch = self._ended(wait_event(event))
+        batch = self._resumed(event)
         ti = context.get("ti")
         if ti is None:
             return keep_for_lineage(self, self.judge(batch))
@@ -395,17 +394,13 @@ class DashScopeCreateBatchOperator(
             "idempotency_key": key,
         }
 
-    def _trigger(
-        self, batch: Batch, deadline: float | None, copies: LateCopies | None
-    ) -> DashScopeBatchTrigger:
-        """The base trigger, woken by finish events and polling as a safety net with the receiver."""
-        trigger = super()._trigger(batch, deadline, copies)
+    def _trigger_wait(self, deadline: float | None) -> WaitSettings:
+        """With the receiver: woken by finish events, polling only as a safety net."""
+        settings = super()._trigger_wait(deadline)
         if self.finish_callback != AIRFLOW_RECEIVER:
-            return trigger
+            return settings
         interval = float(self.finish_event_poll_interval)
-        kwargs = trigger.serialize()[1]
-        kwargs.update(poll_interval=interval, max_poll_interval=interval, finish_events=True)
-        return DashScopeBatchTrigger(**kwargs)
+        return replace(settings, poll_interval=interval, max_poll_interval=interval, finish_events=True)
 
     def _earlier_batches(self, context: Context, client: DashScopeClient, any_input: bool) -> list[Batch]:
         """
@@ -421,7 +416,7 @@ class DashScopeCreateBatchOperator(
         lineage = _lineage(context)
 
         def ours(batch: Batch) -> bool:
-            found = _lineage_and_generation(batch)
+            found = parse_key(key_of(batch))
             mine = found is not None and found[0] == lineage
             return mine and (any_input or batch.input_file_id == self.input_file_id)
 
@@ -433,17 +428,18 @@ class DashScopeCreateBatchOperator(
             if batch is not None and ours(batch) and _generation(batch) <= 1:
                 return [batch]
         since = _run_started(context)
+        by_file = "," not in self.input_file_id and parse_oss_input(self.input_file_id) is None
         listing = client.list_batches(
-            input_file_ids=[self.input_file_id] if not any_input and "," not in self.input_file_id else None,
+            input_file_ids=[self.input_file_id] if not any_input and by_file else None,
             create_after=since - FILTER_SLACK if since is not None else None,
         )
         return sorted((b for b in listing if ours(b)), key=_generation)
 
 
 def _generation(batch: Batch) -> int:
-    """Which batch of its task instance ``batch`` is (1 for the first; 0 for a key without one)."""
-    found = _lineage_and_generation(batch)
-    return 0 if found is None else found[1]
+    """Which batch (round) of its task instance ``batch`` is: 1 for the first."""
+    found = parse_key(key_of(batch))
+    return 1 if found is None else found[1]
 
 
 def _last_try(context: Context, task: Any) -> bool:
@@ -513,7 +509,7 @@ class DashScopeCancelBatchOperator(DashScopeBaseBatchOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired."""
-        return self._finish(self._ended(wait_event(event)))
+        return self._finish(self._resumed(event))
 
     def _finish(self, batch: Batch) -> dict[str, Any]:
         if batch.status.is_terminal and batch.status != "cancelled":

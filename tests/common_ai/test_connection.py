@@ -10,8 +10,8 @@ pytest.importorskip(
     "Airflow 3.0 leg pins pydantic 2.11.7",
 )
 
-from airflow_provider_dashscope_batch.client.regions import DEFAULT_BASE_URL, REGION_BASE_URLS
 from airflow_provider_dashscope_batch.common_ai.connection import resolve_host
+from airflow_provider_dashscope_batch.regions import DEFAULT_BASE_URL, REGION_BASE_URLS
 
 
 @pytest.mark.parametrize(
@@ -20,7 +20,11 @@ from airflow_provider_dashscope_batch.common_ai.connection import resolve_host
         (None, (DEFAULT_BASE_URL, None)),
         ("", (DEFAULT_BASE_URL, None)),
         ("ap-southeast-1", (REGION_BASE_URLS["ap-southeast-1"], None)),
-        ("ap-southeast-1?workspace=ws-1", (REGION_BASE_URLS["ap-southeast-1"], "ws-1")),
+        (
+            "ap-southeast-1?workspace=ws-1",
+            ("https://ws-1.ap-southeast-1.maas.aliyuncs.com/compatible-mode/v1", "ws-1"),
+        ),
+        ("cn-beijing?workspace=ws-1", (REGION_BASE_URLS["cn-beijing"], "ws-1")),
         (REGION_BASE_URLS["ap-southeast-1"] + "/", (REGION_BASE_URLS["ap-southeast-1"], None)),
         ("https://dashscope-intl.aliyuncs.com", (REGION_BASE_URLS["ap-southeast-1"], None)),
         (
