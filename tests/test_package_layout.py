@@ -20,6 +20,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("results", ("catalog", "results")),
     ("validation", ("validation",)),
     ("cost", ("cost",)),
+    ("jobs", ("jobs",)),
     ("waiting", ("waiting",)),
     ("sharding", ("sharding",)),
     ("hooks", ("hooks", "fs")),
@@ -30,7 +31,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 RANK = {name: rank for rank, (name, _) in enumerate(LAYERS)}
 #: Layers whose modules never import Airflow (``base``: the package root and what provider discovery reads).
-PURE = {"base", "client", "results", "validation", "cost", "waiting", "sharding"}
+PURE = {"base", "client", "results", "validation", "cost", "jobs", "waiting", "sharding"}
 
 
 def _module_name(path: Path) -> str:

@@ -2,26 +2,45 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSkipException,
+    ObjectStoragePath,
+)
 
 from airflow_provider_dashscope_batch.client import FILTER_SLACK
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import InvalidRequestError, NotFoundError
 from airflow_provider_dashscope_batch.client.identity import key_of, lineage, parse_key, with_generation
 from airflow_provider_dashscope_batch.client.oss_input import parse_oss_input
+from airflow_provider_dashscope_batch.client.types import BatchStatus, RequestCounts
+from airflow_provider_dashscope_batch.cost.actual import CostMeter
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import airflow_callback_url
 from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTERVAL
+from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
+from airflow_provider_dashscope_batch.jobs.ledger import progress_line
 from airflow_provider_dashscope_batch.operators.base import (
     DashScopeBaseBatchOperator,
     DashScopeBatchOutcomeMixin,
 )
-from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin
+from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY, DashScopeCostMixin
 from airflow_provider_dashscope_batch.operators.lineage import batch_lineage, keep_for_lineage
 from airflow_provider_dashscope_batch.operators.links import DashScopeBatchConsoleLink
+from airflow_provider_dashscope_batch.operators.rounds import (
+    SOURCE_XCOM_KEY,
+    JobRounds,
+    JobState,
+)
+from airflow_provider_dashscope_batch.operators.upload import as_path
 from airflow_provider_dashscope_batch.waiting.late import LateCopies
 from airflow_provider_dashscope_batch.waiting.protocol import Outcome, WaitSettings
 
@@ -36,6 +55,8 @@ __all__ = ["DashScopeCancelBatchOperator", "DashScopeCreateBatchOperator", "idem
 
 #: ``task_state_store`` key holding the batch id (Airflow 3.3+); renaming it breaks in-flight retries.
 STATE_KEY = "dashscope_batch_id"
+#: XCom key of the last round (key generation) this try may create.
+ROUND_LIMIT_KEY = "last_round"
 
 
 def idempotency_key_for(context: Context, generation: int = 1) -> str:
@@ -67,10 +88,20 @@ class DashScopeCreateBatchOperator(
 
     A task is never billed twice for one run: the batch carries an idempotency key of the task instance
     (:func:`idempotency_key_for`) in its metadata. A later try (a retry, a cleared task) first looks for
-    the batch an earlier try created (``task_state_store`` on Airflow 3.3+, else the list API, newest
-    first, this input file only, stopping at the first match) and re-attaches to it; it creates a new
-    batch, under the next key generation, only if the earlier one ended as a failure under the outcome
-    policy. A first try never lists: there is nothing to find.
+    the batches earlier tries created (``task_state_store`` on Airflow 3.3+, else the list API, newest
+    first) and re-attaches to a running one. After a finished one it continues the job: given the
+    request lines (``source=``, or the JSONL an upstream :class:`DashScopeUploadFileOperator` uploaded
+    as ``file=``), it sends only what is not answered yet; without them it creates a new batch of the
+    whole file only if nothing was answered, and fails otherwise (an answered request is never billed
+    twice). A first try never lists: there is nothing to find.
+
+    **Rounds.** With ``resubmit_rounds`` > 0, a batch that ends short of the job -- ``expired``,
+    ``cancelled``, or ``completed`` with transient failures -- is followed by a round of the source lines
+    minus every answered and every permanently failed request (:mod:`airflow_provider_dashscope_batch.jobs`),
+    each round its own batch under the next key generation, cost-guarded (its estimate plus the cost so
+    far against ``max_cost``) and waited for the same way. XCom ``batch_ids`` lists every round's batch,
+    in order, for the transfer. The outcome policy judges the job after its last round. See
+    :doc:`/howto/finish-a-job`.
 
     .. seealso::
         For more information on how to use this operator, take a look at the guide:
@@ -82,7 +113,8 @@ class DashScopeCreateBatchOperator(
         uploaded and the file-store quota is not used (templated).
     :param endpoint: ``/v1/chat/completions``, ``/v1/embeddings`` or ``/v1/chat/ds-test`` (templated).
     :param completion_window: ``"24h"`` to ``"14d"`` or a timedelta (templated).
-    :param metadata: Extra batch metadata, e.g. ``ds_name`` / ``ds_description`` (templated).
+    :param metadata: Extra batch metadata, e.g. ``ds_name`` / ``ds_description`` (templated); a
+        follow-up round's ``ds_name`` ends with ``round N``.
     :param finish_callback: Where the service POSTs the batch when it finishes; only cn-beijing sends
         completion notifications, so on another region's connection the task fails before creating:
         ``"airflow"`` for this Airflow's receiver (the URL is built from the connection's
@@ -96,6 +128,15 @@ class DashScopeCreateBatchOperator(
         XCom an upstream :class:`DashScopeUploadFileOperator` pushed for this file id). Before a batch is
         created, the connection's region must offer its model and ``max_cost`` / ``max_input_tokens``
         (see :class:`~airflow_provider_dashscope_batch.operators.cost.DashScopeCostMixin`) must hold.
+    :param resubmit_rounds: Most follow-up rounds after the first batch of a try (default 0: one batch;
+        a round needs the request lines, which this operator has only when told where they are).
+    :param resubmit_errors: Which failed requests a round sends again, overriding the default
+        (transient: HTTP 429/5xx or a throttling/service-fault code; permanent: the rest): HTTP statuses
+        and error codes mapped to ``True`` (send again) or ``False``, e.g. ``{"DataInspectionFailed":
+        False, 400: True}``.
+    :param source: The JSONL the input file was made from: a path, URL or ``ObjectStoragePath``
+        (templated; default: the one an upstream :class:`DashScopeUploadFileOperator` recorded for this
+        file id). Input files cannot be downloaded from the service.
     :return: The final batch as a JSON dict (or the fresh batch if ``wait_for_completion=False``).
     """
 
@@ -107,6 +148,7 @@ class DashScopeCreateBatchOperator(
         "finish_callback",
         "finish_callback_url",
         "cost_estimate",
+        "source",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"metadata": "json"}
     ui_color = "#ff6a00"
@@ -123,9 +165,16 @@ class DashScopeCreateBatchOperator(
         finish_callback_url: str | None = None,
         finish_event_poll_interval: float = DEFAULT_SAFETY_NET_INTERVAL,
         cost_estimate: dict[str, Any] | list[dict[str, Any]] | None = None,
+        resubmit_rounds: int = 0,
+        resubmit_errors: Mapping[int | str, bool] | None = None,
+        source: str | ObjectStoragePath | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if not isinstance(resubmit_rounds, int) or resubmit_rounds < 0:
+            raise ValueError(f"resubmit_rounds must be an int >= 0; got {resubmit_rounds!r}")
+        if resubmit_rounds and not self.wait_for_completion:
+            raise ValueError("resubmit_rounds needs wait_for_completion=True: a round follows a finished one")
         self.cost_estimate = cost_estimate
         self.input_file_id = input_file_id
         self.endpoint = endpoint
@@ -134,65 +183,211 @@ class DashScopeCreateBatchOperator(
         self.finish_callback = finish_callback
         self.finish_callback_url = finish_callback_url
         self.finish_event_poll_interval = finish_event_poll_interval
+        self.resubmit_rounds = resubmit_rounds
+        self.resubmit_errors = ResubmitErrors.of(resubmit_errors)
+        self.source = source
 
     def execute(self, context: Context) -> dict[str, Any]:
         client = self.hook.get_conn()
+        rounds = self._job_rounds(context, client)
+        earlier = self._earlier_batches(context, client, rounds is not None)
+        batch: Batch | None = None
+        copies: LateCopies | None = None
         generation = 1
-        batch = self._find_earlier_batch(context, client) if self._may_have_earlier_batch(context) else None
-        if batch is not None:
-            _, generation = parse_key(key_of(batch)) or ("", 1)
-            verdict = self.outcome_policy.evaluate(batch) if batch.status.is_terminal else None
-            if verdict is not None and verdict.outcome == Outcome.FAIL:
-                generation += 1
+        if earlier:
+            latest = earlier[-1]
+            generation = _generation(latest)
+            if not latest.status.is_terminal:
                 self.log.info(
-                    "An earlier try's batch ended badly (%s); creating a new one (key generation %s).",
-                    verdict.reason,
-                    generation,
+                    "Re-attaching to batch %s created by an earlier try (status %s)", latest.id, latest.status
                 )
-                batch = None
+                batch = earlier.pop()
+                window = Ambiguity.after_created(batch.created_at, client.timeout)
+                copies = LateCopies.of(window, derived=True)
+            elif rounds is not None:  # continue the job: this try may send up to 1 + resubmit_rounds rounds
+                last_generation = generation + 1 + self.resubmit_rounds
+                self._record(context, earlier, last_generation)
+                return self._rounds(context, rounds, earlier, last_generation)
             else:
-                self.log.info(
-                    "Re-attaching to batch %s created by an earlier try (status %s)", batch.id, batch.status
-                )
+                verdict = self.outcome_policy.evaluate(latest)
+                if verdict.outcome != Outcome.FAIL:
+                    self.log.info("Re-attaching to batch %s created by an earlier try", latest.id)
+                    batch = earlier.pop()
+                elif any(b.request_counts is not None and b.request_counts.completed for b in earlier):
+                    raise AirflowFailException(
+                        f"An earlier try's batch ended badly ({verdict.reason}) with answers already billed; "
+                        "sending the whole file again would bill them twice. Pass source= (the JSONL input "
+                        f"file {self.input_file_id} was made from) so the retry sends only the remainder."
+                    )
+                else:
+                    generation += 1
+                    self.log.info(
+                        "An earlier try's batch ended badly (%s); creating a new one (key generation %s).",
+                        verdict.reason,
+                        generation,
+                    )
         if batch is None:
             self.check_finish_callback(self.finish_callback or self.finish_callback_url)
             estimates = self.upstream_estimates(context, self.cost_estimate, {self.input_file_id})
             self.check_estimates(estimates, self.price_table()[1])
+            if estimates:  # passed on, so a transfer downstream of this task finds the job's estimate
+                pushed = [e.model_dump(mode="json") for e in estimates]
+                context["ti"].xcom_push(key=COST_XCOM_KEY, value=pushed)
             key = idempotency_key_for(context, generation)
-            receipt = client.create_batch_receipt(**self._create_kwargs(key))
+            receipt = client.create_batch_receipt(**self._create_kwargs(key, self.input_file_id, 1))
             batch = receipt.value
             self.log.info("Created batch %s (status %s)", batch.id, batch.status)
             copies = LateCopies.of(receipt.ambiguity)
-        else:  # an earlier try's create: its window, if still open, counts from the batch's creation
-            copies = LateCopies.of(Ambiguity.after_created(batch.created_at, client.timeout), derived=True)
-        store = context.get("task_state_store")
-        if store is not None:
-            store.set(STATE_KEY, batch.id)
-        context["ti"].xcom_push(key="batch_id", value=batch.id)
+        batches = [*earlier, batch]
+        last_generation = _generation(batch) + self.resubmit_rounds
+        self._record(context, batches, last_generation)
         DashScopeBatchConsoleLink.persist(context, self, self.hook)
         self._remember(context, batch)  # after the calls to the supervisor: on_kill makes one itself
         if not self.wait_for_completion:
             return keep_for_lineage(self, batch.model_dump(mode="json"))
         if not batch.status.is_terminal:
-            batch = self._await_terminal(batch, copies)
-        return keep_for_lineage(self, self.judge(batch))
+            batches[-1] = self._await_terminal(batch, copies)
+        if rounds is None:
+            return keep_for_lineage(self, self.judge(batches[-1]))
+        return self._rounds(context, rounds, batches, last_generation)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after the trigger fired: judge the finished batch (or remove late copies and wait again)."""
-        return keep_for_lineage(self, self.judge(self._resumed(event)))
+        """Resume after the trigger fired: judge the finished batch, or go on with the job's rounds."""
+        batch = self._resumed(event)
+        ti = context.get("ti")
+        if ti is None:
+            return keep_for_lineage(self, self.judge(batch))
+        map_index = getattr(ti, "map_index", -1)
+        own = {"task_ids": self.task_id, "map_indexes": map_index if map_index >= 0 else None}
+        batch_ids = ti.xcom_pull(key="batch_ids", **own)  # kept across a deferral
+        last_generation = ti.xcom_pull(key=ROUND_LIMIT_KEY, **own)
+        if not batch_ids or last_generation is None:
+            return keep_for_lineage(self, self.judge(batch))
+        client = self.hook.get_conn()
+        rounds = self._job_rounds(context, client)
+        if rounds is None:
+            return keep_for_lineage(self, self.judge(batch))
+        batches = [client.retrieve_batch(batch_id) for batch_id in batch_ids[:-1]] + [batch]
+        return self._rounds(context, rounds, batches, last_generation)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the input file -> the batch's result set; see :mod:`.lineage`."""
         return batch_lineage(self)
 
-    def _create_kwargs(self, key: str) -> dict[str, Any]:
+    # -------------------------------------------------------------------------------------- rounds
+    def _job_rounds(self, context: Context, client: DashScopeClient) -> JobRounds | None:
+        """The job's rounds, if the request lines are known; refuses rounds without them."""
+        source = self.source
+        if source is None:
+            source = _recorded_source(context, self, self.input_file_id)
+        if source is None:
+            if self.resubmit_rounds:
+                raise AirflowFailException(
+                    f"resubmit_rounds={self.resubmit_rounds} needs the request lines of input file "
+                    f"{self.input_file_id}, which the service does not give back: pass source= (the path, "
+                    "URL or ObjectStoragePath of the JSONL it was made from), upload it upstream with "
+                    "DashScopeUploadFileOperator(file=...), or set resubmit_rounds=0. Nothing was created."
+                )
+            return None
+        table = self.price_table()
+        return JobRounds(
+            client, as_path(source), self.resubmit_errors, self.log, meter=lambda: CostMeter(*table)
+        )
+
+    def _rounds(
+        self, context: Context, rounds: JobRounds, batches: list[Batch], last_generation: int
+    ) -> dict[str, Any]:
+        """Follow finished rounds with the remainder's until none is left or allowed; judge the job."""
+        while True:
+            latest = batches[-1]
+            generation = _generation(latest)
+            if len(batches) == 1 and generation >= last_generation:
+                return keep_for_lineage(self, self.judge(latest))  # one batch: its counts are the job's
+            state = rounds.settle(batches)
+            if (
+                not state.counts.unanswered
+                or latest.status == BatchStatus.FAILED
+                or generation >= last_generation
+            ):
+                return keep_for_lineage(self, self._judge_job(latest, state))
+            batch, copies = self._next_round(context, rounds, state, generation + 1, last_generation)
+            batches.append(batch)
+            self._record(context, batches, last_generation)
+            self._remember(context, batch)
+            if not batch.status.is_terminal:
+                batches[-1] = self._await_terminal(batch, copies)
+
+    def _next_round(
+        self, context: Context, rounds: JobRounds, state: JobState, generation: int, last_generation: int
+    ) -> tuple[Batch, LateCopies | None]:
+        """Upload the remainder (cost-guarded) and create its batch under the next key generation."""
+        key_lineage = _lineage(context)
+        with tempfile.TemporaryDirectory(prefix="dashscope-round-") as tmp:
+            path = Path(tmp) / "round.jsonl"
+            estimator = self.cost_estimator(f"round {generation} of {self.task_id}")
+            with self.cost_checks(), path.open("wb") as out:
+                sent = rounds.write_remainder(out, estimator.feed)
+            rounds.check_budget(self.cost_policy, estimator, state)
+            self.log.info("%s", progress_line(generation, last_generation, sent, state.counts))
+            file = rounds.upload(
+                path, f"{self.task_id}-round-{generation}.jsonl", with_generation(key_lineage, generation)
+            )
+        try:
+            receipt = self.hook.get_conn().create_batch_receipt(
+                **self._create_kwargs(with_generation(key_lineage, generation), file.id, generation)
+            )
+        except BaseException:
+            if _last_try(context, self):
+                rounds.discard(file.id, "no batch uses it and no try follows")
+            raise
+        batch = receipt.value
+        self.log.info("Created batch %s for round %s (status %s)", batch.id, generation, batch.status)
+        return batch, LateCopies.of(receipt.ambiguity)
+
+    def _judge_job(self, latest: Batch, state: JobState) -> dict[str, Any]:
+        """The outcome policy over the job's counts after its last round, named in the message."""
+        counts = state.counts
+        job = latest.model_copy(
+            update={
+                "status": BatchStatus.COMPLETED if not counts.unanswered else latest.status,
+                "request_counts": RequestCounts(
+                    total=counts.total, completed=counts.answered, failed=counts.total - counts.answered
+                ),
+            }
+        )
+        verdict = self.outcome_policy.evaluate(job)
+        reason = f"{verdict.reason} {state.summary()}; batches {', '.join(r.batch_id for r in state.rounds)}."
+        if verdict.outcome == Outcome.SKIP:
+            raise AirflowSkipException(reason)
+        if verdict.outcome == Outcome.FAIL:
+            raise AirflowException(reason)
+        self.log.info("%s", reason)
+        return latest.model_dump(mode="json")
+
+    @staticmethod
+    def _record(context: Context, batches: list[Batch], last_generation: int) -> None:
+        """
+        Note the latest batch for the next try; push every round's batch id, in order, and the try's last
+        round (a deferred wait resumes from these XComs).
+        """
+        store = context.get("task_state_store")
+        if store is not None:
+            store.set(STATE_KEY, batches[-1].id)
+        ti = context["ti"]
+        ti.xcom_push(key="batch_id", value=batches[-1].id)
+        ti.xcom_push(key="batch_ids", value=[b.id for b in batches])
+        ti.xcom_push(key=ROUND_LIMIT_KEY, value=last_generation)
+
+    def _create_kwargs(self, key: str, input_file_id: str, round_no: int) -> dict[str, Any]:
         metadata = dict(self.metadata or {})
+        if round_no > 1:
+            metadata["ds_name"] = f"{metadata.get('ds_name') or self.task_id} round {round_no}"
         if self.finish_callback == AIRFLOW_RECEIVER:
             metadata["ds_batch_finish_callback"] = airflow_callback_url(self.hook)
         elif self.finish_callback or self.finish_callback_url:
             metadata["ds_batch_finish_callback"] = self.finish_callback or self.finish_callback_url
         return {
-            "input_file_id": self.input_file_id,
+            "input_file_id": input_file_id,
             "endpoint": self.endpoint,
             "completion_window": self.completion_window,
             "metadata": metadata or None,
@@ -207,36 +402,62 @@ class DashScopeCreateBatchOperator(
         interval = float(self.finish_event_poll_interval)
         return replace(settings, poll_interval=interval, max_poll_interval=interval, finish_events=True)
 
-    @staticmethod
-    def _may_have_earlier_batch(context: Context) -> bool:
-        """Only a later try, or one with a ``task_state_store`` entry, can have an earlier batch."""
-        store = context.get("task_state_store")
-        return getattr(context["ti"], "try_number", 1) > 1 or bool(store is not None and store.get(STATE_KEY))
+    def _earlier_batches(self, context: Context, client: DashScopeClient, any_input: bool) -> list[Batch]:
+        """
+        The batches earlier tries of this task instance created, oldest generation first.
 
-    def _find_earlier_batch(self, context: Context, client: DashScopeClient) -> Batch | None:
-        """The newest batch an earlier try of this task instance created for this input file, if any."""
+        Only a later try, or one with a ``task_state_store`` entry, can have any. Without rounds
+        (``any_input`` False) only batches of this input file are listed.
+        """
+        store = context.get("task_state_store")
+        batch_id = store.get(STATE_KEY) if store is not None else None
+        if getattr(context["ti"], "try_number", 1) <= 1 and not batch_id:
+            return []
         lineage = _lineage(context)
 
         def ours(batch: Batch) -> bool:
             found = parse_key(key_of(batch))
-            return batch.input_file_id == self.input_file_id and found is not None and found[0] == lineage
+            mine = found is not None and found[0] == lineage
+            return mine and (any_input or batch.input_file_id == self.input_file_id)
 
-        store = context.get("task_state_store")
-        batch_id = store.get(STATE_KEY) if store is not None else None
         if batch_id:
             try:
                 batch = client.retrieve_batch(batch_id)
             except NotFoundError:
                 batch = None
-            if batch is not None and ours(batch):
-                return batch
+            if batch is not None and ours(batch) and _generation(batch) <= 1:
+                return [batch]
         since = _run_started(context)
         by_file = "," not in self.input_file_id and parse_oss_input(self.input_file_id) is None
         listing = client.list_batches(
-            input_file_ids=[self.input_file_id] if by_file else None,
+            input_file_ids=[self.input_file_id] if not any_input and by_file else None,
             create_after=since - FILTER_SLACK if since is not None else None,
         )
-        return next((b for b in listing if ours(b)), None)
+        return sorted((b for b in listing if ours(b)), key=_generation)
+
+
+def _generation(batch: Batch) -> int:
+    """Which batch (round) of its task instance ``batch`` is: 1 for the first."""
+    found = parse_key(key_of(batch))
+    return 1 if found is None else found[1]
+
+
+def _last_try(context: Context, task: Any) -> bool:
+    """Whether no retry follows this try if it fails."""
+    return getattr(context["ti"], "try_number", 1) > (getattr(task, "retries", 0) or 0)
+
+
+def _recorded_source(context: Context, task: Any, file_id: str) -> str | None:
+    """The JSONL an upstream upload recorded for ``file_id`` (XCom :data:`SOURCE_XCOM_KEY`), if any."""
+    upstream = sorted(getattr(task, "upstream_task_ids", ()) or ())
+    ti = context.get("ti")
+    if not upstream or ti is None or not hasattr(ti, "xcom_pull"):
+        return None
+    found = ti.xcom_pull(task_ids=upstream, key=SOURCE_XCOM_KEY)
+    for item in found if isinstance(found, list) else [found]:
+        if isinstance(item, Mapping) and item.get("file_id") == file_id and item.get("source"):
+            return str(item["source"])
+    return None
 
 
 def _run_started(context: Context) -> datetime | None:

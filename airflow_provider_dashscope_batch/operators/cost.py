@@ -9,6 +9,7 @@ anything is uploaded or created.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from decimal import Decimal
@@ -260,7 +261,9 @@ def find_estimates(
     for item in items:
         many = isinstance(item, Sequence) and not isinstance(item, (str, bytes))
         flat.extend(item if many else [item])
-    estimates = [CostEstimate.model_validate(e) for e in flat if isinstance(e, Mapping)]
+    # one estimate per file: a create task passes its upload's on, and a transfer may read both
+    unique = {json.dumps(e, sort_keys=True, default=str): e for e in flat if isinstance(e, Mapping)}
+    estimates = [CostEstimate.model_validate(e) for e in unique.values()]
     if file_ids is not None and given is None:
         estimates = [e for e in estimates if e.file_id in file_ids]
     return estimates

@@ -21,7 +21,10 @@ from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
 from airflow_provider_dashscope_batch.client import tokenized_filename
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
+from airflow_provider_dashscope_batch.client.identity import with_generation
 from airflow_provider_dashscope_batch.client.types import FileObject
+from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
+from airflow_provider_dashscope_batch.operators.rounds import write_shard_remainder
 from airflow_provider_dashscope_batch.sharding.job import ShardRun, shard_key_base
 from airflow_provider_dashscope_batch.triggers.base import task_instance_state
 from airflow_provider_dashscope_batch.waiting.late import LateCopies
@@ -55,9 +58,11 @@ class DashScopeShardStagingMixin(BaseOperator):
 
     outcome_policy: OutcomePolicy
     cancel_on_kill: bool
+    resubmit_errors: ResubmitErrors
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self._history: dict[str, list[Batch]] = {}  # each shard's batches so far, by key base
         self._killed = False  # a plain flag: operators are deep-copied (no locks) and on_kill only sets it
         self._created: list[Batch] = []  # batches this try created, for a kill by a user
 
@@ -86,11 +91,18 @@ class DashScopeShardStagingMixin(BaseOperator):
         """
         Keep this try's files and batches for the next try, or discard them if a user marked it failed.
 
+        A try with no retry after it deletes the files no batch uses (its batches keep running).
+
         :param staged: The files this try gave its shards (uploaded or re-used).
         """
         created = [b.id for b in self._created]
         unbatched = [f for f in staged if f not in {b.input_file_id for b in self._created}]
-        if task_instance_state(context["ti"]) != "failed":
+        ti = context["ti"]
+        if getattr(ti, "try_number", 1) > (self.retries or 0) and task_instance_state(ti) != "failed":
+            # no try follows to re-use them: the files no batch uses go now, the batches keep running
+            self._delete_files(client, context, unbatched)
+            return
+        if task_instance_state(ti) != "failed":
             self.log.warning(
                 "Kept for the next try: %s file(s) without a batch (%s) and %s created batch(es) (%s)",
                 len(unbatched),
@@ -163,6 +175,12 @@ class DashScopeShardStagingMixin(BaseOperator):
                     late = LateCopies.of(found, derived=True)
                     return ShardRun(shard, base, generation, batch.input_file_id, batch, late)
                 self.log.info("Shard %s: batch %s ended badly; replacing it", shard.index, batch.id)
+                history = self._history.get(base, [batch])
+                remainder = write_shard_remainder(
+                    client, spooled, history, self.resubmit_errors, self.log, generation + 1
+                )
+                if remainder is not None:  # answers are kept: the next round sends only the rest
+                    return self._stage_round(client, shard, base, generation + 1, remainder, stored, staged)
                 if batch.input_file_id and self._file_exists(client, batch.input_file_id):
                     return ShardRun(shard, base, generation + 1, batch.input_file_id)
                 generation += 1
@@ -177,6 +195,29 @@ class DashScopeShardStagingMixin(BaseOperator):
             return ShardRun(shard, base, generation, file_id, late=late)
         finally:
             spooled.unlink(missing_ok=True)
+
+    def _stage_round(
+        self,
+        client: DashScopeClient,
+        shard: Shard,
+        base: str,
+        generation: int,
+        path: Path,
+        stored: dict[str, FileObject],
+        staged: list[str],
+    ) -> ShardRun:
+        """A follow-up round of a shard: its file, re-used from an earlier try or uploaded now."""
+        token = with_generation(base, generation)
+        try:
+            found = stored.pop(tokenized_filename(path.name, token), None)
+            if found is not None:
+                self.log.info("Shard %s: re-using round file %s of an earlier try", shard.index, found.id)
+                staged.append(found.id)
+                return ShardRun(shard, base, generation, found.id)
+            file_id, late = self._upload(client, path, token, staged)
+            return ShardRun(shard, base, generation, file_id, late=late)
+        finally:
+            path.unlink(missing_ok=True)
 
     def _upload(
         self, client: DashScopeClient, path: Path, token: str, staged: list[str]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import timedelta
@@ -24,16 +24,19 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_dashscope_batch.catalog import Catalog
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
-from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY
+from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY, key_of, parse_key
+from airflow_provider_dashscope_batch.client.types import BatchStatus
 from airflow_provider_dashscope_batch.cost.budget import CostCheckError
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import airflow_callback_url
 from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTERVAL
+from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
 from airflow_provider_dashscope_batch.operators.base import DashScopeBatchOutcomeMixin, remove_late_copies
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin, LineSink
 from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, sharded_lineage
 from airflow_provider_dashscope_batch.operators.links import DashScopeBatchConsoleLink
 from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
+from airflow_provider_dashscope_batch.operators.rounds import write_shard_remainder
 from airflow_provider_dashscope_batch.operators.shard_staging import (
     CLEANUP_XCOM_KEY,
     DashScopeShardStagingMixin,
@@ -44,6 +47,7 @@ from airflow_provider_dashscope_batch.sharding.job import (
     JobOutcomePolicy,
     ShardJob,
     ShardRun,
+    batch_history,
     job_token,
     latest_batches,
 )
@@ -77,6 +81,7 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
     from airflow_provider_dashscope_batch.client import DashScopeClient
+    from airflow_provider_dashscope_batch.client.types import Batch
 
 __all__ = [
     "CLEANUP_XCOM_KEY",
@@ -104,6 +109,8 @@ class _FirstLineRead(Exception):
 
 #: XCom key of a sharded job's progress (each shard's file, generation and last batch read).
 JOB_XCOM_KEY = "shard_job"
+#: Follow-up rounds of a sharded try by default (the operator holds its input, so a round needs nothing).
+DEFAULT_RESUBMIT_ROUNDS = 1
 
 
 class _ShardingOperator(DashScopeRequestInputOperator):
@@ -260,7 +267,9 @@ class DashScopeShardedBatchOperator(
     shards that did not succeed: every batch carries an idempotency key made of the task instance, the
     shard's position and its SHA-256, plus a generation. A new try splits the input again (the same input
     gives the same shards), finds the earlier batches by one listing, re-attaches to the running and the
-    good ones, and replaces only the failed ones, re-using their input files.
+    good ones, and replaces only the failed ones: with a round of the shard's requests that no earlier
+    batch of it answered or failed for good (:mod:`airflow_provider_dashscope_batch.jobs`; an answered
+    request is never billed twice), or, when none was answered, its whole input file again.
 
     Before any of that, a preflight pass over the whole input estimates its tokens and cost
     (:doc:`/cost`; XCom key ``cost_estimate``) and applies the region, thinking-mode and budget checks, so
@@ -313,8 +322,15 @@ class DashScopeShardedBatchOperator(
         region's connection the task fails before sending anything.
     :param finish_event_poll_interval: Seconds between the safety-net polls with
         ``finish_callback="airflow"`` (default 30 minutes).
-    :return: ``{"batch_ids", "requests", "request_counts", "shards"}``; ``batch_ids`` (one per shard, in
-        input order) is also pushed under its own XCom key for the results transfer.
+    :param resubmit_rounds: Most follow-up rounds of a try after the shards' first batches (default 1:
+        one sweeps up an expiry or a burst of throttling; each round waits a completion window of its
+        own). A shard whose batch ended ``expired``, ``cancelled`` or ``completed`` with transient failures
+        gets a round of its requests not yet answered or failed for good; 0 keeps one batch per shard.
+    :param resubmit_errors: Which failed requests a replacement round sends again (see
+        :class:`~airflow_provider_dashscope_batch.operators.batch.DashScopeCreateBatchOperator`).
+    :return: ``{"batch_ids", "requests", "request_counts", "shards"}``; ``batch_ids`` (every batch of the
+        job: per shard in input order, its rounds in order) is also pushed under its own XCom key for the
+        results transfer.
     """
 
     template_fields: Sequence[str] = (
@@ -345,9 +361,15 @@ class DashScopeShardedBatchOperator(
         cancel_on_kill: bool = True,
         finish_callback: str | None = None,
         finish_event_poll_interval: float = DEFAULT_SAFETY_NET_INTERVAL,
+        resubmit_rounds: int = DEFAULT_RESUBMIT_ROUNDS,
+        resubmit_errors: Mapping[int | str, bool] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if not isinstance(resubmit_rounds, int) or resubmit_rounds < 0:
+            raise ValueError(f"resubmit_rounds must be an int >= 0; got {resubmit_rounds!r}")
+        self.resubmit_rounds = resubmit_rounds
+        self.resubmit_errors = ResubmitErrors.of(resubmit_errors)
         if max_active_batches < 1:
             raise ValueError("max_active_batches must be >= 1")
         self.completion_window = completion_window
@@ -374,6 +396,7 @@ class DashScopeShardedBatchOperator(
         DashScopeBatchConsoleLink.persist(context, self, self.hook)
         listed = list(client.list_batches(ds_name=token))
         earlier = latest_batches(listed)
+        self._history = batch_history(listed)
         stored = self._stored_files(client, context, token, {b.input_file_id for b in listed})
         self.log.info(
             "Job %s: %s batch(es) and %s unused file(s) of earlier tries found",
@@ -413,7 +436,8 @@ class DashScopeShardedBatchOperator(
             )
             deadline = time.time() + float(seconds)
         try:
-            return self._advance(context, client, ShardJob(token, endpoint, deadline, tuple(runs)))
+            job = ShardJob(token, endpoint, deadline, tuple(runs), self.resubmit_rounds)
+            return self._advance(context, client, job)
         except TaskKilled:
             self._after_kill(client, context, staged)
             raise
@@ -468,7 +492,10 @@ class DashScopeShardedBatchOperator(
         job = replace(job, runs=tuple(runs))
         running = [r.batch for r in runs if r.running and r.batch is not None]
         if not running:
-            return keep_for_lineage(self, self._finish(context, job))
+            follow_up = self._next_round(client, job) if job.rounds_left else None
+            if follow_up is not None:
+                return self._advance(context, client, follow_up)
+            return keep_for_lineage(self, self._finish(context, client, job))
         waiting = sum(r.batch is None for r in runs)
         # resume state goes to XCom, not defer(kwargs=...): dag.test() drops those, and the UI shows XCom
         context["ti"].xcom_push(key=JOB_XCOM_KEY, value=job.to_dict())
@@ -501,6 +528,46 @@ class DashScopeShardedBatchOperator(
             ),
             method_name="execute_complete",
         )
+
+    def _next_round(self, client: DashScopeClient, job: ShardJob) -> ShardJob | None:
+        """
+        A follow-up round of every shard whose batch ended short (expired, cancelled, transient
+        failures): the input is split again and each such shard's remainder staged; ``None`` if none has
+        one.
+        """
+        short = {i for i, r in enumerate(job.runs) if r.batch is not None and _ended_short(r.batch)}
+        if not short:
+            return None
+        self._history = batch_history(client.list_batches(ds_name=job.token))
+        runs = list(job.runs)
+        staged: list[str] = []
+
+        def plan(shard: Shard) -> Shard:
+            run, spooled = runs[shard.index], Path(shard.uri)
+            try:
+                if shard.index in short:
+                    rounds = self._history.get(run.key_base) or [run.batch]  # type: ignore[list-item]
+                    path = write_shard_remainder(
+                        client, spooled, rounds, self.resubmit_errors, self.log, run.generation + 1
+                    )
+                    if path is not None:
+                        runs[shard.index] = self._stage_round(
+                            client, run.shard, run.key_base, run.generation + 1, path, {}, staged
+                        )
+            finally:
+                spooled.unlink(missing_ok=True)
+            return shard
+
+        with tempfile.TemporaryDirectory(prefix="dashscope-shards-") as tmp:
+
+            def spool(index: int) -> tuple[IO[bytes], str]:
+                path = Path(tmp) / f"{job.token}-shard-{index:05d}.jsonl"
+                return path.open("wb"), str(path)
+
+            self._split(spool, plan)
+        if not staged:
+            return None
+        return replace(job, runs=tuple(runs), rounds_left=job.rounds_left - 1)
 
     def _create(self, client: DashScopeClient, job: ShardJob, run: ShardRun) -> ShardRun:
         self._stop_if_killed()
@@ -574,11 +641,28 @@ class DashScopeShardedBatchOperator(
         return sharded_lineage(self)
 
     # ------------------------------------------------------------------------------ outcome
-    def _finish(self, context: Context, job: ShardJob) -> dict[str, Any]:
+    @staticmethod
+    def _rounds_of(client: DashScopeClient, job: ShardJob) -> list[str]:
+        """Every batch of the job for the transfer: per shard in input order, its rounds in order."""
+        history = batch_history(client.list_batches(ds_name=job.token)) if job.runs else {}
+        ids: list[str] = []
+        for run in job.runs:
+            if run.batch is None:
+                continue
+            seen: dict[int, str] = {}
+            for batch in history.get(run.key_base, []):  # one batch per earlier generation
+                generation = _generation_of(batch)
+                if generation < run.generation:
+                    seen.setdefault(generation, batch.id)
+            ids.extend(seen[g] for g in sorted(seen))
+            ids.append(run.batch.id)
+        return ids
+
+    def _finish(self, context: Context, client: DashScopeClient, job: ShardJob) -> dict[str, Any]:
         runs = job.runs
         batches = [r.batch for r in runs if r.batch is not None]
         verdict = self.job_policy.evaluate(batches)
-        batch_ids = [b.id for b in batches]
+        batch_ids = self._rounds_of(client, job)
         context["ti"].xcom_push(key="batch_ids", value=batch_ids)
         if verdict.outcome is Outcome.FAIL:
             raise AirflowException(verdict.reason)
@@ -599,3 +683,16 @@ class DashScopeShardedBatchOperator(
                 for r in runs
             ],
         }
+
+
+def _generation_of(batch: Batch) -> int:
+    parsed = parse_key(key_of(batch))
+    return 0 if parsed is None or parsed[1] is None else parsed[1]
+
+
+def _ended_short(batch: Batch) -> bool:
+    """Whether a shard's batch left requests a follow-up round may answer."""
+    counts = batch.request_counts
+    if batch.status in (BatchStatus.EXPIRED, BatchStatus.CANCELLED):
+        return True
+    return batch.status == BatchStatus.COMPLETED and counts is not None and counts.failed > 0

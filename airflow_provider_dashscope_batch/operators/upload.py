@@ -19,6 +19,7 @@ from airflow_provider_dashscope_batch.fs import register_oss_scheme
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin
 from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, upload_lineage
 from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
+from airflow_provider_dashscope_batch.operators.rounds import SOURCE_XCOM_KEY
 from airflow_provider_dashscope_batch.results.input_columns import (
     InputColumnsWriter,
     check_column_names,
@@ -47,7 +48,9 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
     does and names each offending line and rule, so a bad file costs no upload and no batch. The same
     pass estimates the tokens and cost (:doc:`/cost`): the table is logged and pushed to XCom (key
     ``cost_estimate``), and a budget, region or thinking-mode check that fails stops the task before
-    the upload.
+    the upload. A JSONL ``file`` is recorded with the file id (XCom ``request_source``), so a downstream
+    :class:`~airflow_provider_dashscope_batch.operators.batch.DashScopeCreateBatchOperator` can build
+    follow-up rounds from it.
 
     .. seealso::
         For more information on how to use this operator, take a look at the guide:
@@ -121,7 +124,11 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
         catalog = self.model_catalog()
         if source.file is not None:
             path = as_path(source.file)
-            return self._validate_and_upload(context, path, self.filename, catalog, str(path), None)
+            file_id = self._validate_and_upload(context, path, self.filename, catalog, str(path), None)
+            # the create operator's follow-up rounds re-read the lines: input files cannot be downloaded
+            if (ti := context.get("ti")) is not None:
+                ti.xcom_push(key=SOURCE_XCOM_KEY, value={"file_id": file_id, "source": str(source.file)})
+            return file_id
         with tempfile.TemporaryDirectory(prefix="dashscope-upload-") as tmp, ExitStack() as stack:
             built = Path(tmp) / (self.filename or f"{self.task_id}.jsonl")
             carry = None

@@ -27,6 +27,7 @@ __all__ = [
     "JobOutcomePolicy",
     "ShardJob",
     "ShardRun",
+    "batch_history",
     "job_token",
     "latest_batches",
     "shard_key_base",
@@ -55,6 +56,17 @@ def latest_batches(batches: Iterable[Batch]) -> dict[str, tuple[int, Batch]]:
         if base not in latest or latest[base][0] < generation:
             latest[base] = (generation, batch)
     return latest
+
+
+def batch_history(batches: Iterable[Batch]) -> dict[str, list[Batch]]:
+    """Key base -> every batch carrying a shard key of it, lowest generation first (a shard's rounds)."""
+    history: dict[str, list[tuple[int, Batch]]] = {}
+    for batch in batches:
+        parsed = parse_key(key_of(batch))
+        if parsed is None or parsed[1] is None:
+            continue
+        history.setdefault(parsed[0], []).append((parsed[1], batch))
+    return {base: [b for _, b in sorted(found, key=lambda x: x[0])] for base, found in history.items()}
 
 
 @dataclass(frozen=True)
@@ -126,12 +138,14 @@ class ShardJob:
     :param endpoint: The endpoint of every shard's batch (the lines' ``url``).
     :param deadline: Epoch seconds at which the wait gives up, if any.
     :param runs: Every shard's run, in input order.
+    :param rounds_left: Follow-up rounds this try may still send (for shards whose batch ended short).
     """
 
     token: str
     endpoint: str
     deadline: float | None
     runs: tuple[ShardRun, ...]
+    rounds_left: int = 0
 
     @property
     def request_counts(self) -> RequestCounts:
@@ -150,13 +164,14 @@ class ShardJob:
             "endpoint": self.endpoint,
             "deadline": self.deadline,
             "runs": [r.to_dict() for r in self.runs],
+            "rounds_left": self.rounds_left,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ShardJob:
         """Inverse of :meth:`to_dict`."""
         runs = tuple(ShardRun.from_dict(r) for r in data["runs"])
-        return cls(data["token"], data["endpoint"], data["deadline"], runs)
+        return cls(data["token"], data["endpoint"], data["deadline"], runs, int(data["rounds_left"]))
 
 
 @dataclass(frozen=True)

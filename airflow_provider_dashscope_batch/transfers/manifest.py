@@ -87,6 +87,8 @@ class FileRecord(_Record):
     """Where it was published (an ``ObjectStoragePath`` URL, connection id included)."""
     lines: int
     """Non-blank lines of the source file (one per request)."""
+    lines_left_out: int = 0
+    """Error lines not written: a later batch of the same job answered their request or failed it again."""
     source_bytes: int
     source_sha256: str
     bytes: int
@@ -137,6 +139,9 @@ class ShardRecord(_Record):
     """The batch's DashScope files deleted after the transfer (``delete_remote_files=True``)."""
     cost: ActualCost | None = None
     """What this batch's successful requests cost, each priced at its own tier (batch price)."""
+    round: int | None = None
+    """Which batch of its task instance (or shard) it is: 1 for the first, 2 for the first follow-up round
+    … (``None`` for a batch no provider task created)."""
 
 
 class ResultTotals(_Record):
@@ -147,6 +152,8 @@ class ResultTotals(_Record):
     """Sum of the shards' ``request_counts`` (shards without counts add nothing)."""
     output_lines: int
     error_lines: int
+    error_rows: int
+    """Error lines written: one per request that failed and was not answered or failed again later."""
     bytes: int
     usage: TokenUsage
 
@@ -166,6 +173,7 @@ class ResultTotals(_Record):
             ),
             output_lines=sum(r.lines for kind, r in files if kind is ResultKind.OUTPUT),
             error_lines=sum(r.lines for kind, r in files if kind is ResultKind.ERRORS),
+            error_rows=sum(r.lines - r.lines_left_out for kind, r in files if kind is ResultKind.ERRORS),
             bytes=sum(r.bytes for _, r in files),
             usage=usage,
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -17,15 +17,18 @@ from airflow.providers.common.compat.sdk import (
     ObjectStoragePath,
 )
 
-from airflow_provider_dashscope_batch.client import NotFoundError, RetryPolicy
+from airflow_provider_dashscope_batch.client import DashScopeError, NotFoundError, RetryPolicy
+from airflow_provider_dashscope_batch.client.identity import key_of, parse_key
 from airflow_provider_dashscope_batch.cost.actual import CostMeter
 from airflow_provider_dashscope_batch.fs import register_oss_scheme
+from airflow_provider_dashscope_batch.jobs.ledger import request_id_of
+from airflow_provider_dashscope_batch.jobs.table import SupersededErrors
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator
 from airflow_provider_dashscope_batch.operators.cost import connection_price_table, find_estimates
 from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, transfer_lineage
 from airflow_provider_dashscope_batch.operators.upload import input_columns_path
 from airflow_provider_dashscope_batch.results.input_columns import InputColumns
-from airflow_provider_dashscope_batch.results.lines import ResultFormat, ResultKind
+from airflow_provider_dashscope_batch.results.lines import ResultFormat, ResultKind, iter_lines
 from airflow_provider_dashscope_batch.results.tables import TableKind, import_pyarrow
 from airflow_provider_dashscope_batch.transfers.manifest import (
     MANIFEST_NAME,
@@ -291,11 +294,13 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
             row_group_size=self.parquet_row_group_size,
             meter=lambda: CostMeter(*prices),
         )
+        superseded = self._superseded(client, batches)
         staged: list[_StagedBatch] = []
         try:
             for index, batch in enumerate(batches):
                 carried = staged[0].input_columns if staged else None
-                staged.append(self._stage_batch(stager, batch, layout, index, carried))
+                skip = superseded.of(index)
+                staged.append(self._stage_batch(stager, batch, layout, index, carried, skip))
             for batch_files in staged:
                 for result in batch_files.files.values():
                     result.file.publish()
@@ -409,11 +414,13 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
         layout: _Layout,
         index: int,
         carried: dict[str, str] | None,
+        skip: set[str],
     ) -> _StagedBatch:
         """
         Stage the batch's files; if one fails, those already staged are discarded before raising.
 
-        ``carried`` are the input columns of the batches before it, which this one's must match.
+        ``carried`` are the input columns of the batches before it, which this one's must match; error
+        lines of ``skip`` are superseded by a later batch of the job and left out.
         """
         counts = batch.request_counts
         files: dict[ResultKind, StagedResult] = {}
@@ -429,7 +436,8 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
                     try:
                         table = TableKind.of(batch.endpoint, kind)
                         path = layout.path(kind, index)
-                        files[kind] = stager.stage(file_id, path, table, input_columns)
+                        left_out = skip if kind is ResultKind.ERRORS else ()
+                        files[kind] = stager.stage(file_id, path, table, input_columns, left_out)
                     except (DownloadFailed, UnreadableResult) as exc:
                         raise AirflowException(f"batch {batch.id}, {kind} file: {exc}") from None
                     lines = files[kind].record.lines
@@ -442,6 +450,35 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
                 result.file.discard()
             raise
         return _StagedBatch(files, tuple(warnings), input_columns.columns if input_columns else None)
+
+    def _superseded(self, client: DashScopeClient, batches: list[Batch]) -> SupersededErrors:
+        """
+        Which error lines follow-up rounds supersede (one row per request: its first success, else its
+        last error). Only a follow-up round (round 2 on) answers or fails a request again, so nothing is
+        read unless one follows an error file: then its output and every error file are.
+        """
+        superseded = SupersededErrors()
+        rounds = [_round_of(batch) or 1 for batch in batches]
+        first_errors = next((i for i, b in enumerate(batches) if b.error_file_id), len(batches))
+        if not any(r > 1 for r in rounds[first_errors + 1 :]):
+            return superseded
+        last = len(batches) - 1
+        try:
+            for index, batch in enumerate(batches):
+                if rounds[index] > 1 and batch.output_file_id:
+                    superseded.feed(index, self._ids_in(client, batch.output_file_id), errors=False)
+                if batch.error_file_id:
+                    superseded.feed(index, self._ids_in(client, batch.error_file_id), errors=index < last)
+        except DashScopeError as exc:
+            raise AirflowException(
+                f"Could not read the rounds' result ids; nothing was published: {exc}"
+            ) from None
+        return superseded
+
+    @staticmethod
+    def _ids_in(client: DashScopeClient, file_id: str) -> Iterator[str | None]:
+        for line in iter_lines(client.iter_file_content(file_id)):
+            yield request_id_of(line)
 
     def _read_input_columns(self, batch: Batch, carried: dict[str, str] | None) -> InputColumns | None:
         """The batch's input columns (one batch's in memory at a time); ``carried``, if given, to match."""
@@ -511,6 +548,7 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
             files={kind: result.record for kind, result in files.items()},
             usage=TokenUsage.of(usage.usage) if usage is not None else TokenUsage(),
             cost=usage.usage.meter.result() if usage is not None and usage.usage.meter is not None else None,
+            round=_round_of(batch),
         )
 
     def _clean_up(self, client: DashScopeClient, batch: Batch, shard: ShardRecord) -> ShardRecord:
@@ -538,3 +576,9 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
                         {"batch_ids": manifest.batch_ids, "manifest_uri": manifest.manifest_uri}
                     )
         return keep_for_lineage(self, manifest.model_dump(mode="json"))
+
+
+def _round_of(batch: Batch) -> int | None:
+    """The batch's round in its job: its idempotency key's generation (``None`` for a foreign key)."""
+    parsed = parse_key(key_of(batch))
+    return None if parsed is None else parsed[1] or 1

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_dashscope_batch.client import DashScopeError, IncompleteDownloadError, RetryPolicy
+from airflow_provider_dashscope_batch.jobs.ledger import request_id_of
 from airflow_provider_dashscope_batch.results.input_columns import InputColumns
 from airflow_provider_dashscope_batch.results.lines import ResultFileStats, ResultFormat, UsageTotals
 from airflow_provider_dashscope_batch.results.tables import ResultEncoder, TableKind, open_encoder
@@ -99,11 +100,14 @@ class ResultFileStager:
         final: ObjectStoragePath,
         table: TableKind = TableKind.REQUESTS,
         input_columns: InputColumns | None = None,
+        skip: Collection[str] = (),
     ) -> StagedResult:
         """
         Download ``file_id`` into a staged file for ``final``, as a ``table`` for ``csv``/``parquet``.
 
-        ``input_columns`` are added to each ``csv``/``parquet`` row.
+        ``input_columns`` are added to each ``csv``/``parquet`` row. Lines whose ``custom_id`` is in
+        ``skip`` are left out (counted in the record's ``lines_left_out``); the source is still verified
+        whole.
 
         :raises DownloadFailed: when every attempt was cut short.
         :raises UnreadableResult: for a line that is not a JSON object (``csv``/``parquet``).
@@ -112,7 +116,7 @@ class ResultFileStager:
         attempts = self.retry.max_retries + 1
         for retry in range(attempts):
             try:
-                return self._stage_once(file_id, final, expected_bytes, table, input_columns)
+                return self._stage_once(file_id, final, expected_bytes, table, input_columns, skip)
             except _CutShort as exc:
                 if retry + 1 == attempts:
                     raise DownloadFailed(
@@ -137,8 +141,10 @@ class ResultFileStager:
         expected_bytes: int | None,
         table: TableKind,
         input_columns: InputColumns | None,
+        skip: Collection[str],
     ) -> StagedResult:
-        copy = self.fmt is ResultFormat.JSONL  # written bytes == source bytes: hashed once, as written
+        # written bytes == source bytes: hashed once, as written
+        copy = self.fmt is ResultFormat.JSONL and not skip
         source = ResultFileStats(digest=not copy)
         usage = UsageTotals(meter=self.meter() if self.meter is not None else None)
         file = stage(final, expected_bytes)
@@ -150,7 +156,7 @@ class ResultFileStager:
             encoder = open_encoder(
                 self.fmt, out, row_group_size=self.row_group_size, table=table, input_columns=input_columns
             )
-            lines = _Lines(file_id, source, encoder, usage)
+            lines = _Lines(file_id, source, encoder, usage, skip)
             # the lines are split, checked and encoded in a worker thread while this one downloads
             parser = BackgroundWorker(lines.chunk, name="dashscope-results-parser")
             received = 0
@@ -184,6 +190,7 @@ class ResultFileStager:
             file_id=file_id,
             uri=str(final),
             lines=source.lines,
+            lines_left_out=lines.left_out,
             source_bytes=source.bytes,
             source_sha256=out.sha256 if copy else source.sha256,
             bytes=out.bytes,
@@ -197,13 +204,20 @@ class _Lines:
     """The lines of one download attempt: split, counted, encoded and their usage added, chunk by chunk."""
 
     def __init__(
-        self, file_id: str, source: ResultFileStats, encoder: ResultEncoder, usage: UsageTotals
+        self,
+        file_id: str,
+        source: ResultFileStats,
+        encoder: ResultEncoder,
+        usage: UsageTotals,
+        skip: Collection[str] = (),
     ) -> None:
         self.file_id = file_id
         self.source = source
         self.encoder = encoder
         self.usage = usage
+        self.skip = skip
         self.line_no = 0
+        self.left_out = 0
 
     def chunk(self, chunk: bytes) -> None:
         """
@@ -212,7 +226,8 @@ class _Lines:
         :raises UnreadableResult: for a line that is not a JSON object (or not a row of the table).
         """
         lines = self.source.update(chunk)
-        self.encoder.raw(chunk)
+        if not self.skip:
+            self.encoder.raw(chunk)
         for line in lines:
             self._line(line)
 
@@ -223,6 +238,12 @@ class _Lines:
 
     def _line(self, line: bytes) -> None:
         self.line_no += 1
+        if self.skip:
+            if request_id_of(line) in self.skip:
+                self.left_out += 1
+                return
+            if not self.encoder.wants_rows:  # a filtered copy: line by line
+                self.encoder.raw(line + b"\n")
         try:
             if self.encoder.wants_rows:
                 self.encoder.consume(line, self.usage)

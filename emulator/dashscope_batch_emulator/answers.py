@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from dashscope_batch_emulator.faults import ERROR_SHAPES
 from dashscope_batch_emulator.rules import TEST_MODEL, request_error, thinks
 from dashscope_batch_emulator.structured import structured_answer
 from dashscope_batch_emulator.usage import prompt_tokens, text_tokens
@@ -105,24 +106,36 @@ def answer_request(
     *,
     now: Callable[[], float],
     embedding_dimensions: int,
+    attempt: int = 1,
+    failure: tuple[int, int | None] = (400, None),
 ) -> tuple[bool, dict]:
     """
     The result line of one batch request and whether it succeeded (the output file) or not (the error file).
 
     A request fails when its body carries ``x_emulator_fail``, breaks a body rule the service checks per
-    request, or its ``custom_id`` matches ``pattern``; ``now`` is the emulated clock (the ``created``
-    stamp), ``embedding_dimensions`` the configured default vector length.
+    request, or its ``custom_id`` matches ``pattern`` (with ``failure``'s HTTP status, on attempts up to
+    its count, if any); a marker's ``attempts`` likewise limits its failure to the first attempts.
+    ``attempt`` counts this ``custom_id``'s executions (1 for the first); the error code is the status's
+    (:data:`~dashscope_batch_emulator.faults.ERROR_SHAPES`) unless the marker names
+    one. ``now`` is the emulated clock (the ``created`` stamp), ``embedding_dimensions`` the configured
+    default vector length.
     """
     custom_id = str(line.get("custom_id"))
     body = line.get("body") or {}
     request_id = str(uuid.uuid4())
     marker = body.get(FAIL_MARKER)
+    if isinstance(marker, dict) and marker.get("attempts") is not None and attempt > int(marker["attempts"]):
+        marker = None
     if not marker and (broken := request_error(line.get("url"), body)):
         marker = {"status_code": 400, "code": "InvalidParameter", "message": broken}
-    if marker or (pattern is not None and pattern.search(custom_id)):
+    fail_status, fail_attempts = failure
+    matched = pattern is not None and pattern.search(custom_id) is not None
+    if matched and (fail_attempts is None or attempt <= fail_attempts):
+        marker = marker or {"status_code": fail_status}
+    if marker:
         spec = marker if isinstance(marker, dict) else {}
         status = int(spec.get("status_code", 400))
-        code = str(spec.get("code", "InvalidParameter"))
+        code = str(spec.get("code") or ERROR_SHAPES.get(status, ERROR_SHAPES[400])[1])
         message = str(spec.get("message", f"Emulated failure of request {custom_id}."))
         error = {"code": code, "message": message}
         return False, {
@@ -131,7 +144,7 @@ def answer_request(
             "response": {
                 "status_code": status,
                 "request_id": request_id,
-                "body": {"error": {**error, "type": "invalid_request_error", "param": None}},
+                "body": {"error": {**error, "type": _error_type(status), "param": None}},
             },
             "error": error,
         }
@@ -229,3 +242,8 @@ def _embedding(body: dict[str, Any], model: Any, request_id: str, default_dimens
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         "id": request_id,
     }
+
+
+def _error_type(status: int) -> str:
+    """The ``type`` of an error body with HTTP ``status``."""
+    return ERROR_SHAPES.get(status, ERROR_SHAPES[400])[0]

@@ -170,9 +170,16 @@ class EmulatorServer:
         """Current emulated Unix time."""
         return self._call("GET", "/clock")["now"]
 
-    def fail_requests(self, custom_id_pattern: str | None) -> None:
-        """Make requests whose ``custom_id`` matches the regex fail (``None`` turns this off)."""
-        self.configure(fail_custom_id_pattern=custom_id_pattern)
+    def fail_requests(
+        self, custom_id_pattern: str | None, *, status: int = 400, attempts: int | None = None
+    ) -> None:
+        """
+        Make requests whose ``custom_id`` matches the regex fail (``None`` turns this off).
+
+        :param status: The failures' HTTP status (their code is the status's).
+        :param attempts: Fail only each request's first ``attempts`` executions (``None``: always).
+        """
+        self.configure(fail_custom_id_pattern=custom_id_pattern, fail_status=status, fail_attempts=attempts)
 
     def add_fault(
         self,

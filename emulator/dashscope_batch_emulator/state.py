@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -49,6 +50,11 @@ class EmulatorConfig(BaseModel):
     :param cancelling_seconds: emulated seconds a batch stays ``cancelling``.
     :param fail_custom_id_pattern: regular expression; requests whose ``custom_id`` matches
         (``re.search``) fail and land in the error file.
+    :param fail_status: HTTP status of those failures; the error code is the status's (``InvalidParameter``
+        for 400, ``limit_requests`` for 429, ``InternalError`` for 500 …).
+    :param fail_attempts: those requests fail only on their first N attempts (counted per ``custom_id``
+        over every batch since the last reset), so a re-sent transient failure succeeds; ``None``:
+        always.
     :param max_upload_bytes: upload size cap (the service's is 500 MB).
     :param embedding_dimensions: default vector length for ``/v1/embeddings``.
     :param callback_deliveries: finish-callback POSTs per finished batch (``0``: the callback is lost,
@@ -73,6 +79,8 @@ class EmulatorConfig(BaseModel):
     finalizing_seconds: float = Field(default=1.0, ge=0)
     cancelling_seconds: float = Field(default=1.0, ge=0)
     fail_custom_id_pattern: str | None = None
+    fail_status: int = Field(default=400, ge=400, le=599)
+    fail_attempts: int | None = Field(default=None, ge=1)
     max_upload_bytes: int = Field(default=MAX_UPLOAD_BYTES, gt=0)
     embedding_dimensions: int = Field(default=1024, gt=0)
     callback_deliveries: int = Field(default=1, ge=0, le=10)
@@ -233,6 +241,8 @@ class Emulator:
         self.clock = Clock(self.config.time_scale)
         self.files: dict[str, FileRecord] = {}
         self.batches: dict[str, BatchRecord] = {}
+        #: How many times each ``custom_id`` was executed, over every batch.
+        self.attempts: Counter[str] = Counter()
         self.oss_inputs: dict[str, FileRecord] = {}  # batch id -> the OSS object it reads
         self.callbacks.clear()
         self._seq = 0
@@ -477,11 +487,16 @@ class Emulator:
                 continue
             done += 1
             run.line_no += 1
+            line = json.loads(raw)
+            custom_id = str(line.get("custom_id"))
+            self.attempts[custom_id] += 1
             ok, result = answer_request(
-                json.loads(raw),
+                line,
                 pattern,
                 now=self.now,
                 embedding_dimensions=self.config.embedding_dimensions,
+                attempt=self.attempts[custom_id],
+                failure=(self.config.fail_status, self.config.fail_attempts),
             )
             if ok:
                 if run.output is None:

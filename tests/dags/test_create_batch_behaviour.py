@@ -69,7 +69,8 @@ def test_a_retry_replaces_a_failed_batch_even_when_its_create_hits_a_500(
     load_test_dags, states, dashscope_emulator, batches, dag_test_acting_on_batch, mode
 ):
     """Issue 11 item 3: try 2's create meets a 500, and its recovery must not find try 1's batch."""
-    dashscope_emulator.fail_requests(".*")  # every batch ends `completed` with every request failed
+    # every batch ends `completed` with every request failed, transiently: try 2 re-sends all of them
+    dashscope_emulator.fail_requests(".*", status=500)
     dashscope_emulator.configure(time_scale=0)  # try 1's batch waits until the fault is in place
 
     def fault_then_finish(_: str) -> None:

@@ -72,15 +72,18 @@ def test_example_redoes_only_the_failed_shard_and_merges_every_request_once(
     ids = [json.loads(line)["custom_id"] for line in output + errors]
     assert len(ids) == len(set(ids)) == ROWS
     manifest = json.loads((result_set / "manifest.json").read_text())
+    # the job's batches: the third shard's failed first round too, its error lines superseded by round 2
     assert [s["batch_id"] for s in manifest["shards"]] == job["batch_ids"]
+    assert [s["round"] for s in manifest["shards"]] == [1, 1, 1, 2]
     totals = manifest["totals"]
     for key in ("total", "completed", "failed"):
         assert totals["request_counts"][key] == sum(s["request_counts"][key] for s in manifest["shards"])
-    assert totals["request_counts"] == {"total": ROWS, "completed": ROWS - 50, "failed": 50}
-    assert (totals["output_lines"], totals["error_lines"]) == (ROWS - 50, 50)
-    assert (
-        dashscope_emulator.request_counts()["DELETE /files/{file_id}"] == 3 + 3 + 1
-    )  # inputs, outputs, errors
+    assert totals["request_counts"]["completed"] == ROWS - 50
+    assert (totals["output_lines"], totals["error_rows"]) == (ROWS - 50, 50)
+    assert manifest["shards"][2]["files"]["errors"]["lines_left_out"] == 40_000
+    for shard in manifest["shards"]:
+        kept = {shard["input_file_id"], shard["output_file_id"], shard["error_file_id"]} - {None}
+        assert set(shard["deleted_remote_files"]) == kept
 
 
 @pytest.fixture
@@ -123,7 +126,7 @@ def test_rerun_after_a_failed_shard(sharding_dags, states, dashscope_emulator, d
         assert (counts["POST /batches"], counts["POST /files"]) == (3, 3)
 
 
-def test_sigterm_mid_upload_stops_the_job_and_the_next_try_uploads_nothing_twice(
+def test_sigterm_mid_upload_of_the_last_try_stops_the_job_and_leaves_no_file(
     sharding_dags, states, dashscope_emulator, client
 ):
     """A real SIGTERM to the process running the task: Airflow's own handler calls the task's on_kill."""
@@ -148,14 +151,13 @@ def test_sigterm_mid_upload_stops_the_job_and_the_next_try_uploads_nothing_twice
     counts = dashscope_emulator.request_counts()
     assert counts["POST /files"] == 2  # the upload in flight finished; none started after the signal
     assert "POST /batches" not in counts
-    kept = {f.id for f in client.list_files() if f.purpose == "batch"}
-    assert len(kept) == 2
+    # no retry follows (retries=0): the two uploaded shards no batch uses are deleted, not orphaned
+    assert [f.id for f in client.list_files() if f.purpose == "batch"] == []
 
     dashscope_emulator.clear_request_counts()
-    second = dag.test(logical_date=first.logical_date, run_after=first.run_after)  # the next try
+    second = dag.test(logical_date=first.logical_date, run_after=first.run_after)  # a re-run by hand
     assert second.state == "success", states(second)
     counts = dashscope_emulator.request_counts()
-    assert (counts["POST /files"], counts["POST /batches"]) == (1, 3)
+    assert (counts["POST /files"], counts["POST /batches"]) == (3, 3)
     used = {b.input_file_id for b in client.list_batches()}
-    assert kept < used
     assert {f.id for f in client.list_files() if f.purpose == "batch"} == used  # no orphaned file

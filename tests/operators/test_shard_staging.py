@@ -53,7 +53,7 @@ def test_a_sigterm_mid_upload_stops_the_job_and_its_retry_uploads_nothing_twice(
 ):
     dashscope_emulator.add_fault("latency", method="POST", path="/files", latency=0.5)
     make = lambda: DashScopeShardedBatchOperator(  # noqa: E731
-        task_id="run_shards", requests=shard_bodies(600), max_requests_per_shard=100, **FAST
+        task_id="run_shards", requests=shard_bodies(600), max_requests_per_shard=100, retries=1, **FAST
     )
     operator, ti = make(), TaskInstance()
     killer = _sigterm_when(dashscope_emulator, "POST /files", 2, operator)  # during the second upload
@@ -83,7 +83,7 @@ def test_a_kill_while_creating_starts_no_create_after_it_and_the_retry_uploads_n
 ):
     dashscope_emulator.add_fault("latency", method="POST", path="/batches", latency=0.5)
     make = lambda: DashScopeShardedBatchOperator(  # noqa: E731
-        task_id="run_shards", requests=shard_bodies(400), max_requests_per_shard=100, **FAST
+        task_id="run_shards", requests=shard_bodies(400), max_requests_per_shard=100, retries=1, **FAST
     )
     operator, ti = make(), TaskInstance()
     killer = _sigterm_when(dashscope_emulator, "POST /batches", 2, operator)
@@ -100,6 +100,25 @@ def test_a_kill_while_creating_starts_no_create_after_it_and_the_retry_uploads_n
     assert (counts.get("POST /files", 0), counts["POST /batches"]) == (0, 2)
     assert len(set(result["batch_ids"])) == 4
     assert {f.id for f in _input_files(client)} == {b.input_file_id for b in client.list_batches()}
+
+
+def test_a_kill_of_the_last_try_deletes_the_files_no_batch_uses(
+    dashscope_conn, dashscope_emulator, client, restore_sigterm
+):
+    """No try follows (retries=0): the uploaded shards without a batch would be orphaned."""
+    dashscope_emulator.add_fault("latency", method="POST", path="/files", latency=0.5)
+    operator = DashScopeShardedBatchOperator(
+        task_id="run_shards", requests=shard_bodies(600), max_requests_per_shard=100, **FAST
+    )
+    killer = _sigterm_when(dashscope_emulator, "POST /files", 2, operator)
+    try:
+        with pytest.raises(TaskKilled):
+            operator.execute({"ti": TaskInstance()})
+    finally:
+        killer.join()
+    counts = dashscope_emulator.request_counts()
+    assert (counts["POST /files"], counts["DELETE /files/{file_id}"]) == (2, 2)
+    assert _input_files(client) == []
 
 
 def test_a_kill_by_a_user_marking_the_task_failed_deletes_that_tries_files(
