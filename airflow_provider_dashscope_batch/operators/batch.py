@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow_provider_dashscope_batch.client import FILTER_SLACK
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import InvalidRequestError, NotFoundError
+from airflow_provider_dashscope_batch.creator import creator_metadata
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import airflow_callback_url
 from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTERVAL
@@ -170,7 +171,7 @@ class DashScopeCreateBatchOperator(
             estimates = self.upstream_estimates(context, self.cost_estimate, {self.input_file_id})
             self.check_estimates(estimates, self.price_table()[1])
             key = idempotency_key_for(context, generation)
-            receipt = client.create_batch_receipt(**self._create_kwargs(key))
+            receipt = client.create_batch_receipt(**self._create_kwargs(key, context))
             batch = receipt.value
             self.log.info("Created batch %s (status %s)", batch.id, batch.status)
             copies = LateCopies.of(receipt.ambiguity)
@@ -196,8 +197,8 @@ class DashScopeCreateBatchOperator(
         """OpenLineage: the input file -> the batch's result set; see :mod:`.lineage`."""
         return batch_lineage(self)
 
-    def _create_kwargs(self, key: str) -> dict[str, Any]:
-        metadata = dict(self.metadata or {})
+    def _create_kwargs(self, key: str, context: Context) -> dict[str, Any]:
+        metadata = {**(self.metadata or {}), **creator_metadata(context["ti"])}
         if self.finish_callback == AIRFLOW_RECEIVER:
             metadata["ds_batch_finish_callback"] = airflow_callback_url(self.hook)
         elif self.finish_callback or self.finish_callback_url:

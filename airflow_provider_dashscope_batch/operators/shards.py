@@ -23,6 +23,7 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
+from airflow_provider_dashscope_batch.creator import creator_metadata
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import airflow_callback_url
 from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTERVAL
@@ -440,7 +441,7 @@ class DashScopeShardedBatchOperator(
         active = sum(r.running for r in runs)
         for i, run in enumerate(runs):
             if run.batch is None and active < self.max_active_batches:
-                runs[i] = self._create(client, job, run)
+                runs[i] = self._create(client, job, run, context)
                 active += 1
         job = replace(job, runs=tuple(runs))
         running = [r.batch for r in runs if r.running and r.batch is not None]
@@ -477,9 +478,9 @@ class DashScopeShardedBatchOperator(
             method_name="execute_complete",
         )
 
-    def _create(self, client: DashScopeClient, job: ShardJob, run: ShardRun) -> ShardRun:
+    def _create(self, client: DashScopeClient, job: ShardJob, run: ShardRun, context: Context) -> ShardRun:
         self._stop_if_killed()
-        metadata = dict(self.metadata or {})
+        metadata = {**(self.metadata or {}), **creator_metadata(context["ti"])}
         name = f"{job.token} {metadata.get('ds_name') or self.task_id} {run.shard.index + 1}/{len(job.runs)}"
         metadata["ds_name"] = name[:100]
         if self.finish_callback == AIRFLOW_RECEIVER:
