@@ -70,7 +70,7 @@ def _input_file(client: DashScopeClient, tmp: Path) -> str:
 
 
 def _create_batches(emulator: Any, tmp: Path) -> dict[str, str]:
-    """The page's batches: two of ``reports`` (a create task, a shard), one of ``secret_dag``, two of no DAG."""
+    """The page's batches: two of ``reports`` (a task, a shard), one of ``secret_dag``, two of no DAG."""
     client = DashScopeClient(api_key=emulator.api_key, base_url=emulator.base_url)
     file_id = _input_file(client, tmp)
     create = _Ti("reports", "create", "manual__2026-12-07")
@@ -325,7 +325,8 @@ def test_hostile_input_gets_a_clear_refusal_never_a_500(page_server, query):
     with _http(server, "admin") as admin:
         answer = admin.get(f"{PAGE}?{query}")
         assert 400 <= answer.status_code < 500, answer.text
-        assert "Traceback" not in answer.text and "<script>" not in answer.text
+        assert "Traceback" not in answer.text
+        assert "<script>" not in answer.text
         for path in (
             f"batches/dashscope_default/batch_{uuid.uuid4().hex}",
             "batches/dashscope_default/..%2Fx",
