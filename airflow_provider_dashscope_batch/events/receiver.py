@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from airflow_provider_dashscope_batch.client.sync import DashScopeClient
-    from airflow_provider_dashscope_batch.models import Batch
+    from airflow_provider_dashscope_batch.client.types import Batch
 
 __all__ = [
     "MAX_BODY_BYTES",

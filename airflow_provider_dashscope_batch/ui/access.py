@@ -1,9 +1,10 @@
 """
 Who may see and cancel a batch on the batches page, asked of the auth manager in use.
 
-A batch whose creator is known (:func:`~airflow_provider_dashscope_batch.creator.creator_of`) belongs to
-its DAG: a user sees it if the auth manager lets them read that DAG's task instances, and may cancel it if
-it lets them edit them. A batch without a known DAG (created outside Airflow, or with metadata its key
+A batch whose creator is known
+(:func:`~airflow_provider_dashscope_batch.sharding.creator.creator_of`) belongs to its DAG: a user sees
+it if the auth manager lets them read that DAG's task instances, and may cancel it if it lets them edit
+them. A batch without a known DAG (created outside Airflow, or with metadata its key
 does not confirm) is shown only to users who may edit the connection, and only they may cancel it. The
 answers are memoised for one request.
 """
@@ -16,10 +17,10 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow_provider_dashscope_batch.creator import creator_of
+from airflow_provider_dashscope_batch.sharding.creator import creator_of
 
 if TYPE_CHECKING:
-    from airflow_provider_dashscope_batch.models import Batch
+    from airflow_provider_dashscope_batch.client.types import Batch
 
 __all__ = ["Access", "csrf_token", "csrf_valid"]
 

@@ -27,8 +27,8 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, InvalidRequestError, NotFoundError
-from airflow_provider_dashscope_batch.creator import creator_of
-from airflow_provider_dashscope_batch.models import BatchStatus
+from airflow_provider_dashscope_batch.client.types import BatchStatus
+from airflow_provider_dashscope_batch.sharding.creator import creator_of
 from airflow_provider_dashscope_batch.ui.access import Access, csrf_token, csrf_valid
 from airflow_provider_dashscope_batch.ui.listing import BatchQuery, Listings, UnknownConnection
 from airflow_provider_dashscope_batch.ui.render import (
@@ -40,7 +40,7 @@ from airflow_provider_dashscope_batch.ui.render import (
 )
 
 if TYPE_CHECKING:
-    from airflow_provider_dashscope_batch.models import Batch
+    from airflow_provider_dashscope_batch.client.types import Batch
 
 __all__ = ["MAX_FORM_BYTES", "ROUTE_PREFIX", "PageError", "create_app", "ui_connections"]
 

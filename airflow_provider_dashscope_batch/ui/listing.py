@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from airflow_provider_dashscope_batch.models import Batch, BatchStatus
+from airflow_provider_dashscope_batch.client.types import Batch, BatchStatus
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client.sync import DashScopeClient

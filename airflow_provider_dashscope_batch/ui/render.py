@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from html import escape
 from urllib.parse import quote, urlencode
 
-from airflow_provider_dashscope_batch.creator import Creator, creator_of
-from airflow_provider_dashscope_batch.models import Batch, BatchStatus
+from airflow_provider_dashscope_batch.client.types import Batch, BatchStatus
+from airflow_provider_dashscope_batch.sharding.creator import Creator, creator_of
 
 __all__ = ["Row", "confirm_page", "detail_page", "list_page", "message_page", "progress"]
 

@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from airflow_provider_dashscope_batch.client import DashScopeClient
-from airflow_provider_dashscope_batch.creator import creator_metadata
-from airflow_provider_dashscope_batch.idempotency import lineage, with_generation
+from airflow_provider_dashscope_batch.client.identity import lineage, with_generation
+from airflow_provider_dashscope_batch.sharding.creator import creator_metadata
 from airflow_provider_dashscope_batch.sharding.job import job_token
 from tests.browser.conftest import AirflowApiServer
 

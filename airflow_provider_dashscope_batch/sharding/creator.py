@@ -14,11 +14,11 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_dashscope_batch.idempotency import key_of, lineage, parse_key
+from airflow_provider_dashscope_batch.client.identity import key_of, lineage, parse_key
 from airflow_provider_dashscope_batch.sharding.job import job_token
 
 if TYPE_CHECKING:
-    from airflow_provider_dashscope_batch.models import Batch
+    from airflow_provider_dashscope_batch.client.types import Batch
 
 __all__ = ["CREATOR_FIELDS", "Creator", "creator_metadata", "creator_of"]
 
