@@ -82,7 +82,7 @@ class ApprovalGate:
             f"The estimated cost of this job ({basis}) is **{figure}**, above "
             f"`approve_above={self.threshold}` {currency}.\n\n"
             "Approve to upload and create it; reject to fail the task with nothing uploaded or created.\n\n"
-            + "\n\n".join(f"```\n{estimate.table()}\n```" for estimate in estimates)
+            + "\n\n".join(_markdown(estimate) for estimate in estimates)
         )
         approval = self._operator(task, f"Approve a DashScope batch job of {figure}?", body)
         kwargs = {"approved_cost": None if total is None else str(total)}
@@ -129,6 +129,38 @@ class ApprovalGate:
             response_timeout=self.timeout,
             fail_on_reject=True,
         )
+
+
+def _markdown(estimate: CostEstimate) -> str:
+    """The estimate as a Markdown table (Airflow's Required actions renders the body as Markdown)."""
+
+    def money(value: Decimal | None) -> str:
+        return "no price" if value is None else f"{value:.4f}"
+
+    def tokens(value: int | None) -> str:
+        return "" if value is None else f"{value:,}"
+
+    rows = [
+        f"**{estimate.source}**: model `{estimate.model}`, region {estimate.region}, "
+        f"{estimate.requests:,} request(s), batch price in {estimate.currency} "
+        f"(tokens by {estimate.counting}; prices of {estimate.price_table_date})",
+        "",
+        "| tier | requests | input tokens | output ceiling | output expected | cost ceiling "
+        "| cost expected |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for t in estimate.tiers:
+        rows.append(
+            f"| {t.tier} | {t.requests:,} | {t.input_tokens:,} | {t.output_ceiling_tokens:,} | "
+            f"{tokens(t.expected_output_tokens)} | {money(t.cost_ceiling)} | {money(t.cost_expected)} |"
+        )
+    rows.append(
+        f"| **total** | {estimate.requests:,} | {estimate.input_tokens:,} | "
+        f"{estimate.output_ceiling_tokens:,} | "
+        f"{tokens(estimate.expected_output_tokens)} | **{money(estimate.cost_ceiling)}** | "
+        f"**{money(estimate.cost_expected)}** |"
+    )
+    return "\n".join(rows)
 
 
 def _user(event: dict[str, Any]) -> str:
