@@ -135,7 +135,7 @@ def _markdown(estimate: CostEstimate) -> str:
     """The estimate as a Markdown table (Airflow's Required actions renders the body as Markdown)."""
 
     def money(value: Decimal | None) -> str:
-        return "no price" if value is None else f"{value:.4f}"
+        return "n/a" if value is None else f"{value:.4f}"
 
     def tokens(value: int | None) -> str:
         return "" if value is None else f"{value:,}"

@@ -20,7 +20,10 @@ from airflow_provider_dashscope_batch.operators.base import (
 )
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin
 from airflow_provider_dashscope_batch.operators.lineage import batch_lineage, keep_for_lineage
-from airflow_provider_dashscope_batch.operators.links import DashScopeBatchConsoleLink
+from airflow_provider_dashscope_batch.operators.links import (
+    DashScopeBatchConsoleLink,
+    DashScopeBatchesPageLink,
+)
 from airflow_provider_dashscope_batch.sharding.creator import creator_metadata
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
 from airflow_provider_dashscope_batch.waiting.late import LateCopies
@@ -113,7 +116,7 @@ class DashScopeCreateBatchOperator(
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"metadata": "json"}
     ui_color = "#ff6a00"
-    operator_extra_links = (DashScopeBatchConsoleLink(),)
+    operator_extra_links = (DashScopeBatchConsoleLink(), DashScopeBatchesPageLink())
 
     def __init__(
         self,

@@ -30,7 +30,10 @@ from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTE
 from airflow_provider_dashscope_batch.operators.base import DashScopeBatchOutcomeMixin
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin, LineSink
 from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, sharded_lineage
-from airflow_provider_dashscope_batch.operators.links import DashScopeBatchConsoleLink
+from airflow_provider_dashscope_batch.operators.links import (
+    DashScopeBatchConsoleLink,
+    DashScopeBatchesPageLink,
+)
 from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
 from airflow_provider_dashscope_batch.operators.shard_staging import (
     CLEANUP_XCOM_KEY,
@@ -308,7 +311,7 @@ class DashScopeShardedBatchOperator(
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"metadata": "json"}
     ui_color = "#ff6a00"
-    operator_extra_links = (DashScopeBatchConsoleLink(),)
+    operator_extra_links = (DashScopeBatchConsoleLink(), DashScopeBatchesPageLink())
 
     def __init__(
         self,

@@ -28,6 +28,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, InvalidRequestError, NotFoundError
 from airflow_provider_dashscope_batch.client.types import BatchStatus
+from airflow_provider_dashscope_batch.operators.links import BATCHES_PAGE_PREFIX
 from airflow_provider_dashscope_batch.sharding.creator import creator_of
 from airflow_provider_dashscope_batch.ui.access import Access, csrf_token, csrf_valid
 from airflow_provider_dashscope_batch.ui.listing import BatchQuery, Listings, UnknownConnection
@@ -46,8 +47,8 @@ __all__ = ["MAX_FORM_BYTES", "ROUTE_PREFIX", "PageError", "create_app", "ui_conn
 
 log = logging.getLogger(__name__)
 
-#: Where the plugin mounts the page.
-ROUTE_PREFIX = "/dashscope-batches"
+#: Where the plugin mounts the page (the extra link of the job operators opens it).
+ROUTE_PREFIX = BATCHES_PAGE_PREFIX
 #: Largest cancel form accepted.
 MAX_FORM_BYTES = 4096
 #: Page sizes offered (the service lists at most 100 a request; the page asks for one more).
