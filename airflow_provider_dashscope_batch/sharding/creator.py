@@ -2,7 +2,7 @@
 Which task instance created a batch: the ``airflow_*`` metadata the create and sharded operators set.
 
 A batch carries its creator's dag id, task id, run id and map index in its metadata, so the batches page
-(:mod:`~airflow_provider_dashscope_batch.ui`) links a batch to its DAG run and checks the user's access to
+(:mod:`~airflow_provider_dashscope_batch.ui.app`) links a batch to its DAG run and checks the user's access to
 that DAG from one list request. The claim is checked against the idempotency key, which digests the same
 task instance (the create operator's key, or the job token that starts a shard's ``ds_name``): a batch
 whose claim does not match is treated as one without a known DAG. Pure code: no I/O, no Airflow.

@@ -246,8 +246,9 @@ def list_batch_page_flow(
     """
     One page of batches (one ``GET /batches``), newest first, for a caller that pages itself (a UI).
 
+    The filters are those of ``list_batches``.
+
     :param after: The cursor: the ``last_id`` of the page before (None: the first page).
-    The filters are those of :func:`list_batches_flow`.
     """
     params = _list_params(ds_name, input_file_ids, status, create_after, create_before, page_size)
     params["after"] = after
