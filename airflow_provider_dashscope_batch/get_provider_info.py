@@ -40,7 +40,7 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "DashScope Batch",
-                "python-modules": [f"{_MODULE}.triggers.batch", f"{_MODULE}.sharding.trigger"],
+                "python-modules": [f"{_MODULE}.triggers.batch", f"{_MODULE}.triggers.sharded"],
             }
         ],
         "hooks": [{"integration-name": "DashScope Batch", "python-modules": [f"{_MODULE}.hooks.dashscope"]}],

@@ -113,6 +113,7 @@ def _create(emulator, n: int, window: float, callback: str | None, seed: int) ->
 
 async def _wait_all(made: list[tuple[str, str]], mode: str, scale: float) -> dict[str, float]:
     from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
+    from airflow_provider_dashscope_batch.waiting.protocol import WaitSettings
 
     if mode == "polling":
         schedule = {"poll_interval": 60 / scale, "max_poll_interval": 300 / scale, "poll_backoff": 1.5}
@@ -121,7 +122,7 @@ async def _wait_all(made: list[tuple[str, str]], mode: str, scale: float) -> dic
     ended: dict[str, float] = {}
 
     async def one(batch_id: str, file_id: str) -> None:
-        trigger = DashScopeBatchTrigger(batch_id, input_file_id=file_id, **schedule)
+        trigger = DashScopeBatchTrigger(batch_id, input_file_id=file_id, wait=WaitSettings(**schedule))
         async for event in trigger.run():
             assert event.payload["status"] == "terminal", event.payload
             ended[batch_id] = time.time()

@@ -165,7 +165,7 @@ def _make_waiter(contender: str, poll: float, schedule: dict[str, float], files:
     if contender in ("dashscope", "per_batch"):
         from airflow_provider_dashscope_batch.client.errors import DashScopeError
         from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
-        from airflow_provider_dashscope_batch.waiting.protocol import BatchWait, PollAction
+        from airflow_provider_dashscope_batch.waiting.protocol import BatchWait, PollAction, WaitSettings
 
         on_read, on_error = BatchWait.on_read, BatchWait.on_error
 
@@ -199,7 +199,10 @@ def _make_waiter(contender: str, poll: float, schedule: dict[str, float], files:
 
         async def wait(batch_id: str) -> str:
             trigger = trigger_class(
-                batch_id, "dashscope_default", input_file_id=files.get(batch_id), **schedule
+                batch_id,
+                "dashscope_default",
+                input_file_id=files.get(batch_id),
+                wait=WaitSettings(**schedule),
             )
             async for event in trigger.run():
                 return event.payload["status"] + ":" + str((event.payload.get("batch") or {}).get("status"))

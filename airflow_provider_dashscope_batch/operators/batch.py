@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -16,7 +17,6 @@ from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTE
 from airflow_provider_dashscope_batch.operators.base import (
     DashScopeBaseBatchOperator,
     DashScopeBatchOutcomeMixin,
-    wait_event,
 )
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin
 from airflow_provider_dashscope_batch.operators.lineage import batch_lineage, keep_for_lineage
@@ -25,9 +25,8 @@ from airflow_provider_dashscope_batch.operators.links import (
     DashScopeBatchesPageLink,
 )
 from airflow_provider_dashscope_batch.sharding.creator import creator_metadata
-from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
 from airflow_provider_dashscope_batch.waiting.late import LateCopies
-from airflow_provider_dashscope_batch.waiting.protocol import Outcome
+from airflow_provider_dashscope_batch.waiting.protocol import Outcome, WaitSettings
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -61,12 +60,6 @@ def _lineage(context: Context) -> str:
     """The generation-free part of the key: ``airflow-`` and 40 hex digits of the task instance."""
     ti = context["ti"]
     return lineage(ti.dag_id, ti.task_id, ti.run_id, str(getattr(ti, "map_index", -1)))
-
-
-def _lineage_and_generation(batch: Batch) -> tuple[str, int] | None:
-    """The key's task-instance part and generation (a key without one, from older releases: 0)."""
-    parsed = parse_key(key_of(batch))
-    return None if parsed is None else (parsed[0], parsed[1] or 0)
 
 
 class DashScopeCreateBatchOperator(
@@ -146,7 +139,7 @@ class DashScopeCreateBatchOperator(
         generation = 1
         batch = self._find_earlier_batch(context, client) if self._may_have_earlier_batch(context) else None
         if batch is not None:
-            _, generation = _lineage_and_generation(batch) or ("", 0)
+            _, generation = parse_key(key_of(batch)) or ("", 1)
             verdict = self.outcome_policy.evaluate(batch) if batch.status.is_terminal else None
             if verdict is not None and verdict.outcome == Outcome.FAIL:
                 generation += 1
@@ -183,8 +176,8 @@ class DashScopeCreateBatchOperator(
         return keep_for_lineage(self, self.judge(batch))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after the trigger fired: judge the finished batch."""
-        return keep_for_lineage(self, self.judge(self._ended(wait_event(event))))
+        """Resume after the trigger fired: judge the finished batch (or remove late copies and wait again)."""
+        return keep_for_lineage(self, self.judge(self._resumed(event)))
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the input file -> the batch's result set; see :mod:`.lineage`."""
@@ -204,17 +197,13 @@ class DashScopeCreateBatchOperator(
             "idempotency_key": key,
         }
 
-    def _trigger(
-        self, batch: Batch, deadline: float | None, copies: LateCopies | None
-    ) -> DashScopeBatchTrigger:
-        """The base trigger, woken by finish events and polling as a safety net with the receiver."""
-        trigger = super()._trigger(batch, deadline, copies)
+    def _trigger_wait(self, deadline: float | None) -> WaitSettings:
+        """With the receiver: woken by finish events, polling only as a safety net."""
+        settings = super()._trigger_wait(deadline)
         if self.finish_callback != AIRFLOW_RECEIVER:
-            return trigger
+            return settings
         interval = float(self.finish_event_poll_interval)
-        kwargs = trigger.serialize()[1]
-        kwargs.update(poll_interval=interval, max_poll_interval=interval, finish_events=True)
-        return DashScopeBatchTrigger(**kwargs)
+        return replace(settings, poll_interval=interval, max_poll_interval=interval, finish_events=True)
 
     @staticmethod
     def _may_have_earlier_batch(context: Context) -> bool:
@@ -227,7 +216,7 @@ class DashScopeCreateBatchOperator(
         lineage = _lineage(context)
 
         def ours(batch: Batch) -> bool:
-            found = _lineage_and_generation(batch)
+            found = parse_key(key_of(batch))
             return batch.input_file_id == self.input_file_id and found is not None and found[0] == lineage
 
         store = context.get("task_state_store")
@@ -296,7 +285,7 @@ class DashScopeCancelBatchOperator(DashScopeBaseBatchOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired."""
-        return self._finish(self._ended(wait_event(event)))
+        return self._finish(self._resumed(event))
 
     def _finish(self, batch: Batch) -> dict[str, Any]:
         if batch.status.is_terminal and batch.status != "cancelled":

@@ -23,7 +23,7 @@ from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom
 from airflow.providers.common.compat.sdk import conf as airflow_conf
 from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
 
-from airflow_provider_dashscope_batch.client.regions import DEFAULT_REGION, REGION_BASE_URLS
+from airflow_provider_dashscope_batch.regions import DEFAULT_REGION, REGION_BASE_URLS
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import BaseOperator, Context, TaskInstanceKey

@@ -27,7 +27,7 @@ from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import airflow_callback_url
 from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTERVAL
-from airflow_provider_dashscope_batch.operators.base import DashScopeBatchOutcomeMixin
+from airflow_provider_dashscope_batch.operators.base import DashScopeBatchOutcomeMixin, remove_late_copies
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin, LineSink
 from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, sharded_lineage
 from airflow_provider_dashscope_batch.operators.links import (
@@ -71,6 +71,7 @@ from airflow_provider_dashscope_batch.waiting.protocol import (
     Outcome,
     WaitEvent,
     WaitEventKind,
+    WaitSettings,
 )
 
 if TYPE_CHECKING:
@@ -470,13 +471,15 @@ class DashScopeShardedBatchOperator(
                     if r.running and r.batch is not None
                 ],
                 until="any" if waiting else "all",
-                poll_interval=interval if events else self.poll_interval,
-                max_poll_interval=interval if events else self.max_poll_interval,
-                poll_backoff=self.poll_backoff,
-                finish_events=events,
-                deadline=job.deadline,
-                error_budget=self.error_budget,
-                cancel_on_kill=self.cancel_on_kill,
+                wait=WaitSettings(
+                    poll_interval=interval if events else self.poll_interval,
+                    max_poll_interval=interval if events else self.max_poll_interval,
+                    poll_backoff=self.poll_backoff,
+                    deadline=job.deadline,
+                    error_budget=self.error_budget,
+                    cancel_on_kill=self.cancel_on_kill,
+                    finish_events=events,
+                ),
             ),
             method_name="execute_complete",
         )
@@ -528,7 +531,10 @@ class DashScopeShardedBatchOperator(
             ended = by_id.get(run.batch.id) if run.batch is not None else None
             if ended is not None and ended.kind is WaitEventKind.TERMINAL and ended.batch is not None:
                 shard_runs[i] = run.with_batch(ended.batch)
-        problems = [e for e in events if e.kind is not WaitEventKind.TERMINAL]
+        for ended in events:  # the trigger only reads: its resume step removes the late copies it saw
+            if ended.kind is WaitEventKind.LATE_COPIES:
+                remove_late_copies(self.hook, ended, self.log)
+        problems = [e for e in events if e.kind not in (WaitEventKind.TERMINAL, WaitEventKind.LATE_COPIES)]
         if problems:
             if any(e.kind is WaitEventKind.TIMEOUT for e in problems):
                 for run in shard_runs:

@@ -65,8 +65,8 @@ def test_the_create_operator_builds_the_callback_url_and_defers_to_a_woken_wait(
     trigger = defer(operator).trigger
     (batch,) = list(client.list_batches())
     assert_own_callback(batch.metadata["ds_batch_finish_callback"], dashscope_emulator.api_key)
-    assert trigger.finish_events
-    assert trigger.poll_interval == trigger.max_poll_interval == DEFAULT_SAFETY_NET_INTERVAL
+    assert trigger.wait.finish_events
+    assert trigger.wait.poll_interval == trigger.wait.max_poll_interval == DEFAULT_SAFETY_NET_INTERVAL
     assert "ds_batch_finish_callback" not in json.dumps(trigger.serialize()[1])
 
 
@@ -114,8 +114,8 @@ def test_an_explicit_url_is_passed_through_and_the_wait_polls_as_usual(
     trigger = defer(operator).trigger
     (batch,) = list(client.list_batches())
     assert batch.metadata["ds_batch_finish_callback"] == "https://hooks.example.com/done"
-    assert not trigger.finish_events
-    assert trigger.poll_interval == 5
+    assert not trigger.wait.finish_events
+    assert trigger.wait.poll_interval == 5
 
 
 def test_the_sharded_operator_gives_every_shard_its_own_callback(dashscope_conn, dashscope_emulator, client):
@@ -138,5 +138,5 @@ def test_the_sharded_operator_gives_every_shard_its_own_callback(dashscope_conn,
         for b in batches
     }
     assert len(tokens) == 3
-    assert trigger.finish_events
-    assert trigger.poll_interval == DEFAULT_SAFETY_NET_INTERVAL
+    assert trigger.wait.finish_events
+    assert trigger.wait.poll_interval == DEFAULT_SAFETY_NET_INTERVAL
