@@ -20,6 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
+from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
 
 from airflow_provider_dashscope_batch.client import DashScopeClient
 from airflow_provider_dashscope_batch.client.identity import lineage, with_generation
@@ -27,7 +28,10 @@ from airflow_provider_dashscope_batch.sharding.creator import creator_metadata
 from airflow_provider_dashscope_batch.sharding.job import job_token
 from tests.browser.conftest import AirflowApiServer
 
-pytestmark = pytest.mark.browser
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not AIRFLOW_V_3_1_PLUS, reason="the page needs Airflow 3.1+ (external views)"),
+]
 
 PASSWORDS = {"admin": "admin-pw", "editor": "editor-pw", "viewer": "viewer-pw", "outsider": "outsider-pw"}
 ROLES = {"admin": "admin", "editor": "user", "viewer": "viewer", "outsider": "user"}
