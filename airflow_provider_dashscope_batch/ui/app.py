@@ -18,7 +18,7 @@ import logging
 import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 import anyio
 import anyio.to_thread
@@ -60,6 +60,10 @@ _QUERY_FIELDS = ("conn_id", "ds_name", "status", "input_file_ids", "create_after
 _TASK_FIELDS = ("dag_id", "run_id", "task_id", "map_index")
 #: Requests to the service in flight at once per api-server process (each takes a worker thread).
 _MAX_CONCURRENT_READS = 8
+_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'self'; "
+    "base-uri 'none'"
+)
 #: The signed-in user, resolved by the api-server's own dependency from its token (401 without one).
 User = Annotated[Any, Depends(get_user)]
 
@@ -198,6 +202,15 @@ def create_app(listings: Listings | None = None) -> FastAPI:
     app = FastAPI(title="DashScope batches", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.listings = shared
 
+    @app.middleware("http")
+    async def headers(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        # no script at all; framed only by Airflow's own UI (no clickjacking of the cancel form)
+        response.headers["Content-Security-Policy"] = _CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
     async def blocking(func: Any, *args: Any) -> Any:
         return await anyio.to_thread.run_sync(func, *args, limiter=limiter)
 
@@ -286,7 +299,7 @@ def create_app(listings: Listings | None = None) -> FastAPI:
     async def confirm_cancel(request: Request, user: User, conn_id: str, batch_id: str) -> HTMLResponse:
         batch = await cancellable(request, user, conn_id, batch_id)
         creator = creator_of(batch)
-        action = f"{base(request)}/batches/{conn_id}/{batch.id}/cancel"
+        action = f"{base(request)}/batches/{quote(conn_id, safe='')}/{quote(batch.id, safe='')}/cancel"
         if creator is not None:  # the audit log records the DAG, run and task of the batch
             from urllib.parse import urlencode
 
@@ -323,7 +336,7 @@ def create_app(listings: Listings | None = None) -> FastAPI:
             raise PageError(409, "Not cancelled", "the batch finished before it could be cancelled") from None
         shared.forget(conn_id)
         log.info("User %s cancelled DashScope batch %s (connection %s)", user.get_name(), batch.id, conn_id)
-        target = f"{base(request)}/batches/{conn_id}/{cancelled.id}"
+        target = f"{base(request)}/batches/{quote(conn_id, safe='')}/{quote(cancelled.id, safe='')}"
         return RedirectResponse(target, status_code=303)
 
     return app

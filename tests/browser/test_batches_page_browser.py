@@ -337,3 +337,14 @@ def test_hostile_input_gets_a_clear_refusal_never_a_500(page_server, query):
             f"batches/..%2F..%2Fapi/batch_{'x' * 500}",
         ):
             assert 400 <= admin.get(f"/dashscope-batches/{path}").status_code < 500
+
+
+def test_the_page_runs_no_script_and_is_framed_only_by_airflow(page_server):
+    server, _ = page_server
+    with _http(server, "viewer") as viewer:
+        answer = viewer.get(PAGE)
+    policy = answer.headers["content-security-policy"]
+    assert "default-src 'none'" in policy
+    assert "frame-ancestors 'self'" in policy
+    assert answer.headers["cache-control"] == "no-store"
+    assert "<script" not in answer.text
