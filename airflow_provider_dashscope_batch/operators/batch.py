@@ -11,6 +11,7 @@ from airflow_provider_dashscope_batch.client import FILTER_SLACK
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import InvalidRequestError, NotFoundError
 from airflow_provider_dashscope_batch.client.identity import key_of, lineage, parse_key, with_generation
+from airflow_provider_dashscope_batch.client.oss_input import parse_oss_input
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import airflow_callback_url
 from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTERVAL
@@ -79,11 +80,15 @@ class DashScopeCreateBatchOperator(
         For more information on how to use this operator, take a look at the guide:
         :ref:`howto/operator:DashScopeCreateBatchOperator`
 
-    :param input_file_id: Id of the uploaded JSONL file (templated).
+    :param input_file_id: Id of the uploaded JSONL file, or (cn-beijing) a JSONL object in OSS: the
+        identifier ``oss:cn-beijing:<bucket>/<path>`` (recommended by the batch guide; the bucket needs the
+        guide's authorization and tagging steps) or a public-read or pre-signed OSS URL; nothing is
+        uploaded and the file-store quota is not used (templated).
     :param endpoint: ``/v1/chat/completions``, ``/v1/embeddings`` or ``/v1/chat/ds-test`` (templated).
     :param completion_window: ``"24h"`` to ``"14d"`` or a timedelta (templated).
     :param metadata: Extra batch metadata, e.g. ``ds_name`` / ``ds_description`` (templated).
-    :param finish_callback: Where the service POSTs the batch when it finishes (Beijing region):
+    :param finish_callback: Where the service POSTs the batch when it finishes; only cn-beijing sends
+        completion notifications, so on another region's connection the task fails before creating:
         ``"airflow"`` for this Airflow's receiver (the URL is built from the connection's
         ``callback_base_url`` with a fresh token, and a deferred wait ends as soon as the finish is
         confirmed, polling only every ``finish_event_poll_interval`` seconds as a safety net; see
@@ -154,6 +159,7 @@ class DashScopeCreateBatchOperator(
                     "Re-attaching to batch %s created by an earlier try (status %s)", batch.id, batch.status
                 )
         if batch is None:
+            self.check_finish_callback(self.finish_callback or self.finish_callback_url)
             estimates = self.upstream_estimates(context, self.cost_estimate, {self.input_file_id})
             self.check_estimates(estimates, self.price_table()[1])
             key = idempotency_key_for(context, generation)
@@ -229,8 +235,9 @@ class DashScopeCreateBatchOperator(
             if batch is not None and ours(batch):
                 return batch
         since = _run_started(context)
+        by_file = "," not in self.input_file_id and parse_oss_input(self.input_file_id) is None
         listing = client.list_batches(
-            input_file_ids=[self.input_file_id] if "," not in self.input_file_id else None,
+            input_file_ids=[self.input_file_id] if by_file else None,
             create_after=since - FILTER_SLACK if since is not None else None,
         )
         return next((b for b in listing if ours(b)), None)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -22,8 +22,10 @@ from airflow.providers.common.compat.sdk import (
     ObjectStoragePath,
 )
 
+from airflow_provider_dashscope_batch.catalog import Catalog
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
 from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY
+from airflow_provider_dashscope_batch.cost.budget import CostCheckError
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import airflow_callback_url
 from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTERVAL
@@ -89,6 +91,17 @@ __all__ = [
 ]
 
 
+@contextmanager
+def _input_errors_fail() -> Iterator[None]:
+    """An input the builders cannot turn into requests fails the task: a retry would build the same."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, CostCheckError):
+            raise
+        raise AirflowFailException(f"Nothing was sent: the batch input cannot be built.\n{exc}") from None
+
+
 class _FirstLineRead(Exception):
     """Stops the preflight pass after the first request when no estimate is wanted."""
 
@@ -117,10 +130,16 @@ class _ShardingOperator(DashScopeRequestInputOperator):
         self,
         destination: ShardWriter | ObjectStoragePath | Path,
         on_shard: Callable[[Shard], Shard] | None = None,
+        catalog: Catalog | None = None,
     ) -> SplitResult:
+        """Split the input into ``destination``, its lines checked with ``catalog`` (default: shipped)."""
         source = self.request_input
         sizing = ShardSizing(
-            self.max_requests_per_shard, self.max_bytes_per_shard, self.margin, self.max_violations
+            self.max_requests_per_shard,
+            self.max_bytes_per_shard,
+            self.margin,
+            self.max_violations,
+            catalog,
         )
         try:
             if source.file is not None:
@@ -294,7 +313,8 @@ class DashScopeShardedBatchOperator(
     :param finish_callback: ``"airflow"``: every shard's batch calls this Airflow's receiver when it
         finishes (a fresh token each), and the deferred waits end on the confirmed finish, polling only
         every ``finish_event_poll_interval`` seconds as a safety net (see :doc:`/completion-events`);
-        or an http(s) URL of your own receiver.
+        or an http(s) URL of your own receiver. Only cn-beijing sends completion notifications: on another
+        region's connection the task fails before sending anything.
     :param finish_event_poll_interval: Seconds between the safety-net polls with
         ``finish_callback="airflow"`` (default 30 minutes).
     :return: ``{"batch_ids", "requests", "request_counts", "shards"}``; ``batch_ids`` (one per shard, in
@@ -350,6 +370,7 @@ class DashScopeShardedBatchOperator(
     # ------------------------------------------------------------------------------- first try
     def execute(self, context: Context) -> dict[str, Any]:
         self._start_try()
+        self.check_finish_callback(self.finish_callback)
         self.push_estimate(context, self._preflight())
         ti = context["ti"]
         token = job_token(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))
@@ -378,7 +399,7 @@ class DashScopeShardedBatchOperator(
                 return path.open("wb"), str(path)
 
             try:
-                endpoint = self._split(spool, plan).endpoint
+                endpoint = self._split(spool, plan, self.model_catalog()).endpoint
             except TaskKilled:
                 self._after_kill(client, context, staged)
                 raise
@@ -404,14 +425,14 @@ class DashScopeShardedBatchOperator(
     def _preflight(self) -> Any:
         """Estimate the whole input (or check its first request) before anything is sent."""
         request = self.request_input
-        estimator = self.cost_estimator(str(request.file or request.csv or "<requests>"))
+        estimator = self.cost_estimator(str(request.file or request.csv or "requests"))
 
         def feed(line: bytes) -> None:
             estimator.feed(line)
             if not self.estimate_cost:
                 raise _FirstLineRead
 
-        with self.cost_checks(), suppress(_FirstLineRead):
+        with self.cost_checks(), suppress(_FirstLineRead), _input_errors_fail():
             if request.file is not None:
                 validate_jsonl(as_path(request.file), endpoint=request.endpoint, on_line=feed)
             elif request.csv is not None:
@@ -419,6 +440,7 @@ class DashScopeShardedBatchOperator(
                     write_requests_from_csv(
                         stream,
                         LineSink(feed),  # type: ignore[arg-type]
+                        name=str(request.csv),
                         model=str(request.model),
                         endpoint=request.built_endpoint,
                         text_column=request.text_column,

@@ -48,7 +48,7 @@ def test_one_tier_field_by_field_rounded_to_a_millionth() -> None:
         unpriced_models=[],
         tiers=cost.tiers,
         batch_discount=Decimal("0.5"),
-        price_table_date="2026-12-01",
+        price_table_date="2026-12",
     )
 
 
@@ -130,7 +130,7 @@ def test_merging_shards_sums_each_tier_and_keeps_unpriced_ones_unpriced() -> Non
         "cn-beijing",
         "CNY",
         Decimal("0.5"),
-        "2026-12-01",
+        "2026-12",
     )
     unpriced_twice = ActualCost.total([first, first])
     assert unpriced_twice is not None
@@ -182,7 +182,7 @@ def test_a_model_priced_in_one_shard_only_has_no_merged_cost() -> None:
 
 def test_the_tables_batch_discount_is_reported() -> None:
     table, region = load_price_table("cn-beijing")
-    m = CostMeter(replace(table, batch_discount=Decimal("0.4")), region)
+    m = CostMeter(replace(table, catalog=replace(table.catalog, batch_discount=Decimal("0.4"))), region)
     m.add("qwen-plus", 1000, 0)
     cost = m.result()
     assert cost.batch_discount == Decimal("0.4")

@@ -99,7 +99,7 @@ def test_image_parts_are_labelled_not_estimated():
     assert estimate.unestimated_media_requests == 1
     assert "not estimated" in estimate.table()
     assert estimate.cost_ceiling is None  # qwen-vl-max has no price in the table
-    assert "no price for model 'qwen-vl-max'" in estimate.table()
+    assert "model 'qwen-vl-max' is unpriced" in estimate.table()
 
 
 def test_without_the_tokenizer_every_printed_line_says_approximate(monkeypatch):

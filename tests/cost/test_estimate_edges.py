@@ -30,10 +30,9 @@ from airflow_provider_dashscope_batch.cost.budget import (
 from airflow_provider_dashscope_batch.cost.estimate import CostEstimator
 from airflow_provider_dashscope_batch.cost.pricing import load_price_table
 
-_PAAS = (
-    "https://help.aliyun.com/en/document_detail/3023262.html (AI PaaS billing rules, CNY per 1K tokens; "
-    "read 2026-12-01)"
-)
+_PLUS = load_price_table("cn-beijing")[1].models["qwen-plus"]
+_PAAS = f"{_PLUS.source}; note: {_PLUS.note}"
+assert "https://help.aliyun.com/en/document_detail/3023262.html (AI PaaS billing rules" in _PAAS
 _NO_TOKENIZER = "No module named 'tiktoken'"
 
 
@@ -119,7 +118,7 @@ def test_two_tiers_worked_out_by_hand(approximate: None) -> None:
         cost_expected=expected.quantize(Decimal("1e-6")),
         batch_discount=Decimal("0.5"),
         price_source=_PAAS,
-        price_table_date="2026-12-01",
+        price_table_date="2026-12",
         warnings=[f"{_NO_TOKENIZER}; token counts are approximate"],
     )
     assert estimate.cost("ceiling") == estimate.cost_ceiling
@@ -132,7 +131,7 @@ def test_two_tiers_worked_out_by_hand(approximate: None) -> None:
         "  <=128K             2           117           110            60         0.0002         0.0001",
         "  128K-256K          1       200,008            10            10         0.2401         0.2401",
         "  total              3       200,125           120            70         0.2403         0.2402",
-        f"  prices: {_PAAS} (table read 2026-12-01)",
+        f"  prices: {_PAAS} (table read 2026-12)",
         f"  warning: {_NO_TOKENIZER}; token counts are approximate",
     ]
     assert estimate.table().splitlines() == [f"{APPROXIMATION_LABEL} {row}" for row in rows]
@@ -171,8 +170,11 @@ def test_max_cost_on_an_unpriced_model_says_how_to_price_it(approximate: None) -
     estimate = run([chat("hi", model="my-model")])
     CostPolicy(max_input_tokens=100).enforce(estimate)  # a token budget needs no price
     message = (
-        "max_cost is set but the price table has no price for model 'my-model' in region 'cn-beijing'; "
-        "add it with prices= (task) or the connection extra 'prices'. Nothing was uploaded or created.\n"
+        "max_cost is set but model 'my-model' is unpriced in region 'cn-beijing', so the budget cannot be "
+        "checked; nothing was uploaded or created. Give its real-time price in the connection extra "
+        '\'models\', e.g. {"my-model": {"prices": {"cn-beijing": [{"max_input_tokens": null, "input": '
+        '"<per unit>", "output": "<per unit>"}]}}} (CNY per 1K tokens in cn-beijing, USD per 1M in '
+        'ap-southeast-1), or for this task only prices={"my-model": {"tiers": [...]}}; see docs/models.rst\n'
         + estimate.table()
     )
     with pytest.raises(UnpricedModelError, match=f"^{re.escape(message)}$"):
@@ -182,9 +184,12 @@ def test_max_cost_on_an_unpriced_model_says_how_to_price_it(approximate: None) -
 # ------------------------------------------------------------------------------------------------ checks
 def test_a_model_the_region_does_not_offer_in_batch() -> None:
     message = (
-        "in.jsonl: region ap-southeast-1 does not offer model 'qwen-long' in batch (it offers "
-        "batch-test-model, qwen-flash, qwen-max, qwen-plus, qwen-turbo); nothing was uploaded. "
-        "Use one of those models, or a connection to a region that offers this one (cn-beijing)."
+        "in.jsonl: model 'qwen-long' does not run in batch in region ap-southeast-1 (the model catalog lists "
+        "it for cn-beijing; source: https://help.aliyun.com/zh/model-studio/batch-interfaces-compatible-with-"
+        "openai (OpenAI兼容-Batch（文件输入）, newest copy (lists qwen3.7); read 2026-12)); nothing was "
+        "uploaded. Use a connection to one of those regions, or a model this region offers "
+        "(batch-test-model, qwen-max, qwen-plus, qwen-turbo). If your account runs it here, add the region "
+        "to the model's regions in the connection extra 'models'."
     )
     with pytest.raises(RegionUnavailableError, match=f"^{re.escape(message)}$"):
         estimator("ap-southeast-1").feed(chat("hi", model="qwen-long"))
@@ -208,8 +213,11 @@ def test_warn_sends_as_is_and_counts_thinking(approximate: None) -> None:
     assert estimate.thinking is True
     assert estimate.warnings[1:] == [
         _THINKS,
-        "no price for model 'qwen3.5-plus' in region cn-beijing: tokens are counted, cost is not (add the "
-        "model with prices= or the connection extra 'prices')",
+        "model 'qwen3.5-plus' is unpriced in region cn-beijing: tokens are counted, cost is not. Give its "
+        'real-time price in the connection extra \'models\', e.g. {"qwen3.5-plus": {"prices": '
+        '{"cn-beijing": [{"max_input_tokens": null, "input": "<per unit>", "output": "<per unit>"}]}}} (CNY '
+        "per 1K tokens in cn-beijing, USD per 1M in ap-southeast-1), or for this task only "
+        'prices={"qwen3.5-plus": {"tiers": [...]}}; see docs/models.rst',
     ]
     for explicit in (True, False):  # set: no guard
         assert run([chat("hi", model="qwen3.5-plus", enable_thinking=explicit)]).thinking is explicit
@@ -357,7 +365,7 @@ def test_unusual_line_shapes_are_read_leniently(approximate: None) -> None:
 def test_a_price_note_shows_beside_its_source(approximate: None) -> None:
     prices = {"m": {"note": "unconfirmed", "tiers": [{"input": "1"}]}}
     assert run([chat("hi", model="m")], prices=prices).price_source == (
-        "override (connection extra or task prices=); note: unconfirmed"
+        "override (task prices=); note: unconfirmed"
     )
 
 

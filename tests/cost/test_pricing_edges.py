@@ -1,6 +1,5 @@
-"""The price table at its edges: tier bounds and labels, the shipped table read field by field, each
-override's defaults and merge order, every malformed price and extra with its exact message, and the
-region a connection's extra or base URL names.
+"""The price table at its edges: tier bounds and labels, an unknown region, the task override's defaults,
+every malformed price with its exact message, and the region a connection's extra or base URL names.
 
 Found by mutation testing (``.ci/mutation pricing``): each test pins a behaviour a changed constant or
 condition would break unnoticed by ``test_pricing.py``.
@@ -14,18 +13,16 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_dashscope_batch.catalog import PriceTier
 from airflow_provider_dashscope_batch.cost.pricing import (
     ModelKind,
     ModelPrice,
-    PriceTable,
-    PriceTier,
-    RegionPrices,
     load_price_table,
     region_of,
 )
 
 _SHAPE = (
-    '; give {"kind": "chat", "max_output_tokens": 32768, "tiers": [{"max_input_tokens": null, '
+    '; give {"max_output_tokens": 32768, "tiers": [{"max_input_tokens": null, '
     '"input": "0.0008", "output": "0.002", "thinking_output": "0.008"}]}'
 )
 
@@ -62,85 +59,42 @@ def test_tier_of_and_lower_bound_at_each_boundary() -> None:
     assert (price.max_output_tokens, price.source, price.note) == (None, "", None)
 
 
-def test_the_shipped_table_field_by_field() -> None:
-    table, region = load_price_table("cn-beijing")
-    assert isinstance(table, PriceTable)
-    assert (region.region, region.currency, region.per_tokens, region.batch_models) == (
-        "cn-beijing",
-        "CNY",
-        1000,
-        None,
-    )
-    plus = region.models["qwen-plus"]
-    assert (plus.model, plus.kind, plus.max_output_tokens, plus.source) == (
-        "qwen-plus",
-        ModelKind.CHAT,
-        32768,
-        "cn-paas",
-    )
-    assert plus.tiers[0] == PriceTier(131072, Decimal("0.0008"), Decimal("0.002"), Decimal("0.008"))
-    embedding = region.models["text-embedding-v4"]
-    assert embedding.kind is ModelKind.EMBEDDING
-    assert embedding.tiers == (PriceTier(None, Decimal("0.0005"), Decimal(0), Decimal(0)),)
-    assert table.sources["cn-paas"].startswith("https://help.aliyun.com/")
-    assert table.source_of(plus) == table.sources["cn-paas"]
-    assert table.overridden == ()
-    intl = table.regions["ap-southeast-1"]
-    assert intl.batch_models == frozenset(
-        {"qwen-max", "qwen-plus", "qwen-flash", "qwen-turbo", "batch-test-model"}
-    )
-    assert set(table.regions) == {"cn-beijing", "ap-southeast-1"}
-
-
-def test_an_unknown_region_has_no_prices_and_no_batch_list() -> None:
+def test_an_unknown_region_has_no_prices() -> None:
     table, region = load_price_table("eu-central-1")
-    assert region == RegionPrices("eu-central-1", "?", 1_000_000, None, {})
-    assert table.region("eu-central-1") == region
-    assert region.offers_in_batch("anything")
-
-
-def test_an_override_for_an_unknown_region_starts_from_an_empty_one() -> None:
-    price = {"tiers": [{"input": "2"}]}
-    table, region = load_price_table("eu-central-1", task_prices={"m": price})
-    assert (region.region, region.currency, region.per_tokens, region.batch_models) == (
+    assert (region.region, region.currency, region.per_tokens, dict(region.models)) == (
         "eu-central-1",
         "?",
         1_000_000,
-        None,
+        {},
     )
+    assert region.offers_in_batch("qwen9-plus")
+    assert not region.offers_in_batch("qwen-plus")  # the catalog lists its regions
+    price = {"tiers": [{"input": "2"}]}
+    table, region = load_price_table("eu-central-1", task_prices={"m": price})
     assert list(region.models) == ["m"]
     assert table.overridden == ("m",)
 
 
-def test_override_defaults_and_merge_order() -> None:
-    connection = {"a": {"tiers": [{"input": 1, "output": "2"}]}, "b": {"tiers": [{"input": 1}]}}
+def test_task_price_defaults() -> None:
     task = {
+        "text-embedding-v4": {"tiers": [{"input": 3}]},
         "b": {
             "kind": "embedding",
             "max_output_tokens": "7",
             "source": 5,
             "note": "n",
             "tiers": [{"input": 3}],
-        }
+        },
+        "qwen-plus": {"tiers": [{"input": 1, "output": "2"}]},
     }
-    table, region = load_price_table("ap-southeast-1", connection_prices=connection, task_prices=task)
-    a, b = region.models["a"], region.models["b"]
-    assert a.tiers == (PriceTier(None, Decimal(1), Decimal(2), Decimal(2)),)  # thinking output: the output
-    assert (a.kind, a.max_output_tokens, a.source, a.note) == (ModelKind.CHAT, None, "", None)
-    assert b.tiers == (PriceTier(None, Decimal(3), Decimal(0), Decimal(0)),)  # the task's, laid last
+    table, region = load_price_table("ap-southeast-1", task_prices=task)
+    plus, b = region.models["qwen-plus"], region.models["b"]
+    assert plus.tiers == (PriceTier(None, Decimal(1), Decimal(2), Decimal(2)),)  # thinking output: the output
+    assert (plus.kind, plus.max_output_tokens) == (ModelKind.CHAT, 32768)  # the catalog's maximum output
+    assert region.models["text-embedding-v4"].kind is ModelKind.EMBEDDING  # the catalog's endpoint
     assert (b.kind, b.max_output_tokens, b.source, b.note) == (ModelKind.EMBEDDING, 7, "5", "n")
-    assert "qwen-plus" in region.models  # the shipped models stay
-    assert (region.currency, region.per_tokens) == ("USD", 1_000_000)
-    assert region.batch_models == load_price_table("ap-southeast-1")[1].batch_models
-    assert table.overridden == ("a", "b", "b")
-    assert table.source_of(a) == "override (connection extra or task prices=)"
-    assert table.regions["cn-beijing"].models["qwen-plus"].source == "cn-paas"  # other regions untouched
-    assert table.source_of(table.regions["cn-beijing"].models["qwen-plus"]) == table.sources["cn-paas"]
-
-
-def test_a_source_not_in_the_table_is_shown_as_given() -> None:
-    table = load_price_table("cn-beijing")[0]
-    assert table.source_of(ModelPrice("m", ModelKind.CHAT, (tier(None),), source="my page")) == "my page"
+    assert "qwen-max" in region.models  # the catalog's prices stay
+    assert table.regions["cn-beijing"].models["qwen-plus"].tiers[0].input == Decimal("0.0008")
 
 
 def test_tier_limits_are_integers() -> None:
@@ -152,7 +106,7 @@ def test_tier_limits_are_integers() -> None:
 
 @pytest.mark.parametrize("empty", [None, "", {}, "{}"])
 def test_no_override(empty: Any) -> None:
-    table, region = load_price_table("cn-beijing", connection_prices=empty, task_prices=empty)
+    table, region = load_price_table("cn-beijing", task_prices=empty)
     assert table.overridden == ()
     assert region == load_price_table("cn-beijing")[1]
 
@@ -161,16 +115,16 @@ def test_no_override(empty: Any) -> None:
     ("price", "error"),
     [
         ({"input": 1}, "KeyError('tiers')"),
-        ({"tiers": []}, "ValueError('no tiers')"),
+        ({"tiers": []}, "ValueError('prices of a region must be a non-empty list of tiers')"),
         ({"tiers": [{"output": 1}]}, "KeyError('input')"),
         ({"tiers": [{"input": "x"}]}, "InvalidOperation([<class 'decimal.ConversionSyntax'>])"),
         ({"kind": "image", "tiers": [{"input": 1}]}, "ValueError(\"'image' is not a valid ModelKind\")"),
         ({"tiers": [{"input": 1, "max_input_tokens": "many"}]}, None),
         ({"max_output_tokens": "lots", "tiers": [{"input": 1}]}, None),
-        ({"tiers": 5}, "TypeError(\"'int' object is not iterable\")"),
+        (5, "TypeError('not an object')"),
     ],
 )
-def test_a_malformed_price_names_the_model_and_the_shape(price: dict[str, Any], error: str | None) -> None:
+def test_a_malformed_price_names_the_model_and_the_shape(price: Any, error: str | None) -> None:
     shown = re.escape(error) if error else r"ValueError\(.*\)"
     with pytest.raises(
         ValueError, match=f"^price of model 'x' is malformed \\({shown}\\){re.escape(_SHAPE)}$"
@@ -178,45 +132,6 @@ def test_a_malformed_price_names_the_model_and_the_shape(price: dict[str, Any], 
         load_price_table("cn-beijing", task_prices={"x": price})
     assert info.value.__cause__ is None
     assert info.value.__suppress_context__
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        (
-            {"connection_prices": "{nope"},
-            "connection extra 'prices' is not valid JSON: Expecting property name",
-        ),
-        ({"task_prices": "[1]"}, "task prices= must be a JSON object of model -> price, got list"),
-        ({"task_prices": 5}, "task prices= must be a JSON object of model -> price, got int"),
-        (
-            {"connection_prices": [("x", 1)]},
-            "connection extra 'prices' must be a JSON object of model -> price, got list",
-        ),
-    ],
-)
-def test_bad_overrides_say_which_and_why(kwargs: dict[str, Any], message: str) -> None:
-    with pytest.raises(ValueError, match=f"^{re.escape(message)}") as info:
-        load_price_table("cn-beijing", **kwargs)
-    assert info.value.__cause__ is None
-
-
-def test_thinking_rules_at_their_edges() -> None:
-    table = load_price_table("cn-beijing")[0]
-    assert table.thinking("qwen3.5-plus", True) is True
-    assert table.thinking("qwen-plus", True) is True  # asked for
-    assert table.thinking("qwen-plus", False) is False
-    assert table.thinking("qwq-plus", None) is True
-    assert table.thinking("qwen3-235b-a22b-thinking-2507", False) is True
-    assert table.thinking("qwen3-8b", None) is True
-    assert table.model_thinks_by_default("qwen3-8b")
-    assert not table.model_always_thinks("qwen3-8b")
-    assert not table.model_thinks_by_default("qwen-plus")
-    assert not table.model_always_thinks("qwen-plus")
-    assert table.model_always_thinks("deepseek-r1-distill")
-    bare = PriceTable("d", Decimal("0.5"), {}, {})
-    assert bare.thinking("qwq-plus", None) is False  # no rules: nothing thinks unless asked
-    assert bare.overridden == ()
 
 
 @pytest.mark.parametrize(

@@ -42,6 +42,9 @@ def cost_dags(airflow_db, dashscope_conn, dashscope_emulator, monkeypatch, tmp_p
     dashscope_emulator.configure(processing_rate=1e6)
     monkeypatch.setenv("COST_TEST_INPUT", str(_input(tmp_path / "in.jsonl", 10)))
     monkeypatch.setenv("COST_TEST_RESULTS", (tmp_path / "results").as_uri())
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,text\n1,fine\n,no id\n3,\n4,fine too\n5\n")
+    monkeypatch.setenv("COST_TEST_CSV", str(bad))
 
     def load(max_cost: str | None = None):
         if max_cost is not None:
@@ -101,3 +104,13 @@ def test_sharded_job_merged_manifest_sums_every_shard(cost_dags, states):
     assert actual["requests"] == sum(c["requests"] for c in shard_costs) == 10
     assert Decimal(actual["cost"]) == sum(Decimal(c["cost"]) for c in shard_costs) > 0
     assert actual["input_tokens"] == estimate["input_tokens"] == manifest["cost"]["estimated_input_tokens"]
+
+
+def test_a_csv_with_three_bad_rows_fails_once_naming_each_row(
+    cost_dags, states, dashscope_emulator, tmp_path
+):
+    run = cost_dags().csv_upload.test()
+    assert states(run) == {"upload": "failed"}
+    ti = run.get_task_instance("upload")
+    assert ti.try_number == 1  # AirflowFailException: the two retries are not used
+    assert "POST /files" not in dashscope_emulator.request_counts()

@@ -214,18 +214,23 @@ def test_mismatches_name_their_param_and_first_line() -> None:
     ]
 
 
-def test_custom_id_length_on_both_sides_of_the_limit() -> None:
+def test_a_long_custom_id_is_a_warning_not_a_refusal() -> None:
+    """No public page states a custom_id limit: over 256 characters warns, both in the fast and slow path."""
     at, over, one = "i" * MAX_CUSTOM_ID_CHARS, "o" * (MAX_CUSTOM_ID_CHARS + 1), "x"
-    assert check(lines(request(at), request(one), slow(request("s" * MAX_CUSTOM_ID_CHARS)))).ok
-    assert found(lines(request(over), slow(request(over)))) == [
+    assert not check(lines(request(at), request(one), slow(request("s" * MAX_CUSTOM_ID_CHARS)))).warnings
+    report = check(lines(request(over), slow(request(over + "x"))))
+    assert report.ok
+    assert [(w.line, w.code, w.param, w.message) for w in report.warnings] == [
         (
             n,
             "custom_id_too_long",
             "custom_id",
-            f"custom_id has {MAX_CUSTOM_ID_CHARS + 1} characters; the limit is 256",
+            f"custom_id has {length} characters; no public page states a limit, but OpenAI's batch API "
+            "takes at most 256",
         )
-        for n in (1, 2)
+        for n, length in ((1, MAX_CUSTOM_ID_CHARS + 1), (2, MAX_CUSTOM_ID_CHARS + 2))
     ]
+    assert "\nwarning: in.jsonl line 1: custom_id_too_long: custom_id has 257" in report.summary()
 
 
 def test_json_errors_say_why() -> None:
@@ -378,3 +383,17 @@ def test_body_rules_can_be_left_to_the_service() -> None:
     checker = LineChecker(None, 10)  # body rules are on unless turned off
     checker.check_line(1, lines(request("1", body_messages=[])))
     assert [v.code for v in checker.listed()] == ["invalid_message"]
+
+
+def test_a_truncated_line_is_reported_at_its_own_column() -> None:
+    line = json.dumps(request("1")).encode()[:-1]  # the closing brace lost
+    assert found(lines(line)) == [
+        (1, "invalid_json_line", None, f"not valid JSON: Expecting ',' delimiter (column {len(line) + 1})")
+    ]
+
+
+def test_a_model_the_catalog_does_not_know_warns_once_and_is_not_refused() -> None:
+    report = check(lines(request("1", body_model="qwen9-plus"), request("2", body_model="qwen9-plus")))
+    assert report.ok
+    assert [(w.line, w.code, w.param) for w in report.warnings] == [(1, "unknown_model", "body.model")]
+    assert "region, modalities, thinking mode, limits and price are not checked" in report.warnings[0].message
