@@ -51,7 +51,10 @@ def get_provider_info() -> dict[str, Any]:
                 "python-module": f"{_MODULE}.transfers.results_to_object_storage",
             }
         ],
-        "extra-links": [f"{_MODULE}.operators.links.DashScopeBatchConsoleLink"],
+        "extra-links": [
+            f"{_MODULE}.operators.links.DashScopeBatchConsoleLink",
+            f"{_MODULE}.operators.links.DashScopeBatchesPageLink",
+        ],
         "filesystems": [f"{_MODULE}.fs.oss"],
         "connection-types": [
             {

@@ -34,13 +34,17 @@ from airflow_provider_dashscope_batch.operators.base import (
 )
 from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY, DashScopeCostMixin
 from airflow_provider_dashscope_batch.operators.lineage import batch_lineage, keep_for_lineage
-from airflow_provider_dashscope_batch.operators.links import DashScopeBatchConsoleLink
+from airflow_provider_dashscope_batch.operators.links import (
+    DashScopeBatchConsoleLink,
+    DashScopeBatchesPageLink,
+)
 from airflow_provider_dashscope_batch.operators.rounds import (
     SOURCE_XCOM_KEY,
     JobRounds,
     JobState,
 )
 from airflow_provider_dashscope_batch.operators.upload import as_path
+from airflow_provider_dashscope_batch.sharding.creator import creator_metadata
 from airflow_provider_dashscope_batch.waiting.late import LateCopies
 from airflow_provider_dashscope_batch.waiting.protocol import Outcome, WaitSettings
 
@@ -152,7 +156,7 @@ class DashScopeCreateBatchOperator(
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"metadata": "json"}
     ui_color = "#ff6a00"
-    operator_extra_links = (DashScopeBatchConsoleLink(),)
+    operator_extra_links = (DashScopeBatchConsoleLink(), DashScopeBatchesPageLink())
 
     def __init__(
         self,
@@ -234,7 +238,7 @@ class DashScopeCreateBatchOperator(
                 pushed = [e.model_dump(mode="json") for e in estimates]
                 context["ti"].xcom_push(key=COST_XCOM_KEY, value=pushed)
             key = idempotency_key_for(context, generation)
-            receipt = client.create_batch_receipt(**self._create_kwargs(key, self.input_file_id, 1))
+            receipt = client.create_batch_receipt(**self._create_kwargs(key, self.input_file_id, 1, context))
             batch = receipt.value
             self.log.info("Created batch %s (status %s)", batch.id, batch.status)
             copies = LateCopies.of(receipt.ambiguity)
@@ -334,7 +338,7 @@ class DashScopeCreateBatchOperator(
             )
         try:
             receipt = self.hook.get_conn().create_batch_receipt(
-                **self._create_kwargs(with_generation(key_lineage, generation), file.id, generation)
+                **self._create_kwargs(with_generation(key_lineage, generation), file.id, generation, context)
             )
         except BaseException:
             if _last_try(context, self):
@@ -378,8 +382,8 @@ class DashScopeCreateBatchOperator(
         ti.xcom_push(key="batch_ids", value=[b.id for b in batches])
         ti.xcom_push(key=ROUND_LIMIT_KEY, value=last_generation)
 
-    def _create_kwargs(self, key: str, input_file_id: str, round_no: int) -> dict[str, Any]:
-        metadata = dict(self.metadata or {})
+    def _create_kwargs(self, key: str, input_file_id: str, round_no: int, context: Context) -> dict[str, Any]:
+        metadata = {**(self.metadata or {}), **creator_metadata(context["ti"])}
         if round_no > 1:
             metadata["ds_name"] = f"{metadata.get('ds_name') or self.task_id} round {round_no}"
         if self.finish_callback == AIRFLOW_RECEIVER:

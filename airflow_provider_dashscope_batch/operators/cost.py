@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,7 @@ from airflow_provider_dashscope_batch.cost.pricing import (
     load_price_table,
     region_of,
 )
+from airflow_provider_dashscope_batch.operators.approval import ApprovalGate
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -88,6 +90,10 @@ class DashScopeCostMixin(BaseOperator):
         [{"max_input_tokens": null, "input": "0.0008", "output": "0.002", "thinking_output": "0.008"}]}}``
         (per 1K tokens in cn-beijing, per 1M in ap-southeast-1, real-time prices). Prices that last
         belong in the connection extra ``models`` (:doc:`/models`).
+    :param approve_above: Wait for a person's approval in Airflow's UI (Airflow 3.1+) when the estimate
+        (at ``budget_basis``, in the region's currency) exceeds this; a rejection fails the task before
+        anything is uploaded or created (see :mod:`~airflow_provider_dashscope_batch.operators.approval`).
+    :param approval_timeout: How long to wait for that decision (default: no limit); none fails the task.
     """
 
     def __init__(
@@ -100,9 +106,13 @@ class DashScopeCostMixin(BaseOperator):
         budget_basis: str | None = None,
         on_default_thinking: str = "error",
         prices: Mapping[str, Any] | None = None,
+        approve_above: float | str | Decimal | None = None,
+        approval_timeout: timedelta | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.approval = ApprovalGate.of(approve_above, approval_timeout)
+        self._approved_cost: Decimal | None = None
         self.estimate_cost = estimate_cost
         self.prices = prices
         self.cost_policy = CostPolicy(
@@ -112,8 +122,8 @@ class DashScopeCostMixin(BaseOperator):
             budget_basis=budget_basis,  # type: ignore[arg-type]
             on_default_thinking=on_default_thinking,  # type: ignore[arg-type]
         )
-        if self.cost_policy.has_budget and not estimate_cost:
-            raise ValueError("max_cost and max_input_tokens need estimate_cost=True")
+        if (self.cost_policy.has_budget or self.approval) and not estimate_cost:
+            raise ValueError("max_cost, max_input_tokens and approve_above need estimate_cost=True")
 
     def model_catalog(self) -> Catalog:
         """The model catalog of this task's connection."""
@@ -177,6 +187,7 @@ class DashScopeCostMixin(BaseOperator):
                 return None
             self.log.info("%s", estimate.table())
             self.cost_policy.enforce(estimate)
+        self._approve([estimate])
         return estimate
 
     def push_estimate(
@@ -199,11 +210,12 @@ class DashScopeCostMixin(BaseOperator):
     def check_estimates(self, estimates: list[CostEstimate], region: RegionPrices) -> None:
         """Create-time checks of estimates made at upload: the region offers the model, the budget holds."""
         with self.cost_checks():
-            if self.cost_policy.has_budget and not estimates:
+            if (self.cost_policy.has_budget or self.approval) and not estimates:
                 raise CostCheckError(
-                    "max_cost/max_input_tokens are set but no cost estimate was found for this input file: "
-                    "upload it with DashScopeUploadFileOperator upstream of this task (its XCom "
-                    f"'{COST_XCOM_KEY}' is found by file id), or pass cost_estimate=. Nothing was created."
+                    "max_cost/max_input_tokens/approve_above are set but no cost estimate was found for "
+                    "this input file: upload it with DashScopeUploadFileOperator upstream of this task "
+                    f"(its XCom '{COST_XCOM_KEY}' is found by file id), or pass cost_estimate=. Nothing "
+                    "was created."
                 )
             for estimate in estimates:
                 if estimate.model and not region.offers_in_batch(estimate.model):
@@ -214,6 +226,26 @@ class DashScopeCostMixin(BaseOperator):
                     )
                 self.log.info("%s", estimate.table())
                 self.cost_policy.enforce(estimate)
+        self._approve(estimates)
+
+    def _approve(self, estimates: list[CostEstimate]) -> None:
+        """Wait for a person's approval if the estimates exceed ``approve_above`` (raises to wait)."""
+        if self.approval is None:
+            return
+        total = self.approval.total(estimates, self.cost_policy.basis)
+        if self.approval.needed(total, self._approved_cost):
+            self.approval.request(self, estimates, total, self.cost_policy.basis)
+
+    def resume_after_approval(
+        self, context: Context, event: dict[str, Any], approved_cost: str | None = None
+    ) -> Any:
+        """Resume on a person's decision: a rejection or no decision fails, an approval runs the task."""
+        assert self.approval is not None
+        who = self.approval.decision(self, context, event)
+        self.log.info("Approved by %s", who)
+        # an unpriced job approved once: any figure the same run computes again is the approved one
+        self._approved_cost = Decimal(approved_cost) if approved_cost is not None else Decimal("Infinity")
+        return self.execute(context)
 
 
 def connection_model_catalog(hook: Any) -> Catalog:

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING, Any, ClassVar
+from urllib.parse import urlencode, urlparse
 
 from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom
+from airflow.providers.common.compat.sdk import conf as airflow_conf
+from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
 
 from airflow_provider_dashscope_batch.regions import DEFAULT_REGION, REGION_BASE_URLS
 
@@ -27,7 +30,16 @@ if TYPE_CHECKING:
 
     from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
 
-__all__ = ["CONSOLE_BATCH_PAGES", "DashScopeBatchConsoleLink", "console_region"]
+__all__ = [
+    "BATCHES_PAGE_PREFIX",
+    "CONSOLE_BATCH_PAGES",
+    "DashScopeBatchConsoleLink",
+    "DashScopeBatchesPageLink",
+    "console_region",
+]
+
+#: Where the provider's plugin serves the "DashScope batches" page on the api-server.
+BATCHES_PAGE_PREFIX = "/dashscope-batches"
 
 log = logging.getLogger(__name__)
 
@@ -81,4 +93,33 @@ class DashScopeBatchConsoleLink(BaseOperatorLink):
             log.debug("No console link: %s", exc)
             region = None
         # stored even without a region, so the link finds its XCom (no "not found" error in the log)
-        context["ti"].xcom_push(key=cls.key, value={"region": region})
+        context["ti"].xcom_push(key=cls.key, value={"region": region, "conn_id": hook.dashscope_conn_id})
+
+
+class DashScopeBatchesPageLink(BaseOperatorLink):
+    """
+    The "DashScope batches" page of this Airflow (3.1+), filtered to the task instance's own batches.
+
+    The page shows the batches of the connection the task used (stored by
+    :meth:`DashScopeBatchConsoleLink.persist`) whose creator is this task instance.
+    """
+
+    name = "DashScope batches"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        """The page's address with the task instance's filter, or ``""`` (no button; Airflow 3.0)."""
+        if not AIRFLOW_V_3_1_PLUS:
+            return ""
+        conf = XCom.get_value(key=DashScopeBatchConsoleLink.key, ti_key=ti_key)
+        if not isinstance(conf, dict) or not conf.get("conn_id"):
+            return ""
+        query = {
+            "conn_id": str(conf["conn_id"]),
+            "dag_id": ti_key.dag_id,
+            "run_id": ti_key.run_id,
+            "task_id": ti_key.task_id,
+        }
+        if ti_key.map_index >= 0:
+            query["map_index"] = str(ti_key.map_index)
+        root = urlparse(airflow_conf.get("api", "base_url", fallback="") or "").path.rstrip("/")
+        return f"{root}{BATCHES_PAGE_PREFIX}/?{urlencode(query)}"

@@ -34,7 +34,10 @@ from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
 from airflow_provider_dashscope_batch.operators.base import DashScopeBatchOutcomeMixin, remove_late_copies
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin, LineSink
 from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, sharded_lineage
-from airflow_provider_dashscope_batch.operators.links import DashScopeBatchConsoleLink
+from airflow_provider_dashscope_batch.operators.links import (
+    DashScopeBatchConsoleLink,
+    DashScopeBatchesPageLink,
+)
 from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
 from airflow_provider_dashscope_batch.operators.rounds import write_shard_remainder
 from airflow_provider_dashscope_batch.operators.shard_staging import (
@@ -43,6 +46,7 @@ from airflow_provider_dashscope_batch.operators.shard_staging import (
     TaskKilled,
 )
 from airflow_provider_dashscope_batch.operators.upload import as_path
+from airflow_provider_dashscope_batch.sharding.creator import creator_metadata
 from airflow_provider_dashscope_batch.sharding.job import (
     JobOutcomePolicy,
     ShardJob,
@@ -344,7 +348,7 @@ class DashScopeShardedBatchOperator(
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"metadata": "json"}
     ui_color = "#ff6a00"
-    operator_extra_links = (DashScopeBatchConsoleLink(),)
+    operator_extra_links = (DashScopeBatchConsoleLink(), DashScopeBatchesPageLink())
 
     def __init__(
         self,
@@ -487,7 +491,7 @@ class DashScopeShardedBatchOperator(
         active = sum(r.running for r in runs)
         for i, run in enumerate(runs):
             if run.batch is None and active < self.max_active_batches:
-                runs[i] = self._create(client, job, run)
+                runs[i] = self._create(client, job, run, context)
                 active += 1
         job = replace(job, runs=tuple(runs))
         running = [r.batch for r in runs if r.running and r.batch is not None]
@@ -569,9 +573,9 @@ class DashScopeShardedBatchOperator(
             return None
         return replace(job, runs=tuple(runs), rounds_left=job.rounds_left - 1)
 
-    def _create(self, client: DashScopeClient, job: ShardJob, run: ShardRun) -> ShardRun:
+    def _create(self, client: DashScopeClient, job: ShardJob, run: ShardRun, context: Context) -> ShardRun:
         self._stop_if_killed()
-        metadata = dict(self.metadata or {})
+        metadata = {**(self.metadata or {}), **creator_metadata(context["ti"])}
         name = f"{job.token} {metadata.get('ds_name') or self.task_id} {run.shard.index + 1}/{len(job.runs)}"
         metadata["ds_name"] = name[:100]
         if self.finish_callback == AIRFLOW_RECEIVER:

@@ -11,9 +11,11 @@ import json
 import subprocess
 import textwrap
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
+from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
 
 from airflow_provider_dashscope_batch.operators.links import CONSOLE_BATCH_PAGES
 
@@ -21,6 +23,7 @@ pytestmark = pytest.mark.browser
 
 DAG_ID = "dashscope_console_links"
 LINK_NAME = "Model Studio console"
+PAGE_LINK_NAME = "DashScope batches"
 TASKS = ("create", "sharded", "cancel")
 DAG_FILE = textwrap.dedent(
     f"""
@@ -98,6 +101,13 @@ def test_each_operator_links_to_its_regions_console(airflow_api_server, dashscop
 
     for task_id in TASKS:
         expected = {LINK_NAME: CONSOLE_BATCH_PAGES[region]}
+        if task_id != "cancel" and AIRFLOW_V_3_1_PLUS:  # the job operators link to their batches too
+            query = urlencode(
+                {"conn_id": "dashscope_default", "dag_id": DAG_ID, "run_id": run_id, "task_id": task_id}
+            )
+            expected[PAGE_LINK_NAME] = f"/dashscope-batches/?{query}"
+        elif task_id != "cancel":
+            expected[PAGE_LINK_NAME] = None
         assert _links(airflow_api_server, run_id, task_id) == expected, task_id
     assert _links(airflow_api_server, run_id, "upload") == {}
 

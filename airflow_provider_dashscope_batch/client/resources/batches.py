@@ -6,7 +6,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping  # noqa: F401 (see below)
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_dashscope_batch.client._flow import Flow, Listing
 from airflow_provider_dashscope_batch.client._pagination import collect_flow, paginate_flow, search_flow
@@ -227,18 +227,60 @@ def list_batches_flow(
     :param page_size: Batches per request (1..100).
     :param max_retries: Retries of each page's request, overriding the client's (0: send once).
     """
+    params = _list_params(ds_name, input_file_ids, status, create_after, create_before, page_size)
+    return paginate_flow(core, "/batches", params, BatchPage, max_retries)
+
+
+def list_batch_page_flow(
+    core: ClientCore,
+    *,
+    after: str | None = None,
+    ds_name: str | None = None,
+    input_file_ids: Iterable[str] | str | None = None,
+    status: Iterable[BatchStatus | str] | BatchStatus | str | None = None,
+    create_after: TimeFilter | None = None,
+    create_before: TimeFilter | None = None,
+    page_size: int | None = None,
+    max_retries: int | None = None,
+) -> Flow[BatchPage]:
+    """
+    One page of batches (one ``GET /batches``), newest first, for a caller that pages itself (a UI).
+
+    The filters are those of ``list_batches``.
+
+    :param after: The cursor: the ``last_id`` of the page before (None: the first page).
+    """
+    params = _list_params(ds_name, input_file_ids, status, create_after, create_before, page_size)
+    params["after"] = after
+    return (
+        yield from request_flow(
+            core,
+            lambda: core.build_request("GET", "/batches", params=params),
+            lambda r: core.parse(r, BatchPage),
+            max_retries=max_retries,
+        )
+    )
+
+
+def _list_params(
+    ds_name: str | None,
+    input_file_ids: Iterable[str] | str | None,
+    status: Iterable[BatchStatus | str] | BatchStatus | str | None,
+    create_after: TimeFilter | None,
+    create_before: TimeFilter | None,
+    page_size: int | None,
+) -> dict[str, Any]:
     check_page_size(page_size, MAX_BATCH_PAGE_SIZE)
     ids = join_values(input_file_ids)
     if ids is not None and len(ids.split(",")) > MAX_INPUT_FILE_IDS:
         raise LocalValidationError(f"input_file_ids accepts at most {MAX_INPUT_FILE_IDS} ids")
-    params = {
+    return {
         "ds_name": ds_name,
         "input_file_ids": ids,
         "status": status.value if isinstance(status, BatchStatus) else join_values(status),
         **time_filters(create_after, create_before),
         "limit": page_size,
     }
-    return paginate_flow(core, "/batches", params, BatchPage, max_retries)
 
 
 def _carries_key(
