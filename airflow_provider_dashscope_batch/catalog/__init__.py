@@ -224,7 +224,7 @@ class Catalog:
 
         :raises ValueError: naming the model and the field that is malformed.
         """
-        given = _as_mapping(raw, what)
+        given = json_object(raw, what)
         if not given:
             return self
         models = dict(self.models)
@@ -243,7 +243,8 @@ class Catalog:
         return replace(self, models=models, overridden=self.overridden | frozenset(given))
 
 
-def _as_mapping(value: Any, what: str) -> Mapping[str, Any]:
+def json_object(value: Any, what: str) -> Mapping[str, Any]:
+    """A JSON object keyed by model, given as a mapping or its JSON text; empty for nothing given."""
     if value in (None, ""):
         return {}
     if isinstance(value, str):
@@ -252,7 +253,7 @@ def _as_mapping(value: Any, what: str) -> Mapping[str, Any]:
         except ValueError as exc:
             raise ValueError(f"{what} is not valid JSON: {exc}") from None
     if not isinstance(value, Mapping):
-        raise ValueError(f"{what} must be a JSON object of model -> entry, got {type(value).__name__}")
+        raise ValueError(f"{what} must be a JSON object keyed by model, got {type(value).__name__}")
     return value
 
 

@@ -13,7 +13,6 @@ mode.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -26,6 +25,7 @@ from airflow_provider_dashscope_batch.catalog import (
     Catalog,
     ModelEntry,
     PriceTier,
+    json_object,
     price_tiers,
     shipped_catalog,
 )
@@ -210,7 +210,9 @@ def load_price_table(
         info = catalog.region(name)
         models = {m: _entry_price(e, name) for m, e in catalog.models.items() if name in e.prices}
         regions[name] = RegionPrices(name, info.currency, info.per_tokens, models, catalog)
-    extra = {m: _task_price(m, p, catalog.get(m)) for m, p in _task_mapping(task_prices).items()}
+    extra = {
+        m: _task_price(m, p, catalog.get(m)) for m, p in json_object(task_prices, "task prices=").items()
+    }
     if extra:
         base = regions[region]
         regions[region] = RegionPrices(
@@ -218,19 +220,6 @@ def load_price_table(
         )
     table = PriceTable(catalog=catalog, regions=regions, overridden=tuple(extra))
     return table, table.region(region)
-
-
-def _task_mapping(value: Any) -> Mapping[str, Any]:
-    if value in (None, ""):
-        return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise ValueError(f"task prices= is not valid JSON: {exc}") from None
-    if not isinstance(value, Mapping):
-        raise ValueError(f"task prices= must be a JSON object of model -> price, got {type(value).__name__}")
-    return value
 
 
 _HOST_REGIONS = (("dashscope-intl.", "ap-southeast-1"), (".ap-southeast-1.", "ap-southeast-1"))

@@ -62,6 +62,20 @@ class RequestInput:
         """The ``url`` of built requests."""
         return self.endpoint or DEFAULT_ENDPOINT
 
+    def csv_options(self) -> dict[str, Any]:
+        """How each CSV row becomes a request: the keyword arguments of the CSV builder and splitter."""
+        return {
+            "model": str(self.model),
+            "endpoint": self.built_endpoint,
+            "text_column": self.text_column,
+            "id_column": self.id_column,
+            "template": self.template,
+            "system_prompt": self.system_prompt,
+            "body_params": self.body_params,
+            "image_column": self.image_column,
+            "inputs_per_request": self.inputs_per_request,
+        }
+
 
 class DashScopeRequestInputOperator(DashScopeBaseOperator):
     """

@@ -165,17 +165,9 @@ class _ShardingOperator(DashScopeRequestInputOperator):
                         stream,
                         destination,
                         name=str(csv),
-                        model=str(source.model),
-                        endpoint=source.built_endpoint,
-                        text_column=source.text_column,
-                        id_column=source.id_column,
-                        template=source.template,
-                        system_prompt=source.system_prompt,
-                        body_params=source.body_params,
-                        image_column=source.image_column,
-                        inputs_per_request=source.inputs_per_request,
                         sizing=sizing,
                         on_shard=on_shard,
+                        **source.csv_options(),
                     )
             else:
                 result = split_requests(

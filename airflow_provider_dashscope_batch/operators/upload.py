@@ -147,16 +147,8 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
                         name=name,
                         catalog=catalog,
                         origins=origins,
-                        model=str(source.model),
-                        text_column=source.text_column,
-                        id_column=source.id_column,
-                        template=source.template,
-                        system_prompt=source.system_prompt,
-                        endpoint=source.built_endpoint,
-                        body_params=source.body_params,
-                        image_column=source.image_column,
-                        inputs_per_request=source.inputs_per_request,
                         carry=carry,
+                        **source.csv_options(),
                     )
                 else:
                     name = "requests"

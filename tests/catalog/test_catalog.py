@@ -73,7 +73,7 @@ def test_a_connection_adds_a_model_and_overrides_one_field_of_another():
     ("raw", "message"),
     [
         ("{nope", "connection extra 'models' is not valid JSON"),
-        ("[1]", "connection extra 'models' must be a JSON object of model -> entry, got list"),
+        ("[1]", "connection extra 'models' must be a JSON object keyed by model, got list"),
         ({"m": 1}, "connection extra 'models': model 'm' must be a JSON object of entry fields"),
         ({"m": {"thinking": "sometimes"}}, "model 'm' is malformed ('sometimes' is not a valid Thinking)"),
         ({"m": {"colour": "red"}}, "model 'm' is malformed (unknown field(s) colour)"),

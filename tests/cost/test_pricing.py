@@ -71,7 +71,7 @@ def test_malformed_task_prices_show_the_expected_shape():
         load_price_table("cn-beijing", task_prices={"x": {"input": 1}})
     with pytest.raises(ValueError, match="not valid JSON"):
         load_price_table("cn-beijing", task_prices="{nope")
-    with pytest.raises(ValueError, match="must be a JSON object of model -> price, got list"):
+    with pytest.raises(ValueError, match="must be a JSON object keyed by model, got list"):
         load_price_table("cn-beijing", task_prices="[1]")
 
 
