@@ -26,7 +26,7 @@ from airflow_provider_dashscope_batch.client import DashScopeClient
 from airflow_provider_dashscope_batch.client.identity import lineage, with_generation
 from airflow_provider_dashscope_batch.sharding.creator import creator_metadata
 from airflow_provider_dashscope_batch.sharding.job import job_token
-from tests.browser.conftest import AirflowApiServer
+from tests.browser.api_server import AirflowApiServer
 
 pytestmark = [
     pytest.mark.browser,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dags.conftest import TEST_DAGS, _load
+from tests.dags.dag_helpers import TEST_DAGS, load_dag_file
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -37,7 +37,7 @@ def rounds_dags(airflow_db, dashscope_conn, monkeypatch, tmp_path):
 
     def load(ids: list[str]):
         monkeypatch.setenv("ROUNDS_TEST_INPUT", str(_input(tmp_path / "in.jsonl", ids)))
-        return _load("rounds_dags", TEST_DAGS / "rounds_dags.py")
+        return load_dag_file("rounds_dags", TEST_DAGS / "rounds_dags.py")
 
     return load
 

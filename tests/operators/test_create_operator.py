@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, TaskDeferred
 
 from airflow_provider_dashscope_batch.operators.batch import DashScopeCreateBatchOperator, idempotency_key_for
+from tests.operators.operator_helpers import TaskInstanceStub, next_try
 
 REQUESTS = Path(__file__).resolve().parents[2] / "example_dags" / "data" / "requests.jsonl"
 LIST = "GET /batches"
-
-
-@dataclass
-class TaskInstanceStub:
-    """The few task-instance attributes the operator reads, without a task_state_store (as on 3.0-3.2)."""
-
-    dag_id: str = "dag"
-    task_id: str = "create_batch"
-    run_id: str = "manual__1"
-    map_index: int = -1
-    try_number: int = 1
-    xcoms: dict = field(default_factory=dict)
-    state: str | None = "running"
-
-    def xcom_push(self, key: str, value: object) -> None:
-        self.xcoms[key] = value
-
-    def get_task_states(self, *, dag_id, task_ids, run_ids, map_index) -> dict:
-        """The Task SDK's state read (through the supervisor in a real worker)."""
-        assert (dag_id, task_ids, run_ids, map_index) == (self.dag_id, [self.task_id], [self.run_id], -1)
-        return {self.run_id: {self.task_id: self.state}}
 
 
 def create(file_id: str, **kwargs) -> DashScopeCreateBatchOperator:
@@ -40,11 +19,6 @@ def create(file_id: str, **kwargs) -> DashScopeCreateBatchOperator:
     return DashScopeCreateBatchOperator(
         task_id="create_batch", input_file_id=file_id, endpoint="/v1/chat/ds-test", **settings
     )
-
-
-def next_try(ti: TaskInstanceStub) -> dict:
-    ti.try_number += 1
-    return {"ti": ti}
 
 
 def test_key_is_stable_across_tries_and_distinct_per_run_map_index_and_generation():

@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 from airflow_provider_dashscope_batch.client.errors import PermissionDeniedError
-from airflow_provider_dashscope_batch.jobs.ledger import request_id_of
 from airflow_provider_dashscope_batch.operators.batch import DashScopeCreateBatchOperator
-from airflow_provider_dashscope_batch.results.lines import iter_lines
 from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
     DashScopeBatchResultsToObjectStorageOperator,
 )
-from tests.operators.test_create_operator import TaskInstanceStub, next_try
+from tests.operators.operator_helpers import TaskInstanceStub, check_billed_once, ids_in, next_try, table_ids
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -48,20 +44,6 @@ def create(file_id: str, source: Path | None, **kwargs) -> DashScopeCreateBatchO
         source=None if source is None else str(source),
         **settings,
     )
-
-
-def ids_in(client, file_id: str | None) -> list[str]:
-    if file_id is None:
-        return []
-    return [request_id_of(line) for line in iter_lines(client.iter_file_content(file_id))]
-
-
-def check_billed_once(client, batch_ids: list[str]) -> set[str]:
-    """Every round's ``completed`` summed equals the distinct answered ids: nothing answered twice."""
-    batches = [client.retrieve_batch(batch_id) for batch_id in batch_ids]
-    answered = [i for b in batches for i in ids_in(client, b.output_file_id)]
-    assert sum(b.request_counts.completed for b in batches) == len(answered) == len(set(answered))
-    return set(answered)
 
 
 def acting(client, actions: list[Callable[[], object]]) -> threading.Thread:
@@ -142,21 +124,6 @@ def test_transient_failures_are_sent_again_permanent_ones_are_not(
     assert round_two.request_counts.model_dump() == {"total": 3, "completed": 3, "failed": 0}
     assert sorted(ids_in(client, round_two.output_file_id)) == ["busy-0", "busy-1", "busy-2"]
     assert check_billed_once(client, [first, second]) == set(ids) - {"bad-0", "bad-1"}
-
-
-def table_ids(directory: Path, fmt: str) -> dict[str, list[str]]:
-    """The ``custom_id`` of every row of a published result set, per kind (output / errors)."""
-    found: dict[str, list[str]] = {"output": [], "errors": []}
-    for kind, ids in found.items():
-        for part in sorted((directory / kind).glob(f"part-*.{fmt}")):
-            if fmt == "jsonl":
-                ids.extend(json.loads(line)["custom_id"] for line in part.read_text().splitlines() if line)
-            elif fmt == "csv":
-                with part.open(newline="") as handle:
-                    ids.extend(row["custom_id"] for row in csv.DictReader(handle))
-            else:
-                ids.extend(pq.read_table(part).column("custom_id").to_pylist())
-    return found
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])

@@ -12,8 +12,8 @@ from airflow_provider_dashscope_batch.operators.shards import DashScopeShardedBa
 from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
     DashScopeBatchResultsToObjectStorageOperator,
 )
+from tests.operators.operator_helpers import check_billed_once, table_ids
 from tests.operators.shard_helpers import FAST, TaskInstance, drive, shard_bodies
-from tests.operators.test_create_rounds import check_billed_once, table_ids
 
 pytestmark = pytest.mark.timeout(180)
 
