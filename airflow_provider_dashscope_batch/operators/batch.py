@@ -10,8 +10,7 @@ from airflow_provider_dashscope_batch.client import FILTER_SLACK
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import InvalidRequestError, NotFoundError
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
-from airflow_provider_dashscope_batch.events.callback import airflow_callback_url
-from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTERVAL
+from airflow_provider_dashscope_batch.events.callback import finish_event_metadata
 from airflow_provider_dashscope_batch.idempotency import key_of, lineage, parse_key, with_generation
 from airflow_provider_dashscope_batch.lineage import batch_lineage, keep_for_lineage
 from airflow_provider_dashscope_batch.links import DashScopeBatchConsoleLink
@@ -98,12 +97,11 @@ class DashScopeCreateBatchOperator(
     :param metadata: Extra batch metadata, e.g. ``ds_name`` / ``ds_description`` (templated).
     :param finish_callback: Where the service POSTs the batch when it finishes (Beijing region):
         ``"airflow"`` for this Airflow's receiver (the URL is built from the connection's
-        ``callback_base_url`` with a fresh token, and a deferred wait ends as soon as the finish is
-        confirmed, polling only every ``finish_event_poll_interval`` seconds as a safety net; see
-        :doc:`/completion-events`), or an http(s) URL of your own receiver (templated).
+        ``callback_base_url`` with a fresh token; a deferred wait still polls on its schedule and is
+        also woken when the receiver confirms the finish; see :doc:`/completion-events`), or an http(s)
+        URL of your own receiver (templated). Whenever the connection has a ``finish_events_secret``,
+        the batch carries the mark by which the finish watcher knows it as this deployment's.
     :param finish_callback_url: An http(s) URL of your own receiver (as ``finish_callback``).
-    :param finish_event_poll_interval: Seconds between the safety-net polls of a deferred wait with
-        ``finish_callback="airflow"`` (default 30 minutes).
     :param cost_estimate: The input file's preflight estimate (templated; default: the ``cost_estimate``
         XCom an upstream :class:`DashScopeUploadFileOperator` pushed for this file id). Before a batch is
         created, the connection's region must offer its model and ``max_cost`` / ``max_input_tokens``
@@ -133,7 +131,6 @@ class DashScopeCreateBatchOperator(
         metadata: dict[str, str] | None = None,
         finish_callback: str | None = None,
         finish_callback_url: str | None = None,
-        finish_event_poll_interval: float = DEFAULT_SAFETY_NET_INTERVAL,
         cost_estimate: dict[str, Any] | list[dict[str, Any]] | None = None,
         **kwargs: Any,
     ) -> None:
@@ -145,7 +142,6 @@ class DashScopeCreateBatchOperator(
         self.metadata = metadata
         self.finish_callback = finish_callback
         self.finish_callback_url = finish_callback_url
-        self.finish_event_poll_interval = finish_event_poll_interval
 
     def execute(self, context: Context) -> dict[str, Any]:
         client = self.hook.get_conn()
@@ -198,9 +194,9 @@ class DashScopeCreateBatchOperator(
 
     def _create_kwargs(self, key: str) -> dict[str, Any]:
         metadata = dict(self.metadata or {})
-        if self.finish_callback == AIRFLOW_RECEIVER:
-            metadata["ds_batch_finish_callback"] = airflow_callback_url(self.hook)
-        elif self.finish_callback or self.finish_callback_url:
+        receiver = self.finish_callback == AIRFLOW_RECEIVER
+        metadata.update(finish_event_metadata(self.hook, key, callback=receiver))
+        if not receiver and (self.finish_callback or self.finish_callback_url):
             metadata["ds_batch_finish_callback"] = self.finish_callback or self.finish_callback_url
         return {
             "input_file_id": self.input_file_id,
@@ -213,13 +209,12 @@ class DashScopeCreateBatchOperator(
     def _trigger(
         self, batch: Batch, deadline: float | None, copies: LateCopies | None
     ) -> DashScopeBatchTrigger:
-        """The base trigger, woken by finish events and polling as a safety net with the receiver."""
+        """The base trigger, also woken by the receiver's finish events with ``finish_callback="airflow"``."""
         trigger = super()._trigger(batch, deadline, copies)
         if self.finish_callback != AIRFLOW_RECEIVER:
             return trigger
-        interval = float(self.finish_event_poll_interval)
         kwargs = trigger.serialize()[1]
-        kwargs.update(poll_interval=interval, max_poll_interval=interval, finish_events=True)
+        kwargs.update(finish_events=True)
         return DashScopeBatchTrigger(**kwargs)
 
     @staticmethod

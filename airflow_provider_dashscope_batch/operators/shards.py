@@ -24,8 +24,7 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
-from airflow_provider_dashscope_batch.events.callback import airflow_callback_url
-from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTERVAL
+from airflow_provider_dashscope_batch.events.callback import finish_event_metadata
 from airflow_provider_dashscope_batch.idempotency import IDEMPOTENCY_KEY
 from airflow_provider_dashscope_batch.jsonl import write_requests, write_requests_from_csv
 from airflow_provider_dashscope_batch.lineage import keep_for_lineage, sharded_lineage
@@ -287,11 +286,8 @@ class DashScopeShardedBatchOperator(
         ``max_input_tokens``, ``expected_output_tokens``, ``budget_basis``, ``on_default_thinking`` and
         ``prices``).
     :param finish_callback: ``"airflow"``: every shard's batch calls this Airflow's receiver when it
-        finishes (a fresh token each), and the deferred waits end on the confirmed finish, polling only
-        every ``finish_event_poll_interval`` seconds as a safety net (see :doc:`/completion-events`);
-        or an http(s) URL of your own receiver.
-    :param finish_event_poll_interval: Seconds between the safety-net polls with
-        ``finish_callback="airflow"`` (default 30 minutes).
+        finishes (a fresh token each), and the deferred waits, polling on their schedule, are also woken
+        by the confirmed finish (see :doc:`/completion-events`); or an http(s) URL of your own receiver.
     :return: ``{"batch_ids", "requests", "request_counts", "shards"}``; ``batch_ids`` (one per shard, in
         input order) is also pushed under its own XCom key for the results transfer.
     """
@@ -323,7 +319,6 @@ class DashScopeShardedBatchOperator(
         wait_timeout: timedelta | float | None = None,
         cancel_on_kill: bool = True,
         finish_callback: str | None = None,
-        finish_event_poll_interval: float = DEFAULT_SAFETY_NET_INTERVAL,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -340,7 +335,6 @@ class DashScopeShardedBatchOperator(
         self.wait_timeout = wait_timeout
         self.cancel_on_kill = cancel_on_kill
         self.finish_callback = finish_callback
-        self.finish_event_poll_interval = finish_event_poll_interval
 
     # ------------------------------------------------------------------------------- first try
     def execute(self, context: Context) -> dict[str, Any]:
@@ -453,7 +447,6 @@ class DashScopeShardedBatchOperator(
             "Waiting for %s running batch(es); %s shard(s) wait for a free slot", len(running), waiting
         )
         events = self.finish_callback == AIRFLOW_RECEIVER
-        interval = float(self.finish_event_poll_interval)
         self.defer(
             trigger=DashScopeShardsTrigger(
                 [b.id for b in running],
@@ -466,8 +459,8 @@ class DashScopeShardedBatchOperator(
                     if r.running and r.batch is not None
                 ],
                 until="any" if waiting else "all",
-                poll_interval=interval if events else self.poll_interval,
-                max_poll_interval=interval if events else self.max_poll_interval,
+                poll_interval=self.poll_interval,
+                max_poll_interval=self.max_poll_interval,
                 poll_backoff=self.poll_backoff,
                 finish_events=events,
                 deadline=job.deadline,
@@ -482,9 +475,9 @@ class DashScopeShardedBatchOperator(
         metadata = dict(self.metadata or {})
         name = f"{job.token} {metadata.get('ds_name') or self.task_id} {run.shard.index + 1}/{len(job.runs)}"
         metadata["ds_name"] = name[:100]
-        if self.finish_callback == AIRFLOW_RECEIVER:
-            metadata["ds_batch_finish_callback"] = airflow_callback_url(self.hook)
-        elif self.finish_callback:
+        receiver = self.finish_callback == AIRFLOW_RECEIVER
+        metadata.update(finish_event_metadata(self.hook, run.idempotency_key, callback=receiver))
+        if not receiver and self.finish_callback:
             metadata["ds_batch_finish_callback"] = self.finish_callback
         receipt = client.create_batch_receipt(
             input_file_id=str(run.file_id),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
-from airflow_provider_dashscope_batch.events.wake import SAFETY_NET_FIRST_POLL_JITTER, finish_watcher
+from airflow_provider_dashscope_batch.events.wake import finish_watcher
 from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
 from airflow_provider_dashscope_batch.waiting import (
     DEFAULT_ERROR_BUDGET,
@@ -71,7 +70,8 @@ class DashScopeWaiterTrigger(BaseTrigger):
     :param cancel_on_kill: Cancel the batches when a user marks the deferred task failed (Airflow 3.3+).
     :param finish_events: The batches send finish events to this Airflow's receiver
         (:mod:`~airflow_provider_dashscope_batch.events`): a wait also ends when the connection's
-        mailbox names its batch, and its polls are the safety net (the first one spread less).
+        mailbox names its batch; it polls on its schedule all the same, so a wake-up can only make it
+        end sooner.
     """
 
     def __init__(
@@ -129,8 +129,6 @@ class DashScopeWaiterTrigger(BaseTrigger):
     def batch_wait(self, batch_id: str) -> BatchWait:
         """A fresh wait for ``batch_id`` on this trigger's schedule."""
         schedule = PollSchedule(self.poll_interval, self.max_poll_interval, self.poll_backoff)
-        if self.finish_events:
-            schedule = dataclasses.replace(schedule, first_poll_jitter=SAFETY_NET_FIRST_POLL_JITTER)
         return BatchWait(batch_id, BatchPoller(schedule, self.deadline, self.error_budget), self.log)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
