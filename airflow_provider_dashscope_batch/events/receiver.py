@@ -46,6 +46,7 @@ import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
 from airflow_provider_dashscope_batch.events.callback import event_secrets
@@ -434,6 +435,11 @@ def create_app() -> FastAPI:
         except Exception as exc:  # never a 500 or a traceback for what a sender sends
             log.error("A finish event for connection %r failed: %s", conn_id, type(exc).__name__)
             return JSONResponse({"detail": "try again later"}, status_code=503)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def no_route(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """A path no route takes gets a refusal's answer, not Starlette's."""
+        return await refuse(time.monotonic())
 
     @app.post("/events/{conn_id}/{token}")
     async def receive(conn_id: str, token: str, request: Request) -> JSONResponse:

@@ -22,9 +22,9 @@ Task SDK: the triggerer's supervisor): the finishes it handed on, where the next
 position, and a lease. A finish is added to the cursor *before* its event is yielded, so a restarted
 triggerer never yields it again; Airflow's triggerer takes a yielded event into its outbound queue
 without an ``await`` in between, so only a hard kill in the second before the supervisor persists it can
-lose one (the results DAG can be started by hand with the batch id). The lease
-(renewed every round; free after :data:`LEASE_ROUNDS` rounds without renewal) lets one watcher of a connection hand on finishes at a
-time: a second triggerer that runs the same trigger (Airflow assigns a trigger to one triggerer; during a
+lose one (the results DAG can be started by hand with the batch id). The lease (renewed every round;
+free after :data:`LEASE_ROUNDS` rounds without renewal) lets one watcher of a connection hand on
+finishes at a time: a second triggerer that runs the same trigger (Airflow assigns a trigger to one triggerer; during a
 failover two may briefly run it) stands by, and every finish is re-checked against the cursor just before
 it is yielded.
 """

@@ -60,7 +60,9 @@ def create(client, *, secret: str | None = SECRET, conn_id: str = CONN, n: int =
         metadata = {"idempotency_key": key}
         if secret is not None:
             metadata[MARK_KEY] = mark(secret, conn_id, key)
-        ids.append(client.create_batch(input_file_id=file_id, endpoint="/v1/chat/ds-test", metadata=metadata).id)
+        ids.append(
+            client.create_batch(input_file_id=file_id, endpoint="/v1/chat/ds-test", metadata=metadata).id
+        )
     return ids
 
 
@@ -85,7 +87,9 @@ def fast_claims(monkeypatch) -> None:
     monkeypatch.setattr(watcher_module, "CLAIM_SETTLE", 0.05)
 
 
-async def test_each_finish_of_our_batches_is_one_event_and_no_other_batch_is(dashscope_emulator, conn, client):
+async def test_each_finish_of_our_batches_is_one_event_and_no_other_batch_is(
+    dashscope_emulator, conn, client
+):
     before = create(client, n=2)  # finished before the watcher first ran: its baseline
     wait_terminal(client, before)
     watch = new_watch(dashscope_emulator, poll_interval=0)
@@ -153,11 +157,13 @@ async def test_the_cursor_survives_a_malformed_variable(dashscope_emulator, conn
     assert json.loads(get_variable(cursor_key(CONN)))["owner"] == watch.me
 
 
-async def test_the_trigger_runs_in_an_event_loop_and_yields_events(dashscope_emulator, conn, client, monkeypatch):
+async def test_the_trigger_runs_in_an_event_loop_and_yields_events(
+    dashscope_emulator, conn, client, monkeypatch
+):
     monkeypatch.setattr(watcher_module, "_get_variable", get_variable)
     monkeypatch.setattr(watcher_module, "_set_variable", put_variable)
     trigger = DashScopeBatchFinishTrigger(CONN, poll_interval=0.2)
-    classpath, kwargs = trigger.serialize()
+    classpath, _ = trigger.serialize()
     assert classpath == "airflow_provider_dashscope_batch.events.watcher.DashScopeBatchFinishTrigger"
     events = trigger.run()
     baseline = asyncio.ensure_future(events.__anext__())
