@@ -24,9 +24,9 @@ triggerer never yields it again; Airflow's triggerer takes a yielded event into 
 without an ``await`` in between, so only a hard kill in the second before the supervisor persists it can
 lose one (the results DAG can be started by hand with the batch id). The lease (renewed every round;
 free after :data:`LEASE_ROUNDS` rounds without renewal) lets one watcher of a connection hand on
-finishes at a time: a second triggerer that runs the same trigger (Airflow assigns a trigger to one triggerer; during a
-failover two may briefly run it) stands by, and every finish is re-checked against the cursor just before
-it is yielded.
+finishes at a time: a second triggerer that runs the same trigger (Airflow assigns a trigger to one
+triggerer; during a failover two may briefly run it) stands by, and every finish is re-checked against
+the cursor just before it is yielded.
 """
 
 from __future__ import annotations
