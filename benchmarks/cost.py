@@ -55,9 +55,10 @@ def run_one(contender: str, path: str) -> None:
     """Child process: run one contender over ``path``; print a JSON report."""
     from airflow_provider_dashscope_batch.cost import estimate as estimate_module
     from airflow_provider_dashscope_batch.cost import tokens
-    from airflow_provider_dashscope_batch.cost.estimate import CostEstimator, CostPolicy, _decode
+    from airflow_provider_dashscope_batch.cost.budget import CostPolicy
+    from airflow_provider_dashscope_batch.cost.estimate import CostEstimator, _decode
     from airflow_provider_dashscope_batch.cost.pricing import load_price_table
-    from airflow_provider_dashscope_batch.validation import validate_jsonl
+    from airflow_provider_dashscope_batch.validation.rules import validate_jsonl
 
     load_start = time.perf_counter()
     encode = tokens.load_tokenizer() if contender in ("preflight", "full", "accuracy") else None

@@ -174,7 +174,8 @@ def main() -> None:
     with sqlite3.connect(f"{home}/airflow.db") as db:  # readers (the waits) do not wait for the writer
         db.execute("PRAGMA journal_mode=WAL")
 
-    from airflow_provider_dashscope_batch.emulator.server import EmulatorServer
+    from dashscope_batch_emulator.server import EmulatorServer
+
     from airflow_provider_dashscope_batch.events import wake
 
     wake.read_variable = _read_variable_from_db  # no triggerer supervisor here: read the row directly

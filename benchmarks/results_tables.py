@@ -162,8 +162,8 @@ def child(contender: str, kind: str, source: Path, target: Path, base_url: str) 
     from airflow.providers.common.compat.sdk import ObjectStoragePath
 
     from airflow_provider_dashscope_batch.client import DashScopeClient, RetryPolicy
-    from airflow_provider_dashscope_batch.result_tables import TableKind
-    from airflow_provider_dashscope_batch.results import ResultFormat
+    from airflow_provider_dashscope_batch.results.lines import ResultFormat
+    from airflow_provider_dashscope_batch.results.tables import TableKind
     from airflow_provider_dashscope_batch.transfers.publishing import write_small_file
     from airflow_provider_dashscope_batch.transfers.staging import ResultFileStager
 

@@ -65,7 +65,7 @@ def child(args: argparse.Namespace) -> None:
     client = DashScopeClient(api_key=API_KEY, base_url=args.base_url, timeout=600)
     work = Path(tempfile.mkdtemp(prefix=args.child.replace(" ", "_") + "-", dir=args.workdir))
     if args.child == "sharding":
-        from airflow_provider_dashscope_batch.sharding import split_jsonl
+        from airflow_provider_dashscope_batch.sharding.split import split_jsonl
 
         def operation() -> dict[str, Any]:
             file_ids = []

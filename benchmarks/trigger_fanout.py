@@ -165,7 +165,7 @@ def _make_waiter(contender: str, poll: float, schedule: dict[str, float], files:
     if contender in ("dashscope", "per_batch"):
         from airflow_provider_dashscope_batch.client.errors import DashScopeError
         from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
-        from airflow_provider_dashscope_batch.waiting import BatchWait, PollAction
+        from airflow_provider_dashscope_batch.waiting.protocol import BatchWait, PollAction
 
         on_read, on_error = BatchWait.on_read, BatchWait.on_error
 
@@ -651,7 +651,7 @@ def fanout_table(results: list[dict[str, Any]], poll: float) -> str:
 # --------------------------------------------------------------------------------------- rate check
 def simulate_default_rate(n: int = 1000, hours: float = 2.0, seed: int = 0) -> dict[str, float]:
     """Replay ``BatchPoller`` at the default schedule for ``n`` waits started together (never finishing)."""
-    from airflow_provider_dashscope_batch.waiting import BatchPoller
+    from airflow_provider_dashscope_batch.waiting.protocol import BatchPoller
 
     rng = random.Random(seed)
     horizon = hours * 3600
@@ -687,7 +687,7 @@ RATE_SCALE = 10.0  # the default schedule and every rate window run 10x faster
 
 
 def _scaled_default_schedule() -> dict[str, float]:
-    from airflow_provider_dashscope_batch.waiting import (
+    from airflow_provider_dashscope_batch.waiting.protocol import (
         DEFAULT_MAX_POLL_INTERVAL,
         DEFAULT_POLL_BACKOFF,
         DEFAULT_POLL_INTERVAL,

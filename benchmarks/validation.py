@@ -98,7 +98,7 @@ def run_one(validator: str, path: str) -> None:
 
     from pydantic import BaseModel
 
-    from airflow_provider_dashscope_batch.validation import validate_jsonl
+    from airflow_provider_dashscope_batch.validation.rules import validate_jsonl
 
     class Body(BaseModel):
         model: Any = None

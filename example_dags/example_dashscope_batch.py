@@ -20,10 +20,8 @@ from pathlib import Path
 from airflow.providers.common.compat.sdk import DAG, Param, teardown
 
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
-from airflow_provider_dashscope_batch.operators.batch import (
-    DashScopeCreateBatchOperator,
-    DashScopeUploadFileOperator,
-)
+from airflow_provider_dashscope_batch.operators.batch import DashScopeCreateBatchOperator
+from airflow_provider_dashscope_batch.operators.upload import DashScopeUploadFileOperator
 from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
     DashScopeBatchResultsToObjectStorageOperator,
 )

@@ -29,10 +29,8 @@ from airflow.providers.common.compat.sdk import DAG, Param, get_current_context,
 
 from airflow_provider_dashscope_batch.events import finished_batches_asset
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
-from airflow_provider_dashscope_batch.operators.batch import (
-    DashScopeCreateBatchOperator,
-    DashScopeUploadFileOperator,
-)
+from airflow_provider_dashscope_batch.operators.batch import DashScopeCreateBatchOperator
+from airflow_provider_dashscope_batch.operators.upload import DashScopeUploadFileOperator
 from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
     DashScopeBatchResultsToObjectStorageOperator,
 )

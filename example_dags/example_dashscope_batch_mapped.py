@@ -14,10 +14,8 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import DAG, task
 
-from airflow_provider_dashscope_batch.operators.batch import (
-    DashScopeCreateBatchOperator,
-    DashScopeUploadFileOperator,
-)
+from airflow_provider_dashscope_batch.operators.batch import DashScopeCreateBatchOperator
+from airflow_provider_dashscope_batch.operators.upload import DashScopeUploadFileOperator
 
 DAG_ID = "example_dashscope_batch_mapped"
 INPUT_FILES = sorted(str(p) for p in (Path(__file__).parent / "data" / "mapped").glob("*.jsonl"))

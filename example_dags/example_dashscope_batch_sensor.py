@@ -18,8 +18,8 @@ from airflow.providers.common.compat.sdk import DAG
 from airflow_provider_dashscope_batch.operators.batch import (
     DashScopeCancelBatchOperator,
     DashScopeCreateBatchOperator,
-    DashScopeUploadFileOperator,
 )
+from airflow_provider_dashscope_batch.operators.upload import DashScopeUploadFileOperator
 from airflow_provider_dashscope_batch.sensors.batch import DashScopeBatchSensor
 from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
     DashScopeBatchResultsToObjectStorageOperator,

@@ -27,10 +27,8 @@ from pathlib import Path
 from airflow.providers.common.compat.sdk import DAG, teardown
 
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
-from airflow_provider_dashscope_batch.operators.batch import (
-    DashScopeCreateBatchOperator,
-    DashScopeUploadFileOperator,
-)
+from airflow_provider_dashscope_batch.operators.batch import DashScopeCreateBatchOperator
+from airflow_provider_dashscope_batch.operators.upload import DashScopeUploadFileOperator
 from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
     DashScopeBatchResultsToObjectStorageOperator,
 )

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["dashscope_batch_emulator.pytest_plugin"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_REQUESTS = REPO_ROOT / "example_dags" / "data" / "requests.jsonl"
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="dashscope-airflow-home-"))

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_dashscope_batch.bodies import (
+from airflow_provider_dashscope_batch.validation.bodies import (
     EMBEDDING_MODELS,
     EMBEDDINGS_ENDPOINT,
     body_violations,

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from airflow_provider_dashscope_batch import idempotency
-from airflow_provider_dashscope_batch.idempotency import (
+from airflow_provider_dashscope_batch.client import identity as idempotency
+from airflow_provider_dashscope_batch.client.identity import (
     IDEMPOTENCY_KEY,
     KEY_PATTERN,
     key_of,
@@ -17,7 +17,7 @@ from airflow_provider_dashscope_batch.idempotency import (
     parse_key,
     with_generation,
 )
-from airflow_provider_dashscope_batch.models import Batch
+from airflow_provider_dashscope_batch.client.types import Batch
 from airflow_provider_dashscope_batch.operators.batch import idempotency_key_for
 from airflow_provider_dashscope_batch.sharding.job import ShardRun, latest_batches, shard_key_base
 from airflow_provider_dashscope_batch.sharding.split import Shard

@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from airflow_provider_dashscope_batch.input_columns import (
+from airflow_provider_dashscope_batch.results.input_columns import (
     InputColumns,
     InputColumnsWriter,
     check_column_names,
     publish_input_columns,
 )
-from airflow_provider_dashscope_batch.jsonl import write_requests, write_requests_from_csv
-from airflow_provider_dashscope_batch.result_tables import EMBEDDING_COLUMNS, RESULT_COLUMNS
+from airflow_provider_dashscope_batch.results.tables import EMBEDDING_COLUMNS, RESULT_COLUMNS
+from airflow_provider_dashscope_batch.validation.builder import write_requests, write_requests_from_csv
 
 TAKEN = (*RESULT_COLUMNS, *EMBEDDING_COLUMNS)
 BODY = {"messages": [{"role": "user", "content": "hi"}]}

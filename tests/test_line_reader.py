@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_dashscope_batch.line_reader import (
+from airflow_provider_dashscope_batch.validation.lines import (
     MAX_LINE_BYTES,
     MB,
     open_source,
     read_lines,
     source_name,
 )
-from airflow_provider_dashscope_batch.validation import LineChecker
+from airflow_provider_dashscope_batch.validation.rules import LineChecker
 
 BOM = b"\xef\xbb\xbf"
 

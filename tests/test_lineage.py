@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from airflow_provider_dashscope_batch.lineage import path_dataset
+from airflow_provider_dashscope_batch.operators.lineage import path_dataset
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INPUT_FILE = REPO_ROOT / "example_dags" / "data" / "requests.jsonl"
@@ -155,7 +155,7 @@ def test_nothing_of_openlineage_is_imported_without_it(migrated_db, dashscope_co
         [
             sys.executable,
             "-c",
-            "import sys, airflow_provider_dashscope_batch.lineage as lineage, "
+            "import sys, airflow_provider_dashscope_batch.operators.lineage as lineage, "
             "airflow_provider_dashscope_batch.operators.batch;"
             "print(sorted(m for m in sys.modules if 'openlineage' in m))",
         ],

@@ -1,9 +1,8 @@
-"""The package's layers (docs/design.rst): no import circle, no import from a layer above, short modules."""
+"""The package's layers (docs/design.rst): no import circle, imports point down, the client owns the wire."""
 
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 
 import pytest
@@ -12,39 +11,25 @@ import airflow_provider_dashscope_batch as package
 
 PACKAGE = package.__name__
 ROOT = Path(package.__file__).parent
-#: Longest package module; a longer one must say why in its docstring.
-MAX_LINES = 600
 
-#: Each layer, lowest first, by module prefix (the longest matching one decides); the rest is Airflow.
+#: The layers, lowest first, by package (the longest matching prefix decides). A module imports only from
+#: its own package or from a lower layer.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("base", ("", "models", "regions", "idempotency")),
     ("client", ("client",)),
-    (
-        "shared",
-        (
-            "validation",
-            "line_reader",
-            "bodies",
-            "jsonl",
-            "results",
-            "result_tables",
-            "input_columns",
-            "cost",
-            "sharding",
-            "sharding.split",
-            "transfers.streaming",
-            "transfers.staging",
-            "transfers.publishing",
-            "transfers.manifest",
-        ),
-    ),
-    ("wait", ("waiting", "sharding.job")),
-    # the emulator stands beside the wait and Airflow layers: it imports neither, nothing imports it
-    ("emulator", ("emulator",)),
-    ("airflow", ("sharding.trigger",)),
+    ("results", ("", "catalog", "results")),
+    ("validation", ("validation",)),
+    ("cost", ("cost",)),
+    ("waiting", ("waiting",)),
+    ("sharding", ("sharding",)),
+    ("hooks", ("hooks", "fs")),
+    ("events", ("events",)),
+    ("triggers", ("triggers",)),
+    ("operators", ("operators", "common_ai")),
+    ("top", ("sensors", "transfers", "ui", "get_provider_info")),
 )
 RANK = {name: rank for rank, (name, _) in enumerate(LAYERS)}
-RANK["emulator"] = RANK["wait"]
+#: Layers whose modules never import Airflow.
+PURE = {"client", "results", "validation", "cost", "waiting", "sharding"}
 
 
 def _module_name(path: Path) -> str:
@@ -52,13 +37,13 @@ def _module_name(path: Path) -> str:
     return ".".join(parts).removesuffix(".__init__")
 
 
-def _imports(path: Path) -> set[str]:
-    """Modules ``path`` imports at run time (in functions too, not under ``if TYPE_CHECKING:``)."""
+def _imports(path: Path, *, type_checking: bool) -> set[str]:
+    """What ``path`` imports: statements, ``import_module("...")`` calls, ``TYPE_CHECKING`` blocks."""
     tree = ast.parse(path.read_text())
     found: set[str] = set()
 
     def visit(node: ast.AST) -> None:
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+        if not type_checking and isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
             for child in node.orelse:
                 visit(child)
             return
@@ -67,6 +52,14 @@ def _imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             found.add(node.module)
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif (
+            isinstance(node, ast.Call)
+            and ast.unparse(node.func).endswith("import_module")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.add(node.args[0].value)
         for child in ast.iter_child_nodes(node):
             visit(child)
 
@@ -80,53 +73,63 @@ MODULES = {_module_name(path): path for path in sorted(ROOT.rglob("*.py"))}
 def _graph() -> dict[str, set[str]]:
     """Package module -> the package modules it imports (not its own parent packages, which ran already)."""
     graph = {
-        name: {m for m in _imports(path) if m in MODULES and m != name} for name, path in MODULES.items()
+        name: {m for m in _imports(path, type_checking=True) if m in MODULES and m != name}
+        for name, path in MODULES.items()
     }
     return {name: {m for m in deps if not name.startswith(f"{m}.")} for name, deps in graph.items()}
 
 
-def layer_of(name: str) -> str:
+def _package_of(name: str) -> str:
     relative = name.removeprefix(PACKAGE).removeprefix(".")
-    best, length = "airflow", -1
-    for layer, prefixes in LAYERS:
-        for prefix in prefixes:
-            matches = relative == prefix or (prefix and relative.startswith(f"{prefix}."))
-            if matches and len(prefix) > length:
-                best, length = layer, len(prefix)
-    return best
+    return relative.partition(".")[0] if "." in relative else ("" if name == PACKAGE else relative)
+
+
+def layer_of(name: str) -> str:
+    top = _package_of(name)
+    for layer, packages in LAYERS:
+        if top in packages:
+            return layer
+    raise AssertionError(f"{name} is in no layer: add its package to LAYERS")
 
 
 @pytest.mark.parametrize(
     ("module", "layer"),
     [
-        ("", "base"),
+        ("", "results"),
         ("client._core", "client"),
-        ("cost.budget", "shared"),
-        ("sharding.split", "shared"),
-        ("sharding.job", "wait"),
-        ("sharding.trigger", "airflow"),
-        ("transfers.results_to_object_storage", "airflow"),
-        ("emulator.answers", "emulator"),
-        ("operators.shard_staging", "airflow"),
-        ("common_ai.request_lines", "airflow"),
+        ("client.types", "client"),
+        ("cost.budget", "cost"),
+        ("validation.rules", "validation"),
+        ("results.tables", "results"),
+        ("sharding.split", "sharding"),
+        ("waiting.reader", "waiting"),
+        ("triggers.sharded", "triggers"),
+        ("operators.shards", "operators"),
+        ("transfers.results_to_object_storage", "top"),
+        ("common_ai.request_lines", "operators"),
     ],
 )
 def test_the_layer_of_a_module(module, layer):
     assert layer_of(f"{PACKAGE}.{module}".removesuffix(".")) == layer
 
 
-def test_no_module_imports_from_a_layer_above_it():
-    upward = []
+def test_every_module_is_in_a_layer():
+    for name in MODULES:
+        layer_of(name)
+
+
+def test_every_import_points_down_or_stays_in_its_package():
+    wrong = []
     for name, deps in _graph().items():
-        mine = layer_of(name)
         for dep in sorted(deps):
-            theirs = layer_of(dep)
-            if theirs != mine and RANK[theirs] >= RANK[mine]:
-                upward.append(f"{name} ({mine}) imports {dep} ({theirs})")
-    assert upward == []
+            if _package_of(dep) == _package_of(name):
+                continue
+            if RANK[layer_of(dep)] >= RANK[layer_of(name)]:
+                wrong.append(f"{name} ({layer_of(name)}) imports {dep} ({layer_of(dep)})")
+    assert wrong == []
 
 
-def test_package_modules_import_no_circle():
+def test_package_modules_import_no_circle_not_even_for_type_checking():
     graph = _graph()
     state: dict[str, int] = {}
     cycles: list[list[str]] = []
@@ -146,25 +149,26 @@ def test_package_modules_import_no_circle():
     assert cycles == []
 
 
-#: How a module docstring states why the module is long, e.g. "It runs over 600 lines because ...".
-LONG_BECAUSE = re.compile(r"\b(?:over|more than) \d+ lines because\b")
-
-
-def test_package_modules_are_short_or_say_why():
-    long = []
+def test_no_private_client_module_is_imported_outside_the_client():
+    private = []
     for name, path in MODULES.items():
-        lines = len(path.read_text().splitlines())
-        docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
-        if lines > MAX_LINES and not LONG_BECAUSE.search(docstring):
-            long.append(f"{name} ({lines} lines)")
-    assert long == []
+        if layer_of(name) == "client":
+            continue
+        for dep in _imports(path, type_checking=True):
+            if dep.startswith(f"{PACKAGE}.client.") and any(
+                part.startswith("_") for part in dep.removeprefix(f"{PACKAGE}.client.").split(".")
+            ):
+                private.append(f"{name} imports {dep}")
+    assert private == []
 
 
-def test_only_the_airflow_layer_imports_airflow():
+def test_only_the_airflow_layers_import_airflow():
     below = []
     for name, path in MODULES.items():
-        if layer_of(name) != "airflow":
-            airflow = sorted(m for m in _imports(path) if m == "airflow" or m.startswith("airflow."))
+        if layer_of(name) in PURE:
+            airflow = sorted(
+                m for m in _imports(path, type_checking=False) if m == "airflow" or m.startswith("airflow.")
+            )
             if airflow:
                 below.append(f"{name} ({layer_of(name)}) imports {airflow}")
     assert below == []

@@ -9,8 +9,15 @@ import sys
 
 import pytest
 
-from airflow_provider_dashscope_batch.input_columns import InputColumns
-from airflow_provider_dashscope_batch.result_tables import (
+from airflow_provider_dashscope_batch.results.input_columns import InputColumns
+from airflow_provider_dashscope_batch.results.lines import (
+    NOT_A_VECTOR,
+    ResultFormat,
+    ResultKind,
+    UsageTotals,
+    flatten_result,
+)
+from airflow_provider_dashscope_batch.results.tables import (
     EMBEDDING_COLUMNS,
     RESULT_COLUMNS,
     CsvEncoder,
@@ -19,13 +26,6 @@ from airflow_provider_dashscope_batch.result_tables import (
     TableKind,
     import_pyarrow,
     open_encoder,
-)
-from airflow_provider_dashscope_batch.results import (
-    NOT_A_VECTOR,
-    ResultFormat,
-    ResultKind,
-    UsageTotals,
-    flatten_result,
 )
 from tests.test_results import CHAT_OK, EMBEDDING_OK
 from tests.test_results_edges import line

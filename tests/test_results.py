@@ -7,11 +7,9 @@ import json
 
 import pytest
 
-from airflow_provider_dashscope_batch import result_tables, results
 from airflow_provider_dashscope_batch.cost.actual import CostMeter
 from airflow_provider_dashscope_batch.cost.pricing import load_price_table
-from airflow_provider_dashscope_batch.result_tables import EMBEDDING_COLUMNS, RESULT_COLUMNS
-from airflow_provider_dashscope_batch.results import (
+from airflow_provider_dashscope_batch.results.lines import (
     ResultFileStats,
     UsageTotals,
     flatten_embeddings,
@@ -20,6 +18,7 @@ from airflow_provider_dashscope_batch.results import (
     is_success,
     iter_lines,
 )
+from airflow_provider_dashscope_batch.results.tables import EMBEDDING_COLUMNS, RESULT_COLUMNS
 
 CHAT_OK = {
     "id": "u1",
@@ -291,13 +290,3 @@ def test_each_vector_gets_its_texts_id_only_from_a_matching_packed_id(custom_id,
     data = [{"index": i, "embedding": [0.0]} for i in indexes]
     obj = {"custom_id": custom_id, "response": {"status_code": 200, "body": {"data": data}}}
     assert [r["input_id"] for r in flatten_embeddings(obj)] == ids
-
-
-def test_the_writers_are_still_importable_from_results_as_in_0_1():
-    for name in ("CsvEncoder", "ParquetEncoder", "TableKind", "open_encoder", "RESULT_COLUMNS"):
-        assert getattr(results, name) is getattr(result_tables, name)
-    with pytest.raises(
-        AttributeError,
-        match=r"^module 'airflow_provider_dashscope_batch.results' has no attribute 'nothing'$",
-    ):
-        results.nothing  # noqa: B018

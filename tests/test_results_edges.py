@@ -14,7 +14,7 @@ import pytest
 
 from airflow_provider_dashscope_batch.cost.actual import CostMeter
 from airflow_provider_dashscope_batch.cost.pricing import load_price_table
-from airflow_provider_dashscope_batch.results import (
+from airflow_provider_dashscope_batch.results.lines import (
     LineSplitter,
     UsageTotals,
     flatten_result,

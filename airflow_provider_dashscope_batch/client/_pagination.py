@@ -11,7 +11,7 @@ from airflow_provider_dashscope_batch.client.errors import DashScopeError
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client._core import ClientCore
-    from airflow_provider_dashscope_batch.models import Page
+    from airflow_provider_dashscope_batch.client.types import Page
 
 ItemT = TypeVar("ItemT")
 

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from urllib.parse import quote
 
 from airflow_provider_dashscope_batch.client.errors import LocalValidationError
-from airflow_provider_dashscope_batch.models import BatchStatus
+from airflow_provider_dashscope_batch.client.types import BatchStatus
 
 MIN_COMPLETION_HOURS = 24
 MAX_COMPLETION_HOURS = 336

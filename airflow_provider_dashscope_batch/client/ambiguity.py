@@ -45,7 +45,7 @@ from airflow_provider_dashscope_batch.client._uploads import FileInput
 from airflow_provider_dashscope_batch.client.ratelimit import RequestKind
 from airflow_provider_dashscope_batch.client.resources.batches import create_batch_flow
 from airflow_provider_dashscope_batch.client.resources.files import upload_file_flow
-from airflow_provider_dashscope_batch.models import Batch, FileObject
+from airflow_provider_dashscope_batch.client.types import Batch, FileObject
 
 __all__ = [
     "LATE_WINDOW_FACTOR",

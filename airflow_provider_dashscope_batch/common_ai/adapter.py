@@ -62,6 +62,7 @@ from airflow_provider_dashscope_batch.client import DashScopeClient
 from airflow_provider_dashscope_batch.client._params import FILTER_SLACK
 from airflow_provider_dashscope_batch.client._uploads import tokenized_filename
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
+from airflow_provider_dashscope_batch.client.types import FileObject
 from airflow_provider_dashscope_batch.common_ai.connection import (
     API_PATH,
     COST_PARAMS,
@@ -79,12 +80,11 @@ from airflow_provider_dashscope_batch.common_ai.result_items import (
     state_of,
     strip_code_fence,
 )
-from airflow_provider_dashscope_batch.cost import region_of
+from airflow_provider_dashscope_batch.cost.pricing import region_of
 from airflow_provider_dashscope_batch.hooks.dashscope import account_budget
-from airflow_provider_dashscope_batch.jsonl import write_requests
-from airflow_provider_dashscope_batch.models import FileObject
-from airflow_provider_dashscope_batch.results import iter_lines
-from airflow_provider_dashscope_batch.validation import (
+from airflow_provider_dashscope_batch.results.lines import iter_lines
+from airflow_provider_dashscope_batch.validation.builder import write_requests
+from airflow_provider_dashscope_batch.validation.rules import (
     MAX_FILE_BYTES,
     MAX_LINES,
 )

@@ -22,11 +22,13 @@ from airflow.providers.common.ai.exceptions import (
     LLMBatchModelMismatchError,
 )
 
-from airflow_provider_dashscope_batch.cost import CostCheckError, CostEstimator, CostPolicy, load_price_table
-from airflow_provider_dashscope_batch.jsonl import encode_line
-from airflow_provider_dashscope_batch.validation import (
+from airflow_provider_dashscope_batch.cost.budget import CostCheckError, CostPolicy
+from airflow_provider_dashscope_batch.cost.estimate import CostEstimator
+from airflow_provider_dashscope_batch.cost.pricing import load_price_table
+from airflow_provider_dashscope_batch.validation.builder import encode_line
+from airflow_provider_dashscope_batch.validation.lines import MAX_LINE_BYTES
+from airflow_provider_dashscope_batch.validation.rules import (
     MAX_CUSTOM_ID_CHARS,
-    MAX_LINE_BYTES,
     TEST_MODEL,
     TEST_MODEL_ENDPOINT,
     TEST_MODEL_MAX_FILE_BYTES,
@@ -176,7 +178,7 @@ class DashScopeRequestLinesMixin(BatchAdapter):
 
         The request count and the ``custom_id`` length are checked first; then the lines ``submit``
         would write are generated and streamed through the provider's own preflight validation
-        (:func:`~airflow_provider_dashscope_batch.validation.validate_jsonl`): 500 MB per file, 6 MB per
+        (:func:`~airflow_provider_dashscope_batch.validation.rules.validate_jsonl`): 500 MB per file, 6 MB per
         line, one model and one thinking mode per file (``batch-test-model``: 100 lines, 1 MB).
         """
         test_model = model == TEST_MODEL

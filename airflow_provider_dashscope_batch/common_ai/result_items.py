@@ -8,7 +8,7 @@ from typing import Any
 
 from airflow.providers.common.ai.batch.base import BatchState, RawResultItem
 
-from airflow_provider_dashscope_batch.models import Batch, BatchStatus, ResultLine
+from airflow_provider_dashscope_batch.client.types import Batch, BatchStatus, ResultLine
 
 __all__ = ["message_text", "parse_result_line", "state_of", "strip_code_fence"]
 

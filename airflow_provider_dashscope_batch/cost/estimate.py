@@ -11,8 +11,7 @@ those fail at once, before any later line is read:
 * the thinking-mode guard: the model thinks by default and ``enable_thinking`` is not set.
 
 :meth:`CostPolicy.enforce` then applies the budget (``max_cost``, ``max_input_tokens``) to the total.
-The estimate, the policy and the check errors are :mod:`~airflow_provider_dashscope_batch.cost.budget`'s
-(re-exported here).
+The estimate, the policy and the check errors are :mod:`~airflow_provider_dashscope_batch.cost.budget`'s.
 
 Output: the ceiling is each request's ``max_tokens`` (``max_completion_tokens``), or the model's
 documented maximum output where it has none; in thinking mode it adds ``thinking_budget`` (or the

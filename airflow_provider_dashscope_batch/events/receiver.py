@@ -55,7 +55,7 @@ from airflow_provider_dashscope_batch.events.tokens import EVENTBRIDGE_NONCE, is
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client.sync import DashScopeClient
-    from airflow_provider_dashscope_batch.models import Batch
+    from airflow_provider_dashscope_batch.client.types import Batch
 
 __all__ = [
     "BODY_TIMEOUT",

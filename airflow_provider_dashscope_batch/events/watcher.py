@@ -52,7 +52,7 @@ from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupErro
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client.sync import DashScopeClient
-    from airflow_provider_dashscope_batch.models import Batch
+    from airflow_provider_dashscope_batch.client.types import Batch
 
 __all__ = [
     "DEFAULT_POLL_INTERVAL",

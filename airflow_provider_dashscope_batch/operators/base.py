@@ -27,11 +27,17 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
+from airflow_provider_dashscope_batch.client.identity import key_of
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
-from airflow_provider_dashscope_batch.idempotency import key_of
 from airflow_provider_dashscope_batch.triggers.base import task_instance_state
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
-from airflow_provider_dashscope_batch.waiting import (
+from airflow_provider_dashscope_batch.waiting.late import (
+    LateCopies,
+    LateWatch,
+    finish_watch_sync,
+    read_watching,
+)
+from airflow_provider_dashscope_batch.waiting.protocol import (
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_BACKOFF,
@@ -46,17 +52,11 @@ from airflow_provider_dashscope_batch.waiting import (
     kill_decision,
     wait_for_batch,
 )
-from airflow_provider_dashscope_batch.waiting.late import (
-    LateCopies,
-    LateWatch,
-    finish_watch_sync,
-    read_watching,
-)
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_provider_dashscope_batch.models import Batch
+    from airflow_provider_dashscope_batch.client.types import Batch
 
 __all__ = [
     "BatchWaitTimeout",

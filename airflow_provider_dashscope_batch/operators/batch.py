@@ -9,38 +9,28 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from airflow_provider_dashscope_batch.client import FILTER_SLACK
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import InvalidRequestError, NotFoundError
+from airflow_provider_dashscope_batch.client.identity import key_of, lineage, parse_key, with_generation
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import finish_event_metadata
-from airflow_provider_dashscope_batch.idempotency import key_of, lineage, parse_key, with_generation
-from airflow_provider_dashscope_batch.lineage import batch_lineage, keep_for_lineage
-from airflow_provider_dashscope_batch.links import DashScopeBatchConsoleLink
 from airflow_provider_dashscope_batch.operators.base import (
-    BatchWaitTimeout as BatchWaitTimeout,
-)
-from airflow_provider_dashscope_batch.operators.base import (
-    DashScopeBaseBatchOperator as DashScopeBaseBatchOperator,
-)
-from airflow_provider_dashscope_batch.operators.base import (
+    DashScopeBaseBatchOperator,
     DashScopeBatchOutcomeMixin,
     wait_event,
 )
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin
-from airflow_provider_dashscope_batch.operators.upload import (
-    DashScopeUploadFileOperator as DashScopeUploadFileOperator,
-)
+from airflow_provider_dashscope_batch.operators.lineage import batch_lineage, keep_for_lineage
+from airflow_provider_dashscope_batch.operators.links import DashScopeBatchConsoleLink
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
-from airflow_provider_dashscope_batch.waiting import Outcome
-from airflow_provider_dashscope_batch.waiting import wait_for_batch as wait_for_batch
 from airflow_provider_dashscope_batch.waiting.late import LateCopies
+from airflow_provider_dashscope_batch.waiting.protocol import Outcome
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
     from airflow.providers.openlineage.extractors import OperatorLineage
 
     from airflow_provider_dashscope_batch.client import DashScopeClient
-    from airflow_provider_dashscope_batch.models import Batch
+    from airflow_provider_dashscope_batch.client.types import Batch
 
-# The upload operator, the bases and the wait loop are re-exported: this module was their home.
 __all__ = ["DashScopeCancelBatchOperator", "DashScopeCreateBatchOperator", "idempotency_key_for"]
 
 #: ``task_state_store`` key holding the batch id (Airflow 3.3+); renaming it breaks in-flight retries.

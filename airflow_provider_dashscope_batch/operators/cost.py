@@ -16,15 +16,17 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
-from airflow_provider_dashscope_batch.cost import (
+from airflow_provider_dashscope_batch.cost.actual import CostMeter
+from airflow_provider_dashscope_batch.cost.budget import (
     CostCheckError,
     CostEstimate,
-    CostEstimator,
-    CostMeter,
     CostPolicy,
+    RegionUnavailableError,
+)
+from airflow_provider_dashscope_batch.cost.estimate import CostEstimator
+from airflow_provider_dashscope_batch.cost.pricing import (
     PriceTable,
     RegionPrices,
-    RegionUnavailableError,
     load_price_table,
     region_of,
 )

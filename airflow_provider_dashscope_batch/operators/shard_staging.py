@@ -21,17 +21,17 @@ from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
 from airflow_provider_dashscope_batch.client._uploads import tokenized_filename
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
-from airflow_provider_dashscope_batch.models import FileObject
+from airflow_provider_dashscope_batch.client.types import FileObject
 from airflow_provider_dashscope_batch.sharding.job import ShardRun, shard_key_base
 from airflow_provider_dashscope_batch.triggers.base import task_instance_state
-from airflow_provider_dashscope_batch.waiting import Outcome, OutcomePolicy
 from airflow_provider_dashscope_batch.waiting.late import LateCopies
+from airflow_provider_dashscope_batch.waiting.protocol import Outcome, OutcomePolicy
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
     from airflow_provider_dashscope_batch.client import DashScopeClient
-    from airflow_provider_dashscope_batch.models import Batch
+    from airflow_provider_dashscope_batch.client.types import Batch
     from airflow_provider_dashscope_batch.sharding.split import Shard
 
 __all__ = ["CLEANUP_XCOM_KEY", "DashScopeShardStagingMixin", "TaskKilled"]

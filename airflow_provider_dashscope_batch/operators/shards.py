@@ -23,14 +23,13 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
+from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import finish_event_metadata
-from airflow_provider_dashscope_batch.idempotency import IDEMPOTENCY_KEY
-from airflow_provider_dashscope_batch.jsonl import write_requests, write_requests_from_csv
-from airflow_provider_dashscope_batch.lineage import keep_for_lineage, sharded_lineage
-from airflow_provider_dashscope_batch.links import DashScopeBatchConsoleLink
 from airflow_provider_dashscope_batch.operators.base import DashScopeBatchOutcomeMixin
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin, LineSink
+from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, sharded_lineage
+from airflow_provider_dashscope_batch.operators.links import DashScopeBatchConsoleLink
 from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
 from airflow_provider_dashscope_batch.operators.shard_staging import (
     CLEANUP_XCOM_KEY,
@@ -55,9 +54,11 @@ from airflow_provider_dashscope_batch.sharding.split import (
     split_jsonl,
     split_requests,
 )
-from airflow_provider_dashscope_batch.sharding.trigger import DashScopeShardsTrigger
-from airflow_provider_dashscope_batch.validation import JsonlValidationError, validate_jsonl
-from airflow_provider_dashscope_batch.waiting import (
+from airflow_provider_dashscope_batch.triggers.sharded import DashScopeShardsTrigger
+from airflow_provider_dashscope_batch.validation.builder import write_requests, write_requests_from_csv
+from airflow_provider_dashscope_batch.validation.rules import JsonlValidationError, validate_jsonl
+from airflow_provider_dashscope_batch.waiting.late import LateCopies
+from airflow_provider_dashscope_batch.waiting.protocol import (
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_BACKOFF,
@@ -66,7 +67,6 @@ from airflow_provider_dashscope_batch.waiting import (
     WaitEvent,
     WaitEventKind,
 )
-from airflow_provider_dashscope_batch.waiting.late import LateCopies
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -231,7 +231,7 @@ class DashScopeShardedBatchOperator(
     created if any line is bad), each shard spooled to a local temporary file, uploaded and deleted
     locally. At most ``max_active_batches`` batches run at once; the others start as running ones finish.
     The task waits for all of them in the triggerer with one
-    :class:`~airflow_provider_dashscope_batch.sharding.trigger.DashScopeShardsTrigger`, then judged by
+    :class:`~airflow_provider_dashscope_batch.triggers.sharded.DashScopeShardsTrigger`, then judged by
     :class:`~airflow_provider_dashscope_batch.sharding.job.JobOutcomePolicy`: every shard's batch by the
     ``on_*`` outcome parameters, then the whole job by ``min_success_ratio``.
 

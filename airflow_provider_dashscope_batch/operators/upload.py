@@ -14,17 +14,17 @@ from urllib.request import url2pathname
 from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStoragePath
 
 from airflow_provider_dashscope_batch.fs import register_oss_scheme
-from airflow_provider_dashscope_batch.input_columns import (
+from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin
+from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, upload_lineage
+from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
+from airflow_provider_dashscope_batch.results.input_columns import (
     InputColumnsWriter,
     check_column_names,
     publish_input_columns,
 )
-from airflow_provider_dashscope_batch.jsonl import write_requests, write_requests_from_csv
-from airflow_provider_dashscope_batch.lineage import keep_for_lineage, upload_lineage
-from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin
-from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
-from airflow_provider_dashscope_batch.result_tables import EMBEDDING_COLUMNS, RESULT_COLUMNS
-from airflow_provider_dashscope_batch.validation import validate_jsonl
+from airflow_provider_dashscope_batch.results.tables import EMBEDDING_COLUMNS, RESULT_COLUMNS
+from airflow_provider_dashscope_batch.validation.builder import write_requests, write_requests_from_csv
+from airflow_provider_dashscope_batch.validation.rules import validate_jsonl
 from airflow_provider_dashscope_batch.waiting.late import delete_late_files_sync
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
     The input is one of: a JSONL ``file``; ``requests``, an iterable of request dicts or bodies; or a
     ``csv`` file plus a message ``template`` (the service docs' "CSV to JSONL" tool). Built input goes to
     a local temporary file, streamed, never held in memory. The preflight check
-    (:func:`~airflow_provider_dashscope_batch.validation.validate_jsonl`) enforces every rule the service
+    (:func:`~.validation.rules.validate_jsonl`) enforces every rule the service
     does and names each offending line and rule, so a bad file costs no upload and no batch. The same
     pass estimates the tokens and cost (:doc:`/cost`): the table is logged and pushed to XCom (key
     ``cost_estimate``), and a budget, region or thinking-mode check that fails stops the task before

@@ -16,26 +16,26 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
-from airflow_provider_dashscope_batch.idempotency import IDEMPOTENCY_KEY
+from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY
 from airflow_provider_dashscope_batch.operators.base import (
     DashScopeBaseOperator,
     DashScopeBatchOutcomeMixin,
     wait_event,
 )
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
-from airflow_provider_dashscope_batch.waiting import (
+from airflow_provider_dashscope_batch.waiting.late import LateCopies, LateWatch, read_watching
+from airflow_provider_dashscope_batch.waiting.protocol import (
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_BACKOFF,
     DEFAULT_POLL_INTERVAL,
     WaitEventKind,
 )
-from airflow_provider_dashscope_batch.waiting.late import LateCopies, LateWatch, read_watching
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-    from airflow_provider_dashscope_batch.models import Batch
+    from airflow_provider_dashscope_batch.client.types import Batch
 
 __all__ = ["DashScopeBatchSensor"]
 

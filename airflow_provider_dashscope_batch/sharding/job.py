@@ -17,11 +17,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from airflow_provider_dashscope_batch.idempotency import key_of, lineage, parse_key, with_generation
-from airflow_provider_dashscope_batch.models import Batch, RequestCounts
+from airflow_provider_dashscope_batch.client.identity import key_of, lineage, parse_key, with_generation
+from airflow_provider_dashscope_batch.client.types import Batch, RequestCounts
 from airflow_provider_dashscope_batch.sharding.split import Shard
-from airflow_provider_dashscope_batch.waiting import Outcome, OutcomePolicy, Verdict
 from airflow_provider_dashscope_batch.waiting.late import LateCopies
+from airflow_provider_dashscope_batch.waiting.protocol import Outcome, OutcomePolicy, Verdict
 
 __all__ = [
     "JobOutcomePolicy",

@@ -1,10 +1,11 @@
 """
 Split one batch input of any size into shard files that each satisfy the service's per-file limits.
 
-The input is read once by :func:`~airflow_provider_dashscope_batch.line_reader.read_lines`, the upload
+The input is read once by :func:`~airflow_provider_dashscope_batch.validation.lines.read_lines`, the upload
 operator's own line reader (a JSONL file), or built line by line by
-:mod:`airflow_provider_dashscope_batch.jsonl` (request dicts, a CSV file). Every line is checked by
-:class:`~airflow_provider_dashscope_batch.validation.LineChecker`, the upload operator's rules and
+:mod:`~airflow_provider_dashscope_batch.validation.builder` (request dicts, a CSV file). Every line is
+checked by
+:class:`~airflow_provider_dashscope_batch.validation.rules.LineChecker`, the upload operator's rules and
 messages (the 6 MB line limit included, on the same bytes), as if the whole input were one file:
 one model, one url and one thinking mode throughout, ``custom_id`` unique across all shards,
 violations named by their line in the original input (the request number for built input). A shard
@@ -26,9 +27,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import IO, Any, BinaryIO
 
-from airflow_provider_dashscope_batch.jsonl import write_requests, write_requests_from_csv
-from airflow_provider_dashscope_batch.line_reader import open_source, read_lines, source_name
-from airflow_provider_dashscope_batch.validation import (
+from airflow_provider_dashscope_batch.validation.builder import write_requests, write_requests_from_csv
+from airflow_provider_dashscope_batch.validation.lines import open_source, read_lines, source_name
+from airflow_provider_dashscope_batch.validation.rules import (
     MAX_FILE_BYTES,
     MAX_LINES,
     TEST_MODEL,
@@ -419,7 +420,7 @@ def split_requests(
     """
     Build request lines from dicts or bodies straight into shards; violations name the request number.
 
-    The lines are those of :func:`~airflow_provider_dashscope_batch.jsonl.write_requests`.
+    The lines are those of :func:`~airflow_provider_dashscope_batch.validation.builder.write_requests`.
 
     :param requests: request dicts or bodies; consumed lazily.
     :param endpoint: the ``url`` of requests that do not set one; every line's ``url`` must equal it.
@@ -446,7 +447,7 @@ def split_csv(
     """
     Turn each CSV row into one request straight into shards; violations name the request number.
 
-    The lines are those of :func:`~airflow_provider_dashscope_batch.jsonl.write_requests_from_csv`,
+    The lines are those of :func:`~.validation.builder.write_requests_from_csv`,
     whose own errors name the CSV line.
 
     :param source: the CSV: a local path, an ``ObjectStoragePath``, or a text or binary stream.
@@ -454,7 +455,7 @@ def split_csv(
     :param endpoint: the ``url`` of every request.
     :param csv_options: ``text_column``, ``id_column``, ``template``, ``system_prompt``, ``body_params``,
         ``header``, ``delimiter``, ``encoding``, ``name`` of
-        :func:`~airflow_provider_dashscope_batch.jsonl.write_requests_from_csv`.
+        :func:`~.validation.builder.write_requests_from_csv`.
 
     The other parameters are those of :func:`split_jsonl`.
     """

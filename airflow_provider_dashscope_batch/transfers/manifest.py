@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from airflow_provider_dashscope_batch.client.types import RequestCounts
 from airflow_provider_dashscope_batch.cost.actual import ActualCost
 from airflow_provider_dashscope_batch.cost.budget import CostEstimate
-from airflow_provider_dashscope_batch.models import RequestCounts
-from airflow_provider_dashscope_batch.result_tables import TABLE_SCHEMA_VERSION, ResultEncoder, TableKind
-from airflow_provider_dashscope_batch.results import ResultFormat, ResultKind, UsageTotals
+from airflow_provider_dashscope_batch.results.lines import ResultFormat, ResultKind, UsageTotals
+from airflow_provider_dashscope_batch.results.tables import TABLE_SCHEMA_VERSION, ResultEncoder, TableKind
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import ObjectStoragePath
@@ -49,7 +49,7 @@ class TableRecord(_Record):
     The layout of a CSV/Parquet result file, so a reader can check what it loads.
 
     ``columns`` maps each column, in file order, to its logical type (``string``, ``int``, ``float``,
-    ``bool`` or ``vector``; see :data:`~airflow_provider_dashscope_batch.result_tables.RESULT_COLUMN_TYPES`),
+    ``bool`` or ``vector``; see :data:`~airflow_provider_dashscope_batch.results.tables.RESULT_COLUMN_TYPES`),
     the input columns carried from the upload last.
     """
 

@@ -18,15 +18,15 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_provider_dashscope_batch.client import NotFoundError, RetryPolicy
-from airflow_provider_dashscope_batch.cost import CostMeter
+from airflow_provider_dashscope_batch.cost.actual import CostMeter
 from airflow_provider_dashscope_batch.fs import register_oss_scheme
-from airflow_provider_dashscope_batch.input_columns import InputColumns
-from airflow_provider_dashscope_batch.lineage import keep_for_lineage, transfer_lineage
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator
 from airflow_provider_dashscope_batch.operators.cost import connection_price_table, find_estimates
+from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, transfer_lineage
 from airflow_provider_dashscope_batch.operators.upload import input_columns_path
-from airflow_provider_dashscope_batch.result_tables import TableKind, import_pyarrow
-from airflow_provider_dashscope_batch.results import ResultFormat, ResultKind
+from airflow_provider_dashscope_batch.results.input_columns import InputColumns
+from airflow_provider_dashscope_batch.results.lines import ResultFormat, ResultKind
+from airflow_provider_dashscope_batch.results.tables import TableKind, import_pyarrow
 from airflow_provider_dashscope_batch.transfers.manifest import (
     MANIFEST_NAME,
     ResultManifest,
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from airflow.providers.openlineage.extractors import OperatorLineage
 
     from airflow_provider_dashscope_batch.client import DashScopeClient
-    from airflow_provider_dashscope_batch.models import Batch
+    from airflow_provider_dashscope_batch.client.types import Batch
 
 __all__ = ["DashScopeBatchResultsToObjectStorageOperator"]
 
@@ -115,11 +115,11 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
         <destination>/<result_set>/manifest.json
 
     ``jsonl`` copies the service's files byte for byte. ``csv`` and ``parquet`` are typed tables
-    (:class:`~airflow_provider_dashscope_batch.result_tables.TableKind`): an embeddings batch's output
+    (:class:`~airflow_provider_dashscope_batch.results.tables.TableKind`): an embeddings batch's output
     has one row per input text with its vector
-    (:data:`~airflow_provider_dashscope_batch.result_tables.EMBEDDING_COLUMNS`; Parquet: a fixed-size
+    (:data:`~airflow_provider_dashscope_batch.results.tables.EMBEDDING_COLUMNS`; Parquet: a fixed-size
     ``list<float32>`` column); chat output and every errors file have one row per request
-    (:data:`~airflow_provider_dashscope_batch.result_tables.RESULT_COLUMNS`: content, reasoning
+    (:data:`~airflow_provider_dashscope_batch.results.tables.RESULT_COLUMNS`: content, reasoning
     content, finish reason, usage, status, error). Every part of a kind has the same columns, so a
     directory of parts reads as one table; the manifest records each file's layout and version
     (``table``).
@@ -339,7 +339,7 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the batches' result sets -> the published files and the manifest (see
-        :mod:`~airflow_provider_dashscope_batch.lineage`)."""
+        :mod:`~airflow_provider_dashscope_batch.operators.lineage`)."""
         return transfer_lineage(self)
 
     def _ids(self) -> list[str]:

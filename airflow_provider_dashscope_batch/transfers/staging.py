@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_dashscope_batch.client import DashScopeError, IncompleteDownloadError, RetryPolicy
-from airflow_provider_dashscope_batch.input_columns import InputColumns
-from airflow_provider_dashscope_batch.result_tables import ResultEncoder, TableKind, open_encoder
-from airflow_provider_dashscope_batch.results import ResultFileStats, ResultFormat, UsageTotals
+from airflow_provider_dashscope_batch.results.input_columns import InputColumns
+from airflow_provider_dashscope_batch.results.lines import ResultFileStats, ResultFormat, UsageTotals
+from airflow_provider_dashscope_batch.results.tables import ResultEncoder, TableKind, open_encoder
 from airflow_provider_dashscope_batch.transfers.manifest import FileRecord, TableRecord
 from airflow_provider_dashscope_batch.transfers.publishing import StagedFile, stage
 from airflow_provider_dashscope_batch.transfers.streaming import (

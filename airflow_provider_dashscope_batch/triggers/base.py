@@ -23,7 +23,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
 from airflow_provider_dashscope_batch.events.wake import finish_watcher
 from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
-from airflow_provider_dashscope_batch.waiting import (
+from airflow_provider_dashscope_batch.waiting.late import LateCopies, LateWatch, finish_watch, watch_files
+from airflow_provider_dashscope_batch.waiting.protocol import (
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_BACKOFF,
@@ -34,12 +35,11 @@ from airflow_provider_dashscope_batch.waiting import (
     WaitEvent,
     kill_decision,
 )
-from airflow_provider_dashscope_batch.waiting.late import LateCopies, LateWatch, finish_watch, watch_files
 from airflow_provider_dashscope_batch.waiting.reader import BatchRef, status_reader
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client import AsyncDashScopeClient
-    from airflow_provider_dashscope_batch.models import Batch
+    from airflow_provider_dashscope_batch.client.types import Batch
 
 __all__ = [
     "CONNECTION_ERRORS",

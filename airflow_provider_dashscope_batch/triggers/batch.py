@@ -7,10 +7,9 @@ from typing import TYPE_CHECKING, Any
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
 from airflow_provider_dashscope_batch.triggers.base import (
     DashScopeWaiterTrigger,
-    cancel_on_user_kill,
     late_watches,
 )
-from airflow_provider_dashscope_batch.waiting import (
+from airflow_provider_dashscope_batch.waiting.protocol import (
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_BACKOFF,
@@ -20,8 +19,7 @@ from airflow_provider_dashscope_batch.waiting import (
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client import AsyncDashScopeClient
 
-# ``cancel_on_user_kill`` lived here; its home is now the waiter base.
-__all__ = ["DashScopeBatchTrigger", "cancel_on_user_kill"]
+__all__ = ["DashScopeBatchTrigger"]
 
 
 class DashScopeBatchTrigger(DashScopeWaiterTrigger):

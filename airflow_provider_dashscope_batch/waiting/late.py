@@ -33,10 +33,10 @@ from airflow_provider_dashscope_batch.client._flow import Flow
 from airflow_provider_dashscope_batch.client._pagination import collect_flow
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, InvalidRequestError, NotFoundError
+from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY
 from airflow_provider_dashscope_batch.client.resources.batches import cancel_batch_flow
 from airflow_provider_dashscope_batch.client.resources.files import delete_file_flow, list_files_flow
-from airflow_provider_dashscope_batch.idempotency import IDEMPOTENCY_KEY
-from airflow_provider_dashscope_batch.models import Batch, FileObject
+from airflow_provider_dashscope_batch.client.types import Batch, FileObject
 from airflow_provider_dashscope_batch.waiting.reader import BatchRef, StatusRead, grouped_read_flow
 
 if TYPE_CHECKING:

@@ -35,7 +35,7 @@ from enum import StrEnum
 from typing import Any
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
-from airflow_provider_dashscope_batch.models import Batch, BatchErrors, BatchStatus
+from airflow_provider_dashscope_batch.client.types import Batch, BatchErrors, BatchStatus
 
 __all__ = [
     "DEFAULT_ERROR_BUDGET",

@@ -42,10 +42,10 @@ from airflow_provider_dashscope_batch.client._flow import Flow
 from airflow_provider_dashscope_batch.client._params import MAX_BATCH_PAGE_SIZE, MAX_INPUT_FILE_IDS
 from airflow_provider_dashscope_batch.client._request import request_flow
 from airflow_provider_dashscope_batch.client.errors import APIStatusError, DashScopeError
+from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY
 from airflow_provider_dashscope_batch.client.ratelimit import RequestKind
 from airflow_provider_dashscope_batch.client.resources.batches import retrieve_batch_flow
-from airflow_provider_dashscope_batch.idempotency import IDEMPOTENCY_KEY
-from airflow_provider_dashscope_batch.models import Batch, BatchStatus
+from airflow_provider_dashscope_batch.client.types import Batch, BatchStatus
 from airflow_provider_dashscope_batch.waiting.protocol import PollAction, PollStep
 
 if TYPE_CHECKING:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from airflow_provider_dashscope_batch.links import CONSOLE_BATCH_PAGES
+from airflow_provider_dashscope_batch.operators.links import CONSOLE_BATCH_PAGES
 
 pytestmark = pytest.mark.browser
 

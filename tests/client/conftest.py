@@ -22,7 +22,7 @@ from airflow_provider_dashscope_batch.client import (
     RetryPolicy,
     loop_clients,
 )
-from airflow_provider_dashscope_batch.models import Batch
+from airflow_provider_dashscope_batch.client.types import Batch
 
 
 def active_shared_clients() -> int:

@@ -13,7 +13,7 @@ from airflow_provider_dashscope_batch.client import (
     DashScopeClient,
 )
 from airflow_provider_dashscope_batch.client.resources import batches, files
-from airflow_provider_dashscope_batch.models import Batch
+from airflow_provider_dashscope_batch.client.types import Batch
 
 
 @pytest.mark.parametrize("face", [DashScopeClient, AsyncDashScopeClient])

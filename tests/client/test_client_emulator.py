@@ -24,7 +24,7 @@ from airflow_provider_dashscope_batch.client import (
     RetryPolicy,
     ServerError,
 )
-from airflow_provider_dashscope_batch.models import BatchStatus
+from airflow_provider_dashscope_batch.client.types import BatchStatus
 from tests.client.conftest import finished
 
 ENDPOINT = "/v1/chat/ds-test"

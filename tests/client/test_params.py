@@ -21,7 +21,7 @@ from airflow_provider_dashscope_batch.client._params import (
     time_filters,
 )
 from airflow_provider_dashscope_batch.client.resources import batches
-from airflow_provider_dashscope_batch.models import BatchStatus
+from airflow_provider_dashscope_batch.client.types import BatchStatus
 from tests.client.flow_support import core
 
 

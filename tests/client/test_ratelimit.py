@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
+from dashscope_batch_emulator.ratelimit import RateLimiter, RateLimitSettings
 
 from airflow_provider_dashscope_batch.client import AsyncDashScopeClient, DashScopeClient, RetryPolicy
 from airflow_provider_dashscope_batch.client.ratelimit import (
@@ -20,7 +21,6 @@ from airflow_provider_dashscope_batch.client.ratelimit import (
     parse_rate_limits,
     rate_budget_for,
 )
-from airflow_provider_dashscope_batch.emulator.ratelimit import RateLimiter, RateLimitSettings
 from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
 
 

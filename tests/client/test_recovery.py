@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_dashscope_batch.client import APITimeoutError, RetryPolicy, ServerError
-from airflow_provider_dashscope_batch.models import Batch, BatchStatus
+from airflow_provider_dashscope_batch.client.types import Batch, BatchStatus
 
 ENDPOINT = "/v1/chat/ds-test"
 #: A client that gives up after 1 s, retries quickly and looks at short intervals.

@@ -20,7 +20,7 @@ from airflow_provider_dashscope_batch.client import (
     InvalidRequestError,
     ServerError,
 )
-from airflow_provider_dashscope_batch.models import Batch
+from airflow_provider_dashscope_batch.client.types import Batch
 from tests.client.conftest import finished
 
 ENDPOINT = "/v1/chat/ds-test"

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from airflow_provider_dashscope_batch.cost.actual import ActualCost, CostMeter
 from airflow_provider_dashscope_batch.cost.pricing import load_price_table
-from airflow_provider_dashscope_batch.results import UsageTotals
+from airflow_provider_dashscope_batch.results.lines import UsageTotals
 
 
 def test_each_request_at_its_own_tier_and_thinking_price():

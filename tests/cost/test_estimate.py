@@ -10,12 +10,8 @@ import pytest
 
 from airflow_provider_dashscope_batch.cost import estimate as estimate_module
 from airflow_provider_dashscope_batch.cost import tokens
-from airflow_provider_dashscope_batch.cost.estimate import (
-    APPROXIMATION_LABEL,
-    BudgetExceededError,
-    CostEstimator,
-    CostPolicy,
-)
+from airflow_provider_dashscope_batch.cost.budget import APPROXIMATION_LABEL, BudgetExceededError, CostPolicy
+from airflow_provider_dashscope_batch.cost.estimate import CostEstimator
 from airflow_provider_dashscope_batch.cost.pricing import load_price_table
 
 

@@ -17,17 +17,17 @@ import pytest
 
 from airflow_provider_dashscope_batch.cost import estimate as estimate_module
 from airflow_provider_dashscope_batch.cost import tokens
-from airflow_provider_dashscope_batch.cost.estimate import (
+from airflow_provider_dashscope_batch.cost.budget import (
     APPROXIMATION_LABEL,
     BudgetExceededError,
     CostEstimate,
-    CostEstimator,
     CostPolicy,
     RegionUnavailableError,
     ThinkingModeError,
     TierEstimate,
     UnpricedModelError,
 )
+from airflow_provider_dashscope_batch.cost.estimate import CostEstimator
 from airflow_provider_dashscope_batch.cost.pricing import load_price_table
 
 _PAAS = (

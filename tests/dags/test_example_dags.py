@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-
-from airflow_provider_dashscope_batch.emulator import emulated_embedding, image_tokens_of
+from dashscope_batch_emulator import emulated_embedding, image_tokens_of
 
 EXAMPLE_DATA = Path(__file__).resolve().parents[2] / "example_dags" / "data"
 

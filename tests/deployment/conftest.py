@@ -11,9 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from dashscope_batch_emulator.server import EmulatorServer
 from scenario_support import Deployment, PostgresServer, Scenario
-
-from airflow_provider_dashscope_batch.emulator.server import EmulatorServer
 
 
 def pytest_configure(config: pytest.Config) -> None:

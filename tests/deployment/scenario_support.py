@@ -36,9 +36,9 @@ from typing import Any, TypeVar
 import httpx
 import psutil
 import sqlalchemy
+from dashscope_batch_emulator.server import EmulatorServer
 
 from airflow_provider_dashscope_batch.client import DashScopeClient
-from airflow_provider_dashscope_batch.emulator.server import EmulatorServer
 
 DAG_FILES = Path(__file__).resolve().parent / "dag_files"
 SAMPLE_REQUESTS = Path(__file__).resolve().parents[2] / "example_dags" / "data" / "requests.jsonl"

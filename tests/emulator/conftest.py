@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from dashscope_batch_emulator import EmulatorServer
 from emulator_helpers import Api
-
-from airflow_provider_dashscope_batch.emulator import EmulatorServer
 
 
 @pytest.fixture

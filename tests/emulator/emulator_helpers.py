@@ -6,8 +6,7 @@ import json
 from typing import Any
 
 import httpx
-
-from airflow_provider_dashscope_batch.emulator import EmulatorServer
+from dashscope_batch_emulator import EmulatorServer
 
 CHAT = "/v1/chat/completions"
 TEST_ENDPOINT = "/v1/chat/ds-test"

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from dashscope_batch_emulator import EmulatorServer
 from emulator_helpers import assert_error
-
-from airflow_provider_dashscope_batch.emulator import EmulatorServer
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import ClassVar
 
 import pytest
+from dashscope_batch_emulator import EmulatorServer, image_tokens_of
 from emulator_helpers import (
     CHAT,
     TEST_ENDPOINT,
@@ -21,8 +22,6 @@ from emulator_helpers import (
     read_jsonl,
     request_line,
 )
-
-from airflow_provider_dashscope_batch.emulator import EmulatorServer, image_tokens_of
 
 TIME_FIELDS = [
     "in_progress_at",

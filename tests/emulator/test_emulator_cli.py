@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-SCRIPT = [sys.executable, "-m", "airflow_provider_dashscope_batch.emulator.server", "--port", "0"]
+SCRIPT = [sys.executable, "-m", "dashscope_batch_emulator.server", "--port", "0"]
 
 
 @pytest.fixture
@@ -48,7 +48,7 @@ def test_api_key_option_restricts_keys(run_cli):
 
 def test_emulator_does_not_import_airflow():
     code = (
-        "import sys, airflow_provider_dashscope_batch.emulator.pytest_plugin;"
+        "import sys, dashscope_batch_emulator.pytest_plugin;"
         "assert not [m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')]"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

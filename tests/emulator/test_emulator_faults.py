@@ -6,9 +6,8 @@ import time
 
 import httpx
 import pytest
+from dashscope_batch_emulator import EmulatorServer
 from emulator_helpers import Api, assert_error, jsonl, request_line
-
-from airflow_provider_dashscope_batch.emulator import EmulatorServer
 
 
 @pytest.mark.parametrize(

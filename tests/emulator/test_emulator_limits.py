@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from dashscope_batch_emulator import EmulatorServer
+from dashscope_batch_emulator.ratelimit import route_kind
 from emulator_helpers import Api, assert_error, ds_test_lines
-
-from airflow_provider_dashscope_batch.emulator import EmulatorServer
-from airflow_provider_dashscope_batch.emulator.ratelimit import route_kind
 
 
 def test_list_filter_limits(api: Api):

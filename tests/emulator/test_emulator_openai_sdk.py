@@ -7,9 +7,8 @@ from pathlib import Path
 
 import openai
 import pytest
+from dashscope_batch_emulator import EmulatorServer
 from openai import OpenAI
-
-from airflow_provider_dashscope_batch.emulator import EmulatorServer
 
 QUICKSTART = (
     '{"custom_id":"1","method":"POST","url":"/v1/chat/ds-test","body":{"model":"batch-test-model","messages":'

@@ -9,10 +9,9 @@ from typing import Literal
 from uuid import UUID
 
 import pytest
+from dashscope_batch_emulator.structured import minimal_instance, structured_answer
 from emulator_helpers import CHAT, TEST_ENDPOINT, jsonl, read_jsonl, request_line
 from pydantic import BaseModel, Field, TypeAdapter
-
-from airflow_provider_dashscope_batch.emulator.structured import minimal_instance, structured_answer
 
 
 class Colour(Enum):

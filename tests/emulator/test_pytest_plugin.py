@@ -1,32 +1,42 @@
-"""The pytest plugin every session of an environment with the provider loads costs nothing until used."""
+"""The emulator is a distribution of its own: the provider brings no pytest plugin and no emulator."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 
 
-def test_loading_the_plugin_imports_nothing_of_the_emulator():
-    code = (
-        "import sys\n"
-        "import pytest\n"
-        "before = set(sys.modules)\n"
-        "import airflow_provider_dashscope_batch.emulator.pytest_plugin\n"
-        "new = sorted(set(sys.modules) - before)\n"
-        "assert not [m for m in new if m.split('.')[0] in ('uvicorn', 'starlette', 'httpx', 'anyio')], new\n"
-        "assert [m for m in new if m.startswith('airflow_provider_dashscope_batch')] == [\n"
-        "    'airflow_provider_dashscope_batch',\n"
-        "    'airflow_provider_dashscope_batch.emulator',\n"
-        "    'airflow_provider_dashscope_batch.emulator.pytest_plugin',\n"
-        "], new\n"
+def test_the_provider_registers_no_pytest_plugin_and_no_script():
+    provider = importlib.metadata.distribution("airflow-provider-dashscope-batch")
+    assert not [ep for ep in provider.entry_points if ep.group in ("pytest11", "console_scripts")]
+
+
+def _pytest(directory) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(directory)],
+        cwd=directory,
+        capture_output=True,
+        text=True,
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_the_emulators_names_still_import_from_the_package():
-    from airflow_provider_dashscope_batch import emulator
-    from airflow_provider_dashscope_batch.emulator.server import EmulatorServer
+def test_a_pytest_session_loads_no_plugin_of_ours_unless_asked(tmp_path):
+    (tmp_path / "test_bare.py").write_text(
+        "import sys\n\n\ndef test_bare():\n"
+        "    assert not [m for m in sys.modules if m.startswith(('dashscope_batch_emulator',"
+        " 'airflow_provider_dashscope_batch'))]\n"
+    )
+    result = _pytest(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout
 
-    assert emulator.EmulatorServer is EmulatorServer
-    assert {"EmulatorConfig", "FaultRule", "create_app"} <= set(emulator.__all__)
-    assert callable(emulator.create_app)
+
+def test_the_fixture_is_there_when_a_conftest_asks_for_it(tmp_path):
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["dashscope_batch_emulator.pytest_plugin"]\n')
+    (tmp_path / "test_uses.py").write_text(
+        "def test_uses(dashscope_emulator):\n    assert dashscope_emulator.base_url.startswith('http://127.0.0.1:')\n"
+    )
+    result = _pytest(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 passed" in result.stdout

@@ -13,7 +13,7 @@ from airflow_provider_dashscope_batch.client import AsyncDashScopeClient
 from airflow_provider_dashscope_batch.events.mailbox import MAILBOX_SIZE, Mailbox, variable_key
 from airflow_provider_dashscope_batch.events.wake import FinishWatcher
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
-from airflow_provider_dashscope_batch.waiting import BatchPoller, BatchWait, PollSchedule
+from airflow_provider_dashscope_batch.waiting.protocol import BatchPoller, BatchWait, PollSchedule
 from airflow_provider_dashscope_batch.waiting.reader import BatchRef, StatusReader
 
 SAMPLE_REQUESTS = Path(__file__).resolve().parents[2] / "example_dags" / "data" / "requests.jsonl"

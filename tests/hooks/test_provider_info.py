@@ -70,7 +70,7 @@ def test_providers_hooks_show_the_dashscope_connection_type():
 
 def test_providers_links_list_the_console_link():
     links = {link["extra_link_class_name"] for link in airflow_cli("providers", "links")}
-    assert "airflow_provider_dashscope_batch.links.DashScopeBatchConsoleLink" in links
+    assert "airflow_provider_dashscope_batch.operators.links.DashScopeBatchConsoleLink" in links
 
 
 def test_provider_info_matches_airflows_schema():

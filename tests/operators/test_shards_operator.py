@@ -13,7 +13,7 @@ from airflow_provider_dashscope_batch.operators.shards import (
     DashScopeShardedBatchOperator,
     DashScopeSplitRequestsOperator,
 )
-from airflow_provider_dashscope_batch.validation import MAX_LINE_BYTES
+from airflow_provider_dashscope_batch.validation.lines import MAX_LINE_BYTES
 
 
 def test_input_arguments_are_checked():

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStoragePath
 
-from airflow_provider_dashscope_batch.jsonl import write_requests_from_csv
-from airflow_provider_dashscope_batch.operators.batch import DashScopeUploadFileOperator
+from airflow_provider_dashscope_batch.operators.upload import DashScopeUploadFileOperator
+from airflow_provider_dashscope_batch.validation.builder import write_requests_from_csv
 
 REQUESTS = Path(__file__).resolve().parents[2] / "example_dags" / "data" / "requests.jsonl"
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from airflow_provider_dashscope_batch.models import Batch
+from airflow_provider_dashscope_batch.client.types import Batch
 from airflow_provider_dashscope_batch.sharding.job import (
     JobOutcomePolicy,
     ShardJob,
@@ -16,7 +16,7 @@ from airflow_provider_dashscope_batch.sharding.job import (
     shard_key_base,
 )
 from airflow_provider_dashscope_batch.sharding.split import Shard
-from airflow_provider_dashscope_batch.waiting import Outcome, OutcomePolicy
+from airflow_provider_dashscope_batch.waiting.protocol import Outcome, OutcomePolicy
 
 SHARD = Shard(index=1, first_line=101, requests=100, bytes=1000, sha256="ab" * 32, uri="shard-00001.jsonl")
 

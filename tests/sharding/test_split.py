@@ -8,17 +8,17 @@ import json
 
 import pytest
 
-from airflow_provider_dashscope_batch.sharding import (
+from airflow_provider_dashscope_batch.sharding.split import (
     ShardLimits,
     ShardSizing,
+    _SeenIds,
     split_csv,
     split_jsonl,
     split_requests,
 )
-from airflow_provider_dashscope_batch.sharding.split import _SeenIds
-from airflow_provider_dashscope_batch.validation import (
+from airflow_provider_dashscope_batch.validation.lines import MAX_LINE_BYTES
+from airflow_provider_dashscope_batch.validation.rules import (
     MAX_FILE_BYTES,
-    MAX_LINE_BYTES,
     MAX_LINES,
     TEST_MODEL,
     JsonlValidationError,

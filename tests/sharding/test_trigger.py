@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import anyio
 import pytest
 
-from airflow_provider_dashscope_batch.sharding.trigger import DashScopeShardsTrigger
+from airflow_provider_dashscope_batch.triggers.sharded import DashScopeShardsTrigger
 
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.2}
 
@@ -143,7 +143,7 @@ async def test_a_trigger_serialized_by_the_previous_release_still_runs(
         "error_budget": 5,
         "cancel_on_kill": False,
     }
-    module = importlib.import_module("airflow_provider_dashscope_batch.sharding.trigger")
+    module = importlib.import_module("airflow_provider_dashscope_batch.triggers.sharded")
     (payload,) = await events_of(module.DashScopeShardsTrigger(**stored))
     assert {(e["batch_id"], e["batch"]["status"]) for e in payload["events"]} == {
         (b, "completed") for b in ids

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 import respx
+from dashscope_batch_emulator import EmulatorServer
 
-from airflow_provider_dashscope_batch.bodies import EMBEDDING_MODELS
 from airflow_provider_dashscope_batch.client import DashScopeClient
-from airflow_provider_dashscope_batch.emulator import EmulatorServer
-from airflow_provider_dashscope_batch.models import Batch
+from airflow_provider_dashscope_batch.client.types import Batch
+from airflow_provider_dashscope_batch.validation.bodies import EMBEDDING_MODELS
 
 
 @pytest.fixture

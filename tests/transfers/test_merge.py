@@ -12,7 +12,7 @@ import pytest
 from airflow.providers.common.compat.sdk import AirflowException
 
 from airflow_provider_dashscope_batch.client import NotFoundError
-from airflow_provider_dashscope_batch.models import Batch
+from airflow_provider_dashscope_batch.client.types import Batch
 from airflow_provider_dashscope_batch.transfers.manifest import ResultManifest
 from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
     DashScopeBatchResultsToObjectStorageOperator,

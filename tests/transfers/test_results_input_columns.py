@@ -15,15 +15,15 @@ from typing import Any
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowFailException
+from dashscope_batch_emulator import emulated_embedding
 
 from airflow_provider_dashscope_batch.client import DashScopeClient
-from airflow_provider_dashscope_batch.emulator import emulated_embedding
-from airflow_provider_dashscope_batch.jsonl import write_requests
-from airflow_provider_dashscope_batch.models import Batch
-from airflow_provider_dashscope_batch.operators.batch import DashScopeUploadFileOperator
+from airflow_provider_dashscope_batch.client.types import Batch
+from airflow_provider_dashscope_batch.operators.upload import DashScopeUploadFileOperator
 from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
     DashScopeBatchResultsToObjectStorageOperator,
 )
+from airflow_provider_dashscope_batch.validation.builder import write_requests
 
 pytestmark = pytest.mark.usefixtures("dashscope_conn")
 

@@ -17,11 +17,11 @@ from airflow.providers.common.compat.sdk import (
     Asset,
     ObjectStoragePath,
 )
+from dashscope_batch_emulator import emulated_embedding
 
 from airflow_provider_dashscope_batch.client import DashScopeClient, NotFoundError
-from airflow_provider_dashscope_batch.emulator import emulated_embedding
-from airflow_provider_dashscope_batch.models import Batch
-from airflow_provider_dashscope_batch.result_tables import EMBEDDING_COLUMNS, RESULT_COLUMNS
+from airflow_provider_dashscope_batch.client.types import Batch
+from airflow_provider_dashscope_batch.results.tables import EMBEDDING_COLUMNS, RESULT_COLUMNS
 from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
     DashScopeBatchResultsToObjectStorageOperator,
 )

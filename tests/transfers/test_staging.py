@@ -12,7 +12,7 @@ import pytest
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 from airflow_provider_dashscope_batch.client import DashScopeClient, RetryPolicy, ServerError
-from airflow_provider_dashscope_batch.results import ResultFormat
+from airflow_provider_dashscope_batch.results.lines import ResultFormat
 from airflow_provider_dashscope_batch.transfers.staging import (
     DownloadFailed,
     ResultFileStager,

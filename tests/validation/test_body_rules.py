@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_dashscope_batch.validation import validate_jsonl
+from airflow_provider_dashscope_batch.validation.rules import validate_jsonl
 
 CHAT = "/v1/chat/completions"
 EMBEDDINGS = "/v1/embeddings"

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_dashscope_batch.jsonl import write_requests, write_requests_from_csv
-from airflow_provider_dashscope_batch.validation import validate_jsonl
+from airflow_provider_dashscope_batch.validation.builder import write_requests, write_requests_from_csv
+from airflow_provider_dashscope_batch.validation.rules import validate_jsonl
 
 
 def read_lines(path: Path) -> list[dict[str, Any]]:

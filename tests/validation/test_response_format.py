@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_dashscope_batch.validation import validate_jsonl
+from airflow_provider_dashscope_batch.validation.rules import validate_jsonl
 
 SCHEMA = {"type": "object", "properties": {"label": {"type": "string"}}, "required": ["label"]}
 FORMAT = "invalid_response_format"

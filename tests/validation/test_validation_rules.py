@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_dashscope_batch.validation import (
+from airflow_provider_dashscope_batch.validation.lines import MAX_LINE_BYTES
+from airflow_provider_dashscope_batch.validation.rules import (
     MAX_CUSTOM_ID_CHARS,
-    MAX_LINE_BYTES,
     MAX_LINES,
     TEST_MODEL_MAX_FILE_BYTES,
     JsonlValidationError,

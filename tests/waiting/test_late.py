@@ -21,7 +21,7 @@ import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
 
 from airflow_provider_dashscope_batch.client import DashScopeClient
-from airflow_provider_dashscope_batch.models import BatchStatus
+from airflow_provider_dashscope_batch.client.types import BatchStatus
 from airflow_provider_dashscope_batch.operators.batch import DashScopeCreateBatchOperator
 from airflow_provider_dashscope_batch.operators.shards import DashScopeShardedBatchOperator
 from airflow_provider_dashscope_batch.operators.upload import DashScopeUploadFileOperator

@@ -14,8 +14,8 @@ from airflow_provider_dashscope_batch.client.errors import (
     RateLimitError,
     ServerError,
 )
-from airflow_provider_dashscope_batch.models import Batch, BatchStatus
-from airflow_provider_dashscope_batch.waiting import (
+from airflow_provider_dashscope_batch.client.types import Batch, BatchStatus
+from airflow_provider_dashscope_batch.waiting.protocol import (
     BatchPoller,
     BatchWait,
     Outcome,

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from airflow_provider_dashscope_batch.client.errors import AuthenticationError, ServerError
-from airflow_provider_dashscope_batch.models import Batch, BatchStatus
+from airflow_provider_dashscope_batch.client.types import Batch, BatchStatus
 from airflow_provider_dashscope_batch.triggers.base import task_instance_state
-from airflow_provider_dashscope_batch.waiting import (
+from airflow_provider_dashscope_batch.waiting.protocol import (
     BatchPoller,
     BatchWait,
     OutcomePolicy,

@@ -12,11 +12,11 @@ import pytest
 
 from airflow_provider_dashscope_batch.client import AsyncDashScopeClient, DashScopeClient, ServerError
 from airflow_provider_dashscope_batch.client.ratelimit import RateBudget, RateLimit, RequestKind
+from airflow_provider_dashscope_batch.client.types import BatchStatus
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
-from airflow_provider_dashscope_batch.models import BatchStatus
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
-from airflow_provider_dashscope_batch.waiting import BatchPoller, BatchWait, PollAction, PollSchedule
 from airflow_provider_dashscope_batch.waiting import reader as status
+from airflow_provider_dashscope_batch.waiting.protocol import BatchPoller, BatchWait, PollAction, PollSchedule
 from airflow_provider_dashscope_batch.waiting.reader import (
     BatchRef,
     StatusRead,

@@ -29,8 +29,8 @@ from airflow_provider_dashscope_batch.client.errors import (
     LocalValidationError,
     NotFoundError,
 )
-from airflow_provider_dashscope_batch.idempotency import IDEMPOTENCY_KEY
-from airflow_provider_dashscope_batch.models import Batch, BatchPage, BatchStatus
+from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY
+from airflow_provider_dashscope_batch.client.types import Batch, BatchPage, BatchStatus
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client._core import ClientCore

@@ -21,7 +21,7 @@ from airflow_provider_dashscope_batch.client._params import (
 )
 from airflow_provider_dashscope_batch.client._request import call_flow, request_flow
 from airflow_provider_dashscope_batch.client._uploads import FileInput, UploadHandle, UploadSource
-from airflow_provider_dashscope_batch.models import FileDeleted, FileObject, FilePage
+from airflow_provider_dashscope_batch.client.types import FileDeleted, FileObject, FilePage
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client._core import ClientCore

@@ -7,10 +7,8 @@ from datetime import datetime
 
 from airflow.providers.common.compat.sdk import DAG
 
-from airflow_provider_dashscope_batch.operators.batch import (
-    DashScopeCreateBatchOperator,
-    DashScopeUploadFileOperator,
-)
+from airflow_provider_dashscope_batch.operators.batch import DashScopeCreateBatchOperator
+from airflow_provider_dashscope_batch.operators.upload import DashScopeUploadFileOperator
 from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
     DashScopeBatchResultsToObjectStorageOperator,
 )

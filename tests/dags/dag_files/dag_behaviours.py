@@ -10,8 +10,8 @@ from airflow.providers.common.compat.sdk import DAG
 from airflow_provider_dashscope_batch.operators.batch import (
     DashScopeCancelBatchOperator,
     DashScopeCreateBatchOperator,
-    DashScopeUploadFileOperator,
 )
+from airflow_provider_dashscope_batch.operators.upload import DashScopeUploadFileOperator
 
 HERE = Path(__file__).parent
 REQUESTS = HERE.parents[2] / "example_dags" / "data" / "requests.jsonl"

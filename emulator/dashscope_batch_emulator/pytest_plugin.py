@@ -1,10 +1,9 @@
 """
-pytest plugin (``pytest11`` entry point) providing the ``dashscope_emulator`` fixture.
+pytest plugin providing the ``dashscope_emulator`` fixture; opt-in, in a ``conftest.py``::
 
-pytest loads it into every session of an environment where the provider is installed, so loading it
-imports only pytest: the emulator (uvicorn, starlette) is imported when a test first asks for the
-fixture (``benchmarks/pytest_plugin.py`` measures what a session pays for it). ``-p
-no:dashscope_emulator`` turns it off.
+    pytest_plugins = ["dashscope_batch_emulator.pytest_plugin"]
+
+The emulator (uvicorn, starlette) is imported when a test first asks for the fixture.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from airflow_provider_dashscope_batch.emulator.server import EmulatorServer
+    from dashscope_batch_emulator.server import EmulatorServer
 
 # Fast phases so small batches finish in well under a second of real time; windows still need advance().
 FIXTURE_SETTINGS = {
@@ -30,7 +29,7 @@ FIXTURE_SETTINGS = {
 @pytest.fixture(scope="session")
 def dashscope_emulator_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorServer]:
     """One emulator per test session, on a free loopback port."""
-    from airflow_provider_dashscope_batch.emulator.server import EmulatorServer
+    from dashscope_batch_emulator.server import EmulatorServer
 
     with EmulatorServer(root=tmp_path_factory.mktemp("dashscope-emulator"), **FIXTURE_SETTINGS) as server:
         yield server

@@ -19,13 +19,12 @@ A result line (output or error file) looks like::
 Error lines carry ``error`` as ``{"code", "message"}`` or ``{"error_code", "error_message"}`` (both are
 read), and may have ``response: null`` or a response whose body holds an OpenAI-shaped ``error``.
 
-The CSV/Parquet writers of these rows live in :mod:`~airflow_provider_dashscope_batch.result_tables`.
+The CSV/Parquet writers of these rows live in :mod:`~airflow_provider_dashscope_batch.results.tables`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -47,29 +46,6 @@ __all__ = [
     "iter_lines",
     "parse_result_line",
 ]
-
-# Moved to result_tables in 0.2.0; still importable from here, as in 0.1.
-_MOVED = frozenset(
-    {
-        "EMBEDDING_COLUMNS",
-        "RESULT_COLUMNS",
-        "RESULT_COLUMN_TYPES",
-        "TABLE_SCHEMA_VERSION",
-        "CsvEncoder",
-        "JsonlEncoder",
-        "ParquetEncoder",
-        "ResultEncoder",
-        "TableKind",
-        "import_pyarrow",
-        "open_encoder",
-    }
-)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        return getattr(importlib.import_module("airflow_provider_dashscope_batch.result_tables"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ResultFormat(StrEnum):
@@ -316,7 +292,7 @@ def flatten_result(line: bytes | str | dict[str, Any]) -> dict[str, Any]:
     """
     Flatten one result line (output or error file) into a row of the ``requests`` table.
 
-    Keys: :data:`~airflow_provider_dashscope_batch.result_tables.RESULT_COLUMNS`.
+    Keys: :data:`~airflow_provider_dashscope_batch.results.tables.RESULT_COLUMNS`.
 
     Missing values are ``None``; non-string content (e.g. a list of parts) is JSON-encoded.
 
@@ -365,7 +341,7 @@ def flatten_embeddings(line: bytes | str | dict[str, Any]) -> list[dict[str, Any
     """
     Flatten one embeddings result line into one row per input text of the ``embeddings`` table.
 
-    Keys: :data:`~airflow_provider_dashscope_batch.result_tables.EMBEDDING_COLUMNS`.
+    Keys: :data:`~airflow_provider_dashscope_batch.results.tables.EMBEDDING_COLUMNS`.
 
     ``embedding`` is the vector as a list of floats (``None`` if the line carries none); a line without
     ``data`` still gives one row, so no request disappears from the table.

@@ -4,7 +4,7 @@ What the emulated service answers to one batch request: chat, Qwen-VL, embedding
 The bodies follow the service's documented shapes and usage counts (the Qwen tokenizer or its
 approximation for text, the Qwen-VL rule for image tokens, reasoning for models that think); the batch
 and file state machine that calls :func:`answer_request` line by line is
-:mod:`~airflow_provider_dashscope_batch.emulator.state`.
+:mod:`~dashscope_batch_emulator.state`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from airflow_provider_dashscope_batch.bodies import body_violations
 from airflow_provider_dashscope_batch.cost.pricing import PriceTable, load_price_table
 from airflow_provider_dashscope_batch.cost.tokens import count_chat_prompt, count_text
-from airflow_provider_dashscope_batch.emulator.structured import structured_answer
+from airflow_provider_dashscope_batch.validation.bodies import body_violations
+from dashscope_batch_emulator.structured import structured_answer
 
 __all__ = [
     "EMULATED_IMAGE_SIZE",

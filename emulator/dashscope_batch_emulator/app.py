@@ -2,8 +2,8 @@
 Starlette application emulating the DashScope OpenAI-compatible Files and Batches API.
 
 The route handlers are split by resource: ``/files`` in
-:mod:`~airflow_provider_dashscope_batch.emulator.files_api`, ``/batches`` in
-:mod:`~airflow_provider_dashscope_batch.emulator.batches_api`; this module holds the plumbing
+:mod:`~dashscope_batch_emulator.files_api`, ``/batches`` in
+:mod:`~dashscope_batch_emulator.batches_api`; this module holds the plumbing
 (authorization, error answers), the engine ticker, the finish notifications and the admin API.
 """
 
@@ -31,26 +31,26 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from airflow_provider_dashscope_batch.emulator.batches_api import (
+from dashscope_batch_emulator.batches_api import (
     BATCH_STATUSES,
     BatchesApi,
     parse_completion_window,
 )
-from airflow_provider_dashscope_batch.emulator.faults import (
+from dashscope_batch_emulator.faults import (
     API_PREFIX,
     FaultMiddleware,
     FaultRegistry,
     FaultRule,
     error_body,
 )
-from airflow_provider_dashscope_batch.emulator.files_api import FilesApi
-from airflow_provider_dashscope_batch.emulator.params import ApiError, error_response, read_json
-from airflow_provider_dashscope_batch.emulator.ratelimit import (
+from dashscope_batch_emulator.files_api import FilesApi
+from dashscope_batch_emulator.params import ApiError, error_response, read_json
+from dashscope_batch_emulator.ratelimit import (
     RateLimiter,
     RateLimitMiddleware,
     RateLimitSettings,
 )
-from airflow_provider_dashscope_batch.emulator.state import BatchRecord, Emulator, EmulatorConfig
+from dashscope_batch_emulator.state import BatchRecord, Emulator, EmulatorConfig
 
 log = logging.getLogger(__name__)
 

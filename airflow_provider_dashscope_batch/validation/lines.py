@@ -1,7 +1,7 @@
 """
 The line reader of batch input files (JSONL): one line at a time, in binary, with bounded reads.
 
-The upload operator's validation (:func:`~airflow_provider_dashscope_batch.validation.validate_jsonl`)
+The upload operator's validation (:func:`~airflow_provider_dashscope_batch.validation.rules.validate_jsonl`)
 and the splitter (:mod:`airflow_provider_dashscope_batch.sharding.split`) read every input through
 :func:`read_lines`, so a line is cut, measured and judged the same way whoever reads it. Memory stays
 flat whatever the file size: a line over the 6 MB limit is measured in pieces and never held whole.
@@ -14,19 +14,26 @@ import os
 import pathlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
+from typing import IO, Any, BinaryIO, Protocol
 
-if TYPE_CHECKING:
-    from airflow_provider_dashscope_batch.validation import LineChecker
-
-__all__ = ["MAX_LINE_BYTES", "MB", "open_source", "read_lines", "source_name"]
+__all__ = ["MAX_LINE_BYTES", "MB", "LineJudge", "open_source", "read_lines", "source_name"]
 
 MB = 1 << 20
-# The service's line limit (terminator excluded); validation.MAX_LINE_BYTES documents it.
+# The service's line limit (terminator excluded).
 MAX_LINE_BYTES = 6 * MB
 
 _BOM = b"\xef\xbb\xbf"
 _READ_BUFFER = 1 << 20
+
+
+class LineJudge(Protocol):
+    """What :func:`read_lines` reports to: the rule state of one file (:class:`~.rules.LineChecker`)."""
+
+    blank_lines: int
+
+    def add(self, line: int | None, code: str, message: str) -> None: ...
+
+    def check_length(self, line: int, length: int) -> bool: ...
 
 
 class _RawReader(io.RawIOBase):
@@ -60,7 +67,7 @@ def open_source(source: str | os.PathLike[str] | BinaryIO) -> Iterator[io.Buffer
             yield io.BufferedReader(_RawReader(f), buffer_size=_READ_BUFFER)
 
 
-def read_lines(stream: IO[bytes], checker: LineChecker) -> Iterator[tuple[int, bytes | None, int]]:
+def read_lines(stream: IO[bytes], checker: LineJudge) -> Iterator[tuple[int, bytes | None, int]]:
     """
     The lines of ``stream`` as ``(number, line, bytes read)``, with the rules every entry point shares.
 

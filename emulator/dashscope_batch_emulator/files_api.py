@@ -13,8 +13,8 @@ from python_multipart.multipart import parse_options_header
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
-from airflow_provider_dashscope_batch.emulator.params import ApiError, int_param, page_of, parse_time
-from airflow_provider_dashscope_batch.emulator.state import Emulator, FileRecord
+from dashscope_batch_emulator.params import ApiError, int_param, page_of, parse_time
+from dashscope_batch_emulator.state import Emulator, FileRecord
 
 __all__ = ["FilesApi"]
 

@@ -2,7 +2,7 @@
 Build batch input files (JSONL) from request dicts or a CSV file, streamed to any binary target.
 
 Lines are compact JSON, UTF-8, non-ASCII kept as is. Rules the service enforces are checked by
-:func:`airflow_provider_dashscope_batch.validation.validate_jsonl`, not here; the builders only
+:func:`airflow_provider_dashscope_batch.validation.rules.validate_jsonl`, not here; the builders only
 refuse input they cannot turn into a request, naming the item or CSV line.
 """
 
@@ -17,9 +17,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO, Any, BinaryIO, TextIO
 
-from airflow_provider_dashscope_batch.bodies import EMBEDDINGS_ENDPOINT, embedding_model
-from airflow_provider_dashscope_batch.input_columns import InputColumnsWriter
-from airflow_provider_dashscope_batch.validation import ENDPOINTS, MAX_CUSTOM_ID_CHARS
+from airflow_provider_dashscope_batch.results.input_columns import InputColumnsWriter
+from airflow_provider_dashscope_batch.validation.bodies import EMBEDDINGS_ENDPOINT, embedding_model
+from airflow_provider_dashscope_batch.validation.rules import ENDPOINTS, MAX_CUSTOM_ID_CHARS
 
 __all__ = ["write_requests", "write_requests_from_csv"]
 

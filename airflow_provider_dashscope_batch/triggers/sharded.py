@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
 from airflow_provider_dashscope_batch.triggers.base import DashScopeWaiterTrigger, late_watches
-from airflow_provider_dashscope_batch.waiting import (
+from airflow_provider_dashscope_batch.waiting.protocol import (
     DEFAULT_ERROR_BUDGET,
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_BACKOFF,

@@ -1,7 +1,7 @@
 """
 Emulated service state: clock, files on disk, batches and the engine that moves them along.
 
-What one request is answered is :mod:`~airflow_provider_dashscope_batch.emulator.answers`'s.
+What one request is answered is :mod:`~dashscope_batch_emulator.answers`'s.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from airflow_provider_dashscope_batch.emulator.answers import (
+from airflow_provider_dashscope_batch.validation.rules import ValidationReport, validate_jsonl
+from dashscope_batch_emulator.answers import (
     EMULATED_IMAGE_SIZE,
     FAIL_MARKER,
     TEST_MODEL,
@@ -26,7 +27,6 @@ from airflow_provider_dashscope_batch.emulator.answers import (
     emulated_embedding,
     image_tokens_of,
 )
-from airflow_provider_dashscope_batch.validation import ValidationReport, validate_jsonl
 
 __all__ = [
     "EMULATED_IMAGE_SIZE",

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import uvicorn
 
-from airflow_provider_dashscope_batch.emulator.app import ADMIN_PREFIX, create_app
-from airflow_provider_dashscope_batch.emulator.faults import API_PREFIX, FaultKind
-from airflow_provider_dashscope_batch.emulator.ratelimit import RateLimitSettings
-from airflow_provider_dashscope_batch.emulator.state import EmulatorConfig
+from dashscope_batch_emulator.app import ADMIN_PREFIX, create_app
+from dashscope_batch_emulator.faults import API_PREFIX, FaultKind
+from dashscope_batch_emulator.ratelimit import RateLimitSettings
+from dashscope_batch_emulator.state import EmulatorConfig
 
 _BACKLOG = 4096
 

@@ -11,7 +11,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from airflow_provider_dashscope_batch.emulator.faults import error_body
+from dashscope_batch_emulator.faults import error_body
 
 __all__ = ["ApiError", "error_response", "int_param", "page_of", "parse_time", "read_json"]
 

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from airflow_provider_dashscope_batch.emulator.faults import API_PREFIX, error_body, send_json
+from dashscope_batch_emulator.faults import API_PREFIX, error_body, send_json
 
 __all__ = ["DEFAULT_LIMITS", "RateLimitMiddleware", "RateLimitSettings", "RateLimiter", "route_kind"]
 

@@ -15,7 +15,7 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from airflow_provider_dashscope_batch.models import Batch
+    from airflow_provider_dashscope_batch.client.types import Batch
 
 __all__ = ["IDEMPOTENCY_KEY", "KEY_PATTERN", "key_of", "lineage", "parse_key", "with_generation"]
 

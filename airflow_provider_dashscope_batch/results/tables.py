@@ -1,7 +1,7 @@
 """
 Typed tables of batch results: the CSV and Parquet writers, their layouts and column types.
 
-Each writer (:class:`ResultEncoder`) turns the rows of :mod:`~airflow_provider_dashscope_batch.results`
+Each writer (:class:`ResultEncoder`) turns the rows of :mod:`~airflow_provider_dashscope_batch.results.lines`
 into one file, streamed: a CSV buffer or a Parquet row group at most is held. Pure (no Airflow, no files
 or connections opened here); the transfer hands it a stream::
 
@@ -22,8 +22,8 @@ import json
 from enum import StrEnum
 from typing import IO, Any
 
-from airflow_provider_dashscope_batch.input_columns import InputColumns
-from airflow_provider_dashscope_batch.results import (
+from airflow_provider_dashscope_batch.results.input_columns import InputColumns
+from airflow_provider_dashscope_batch.results.lines import (
     NOT_A_VECTOR,
     ResultFormat,
     ResultKind,
@@ -86,7 +86,7 @@ EMBEDDING_COLUMNS: tuple[str, ...] = (
 
 ``input_index`` is the text's position in the request's ``input`` (``data[].index``); ``input_id`` is the
 text's own id: the ``custom_id`` of a one-text request, or the matching item of a packed request's
-``custom_id`` (a JSON list of ids, as :func:`~airflow_provider_dashscope_batch.jsonl.write_requests_from_csv`
+``custom_id`` (a JSON list of ids, as :func:`~.validation.builder.write_requests_from_csv`
 writes it with ``inputs_per_request > 1``). ``embedding`` is the vector (Parquet: a fixed-size
 ``list<float32>``; CSV: a JSON array). ``prompt_tokens``/``total_tokens`` are the request's usage, given on
 its first row only (``input_index`` 0), so that a column sum is the bill.
@@ -113,7 +113,7 @@ RESULT_COLUMN_TYPES: dict[str, str] = {
 }
 """Logical type of each column (``string``, ``int`` or ``vector``; every column is nullable).
 
-Input columns carried from the upload (:mod:`~airflow_provider_dashscope_batch.input_columns`) follow a
+Input columns carried from the upload (:mod:`~.input_columns`) follow a
 table's own, typed ``string``, ``int``, ``float`` or ``bool``.
 """
 

@@ -4,7 +4,7 @@ Streaming preflight validation of DashScope batch input files (JSONL).
 One set of rules, shared by the upload operator (a bad file costs no upload and no batch) and
 the emulator (which reports the same violations as the service's ``errors.data``).
 
-The file is read in binary by :mod:`airflow_provider_dashscope_batch.line_reader`, one line at a
+The file is read in binary by :mod:`airflow_provider_dashscope_batch.validation.lines`, one line at a
 time with a bounded ``readline``, so memory stays flat whatever the file size; a line over the 6 MB
 limit is counted and skipped, never held whole. Each line is checked with a typed ``msgspec``
 decoder that materialises only ``custom_id``, ``method``, ``url``, ``body.model``,
@@ -49,7 +49,7 @@ code                          rule
 
 Per-endpoint body rules (``messages`` for chat, ``input``/``dimensions``/``encoding_format`` for
 embeddings, image parts only for vision models, fields a family does not accept) are listed in
-:mod:`airflow_provider_dashscope_batch.bodies`.
+:mod:`airflow_provider_dashscope_batch.validation.bodies`.
 
 Sizes use binary units (1 MB = 2**20 bytes); line sizes exclude the line terminator. Lines past
 the 50,000-line limit are counted but not checked, which also bounds the memory used to detect
@@ -67,8 +67,8 @@ from typing import Any, BinaryIO
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
-from airflow_provider_dashscope_batch.bodies import EMBEDDINGS_ENDPOINT, body_violations
-from airflow_provider_dashscope_batch.line_reader import (  # the reader's names stay importable here
+from airflow_provider_dashscope_batch.validation.bodies import EMBEDDINGS_ENDPOINT, body_violations
+from airflow_provider_dashscope_batch.validation.lines import (
     MAX_LINE_BYTES,
     MB,
     open_source,
@@ -81,7 +81,6 @@ __all__ = [
     "MAX_CUSTOM_ID_CHARS",
     "MAX_FILE_BYTES",
     "MAX_LINES",
-    "MAX_LINE_BYTES",
     "RESPONSE_FORMAT_TYPES",
     "TEST_MODEL",
     "TEST_MODEL_ENDPOINT",

@@ -10,14 +10,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from airflow_provider_dashscope_batch.emulator.params import (
+from dashscope_batch_emulator.params import (
     ApiError,
     int_param,
     page_of,
     parse_time,
     read_json,
 )
-from airflow_provider_dashscope_batch.emulator.state import ENDPOINTS, BatchRecord, Emulator
+from dashscope_batch_emulator.state import ENDPOINTS, BatchRecord, Emulator
 
 __all__ = ["BATCH_STATUSES", "BatchesApi", "parse_completion_window"]
 
