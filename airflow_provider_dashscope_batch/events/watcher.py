@@ -6,9 +6,9 @@ and the scheduler records each event it yields on the watching Asset and queues 
 scheduled on it, all through Airflow's own code. Its sources:
 
 * **list polling** (always): every ``poll_interval`` seconds one ``GET /batches`` filtered on creation time
-  (from the oldest of the connection's batches still running), more pages only when more than 100
-  batches were created since; every region, no inbound traffic. A terminal batch on the page is the
-  confirmation read.
+  (from the oldest of the connection's batches still running, else the newest batch listed), more pages
+  only when more than 100 batches were created since; every region, no inbound traffic. A terminal
+  batch on the page is the confirmation read.
 * **the receiver's mailbox** (``mailbox_interval``): the finishes the api-server's receiver confirmed
   (:mod:`~.receiver`), read from the connection's mailbox Variable; each is confirmed with one
   ``GET /batches/{id}`` before it counts.
@@ -239,11 +239,18 @@ class FinishWatch:
         await self._save(replace(cursor, beat=self.clock()).pruned(self.clock()))
 
     async def _list(self, cursor: Cursor, found: dict[str, Batch], now: float) -> Cursor:
-        """Read the batches created since the cursor's ``since``; the marked terminal ones are finishes."""
+        """
+        Read the batches created since the cursor's ``since``; the marked terminal ones are finishes.
+
+        The next list starts at the creation time of the oldest marked batch still running, else of the
+        newest batch listed: the service's own clock, so a skewed local clock loses nothing.
+        """
         baseline = cursor.since is None
-        since = int(now) - LOOKBACK_SECONDS if baseline else max(cursor.since, int(now) - LOOKBACK_SECONDS)
+        floor = int(now) - LOOKBACK_SECONDS
+        since = floor if cursor.since is None else max(cursor.since, floor)
         batches = await anyio.to_thread.run_sync(self._list_pages, since - _SLACK)
         running = [_created(b) for b in batches if not b.status.is_terminal and self._ours(b)]
+        newest = max((_created(b) for b in batches), default=since)
         done = dict(cursor.done)
         for batch in batches:
             if batch.status.is_terminal and self._ours(batch) and batch.id not in done:
@@ -251,7 +258,7 @@ class FinishWatch:
                     done[batch.id] = _created(batch)
                 else:
                     found.setdefault(batch.id, batch)
-        return replace(cursor, since=min([*running, int(now)]), done=done)
+        return replace(cursor, since=min([*running, newest]), done=done)
 
     def _list_pages(self, create_after: int) -> list[Batch]:
         after = datetime.fromtimestamp(create_after, UTC)
@@ -350,14 +357,17 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        watch = await anyio.to_thread.run_sync(self.watch)
+        watch: FinishWatch | None = None
         while True:
             try:
+                watch = watch or await anyio.to_thread.run_sync(self.watch)
                 async for payload in watch.round():
                     yield TriggerEvent(payload)
-            except DashScopeError as exc:  # the next round tries again
+            except (DashScopeError, ConnectionSetupError) as exc:  # the next round tries again
                 log.warning("The finish watcher of connection %r: %s", self.dashscope_conn_id, exc)
-            await asyncio.sleep(watch.interval)
+            except Exception:  # a Variable or connection lookup failing: the watcher must outlive it
+                log.exception("The finish watcher of connection %r failed a round", self.dashscope_conn_id)
+            await asyncio.sleep(watch.interval if watch else self.poll_interval)
 
 
 def payloads(events: Iterable[Any]) -> list[dict[str, Any]]:

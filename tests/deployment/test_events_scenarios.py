@@ -22,6 +22,7 @@ from scenario_support import AIRFLOW_VERSION, FINISH_EVENTS_SECRET, LIST, RETRIE
 
 from airflow_provider_dashscope_batch.events import asset_uri
 from airflow_provider_dashscope_batch.events.tokens import MARK_KEY, mark, mint_token
+from airflow_provider_dashscope_batch.events.watcher import cursor_key
 from airflow_provider_dashscope_batch.transfers.manifest import ResultManifest
 
 pytestmark = [
@@ -79,6 +80,12 @@ def _recorded(airflow) -> list[str]:
         uri=asset_uri(CONN),
     )
     return [_batch_id(extra) for (extra,) in rows]
+
+
+def _watching(airflow) -> bool:
+    """Whether the finish watcher has made its first round (its cursor is in the Variable)."""
+    found = airflow.api("GET", f"/variables/{cursor_key(CONN)}", ok=(200, 404))
+    return bool(found.get("value")) and json.loads(found["value"]).get("since") is not None
 
 
 def _epoch(value: str) -> float:
@@ -153,6 +160,7 @@ def test_a_burst_of_100_finishes_found_by_list_polling_starts_results_runs_that_
     the batches. A finish the scheduler did not put in a run (apache/airflow#56050) fails the test.
     """
     airflow, emulator = scenario.deployment, scenario.emulator
+    wait_for(lambda: _watching(airflow), "the watcher's first round (what finished before is no event)")
     airflow.spawn(
         "triggerer-2", command="triggerer", AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(_free_port())
     )

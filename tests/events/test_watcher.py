@@ -173,3 +173,13 @@ async def test_the_trigger_runs_in_an_event_loop_and_yields_events(
     event = await asyncio.wait_for(baseline, 30)
     assert event.payload["batch_id"] == batch_id
     await events.aclose()
+
+
+async def test_a_local_clock_an_hour_ahead_of_the_service_loses_no_finish(dashscope_emulator, conn, client):
+    trigger = DashScopeBatchFinishTrigger(CONN, poll_interval=0)
+    ahead = trigger.watch(get=get_variable, put=put_variable, clock=lambda: dashscope_emulator.now() + 3600)
+    await collect(ahead)
+    await collect(ahead)  # a round with nothing new: the next list still starts at the service's time
+    ids = create(client, n=2)
+    wait_terminal(client, ids)
+    assert sorted(p["batch_id"] for p in await collect(ahead)) == sorted(ids)
