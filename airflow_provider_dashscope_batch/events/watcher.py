@@ -17,16 +17,16 @@ A finish counts only if its batch carries this connection's mark (:func:`~.token
 with the connection's finish-events secret, so another connection's or another deployment's batches never
 start our DAGs. The batches already finished when a watcher first runs are its baseline, not events.
 
-Exactly once: the watcher keeps a cursor in the Variable ``dashscope_batch_watch.<conn_id>`` (through the
-Task SDK: the triggerer's supervisor): the finishes it handed on, where the next list starts, the mailbox
-position, and a lease. A finish is added to the cursor *before* its event is yielded, so a restarted
-triggerer never yields it again; Airflow's triggerer takes a yielded event into its outbound queue
-without an ``await`` in between, so only a hard kill in the second before the supervisor persists it can
-lose one (the results DAG can be started by hand with the batch id). The lease (renewed every round;
-free after :data:`LEASE_ROUNDS` rounds without renewal) lets one watcher of a connection hand on
-finishes at a time: a second triggerer that runs the same trigger (Airflow assigns a trigger to one
-triggerer; during a failover two may briefly run it) stands by, and every finish is re-checked against
-the cursor just before it is yielded.
+Once per finish: the watcher keeps a cursor in the Variable ``dashscope_batch_watch.<conn_id>`` (through
+the Task SDK: the triggerer's supervisor): the finishes it handed on, where the next list starts, the
+mailbox position, and a lease. A round yields its new finishes and then adds them to the cursor in one
+write, once the triggerer has taken the last of them (a generator resumes only when its consumer asks for
+more). A triggerer stopped in the middle of a round never wrote those finishes: its successor yields them
+again, so a finish is never lost, and only a finish already persisted before the stop is recorded twice.
+The lease (renewed every round; free after :data:`LEASE_ROUNDS` rounds without renewal) lets one watcher
+of a connection hand on finishes at a time: a second triggerer that runs the same trigger (Airflow
+assigns a trigger to one triggerer; during a failover two may briefly run it) stands by, and a round's
+finishes are re-checked against the cursor just before they are yielded.
 """
 
 from __future__ import annotations
@@ -226,16 +226,16 @@ class FinishWatch:
         if list_due:
             cursor = await self._list(cursor, found, now)
             self._next_list = now + self.poll_interval
-        for batch in found.values():
+        if found:  # re-checked against the cursor as it is now; written once after the last is taken
             fresh = await self._load()
-            if fresh.owner != self.me or batch.id in fresh.done:
-                continue
-            cursor = replace(
-                fresh, since=cursor.since, seq=cursor.seq, done={**fresh.done, batch.id: _created(batch)}
-            )
-            await self._save(cursor)
-            log.info("Batch %s of connection %r finished %s", batch.id, self.conn_id, batch.status)
-            yield finish_payload(self.conn_id, batch)
+            if fresh.owner != self.me:
+                return
+            new = [batch for batch in found.values() if batch.id not in fresh.done]
+            for batch in new:
+                log.info("Batch %s of connection %r finished %s", batch.id, self.conn_id, batch.status)
+                yield finish_payload(self.conn_id, batch)
+            done = {**fresh.done, **{batch.id: _created(batch) for batch in new}}
+            cursor = replace(fresh, since=cursor.since, seq=cursor.seq, done=done)
         await self._save(replace(cursor, beat=self.clock()).pruned(self.clock()))
 
     async def _list(self, cursor: Cursor, found: dict[str, Batch], now: float) -> Cursor:

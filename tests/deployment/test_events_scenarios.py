@@ -12,6 +12,7 @@ The emulator posts each batch's finish callback to the URL the create operator b
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from datetime import datetime
 from typing import Any
@@ -157,7 +158,9 @@ def test_a_burst_of_100_finishes_found_by_list_polling_starts_results_runs_that_
     event.
 
     Airflow starts one run for the events recorded since the previous run, so the runs are fewer than
-    the batches. A finish the scheduler did not put in a run (apache/airflow#56050) fails the test.
+    the batches. Up to Airflow 3.3 some finishes of the burst are in no run until a later finish
+    (apache/airflow#56050): the scenario counts them, then finishes one more batch and checks that every
+    finish is then consumed exactly once.
     """
     airflow, emulator = scenario.deployment, scenario.emulator
     wait_for(lambda: _watching(airflow), "the watcher's first round (what finished before is no event)")
@@ -165,15 +168,7 @@ def test_a_burst_of_100_finishes_found_by_list_polling_starts_results_runs_that_
         "triggerer-2", command="triggerer", AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(_free_port())
     )
     try:
-        burst = set()
-        for n in range(BURST):  # what the create operator does with a finish_events_secret: the mark
-            key = f"airflow-{scenario.input_file_id[-12:]:0>12}{n:028x}-g1"
-            batch = scenario.client.create_batch(
-                input_file_id=scenario.input_file_id,
-                endpoint="/v1/chat/ds-test",
-                metadata={"idempotency_key": key, MARK_KEY: mark(FINISH_EVENTS_SECRET, CONN, key)},
-            )
-            burst.add(batch.id)
+        burst = {_marked_batch(scenario, f"burst-{n}") for n in range(BURST)}
         stranger = scenario.client.create_batch(
             input_file_id=scenario.input_file_id, endpoint="/v1/chat/ds-test"
         )
@@ -187,20 +182,47 @@ def test_a_burst_of_100_finishes_found_by_list_polling_starts_results_runs_that_
     assert Counter(b for b in recorded if b in burst) == dict.fromkeys(burst, 1)
     assert stranger.id not in recorded
 
-    def results_took_the_burst() -> list[tuple[str, list[str]]]:
+    def settled() -> list[tuple[str, list[str]]]:
         runs = [(state, [b for b in taken if b in burst]) for state, taken in _results_runs(airflow)]
         runs = [(state, taken) for state, taken in runs if taken]
-        finished = {state for state, _ in runs} <= {"success", "failed"}
-        return finished and burst <= {b for _, taken in runs for b in taken} and runs
+        return bool(runs) and {state for state, _ in runs} <= {"success", "failed"} and runs
 
-    runs = wait_for(results_took_the_burst, "the results DAG to take every finished batch", timeout=300)
+    wait_for(settled, "the results DAG's runs of the burst to end", timeout=300)
+    time.sleep(30)  # the scheduler has had every chance to queue a run for what is left
+    runs = settled()
+    stranded = burst - {b for _, taken in runs for b in taken}
+    # apache/airflow#56050 (Airflow <= 3.3): an event recorded after the queue row's time but before the
+    # run was created is in no run until a later event; docs/completion-events.rst reports the numbers
+    print(f"#56050: {len(stranded)} of {BURST} finishes in no run after the burst's runs ended")
+    late = _marked_batch(scenario, "late")  # one later finish takes every stranded one along
+    emulator.advance(3600)
+    everything = burst | {late}
+
+    def results_took_everything() -> list[tuple[str, list[str]]]:
+        runs = [(state, [b for b in taken if b in everything]) for state, taken in _results_runs(airflow)]
+        runs = [(state, taken) for state, taken in runs if taken]
+        finished = {state for state, _ in runs} <= {"success", "failed"}
+        return finished and everything <= {b for _, taken in runs for b in taken} and runs
+
+    runs = wait_for(results_took_everything, "the results DAG to take every finished batch", timeout=300)
     assert {state for state, _ in runs} == {"success"}, runs
     consumed = Counter(b for _, taken in runs for b in taken)
     assert set(consumed.values()) == {1}, {b: n for b, n in consumed.items() if n > 1}
-    landed = Counter(b for b in _landed(airflow) if b in burst)
-    assert (set(landed), set(landed.values())) == (burst, {1}), landed
+    landed = Counter(b for b in _landed(airflow) if b in everything)
+    assert (set(landed), set(landed.values())) == (everything, {1}), landed
     assert _recorded(airflow).count(stranger.id) == 0
     scenario.assert_key_not_logged()
+
+
+def _marked_batch(scenario, name: str) -> str:
+    """Create a batch the way the create operator does with a finish-events secret (the mark)."""
+    key = f"airflow-{name}-{scenario.input_file_id}-{time.monotonic_ns()}"
+    batch = scenario.client.create_batch(
+        input_file_id=scenario.input_file_id,
+        endpoint="/v1/chat/ds-test",
+        metadata={"idempotency_key": key, MARK_KEY: mark(FINISH_EVENTS_SECRET, CONN, key)},
+    )
+    return batch.id
 
 
 def test_lost_callbacks_end_by_polling_and_forged_or_replayed_ones_change_nothing(scenario):

@@ -183,3 +183,19 @@ async def test_a_local_clock_an_hour_ahead_of_the_service_loses_no_finish(dashsc
     ids = create(client, n=2)
     wait_terminal(client, ids)
     assert sorted(p["batch_id"] for p in await collect(ahead)) == sorted(ids)
+
+
+async def test_a_watcher_stopped_in_the_middle_of_a_round_loses_no_finish(dashscope_emulator, conn, client):
+    first = new_watch(dashscope_emulator, poll_interval=0)
+    await collect(first)
+    ids = create(client, n=3)
+    wait_terminal(client, ids)
+    stopped = first.round()
+    taken = await stopped.__anext__()  # the triggerer took one event, then the triggerer stopped
+    await stopped.aclose()
+    successor = new_watch(dashscope_emulator, poll_interval=0)
+    dashscope_emulator.advance(successor.lease + 1)
+    payloads = await collect(successor)
+    assert sorted(p["batch_id"] for p in payloads) == sorted(ids)  # none lost; the taken one again
+    assert taken["batch_id"] in ids
+    assert await collect(successor) == []
