@@ -215,7 +215,8 @@ class _Conn:
 
 
 _DUMMY_SECRETS = ("unknown-connection-a", "unknown-connection-b")
-_lock = threading.Lock()
+_lock = threading.Lock()  # the in-process maps below (held for no I/O: the event loop takes it too)
+_post_lock = threading.Lock()  # one mailbox read-modify-write at a time in this process
 _clients: _Bounded = _Bounded(32)  # (conn_id, api_key, extra) -> client
 _proven: _Bounded = _Bounded(8192)  # (conn_id, token) -> the batch id the token was proven for
 _misses: _Bounded = _Bounded(8192)  # (conn_id, token) -> failed reads
@@ -280,10 +281,11 @@ def precheck(conn_id: str, token: str, batch_id: str) -> Outcome | None:
     with _lock:
         proven = _proven.get((conn_id, token))
         misses = _misses.get((conn_id, token), 0)
+        posted = (conn_id, batch_id) in _posted
     if proven is not None:
         if proven != batch_id:
             return Outcome.UNKNOWN
-        return Outcome.DUPLICATE if (conn_id, batch_id) in _posted else None
+        return Outcome.DUPLICATE if posted else None
     return Outcome.UNKNOWN if misses >= MAX_MISSES else None
 
 
@@ -334,16 +336,15 @@ def post(conn_id: str, batch_id: str) -> bool:
     from airflow.models.variable import Variable
 
     key = variable_key(conn_id)
-    with _lock:
+    with _post_lock:
         if (conn_id, batch_id) in _posted:
             return False
         mailbox = Mailbox.from_value(Variable.get(key, default_var=None))
-        if batch_id in mailbox:
+        if batch_id not in mailbox:
+            Variable.set(key, mailbox.posted(batch_id).to_json(), description=_DESCRIPTION)
+        with _lock:
             _posted[(conn_id, batch_id)] = None
-            return False
-        Variable.set(key, mailbox.posted(batch_id).to_json(), description=_DESCRIPTION)
-        _posted[(conn_id, batch_id)] = None
-    return True
+    return batch_id not in mailbox
 
 
 async def _read_body(request: Request) -> bytes | None:
