@@ -42,7 +42,7 @@ def get_provider_info() -> dict[str, Any]:
                 "integration-name": "DashScope Batch",
                 "python-modules": [
                     f"{_MODULE}.triggers.batch",
-                    f"{_MODULE}.sharding.trigger",
+                    f"{_MODULE}.triggers.sharded",
                     f"{_MODULE}.events.watcher",
                 ],
             }
@@ -55,7 +55,7 @@ def get_provider_info() -> dict[str, Any]:
                 "python-module": f"{_MODULE}.transfers.results_to_object_storage",
             }
         ],
-        "extra-links": [f"{_MODULE}.links.DashScopeBatchConsoleLink"],
+        "extra-links": [f"{_MODULE}.operators.links.DashScopeBatchConsoleLink"],
         "filesystems": [f"{_MODULE}.fs.oss"],
         "connection-types": [
             {

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_dashscope_batch.client.regions import REGION_BASE_URLS
 from airflow_provider_dashscope_batch.operators.links import CONSOLE_BATCH_PAGES, console_region
+from airflow_provider_dashscope_batch.regions import REGION_BASE_URLS
 
 
 def test_every_region_has_a_console_page():

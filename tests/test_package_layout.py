@@ -15,8 +15,9 @@ ROOT = Path(package.__file__).parent
 #: The layers, lowest first, by package (the longest matching prefix decides). A module imports only from
 #: its own package or from a lower layer.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("base", ("", "regions")),
     ("client", ("client",)),
-    ("results", ("", "catalog", "results")),
+    ("results", ("catalog", "results")),
     ("validation", ("validation",)),
     ("cost", ("cost",)),
     ("waiting", ("waiting",)),
@@ -28,8 +29,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("top", ("sensors", "transfers", "ui", "get_provider_info")),
 )
 RANK = {name: rank for rank, (name, _) in enumerate(LAYERS)}
-#: Layers whose modules never import Airflow.
-PURE = {"client", "results", "validation", "cost", "waiting", "sharding"}
+#: Layers whose modules never import Airflow (``base``: the package root and what provider discovery reads).
+PURE = {"base", "client", "results", "validation", "cost", "waiting", "sharding"}
 
 
 def _module_name(path: Path) -> str:
@@ -95,7 +96,8 @@ def layer_of(name: str) -> str:
 @pytest.mark.parametrize(
     ("module", "layer"),
     [
-        ("", "results"),
+        ("", "base"),
+        ("regions", "base"),
         ("client._core", "client"),
         ("client.types", "client"),
         ("cost.budget", "cost"),

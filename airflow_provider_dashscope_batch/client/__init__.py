@@ -36,8 +36,8 @@ from airflow_provider_dashscope_batch.client.errors import (
     ServerError,
 )
 from airflow_provider_dashscope_batch.client.loop_clients import shared_async_client
-from airflow_provider_dashscope_batch.client.regions import DEFAULT_BASE_URL, REGION_BASE_URLS
 from airflow_provider_dashscope_batch.client.sync import DashScopeClient
+from airflow_provider_dashscope_batch.regions import DEFAULT_BASE_URL, REGION_BASE_URLS
 
 __all__ = [
     "CLOCK_SKEW",

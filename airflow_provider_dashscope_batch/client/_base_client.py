@@ -21,8 +21,8 @@ from airflow_provider_dashscope_batch.client import ambiguity
 from airflow_provider_dashscope_batch.client._core import DEFAULT_TIMEOUT, ClientCore
 from airflow_provider_dashscope_batch.client._retry import DEFAULT_MAX_RETRIES, RetryPolicy
 from airflow_provider_dashscope_batch.client.ratelimit import RateBudget
-from airflow_provider_dashscope_batch.client.regions import DEFAULT_BASE_URL
 from airflow_provider_dashscope_batch.client.resources import batches, files
+from airflow_provider_dashscope_batch.regions import DEFAULT_BASE_URL
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client._flow import Flow, Listing, Send

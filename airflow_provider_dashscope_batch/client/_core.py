@@ -36,7 +36,7 @@ from airflow_provider_dashscope_batch.client.errors import (
     RateLimitError,
     ServerError,
 )
-from airflow_provider_dashscope_batch.client.regions import WORKSPACE_HEADER
+from airflow_provider_dashscope_batch.regions import WORKSPACE_HEADER
 
 M = TypeVar("M", bound=BaseModel)
 E = TypeVar("E", bound=BaseException)

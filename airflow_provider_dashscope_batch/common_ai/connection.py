@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from airflow_provider_dashscope_batch.client.regions import DEFAULT_BASE_URL, REGION_BASE_URLS
 from airflow_provider_dashscope_batch.cost.budget import CostPolicy
+from airflow_provider_dashscope_batch.regions import DEFAULT_BASE_URL, REGION_BASE_URLS
 
 __all__ = ["API_PATH", "COST_PARAMS", "cost_settings", "resolve_host"]
 

@@ -24,7 +24,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow_provider_dashscope_batch.client.regions import DEFAULT_REGION
+from airflow_provider_dashscope_batch.regions import DEFAULT_REGION
 
 __all__ = [
     "ModelKind",

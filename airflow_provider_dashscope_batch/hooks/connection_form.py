@@ -3,7 +3,7 @@ The ``dashscope`` connection form, declared once.
 
 Airflow >= 3.2 reads these declarations from the provider info (``conn-fields`` and
 ``ui-field-behaviour``); Airflow 3.0/3.1 ask the hook, which derives its widgets from the same
-declarations. Only :mod:`~airflow_provider_dashscope_batch.client.regions` is imported, so provider discovery
+declarations. Only :mod:`~airflow_provider_dashscope_batch.regions` is imported, so provider discovery
 stays cheap.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_provider_dashscope_batch.client.regions import (
+from airflow_provider_dashscope_batch.regions import (
     DEFAULT_BASE_URL,
     DEFAULT_REGION,
     REGION_BASE_URLS,

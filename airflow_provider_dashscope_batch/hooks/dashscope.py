@@ -27,12 +27,12 @@ from airflow_provider_dashscope_batch.client import (
 )
 from airflow_provider_dashscope_batch.client.loop_clients import DEFAULT_MAX_IN_FLIGHT
 from airflow_provider_dashscope_batch.client.ratelimit import RateBudget, parse_rate_limits, rate_budget_for
-from airflow_provider_dashscope_batch.client.regions import DEFAULT_REGION, REGION_BASE_URLS
 from airflow_provider_dashscope_batch.hooks.connection_form import (
     CONN_FIELDS,
     CUSTOM_REGION,
     UI_FIELD_BEHAVIOUR,
 )
+from airflow_provider_dashscope_batch.regions import DEFAULT_REGION, REGION_BASE_URLS
 
 try:
     from airflow.providers.common.compat.connection import get_async_extra_dejson

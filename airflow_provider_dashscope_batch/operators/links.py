@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.providers.common.compat.sdk import BaseOperatorLink, XCom
 
-from airflow_provider_dashscope_batch.client.regions import DEFAULT_REGION, REGION_BASE_URLS
+from airflow_provider_dashscope_batch.regions import DEFAULT_REGION, REGION_BASE_URLS
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import BaseOperator, Context, TaskInstanceKey

@@ -22,10 +22,10 @@ from airflow.providers.common.ai.exceptions import (
 )
 
 from airflow_provider_dashscope_batch.client import DashScopeClient, NotFoundError
-from airflow_provider_dashscope_batch.client.regions import REGION_BASE_URLS
 from airflow_provider_dashscope_batch.common_ai.adapter import (
     DashScopeBatchAdapter,
 )
+from airflow_provider_dashscope_batch.regions import REGION_BASE_URLS
 
 
 def run_to_end(adapter, emulator, requests, *, model="qwen-plus", output_type=Verdict, **kwargs):

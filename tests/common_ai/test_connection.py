@@ -10,8 +10,8 @@ pytest.importorskip(
     "Airflow 3.0 leg pins pydantic 2.11.7",
 )
 
-from airflow_provider_dashscope_batch.client.regions import DEFAULT_BASE_URL, REGION_BASE_URLS
 from airflow_provider_dashscope_batch.common_ai.connection import resolve_host
+from airflow_provider_dashscope_batch.regions import DEFAULT_BASE_URL, REGION_BASE_URLS
 
 
 @pytest.mark.parametrize(

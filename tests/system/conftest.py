@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import pytest
 
 from airflow_provider_dashscope_batch.client import DashScopeClient
-from airflow_provider_dashscope_batch.client.regions import DEFAULT_REGION, REGION_BASE_URLS
+from airflow_provider_dashscope_batch.regions import DEFAULT_REGION, REGION_BASE_URLS
 
 KEY_ENV = "DASHSCOPE_SYSTEM_API_KEY"
 REGION_ENV = "DASHSCOPE_SYSTEM_REGION"
