@@ -243,7 +243,9 @@ def main() -> None:
         sink = emulator.base_url.split("/compatible-mode")[0] + "/_emulator/health"
         for n in (int(x) for x in args.n.split(",")):
             for mode in args.modes.split(","):
+                started = time.monotonic()
                 results[(n, mode)] = run_mode(emulator, mode, n, args, sink)
+                print(f"N={n} {mode}: {time.monotonic() - started:.0f} s", file=sys.stderr, flush=True)
 
     print(machine_line())
     print(f"batches finish within {args.window:.0f} s x scale {args.scale:.0f}")

@@ -63,6 +63,7 @@ __all__ = [
     "MAX_BODY_BYTES",
     "MAX_CONCURRENT_CONFIRMATIONS",
     "MAX_DEPTH",
+    "MAX_MISSES",
     "REFUSAL_SECONDS",
     "BadRequest",
     "Outcome",

@@ -58,6 +58,7 @@ __all__ = [
     "DEFAULT_POLL_INTERVAL",
     "LEASE_ROUNDS",
     "LOOKBACK_SECONDS",
+    "MIN_LEASE_SECONDS",
     "Cursor",
     "DashScopeBatchFinishTrigger",
     "FinishWatch",
