@@ -39,12 +39,15 @@ class Module:
 # One line per module; a test path may be a directory, a file or a file::test node id.
 MODULES: dict[str, Module] = {
     "validation": Module(
-        f"{PACKAGE}/validation.py",
+        f"{PACKAGE}/validation/rules.py",
         ("tests/validation/",),
         deselect=("tests/validation/test_jsonl_builder.py::test_csv_from_object_storage",),
     ),
-    "line_reader": Module(f"{PACKAGE}/line_reader.py", ("tests/test_line_reader.py",)),
-    "bodies": Module(f"{PACKAGE}/bodies.py", ("tests/test_bodies.py", "tests/validation/test_body_rules.py")),
+    "line_reader": Module(f"{PACKAGE}/validation/lines.py", ("tests/validation/test_line_reader.py",)),
+    "bodies": Module(
+        f"{PACKAGE}/validation/bodies.py",
+        ("tests/validation/test_bodies.py", "tests/validation/test_body_rules.py"),
+    ),
     "event_tokens": Module(
         f"{PACKAGE}/events/tokens.py",
         ("tests/events/test_tokens_edges.py", "tests/events/test_tokens_and_mailbox.py"),
@@ -55,11 +58,11 @@ MODULES: dict[str, Module] = {
     "params": Module(f"{PACKAGE}/client/_params.py", ("tests/client/test_params.py",)),
     "waiting": Module(
         f"{PACKAGE}/waiting/protocol.py",
-        ("tests/waiting/test_protocol.py", "tests/waiting/test_protocol_edges.py"),
+        ("tests/waiting/test_protocol.py",),
     ),
     "ratelimit": Module(
         f"{PACKAGE}/client/ratelimit.py",
-        ("tests/client/test_ratelimit.py", "tests/client/test_ratelimit_edges.py"),
+        ("tests/client/test_ratelimit.py",),
         deselect=tuple(
             f"tests/client/test_ratelimit.py::{name}"
             for name in (
@@ -71,14 +74,14 @@ MODULES: dict[str, Module] = {
             )
         ),
     ),
-    "results": Module(f"{PACKAGE}/results.py", ("tests/test_results.py", "tests/test_results_edges.py")),
-    "result_tables": Module(f"{PACKAGE}/result_tables.py", ("tests/test_result_tables.py",)),
-    "input_columns": Module(f"{PACKAGE}/input_columns.py", ("tests/test_input_columns.py",)),
+    "results": Module(f"{PACKAGE}/results/lines.py", ("tests/results/test_lines.py",)),
+    "result_tables": Module(f"{PACKAGE}/results/tables.py", ("tests/results/test_tables.py",)),
+    "input_columns": Module(f"{PACKAGE}/results/input_columns.py", ("tests/results/test_input_columns.py",)),
     **{
         name: Module(f"{PACKAGE}/cost/{name}.py", ("tests/cost/",))
         for name in ("pricing", "actual", "estimate", "budget", "tokens")
     },
-    "idempotency": Module(f"{PACKAGE}/idempotency.py", ("tests/test_idempotency.py",)),
+    "idempotency": Module(f"{PACKAGE}/client/identity.py", ("tests/client/test_identity.py",)),
 }
 
 

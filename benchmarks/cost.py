@@ -118,11 +118,14 @@ def main() -> None:
     )
     parser.add_argument("--sizes", type=int, nargs="+", default=[50, 500], help="file sizes in MB (10^6)")
     parser.add_argument("--kinds", nargs="+", default=["chat", "embeddings"], choices=["chat", "embeddings"])
+    parser.add_argument("--smoke", action="store_true", help="smallest size: a CI check that it runs")
     parser.add_argument("--child", nargs=2, metavar=("CONTENDER", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         run_one(*args.child)
         return
+    if args.smoke:
+        args.sizes, args.kinds = [1], ["chat"]
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load}")
     header = (

@@ -122,12 +122,13 @@ def _create(emulator, n: int, window: float, mode: str, sink: str, seed: int) ->
 
 async def _poll_all(made: list[tuple[str, str]], scale: float) -> dict[str, float]:
     from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
+    from airflow_provider_dashscope_batch.waiting.protocol import WaitSettings
 
     schedule = {"poll_interval": 60 / scale, "max_poll_interval": 300 / scale, "poll_backoff": 1.5}
     ended: dict[str, float] = {}
 
     async def one(batch_id: str, file_id: str) -> None:
-        trigger = DashScopeBatchTrigger(batch_id, input_file_id=file_id, **schedule)
+        trigger = DashScopeBatchTrigger(batch_id, input_file_id=file_id, wait=WaitSettings(**schedule))
         async for event in trigger.run():
             assert event.payload["status"] == "terminal", event.payload
             ended[batch_id] = time.time()
@@ -203,7 +204,10 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=60.0, help="schedules run this many times faster")
     parser.add_argument("--modes", default=",".join(MODES), help="sources to measure, comma-separated")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--smoke", action="store_true", help="smallest size: a CI check that it runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.n, args.window = 10, 5.0
 
     home = tempfile.mkdtemp(prefix="bench-events-home-")
     os.environ.update(

@@ -204,7 +204,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="rounds (each runs every contender once)")
     parser.add_argument("--child", nargs=5, metavar=("CONTENDER", "KIND", "SOURCE", "TARGET", "URL"))
     parser.add_argument("--serve", metavar="DIR")
+    parser.add_argument("--smoke", action="store_true", help="smallest size: a CI check that it runs")
     args = parser.parse_args()
+    if args.smoke:
+        args.mb, args.repeat, args.kinds = 1, 1, ["chat"]
+        args.contenders = [c for c in args.contenders if c != "pyarrow"]
     if args.serve:
         serve(Path(args.serve))
         return

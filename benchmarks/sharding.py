@@ -177,6 +177,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="15,000 lines, 150 MB")
     parser.add_argument("--lines", type=int, default=150_000)
     parser.add_argument("--mb", type=int, default=1500)
+    parser.add_argument("--smoke", action="store_true", help="smallest size: a CI check that it runs")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--base-url", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -186,7 +187,7 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    lines, mb = (15_000, 150) if args.quick else (args.lines, args.mb)
+    lines, mb = (2_000, 4) if args.smoke else (15_000, 150) if args.quick else (args.lines, args.mb)
     print(machine_line(), flush=True)
     rows = []
     with (

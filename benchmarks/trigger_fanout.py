@@ -165,7 +165,7 @@ def _make_waiter(contender: str, poll: float, schedule: dict[str, float], files:
     if contender in ("dashscope", "per_batch"):
         from airflow_provider_dashscope_batch.client.errors import DashScopeError
         from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
-        from airflow_provider_dashscope_batch.waiting.protocol import BatchWait, PollAction
+        from airflow_provider_dashscope_batch.waiting.protocol import BatchWait, PollAction, WaitSettings
 
         on_read, on_error = BatchWait.on_read, BatchWait.on_error
 
@@ -199,7 +199,10 @@ def _make_waiter(contender: str, poll: float, schedule: dict[str, float], files:
 
         async def wait(batch_id: str) -> str:
             trigger = trigger_class(
-                batch_id, "dashscope_default", input_file_id=files.get(batch_id), **schedule
+                batch_id,
+                "dashscope_default",
+                input_file_id=files.get(batch_id),
+                wait=WaitSettings(**schedule),
             )
             async for event in trigger.run():
                 return event.payload["status"] + ":" + str((event.payload.get("batch") or {}).get("status"))
@@ -786,6 +789,7 @@ def main() -> None:
         "--no-warm-up", action="store_true", help="skip the unreported N=10 run per contender"
     )
     parser.add_argument("--profile", help="cProfile each child into PROFILE.<contender>.<N>")
+    parser.add_argument("--smoke", action="store_true", help="smallest size: a CI check that it runs")
     # child mode
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--plan", help=argparse.SUPPRESS)
@@ -802,7 +806,11 @@ def main() -> None:
         args.contender = args.child
         child(args)
         return
-    sizes = args.sizes or ([100, 300] if args.quick else [100, 1000, 3000])
+    if args.smoke:
+        args.window, args.grace, args.poll = (2.0, 4.0), 20.0, 1.0
+        args.no_rate_check = args.no_warm_up = True
+        args.contenders = [c for c in args.contenders if c in ("dashscope", "openai")]
+    sizes = args.sizes or ([10] if args.smoke else [100, 300] if args.quick else [100, 1000, 3000])
     if args.quick:
         args.rate_seconds = min(args.rate_seconds, 60.0)
     args.cap = args.window[1] + args.grace

@@ -150,11 +150,14 @@ def main() -> None:
     parser.add_argument("--profile", choices=["mix", "en", "zh"], default="mix", help="text of the prompts")
     parser.add_argument("--validators", nargs="+", default=["naive", "pydantic", "provider"])
     parser.add_argument("--repeat", type=int, default=2, help="runs per validator; the best is kept")
+    parser.add_argument("--smoke", action="store_true", help="smallest size: a CI check that it runs")
     parser.add_argument("--child", nargs=2, metavar=("VALIDATOR", "PATH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         run_one(*args.child)
         return
+    if args.smoke:
+        args.sizes, args.repeat = [1], 1
 
     python = sys.version.split()[0]
     print(f"python {python}, {os.cpu_count()} CPUs, profile={args.profile}, best of {args.repeat}")

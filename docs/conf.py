@@ -57,7 +57,7 @@ _EXTERNAL_SHORT_NAMES = "|".join(
         "str|int|float|bool|bytes|dict|list|tuple|set|frozenset|type|object|None|Any|Path|PathLike",
         "BinaryIO|IO|Iterator|AsyncIterator|Iterable|Sequence|Mapping|Callable|Literal|Self|Hashable",
         "Awaitable|Generator|AsyncGenerator|TypeVar|Generic|Union|Optional|ClassVar",
-        # type variables of generic signatures (``run_flow`` returns its flow's ``T``)
+        # type variables of generic signatures (``Receipt[T]``)
         "T",
         "timedelta|datetime|date|TracebackType|Enum|ValueError|Exception",
         "json|logging|asyncio|anyio|httpx|pydantic|msgspec|fsspec|pyarrow|uvicorn|starlette",

@@ -5,7 +5,8 @@ error mapping), ``_retry`` (policy, ``Retry-After``), ``_request`` (retries and 
 ``_pagination``, ``_params`` (parameter checks, service limits), ``_uploads`` (upload tokens and
 sources), ``_downloads``, ``_redaction``, ``resources/`` (the Files and Batches endpoints),
 ``_base_client`` (what the sync and async clients share), ``sync`` / ``async_`` (the two drivers),
-``ratelimit``, ``loop_clients`` (one async client per event loop), ``status`` (grouped status reads).
+``ratelimit``, ``loop_clients`` (one async client per event loop), ``status`` (grouped status reads),
+``copies`` (finding and removing the late copies of an ambiguous create or upload).
 """
 
 from __future__ import annotations
@@ -14,11 +15,13 @@ from airflow_provider_dashscope_batch.client._core import DEFAULT_TIMEOUT
 from airflow_provider_dashscope_batch.client._params import (
     CLOCK_SKEW,
     FILTER_SLACK,
+    MAX_INPUT_FILE_IDS,
     format_time_filter,
     parse_completion_window,
     validate_metadata,
 )
 from airflow_provider_dashscope_batch.client._retry import DEFAULT_MAX_RETRIES, RetryPolicy
+from airflow_provider_dashscope_batch.client._uploads import tokenized_filename
 from airflow_provider_dashscope_batch.client.async_ import AsyncDashScopeClient
 from airflow_provider_dashscope_batch.client.errors import (
     APIConnectionError,
@@ -45,6 +48,7 @@ __all__ = [
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_TIMEOUT",
     "FILTER_SLACK",
+    "MAX_INPUT_FILE_IDS",
     "REGION_BASE_URLS",
     "APIConnectionError",
     "APIStatusError",
@@ -65,5 +69,6 @@ __all__ = [
     "format_time_filter",
     "parse_completion_window",
     "shared_async_client",
+    "tokenized_filename",
     "validate_metadata",
 ]

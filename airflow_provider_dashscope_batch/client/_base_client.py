@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Concatenate, Generic, ParamSpec
 
 import httpx
 
-from airflow_provider_dashscope_batch.client import ambiguity
+from airflow_provider_dashscope_batch.client import ambiguity, copies, status
 from airflow_provider_dashscope_batch.client._core import DEFAULT_TIMEOUT, ClientCore
 from airflow_provider_dashscope_batch.client._retry import DEFAULT_MAX_RETRIES, RetryPolicy
 from airflow_provider_dashscope_batch.client.ratelimit import RateBudget
@@ -147,6 +147,13 @@ class BaseClient(Generic[HttpT]):
     # The create and upload with their Ambiguity (see :mod:`.ambiguity`), for callers that carry it.
     create_batch_receipt = FlowCall(ambiguity.create_batch_receipt_flow)
     upload_file_receipt = FlowCall(ambiguity.upload_file_receipt_flow)
+    # Grouped status reads (one list request for up to 20 waits) and the late copies of an ambiguous
+    # create or upload (see :mod:`.status` and :mod:`.copies`).
+    read_statuses = FlowCall(status.read_statuses_flow)
+    find_file_copies = FlowCall(copies.find_file_copies_flow)
+    delete_file_copies = FlowCall(copies.delete_file_copies_flow)
+    reconcile = FlowCall(copies.reconcile_flow)
+    remove_late_copies = FlowCall(copies.remove_late_copies_flow)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

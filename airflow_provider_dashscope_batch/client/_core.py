@@ -14,12 +14,12 @@ import time
 from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime
+from importlib.metadata import version
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel
 
-from airflow_provider_dashscope_batch import __version__
 from airflow_provider_dashscope_batch.client._redaction import KeyRedactingFilter
 from airflow_provider_dashscope_batch.client._retry import RetryPolicy, parse_retry_after
 from airflow_provider_dashscope_batch.client.errors import (
@@ -42,7 +42,8 @@ M = TypeVar("M", bound=BaseModel)
 E = TypeVar("E", bound=BaseException)
 
 DEFAULT_TIMEOUT = 60.0
-USER_AGENT = f"airflow-provider-dashscope-batch/{__version__}"
+#: The installed distribution's name and version (the client reads nothing above it).
+USER_AGENT = f"airflow-provider-dashscope-batch/{version('airflow-provider-dashscope-batch')}"
 
 
 class ClientCore:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import closing
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -18,7 +18,6 @@ from airflow_provider_dashscope_batch.client._flow import Done, Emit, Sleep, adv
 from airflow_provider_dashscope_batch.client.resources import files
 
 if TYPE_CHECKING:
-    from airflow_provider_dashscope_batch.client._core import ClientCore
     from airflow_provider_dashscope_batch.client._flow import Flow, Listing, Send, StepResult
 
 T = TypeVar("T")
@@ -94,16 +93,6 @@ class AsyncDashScopeClient(BaseClient[httpx.AsyncClient]):
         except httpx.TransportError as exc:
             return exc
         return response
-
-    async def run_flow(self, build: Callable[[ClientCore], Flow[T]]) -> T:
-        """
-        Send the requests of a flow built on this client's core: its budget, in-flight bound and redaction.
-
-        ``build`` is called with the client's core (request building, parsing, retries) and returns the
-        flow; its result is returned. For reads that are not one API call, e.g. the grouped status reads
-        of :mod:`~airflow_provider_dashscope_batch.waiting` (many batches in one list request).
-        """
-        return await self._run(build(self._core))
 
     async def _run(self, flow: Flow[T]) -> T:
         with closing(flow):

@@ -21,8 +21,8 @@ __all__ = ["IDEMPOTENCY_KEY", "KEY_PATTERN", "key_of", "lineage", "parse_key", "
 
 #: The batch metadata field holding the key.
 IDEMPOTENCY_KEY = "idempotency_key"
-#: A provider-minted key: the lineage, then ``-g<generation>`` (absent in keys of older releases).
-KEY_PATTERN = re.compile(r"^(airflow-[0-9a-f]{40})(?:-g([0-9]+))?$")
+#: A provider-minted key: the lineage, then ``-g<generation>``.
+KEY_PATTERN = re.compile(r"^(airflow-[0-9a-f]{40})-g([0-9]+)$")
 
 
 def lineage(*parts: str) -> str:
@@ -42,15 +42,11 @@ def key_of(batch: Batch) -> str | None:
     return None if key is None else str(key)
 
 
-def parse_key(key: str | None) -> tuple[str, int | None] | None:
+def parse_key(key: str | None) -> tuple[str, int] | None:
     """
     Split a provider-minted key into its lineage and generation.
 
-    :return: ``(lineage, generation)``; the generation is ``None`` for a key without one; ``None`` for
-        a key this provider did not mint (or no key).
+    :return: ``(lineage, generation)``; ``None`` for a key this provider did not mint (or no key).
     """
     match = KEY_PATTERN.match(key or "")
-    if match is None:
-        return None
-    generation = match.group(2)
-    return match.group(1), None if generation is None else int(generation)
+    return None if match is None else (match.group(1), int(match.group(2)))

@@ -239,6 +239,18 @@ class RateBudget:
         for kind, limit in {**DEFAULT_RATE_LIMITS, **limits}.items():
             self.buckets[kind].reconfigure(limit)
 
+    def lists_first(self, reads: int) -> bool:
+        """
+        Whether a grouped status read of ``reads`` batches should use the list endpoint now.
+
+        The list budget is a tenth of the retrieve budget: when it is spent but the retrieve budget covers
+        the reads, spare retrieves answer instead of waiting for a list token.
+        """
+        return (
+            self.buckets[RequestKind.BATCH_LIST].available() >= 1
+            or self.buckets[RequestKind.BATCH_RETRIEVE].available() < reads
+        )
+
     def bucket(self, request: httpx.Request) -> TokenBucket | None:
         """The bucket ``request`` draws from (``None`` for a path outside the limited API)."""
         kind = RequestKind.of(request.method, request.url.path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Any, TypeVar
@@ -17,7 +17,6 @@ from airflow_provider_dashscope_batch.client._flow import Done, Emit, Sleep, adv
 from airflow_provider_dashscope_batch.client.resources import files
 
 if TYPE_CHECKING:
-    from airflow_provider_dashscope_batch.client._core import ClientCore
     from airflow_provider_dashscope_batch.client._flow import Flow, Listing, Send, StepResult
 
 T = TypeVar("T")
@@ -70,16 +69,6 @@ class DashScopeClient(BaseClient[httpx.Client]):
         except httpx.TransportError as exc:
             return exc
         return response
-
-    def run_flow(self, build: Callable[[ClientCore], Flow[T]]) -> T:
-        """
-        Send the requests of a flow built on this client's core (its budget and redaction apply).
-
-        The sync twin of :meth:`AsyncDashScopeClient.run_flow
-        <airflow_provider_dashscope_batch.client.AsyncDashScopeClient.run_flow>`: ``build`` is called
-        with the client's core and returns the flow; its result is returned.
-        """
-        return self._run(build(self._core))
 
     def _run(self, flow: Flow[T]) -> T:
         with closing(flow):

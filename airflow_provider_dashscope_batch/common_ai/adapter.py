@@ -58,9 +58,7 @@ from airflow.providers.common.ai.batch.base import (
 )
 from airflow.providers.common.compat.sdk import mask_secret
 
-from airflow_provider_dashscope_batch.client import DashScopeClient
-from airflow_provider_dashscope_batch.client._params import FILTER_SLACK
-from airflow_provider_dashscope_batch.client._uploads import tokenized_filename
+from airflow_provider_dashscope_batch.client import FILTER_SLACK, DashScopeClient, tokenized_filename
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.types import FileObject
 from airflow_provider_dashscope_batch.common_ai.connection import (
@@ -88,7 +86,7 @@ from airflow_provider_dashscope_batch.validation.rules import (
     MAX_FILE_BYTES,
     MAX_LINES,
 )
-from airflow_provider_dashscope_batch.waiting.late import LateCopies, LateWatch, look_flow
+from airflow_provider_dashscope_batch.waiting.late import LateCopies, LateWatch
 
 if TYPE_CHECKING:
     from airflow.providers.common.ai.batch.base import BatchRequest
@@ -246,7 +244,7 @@ class DashScopeBatchAdapter(DashScopeRequestLinesMixin, BatchAdapter):
             self._watches[batch_id] = watch
         now = time.time()
         last = now > watch.copies.until
-        read = self._client.run_flow(lambda core: look_flow(core, watch, now, last=last))
+        read = watch.look(self._client, now, last=last)
         if batch_id not in read.batches:
             raise read.errors[batch_id]
         batch = read.batches[batch_id]

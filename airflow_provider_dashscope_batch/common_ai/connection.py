@@ -11,7 +11,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from airflow_provider_dashscope_batch.cost.budget import CostPolicy
-from airflow_provider_dashscope_batch.regions import DEFAULT_BASE_URL, REGION_BASE_URLS
+from airflow_provider_dashscope_batch.regions import DEFAULT_BASE_URL, REGION_BASE_URLS, region_base_url
 
 __all__ = ["API_PATH", "COST_PARAMS", "cost_settings", "resolve_host"]
 
@@ -37,7 +37,7 @@ def resolve_host(host: str | None) -> tuple[str, str | None]:
         )
     workspace = (params.get("workspace") or [""])[-1] or None
     if location in REGION_BASE_URLS:
-        return REGION_BASE_URLS[location], workspace
+        return region_base_url(location, workspace), workspace
     parts = urlsplit(location)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(

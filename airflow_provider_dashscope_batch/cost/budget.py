@@ -26,6 +26,7 @@ __all__ = [
     "ThinkingModeError",
     "TierEstimate",
     "UnpricedModelError",
+    "how_to_price",
 ]
 
 #: Prefix of every line of an estimate made without the tokenizer.
@@ -160,6 +161,16 @@ def _money(value: Decimal | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+def how_to_price(model: str | None, region: str) -> str:
+    """How to give a model's price: the connection extra ``models`` (lasting) or the task's ``prices=``."""
+    return (
+        f'Give its real-time price in the connection extra \'models\', e.g. {{"{model}": {{"prices": '
+        f'{{"{region}": [{{"max_input_tokens": null, "input": "<per unit>", "output": "<per unit>"}}]}}}}}}'
+        " (CNY per 1K tokens in cn-beijing, USD per 1M in ap-southeast-1), or for this task only "
+        f'prices={{"{model}": {{"tiers": [...]}}}}; see docs/models.rst'
+    )
+
+
 @dataclass(frozen=True)
 class CostPolicy:
     """
@@ -222,9 +233,9 @@ class CostPolicy:
         cost = estimate.cost(self.basis)
         if cost is None:
             raise UnpricedModelError(
-                f"max_cost is set but the price table has no price for model {estimate.model!r} in region "
-                f"{estimate.region!r}; add it with prices= (task) or the connection extra 'prices'. Nothing "
-                f"was uploaded or created.\n{estimate.table()}"
+                f"max_cost is set but model {estimate.model!r} is unpriced in region {estimate.region!r}, so "
+                "the budget cannot be checked; nothing was uploaded or created. "
+                f"{how_to_price(estimate.model, estimate.region)}\n{estimate.table()}"
             )
         if cost > self.max_cost:
             raise BudgetExceededError(

@@ -45,6 +45,7 @@ from airflow_provider_dashscope_batch.cost.budget import (
     ThinkingModeError,
     TierEstimate,
     UnpricedModelError,
+    how_to_price,
 )
 from airflow_provider_dashscope_batch.cost.pricing import ModelPrice, PriceTable, RegionPrices
 from airflow_provider_dashscope_batch.cost.tokens import (
@@ -188,6 +189,7 @@ class CostEstimator:
         # sums for least squares of exact tokens ~ a * ASCII chars + b * other chars over counted requests
         self._calibration = [0.0] * 5  # sum aa, ao, oo, a*exact, o*exact
         self._exact_above = float("inf")
+        self._context: int | None = None  # the model's context per batch request, from the catalog
         self._encode = None
         self._roles: dict[str, int] = {}
         self.counting: Literal["tokenizer", "approximation"] = "approximation"
@@ -205,13 +207,18 @@ class CostEstimator:
         if model is None:
             return
         explicit = body.enable_thinking if isinstance(body.enable_thinking, bool) else None
-        if not self.region.offers_in_batch(model):
-            offered = ", ".join(sorted(self.region.batch_models or ()))
+        entry = self.table.catalog.get(model)
+        if entry is not None and not entry.batchable_in(self.region.region):
+            offered = ", ".join(self.region.batch_models)
             raise RegionUnavailableError(
-                f"{self.source}: region {self.region.region} does not offer model {model!r} in batch (it "
-                f"offers {offered}); nothing was uploaded. Use one of those models, or a connection to a "
-                "region that offers this one (cn-beijing)."
+                f"{self.source}: model {model!r} does not run in batch in region {self.region.region} (the "
+                f"model catalog lists it for {', '.join(sorted(entry.regions or ()))}; source: "
+                f"{entry.cite()}); nothing was uploaded. Use a connection to one of those regions, or a "
+                f"model this region offers ({offered}). If your account runs it here, add the region to the "
+                "model's regions in the connection extra 'models'."
             )
+        if entry is not None and entry.context_tokens is not None:
+            self._context = entry.context_tokens
         if explicit is None and self.table.model_thinks_by_default(model):
             message = (
                 f"{self.source}: model {model!r} thinks by default and the requests do not set "
@@ -228,8 +235,8 @@ class CostEstimator:
         self.price = self.region.models.get(model)
         if self.price is None:
             self.warnings.append(
-                f"no price for model {model!r} in region {self.region.region}: tokens are counted, cost is "
-                "not (add the model with prices= or the connection extra 'prices')"
+                f"model {model!r} is unpriced in region {self.region.region}: tokens are counted, cost is "
+                f"not. {how_to_price(model, self.region.region)}"
             )
         elif len(self.price.tiers) > 1 and self.price.tiers[0].max_input_tokens:
             self._exact_above = self.price.tiers[0].max_input_tokens / 4
@@ -252,6 +259,13 @@ class CostEstimator:
         price = self.price
         guess = tokens if split is None else tokens + split[0] * ASCII_RATE + split[1] * OTHER_RATE
         index = price.tier_of(int(guess)) if price is not None else 0
+        if self._context is not None and guess > self._context:
+            self.warnings.append(
+                f"{self.source}: request {self.requests} has about {int(guess):,} input tokens, over "
+                f"{self.model}'s context of {self._context:,} tokens per batch request (model catalog); "
+                "the service fails it"
+            )
+            self._context = None  # once
         tier = self._tiers.get(index)
         if tier is None:
             tier = self._tiers[index] = _Tier()

@@ -42,7 +42,8 @@ CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "workspace_id": {
         "label": "Workspace ID",
-        "description": f"Optional Model Studio workspace, sent as the {WORKSPACE_HEADER} header.",
+        "description": f"Optional Model Studio workspace, sent as the {WORKSPACE_HEADER} header; in "
+        "ap-southeast-1 the workspace's own host is used ({id}.ap-southeast-1.maas.aliyuncs.com).",
         "schema": {"type": ["string", "null"]},
     },
     "timeout": {

@@ -32,7 +32,7 @@ from airflow_provider_dashscope_batch.hooks.connection_form import (
     CUSTOM_REGION,
     UI_FIELD_BEHAVIOUR,
 )
-from airflow_provider_dashscope_batch.regions import DEFAULT_REGION, REGION_BASE_URLS
+from airflow_provider_dashscope_batch.regions import DEFAULT_REGION, REGION_BASE_URLS, region_base_url
 
 try:
     from airflow.providers.common.compat.connection import get_async_extra_dejson
@@ -108,8 +108,9 @@ class DashScopeBatchHook(BaseHook):
 
     The connection's password is the API key. Extra fields: ``region`` (``cn-beijing``,
     ``ap-southeast-1`` or ``custom``), ``base_url`` (overrides the region), ``workspace_id``
-    (``X-DashScope-WorkSpace``), ``timeout`` (seconds), ``max_retries``, and the request budget
-    ``rate_limits`` / ``rate_share`` (see :mod:`~airflow_provider_dashscope_batch.client.ratelimit`).
+    (``X-DashScope-WorkSpace``; in ``ap-southeast-1`` it also picks the workspace's own host, as the batch
+    guide recommends), ``timeout`` (seconds), ``max_retries``, and the request budget ``rate_limits`` /
+    ``rate_share`` (see :mod:`~airflow_provider_dashscope_batch.client.ratelimit`).
 
     :param dashscope_conn_id: The :ref:`DashScope connection id <howto/connection:dashscope>`.
     """
@@ -148,6 +149,7 @@ class DashScopeBatchHook(BaseHook):
             raise ConnectionSetupError(f"Connection {conn_id!r} has no API key (set the password).")
         region = get("region")
         base_url = get("base_url")
+        workspace = get("workspace_id") or None
         if not base_url:
             if region == CUSTOM_REGION:
                 raise ConnectionSetupError(
@@ -158,7 +160,10 @@ class DashScopeBatchHook(BaseHook):
                     f"Connection {conn_id!r}: unknown region {region!r}; choose one of "
                     f"{', '.join(REGION_BASE_URLS)}, or {CUSTOM_REGION!r} with a Base URL."
                 )
-            base_url = REGION_BASE_URLS[region or DEFAULT_REGION]
+            try:
+                base_url = region_base_url(region or DEFAULT_REGION, workspace)
+            except ValueError as exc:
+                raise ConnectionSetupError(f"Connection {conn_id!r}: {exc}") from None
         try:
             timeout = float(get("timeout")) if get("timeout") is not None else DEFAULT_TIMEOUT
             max_retries = int(get("max_retries")) if get("max_retries") is not None else DEFAULT_MAX_RETRIES
@@ -171,7 +176,6 @@ class DashScopeBatchHook(BaseHook):
         except ValueError as exc:
             raise ConnectionSetupError(f"Connection {conn_id!r}: {exc}") from None
         budget = rate_budget_for((self.conn_type, conn_id), limits)
-        workspace = get("workspace_id") or None
         _account_budgets.setdefault(_account(password, str(base_url), workspace), budget)
         return ClientSettings(
             api_key=password,

@@ -14,9 +14,10 @@ connect it to Airflow.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import timedelta
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow.providers.common.compat.sdk import (
     AirflowException,
@@ -46,9 +47,9 @@ from airflow_provider_dashscope_batch.waiting.protocol import (
     BatchWait,
     Outcome,
     OutcomePolicy,
-    PollSchedule,
     WaitEvent,
     WaitEventKind,
+    WaitSettings,
     kill_decision,
     wait_for_batch,
 )
@@ -134,6 +135,20 @@ class DashScopeBatchOutcomeMixin(BaseOperator):
         return batch.model_dump(mode="json")
 
 
+def remove_late_copies(hook: DashScopeBatchHook, event: WaitEvent, log: Any) -> None:
+    """
+    Cancel the duplicates and delete the late files a trigger's ``late_copies`` event names.
+
+    A failure is logged, not raised: the next trigger sees the copies again and reports them.
+    """
+    try:
+        hook.get_conn().remove_late_copies(
+            event.batch_id, batch_ids=event.late_batch_ids, file_ids=event.late_file_ids
+        )
+    except DashScopeError as exc:
+        log.warning("Removing the late copies of batch %s failed: %s", event.batch_id, exc)
+
+
 def wait_event(payload: Any) -> WaitEvent:
     """The trigger's event payload as a :class:`WaitEvent`; a malformed one fails the task."""
     try:
@@ -180,8 +195,13 @@ class DashScopeBaseBatchOperator(DashScopeBaseOperator):
         super().__init__(**kwargs)
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
-        self.schedule = PollSchedule(poll_interval, max(max_poll_interval, poll_interval), poll_backoff)
-        self.error_budget = error_budget
+        self.wait_settings = WaitSettings(
+            poll_interval,
+            max_poll_interval,
+            poll_backoff,
+            error_budget=error_budget,
+            cancel_on_kill=cancel_on_kill,
+        )
         self.wait_timeout = wait_timeout
         self.cancel_on_kill = cancel_on_kill
         self._batch_id: str | None = None
@@ -195,18 +215,17 @@ class DashScopeBaseBatchOperator(DashScopeBaseOperator):
         seconds = limit.total_seconds() if isinstance(limit, timedelta) else float(limit)
         return time.time() + seconds
 
+    def _trigger_wait(self, deadline: float | None) -> WaitSettings:
+        """The deferred wait's settings: this task's, with ``deadline``."""
+        return replace(self.wait_settings, deadline=deadline)
+
     def _trigger(
         self, batch: Batch, deadline: float | None, copies: LateCopies | None
     ) -> DashScopeBatchTrigger:
         return DashScopeBatchTrigger(
             batch_id=batch.id,
             dashscope_conn_id=self.dashscope_conn_id,
-            poll_interval=self.schedule.poll_interval,
-            max_poll_interval=self.schedule.max_poll_interval,
-            poll_backoff=self.schedule.backoff,
-            deadline=deadline,
-            error_budget=self.error_budget,
-            cancel_on_kill=self.cancel_on_kill,
+            wait=self._trigger_wait(deadline),
             input_file_id=batch.input_file_id,
             idempotency_key=key_of(batch),
             late_copies=None if copies is None else copies.to_dict(),
@@ -217,31 +236,48 @@ class DashScopeBaseBatchOperator(DashScopeBaseOperator):
         The terminal batch, waiting in-process, or defer to :class:`DashScopeBatchTrigger`.
 
         With ``copies`` (an ambiguous create or upload) either wait reads the batch through its input
-        file's list, cancels a late duplicate, deletes a late file and looks on until the window closes
-        (:mod:`~airflow_provider_dashscope_batch.waiting.late`).
+        file's list and looks for a late duplicate and a late file until the window closes
+        (:mod:`~airflow_provider_dashscope_batch.waiting.late`): the worker removes them at first sight,
+        the trigger reports them and :meth:`_resumed` removes them.
         """
         deadline = self._deadline()
         if self.deferrable:
-            self.defer(
-                trigger=self._trigger(batch, deadline, copies),
-                method_name="execute_complete",
-                # A safety net only: the trigger's own deadline fires first, so the batch gets cancelled.
-                timeout=None
-                if deadline is None
-                else timedelta(seconds=deadline - time.time() + 2 * self.schedule.max_poll_interval + 60),
-            )
+            self._defer_wait(self._trigger(batch, deadline, copies))
         client = self.hook.get_conn()
-        wait = BatchWait(
-            batch.id, BatchPoller(self.schedule, deadline=deadline, error_budget=self.error_budget), self.log
-        )
+        settings = self.wait_settings
+        wait = BatchWait(batch.id, BatchPoller(settings.schedule, deadline, settings.error_budget), self.log)
         watch = LateWatch.of(batch, copies)
         try:
             event = wait_for_batch(lambda: read_watching(client, watch, batch.id), wait)
             if watch is not None:
-                finish_watch_sync(client, watch, self.schedule.poll_interval)
+                finish_watch_sync(client, watch, settings.poll_interval)
         except AirflowTaskTimeout:  # the task's execution_timeout
             self._cancel(batch.id, "the task's execution_timeout passed")
             raise
+        return self._ended(event)
+
+    def _defer_wait(self, trigger: DashScopeBatchTrigger) -> NoReturn:
+        deadline = trigger.wait.deadline
+        self.defer(
+            trigger=trigger,
+            method_name="execute_complete",
+            # A safety net only: the trigger's own deadline fires first, so the batch gets cancelled.
+            timeout=None
+            if deadline is None
+            else timedelta(seconds=deadline - time.time() + 2 * self.wait_settings.max_poll_interval + 60),
+        )
+
+    def _resumed(self, payload: Any) -> Batch:
+        """
+        The terminal batch of the trigger's event (the resume step of a deferred wait).
+
+        After a ``late_copies`` event the copies the trigger saw are removed (idempotent, so a resume that
+        runs twice is harmless) and the task defers again with the trigger's own kwargs.
+        """
+        event = wait_event(payload)
+        if event.kind is WaitEventKind.LATE_COPIES and event.resume is not None:
+            remove_late_copies(self.hook, event, self.log)
+            self._defer_wait(DashScopeBatchTrigger(**event.resume))
         return self._ended(event)
 
     def _ended(self, event: WaitEvent) -> Batch:

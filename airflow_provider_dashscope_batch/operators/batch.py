@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -10,19 +11,18 @@ from airflow_provider_dashscope_batch.client import FILTER_SLACK
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import InvalidRequestError, NotFoundError
 from airflow_provider_dashscope_batch.client.identity import key_of, lineage, parse_key, with_generation
+from airflow_provider_dashscope_batch.client.oss_input import parse_oss_input
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import finish_event_metadata
 from airflow_provider_dashscope_batch.operators.base import (
     DashScopeBaseBatchOperator,
     DashScopeBatchOutcomeMixin,
-    wait_event,
 )
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin
 from airflow_provider_dashscope_batch.operators.lineage import batch_lineage, keep_for_lineage
 from airflow_provider_dashscope_batch.operators.links import DashScopeBatchConsoleLink
-from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
 from airflow_provider_dashscope_batch.waiting.late import LateCopies
-from airflow_provider_dashscope_batch.waiting.protocol import Outcome
+from airflow_provider_dashscope_batch.waiting.protocol import Outcome, WaitSettings
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -58,12 +58,6 @@ def _lineage(context: Context) -> str:
     return lineage(ti.dag_id, ti.task_id, ti.run_id, str(getattr(ti, "map_index", -1)))
 
 
-def _lineage_and_generation(batch: Batch) -> tuple[str, int] | None:
-    """The key's task-instance part and generation (a key without one, from older releases: 0)."""
-    parsed = parse_key(key_of(batch))
-    return None if parsed is None else (parsed[0], parsed[1] or 0)
-
-
 class DashScopeCreateBatchOperator(
     DashScopeCostMixin, DashScopeBatchOutcomeMixin, DashScopeBaseBatchOperator
 ):
@@ -81,11 +75,15 @@ class DashScopeCreateBatchOperator(
         For more information on how to use this operator, take a look at the guide:
         :ref:`howto/operator:DashScopeCreateBatchOperator`
 
-    :param input_file_id: Id of the uploaded JSONL file (templated).
+    :param input_file_id: Id of the uploaded JSONL file, or (cn-beijing) a JSONL object in OSS: the
+        identifier ``oss:cn-beijing:<bucket>/<path>`` (recommended by the batch guide; the bucket needs the
+        guide's authorization and tagging steps) or a public-read or pre-signed OSS URL; nothing is
+        uploaded and the file-store quota is not used (templated).
     :param endpoint: ``/v1/chat/completions``, ``/v1/embeddings`` or ``/v1/chat/ds-test`` (templated).
     :param completion_window: ``"24h"`` to ``"14d"`` or a timedelta (templated).
     :param metadata: Extra batch metadata, e.g. ``ds_name`` / ``ds_description`` (templated).
-    :param finish_callback: Where the service POSTs the batch when it finishes (Beijing region):
+    :param finish_callback: Where the service POSTs the batch when it finishes; only cn-beijing sends
+        completion notifications, so on another region's connection the task fails before creating:
         ``"airflow"`` for this Airflow's receiver (the URL is built from the connection's
         ``callback_base_url`` with a fresh token; a deferred wait still polls on its schedule and is
         also woken when the receiver confirms the finish; see :doc:`/completion-events`), or an http(s)
@@ -138,7 +136,7 @@ class DashScopeCreateBatchOperator(
         generation = 1
         batch = self._find_earlier_batch(context, client) if self._may_have_earlier_batch(context) else None
         if batch is not None:
-            _, generation = _lineage_and_generation(batch) or ("", 0)
+            _, generation = parse_key(key_of(batch)) or ("", 1)
             verdict = self.outcome_policy.evaluate(batch) if batch.status.is_terminal else None
             if verdict is not None and verdict.outcome == Outcome.FAIL:
                 generation += 1
@@ -153,6 +151,7 @@ class DashScopeCreateBatchOperator(
                     "Re-attaching to batch %s created by an earlier try (status %s)", batch.id, batch.status
                 )
         if batch is None:
+            self.check_finish_callback(self.finish_callback or self.finish_callback_url)
             estimates = self.upstream_estimates(context, self.cost_estimate, {self.input_file_id})
             self.check_estimates(estimates, self.price_table()[1])
             key = idempotency_key_for(context, generation)
@@ -175,8 +174,8 @@ class DashScopeCreateBatchOperator(
         return keep_for_lineage(self, self.judge(batch))
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after the trigger fired: judge the finished batch."""
-        return keep_for_lineage(self, self.judge(self._ended(wait_event(event))))
+        """Resume after the trigger fired: judge the finished batch (or remove late copies and wait again)."""
+        return keep_for_lineage(self, self.judge(self._resumed(event)))
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:
         """OpenLineage: the input file -> the batch's result set; see :mod:`.lineage`."""
@@ -196,16 +195,12 @@ class DashScopeCreateBatchOperator(
             "idempotency_key": key,
         }
 
-    def _trigger(
-        self, batch: Batch, deadline: float | None, copies: LateCopies | None
-    ) -> DashScopeBatchTrigger:
-        """The base trigger, also woken by the receiver's finish events with ``finish_callback="airflow"``."""
-        trigger = super()._trigger(batch, deadline, copies)
+    def _trigger_wait(self, deadline: float | None) -> WaitSettings:
+        """With the receiver: also woken by its finish events (the poll schedule stays)."""
+        settings = super()._trigger_wait(deadline)
         if self.finish_callback != AIRFLOW_RECEIVER:
-            return trigger
-        kwargs = trigger.serialize()[1]
-        kwargs.update(finish_events=True)
-        return DashScopeBatchTrigger(**kwargs)
+            return settings
+        return replace(settings, finish_events=True)
 
     @staticmethod
     def _may_have_earlier_batch(context: Context) -> bool:
@@ -218,7 +213,7 @@ class DashScopeCreateBatchOperator(
         lineage = _lineage(context)
 
         def ours(batch: Batch) -> bool:
-            found = _lineage_and_generation(batch)
+            found = parse_key(key_of(batch))
             return batch.input_file_id == self.input_file_id and found is not None and found[0] == lineage
 
         store = context.get("task_state_store")
@@ -231,8 +226,9 @@ class DashScopeCreateBatchOperator(
             if batch is not None and ours(batch):
                 return batch
         since = _run_started(context)
+        by_file = "," not in self.input_file_id and parse_oss_input(self.input_file_id) is None
         listing = client.list_batches(
-            input_file_ids=[self.input_file_id] if "," not in self.input_file_id else None,
+            input_file_ids=[self.input_file_id] if by_file else None,
             create_after=since - FILTER_SLACK if since is not None else None,
         )
         return next((b for b in listing if ours(b)), None)
@@ -287,7 +283,7 @@ class DashScopeCancelBatchOperator(DashScopeBaseBatchOperator):
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired."""
-        return self._finish(self._ended(wait_event(event)))
+        return self._finish(self._resumed(event))
 
     def _finish(self, batch: Batch) -> dict[str, Any]:
         if batch.status.is_terminal and batch.status != "cancelled":

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
 
+from airflow_provider_dashscope_batch.catalog import Catalog, connection_catalog
 from airflow_provider_dashscope_batch.cost.actual import CostMeter
 from airflow_provider_dashscope_batch.cost.budget import (
     CostCheckError,
@@ -34,7 +35,14 @@ from airflow_provider_dashscope_batch.cost.pricing import (
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
 
-__all__ = ["COST_XCOM_KEY", "DashScopeCostMixin", "LineSink", "connection_price_table", "find_estimates"]
+__all__ = [
+    "COST_XCOM_KEY",
+    "DashScopeCostMixin",
+    "LineSink",
+    "connection_model_catalog",
+    "connection_price_table",
+    "find_estimates",
+]
 
 #: XCom key of the preflight estimate (a :class:`~airflow_provider_dashscope_batch.cost.CostEstimate`).
 COST_XCOM_KEY = "cost_estimate"
@@ -74,10 +82,11 @@ class DashScopeCostMixin(BaseOperator):
         is given, else ``ceiling``.
     :param on_default_thinking: ``"error"`` (default) or ``"warn"`` when the model thinks by default and
         the requests do not set ``enable_thinking``.
-    :param prices: Model prices laid over the shipped table and the connection extra's ``prices``, in
-        the table's shape: ``{"qwen-plus": {"tiers": [{"max_input_tokens": null, "input": "0.0008",
-        "output": "0.002", "thinking_output": "0.008"}]}}`` (per 1K tokens in cn-beijing, per 1M in
-        ap-southeast-1, real-time prices).
+    :param prices: Model prices for this task, laid over the model catalog's (the shipped one with the
+        connection extra ``models``) in the connection's region: ``{"qwen-plus": {"tiers":
+        [{"max_input_tokens": null, "input": "0.0008", "output": "0.002", "thinking_output": "0.008"}]}}``
+        (per 1K tokens in cn-beijing, per 1M in ap-southeast-1, real-time prices). Prices that last
+        belong in the connection extra ``models`` (:doc:`/models`).
     """
 
     def __init__(
@@ -104,6 +113,37 @@ class DashScopeCostMixin(BaseOperator):
         )
         if self.cost_policy.has_budget and not estimate_cost:
             raise ValueError("max_cost and max_input_tokens need estimate_cost=True")
+
+    def model_catalog(self) -> Catalog:
+        """The model catalog of this task's connection."""
+        return connection_model_catalog(self.hook)  # type: ignore[attr-defined]
+
+    def check_finish_callback(self, finish_callback: str | None) -> None:
+        """
+        Fail before anything is sent if a finish callback is asked of a region that sends none.
+
+        Completion notifications (callback and EventBridge) are configurable in cn-beijing only (the batch
+        guide's 配置任务完成通知; the catalog's ``completion_notifications``). Elsewhere the service would
+        never call, and a wait woken by the callback would end only at its slow safety-net poll.
+
+        :raises AirflowFailException: naming the region and what to do instead.
+        """
+        if not finish_callback:
+            return
+        extra = self.hook.get_connection(self.hook.dashscope_conn_id).extra_dejson  # type: ignore[attr-defined]
+        region = self.model_catalog().region(region_of(extra))
+        if region.completion_notifications:
+            return
+        notifying = ", ".join(
+            r.name for r in self.model_catalog().regions.values() if r.completion_notifications
+        )
+        raise AirflowFailException(
+            f"finish_callback={finish_callback!r}, but region {region.name} sends no completion "
+            f"notifications (the batch guide configures callbacks and EventBridge in {notifying} only), so "
+            "the service would never call and the wait would end only at its safety-net poll. Nothing was "
+            "created. Leave finish_callback unset for this connection: the wait then polls on its normal "
+            "schedule."
+        )
 
     def price_table(self) -> tuple[PriceTable, RegionPrices]:
         """The price table of the connection's region, with the connection's and the task's overrides."""
@@ -167,25 +207,36 @@ class DashScopeCostMixin(BaseOperator):
             for estimate in estimates:
                 if estimate.model and not region.offers_in_batch(estimate.model):
                     raise RegionUnavailableError(
-                        f"Region {region.region} does not offer model {estimate.model!r} in batch; nothing "
-                        "was created."
+                        f"Model {estimate.model!r} does not run in batch in region {region.region} (model "
+                        "catalog); nothing was created. Use a connection to a region that runs it, or add "
+                        "the region to the model's regions in the connection extra 'models'."
                     )
                 self.log.info("%s", estimate.table())
                 self.cost_policy.enforce(estimate)
 
 
+def connection_model_catalog(hook: Any) -> Catalog:
+    """
+    The model catalog of a DashScope hook's connection: the shipped one with its extra ``models`` laid over.
+
+    :raises AirflowFailException: on a malformed override (a retry would read the same connection).
+    """
+    try:
+        return connection_catalog(hook.get_connection(hook.dashscope_conn_id).extra_dejson)
+    except ValueError as exc:
+        raise AirflowFailException(f"Bad model catalog override: {exc}") from None
+
+
 def connection_price_table(hook: Any, task_prices: Any = None) -> tuple[PriceTable, RegionPrices]:
     """
-    The price table of a DashScope hook's connection: its region and extra ``prices``, then ``task_prices``.
+    The price table of a DashScope hook's connection: its region and model catalog, then ``task_prices``.
 
     :raises AirflowFailException: on a malformed override.
     """
     extra = hook.get_connection(hook.dashscope_conn_id).extra_dejson
-    connection_prices = extra.get("prices") or extra.get("extra__dashscope__prices")
+    catalog = connection_model_catalog(hook)
     try:
-        return load_price_table(
-            region_of(extra), connection_prices=connection_prices, task_prices=task_prices
-        )
+        return load_price_table(region_of(extra), catalog=catalog, task_prices=task_prices)
     except ValueError as exc:
         raise AirflowFailException(f"Bad price override: {exc}") from None
 

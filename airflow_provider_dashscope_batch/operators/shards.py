@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from contextlib import suppress
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -22,11 +22,13 @@ from airflow.providers.common.compat.sdk import (
     ObjectStoragePath,
 )
 
+from airflow_provider_dashscope_batch.catalog import Catalog
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
 from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY
+from airflow_provider_dashscope_batch.cost.budget import CostCheckError
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import finish_event_metadata
-from airflow_provider_dashscope_batch.operators.base import DashScopeBatchOutcomeMixin
+from airflow_provider_dashscope_batch.operators.base import DashScopeBatchOutcomeMixin, remove_late_copies
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin, LineSink
 from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, sharded_lineage
 from airflow_provider_dashscope_batch.operators.links import DashScopeBatchConsoleLink
@@ -66,6 +68,7 @@ from airflow_provider_dashscope_batch.waiting.protocol import (
     Outcome,
     WaitEvent,
     WaitEventKind,
+    WaitSettings,
 )
 
 if TYPE_CHECKING:
@@ -81,6 +84,17 @@ __all__ = [
     "DashScopeSplitRequestsOperator",
     "TaskKilled",
 ]
+
+
+@contextmanager
+def _input_errors_fail() -> Iterator[None]:
+    """An input the builders cannot turn into requests fails the task: a retry would build the same."""
+    try:
+        yield
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, CostCheckError):
+            raise
+        raise AirflowFailException(f"Nothing was sent: the batch input cannot be built.\n{exc}") from None
 
 
 class _FirstLineRead(Exception):
@@ -111,10 +125,16 @@ class _ShardingOperator(DashScopeRequestInputOperator):
         self,
         destination: ShardWriter | ObjectStoragePath | Path,
         on_shard: Callable[[Shard], Shard] | None = None,
+        catalog: Catalog | None = None,
     ) -> SplitResult:
+        """Split the input into ``destination``, its lines checked with ``catalog`` (default: shipped)."""
         source = self.request_input
         sizing = ShardSizing(
-            self.max_requests_per_shard, self.max_bytes_per_shard, self.margin, self.max_violations
+            self.max_requests_per_shard,
+            self.max_bytes_per_shard,
+            self.margin,
+            self.max_violations,
+            catalog,
         )
         try:
             if source.file is not None:
@@ -288,6 +308,8 @@ class DashScopeShardedBatchOperator(
     :param finish_callback: ``"airflow"``: every shard's batch calls this Airflow's receiver when it
         finishes (a fresh token each), and the deferred waits, polling on their schedule, are also woken
         by the confirmed finish (see :doc:`/completion-events`); or an http(s) URL of your own receiver.
+        Only cn-beijing sends completion notifications: on another region's connection the task fails
+        before sending anything.
     :return: ``{"batch_ids", "requests", "request_counts", "shards"}``; ``batch_ids`` (one per shard, in
         input order) is also pushed under its own XCom key for the results transfer.
     """
@@ -339,6 +361,7 @@ class DashScopeShardedBatchOperator(
     # ------------------------------------------------------------------------------- first try
     def execute(self, context: Context) -> dict[str, Any]:
         self._start_try()
+        self.check_finish_callback(self.finish_callback)
         self.push_estimate(context, self._preflight())
         ti = context["ti"]
         token = job_token(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))
@@ -367,7 +390,7 @@ class DashScopeShardedBatchOperator(
                 return path.open("wb"), str(path)
 
             try:
-                endpoint = self._split(spool, plan).endpoint
+                endpoint = self._split(spool, plan, self.model_catalog()).endpoint
             except TaskKilled:
                 self._after_kill(client, context, staged)
                 raise
@@ -393,14 +416,14 @@ class DashScopeShardedBatchOperator(
     def _preflight(self) -> Any:
         """Estimate the whole input (or check its first request) before anything is sent."""
         request = self.request_input
-        estimator = self.cost_estimator(str(request.file or request.csv or "<requests>"))
+        estimator = self.cost_estimator(str(request.file or request.csv or "requests"))
 
         def feed(line: bytes) -> None:
             estimator.feed(line)
             if not self.estimate_cost:
                 raise _FirstLineRead
 
-        with self.cost_checks(), suppress(_FirstLineRead):
+        with self.cost_checks(), suppress(_FirstLineRead), _input_errors_fail():
             if request.file is not None:
                 validate_jsonl(as_path(request.file), endpoint=request.endpoint, on_line=feed)
             elif request.csv is not None:
@@ -408,6 +431,7 @@ class DashScopeShardedBatchOperator(
                     write_requests_from_csv(
                         stream,
                         LineSink(feed),  # type: ignore[arg-type]
+                        name=str(request.csv),
                         model=str(request.model),
                         endpoint=request.built_endpoint,
                         text_column=request.text_column,
@@ -459,13 +483,15 @@ class DashScopeShardedBatchOperator(
                     if r.running and r.batch is not None
                 ],
                 until="any" if waiting else "all",
-                poll_interval=self.poll_interval,
-                max_poll_interval=self.max_poll_interval,
-                poll_backoff=self.poll_backoff,
-                finish_events=events,
-                deadline=job.deadline,
-                error_budget=self.error_budget,
-                cancel_on_kill=self.cancel_on_kill,
+                wait=WaitSettings(
+                    poll_interval=self.poll_interval,
+                    max_poll_interval=self.max_poll_interval,
+                    poll_backoff=self.poll_backoff,
+                    deadline=job.deadline,
+                    error_budget=self.error_budget,
+                    cancel_on_kill=self.cancel_on_kill,
+                    finish_events=events,
+                ),
             ),
             method_name="execute_complete",
         )
@@ -517,7 +543,10 @@ class DashScopeShardedBatchOperator(
             ended = by_id.get(run.batch.id) if run.batch is not None else None
             if ended is not None and ended.kind is WaitEventKind.TERMINAL and ended.batch is not None:
                 shard_runs[i] = run.with_batch(ended.batch)
-        problems = [e for e in events if e.kind is not WaitEventKind.TERMINAL]
+        for ended in events:  # the trigger only reads: its resume step removes the late copies it saw
+            if ended.kind is WaitEventKind.LATE_COPIES:
+                remove_late_copies(self.hook, ended, self.log)
+        problems = [e for e in events if e.kind not in (WaitEventKind.TERMINAL, WaitEventKind.LATE_COPIES)]
         if problems:
             if any(e.kind is WaitEventKind.TIMEOUT for e in problems):
                 for run in shard_runs:

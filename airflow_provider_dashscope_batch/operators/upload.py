@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from array import array
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -13,6 +14,7 @@ from urllib.request import url2pathname
 
 from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStoragePath
 
+from airflow_provider_dashscope_batch.catalog import Catalog
 from airflow_provider_dashscope_batch.fs import register_oss_scheme
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin
 from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, upload_lineage
@@ -116,39 +118,52 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
 
     def execute(self, context: Context) -> str:
         source = self.request_input
+        catalog = self.model_catalog()
         if source.file is not None:
-            return self._validate_and_upload(context, as_path(source.file), self.filename)
+            path = as_path(source.file)
+            return self._validate_and_upload(context, path, self.filename, catalog, str(path), None)
         with tempfile.TemporaryDirectory(prefix="dashscope-upload-") as tmp, ExitStack() as stack:
             built = Path(tmp) / (self.filename or f"{self.task_id}.jsonl")
             carry = None
             if self.carry_columns is not None:
                 rows = stack.enter_context(open(Path(tmp) / "input-columns.jsonl", "w+b"))
-                carry = InputColumnsWriter(rows, self.carry_columns)
-            if source.csv is not None:
-                lines = write_requests_from_csv(
-                    as_path(source.csv),
-                    built,
-                    model=str(source.model),
-                    text_column=source.text_column,
-                    id_column=source.id_column,
-                    template=source.template,
-                    system_prompt=source.system_prompt,
-                    endpoint=source.built_endpoint,
-                    body_params=source.body_params,
-                    image_column=source.image_column,
-                    inputs_per_request=source.inputs_per_request,
-                    carry=carry,
-                )
-            else:
-                lines = write_requests(
-                    source.requests or (),
-                    built,
-                    endpoint=source.built_endpoint,
-                    model=source.model,
-                    carry=carry,
-                )
+                carry = InputColumnsWriter(rows, self.carry_columns, infer_types=source.csv is not None)
+            origins: array[int] | None = None
+            try:
+                if source.csv is not None:
+                    csv = as_path(source.csv)
+                    name = str(source.csv)
+                    origins = array("L")
+                    lines = write_requests_from_csv(
+                        csv,
+                        built,
+                        name=name,
+                        catalog=catalog,
+                        origins=origins,
+                        model=str(source.model),
+                        text_column=source.text_column,
+                        id_column=source.id_column,
+                        template=source.template,
+                        system_prompt=source.system_prompt,
+                        endpoint=source.built_endpoint,
+                        body_params=source.body_params,
+                        image_column=source.image_column,
+                        inputs_per_request=source.inputs_per_request,
+                        carry=carry,
+                    )
+                else:
+                    name = "requests"
+                    lines = write_requests(
+                        source.requests or (),
+                        built,
+                        endpoint=source.built_endpoint,
+                        model=source.model,
+                        carry=carry,
+                    )
+            except (TypeError, ValueError) as exc:  # the input itself: a retry builds the same
+                raise AirflowFailException(f"Not uploaded: the batch input cannot be built.\n{exc}") from None
             self.log.info("Built %s request lines", lines)
-            file_id = self._validate_and_upload(context, built, built.name)
+            file_id = self._validate_and_upload(context, built, built.name, catalog, name, origins)
             if carry is not None:
                 self._publish_columns(file_id, carry)
             return file_id
@@ -158,8 +173,7 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
         target = input_columns_path(self.carry_columns_to, file_id)  # type: ignore[arg-type]
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
-            carry.out.seek(0)
-            publish_input_columns(target, carry.header(file_id), carry.out)
+            publish_input_columns(target, carry.header(file_id), carry.rows_out())
         except BaseException:
             self.log.error("Could not store the carried columns at %s; deleting file %s", target, file_id)
             try:
@@ -174,13 +188,29 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
         return upload_lineage(self)
 
     def _validate_and_upload(
-        self, context: Context, source: Path | ObjectStoragePath, filename: str | None
+        self,
+        context: Context,
+        source: Path | ObjectStoragePath,
+        filename: str | None,
+        catalog: Catalog,
+        name: str,
+        origins: Sequence[int] | None,
     ) -> str:
-        estimator = self.cost_estimator(str(source))
+        """
+        Validate, estimate and upload ``source``; findings and the estimate name the user's input
+        ``name``, with each built line renumbered by ``origins`` (its CSV line) when given.
+        """
+        estimator = self.cost_estimator(name)
         with self.cost_checks():
             report = validate_jsonl(
-                source, endpoint=self.endpoint, max_violations=self.max_violations, on_line=estimator.feed
-            )
+                source,
+                endpoint=self.endpoint,
+                max_violations=self.max_violations,
+                on_line=estimator.feed,
+                catalog=catalog,
+            ).located(name, origins, "item" if name == "requests" else "line")
+        for warning in report.warnings:
+            self.log.warning("%s", report.format_violation(warning))
         if not report.ok:
             raise AirflowFailException(f"Not uploaded: the batch input file is invalid.\n{report.summary()}")
         self.log.info("%s", report.summary())

@@ -14,8 +14,8 @@ or texts of packed requests) as a dict, never the result file.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -66,17 +66,23 @@ class InputColumnsWriter:
     Streams the carried values of each request to ``out`` (one JSON array a line) and learns their types.
 
     A column's type is that of its values: ``string``, ``int``, ``float`` (ints among floats widen),
-    ``bool``; ``None`` fits any. CSV cells are strings.
+    ``bool``; ``None`` fits any. With ``infer_types`` (CSV cells, which are all text), a column's type is
+    inferred from its cells instead: ``int`` if every non-empty cell is a whole number, ``float`` if every
+    one is a number, ``bool`` if every one is ``true``/``false`` (any case), else ``string``; an empty
+    cell of a typed column is null; a number with leading zeros (``00123``) is text. The rows are converted
+    by :meth:`rows_out`.
 
     :param out: Binary stream of the sidecar's rows (the header is written by
         :func:`publish_input_columns`).
     :param names: The columns, in table order (from :func:`check_column_names`).
+    :param infer_types: Infer each column's type from text cells (CSV input).
     """
 
-    def __init__(self, out: IO[bytes], names: Sequence[str]) -> None:
+    def __init__(self, out: IO[bytes], names: Sequence[str], *, infer_types: bool = False) -> None:
         self.out = out
         self.names = tuple(names)
         self.types: dict[str, str | None] = dict.fromkeys(self.names)
+        self.infer_types = infer_types
         self.rows = 0
 
     def add(self, custom_id: str, values: Sequence[Any], where: str) -> None:
@@ -87,9 +93,11 @@ class InputColumnsWriter:
         :raises ValueError: for a value that is not a scalar, or whose type differs from the column's.
         """
         for name, value in zip(self.names, values, strict=True):
-            if value is None:
+            if value is None or (self.infer_types and value == ""):
                 continue
-            kind = _TYPES.get(type(value))
+            kind = (
+                _text_kind(value) if self.infer_types and isinstance(value, str) else _TYPES.get(type(value))
+            )
             if kind is None:
                 raise ValueError(
                     f"{where}: carried column {name!r} holds a {type(value).__name__}; a table cell is a "
@@ -100,6 +108,8 @@ class InputColumnsWriter:
                 self.types[name] = kind
             elif {known, kind} == {"int", "float"}:
                 self.types[name] = "float"
+            elif self.infer_types:
+                self.types[name] = "string"
             else:
                 raise ValueError(
                     f"{where}: carried column {name!r} holds a value of type {kind!r}, earlier requests of "
@@ -108,22 +118,59 @@ class InputColumnsWriter:
         self.out.write(_ENCODER.encode([custom_id, *values]) + b"\n")
         self.rows += 1
 
+    def rows_out(self) -> Iterator[bytes]:
+        """The rows written, from the start, each converted to its column's inferred type."""
+        self.out.seek(0)
+        if not self.infer_types or all(kind in (None, "string") for kind in self.types.values()):
+            yield from iter(lambda: self.out.read(1 << 20), b"")
+            return
+        converters = [_CONVERTERS.get(self.types[name] or "string") for name in self.names]
+        for line in iter(self.out.readline, b""):
+            row = msgspec.json.decode(line)
+            cells = [
+                cell if convert is None or cell is None else (None if cell == "" else convert(cell))
+                for convert, cell in zip(converters, row[1:], strict=True)
+            ]
+            yield _ENCODER.encode([row[0], *cells]) + b"\n"
+
     def header(self, file_id: str) -> dict[str, Any]:
         """The sidecar's header line (a column of nulls only is a ``string``)."""
         columns = {name: kind or "string" for name, kind in self.types.items()}
         return {"format": _FORMAT, "version": INPUT_COLUMNS_VERSION, "file_id": file_id, "columns": columns}
 
 
-def publish_input_columns(target: Any, header: Mapping[str, Any], rows: IO[bytes]) -> None:
+def _text_kind(text: str) -> str:
+    if _INT.fullmatch(text):
+        return "int"
+    if _FLOAT.fullmatch(text):
+        return "float"
+    if text.lower() in ("true", "false"):
+        return "bool"
+    return "string"
+
+
+# no leading zeros: "00123" (a code, not a number) keeps its column a string
+_INT = re.compile(r"[+-]?(?:0|[1-9][0-9]{0,17})")
+_FLOAT = re.compile(r"[+-]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_CONVERTERS: dict[str, Callable[[str], Any] | None] = {
+    "int": int,
+    "float": float,
+    "bool": lambda text: text.lower() == "true",
+    "string": None,
+}
+
+
+def publish_input_columns(target: Any, header: Mapping[str, Any], rows: Iterable[bytes]) -> None:
     """
     Write a sidecar: ``header`` as the first line, then the rows a :class:`InputColumnsWriter` wrote.
 
     :param target: An ``ObjectStoragePath`` (or any path with ``open("wb")``).
-    :param rows: The rows, read from the start, streamed in chunks.
+    :param rows: The rows in chunks (:meth:`InputColumnsWriter.rows_out`).
     """
     with target.open("wb") as out:
         out.write(_ENCODER.encode(header) + b"\n")
-        shutil.copyfileobj(rows, out, 1 << 20)
+        for chunk in rows:
+            out.write(chunk)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY
 from airflow_provider_dashscope_batch.operators.base import (
     DashScopeBaseOperator,
     DashScopeBatchOutcomeMixin,
+    remove_late_copies,
     wait_event,
 )
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
@@ -30,6 +31,7 @@ from airflow_provider_dashscope_batch.waiting.protocol import (
     DEFAULT_POLL_BACKOFF,
     DEFAULT_POLL_INTERVAL,
     WaitEventKind,
+    WaitSettings,
 )
 
 if TYPE_CHECKING:
@@ -122,11 +124,13 @@ class DashScopeBatchSensor(DashScopeBatchOutcomeMixin, BaseSensorOperator, DashS
             trigger=DashScopeBatchTrigger(
                 batch_id=self.batch_id,
                 dashscope_conn_id=self.dashscope_conn_id,
-                poll_interval=self.poke_interval_seconds,
-                max_poll_interval=self.max_poll_interval,
-                poll_backoff=self.poll_backoff,
-                deadline=time.time() + timeout,
-                error_budget=self.error_budget,
+                wait=WaitSettings(
+                    self.poke_interval_seconds,
+                    self.max_poll_interval,
+                    self.poll_backoff,
+                    deadline=time.time() + timeout,
+                    error_budget=self.error_budget,
+                ),
                 input_file_id=batch.input_file_id,
                 idempotency_key=(batch.metadata or {}).get(IDEMPOTENCY_KEY),
                 late_copies=None if copies is None else copies.to_dict(),
@@ -141,8 +145,11 @@ class DashScopeBatchSensor(DashScopeBatchOutcomeMixin, BaseSensorOperator, DashS
         return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Resume after the trigger fired: judge the finished batch."""
+        """Resume after the trigger fired: judge the finished batch (or remove late copies and wait again)."""
         ended = wait_event(event)
+        if ended.kind is WaitEventKind.LATE_COPIES and ended.resume is not None:
+            remove_late_copies(self.hook, ended, self.log)
+            self.defer(trigger=DashScopeBatchTrigger(**ended.resume), method_name="execute_complete")
         if ended.kind is WaitEventKind.TERMINAL and ended.batch is not None:
             return self.judge(ended.batch)
         if ended.kind is WaitEventKind.TIMEOUT:

@@ -49,7 +49,7 @@ def latest_batches(batches: Iterable[Batch]) -> dict[str, tuple[int, Batch]]:
     latest: dict[str, tuple[int, Batch]] = {}
     for batch in batches:
         parsed = parse_key(key_of(batch))
-        if parsed is None or parsed[1] is None:
+        if parsed is None:
             continue
         base, generation = parsed
         if base not in latest or latest[base][0] < generation:

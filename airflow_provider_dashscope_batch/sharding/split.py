@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import IO, Any, BinaryIO
 
+from airflow_provider_dashscope_batch.catalog import Catalog
 from airflow_provider_dashscope_batch.validation.builder import write_requests, write_requests_from_csv
 from airflow_provider_dashscope_batch.validation.lines import open_source, read_lines, source_name
 from airflow_provider_dashscope_batch.validation.rules import (
@@ -106,18 +107,21 @@ class ShardLimits:
 @dataclass(frozen=True)
 class ShardSizing:
     """
-    How an input is cut into shards, and how many of its violations an error lists.
+    How an input is cut into shards, which model catalog its lines are checked with, and how many of
+    its violations an error lists.
 
     :param max_requests: Lines per shard (default: the service's limit for the model times ``margin``).
     :param max_bytes: Bytes per shard (default: the service's limit for the model times ``margin``).
     :param margin: Fraction of the service's limits used by default.
     :param max_violations: How many violations to list in the error (all are counted).
+    :param catalog: The model catalog the line rules read (default: the shipped one).
     """
 
     max_requests: int | None = None
     max_bytes: int | None = None
     margin: float = DEFAULT_MARGIN
     max_violations: int = 20
+    catalog: Catalog | None = None
 
     def limits(self, model: str | None) -> ShardLimits:
         """The shard limits for ``model``; see :meth:`ShardLimits.for_model`."""
@@ -255,7 +259,12 @@ class _Splitter:
         self.sizing = sizing or ShardSizing()
         self.sizing.limits(None)  # reject bad sizes before reading anything
         self.limits: ShardLimits | None = None
-        self.checker = LineChecker(endpoint, self.sizing.max_violations, seen_ids=_SeenIds())  # type: ignore[arg-type]
+        self.checker = LineChecker(
+            endpoint,
+            self.sizing.max_violations,
+            seen_ids=_SeenIds(),  # type: ignore[arg-type]
+            catalog=self.sizing.catalog,
+        )
         self.shards: list[Shard] = []
         self.lines = self.bytes = 0
         self.largest = (0, 0)  # (requests, bytes) of the largest shard, for the file-level rules

@@ -2,10 +2,11 @@
 The base of the triggers that wait for DashScope batches, and the task-state read their ``on_kill`` needs.
 
 :class:`DashScopeWaiterTrigger` holds what the single-batch and the sharded trigger share (the habit of the
-amazon provider's ``AwsBaseWaiterTrigger``): the poll fields, serialized once; one
+amazon provider's ``AwsBaseWaiterTrigger``): the wait settings, serialized once; one
 :class:`~airflow_provider_dashscope_batch.waiting.BatchWait` factory; one wait of one batch through the
-connection's shared status reader, with the look-out for late copies of an ambiguous create or upload; one
-mapping of an unusable connection to an ``error`` event; one kill path.
+connection's shared status reader, with the look-out for late copies of an ambiguous create or upload (the
+trigger only reads and reports them; the operator's resume step removes them); one mapping of an unusable
+connection to an ``error`` event; one kill path.
 """
 
 from __future__ import annotations
@@ -21,21 +22,25 @@ from airflow.providers.common.compat.sdk import AirflowNotFoundException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
+from airflow_provider_dashscope_batch.client.status import BatchRef
 from airflow_provider_dashscope_batch.events.wake import finish_watcher
 from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
-from airflow_provider_dashscope_batch.waiting.late import LateCopies, LateWatch, finish_watch, watch_files
+from airflow_provider_dashscope_batch.waiting.late import (
+    LateCopies,
+    LateWatch,
+    find_late_files,
+    look_until_closed,
+    running_duplicates,
+)
 from airflow_provider_dashscope_batch.waiting.protocol import (
-    DEFAULT_ERROR_BUDGET,
-    DEFAULT_MAX_POLL_INTERVAL,
-    DEFAULT_POLL_BACKOFF,
-    DEFAULT_POLL_INTERVAL,
     BatchPoller,
     BatchWait,
-    PollSchedule,
+    PollStep,
     WaitEvent,
+    WaitSettings,
     kill_decision,
 )
-from airflow_provider_dashscope_batch.waiting.reader import BatchRef, status_reader
+from airflow_provider_dashscope_batch.waiting.reader import status_reader
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client import AsyncDashScopeClient
@@ -62,41 +67,19 @@ class DashScopeWaiterTrigger(BaseTrigger):
     (:meth:`wait_all`); everything else is here.
 
     :param dashscope_conn_id: The DashScope connection id.
-    :param poll_interval: Shortest seconds between two polls of one batch.
-    :param max_poll_interval: Cap the interval grows to.
-    :param poll_backoff: Growth factor of the interval.
-    :param deadline: Wall-clock epoch seconds after which a wait ends with a timeout.
-    :param error_budget: Consecutive retryable polling errors tolerated per batch.
-    :param cancel_on_kill: Cancel the batches when a user marks the deferred task failed (Airflow 3.3+).
-    :param finish_events: The batches send finish events to this Airflow's receiver
-        (:mod:`~airflow_provider_dashscope_batch.events`): a wait also ends when the connection's
-        mailbox names its batch; it polls on its schedule all the same, so a wake-up can only make it
-        end sooner.
+    :param wait: How the waits poll and end (:class:`WaitSettings`, or its :meth:`WaitSettings.to_dict`
+        form, as the triggerer passes it back).
     """
 
     def __init__(
         self,
         dashscope_conn_id: str = DashScopeBatchHook.default_conn_name,
         *,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
-        poll_backoff: float = DEFAULT_POLL_BACKOFF,
-        deadline: float | None = None,
-        error_budget: int = DEFAULT_ERROR_BUDGET,
-        cancel_on_kill: bool = False,
-        finish_events: bool = False,
+        wait: WaitSettings | dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.dashscope_conn_id = dashscope_conn_id
-        self.poll_interval = float(poll_interval)
-        self.max_poll_interval = float(max(max_poll_interval, poll_interval))
-        self.poll_backoff = float(poll_backoff)
-        self.deadline = None if deadline is None else float(deadline)
-        self.error_budget = int(error_budget)
-        self.cancel_on_kill = bool(cancel_on_kill)
-        self.finish_events = bool(finish_events)
-        # made on a duplicate's first sighting: thousands of waits in a triggerer rarely see one
-        self._cancelling: set[asyncio.Future[None]] | None = None
+        self.wait = WaitSettings.of(wait)
 
     # ----------------------------------------------------------------------------- serialization
     batch_ids: list[str]
@@ -106,20 +89,10 @@ class DashScopeWaiterTrigger(BaseTrigger):
         raise NotImplementedError
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
-        """Class path and primitive kwargs: the subclass's own, then the poll fields."""
+        """Class path and primitive kwargs: the subclass's own, the connection and the wait settings."""
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
-            {
-                **self.own_kwargs(),
-                "dashscope_conn_id": self.dashscope_conn_id,
-                "poll_interval": self.poll_interval,
-                "max_poll_interval": self.max_poll_interval,
-                "poll_backoff": self.poll_backoff,
-                "deadline": self.deadline,
-                "error_budget": self.error_budget,
-                "cancel_on_kill": self.cancel_on_kill,
-                "finish_events": self.finish_events,
-            },
+            {**self.own_kwargs(), "dashscope_conn_id": self.dashscope_conn_id, "wait": self.wait.to_dict()},
         )
 
     # ------------------------------------------------------------------------------------ waiting
@@ -128,8 +101,10 @@ class DashScopeWaiterTrigger(BaseTrigger):
 
     def batch_wait(self, batch_id: str) -> BatchWait:
         """A fresh wait for ``batch_id`` on this trigger's schedule."""
-        schedule = PollSchedule(self.poll_interval, self.max_poll_interval, self.poll_backoff)
-        return BatchWait(batch_id, BatchPoller(schedule, self.deadline, self.error_budget), self.log)
+        schedule = self.wait.schedule
+        return BatchWait(
+            batch_id, BatchPoller(schedule, self.wait.deadline, self.wait.error_budget), self.log
+        )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
@@ -160,89 +135,73 @@ class DashScopeWaiterTrigger(BaseTrigger):
 
         The reader reads up to 20 due waits with one list request and runs the poll loop on its own timer
         (:meth:`StatusReader.follow <airflow_provider_dashscope_batch.waiting.reader.StatusReader.follow>`).
-        A batch the list shows under this wait's key with another id is cancelled at first sight; with a
-        ``watch`` (an ambiguous create or upload) the batch is listed even when read alone, a late file
-        is deleted, and the wait looks on until the window closes before it ends.
+        With a ``watch`` (an ambiguous create or upload) the batch is listed even when read alone, the
+        files are listed for a late copy of the upload, and the wait looks on until the window closes.
+
+        The trigger only reads: a running batch the list shows under this wait's key with another id, or a
+        late file, ends the wait at first sight with a ``late_copies`` event naming them, and the
+        operator's resume step removes them and defers again (a trigger may run twice, or on another
+        triggerer; a resume step that runs twice is harmless).
         """
         wait = self.batch_wait(batch_id)
         ref = watch.ref() if watch is not None else BatchRef(batch_id, input_file_id, idempotency_key)
+        late_batches: list[str] = []
+        late_files: list[str] = []
         on_duplicate = None
         if ref.idempotency_key and ref.input_file_id:
-            on_duplicate = self._on_duplicate(client, batch_id, watch)
-        files = None
-        if watch is not None and watch.watches_files(time.time()):
-            files = asyncio.ensure_future(watch_files(client, watch, self.poll_interval))
+
+            def on_duplicate(duplicate: Batch) -> bool:
+                running = running_duplicates([duplicate])
+                late_batches.extend(running)
+                return bool(running)
+
         reader = status_reader(client)
         watching = (
             finish_watcher(reader, self.dashscope_conn_id).watching(batch_id)
-            if self.finish_events
+            if self.wait.finish_events
             else contextlib.nullcontext()
         )
-        try:
-            with watching:
-                step = await reader.follow(
-                    ref,
-                    wait,
-                    wait.start(time.time()),
-                    on_duplicate=on_duplicate,
-                    gather=self.poll_interval / 10,
-                )
-            if watch is not None:
-                await finish_watch(client, watch, self.poll_interval)
-        finally:
-            if files is not None:
-                files.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await files
-            if self._cancelling:  # a duplicate's cancel under way finishes before the event
-                await asyncio.gather(*self._cancelling, return_exceptions=True)
+        with watching:
+            follow = reader.follow(
+                ref,
+                wait,
+                wait.start(time.time()),
+                on_duplicate=on_duplicate,
+                gather=self.wait.poll_interval / 10,
+            )
+            if watch is not None and watch.watches_files(time.time()):
+                step = await self._follow_finding_files(client, watch, follow, late_files)
+            else:
+                step = await follow
+        if late_batches or late_files or step is None:
+            return wait.late_copies(late_batches, late_files)
+        if watch is not None:
+            batches, files = await look_until_closed(client, watch, self.wait.poll_interval)
+            if batches or files:
+                return wait.late_copies(batches, files)
         return wait.event(step)
 
-    def _on_duplicate(
-        self, client: AsyncDashScopeClient, batch_id: str, watch: LateWatch | None
-    ) -> Callable[[Batch], None]:
-        """
-        Cancel an unfinished batch the list shows under this wait's idempotency key with another id.
-
-        Such a batch is a create the service acted on after the client gave up; it is cancelled before it
-        runs requests. Cancelling is idempotent, so a re-run trigger is harmless; the cancel runs beside
-        the wait, which awaits it before it fires its event.
-        """
-        seen = watch.seen if watch is not None else set()
-
-        def on_duplicate(duplicate: Batch) -> None:
-            if duplicate.id in seen or duplicate.status.is_terminal:
-                return
-            seen.add(duplicate.id)
-            self.log.warning(
-                "Batch %s carries the idempotency key of batch %s: cancelling the duplicate",
-                duplicate.id,
-                batch_id,
-            )
-            task = asyncio.ensure_future(self._cancel_duplicate(client, batch_id, duplicate.id, seen))
-            if self._cancelling is None:
-                self._cancelling = set()
-            cancelling = self._cancelling
-            cancelling.add(task)
-            task.add_done_callback(cancelling.discard)
-
-        return on_duplicate
-
-    async def _cancel_duplicate(
-        self, client: AsyncDashScopeClient, batch_id: str, duplicate_id: str, seen: set[str]
-    ) -> None:
+    async def _follow_finding_files(
+        self, client: AsyncDashScopeClient, watch: LateWatch, follow: Awaitable[PollStep], found: list[str]
+    ) -> PollStep | None:
+        """Follow the wait while listing the files for a late copy of its upload; None once one is seen."""
+        following = asyncio.ensure_future(follow)
+        finding = asyncio.ensure_future(find_late_files(client, watch, self.wait.poll_interval))
         try:
-            await client.cancel_batch(duplicate_id)
-        except DashScopeError as exc:  # the wait goes on; the next list shows it again
-            seen.discard(duplicate_id)
-            self.log.warning(
-                "Cancelling batch %s, a duplicate of batch %s, failed: %s", duplicate_id, batch_id, exc
-            )
+            await asyncio.wait([following, finding], return_when=asyncio.FIRST_COMPLETED)
+            if finding.done() and finding.result():
+                found.extend(finding.result())
+                return None
+            return await following
+        finally:
+            for task in (following, finding):
+                task.cancel()
+            await asyncio.gather(following, finding, return_exceptions=True)
 
     # ---------------------------------------------------------------------------------------- kill
     async def on_kill(self) -> None:
         """Cancel the batches if a user marked the deferred task failed (called by Airflow 3.3+ only)."""
-        if self.cancel_on_kill:
+        if self.wait.cancel_on_kill:
             await cancel_on_user_kill(self, ", ".join(self.batch_ids), self._cancel_batches)
 
     async def _cancel_batches(self) -> str:

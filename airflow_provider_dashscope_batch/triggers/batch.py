@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
@@ -9,15 +10,11 @@ from airflow_provider_dashscope_batch.triggers.base import (
     DashScopeWaiterTrigger,
     late_watches,
 )
-from airflow_provider_dashscope_batch.waiting.protocol import (
-    DEFAULT_ERROR_BUDGET,
-    DEFAULT_MAX_POLL_INTERVAL,
-    DEFAULT_POLL_BACKOFF,
-    DEFAULT_POLL_INTERVAL,
-)
+from airflow_provider_dashscope_batch.waiting.protocol import WaitEventKind
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client import AsyncDashScopeClient
+    from airflow_provider_dashscope_batch.waiting.protocol import WaitSettings
 
 __all__ = ["DashScopeBatchTrigger"]
 
@@ -33,15 +30,16 @@ class DashScopeBatchTrigger(DashScopeWaiterTrigger):
     with one list request. A status read is sent once: the poller, not the client, retries a failed poll
     (see :mod:`~airflow_provider_dashscope_batch.waiting`).
 
-    ``run()`` only reads, except that it cancels an unfinished batch the list shows under this wait's
-    idempotency key with another id (a create the service acted on after the client gave up), and, when
-    the create or upload was ambiguous (``late_copies``), keeps listing the batch's input file and the
-    files until the window closes, cancelling a late batch and deleting a late file. Both are
-    idempotent, so running the trigger again on another triggerer is safe. A connection that is missing
-    or unusable ends the wait with one ``error`` event.
+    ``run()`` only reads. A running batch the list shows under this wait's idempotency key with another id
+    (a create the service acted on after the client gave up) ends the wait with a ``late_copies`` event, as
+    does, when the create or upload was ambiguous (``late_copies``), a late file or duplicate seen while the
+    window is open (the wait lists the batch's input file and the files until it closes). The event names
+    the copies and carries this trigger's kwargs (``resume``): the operator's resume step cancels or deletes
+    them and defers again. Running the trigger twice, or on another triggerer, is therefore harmless. A
+    connection that is missing or unusable ends the wait with one ``error`` event.
 
     ``on_kill`` (Airflow 3.3+, when a user changes the deferred task's state) cancels the batch only if
-    ``cancel_on_kill`` is set and the task instance is now ``failed``; a cleared task's next try
+    ``wait.cancel_on_kill`` is set and the task instance is now ``failed``; a cleared task's next try
     re-attaches to the batch, and a task marked successful leaves it running (see the create operator's
     lifecycle table).
 
@@ -49,19 +47,12 @@ class DashScopeBatchTrigger(DashScopeWaiterTrigger):
 
     :param batch_id: The batch to wait for.
     :param dashscope_conn_id: The DashScope connection id.
-    :param poll_interval: Shortest seconds between polls.
-    :param max_poll_interval: Cap the interval grows to.
-    :param poll_backoff: Growth factor of the interval.
-    :param deadline: Wall-clock epoch seconds after which the trigger fires a ``timeout`` event.
-    :param error_budget: Consecutive retryable polling errors tolerated.
-    :param cancel_on_kill: Cancel the batch when a user marks the deferred task failed (Airflow 3.3+).
+    :param wait: How the wait polls and ends
+        (:class:`~airflow_provider_dashscope_batch.waiting.protocol.WaitSettings`).
     :param input_file_id: The batch's input file, if known (identifies the batch's siblings).
     :param idempotency_key: The key the batch was created with, if known.
     :param late_copies: After an ambiguous create or upload: until when late copies may appear
         (:meth:`LateCopies.to_dict <airflow_provider_dashscope_batch.waiting.late.LateCopies.to_dict>`).
-    :param finish_events: The batch sends a finish event to this Airflow's receiver
-        (:mod:`~airflow_provider_dashscope_batch.events`): the wait also ends when the connection's
-        mailbox names the batch, and its polls are the safety net (first one spread less).
     """
 
     def __init__(
@@ -69,27 +60,12 @@ class DashScopeBatchTrigger(DashScopeWaiterTrigger):
         batch_id: str,
         dashscope_conn_id: str = DashScopeBatchHook.default_conn_name,
         *,
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
-        poll_backoff: float = DEFAULT_POLL_BACKOFF,
-        deadline: float | None = None,
-        error_budget: int = DEFAULT_ERROR_BUDGET,
-        cancel_on_kill: bool = False,
+        wait: WaitSettings | dict[str, Any] | None = None,
         input_file_id: str | None = None,
         idempotency_key: str | None = None,
         late_copies: dict[str, Any] | None = None,
-        finish_events: bool = False,
     ) -> None:
-        super().__init__(
-            dashscope_conn_id,
-            poll_interval=poll_interval,
-            max_poll_interval=max_poll_interval,
-            poll_backoff=poll_backoff,
-            deadline=deadline,
-            error_budget=error_budget,
-            cancel_on_kill=cancel_on_kill,
-            finish_events=finish_events,
-        )
+        super().__init__(dashscope_conn_id, wait=wait)
         self.batch_id = batch_id
         self.batch_ids = [batch_id]
         self.input_file_id = input_file_id
@@ -110,6 +86,8 @@ class DashScopeBatchTrigger(DashScopeWaiterTrigger):
             [self.batch_id], [self.input_file_id], [self.idempotency_key], [self.late_copies]
         )
         event = await self.wait_one(client, self.batch_id, self.input_file_id, self.idempotency_key, watch)
+        if event.kind is WaitEventKind.LATE_COPIES:  # the operator removes them, then waits with these kwargs
+            event = replace(event, resume=self.serialize()[1])
         return event.to_payload()
 
     def failed_payload(self, why: str) -> dict[str, Any]:

@@ -7,17 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
 from airflow_provider_dashscope_batch.triggers.base import DashScopeWaiterTrigger, late_watches
-from airflow_provider_dashscope_batch.waiting.protocol import (
-    DEFAULT_ERROR_BUDGET,
-    DEFAULT_MAX_POLL_INTERVAL,
-    DEFAULT_POLL_BACKOFF,
-    DEFAULT_POLL_INTERVAL,
-    WaitEvent,
-    WaitEventKind,
-)
+from airflow_provider_dashscope_batch.waiting.protocol import WaitEvent, WaitEventKind
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client import AsyncDashScopeClient
+    from airflow_provider_dashscope_batch.waiting.protocol import WaitSettings
 
 __all__ = ["DashScopeShardsTrigger"]
 
@@ -30,30 +24,24 @@ class DashScopeShardsTrigger(DashScopeWaiterTrigger):
     Each batch is polled on its own :class:`~airflow_provider_dashscope_batch.waiting.BatchWait` schedule
     through the connection's shared status reader, which reads the batches that fall due together with
     one list request per 20 input files (:mod:`~airflow_provider_dashscope_batch.waiting.reader`), and,
-    like the single-batch trigger, cancels a duplicate under a shard's key at first sight and looks for
-    the late copies of an ambiguous create or upload (``late_copies``) until their window closes. A batch
-    whose wait times out or fails ends the whole wait at once. The payload is ``{"events": [WaitEvent
+    like the single-batch trigger, only reads: a duplicate under a shard's key, or a late copy of an
+    ambiguous create or upload (``late_copies``, looked for until their window closes), ends the whole
+    wait with a ``late_copies`` event for that batch, and the operator removes it and defers again. A
+    batch whose wait times out or fails ends the whole wait at once. The payload is ``{"events": [WaitEvent
     payload, ...]}`` for the batches whose waits ended (all of them for ``until="all"``); batches still
     running are not listed; an unusable connection gives one ``error`` event per batch. ``on_kill``
     (Airflow 3.3+, when a user changes the deferred task's state) cancels the batches only if
-    ``cancel_on_kill`` is set and the task instance is now ``failed``, as the single-batch trigger does.
+    ``wait.cancel_on_kill`` is set and the task instance is now ``failed``, as the single-batch trigger does.
 
     :param batch_ids: The batches to wait for.
     :param input_file_ids: Their input files, in the same order (enables the grouped reads).
     :param dashscope_conn_id: The DashScope connection id.
     :param until: ``"all"`` or ``"any"``.
-    :param poll_interval: Shortest seconds between polls of one batch.
-    :param max_poll_interval: Cap the interval grows to.
-    :param poll_backoff: Growth factor of the interval.
-    :param deadline: Wall-clock epoch seconds after which a wait ends with a timeout.
-    :param error_budget: Consecutive retryable errors tolerated per batch.
-    :param cancel_on_kill: Cancel the batches when a user marks the deferred task failed (Airflow 3.3+).
+    :param wait: How each wait polls and ends
+        (:class:`~airflow_provider_dashscope_batch.waiting.protocol.WaitSettings`).
     :param idempotency_keys: Their idempotency keys, in the same order (enables the duplicate check).
     :param late_copies: Per batch, None or until when late copies may appear
         (:meth:`LateCopies.to_dict <airflow_provider_dashscope_batch.waiting.late.LateCopies.to_dict>`).
-    :param finish_events: The batches send finish events to this Airflow's receiver: their waits also
-        end when the connection's mailbox names them (see :class:`DashScopeBatchTrigger
-        <airflow_provider_dashscope_batch.triggers.batch.DashScopeBatchTrigger>`).
     """
 
     def __init__(
@@ -63,26 +51,11 @@ class DashScopeShardsTrigger(DashScopeWaiterTrigger):
         *,
         input_file_ids: list[str | None] | None = None,
         until: str = "all",
-        poll_interval: float = DEFAULT_POLL_INTERVAL,
-        max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
-        poll_backoff: float = DEFAULT_POLL_BACKOFF,
-        deadline: float | None = None,
-        error_budget: int = DEFAULT_ERROR_BUDGET,
-        cancel_on_kill: bool = False,
+        wait: WaitSettings | dict[str, Any] | None = None,
         idempotency_keys: list[str | None] | None = None,
         late_copies: list[dict[str, Any] | None] | None = None,
-        finish_events: bool = False,
     ) -> None:
-        super().__init__(
-            dashscope_conn_id,
-            poll_interval=poll_interval,
-            max_poll_interval=max_poll_interval,
-            poll_backoff=poll_backoff,
-            deadline=deadline,
-            error_budget=error_budget,
-            cancel_on_kill=cancel_on_kill,
-            finish_events=finish_events,
-        )
+        super().__init__(dashscope_conn_id, wait=wait)
         if until not in ("all", "any"):
             raise ValueError(f"until must be 'all' or 'any', got {until!r}")
         self.batch_ids = list(batch_ids)

@@ -1,9 +1,10 @@
 """
 What a request body must look like per endpoint and model family, checked in the preflight.
 
-One owner for the facts the validator, the CSV builder and the docs share: which embedding models take how
-many texts per request and which ``dimensions``, which models read images, and which body fields a family
-does not accept. Facts from Alibaba Cloud Model Studio's "OpenAI compatible - Embedding" and Qwen-VL pages.
+The shapes each endpoint takes, and the per-model limits the model catalog
+(:mod:`airflow_provider_dashscope_batch.catalog`) states: which models read images or video, how many texts
+an embedding model takes per request and which ``dimensions``. A model the catalog does not know gets only
+the endpoint's shape rules. Each rule's public source is in the docs' rule table (``docs/errors.rst``).
 
 Rule codes (``Violation.code``), each with the offending field as ``param``:
 
@@ -17,13 +18,15 @@ code                           rule
 ``invalid_content_part``       a part is not ``{"type": "text", "text": str}`` or
                                ``{"type": "image_url", "image_url": {"url": str}}`` (VL models
                                also take ``video`` / ``video_url`` parts)
-``unsupported_content_part``   an image or video part for a model that reads text only
+``unsupported_content_part``   an image or video part for a model the catalog says does not read it
 ``missing_input``              an embeddings body has no ``input``
 ``invalid_input``              ``input`` is not a non-empty string or list of non-empty strings
 ``too_many_inputs``            more texts in ``input`` than the model takes per request
 ``invalid_dimensions``         ``dimensions`` is not one the model documents
-``invalid_encoding_format``    ``encoding_format`` is not ``"float"``
-``unsupported_body_field``     a field the endpoint's family does not accept (``input``,
+``invalid_encoding_format``    ``encoding_format`` is not ``"float"`` (a warning in the validator: no
+                               public page found states it)
+``unsupported_body_field``     a warning in the validator (no public page found states it): a field
+                               the endpoint's family does not accept (``input``,
                                ``dimensions``, ``encoding_format`` on chat; anything but ``model``,
                                ``input``, ``dimensions``, ``encoding_format`` on embeddings)
 =============================  ============================================================
@@ -31,64 +34,33 @@ code                           rule
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
-__all__ = [
-    "CHAT_ROLES",
-    "EMBEDDINGS_ENDPOINT",
-    "EMBEDDING_MODELS",
-    "EmbeddingModel",
-    "body_violations",
-    "embedding_model",
-    "reads_images",
-]
+from airflow_provider_dashscope_batch.catalog import EMBEDDINGS_ENDPOINT, Catalog, ModelEntry, shipped_catalog
 
-EMBEDDINGS_ENDPOINT = "/v1/embeddings"
+__all__ = ["CHAT_ROLES", "EMBEDDINGS_ENDPOINT", "body_violations"]
+
 CHAT_ROLES = frozenset({"system", "user", "assistant", "tool"})
 _TEXT_PARTS = frozenset({"text"})
-_VISUAL_PARTS = frozenset({"image_url", "video_url", "video"})
+_IMAGE_PARTS = frozenset({"image_url"})
+_VIDEO_PARTS = frozenset({"video_url", "video"})
+_VISUAL_PARTS = _IMAGE_PARTS | _VIDEO_PARTS
 _EMBEDDING_FIELDS = frozenset({"model", "input", "dimensions", "encoding_format"})
 _ENCODING_FORMATS = ("float",)
 
 
-@dataclass(frozen=True)
-class EmbeddingModel:
-    """
-    Per-request limits of one embedding model.
-
-    :param max_inputs: Texts one request's ``input`` may hold.
-    :param dimensions: The ``dimensions`` values the model documents (empty: the parameter is not taken).
-    :param default_dimensions: The vector length without ``dimensions``.
-    """
-
-    max_inputs: int
-    dimensions: tuple[int, ...]
-    default_dimensions: int
-
-
-EMBEDDING_MODELS: dict[str, EmbeddingModel] = {
-    "text-embedding-v4": EmbeddingModel(10, (2048, 1536, 1024, 768, 512, 256, 128, 64), 1024),
-    "text-embedding-v3": EmbeddingModel(10, (1024, 768, 512, 256, 128, 64), 1024),
-    "text-embedding-v2": EmbeddingModel(25, (), 1536),
-    "text-embedding-v1": EmbeddingModel(25, (), 1536),
-}
-"""The text embedding models and their documented limits (batch takes text-embedding models in Beijing)."""
-
-
-def embedding_model(model: str) -> EmbeddingModel | None:
-    """The limits of an embedding model by name, ``None`` for a model not in :data:`EMBEDDING_MODELS`."""
-    return EMBEDDING_MODELS.get(model)
-
-
-@functools.cache
-def reads_images(model: str) -> bool:
-    """Whether ``model`` is a vision model (Qwen-VL, Qwen3-VL, QVQ, Qwen-OCR) that takes image parts."""
-    name = model.lower()
-    return "-vl" in name or name.startswith("qvq") or "ocr" in name
+def _parts(entry: ModelEntry | None) -> frozenset[str]:
+    """The content part types a model reads (every kind for a model the catalog does not know)."""
+    if entry is None:
+        return _TEXT_PARTS | _VISUAL_PARTS
+    parts = _TEXT_PARTS
+    if entry.reads_images:
+        parts |= _IMAGE_PARTS
+    if entry.reads_video:
+        parts |= _VIDEO_PARTS
+    return parts
 
 
 def _shown(value: Any) -> str:
@@ -96,22 +68,28 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def body_violations(url: Any, model: Any, body: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
+def body_violations(
+    url: Any, model: Any, body: Mapping[str, Any], catalog: Catalog | None = None
+) -> Iterator[tuple[str, str, str]]:
     """
     Yield ``(code, message, param)`` for every per-endpoint rule ``body`` breaks.
 
     :param url: The line's ``url`` (rules follow the endpoint; an unknown url is reported elsewhere).
-    :param model: ``body.model`` (per-model limits apply when it is a known name).
+    :param model: ``body.model`` (per-model rules apply when the catalog knows it).
     :param body: The request body.
+    :param catalog: The model catalog (default: the shipped one).
     """
     name = model if isinstance(model, str) else ""
+    entry = (catalog or shipped_catalog()).get(name)
     if url == EMBEDDINGS_ENDPOINT:
-        yield from _embedding_violations(name, body)
+        yield from _embedding_violations(name, entry, body)
     elif isinstance(url, str) and url.startswith("/v1/chat/"):
-        yield from _chat_violations(name, body)
+        yield from _chat_violations(name, entry, body)
 
 
-def _chat_violations(model: str, body: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
+def _chat_violations(
+    model: str, entry: ModelEntry | None, body: Mapping[str, Any]
+) -> Iterator[tuple[str, str, str]]:
     for field in sorted(body.keys() & (_EMBEDDING_FIELDS - {"model"})):
         yield (
             "unsupported_body_field",
@@ -129,7 +107,7 @@ def _chat_violations(model: str, body: Mapping[str, Any]) -> Iterator[tuple[str,
     if not isinstance(messages, list) or not messages:
         yield "invalid_message", "body.messages must be a non-empty list of messages", "body.messages"
         return
-    parts = _TEXT_PARTS | _VISUAL_PARTS if reads_images(model) else _TEXT_PARTS
+    parts = _parts(entry)
     for i, message in enumerate(messages):
         where = f"body.messages[{i}]"
         if not isinstance(message, dict):
@@ -162,8 +140,9 @@ def _part_violations(
     if kind in _VISUAL_PARTS and kind not in allowed:
         yield (
             "unsupported_content_part",
-            f"{where} is an {kind} part, but {model or 'this model'} reads text only; use a vision model "
-            "(qwen-vl-*, qwen3-vl-*, qvq-*, qwen-vl-ocr)",
+            f"{where} is an {kind} part, but the model catalog says {model} reads "
+            f"{', '.join(sorted({p.removesuffix('_url') for p in allowed}))} only; use a model that reads "
+            "it (docs: Models), or override the model's modalities in the connection extra 'models'",
             where,
         )
     elif kind not in allowed:
@@ -183,8 +162,10 @@ def _part_violations(
             )
 
 
-def _embedding_violations(model: str, body: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
-    limits = embedding_model(model)
+def _embedding_violations(
+    model: str, entry: ModelEntry | None, body: Mapping[str, Any]
+) -> Iterator[tuple[str, str, str]]:
+    limits = entry.embedding if entry is not None else None
     for field in sorted(body.keys() - _EMBEDDING_FIELDS):
         yield (
             "unsupported_body_field",

@@ -3,7 +3,8 @@ Build batch input files (JSONL) from request dicts or a CSV file, streamed to an
 
 Lines are compact JSON, UTF-8, non-ASCII kept as is. Rules the service enforces are checked by
 :func:`airflow_provider_dashscope_batch.validation.rules.validate_jsonl`, not here; the builders only
-refuse input they cannot turn into a request, naming the item or CSV line.
+refuse input they cannot turn into a request, naming the item or CSV line. Every such problem of a CSV
+file is collected and reported at once (:class:`InputBuildError`), so one run shows them all.
 """
 
 from __future__ import annotations
@@ -13,15 +14,34 @@ import io
 import json
 import os
 import pathlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableSequence
 from contextlib import contextmanager
 from typing import IO, Any, BinaryIO, TextIO
 
+from airflow_provider_dashscope_batch.catalog import EMBEDDINGS_ENDPOINT, Catalog, shipped_catalog
 from airflow_provider_dashscope_batch.results.input_columns import InputColumnsWriter
-from airflow_provider_dashscope_batch.validation.bodies import EMBEDDINGS_ENDPOINT, embedding_model
-from airflow_provider_dashscope_batch.validation.rules import ENDPOINTS, MAX_CUSTOM_ID_CHARS
+from airflow_provider_dashscope_batch.validation.rules import ENDPOINTS
 
-__all__ = ["write_requests", "write_requests_from_csv"]
+__all__ = ["InputBuildError", "write_requests", "write_requests_from_csv"]
+
+_LISTED_PROBLEMS = 100
+
+
+class InputBuildError(ValueError):
+    """
+    The input could not be turned into requests; ``problems`` names every one (``<source> line <n>: ...``).
+
+    :param source: The input's name (the CSV's path, or ``requests``).
+    :param problems: One message per problem, in input order.
+    """
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        listed = problems[:_LISTED_PROBLEMS]
+        more = len(problems) - len(listed)
+        text = "\n".join([f"{source}: {len(problems)} problem(s) building the requests", *listed])
+        super().__init__(text + (f"\n... and {more} more problem(s) not listed" if more else ""))
+        self.source = source
+        self.problems = problems
 
 
 def _is_local_path(target: object) -> bool:
@@ -160,12 +180,13 @@ def _carry_index(column: str, header: list[str] | None, source: str) -> int:
         ) from None
 
 
-def _check_packing(inputs_per_request: int, endpoint: str, model: str) -> None:
+def _check_packing(inputs_per_request: int, endpoint: str, model: str, catalog: Catalog) -> None:
     if inputs_per_request == 1:
         return
     if endpoint != EMBEDDINGS_ENDPOINT:
         raise ValueError("inputs_per_request packs texts into /v1/embeddings requests only")
-    limits = embedding_model(model)
+    entry = catalog.get(model)
+    limits = entry.embedding if entry is not None else None
     if inputs_per_request < 1 or (limits is not None and inputs_per_request > limits.max_inputs):
         most = f"at most {limits.max_inputs} for {model}" if limits is not None else "at least 1"
         raise ValueError(f"inputs_per_request must be {most}, got {inputs_per_request}")
@@ -174,26 +195,35 @@ def _check_packing(inputs_per_request: int, endpoint: str, model: str) -> None:
 class _Packer:
     """The texts of one packed embeddings request; its ``custom_id`` is the JSON list of their ids."""
 
-    def __init__(self, out: IO[bytes], model: str, endpoint: str, extra: dict[str, Any], size: int) -> None:
+    def __init__(
+        self,
+        out: IO[bytes],
+        model: str,
+        endpoint: str,
+        extra: dict[str, Any],
+        size: int,
+        origins: MutableSequence[int] | None,
+    ) -> None:
         self.out, self.model, self.endpoint, self.extra, self.size = out, model, endpoint, extra, size
+        self.origins = origins
         self.ids: list[str] = []
         self.texts: list[str] = []
+        self.first = 0
         self.lines = 0
 
-    def add(self, custom_id: str, text: str, where: str) -> None:
+    def add(self, custom_id: str, text: str, line: int) -> None:
+        if not self.ids:
+            self.first = line
         self.ids.append(custom_id)
         self.texts.append(text)
-        if len(_packed_id(self.ids)) > MAX_CUSTOM_ID_CHARS:
-            raise ValueError(
-                f"{where}: the packed request's custom_id (the JSON list of its ids) is over "
-                f"{MAX_CUSTOM_ID_CHARS} characters; use shorter ids or a smaller inputs_per_request"
-            )
         if len(self.texts) == self.size:
             self.flush()
 
     def flush(self) -> None:
         if not self.texts:
             return
+        if self.origins is not None:
+            self.origins.append(self.first)
         body = {"model": self.model, "input": self.texts, **self.extra}
         request = {"custom_id": _packed_id(self.ids), "method": "POST", "url": self.endpoint, "body": body}
         self.out.write(encode_line(request))
@@ -223,6 +253,8 @@ def write_requests_from_csv(
     encoding: str = "utf-8-sig",
     name: str | None = None,
     carry: InputColumnsWriter | None = None,
+    catalog: Catalog | None = None,
+    origins: MutableSequence[int] | None = None,
 ) -> int:
     """
     Turn CSV rows into request lines (the docs' "CSV to JSONL" tool), streamed.
@@ -254,7 +286,12 @@ def write_requests_from_csv(
     :param name: name used in error messages; defaults to the path or the stream's ``name``.
     :param carry: writes the CSV columns it names (header names), per row, to the input-columns sidecar
         under the row's id (each text's own id in a packed request).
+    :param catalog: the model catalog the packing reads (the model's texts per request).
+    :param origins: receives, per line written, the CSV line it was built from (a packed request: its
+        first text's), so the validator's findings can name the user's CSV line.
     :return: the number of lines written.
+    :raises InputBuildError: naming every CSV line that cannot be turned into a request (nothing of such
+        an input is usable; the target holds the lines built before the end).
     """
     _check_endpoint(endpoint)
     embeddings = endpoint == EMBEDDINGS_ENDPOINT
@@ -262,7 +299,7 @@ def write_requests_from_csv(
         raise ValueError("system_prompt applies to chat endpoints, not /v1/embeddings")
     if image_column is not None and embeddings:
         raise ValueError("image_column applies to chat endpoints (vision models), not /v1/embeddings")
-    _check_packing(inputs_per_request, endpoint, model)
+    _check_packing(inputs_per_request, endpoint, model, catalog or shipped_catalog())
     source_name = name or (str(getattr(source, "name", "<csv>")) if hasattr(source, "read") else str(source))
     extra = dict(body_params or {})
     try:
@@ -282,58 +319,105 @@ def write_requests_from_csv(
             else _column_index(image_column, columns, "image_column", source_name)
         )
         carry_idx = [] if carry is None else [_carry_index(n, columns, source_name) for n in carry.names]
-        packer = _Packer(out, model, endpoint, extra, inputs_per_request) if inputs_per_request > 1 else None
+        packer = (
+            _Packer(out, model, endpoint, extra, inputs_per_request, origins)
+            if inputs_per_request > 1
+            else None
+        )
+        problems: list[str] = []
         count = 0
         for row in reader:
-            where = f"{source_name} line {reader.line_num}"
             if not row:
                 continue  # csv yields [] for a blank line
             count += 1
-            if id_idx is None:
-                custom_id = str(count)
-            elif id_idx >= len(row) or not row[id_idx].strip():
-                raise ValueError(f"{where}: id column {id_column!r} is missing or empty")
-            else:
-                custom_id = row[id_idx]
-            if template is not None:
-                named = dict(zip(columns, row, strict=False)) if columns else {}
-                try:
-                    content = template.format(*row, **named)
-                except (KeyError, IndexError) as exc:
-                    raise ValueError(
-                        f"{where}: template placeholder {exc} has no value in this row"
-                    ) from None
-            elif text_idx is None or text_idx >= len(row):  # text_idx is set when template is None
-                raise ValueError(f"{where}: text column {text_column!r} is missing")
-            else:
-                content = row[text_idx]
-            if not content.strip():
-                raise ValueError(f"{where}: the request text is empty")
-            if carry is not None:
-                if max(carry_idx) >= len(row):
+            line = reader.line_num
+            where = f"{source_name} line {line}"
+            try:
+                custom_id, content, image = _row_request(
+                    row,
+                    columns,
+                    count,
+                    id_idx,
+                    id_column,
+                    text_idx,
+                    text_column,
+                    template,
+                    image_idx,
+                    image_column,
+                )
+                if carry is not None and max(carry_idx) >= len(row):
                     missing = [n for n, i in zip(carry.names, carry_idx, strict=True) if i >= len(row)]
                     raise ValueError(
-                        f"{where}: carried column {missing[0]!r} is missing (the row has {len(row)} cells)"
+                        f"carried column {missing[0]!r} is missing (the row has {len(row)} cells)"
                     )
+            except ValueError as exc:
+                problems.append(f"{where}: {exc}")
+                continue
+            if problems:
+                continue  # the input is unusable: only look for more problems
+            if carry is not None:
                 carry.add(custom_id, [row[i] for i in carry_idx], where)
             if packer is not None:
-                packer.add(custom_id, content, where)
+                packer.add(custom_id, content, line)
                 continue
             if embeddings:
                 body: dict[str, Any] = {"model": model, "input": content, **extra}
             else:
                 user: str | list[dict[str, Any]] = content
-                if image_idx is not None:
-                    if image_idx >= len(row) or not row[image_idx].strip():
-                        raise ValueError(f"{where}: image column {image_column!r} is missing or empty")
-                    image = {"type": "image_url", "image_url": {"url": row[image_idx].strip()}}
-                    user = [image, {"type": "text", "text": content}]
+                if image is not None:
+                    user = [
+                        {"type": "image_url", "image_url": {"url": image}},
+                        {"type": "text", "text": content},
+                    ]
                 messages: list[dict[str, Any]] = [{"role": "user", "content": user}]
                 if system_prompt is not None:
                     messages.insert(0, {"role": "system", "content": system_prompt})
                 body = {"model": model, "messages": messages, **extra}
             out.write(encode_line({"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body}))
+            if origins is not None:
+                origins.append(line)
+        if problems:
+            raise InputBuildError(source_name, problems)
         if packer is not None:
             packer.flush()
             return packer.lines
     return count
+
+
+def _row_request(
+    row: list[str],
+    columns: list[str] | None,
+    count: int,
+    id_idx: int | None,
+    id_column: str | int | None,
+    text_idx: int | None,
+    text_column: str | int,
+    template: str | None,
+    image_idx: int | None,
+    image_column: str | int | None,
+) -> tuple[str, str, str | None]:
+    """One CSV row's ``custom_id``, user text and image URL; a ``ValueError`` names what the row lacks."""
+    if id_idx is None:
+        custom_id = str(count)
+    elif id_idx >= len(row) or not row[id_idx].strip():
+        raise ValueError(f"id column {id_column!r} is missing or empty")
+    else:
+        custom_id = row[id_idx]
+    if template is not None:
+        named = dict(zip(columns, row, strict=False)) if columns else {}
+        try:
+            content = template.format(*row, **named)
+        except (KeyError, IndexError) as exc:
+            raise ValueError(f"template placeholder {exc} has no value in this row") from None
+    elif text_idx is None or text_idx >= len(row):  # text_idx is set when template is None
+        raise ValueError(f"text column {text_column!r} is missing")
+    else:
+        content = row[text_idx]
+    if not content.strip():
+        raise ValueError("the request text is empty")
+    image = None
+    if image_idx is not None:
+        if image_idx >= len(row) or not row[image_idx].strip():
+            raise ValueError(f"image column {image_column!r} is missing or empty")
+        image = row[image_idx].strip()
+    return custom_id, content, image

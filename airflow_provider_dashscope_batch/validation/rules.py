@@ -14,6 +14,9 @@ non-ASCII lines are also checked to be UTF-8. A line the fast decoder rejects is
 :mod:`json` to give the exact reason (and to accept what strict JSON
 allows, such as lone surrogate escapes).
 
+The module is over 600 lines because one :class:`LineChecker` holds every line rule: its fast path
+for a line like the ones before it has to see them all at once.
+
 Rule codes (``Violation.code``); ``line`` is ``None`` for file-level rules:
 
 ============================  ==============================================================
@@ -28,7 +31,10 @@ code                          rule
 ``invalid_json_line``         line is not one JSON object (OpenAI code)
 ``missing_custom_id``         no ``custom_id``
 ``invalid_custom_id``         ``custom_id`` is not a non-empty string
-``custom_id_too_long``        ``custom_id`` over 256 characters
+``custom_id_too_long``        warning only: ``custom_id`` over 256 characters (no public page states
+                              a limit; the service's own copy of OpenAI's API may hold one)
+``unknown_model``             warning only: ``body.model`` is not in the model catalog, so its
+                              region, modalities, thinking mode, limits and price are not checked
 ``duplicate_custom_id``       ``custom_id`` already used on an earlier line (DashScope code)
 ``invalid_method``            ``method`` is not ``"POST"``
 ``invalid_url``               ``url`` is not an accepted endpoint, or does not suit the model
@@ -48,8 +54,10 @@ code                          rule
 ============================  ==============================================================
 
 Per-endpoint body rules (``messages`` for chat, ``input``/``dimensions``/``encoding_format`` for
-embeddings, image parts only for vision models, fields a family does not accept) are listed in
-:mod:`airflow_provider_dashscope_batch.validation.bodies`.
+embeddings, image parts only for models the catalog says read them, fields a family does not accept) are
+listed in :mod:`airflow_provider_dashscope_batch.validation.bodies`. Each rule's public source is in
+the docs' rule table (``docs/errors.rst``); a rule no public page states is a warning
+(``ValidationReport.warnings``), never a refusal.
 
 Sizes use binary units (1 MB = 2**20 bytes); line sizes exclude the line terminator. Lines past
 the 50,000-line limit are counted but not checked, which also bounds the memory used to detect
@@ -61,12 +69,13 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any, BinaryIO
 
 import msgspec
 from pydantic import BaseModel, ConfigDict, Field
 
+from airflow_provider_dashscope_batch.catalog import Catalog, shipped_catalog
 from airflow_provider_dashscope_batch.validation.bodies import EMBEDDINGS_ENDPOINT, body_violations
 from airflow_provider_dashscope_batch.validation.lines import (
     MAX_LINE_BYTES,
@@ -86,6 +95,7 @@ __all__ = [
     "TEST_MODEL_ENDPOINT",
     "TEST_MODEL_MAX_FILE_BYTES",
     "TEST_MODEL_MAX_LINES",
+    "WARNING_CODES",
     "JsonlValidationError",
     "LineChecker",
     "ValidationReport",
@@ -106,6 +116,9 @@ TEST_MODEL_MAX_FILE_BYTES = 1 * MB
 RESPONSE_FORMAT_TYPES: frozenset[str] = frozenset({"text", "json_object", "json_schema"})
 _BAD_FORMAT = "invalid_response_format"
 _SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+#: Body rules no public page found states: reported as warnings, never refusals.
+WARNING_CODES = frozenset({"invalid_encoding_format", "unsupported_body_field"})
 
 _WHITESPACE_STARTS = frozenset(b" \t\r\n")
 _UNSET = msgspec.UNSET
@@ -140,6 +153,9 @@ class ValidationReport(BaseModel):
     :param endpoint: the file's url (first valid line's ``url``), if any.
     :param violations: the first ``max_violations`` violations, in file order (file-level last).
     :param violation_count: total number of violations, including those not listed.
+    :param warnings: the first ``max_violations`` warnings (rules no public page states, models the
+        catalog does not know); they do not stop an upload.
+    :param unit: what a number counts in messages: ``line`` (of a file), or ``item`` (of ``requests=``).
     """
 
     source_name: str
@@ -149,6 +165,8 @@ class ValidationReport(BaseModel):
     endpoint: str | None = None
     violations: list[Violation] = Field(default_factory=list)
     violation_count: int = 0
+    warnings: list[Violation] = Field(default_factory=list)
+    unit: str = "line"
 
     @property
     def ok(self) -> bool:
@@ -157,22 +175,46 @@ class ValidationReport(BaseModel):
 
     def format_violation(self, violation: Violation) -> str:
         """Render one violation as ``<source> line <n>: <code>: <message>``."""
-        where = self.source_name if violation.line is None else f"{self.source_name} line {violation.line}"
+        where = (
+            self.source_name if violation.line is None else f"{self.source_name} {self.unit} {violation.line}"
+        )
         return f"{where}: {violation.code}: {violation.message}"
 
     def summary(self) -> str:
         """Multi-line, human-readable summary naming each listed violation."""
         if self.ok:
-            return f"{self.source_name}: OK ({self.line_count} lines, {self.bytes} bytes)"
-        head = (
-            f"{self.source_name}: {self.violation_count} violation(s) in {self.line_count} lines "
-            f"({self.bytes} bytes)"
-        )
+            head = f"{self.source_name}: OK ({self.line_count} lines, {self.bytes} bytes)"
+        else:
+            head = (
+                f"{self.source_name}: {self.violation_count} violation(s) in {self.line_count} lines "
+                f"({self.bytes} bytes)"
+            )
         lines = [head, *(self.format_violation(v) for v in self.violations)]
         hidden = self.violation_count - len(self.violations)
         if hidden:
             lines.append(f"... and {hidden} more violation(s) not listed")
+        lines.extend(f"warning: {self.format_violation(w)}" for w in self.warnings)
         return "\n".join(lines)
+
+    def located(self, source: str, lines: Sequence[int] | None, unit: str = "line") -> ValidationReport:
+        """
+        The report as seen from the user's own input: named ``source``, line ``n`` renumbered
+        ``lines[n - 1]`` (the CSV line that built it), numbers counting ``unit``.
+        """
+
+        def moved(v: Violation) -> Violation:
+            if v.line is None or lines is None or v.line > len(lines):
+                return v
+            return v.model_copy(update={"line": lines[v.line - 1]})
+
+        return self.model_copy(
+            update={
+                "source_name": source,
+                "violations": [moved(v) for v in self.violations],
+                "warnings": [moved(w) for w in self.warnings],
+                "unit": unit,
+            }
+        )
 
     def raise_for_violations(self) -> ValidationReport:
         """Raise :class:`JsonlValidationError` if any rule was broken; return the report otherwise."""
@@ -283,8 +325,11 @@ class LineChecker:
         seen_ids: MutableMapping[str, int] | None = None,
         *,
         body_rules: bool = True,
+        catalog: Catalog | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.catalog = catalog or shipped_catalog()
+        self.warnings: list[Violation] = []
         self.body_rules = body_rules
         self.max_violations = max_violations
         self.violations: list[Violation] = []
@@ -304,6 +349,11 @@ class LineChecker:
             self.file_violations.append(Violation(line=line, code=code, message=message, param=param))
         elif len(self.violations) < self.max_violations:
             self.violations.append(Violation(line=line, code=code, message=message, param=param))
+
+    def warn(self, line: int | None, code: str, message: str, param: str | None = None) -> None:
+        """Note a rule no public page states, or a fact the catalog cannot check; it refuses nothing."""
+        if len(self.warnings) < self.max_violations:
+            self.warnings.append(Violation(line=line, code=code, message=message, param=param))
 
     def listed(self) -> list[Violation]:
         """Line violations in file order then file-level ones, ``max_violations`` at most."""
@@ -360,7 +410,7 @@ class LineChecker:
 
     def _check_slow(self, n: int, line: bytes) -> None:
         try:
-            obj = json.loads(line.decode(), parse_constant=_reject_constant)
+            obj = json.loads(line.rstrip(b"\r\n").decode(), parse_constant=_reject_constant)
         except ValueError as exc:
             reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
             where = f" (column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
@@ -421,8 +471,11 @@ class LineChecker:
         """Per-endpoint body rules of :mod:`.bodies`; none on a url mismatch."""
         if not self.body_rules or url != (self.endpoint or self.url or url):
             return
-        for code, message, param in body_violations(url, model, body):
-            self.add(n, code, message, param)
+        for code, message, param in body_violations(url, model, body, self.catalog):
+            if code in WARNING_CODES:
+                self.warn(n, code, message, param)
+            else:
+                self.add(n, code, message, param)
 
     def _check_custom_id(self, n: int, custom_id: Any) -> None:
         if custom_id is _UNSET:
@@ -430,14 +483,15 @@ class LineChecker:
         elif not isinstance(custom_id, str) or not custom_id:
             got = "an empty string" if custom_id == "" else f"a JSON {_json_type(custom_id)}"
             self.add(n, "invalid_custom_id", f"custom_id must be a non-empty string, got {got}", "custom_id")
-        elif len(custom_id) > MAX_CUSTOM_ID_CHARS:
-            self.add(
-                n,
-                "custom_id_too_long",
-                f"custom_id has {len(custom_id)} characters; the limit is {MAX_CUSTOM_ID_CHARS}",
-                "custom_id",
-            )
         else:
+            if len(custom_id) > MAX_CUSTOM_ID_CHARS:
+                self.warn(
+                    n,
+                    "custom_id_too_long",
+                    f"custom_id has {len(custom_id)} characters; no public page states a limit, but "
+                    f"OpenAI's batch API takes at most {MAX_CUSTOM_ID_CHARS}",
+                    "custom_id",
+                )
             first = self.seen_ids.setdefault(custom_id, n)
             if first != n:
                 shown = json.dumps(custom_id, ensure_ascii=False)
@@ -467,6 +521,15 @@ class LineChecker:
             self.add(n, "invalid_model", f"body.model must be a non-empty string, got {got}", "body.model")
         elif self.model is None:
             self.model, self.model_line = model, n
+            if self.catalog.get(model) is None:
+                self.warn(
+                    n,
+                    "unknown_model",
+                    f"model {model!r} is not in the model catalog: its region, modalities, thinking mode, "
+                    "limits and price are not checked. Add it to the connection extra 'models' "
+                    "(docs: Models)",
+                    "body.model",
+                )
         elif model != self.model:
             self.add(
                 n,
@@ -535,7 +598,17 @@ class LineChecker:
         if line_count == self.blank_lines:
             self.add(None, "empty_file", "the file holds no request")
         if line_count > max_lines:
-            self.add(None, "too_many_tasks", f"{line_count} lines; the limit{what} is {max_lines:,}")
+            self.add(
+                None,
+                "too_many_tasks",
+                f"{line_count:,} lines; the limit{what} is {max_lines:,} requests per file. Run it with "
+                "DashScopeShardedBatchOperator (splits it into batches within the limit)"
+                + (
+                    ", or pack up to the model's limit of texts into one request with inputs_per_request"
+                    if self.url == EMBEDDINGS_ENDPOINT
+                    else ""
+                ),
+            )
         if size > max_bytes:
             self.add(None, "file_too_large", f"{size:,} bytes; the limit{what} is {max_bytes // MB} MB")
         if self.model is not None and self.url is not None:
@@ -557,6 +630,7 @@ def validate_jsonl(
     name: str | None = None,
     on_line: Callable[[bytes], None] | None = None,
     body_rules: bool = True,
+    catalog: Catalog | None = None,
 ) -> ValidationReport:
     """
     Check a batch input file against every rule the service enforces, streaming it once.
@@ -570,11 +644,12 @@ def validate_jsonl(
         pass; it stops being called after the first violation).
     :param body_rules: also check each body against its endpoint's rules (:mod:`.bodies`); the service
         itself fails such a request alone, in the error file, rather than the whole file.
+    :param catalog: The model catalog the per-model rules read (default: the shipped one).
     :return: the report; call :meth:`ValidationReport.raise_for_violations` to fail on violations.
     """
     if endpoint is not None and endpoint not in ENDPOINTS:
         raise ValueError(f"endpoint must be one of {', '.join(sorted(ENDPOINTS))}, got {endpoint!r}")
-    checker = LineChecker(endpoint, max_violations, body_rules=body_rules)
+    checker = LineChecker(endpoint, max_violations, body_rules=body_rules, catalog=catalog)
     line_count = size = 0
     with open_source(source) as f:
         for line_count, line, read in read_lines(f, checker):
@@ -592,4 +667,5 @@ def validate_jsonl(
         endpoint=checker.url,
         violations=checker.listed(),
         violation_count=checker.violation_count,
+        warnings=checker.warnings,
     )

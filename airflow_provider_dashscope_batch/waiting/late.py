@@ -8,11 +8,16 @@ key and input file; a late upload leaves a second file under the same upload tok
 (the worker wait, the sensor, both triggers, the common.ai adapter) looks for the copies until then:
 
 * while the batch runs, its status reads go through the list of its input file even when it is read alone
-  (``watch_until`` of :class:`~airflow_provider_dashscope_batch.waiting.reader.BatchRef`), so
-  a duplicate shows at no extra request and is cancelled at first sight;
-* the late file is looked for with one file list per poll, and deleted;
+  (``watch_until`` of :class:`~airflow_provider_dashscope_batch.client.status.BatchRef`), so
+  a duplicate shows at no extra request;
+* the late file is looked for with one file list per poll;
 * a wait whose batch finished before the window closed looks on, at its poll interval, until a look at or
-  after the window's end (:func:`finish_watch` / :func:`finish_watch_sync`).
+  after the window's end (:func:`look_until_closed` / :func:`finish_watch_sync`).
+
+A wait in the worker cancels or deletes a copy at first sight (the client's ``reconcile``). A trigger only
+reads (:func:`find_late_files`, :func:`look_until_closed`): it may run twice, on another triggerer, so it
+ends its wait with the copies it saw and the operator's resume step removes them (the client's
+``remove_late_copies``) and waits again.
 
 After the window nothing is looked for: reads fall back to retrieves (or shared list reads).
 """
@@ -20,44 +25,36 @@ After the window nothing is looked for: reads fall back to retrieves (or shared 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_dashscope_batch.client._core import ClientCore
-from airflow_provider_dashscope_batch.client._flow import Flow
-from airflow_provider_dashscope_batch.client._pagination import collect_flow
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
-from airflow_provider_dashscope_batch.client.errors import DashScopeError, InvalidRequestError, NotFoundError
+from airflow_provider_dashscope_batch.client.errors import DashScopeError
 from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY
-from airflow_provider_dashscope_batch.client.resources.batches import cancel_batch_flow
-from airflow_provider_dashscope_batch.client.resources.files import delete_file_flow, list_files_flow
-from airflow_provider_dashscope_batch.client.types import Batch, FileObject
-from airflow_provider_dashscope_batch.waiting.reader import BatchRef, StatusRead, grouped_read_flow
+from airflow_provider_dashscope_batch.client.status import BatchRef, StatusRead
+from airflow_provider_dashscope_batch.client.types import BatchStatus
 
 if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client.async_ import AsyncDashScopeClient
+    from airflow_provider_dashscope_batch.client.copies import Reconciled
     from airflow_provider_dashscope_batch.client.sync import DashScopeClient
+    from airflow_provider_dashscope_batch.client.types import Batch, FileObject
 
 __all__ = [
     "LateCopies",
     "LateWatch",
     "delete_late_files_sync",
-    "finish_watch",
+    "find_late_files",
     "finish_watch_sync",
-    "look_flow",
+    "look_until_closed",
     "read_watching",
-    "watch_files",
+    "running_duplicates",
 ]
 
 log = logging.getLogger(__name__)
-
-#: The file list's time filter is in an unconfirmed time zone: look back this far from the window's end.
-_FILE_LOOKBACK = timedelta(days=2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +150,7 @@ class LateWatch:
     input_file_id: str | None
     idempotency_key: str | None
     copies: LateCopies
-    seen: set[str] = field(default_factory=set)  # copies already cancelled or deleted
+    seen: set[str] = field(default_factory=set)  # copies already cancelled or deleted (worker looks)
 
     @classmethod
     def of(cls, batch: Batch, copies: LateCopies | None) -> LateWatch | None:
@@ -175,62 +172,41 @@ class LateWatch:
         until = self.copies.file_until
         return bool(self.copies.file_name and until is not None and (last or now <= until))
 
-    def cancel_flow(self, core: ClientCore, duplicates: Iterable[Batch]) -> Flow[list[str]]:
-        """Cancel the unfinished duplicates a read showed; return their ids."""
-        cancelled: list[str] = []
-        for duplicate in duplicates:
-            if duplicate.id == self.batch_id or duplicate.id in self.seen or duplicate.status.is_terminal:
-                continue
-            log.warning(
-                "Batch %s carries the idempotency key of batch %s (a create processed after the client "
-                "gave up): cancelling the duplicate",
-                duplicate.id,
-                self.batch_id,
-            )
-            try:
-                yield from cancel_batch_flow(core, duplicate.id)
-            except (InvalidRequestError, NotFoundError) as exc:  # finished or gone meanwhile
-                log.warning("Batch %s could not be cancelled: %s", duplicate.id, exc)
-            self.seen.add(duplicate.id)
-            cancelled.append(duplicate.id)
-        return cancelled
+    def _look_kwargs(self, now: float, last: bool) -> dict[str, Any]:
+        files = self.watches_files(now, last=last)
+        return {
+            "filename": self.copies.file_name if files else None,
+            "file_until": self.copies.file_until if files else None,
+            "skip": frozenset(self.seen),
+        }
 
-    def delete_files_flow(self, core: ClientCore) -> Flow[list[str]]:
-        """Delete every other file stored under the input file's name (a late upload); return their ids."""
-        name, until = self.copies.file_name, self.copies.file_until
-        assert name is not None
-        assert until is not None
-        since = datetime.fromtimestamp(until, UTC) - _FILE_LOOKBACK
+    def _noted(self, found: Reconciled) -> StatusRead:
+        self.seen.update(found.cancelled, found.deleted)
+        return found.read
 
-        def late(file: FileObject) -> bool:
-            return file.filename == name and file.id != self.input_file_id and file.id not in self.seen
+    def look(self, client: DashScopeClient, now: float, *, last: bool = False) -> StatusRead:
+        """
+        One look: read the batch through its input file's list, cancel a duplicate, delete a late file.
 
-        copies = yield from collect_flow(list_files_flow(core, purpose="batch", create_after=since), late)
-        for copy in copies:
-            log.warning(
-                "File %s is a late copy of input file %s (upload %s): deleting it",
-                copy.id,
-                self.input_file_id,
-                name,
-            )
-            with contextlib.suppress(NotFoundError):  # deleted meanwhile
-                yield from delete_file_flow(core, copy.id)
-            self.seen.add(copy.id)
-        return [copy.id for copy in copies]
+        :param now: Wall-clock epoch seconds of the look.
+        :param last: The look at or after the window's end (lists even though the window has closed).
+        """
+        return self._noted(client.reconcile(self.ref(last=last), **self._look_kwargs(now, last)))
 
+    def file_kwargs(self) -> dict[str, Any]:
+        """The client's late-file search of this watch (its upload's name and window; copies seen skipped)."""
+        assert self.copies.file_name is not None
+        assert self.copies.file_until is not None
+        return {
+            "filename": self.copies.file_name,
+            "keep_file_id": self.input_file_id,
+            "until": self.copies.file_until,
+            "skip": frozenset(self.seen),
+        }
 
-def look_flow(core: ClientCore, watch: LateWatch, now: float, *, last: bool = False) -> Flow[StatusRead]:
-    """
-    One look: read the batch through its input file's list, cancel a duplicate, delete a late file.
-
-    :param now: Wall-clock epoch seconds of the look.
-    :param last: The look at or after the window's end (lists even though the window has closed).
-    """
-    read = yield from grouped_read_flow(core, [watch.ref(last=last)])
-    yield from watch.cancel_flow(core, read.duplicates.get(watch.batch_id, ()))
-    if watch.watches_files(now, last=last):
-        yield from watch.delete_files_flow(core)
-    return read
+    def delete_files(self, client: DashScopeClient) -> None:
+        """Delete every other file stored under the input file's name (a late upload)."""
+        self.seen.update(client.delete_file_copies(**self.file_kwargs()))
 
 
 def read_watching(client: DashScopeClient, watch: LateWatch | None, batch_id: str) -> Batch:
@@ -242,7 +218,7 @@ def read_watching(client: DashScopeClient, watch: LateWatch | None, batch_id: st
     now = time.time()
     if watch is None or now > watch.copies.until:
         return client.retrieve_batch(batch_id, max_retries=0)
-    read = client.run_flow(lambda core: look_flow(core, watch, now))
+    read = watch.look(client, now)
     if batch_id in read.batches:
         return read.batches[batch_id]
     raise read.errors[batch_id]
@@ -262,7 +238,7 @@ def finish_watch_sync(
         now = clock()
         last = now >= until
         try:
-            client.run_flow(lambda core, n=now, e=last: look_flow(core, watch, n, last=e))  # type: ignore[misc]
+            watch.look(client, now, last=last)
         except DashScopeError as exc:  # the next look (or nobody) finds it; the wait's result stands
             log.warning("Looking for late copies of batch %s failed: %s", watch.batch_id, exc)
         if last:
@@ -287,7 +263,7 @@ def delete_late_files_sync(
     while True:
         now = clock()
         try:
-            client.run_flow(watch.delete_files_flow)
+            watch.delete_files(client)
         except DashScopeError as exc:
             log.warning("Looking for a late copy of file %s failed: %s", file.id, exc)
         if now >= ambiguity.until:
@@ -295,26 +271,53 @@ def delete_late_files_sync(
         sleep(max(min(interval, ambiguity.until - now), 0.0))
 
 
-async def finish_watch(client: AsyncDashScopeClient, watch: LateWatch, interval: float) -> None:
-    """The async twin of :func:`finish_watch_sync` (a trigger's wait)."""
+async def find_late_files(client: AsyncDashScopeClient, watch: LateWatch, interval: float) -> list[str]:
+    """
+    While a trigger's wait runs: list the files every ``interval`` seconds while a late one may appear.
+
+    Only reads: returns the ids of the first late copies seen ([] once the window closed).
+    """
+    while watch.watches_files(now := time.time()):
+        try:
+            found = await client.find_file_copies(**watch.file_kwargs())
+        except DashScopeError as exc:
+            log.warning("Looking for a late copy of file %s failed: %s", watch.input_file_id, exc)
+        else:
+            if found:
+                return [f.id for f in found]
+        await asyncio.sleep(max(min(interval, (watch.copies.file_until or now) - now), 0.0) or interval)
+    return []
+
+
+async def look_until_closed(
+    client: AsyncDashScopeClient, watch: LateWatch, interval: float
+) -> tuple[list[str], list[str]]:
+    """
+    After a trigger's wait ended: look every ``interval`` seconds until a look at or after the window's end.
+
+    Only reads: returns the running duplicate batches and the late files of the first look that saw any
+    (two empty lists when none did).
+    """
     until = watch.copies.hold_until(time.time())
     while True:
         now = time.time()
         last = now >= until
         try:
-            await client.run_flow(lambda core, n=now, e=last: look_flow(core, watch, n, last=e))  # type: ignore[misc]
+            read = await client.read_statuses([watch.ref(last=last)])
+            files = []
+            if watch.watches_files(now, last=last):
+                files = [f.id for f in await client.find_file_copies(**watch.file_kwargs())]
         except DashScopeError as exc:
             log.warning("Looking for late copies of batch %s failed: %s", watch.batch_id, exc)
+        else:
+            batches = running_duplicates(read.duplicates.get(watch.batch_id, ()))
+            if batches or files:
+                return batches, files
         if last:
-            return
+            return [], []
         await asyncio.sleep(max(min(interval, until - now), 0.0))
 
 
-async def watch_files(client: AsyncDashScopeClient, watch: LateWatch, interval: float) -> None:
-    """While a trigger's wait runs: list the files every ``interval`` seconds while a late one may appear."""
-    while watch.watches_files(now := time.time()):
-        try:
-            await client.run_flow(watch.delete_files_flow)
-        except DashScopeError as exc:
-            log.warning("Looking for a late copy of file %s failed: %s", watch.input_file_id, exc)
-        await asyncio.sleep(max(min(interval, (watch.copies.file_until or now) - now), 0.0) or interval)
+def running_duplicates(duplicates: Iterable[Batch]) -> list[str]:
+    """The ids of the duplicates still to cancel: neither finished nor being cancelled."""
+    return [d.id for d in duplicates if not d.status.is_terminal and d.status is not BatchStatus.CANCELLING]

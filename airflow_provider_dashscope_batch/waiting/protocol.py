@@ -29,8 +29,8 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
@@ -53,6 +53,7 @@ __all__ = [
     "Verdict",
     "WaitEvent",
     "WaitEventKind",
+    "WaitSettings",
     "kill_decision",
     "wait_for_batch",
 ]
@@ -294,6 +295,59 @@ class BatchPoller:
         return f"Stopped waiting: the deadline (epoch {self.deadline:.0f}) passed after {self.polls} polls."
 
 
+@dataclass(frozen=True, slots=True)
+class WaitSettings:
+    """
+    How a wait polls and when it ends: every trigger argument beyond the batches, declared once.
+
+    The operators and the sensor build it, the triggers take it and serialize it (:meth:`to_dict`), so a
+    new setting is one field here.
+
+    :param poll_interval: Shortest seconds between two polls of one batch.
+    :param max_poll_interval: Cap the interval grows to (at least ``poll_interval``).
+    :param poll_backoff: Growth factor of the interval.
+    :param deadline: Wall-clock epoch seconds after which a wait ends with a timeout.
+    :param error_budget: Consecutive retryable polling errors tolerated per batch.
+    :param cancel_on_kill: Cancel the batches when a user marks the deferred task failed (Airflow 3.3+).
+    :param finish_events: The batches send finish events to this Airflow's receiver: a wait is also
+        woken when the connection's mailbox names its batch (it polls on its schedule all the same).
+    """
+
+    poll_interval: float = DEFAULT_POLL_INTERVAL
+    max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL
+    poll_backoff: float = DEFAULT_POLL_BACKOFF
+    deadline: float | None = None
+    error_budget: int = DEFAULT_ERROR_BUDGET
+    cancel_on_kill: bool = False
+    finish_events: bool = False
+
+    def __post_init__(self) -> None:
+        poll = float(self.poll_interval)
+        object.__setattr__(self, "poll_interval", poll)
+        object.__setattr__(self, "max_poll_interval", max(float(self.max_poll_interval), poll))
+        object.__setattr__(self, "poll_backoff", float(self.poll_backoff))
+        object.__setattr__(self, "deadline", None if self.deadline is None else float(self.deadline))
+        object.__setattr__(self, "error_budget", int(self.error_budget))
+        if poll < 0 or self.poll_backoff < 1:
+            raise ValueError("Need poll_interval >= 0 and poll_backoff >= 1.")
+
+    @property
+    def schedule(self) -> PollSchedule:
+        """The poll schedule of these settings."""
+        return PollSchedule(self.poll_interval, self.max_poll_interval, self.poll_backoff)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Primitive form (trigger kwargs)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def of(cls, value: WaitSettings | Mapping[str, Any] | None) -> WaitSettings:
+        """The settings given, or rebuilt from :meth:`to_dict`'s form, or the defaults (None)."""
+        if isinstance(value, WaitSettings):
+            return value
+        return cls(**(value or {}))
+
+
 # ----------------------------------------------------------------------------------------- event
 class WaitEventKind(StrEnum):
     """How a wait ended."""
@@ -301,6 +355,7 @@ class WaitEventKind(StrEnum):
     TERMINAL = "terminal"  # the batch reached a terminal status
     TIMEOUT = "timeout"  # the deadline passed first
     ERROR = "error"  # polling failed for good, or the wait could not start
+    LATE_COPIES = "late_copies"  # a late copy of the batch's create or upload was seen: remove it, wait again
 
 
 @dataclass(frozen=True)
@@ -312,25 +367,38 @@ class WaitEvent:
     :param batch_id: The batch waited for.
     :param batch: The last batch read (the terminal one for ``TERMINAL``), or None if none was read.
     :param message: One line for the task log / exception text (never holds secrets).
+    :param late_batch_ids: ``LATE_COPIES``: unfinished duplicates of the batch (same key and input file).
+    :param late_file_ids: ``LATE_COPIES``: late copies of its input file's upload.
+    :param resume: ``LATE_COPIES``: the trigger's kwargs, to wait again with once the copies are removed.
     """
 
     kind: WaitEventKind
     batch_id: str
     batch: Batch | None
     message: str
+    late_batch_ids: tuple[str, ...] = ()
+    late_file_ids: tuple[str, ...] = ()
+    resume: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.kind is WaitEventKind.TERMINAL and (self.batch is None or not self.batch.status.is_terminal):
             raise ValueError(f"A terminal event for batch {self.batch_id} needs its terminal batch.")
 
     def to_payload(self) -> dict[str, Any]:
-        """The JSON payload of the trigger event."""
-        return {
+        """The JSON payload of the trigger event (the late-copy fields only for ``LATE_COPIES``)."""
+        payload = {
             "status": self.kind.value,
             "batch_id": self.batch_id,
             "batch": None if self.batch is None else self.batch.model_dump(mode="json"),
             "message": self.message,
         }
+        if self.kind is WaitEventKind.LATE_COPIES:
+            payload.update(
+                late_batch_ids=list(self.late_batch_ids),
+                late_file_ids=list(self.late_file_ids),
+                resume=None if self.resume is None else dict(self.resume),
+            )
+        return payload
 
     @classmethod
     def from_payload(cls, payload: Any) -> WaitEvent:
@@ -343,11 +411,15 @@ class WaitEvent:
             if not isinstance(payload, Mapping):
                 raise TypeError("not a mapping")
             batch = payload.get("batch")
+            resume = payload.get("resume")
             return cls(
                 WaitEventKind(payload["status"]),
                 str(payload["batch_id"]),
                 None if batch is None else Batch.model_validate(batch),
                 str(payload.get("message") or ""),
+                tuple(str(i) for i in payload.get("late_batch_ids") or ()),
+                tuple(str(i) for i in payload.get("late_file_ids") or ()),
+                None if resume is None else dict(resume),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(
@@ -448,6 +520,18 @@ class BatchWait:
         if step.action is PollAction.TIMEOUT:
             return WaitEvent(WaitEventKind.TIMEOUT, self.batch_id, self.batch, step.message)
         return self.failed(step.message)
+
+    def late_copies(self, batch_ids: Collection[str], file_ids: Collection[str]) -> WaitEvent:
+        """A ``LATE_COPIES`` event: the wait saw these copies (the trigger adds its ``resume`` kwargs)."""
+        found = [*(f"batch {i}" for i in batch_ids), *(f"file {i}" for i in file_ids)]
+        return WaitEvent(
+            WaitEventKind.LATE_COPIES,
+            self.batch_id,
+            self.batch,
+            f"Late copies of batch {self.batch_id}'s create or upload: {', '.join(found)}.",
+            tuple(batch_ids),
+            tuple(file_ids),
+        )
 
     def failed(self, why: str) -> WaitEvent:
         """An ``ERROR`` event: the wait failed for good or could not start."""

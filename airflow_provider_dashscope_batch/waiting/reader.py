@@ -1,25 +1,13 @@
-"""Grouped status reads: one ``GET /batches?input_file_ids=...`` answers up to 20 waits.
+"""
+The shared status reader: the waits of every trigger of one connection read their batches together.
 
-Waiting for many batches one ``GET /batches/{id}`` each makes the account's retrieve limit (1000/min) the
-ceiling of how many batches a deployment can watch. The list endpoint filters by up to 20 input file ids
-and returns whole batch objects, so a *grouped read* asks once for the statuses of 20 waits (paging when a
-file has several batches) and falls back to a retrieve for a wait read alone, a wait without an input file
-id, or a batch the list did not show.
-
-* :func:`grouped_read_flow` -- the I/O-free read of a set of waits, driven by either client face
-  (``client.run_flow(lambda core: grouped_read_flow(core, refs))``).
-* :class:`StatusReader` -- one per (event loop, connection): waits of every trigger register as they fall
-  due (or hand it their whole poll loop, :meth:`StatusReader.follow`), and each round reads the due waits
-  together, so 1000 deferred waits cost about 50 list requests per poll instead of 1000 retrieves.
-
-A listed batch carrying the same ``metadata["idempotency_key"]`` and input file as a waited-for batch but
-another id is a duplicate creation; reads report it at no extra request. A wait whose create was ambiguous
-(``BatchRef.watch_until``) is read through the list even alone, so a late duplicate shows up in its own
-reads (see :mod:`~airflow_provider_dashscope_batch.waiting.late`).
-
-The reader sends its requests through the client's public
-:meth:`~airflow_provider_dashscope_batch.client.AsyncDashScopeClient.run_flow`; nothing here reaches into
-the client's internals, and nothing imports Airflow.
+:class:`StatusReader` -- one per (event loop, connection): waits register as they fall due (or hand it
+their whole poll loop, :meth:`StatusReader.follow`), and each round reads up to 20 due waits with the
+client's grouped read (:meth:`read_statuses
+<airflow_provider_dashscope_batch.client.AsyncDashScopeClient.read_statuses>`, one list request per 20
+input files), so 1000 deferred waits cost about 50 list requests per poll instead of 1000 retrieves. The
+client builds and decodes every request and says whether its rate budget prefers lists; the reader only
+schedules. Nothing here imports Airflow.
 """
 
 from __future__ import annotations
@@ -30,21 +18,13 @@ import heapq
 import itertools
 import time
 import weakref
-from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httpx
-import msgspec
-
-from airflow_provider_dashscope_batch.client._core import ClientCore
-from airflow_provider_dashscope_batch.client._flow import Flow
-from airflow_provider_dashscope_batch.client._params import MAX_BATCH_PAGE_SIZE, MAX_INPUT_FILE_IDS
-from airflow_provider_dashscope_batch.client._request import request_flow
-from airflow_provider_dashscope_batch.client.errors import APIStatusError, DashScopeError
-from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY
-from airflow_provider_dashscope_batch.client.ratelimit import RequestKind
-from airflow_provider_dashscope_batch.client.resources.batches import retrieve_batch_flow
+from airflow_provider_dashscope_batch.client import MAX_INPUT_FILE_IDS
+from airflow_provider_dashscope_batch.client.errors import DashScopeError
+from airflow_provider_dashscope_batch.client.status import BatchRef, StatusRead
 from airflow_provider_dashscope_batch.client.types import Batch, BatchStatus
 from airflow_provider_dashscope_batch.waiting.protocol import PollAction, PollStep
 
@@ -52,201 +32,10 @@ if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client.async_ import AsyncDashScopeClient
     from airflow_provider_dashscope_batch.waiting.protocol import BatchWait
 
-__all__ = [
-    "DEFAULT_GATHER_SECONDS",
-    "BatchRef",
-    "Listed",
-    "StatusRead",
-    "StatusReader",
-    "grouped_read_flow",
-    "status_reader",
-]
+__all__ = ["DEFAULT_GATHER_SECONDS", "StatusReader", "status_reader"]
 
 #: Longest a due read waits for others to share its list request (how early a followed poll may be read).
 DEFAULT_GATHER_SECONDS = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class BatchRef:
-    """
-    A batch being waited for.
-
-    :param batch_id: The batch id.
-    :param input_file_id: Its input file id; without it the batch is read by id.
-    :param idempotency_key: Its ``metadata["idempotency_key"]``, to spot duplicates in list pages.
-    :param watch_until: Wall-clock epoch seconds until which a late duplicate of its create may appear
-        (an ambiguous create): until then the batch is read through the list even when read alone.
-    """
-
-    batch_id: str
-    input_file_id: str | None = None
-    idempotency_key: str | None = None
-    watch_until: float | None = None
-
-    def watched(self, now: float) -> bool:
-        """Whether reads at ``now`` must list the batch's input file (to see a late duplicate)."""
-        return (
-            self.watch_until is not None
-            and now <= self.watch_until
-            and bool(self.input_file_id and self.idempotency_key)
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Listed:
-    """
-    A batch read through a list but not parsed yet (reads with ``parse=False``).
-
-    :param status: Its status as listed (None if the service sent none).
-    :param raw: Its JSON, parsed by :meth:`StatusRead.parse` only when a wait needs the batch.
-    """
-
-    status: str | None
-    raw: bytes
-
-
-@dataclass(frozen=True)
-class StatusRead:
-    """
-    The outcome of a grouped read.
-
-    :param batches: The batches read, by id.
-    :param errors: Batches whose read failed, by id (the error of their list or retrieve request).
-    :param duplicates: Other batches carrying the same idempotency key and input file as a waited-for
-        batch, by the waited-for batch's id.
-    :param listed: Batches read through a list but not parsed (reads with ``parse=False``), by id.
-    :param redact: Scrubs the API key from an error text (the reading client's).
-    """
-
-    batches: dict[str, Batch] = field(default_factory=dict)
-    errors: dict[str, DashScopeError] = field(default_factory=dict)
-    duplicates: dict[str, tuple[Batch, ...]] = field(default_factory=dict)
-    listed: dict[str, Listed] = field(default_factory=dict)
-    redact: Callable[[str], str] = str
-
-    def parse(self, listed: Listed) -> Batch:
-        """Parse a batch left unparsed in :attr:`listed`."""
-        return _batch(self.redact, listed.raw)
-
-
-class _Page(msgspec.Struct):
-    data: list[msgspec.Raw] = msgspec.field(default_factory=list)
-    has_more: bool = False
-    last_id: str | None = None
-
-
-class _Head(msgspec.Struct):
-    id: str
-    status: str | None = None
-    input_file_id: str | None = None
-    metadata: dict[str, Any] | None = None
-
-
-_page_decoder = msgspec.json.Decoder(_Page)
-_head_decoder = msgspec.json.Decoder(_Head)
-
-
-def _plan(refs: Iterable[BatchRef], lists: bool, now: float) -> tuple[list[list[BatchRef]], list[BatchRef]]:
-    """
-    Split waits into list groups (<= 20 input files; >= 2 waits, or a watched one) and single retrieves.
-
-    Without ``lists`` only the watched waits are listed (their duplicate check needs the list).
-    """
-    by_file: dict[str, list[BatchRef]] = {}
-    singles: list[BatchRef] = []
-    for ref in refs:
-        if ref.input_file_id and (lists or ref.watched(now)):
-            by_file.setdefault(ref.input_file_id, []).append(ref)
-        else:
-            singles.append(ref)
-    groups: list[list[BatchRef]] = []
-    files = list(by_file.values())
-    for start in range(0, len(files), MAX_INPUT_FILE_IDS):
-        group = [ref for refs_of_file in files[start : start + MAX_INPUT_FILE_IDS] for ref in refs_of_file]
-        if len(group) == 1 and not group[0].watched(now):
-            singles.extend(group)
-        else:
-            groups.append(group)
-    return groups, singles
-
-
-def _list_flow(
-    core: ClientCore, group: Sequence[BatchRef], read: StatusRead, parse: bool
-) -> Flow[list[BatchRef]]:
-    """Read one group through the list endpoint; return the waits the pages did not show."""
-    wanted = {ref.batch_id: ref for ref in group}
-    keys = {(ref.input_file_id, ref.idempotency_key): ref.batch_id for ref in group if ref.idempotency_key}
-    files = ",".join(dict.fromkeys(ref.input_file_id for ref in group if ref.input_file_id))
-    cursor: str | None = None
-    missing = dict(wanted)
-    while missing:
-        params = {"input_file_ids": files, "limit": MAX_BATCH_PAGE_SIZE, "after": cursor}
-        page = yield from request_flow(
-            core,
-            lambda q=params: core.build_request("GET", "/batches", params=q),  # type: ignore[misc]
-            lambda r: _decode_page(core, r),
-            max_retries=0,
-        )
-        for raw in page.data:
-            head = _head_decoder.decode(raw)
-            if head.id in missing:
-                if parse:
-                    read.batches[head.id] = _batch(core.redact, raw)
-                else:
-                    read.listed[head.id] = Listed(head.status, bytes(raw))
-                del missing[head.id]
-            elif keys and head.metadata and head.id not in wanted:
-                owner = keys.get((head.input_file_id, head.metadata.get(IDEMPOTENCY_KEY)))
-                if owner is not None:
-                    found = read.duplicates.get(owner, ())
-                    read.duplicates[owner] = (*found, _batch(core.redact, raw))
-        cursor = page.last_id or (_head_decoder.decode(page.data[-1]).id if page.data else None)
-        if not page.has_more or cursor is None:
-            break
-    return list(missing.values())
-
-
-def _batch(redact: Callable[[str], str], raw: msgspec.Raw | bytes) -> Batch:
-    try:
-        return Batch.model_validate_json(raw if isinstance(raw, bytes) else bytes(raw))
-    except ValueError as exc:
-        raise APIStatusError(redact(f"could not parse a listed batch: {exc}"), status_code=200) from None
-
-
-def _decode_page(core: ClientCore, response: httpx.Response) -> _Page:
-    try:
-        return _page_decoder.decode(response.content)
-    except msgspec.DecodeError as exc:
-        raise APIStatusError(
-            core.redact(f"could not parse the batch list: {exc}"), status_code=response.status_code
-        ) from None
-
-
-def grouped_read_flow(
-    core: ClientCore, refs: Iterable[BatchRef], *, lists: bool = True, parse: bool = True
-) -> Flow[StatusRead]:
-    """
-    Read the batches of ``refs``: list groups of 20 input files, retrieves for the rest, each request sent
-    once (the caller owns retries); a failed request marks its waits in :attr:`StatusRead.errors`.
-
-    :param lists: Use the list endpoint; ``False`` reads every batch by id, but for watched waits
-        (:meth:`BatchRef.watched`), whose duplicate check needs the list.
-    :param parse: Parse listed batches into :attr:`StatusRead.batches`; ``False`` leaves them in
-        :attr:`StatusRead.listed`.
-    """
-    read = StatusRead(redact=core.redact)
-    groups, singles = _plan(refs, lists, time.time())
-    for group in groups:
-        try:
-            singles.extend((yield from _list_flow(core, group, read, parse)))
-        except DashScopeError as exc:
-            read.errors.update(dict.fromkeys((ref.batch_id for ref in group), exc))
-    for ref in singles:
-        try:
-            read.batches[ref.batch_id] = yield from retrieve_batch_flow(core, ref.batch_id, max_retries=0)
-        except DashScopeError as exc:
-            read.errors[ref.batch_id] = exc
-    return read
 
 
 # ------------------------------------------------------------------------------------ the async reader
@@ -257,7 +46,7 @@ class _Wait:
     ref: BatchRef
     future: asyncio.Future[Any]
     latest: float  # loop time by which its round must start
-    on_duplicate: Callable[[Batch], None] | None
+    on_duplicate: Callable[[Batch], object] | None
 
 
 @dataclass(eq=False, slots=True)
@@ -317,7 +106,7 @@ class StatusReader:
         idempotency_key: str | None = None,
         *,
         watch_until: float | None = None,
-        on_duplicate: Callable[[Batch], None] | None = None,
+        on_duplicate: Callable[[Batch], object] | None = None,
         gather: float | None = None,
     ) -> Batch:
         """
@@ -347,7 +136,7 @@ class StatusReader:
         wait: BatchWait,
         first: PollStep,
         *,
-        on_duplicate: Callable[[Batch], None] | None = None,
+        on_duplicate: Callable[[Batch], bool] | None = None,
         gather: float | None = None,
     ) -> PollStep:
         """
@@ -363,7 +152,8 @@ class StatusReader:
         :param ref: The batch waited for.
         :param wait: Its wait (poller, progress log, last batch).
         :param first: The wait's first decision (``wait.start(now)``); ``WAIT`` to poll.
-        :param on_duplicate: Called with each other batch the list shows carrying the same key and file.
+        :param on_duplicate: Called with each other batch the list shows carrying the same key and file;
+            ``True`` ends the wait there (``follow`` then returns a ``WAIT`` step: the caller stopped it).
         :param gather: How early a poll may be read to share a round with polls due now (default: the
             reader's).
         """
@@ -479,15 +269,11 @@ class StatusReader:
                 self._make_due(follower, due)
 
     async def _round(self, waits: list[_Wait]) -> None:
-        buckets = self.client.rate_budget.buckets
-        # the list budget is a tenth of the retrieve budget: when it is spent, spare retrieves answer
-        lists = buckets[RequestKind.BATCH_LIST].available() >= 1 or (
-            buckets[RequestKind.BATCH_RETRIEVE].available() < len(waits)
-        )
+        client = self.client
         try:
             refs = [w.ref for w in waits]
-            read = await self.client.run_flow(
-                lambda core: grouped_read_flow(core, refs, lists=lists, parse=False)
+            read = await client.read_statuses(
+                refs, lists=client.rate_budget.lists_first(len(refs)), parse=False
             )
         except Exception as exc:  # every wait of the round must hear of it
             read = StatusRead(errors={w.ref.batch_id: _as_error(exc) for w in waits})
@@ -504,8 +290,12 @@ class StatusReader:
                 continue
             batch_id = wait.ref.batch_id
             if wait.on_duplicate is not None:
+                stop = False
                 for duplicate in read.duplicates.get(batch_id, ()):
-                    wait.on_duplicate(duplicate)
+                    stop = wait.on_duplicate(duplicate) is True or stop
+                if stop and isinstance(wait, _Follower):
+                    wait.future.set_result(PollStep(PollAction.WAIT))
+                    continue
             if isinstance(wait, _Follower):
                 self._feed(wait, read, now)
             elif batch_id in read.batches:

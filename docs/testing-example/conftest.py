@@ -19,6 +19,9 @@ os.environ["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = f"sqlite:///{AIRFLOW_HOME / 
 
 import pytest  # noqa: E402
 
+# The emulator's dashscope_emulator fixture (distribution dashscope-batch-emulator) is opt-in.
+pytest_plugins = ["dashscope_batch_emulator.pytest_plugin"]
+
 
 @pytest.fixture(scope="session")
 def airflow_db():

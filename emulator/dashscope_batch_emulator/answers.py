@@ -1,8 +1,9 @@
 """
 What the emulated service answers to one batch request: chat, Qwen-VL, embeddings, the test model, failures.
 
-The bodies follow the service's documented shapes and usage counts (the Qwen tokenizer or its
-approximation for text, the Qwen-VL rule for image tokens, reasoning for models that think); the batch
+The bodies follow the service's documented shapes; usage is the emulator's own approximation
+(:mod:`~dashscope_batch_emulator.usage`) for text and the Qwen-VL rule for image tokens, with reasoning
+for requests in thinking mode; the batch
 and file state machine that calls :func:`answer_request` line by line is
 :mod:`~dashscope_batch_emulator.state`.
 """
@@ -10,7 +11,6 @@ and file state machine that calls :func:`answer_request` line by line is
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
 import math
 import re
@@ -19,21 +19,18 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from airflow_provider_dashscope_batch.cost.pricing import PriceTable, load_price_table
-from airflow_provider_dashscope_batch.cost.tokens import count_chat_prompt, count_text
-from airflow_provider_dashscope_batch.validation.bodies import body_violations
+from dashscope_batch_emulator.rules import TEST_MODEL, request_error, thinks
 from dashscope_batch_emulator.structured import structured_answer
+from dashscope_batch_emulator.usage import prompt_tokens, text_tokens
 
 __all__ = [
     "EMULATED_IMAGE_SIZE",
     "FAIL_MARKER",
-    "TEST_MODEL",
     "answer_request",
     "emulated_embedding",
     "image_tokens_of",
 ]
 
-TEST_MODEL = "batch-test-model"
 FAIL_MARKER = "x_emulator_fail"
 
 
@@ -43,12 +40,6 @@ def _text_of(content: Any) -> str:
     if isinstance(content, list):
         return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
     return "" if content is None else str(content)
-
-
-@functools.cache
-def _price_table() -> PriceTable:
-    """The shipped table: which models think by default (the emulator follows the service)."""
-    return load_price_table("cn-beijing")[0]
 
 
 def _image_size(url: str) -> tuple[int, int] | None:
@@ -126,8 +117,8 @@ def answer_request(
     body = line.get("body") or {}
     request_id = str(uuid.uuid4())
     marker = body.get(FAIL_MARKER)
-    if not marker and (broken := next(body_violations(line.get("url"), body.get("model"), body), None)):
-        marker = {"status_code": 400, "code": "InvalidParameter", "message": broken[1]}
+    if not marker and (broken := request_error(line.get("url"), body)):
+        marker = {"status_code": 400, "code": "InvalidParameter", "message": broken}
     if marker or (pattern is not None and pattern.search(custom_id)):
         spec = marker if isinstance(marker, dict) else {}
         status = int(spec.get("status_code", 400))
@@ -188,18 +179,17 @@ def _chat(body: dict[str, Any], model: Any, created: int, request_id: str) -> di
     content = structured_answer(body) or f"Emulated reply ({digest}) to: {last_user[:200]}"
     finish_reason = "stop"
     max_tokens = body.get("max_tokens")
-    completion_tokens = count_text(content)
+    completion_tokens = text_tokens(content)
     if isinstance(max_tokens, int) and 0 < max_tokens < completion_tokens:  # cut as the service cuts
         content, finish_reason, completion_tokens = content[: max_tokens * 4], "length", max_tokens
     message = {"role": "assistant", "content": content}
     usage: dict[str, Any] = {
         "completion_tokens": completion_tokens,
-        "prompt_tokens": count_chat_prompt(messages, body.get("tools")),
+        "prompt_tokens": prompt_tokens(messages, body.get("tools")),
     }
-    thinking = body.get("enable_thinking")
-    if _price_table().thinking(str(model), thinking if isinstance(thinking, bool) else None):
+    if thinks(str(model), body.get("enable_thinking")):
         message["reasoning_content"] = reasoning = f"Emulated reasoning ({digest})."
-        reasoning_tokens = count_text(reasoning)
+        reasoning_tokens = text_tokens(reasoning)
         usage["completion_tokens"] += reasoning_tokens
         usage["completion_tokens_details"] = {"reasoning_tokens": reasoning_tokens}
     image_tokens = sum(
@@ -210,9 +200,9 @@ def _chat(body: dict[str, Any], model: Any, created: int, request_id: str) -> di
         if isinstance(part, dict) and part.get("type") == "image_url"
     )
     if image_tokens:
-        text_tokens = usage["prompt_tokens"]
+        text_only = usage["prompt_tokens"]
         usage["prompt_tokens"] += image_tokens
-        usage["prompt_tokens_details"] = {"image_tokens": image_tokens, "text_tokens": text_tokens}
+        usage["prompt_tokens_details"] = {"image_tokens": image_tokens, "text_tokens": text_only}
     usage["total_tokens"] = usage["completion_tokens"] + usage["prompt_tokens"]
     return {
         "created": created,
@@ -228,7 +218,7 @@ def _embedding(body: dict[str, Any], model: Any, request_id: str, default_dimens
     inputs = body.get("input")
     texts = inputs if isinstance(inputs, list) else [inputs]
     dimensions = int(body.get("dimensions") or default_dimensions)
-    tokens = sum(count_text(str(t)) for t in texts)
+    tokens = sum(text_tokens(str(t)) for t in texts)
     return {
         "object": "list",
         "data": [

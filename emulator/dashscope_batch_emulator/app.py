@@ -305,7 +305,8 @@ def create_app(
     """
     Build the emulator's ASGI application.
 
-    :param config: initial :class:`EmulatorConfig` (time scale, processing rate, …).
+    :param config: initial :class:`~dashscope_batch_emulator.state.EmulatorConfig` (time scale,
+        processing rate, …).
     :param api_key: the only accepted Bearer key; ``None`` accepts any non-empty key.
     :param root: directory for stored file bytes; a temporary directory by default.
     :param seed: seed for probabilistic faults.

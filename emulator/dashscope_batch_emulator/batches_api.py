@@ -17,7 +17,8 @@ from dashscope_batch_emulator.params import (
     parse_time,
     read_json,
 )
-from dashscope_batch_emulator.state import ENDPOINTS, BatchRecord, Emulator
+from dashscope_batch_emulator.rules import ENDPOINTS
+from dashscope_batch_emulator.state import BatchRecord, Emulator
 
 __all__ = ["BATCH_STATUSES", "BatchesApi", "parse_completion_window"]
 
@@ -88,7 +89,11 @@ class BatchesApi:
         input_file_id = body.get("input_file_id")
         if not isinstance(input_file_id, str) or not input_file_id:
             raise ApiError(400, "input_file_id is required.", param="input_file_id")
-        record = self.emulator.files.get(input_file_id)
+        try:
+            oss = self.emulator.oss_input(input_file_id)
+        except ValueError as exc:
+            raise ApiError(400, str(exc), param="input_file_id") from None
+        record = oss or self.emulator.files.get(input_file_id)
         if record is None:
             raise ApiError(400, f"Input file '{input_file_id}' does not exist.", param="input_file_id")
         if record.purpose != "batch":
@@ -103,7 +108,7 @@ class BatchesApi:
         window = body.get("completion_window")
         seconds = parse_completion_window(window)
         metadata = _check_metadata(body.get("metadata"))
-        batch = self.emulator.create_batch(input_file_id, endpoint, window, seconds, metadata)
+        batch = self.emulator.create_batch(input_file_id, endpoint, window, seconds, metadata, oss)
         return JSONResponse(batch.to_api())
 
     async def retrieve_batch(self, request: Request) -> Response:

@@ -1,4 +1,4 @@
-"""Run the emulator: :class:`EmulatorServer` (background thread) and the ``dashscope-emulator`` script."""
+"""Run the emulator: :class:`EmulatorServer` (a background thread) and the ``dashscope-emulator`` script."""
 
 from __future__ import annotations
 
@@ -55,11 +55,12 @@ class EmulatorServer:
     :param port: TCP port; ``0`` picks a free one.
     :param api_key: the accepted key; ``None`` mints a random one (see :attr:`api_key`).
     :param accept_any_key: accept every non-empty Bearer key instead of exactly ``api_key``.
-    :param config: initial :class:`EmulatorConfig`; keyword overrides below are applied on top.
+    :param config: initial :class:`~dashscope_batch_emulator.state.EmulatorConfig`; keyword overrides
+        below are applied on top.
     :param root: directory for stored file bytes (a temporary directory by default).
     :param seed: seed for probabilistic faults.
     :param log_level: uvicorn log level.
-    :param overrides: :class:`EmulatorConfig` fields, e.g. ``time_scale=60``.
+    :param overrides: :class:`~dashscope_batch_emulator.state.EmulatorConfig` fields, e.g. ``time_scale=60``.
     """
 
     def __init__(
@@ -154,7 +155,7 @@ class EmulatorServer:
         self._call("POST", "/reset")
 
     def configure(self, **changes: Any) -> dict[str, Any]:
-        """Change :class:`EmulatorConfig` fields (e.g. ``processing_rate=5``); return the new config."""
+        """Change :class:`~.state.EmulatorConfig` fields; return the new configuration."""
         return self._call("PATCH", "/config", changes)
 
     def set_clock(self, *, time_scale: float) -> dict[str, Any]:

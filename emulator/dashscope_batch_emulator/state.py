@@ -18,34 +18,23 @@ from typing import IO, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from airflow_provider_dashscope_batch.validation.rules import ValidationReport, validate_jsonl
 from dashscope_batch_emulator.answers import (
-    EMULATED_IMAGE_SIZE,
-    FAIL_MARKER,
-    TEST_MODEL,
     answer_request,
-    emulated_embedding,
-    image_tokens_of,
 )
+from dashscope_batch_emulator.oss import oss_object
+from dashscope_batch_emulator.rules import FileCheck, check_file
 
 __all__ = [
-    "EMULATED_IMAGE_SIZE",
-    "ENDPOINTS",
-    "FAIL_MARKER",
     "MAX_UPLOAD_BYTES",
     "TERMINAL",
-    "TEST_MODEL",
     "BatchRecord",
     "Clock",
     "Emulator",
     "EmulatorConfig",
     "FileRecord",
-    "emulated_embedding",
-    "image_tokens_of",
 ]
 
 MAX_UPLOAD_BYTES = 500 * 1024 * 1024
-ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings", "/v1/chat/ds-test")
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
@@ -70,6 +59,10 @@ class EmulatorConfig(BaseModel):
     :param eventbridge_target: an http(s) URL that receives each finish as an EventBridge event
         (``dashscope:System:BatchTaskFinish``, source ``acs.dashscope``, CloudEvents 1.0 envelope, the
         batch object in ``data``), as an EventBridge rule with an HTTP target would deliver it.
+    :param region: the region the emulator stands for; OSS inputs are taken in ``cn-beijing`` only.
+    :param oss_root: a local directory standing in for OSS: ``oss:<region>:<bucket>/<path>`` and
+        ``https://<bucket>.oss-<region>.aliyuncs.com/<path>`` read ``<oss_root>/<bucket>/<path>``
+        (``None``: no OSS, such inputs are refused).
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -86,6 +79,8 @@ class EmulatorConfig(BaseModel):
     callback_delay: float = Field(default=0.0, ge=0)
     callback_delay_jitter: float = Field(default=0.0, ge=0)
     eventbridge_target: str | None = None
+    region: str = "cn-beijing"
+    oss_root: str | None = None
 
     @field_validator("eventbridge_target")
     @classmethod
@@ -238,6 +233,7 @@ class Emulator:
         self.clock = Clock(self.config.time_scale)
         self.files: dict[str, FileRecord] = {}
         self.batches: dict[str, BatchRecord] = {}
+        self.oss_inputs: dict[str, FileRecord] = {}  # batch id -> the OSS object it reads
         self.callbacks.clear()
         self._seq = 0
 
@@ -302,8 +298,41 @@ class Emulator:
 
     # Batches -----------------------------------------------------------------------------------------
 
+    def oss_input(self, input_file_id: str) -> FileRecord | None:
+        """
+        The OSS object an ``oss:`` identifier or OSS URL names, as a file record (not listed among files).
+
+        :return: ``None`` when ``input_file_id`` is not an OSS input.
+        :raises ValueError: naming why the service would refuse it (region, no such object).
+        """
+        found = oss_object(input_file_id)
+        if found is None:
+            return None
+        bucket, key = found
+        if self.config.region != "cn-beijing" or self.config.oss_root is None:
+            raise ValueError(
+                f"OSS inputs are accepted in the cn-beijing region only (this is {self.config.region}); "
+                "upload the file and pass its file id"
+            )
+        root = Path(self.config.oss_root).resolve()
+        path = (root / bucket / key).resolve()
+        if root not in path.parents or not path.is_file():
+            raise ValueError(f"OSS object {bucket}/{key} does not exist or is not readable")
+        size = path.stat().st_size
+        return FileRecord(input_file_id, size, int(self.now()), path.name, "batch", path, self.next_seq())
+
+    def input_of(self, batch: BatchRecord) -> FileRecord | None:
+        """The input of ``batch``: an uploaded file, or the OSS object it was created from."""
+        return self.files.get(batch.input_file_id) or self.oss_inputs.get(batch.id)
+
     def create_batch(
-        self, input_file_id: str, endpoint: str, window: str, window_seconds: int, metadata: dict | None
+        self,
+        input_file_id: str,
+        endpoint: str,
+        window: str,
+        window_seconds: int,
+        metadata: dict | None,
+        oss: FileRecord | None = None,
     ) -> BatchRecord:
         batch = BatchRecord(
             id=f"batch_{uuid.uuid4()}",
@@ -316,6 +345,8 @@ class Emulator:
             seq=self.next_seq(),
         )
         self.batches[batch.id] = batch
+        if oss is not None:
+            self.oss_inputs[batch.id] = oss
         return batch
 
     def cancel_batch(self, batch: BatchRecord) -> None:
@@ -330,38 +361,41 @@ class Emulator:
         """Batches whose ``validating`` phase is over, each with its input file (``None`` if deleted)."""
         now = self.now()
         return [
-            (batch, self.files.get(batch.input_file_id))
+            (batch, self.input_of(batch))
             for batch in self.batches.values()
             if batch.status == "validating" and now >= batch.created + self.config.validating_seconds
         ]
 
     @staticmethod
-    def check_input(record: FileRecord | None, endpoint: str) -> ValidationReport | None:
-        """Run the service-side validation of an input file (blocking; fine in a worker thread)."""
+    def check_input(record: FileRecord | None, endpoint: str) -> FileCheck | None:
+        """
+        The service's file rules on an input file (blocking; fine in a worker thread).
+
+        Request rules fail a request alone, in the error file (:func:`~.rules.request_error`), not the file.
+        """
         if record is None:
             return None
         try:
-            # body rules fail a request alone (in the error file, see _run_request), not the file
-            return validate_jsonl(record.path, endpoint=endpoint, name=record.filename, body_rules=False)
+            return check_file(record.path, endpoint)
         except FileNotFoundError:
             return None
 
-    def apply_validation(self, batch: BatchRecord, report: ValidationReport | None) -> None:
+    def apply_validation(self, batch: BatchRecord, report: FileCheck | None) -> None:
         """Fail the batch with the report's violations, or start it; ignored if the batch moved on."""
         if self.batches.get(batch.id) is not batch or batch.status != "validating":
             return
         at = batch.created + self.config.validating_seconds
-        record = self.files.get(batch.input_file_id)
+        record = self.input_of(batch)
         if report is None or record is None:
             batch.errors = [
                 {"code": "file_not_found", "message": "input file was deleted", "param": None, "line": None}
             ]
             self._finish(batch, "failed", at)
-        elif not report.ok:
-            batch.errors = [v.model_dump() for v in report.violations]
+        elif report.errors:
+            batch.errors = [error.to_api() for error in report.errors]
             self._finish(batch, "failed", at)
         else:
-            batch.total = report.line_count
+            batch.total = report.requests
             batch.status = "in_progress"
             batch.times["in_progress"] = at
             batch.times["expires"] = batch.created + batch.window_seconds

@@ -31,8 +31,8 @@ DAG_FILE = textwrap.dedent(
     from airflow_provider_dashscope_batch.operators.batch import (
         DashScopeCancelBatchOperator,
         DashScopeCreateBatchOperator,
-        DashScopeUploadFileOperator,
     )
+    from airflow_provider_dashscope_batch.operators.upload import DashScopeUploadFileOperator
     from airflow_provider_dashscope_batch.operators.shards import DashScopeShardedBatchOperator
 
     REQUESTS = [

@@ -6,7 +6,6 @@ body exercises ``DashScopeClient`` and ``AsyncDashScopeClient`` alike, over the 
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 from collections.abc import Callable, Iterator
@@ -20,14 +19,7 @@ from airflow_provider_dashscope_batch.client import (
     AsyncDashScopeClient,
     DashScopeClient,
     RetryPolicy,
-    loop_clients,
 )
-from airflow_provider_dashscope_batch.client.types import Batch
-
-
-def active_shared_clients() -> int:
-    """Number of shared clients open in the running event loop (a test's view of the registry)."""
-    return len(loop_clients._registry.get(asyncio.get_running_loop(), {}))
 
 
 async def _await(awaitable: Any) -> Any:
@@ -124,13 +116,3 @@ def write_requests() -> Callable[..., Path]:
         return path
 
     return write
-
-
-def finished(client: Any, emulator: Any, batch: Batch) -> Batch:
-    """Advance the emulator's clock until ``batch`` is terminal; return it as last read."""
-    for _ in range(50):
-        batch = client.retrieve_batch(batch.id)
-        if batch.status.is_terminal:
-            return batch
-        emulator.advance(5)
-    raise AssertionError(f"batch {batch.id} stuck in {batch.status}")

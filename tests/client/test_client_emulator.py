@@ -25,7 +25,7 @@ from airflow_provider_dashscope_batch.client import (
     ServerError,
 )
 from airflow_provider_dashscope_batch.client.types import BatchStatus
-from tests.client.conftest import finished
+from tests.client.client_helpers import finished
 
 ENDPOINT = "/v1/chat/ds-test"
 

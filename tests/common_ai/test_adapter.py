@@ -25,7 +25,6 @@ from airflow_provider_dashscope_batch.client import DashScopeClient, NotFoundErr
 from airflow_provider_dashscope_batch.common_ai.adapter import (
     DashScopeBatchAdapter,
 )
-from airflow_provider_dashscope_batch.regions import REGION_BASE_URLS
 
 
 def run_to_end(adapter, emulator, requests, *, model="qwen-plus", output_type=Verdict, **kwargs):
@@ -61,7 +60,7 @@ def test_other_connection_types_are_refused():
 def test_the_workspace_reaches_the_client():
     adapter = DashScopeBatchAdapter(api_key="sk-test", base_url="ap-southeast-1?workspace=ws-7")
     assert "ws-7" in repr(adapter._client)
-    assert REGION_BASE_URLS["ap-southeast-1"] in repr(adapter._client)
+    assert "https://ws-7.ap-southeast-1.maas.aliyuncs.com/compatible-mode/v1" in repr(adapter._client)
 
 
 def test_no_api_key_is_refused(monkeypatch):

@@ -40,7 +40,9 @@ def test_budget_from_the_host_query(dashscope_emulator):
 
 
 def test_region_and_thinking_guard_from_the_host_query(dashscope_emulator):
-    with pytest.raises(LLMBatchInputError, match="does not offer model 'qwen-long'"):
+    with pytest.raises(
+        LLMBatchInputError, match="model 'qwen-long' does not run in batch in region ap-southeast-1"
+    ):
         validate(dashscope_emulator, "price_region=ap-southeast-1", model="qwen-long")
     with pytest.raises(LLMBatchInputError, match="thinks by default"):
         validate(dashscope_emulator, "workspace=ws", model="qwen3.5-plus")

@@ -20,7 +20,11 @@ from airflow_provider_dashscope_batch.regions import DEFAULT_BASE_URL, REGION_BA
         (None, (DEFAULT_BASE_URL, None)),
         ("", (DEFAULT_BASE_URL, None)),
         ("ap-southeast-1", (REGION_BASE_URLS["ap-southeast-1"], None)),
-        ("ap-southeast-1?workspace=ws-1", (REGION_BASE_URLS["ap-southeast-1"], "ws-1")),
+        (
+            "ap-southeast-1?workspace=ws-1",
+            ("https://ws-1.ap-southeast-1.maas.aliyuncs.com/compatible-mode/v1", "ws-1"),
+        ),
+        ("cn-beijing?workspace=ws-1", (REGION_BASE_URLS["cn-beijing"], "ws-1")),
         (REGION_BASE_URLS["ap-southeast-1"] + "/", (REGION_BASE_URLS["ap-southeast-1"], None)),
         ("https://dashscope-intl.aliyuncs.com", (REGION_BASE_URLS["ap-southeast-1"], None)),
         (

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-EXAMPLE_DAGS = Path(__file__).resolve().parents[2] / "example_dags"
-TEST_DAGS = Path(__file__).resolve().parent / "dag_files"
+from tests.dags.dag_helpers import EXAMPLE_DAGS, TEST_DAGS, load_dag_file
 
 
 @pytest.fixture(scope="session")
@@ -34,48 +30,12 @@ def dashscope_conn(dashscope_conn, monkeypatch, tmp_path) -> Callable[..., None]
     return dashscope_conn
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    """Import a DAG file afresh (it reads its environment at parse time) and register its DAGs."""
-    spec = importlib.util.spec_from_file_location(f"{name}_{uuid.uuid4().hex}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    _write_dags_to_db(module)
-    return module
-
-
-def _write_dags_to_db(module: ModuleType) -> None:
-    """
-    Write the module's DAGs and their assets to the metadata DB on Airflow 3.0.
-
-    Airflow 3.0's ``dag.test()`` runs a DAG that was never written to the DB, so the task runner finds
-    the transfer operator's Asset outlet inactive and fails the task; Airflow 3.1+ does this itself.
-    """
-    from airflow.providers.common.compat.sdk import DAG
-    from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
-
-    if AIRFLOW_V_3_1_PLUS:
-        return
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.models.dag import DAG as SchedulerDAG
-    from airflow.serialization.serialized_objects import SerializedDAG
-
-    DagBundlesManager().sync_bundles_to_db()
-    dags = [
-        SerializedDAG.deserialize_dag(SerializedDAG.serialize_dag(value))
-        for value in vars(module).values()
-        if isinstance(value, DAG)
-    ]
-    SchedulerDAG.bulk_write_to_db("dags-folder", None, dags)
-
-
 @pytest.fixture
 def load_example(airflow_db, dashscope_conn) -> Callable[[str], ModuleType]:
     """Import an example DAG file afresh (it reads its environment at parse time)."""
 
     def load(name: str) -> ModuleType:
-        return _load(name, EXAMPLE_DAGS / f"{name}.py")
+        return load_dag_file(name, EXAMPLE_DAGS / f"{name}.py")
 
     return load
 
@@ -86,7 +46,7 @@ def load_test_dags(airflow_db, dashscope_conn, monkeypatch) -> ModuleType:
     from airflow import settings
 
     monkeypatch.setattr(settings, "DAGS_FOLDER", str(TEST_DAGS))
-    return _load("dag_behaviours", TEST_DAGS / "dag_behaviours.py")
+    return load_dag_file("dag_behaviours", TEST_DAGS / "dag_behaviours.py")
 
 
 def task_states(dag_run) -> dict[str, str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.dags.conftest import TEST_DAGS, _load
+from tests.dags.dag_helpers import TEST_DAGS, load_dag_file
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -42,11 +42,14 @@ def cost_dags(airflow_db, dashscope_conn, dashscope_emulator, monkeypatch, tmp_p
     dashscope_emulator.configure(processing_rate=1e6)
     monkeypatch.setenv("COST_TEST_INPUT", str(_input(tmp_path / "in.jsonl", 10)))
     monkeypatch.setenv("COST_TEST_RESULTS", (tmp_path / "results").as_uri())
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,text\n1,fine\n,no id\n3,\n4,fine too\n5\n")
+    monkeypatch.setenv("COST_TEST_CSV", str(bad))
 
     def load(max_cost: str | None = None):
         if max_cost is not None:
             monkeypatch.setenv("COST_TEST_MAX_COST", max_cost)
-        return _load("cost_dags", TEST_DAGS / "cost_dags.py")
+        return load_dag_file("cost_dags", TEST_DAGS / "cost_dags.py")
 
     return load
 
@@ -65,8 +68,8 @@ def test_single_job_manifest_has_actual_cost_beside_the_estimate(cost_dags, stat
     shard = manifest["shards"][0]
     assert shard["cost"]["requests"] == actual["requests"] == 10
     assert actual["currency"] == "CNY"
-    # the emulator counts usage with the estimate's tokenizer and template: the input matches exactly
-    assert actual["input_tokens"] == shard["usage"]["prompt_tokens"] == estimate["input_tokens"]
+    # the actual cost is billed from the usage the service reported, not from the estimate
+    assert actual["input_tokens"] == shard["usage"]["prompt_tokens"] > 0
     assert cost["estimated_input_tokens"] == estimate["input_tokens"]
     assert cost["estimates"][0]["file_id"] == shard["input_file_id"]
     expected = (
@@ -100,4 +103,15 @@ def test_sharded_job_merged_manifest_sums_every_shard(cost_dags, states):
     actual = manifest["cost"]["actual"]
     assert actual["requests"] == sum(c["requests"] for c in shard_costs) == 10
     assert Decimal(actual["cost"]) == sum(Decimal(c["cost"]) for c in shard_costs) > 0
-    assert actual["input_tokens"] == estimate["input_tokens"] == manifest["cost"]["estimated_input_tokens"]
+    assert manifest["cost"]["estimated_input_tokens"] == estimate["input_tokens"]
+    assert actual["input_tokens"] == sum(s["usage"]["prompt_tokens"] for s in manifest["shards"])
+
+
+def test_a_csv_with_three_bad_rows_fails_once_naming_each_row(
+    cost_dags, states, dashscope_emulator, tmp_path
+):
+    run = cost_dags().csv_upload.test()
+    assert states(run) == {"upload": "failed"}
+    ti = run.get_task_instance("upload")
+    assert ti.try_number == 1  # AirflowFailException: the two retries are not used
+    assert "POST /files" not in dashscope_emulator.request_counts()

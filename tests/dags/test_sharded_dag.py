@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.dags.conftest import TEST_DAGS, _load
+from tests.dags.dag_helpers import TEST_DAGS, load_dag_file
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -101,7 +101,7 @@ def sharding_dags(airflow_db, dashscope_conn, monkeypatch, tmp_path):
     monkeypatch.setenv("SHARDING_TEST_INPUT", str(tmp_path / "input.jsonl"))
     monkeypatch.setenv("SHARDING_TEST_SHARDS", str(tmp_path / "shards"))
     monkeypatch.setattr(settings, "DAGS_FOLDER", str(TEST_DAGS))
-    return _load("sharding_dags", TEST_DAGS / "sharding_dags.py")
+    return load_dag_file("sharding_dags", TEST_DAGS / "sharding_dags.py")
 
 
 @pytest.mark.parametrize("design", ["one_operator", "mapped"])

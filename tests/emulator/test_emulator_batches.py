@@ -12,6 +12,7 @@ from typing import ClassVar
 
 import pytest
 from dashscope_batch_emulator import EmulatorServer, image_tokens_of
+from dashscope_batch_emulator.usage import text_tokens
 from emulator_helpers import (
     CHAT,
     TEST_ENDPOINT,
@@ -451,23 +452,28 @@ def test_reset_forgets_everything(dashscope_emulator: EmulatorServer):
     assert dashscope_emulator.configure()["fail_custom_id_pattern"] is None
 
 
-def test_chat_usage_is_counted_like_the_estimate(api: Api):
-    from airflow_provider_dashscope_batch.cost.tokens import count_chat_prompt, count_text
+def test_text_tokens_are_the_emulators_own_approximation():
+    assert text_tokens("question a") == 2 + 1  # letters: one token per 4, rounded up
+    assert text_tokens("Hi, there!") == 1 + 1 + 2 + 1  # each ASCII mark is a token
+    assert text_tokens("你好世界") == 3  # other characters: one token per 1.5
+    assert text_tokens("") == 0
 
+
+def test_chat_usage_is_counted_by_the_emulator(api: Api):
     plain = request_line("a", enable_thinking=False)
-    thinking = request_line("b", model="qwen3.5-plus")  # thinks by default: enable_thinking unset
+    thinking = request_line("b", model="qwen3.6-plus")  # thinks by default: enable_thinking unset
     first, second = read_jsonl(api.content(api.run(jsonl([plain]))["output_file_id"])) + read_jsonl(
         api.content(api.run(jsonl([thinking]))["output_file_id"])
     )
     body = first["response"]["body"]
-    assert body["usage"]["prompt_tokens"] == count_chat_prompt(plain["body"]["messages"])
-    assert body["usage"]["completion_tokens"] == count_text(body["choices"][0]["message"]["content"])
+    assert body["usage"]["prompt_tokens"] == 3 + 5 + text_tokens("question a")  # reply opening, markers
+    assert body["usage"]["completion_tokens"] == text_tokens(body["choices"][0]["message"]["content"])
     assert "reasoning_content" not in body["choices"][0]["message"]
     body = second["response"]["body"]
     message = body["choices"][0]["message"]
     reasoning = body["usage"]["completion_tokens_details"]["reasoning_tokens"]
-    assert reasoning == count_text(message["reasoning_content"]) > 0
-    assert body["usage"]["completion_tokens"] == count_text(message["content"]) + reasoning
+    assert reasoning == text_tokens(message["reasoning_content"]) > 0
+    assert body["usage"]["completion_tokens"] == text_tokens(message["content"]) + reasoning
 
 
 def test_a_body_that_breaks_its_endpoints_rules_fails_that_request_alone(api: Api):

@@ -40,3 +40,15 @@ def test_the_fixture_is_there_when_a_conftest_asks_for_it(tmp_path):
     result = _pytest(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 passed" in result.stdout
+
+
+def test_the_emulator_neither_needs_nor_imports_the_provider():
+    """It keeps its own copy of the service's rules, so a wrong provider rule cannot hide in it."""
+    emulator = importlib.metadata.distribution("dashscope-batch-emulator")
+    assert not [r for r in emulator.requires or [] if r.startswith("airflow-provider-dashscope-batch")]
+    code = (
+        "import sys, dashscope_batch_emulator.app, dashscope_batch_emulator.server;"
+        "print(sorted(m for m in sys.modules if m.startswith('airflow')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

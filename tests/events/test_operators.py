@@ -67,9 +67,10 @@ def test_the_create_operator_builds_the_callback_url_and_defers_to_a_woken_wait(
     (batch,) = list(client.list_batches())
     assert_own_callback(batch.metadata["ds_batch_finish_callback"], dashscope_emulator.api_key)
     assert is_marked((SECRET,), "dashscope_default", batch.metadata)
-    assert trigger.finish_events
-    assert trigger.poll_interval == operator.schedule.poll_interval  # woken early, never polled less
-    assert trigger.max_poll_interval == operator.schedule.max_poll_interval
+    assert trigger.wait.finish_events
+    plain = DashScopeCreateBatchOperator(task_id="plain", input_file_id=file_id, endpoint="/v1/chat/ds-test")
+    assert trigger.wait.poll_interval == plain.wait_settings.poll_interval  # woken early, never less
+    assert trigger.wait.max_poll_interval == plain.wait_settings.max_poll_interval
     assert "ds_batch_finish_callback" not in json.dumps(trigger.serialize()[1])
 
 
@@ -151,8 +152,8 @@ def test_an_explicit_url_is_passed_through_and_the_wait_polls_as_usual(
     trigger = defer(operator).trigger
     (batch,) = list(client.list_batches())
     assert batch.metadata["ds_batch_finish_callback"] == "https://hooks.example.com/done"
-    assert not trigger.finish_events
-    assert trigger.poll_interval == 5
+    assert not trigger.wait.finish_events
+    assert trigger.wait.poll_interval == 5
 
 
 def test_the_sharded_operator_gives_every_shard_its_own_callback(dashscope_conn, dashscope_emulator, client):
@@ -176,5 +177,5 @@ def test_the_sharded_operator_gives_every_shard_its_own_callback(dashscope_conn,
     }
     assert len(tokens) == 3
     assert all(is_marked((SECRET,), "dashscope_default", b.metadata) for b in batches)
-    assert trigger.finish_events
-    assert trigger.poll_interval == operator.poll_interval
+    assert trigger.wait.finish_events
+    assert trigger.wait.poll_interval == operator.poll_interval

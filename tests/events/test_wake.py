@@ -10,11 +10,17 @@ import anyio
 import pytest
 
 from airflow_provider_dashscope_batch.client import AsyncDashScopeClient
+from airflow_provider_dashscope_batch.client.status import BatchRef
 from airflow_provider_dashscope_batch.events.mailbox import MAILBOX_SIZE, Mailbox, variable_key
 from airflow_provider_dashscope_batch.events.wake import FinishWatcher
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
-from airflow_provider_dashscope_batch.waiting.protocol import BatchPoller, BatchWait, PollSchedule
-from airflow_provider_dashscope_batch.waiting.reader import BatchRef, StatusReader
+from airflow_provider_dashscope_batch.waiting.protocol import (
+    BatchPoller,
+    BatchWait,
+    PollSchedule,
+    WaitSettings,
+)
+from airflow_provider_dashscope_batch.waiting.reader import StatusReader
 
 SAMPLE_REQUESTS = Path(__file__).resolve().parents[2] / "example_dags" / "data" / "requests.jsonl"
 LIST, RETRIEVE = "GET /batches", "GET /batches/{batch_id}"
@@ -60,7 +66,9 @@ async def test_a_posted_finish_ends_a_wait_that_would_first_poll_in_an_hour(
     ((batch_id, file_id),) = await anyio.to_thread.run_sync(finished, client, 1)
     dashscope_emulator.clear_request_counts()
     trigger = DashScopeBatchTrigger(
-        batch_id, poll_interval=HOUR, max_poll_interval=HOUR, input_file_id=file_id, finish_events=True
+        batch_id,
+        input_file_id=file_id,
+        wait=WaitSettings(poll_interval=HOUR, max_poll_interval=HOUR, finish_events=True),
     )
     waiting = asyncio.ensure_future(first_event(trigger))
     await asyncio.sleep(0.5)
@@ -78,7 +86,9 @@ async def test_a_wait_that_starts_after_its_finish_was_posted_ends_at_once(
 ):
     ((batch_id, file_id),) = await anyio.to_thread.run_sync(finished, client, 1)
     post(monkeypatch, batch_id)
-    trigger = DashScopeBatchTrigger(batch_id, poll_interval=HOUR, input_file_id=file_id, finish_events=True)
+    trigger = DashScopeBatchTrigger(
+        batch_id, input_file_id=file_id, wait=WaitSettings(poll_interval=HOUR, finish_events=True)
+    )
     payload = await asyncio.wait_for(first_event(trigger), 30)
     assert payload["batch"]["status"] == "completed"
 
@@ -90,7 +100,7 @@ async def test_without_finish_events_a_posted_finish_wakes_nothing(
     ((batch_id, file_id),) = await anyio.to_thread.run_sync(finished, client, 1)
     post(monkeypatch, batch_id)
     dashscope_emulator.clear_request_counts()
-    trigger = DashScopeBatchTrigger(batch_id, poll_interval=HOUR, input_file_id=file_id)
+    trigger = DashScopeBatchTrigger(batch_id, input_file_id=file_id, wait=WaitSettings(poll_interval=HOUR))
     with pytest.raises(TimeoutError):
         await asyncio.wait_for(first_event(trigger), 2)
     assert dashscope_emulator.request_counts() == {}

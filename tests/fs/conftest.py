@@ -14,9 +14,10 @@ import pytest
 from botocore.auth import HmacV1Auth
 from botocore.credentials import Credentials
 
+from tests.fs.oss_helpers import ACCESS_KEY
+
 #: The strict server's domain: ``<bucket>.oss.test`` is a virtual-hosted request for ``<bucket>``.
 OSS_DOMAIN = "oss.test"
-ACCESS_KEY = ("LTAI-strict", "strict-secret")
 
 
 @dataclass

@@ -11,7 +11,7 @@ import pytest
 from airflow.providers.common.compat.sdk import ObjectStoragePath
 
 from airflow_provider_dashscope_batch.fs import oss, register_oss_scheme
-from tests.fs.conftest import ACCESS_KEY
+from tests.fs.oss_helpers import ACCESS_KEY
 
 
 @pytest.fixture

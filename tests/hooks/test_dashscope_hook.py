@@ -10,7 +10,7 @@ import pytest
 from airflow_provider_dashscope_batch.client import AsyncDashScopeClient, DashScopeClient
 from airflow_provider_dashscope_batch.client.loop_clients import shared_async_client
 from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
-from tests.client.conftest import active_shared_clients
+from tests.client.client_helpers import active_shared_clients
 
 
 def _define(monkeypatch, conn_id: str, password: str | None, **extra) -> str:
@@ -42,6 +42,18 @@ def conn_env(monkeypatch, dashscope_emulator):
         ),
         ({"region": "custom", "base_url": "http://gw.local/v1"}, "http://gw.local/v1"),
         ({"region": "cn-beijing", "base_url": "http://gw.local/v1"}, "http://gw.local/v1"),
+        (
+            {"region": "ap-southeast-1", "workspace_id": "llm-ab12"},
+            "https://llm-ab12.ap-southeast-1.maas.aliyuncs.com/compatible-mode/v1",
+        ),
+        (
+            {"workspace_id": "llm-ab12"},
+            "https://dashscope.aliyuncs.com/compatible-mode/v1",
+        ),  # Beijing: one host
+        (
+            {"region": "ap-southeast-1", "workspace_id": "llm-ab12", "base_url": "http://gw.local/v1"},
+            "http://gw.local/v1",
+        ),
     ],
 )
 def test_client_settings_regions(extra, base_url):
@@ -63,6 +75,11 @@ def test_client_settings_fields():
         (None, {}, "Connection 'my_conn' has no API key (set the password)."),
         ("  ", {}, "Connection 'my_conn' has no API key (set the password)."),
         ("sk-x", {"region": "custom"}, "Connection 'my_conn': region 'custom' needs a Base URL"),
+        (
+            "sk-x",
+            {"region": "ap-southeast-1", "workspace_id": "a.b/c"},
+            "Connection 'my_conn': workspace id 'a.b/c' is not a host name label (letters, digits and -)",
+        ),
         (
             "sk-x",
             {"region": "mars-1"},

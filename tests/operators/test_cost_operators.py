@@ -122,7 +122,9 @@ def test_explicit_enable_thinking_passes_the_guard(dashscope_conn, fresh, tmp_pa
 def test_region_without_the_model_in_batch_fails_before_upload(dashscope_conn, fresh, tmp_path):
     dashscope_conn(region="ap-southeast-1")  # base_url still points at the emulator
     source = _lines(tmp_path / "in.jsonl", ["hi"], model="qwen-long")
-    with pytest.raises(AirflowFailException, match="region ap-southeast-1 does not offer model 'qwen-long'"):
+    with pytest.raises(
+        AirflowFailException, match="model 'qwen-long' does not run in batch in region ap-southeast-1"
+    ):
         DashScopeUploadFileOperator(task_id="u", file=str(source)).execute({})
     assert _sent(fresh) == {}
 
@@ -141,9 +143,10 @@ def test_intl_region_prices_in_usd(dashscope_conn, fresh, tmp_path):
 PRICE = {"tiers": [{"max_input_tokens": None, "input": "1", "output": "2"}], "max_output_tokens": 10}
 
 
-def test_connection_prices_override_and_task_prices_win(dashscope_conn, fresh, tmp_path):
+def test_connection_catalog_prices_and_task_prices_win(dashscope_conn, fresh, tmp_path):
     source = _lines(tmp_path / "in.jsonl", ["hi"], model="my-model")
-    dashscope_conn(prices=json.dumps({"my-model": PRICE}))
+    entry = {"max_output_tokens": 10, "prices": {"cn-beijing": PRICE["tiers"]}}
+    dashscope_conn(models=json.dumps({"my-model": entry}))
     ti = _TI()
     DashScopeUploadFileOperator(task_id="u", file=str(source)).execute({"ti": ti})
     by_connection = ti.xcom["cost_estimate"]
@@ -151,7 +154,7 @@ def test_connection_prices_override_and_task_prices_win(dashscope_conn, fresh, t
     assert Decimal(by_connection["cost_ceiling"]) == ((tokens * 1 + 10 * 2) * Decimal("0.5") / 1000).quantize(
         Decimal("0.000001")
     )
-    assert by_connection["price_source"].startswith("override")
+    assert "connection extra 'models'" in by_connection["price_source"]
     task_price = {"my-model": {**PRICE, "tiers": [{"max_input_tokens": None, "input": "3", "output": "4"}]}}
     DashScopeUploadFileOperator(task_id="u", file=str(source), prices=task_price).execute({"ti": ti})
     by_task = ti.xcom["cost_estimate"]
@@ -162,7 +165,7 @@ def test_connection_prices_override_and_task_prices_win(dashscope_conn, fresh, t
 
 def test_unpriced_model_with_a_budget_is_an_error(dashscope_conn, fresh, tmp_path):
     source = _lines(tmp_path / "in.jsonl", ["hi"], model="my-model")
-    with pytest.raises(AirflowFailException, match="no price for model 'my-model'"):
+    with pytest.raises(AirflowFailException, match="model 'my-model' is unpriced in region 'cn-beijing'"):
         DashScopeUploadFileOperator(task_id="u", file=str(source), max_cost=1).execute({})
     assert _sent(fresh) == {}
 

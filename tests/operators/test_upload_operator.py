@@ -115,9 +115,7 @@ def test_a_malformed_response_format_costs_no_upload(
             },
         },
     ]
-    with pytest.raises(
-        AirflowFailException, match=r"upload\.jsonl line 2: invalid_response_format: "
-    ) as raised:
+    with pytest.raises(AirflowFailException, match=r"requests item 2: invalid_response_format: ") as raised:
         upload(requests=requests).execute({})
     assert rule in str(raised.value)
     assert dashscope_emulator.request_counts() == {}
@@ -148,7 +146,7 @@ def test_a_carried_column_missing_from_the_csv_costs_no_upload(dashscope_conn, d
     source = tmp_path / "products.csv"
     source.write_text("id,name\na,Lamp\n")
     with pytest.raises(
-        ValueError, match=r"products\.csv line 1: carried column 'price' is not in the CSV header"
+        AirflowFailException, match=r"products\.csv line 1: carried column 'price' is not in the CSV header"
     ):
         upload(
             csv=str(source),

@@ -68,8 +68,8 @@ async def test_deferrable_round_trip(dashscope_conn, new_batch, dashscope_emulat
         task.execute({})
     trigger = deferred.value.trigger
     assert isinstance(trigger, DashScopeBatchTrigger)
-    assert trigger.poll_interval == 0.05
-    assert trigger.deadline == pytest.approx(time.time() + 3600, abs=60)
+    assert trigger.wait.poll_interval == 0.05
+    assert trigger.wait.deadline == pytest.approx(time.time() + 3600, abs=60)
     assert deferred.value.method_name == "execute_complete"
     dashscope_emulator.advance(60)
     (event,) = [e.payload async for e in trigger.run()]

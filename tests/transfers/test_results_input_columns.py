@@ -67,11 +67,11 @@ def test_csv_columns_land_in_the_parquet_table_of_a_chat_batch(client, tmp_path,
     ).execute({})
     sidecar = columns / f"{file_id}.jsonl"
     header, *rows = sidecar.read_text().splitlines()
-    assert json.loads(header)["columns"] == {"name": "string", "price": "string"}
+    assert json.loads(header)["columns"] == {"name": "string", "price": "float"}  # inferred from the cells
     assert [json.loads(r) for r in rows] == [
-        ["A1", "Lamp, brass", "12.50"],
-        ["B2", "Chair", "80"],
-        ["C3", "Desk", ""],
+        ["A1", "Lamp, brass", 12.5],
+        ["B2", "Chair", 80.0],
+        ["C3", "Desk", None],
     ]
     batch = run_batch(client, file_id, CHAT)
 
@@ -81,12 +81,12 @@ def test_csv_columns_land_in_the_parquet_table_of_a_chat_batch(client, tmp_path,
     output = pq.read_table(landed / "output.parquet")
     assert output.column_names[-2:] == ["name", "price"]
     assert {r["custom_id"]: (r["name"], r["price"]) for r in output.to_pylist()} == {
-        "A1": ("Lamp, brass", "12.50"),
-        "B2": ("Chair", "80"),
+        "A1": ("Lamp, brass", 12.5),
+        "B2": ("Chair", 80.0),
     }
     assert all(r["content"] for r in output.to_pylist())  # the answers are still there, beside the columns
     errors = pq.read_table(landed / "errors.parquet").to_pylist()
-    assert [(r["custom_id"], r["name"], r["price"]) for r in errors] == [("C3", "Desk", "")]
+    assert [(r["custom_id"], r["name"], r["price"]) for r in errors] == [("C3", "Desk", None)]
     assert output.schema.metadata[b"dashscope.table_version"] == b"2"
     assert json.loads(output.schema.metadata[b"dashscope.input_columns"]) == ["name", "price"]
     table = manifest["shards"][0]["files"]["output"]["table"]
@@ -94,6 +94,7 @@ def test_csv_columns_land_in_the_parquet_table_of_a_chat_batch(client, tmp_path,
     assert table["input_columns"] == ["name", "price"]
     assert list(table["columns"])[-2:] == ["name", "price"]
     assert table["columns"]["name"] == "string"
+    assert table["columns"]["price"] == "float"
 
 
 def test_request_dict_keys_are_carried_typed_and_left_out_of_the_line(client, tmp_path):

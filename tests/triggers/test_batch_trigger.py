@@ -12,7 +12,8 @@ import anyio
 import pytest
 
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
-from tests.client.conftest import active_shared_clients
+from airflow_provider_dashscope_batch.waiting.protocol import WaitSettings
+from tests.client.client_helpers import active_shared_clients
 
 FAST = {"poll_interval": 0.05, "max_poll_interval": 0.2}
 POLLS = "GET /batches/{batch_id}"
@@ -31,26 +32,29 @@ async def events_of(trigger: DashScopeBatchTrigger) -> list[dict]:
 
 def test_serialize_round_trips_primitives_only(dashscope_emulator):
     trigger = DashScopeBatchTrigger(
-        "batch_1", "my_conn", poll_interval=5, deadline=1_900_000_000.5, cancel_on_kill=True
+        "batch_1", "my_conn", wait=WaitSettings(poll_interval=5, deadline=1900000000.5, cancel_on_kill=True)
     )
     classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_dashscope_batch.triggers.batch.DashScopeBatchTrigger"
     assert rebuild(trigger).serialize() == (classpath, kwargs)
     assert json.loads(json.dumps(kwargs)) == kwargs
-    assert kwargs["deadline"] == 1_900_000_000.5
+    assert kwargs["wait"]["deadline"] == 1_900_000_000.5
     assert dashscope_emulator.api_key not in repr(trigger)
     assert set(kwargs) == {
         "batch_id",
         "dashscope_conn_id",
+        "wait",
+        "input_file_id",
+        "idempotency_key",
+        "late_copies",
+    }
+    assert set(kwargs["wait"]) == {
         "poll_interval",
         "max_poll_interval",
         "poll_backoff",
         "deadline",
         "error_budget",
         "cancel_on_kill",
-        "input_file_id",
-        "idempotency_key",
-        "late_copies",
         "finish_events",
     }
 
@@ -63,21 +67,10 @@ def test_serialize_keeps_the_batch_identity(dashscope_emulator):
     assert (kwargs["input_file_id"], kwargs["idempotency_key"]) == ("file-1", "airflow-" + "a" * 40 + "-g2")
 
 
-@pytest.mark.parametrize(("dropped", "default"), [("finish_events", False), ("late_copies", None)])
-def test_kwargs_serialized_without_finish_events_or_late_copies_still_rebuild(dropped, default):
-    """A trigger deferred by a release that lacked one of the two fields resumes with its default."""
-    late = {"batch_until": 1.0, "file_name": None, "file_until": None, "derived": False}
-    kwargs = DashScopeBatchTrigger("batch_1", finish_events=True, late_copies=late).serialize()[1]
-    expected = {**kwargs, dropped: default}
-    del kwargs[dropped]
-    assert DashScopeBatchTrigger(**kwargs).serialize()[1] == expected
-    assert expected != DashScopeBatchTrigger("batch_1", finish_events=True, late_copies=late).serialize()[1]
-
-
 @pytest.mark.anyio
 async def test_one_event_with_the_terminal_batch(dashscope_conn, new_batch, dashscope_emulator):
     batch_id = new_batch()
-    events = await events_of(DashScopeBatchTrigger(batch_id, **FAST))
+    events = await events_of(DashScopeBatchTrigger(batch_id, wait=WaitSettings(**FAST)))
     assert len(events) == 1
     (event,) = events
     assert event["status"] == "terminal"
@@ -101,7 +94,7 @@ async def test_cancelling_is_not_terminal(dashscope_conn, new_batch, client, das
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(finish_cancelling_later)
-        events = await events_of(DashScopeBatchTrigger(batch_id, **FAST))
+        events = await events_of(DashScopeBatchTrigger(batch_id, wait=WaitSettings(**FAST)))
     assert events[0]["batch"]["status"] == "cancelled"
     assert dashscope_emulator.request_counts()[POLLS] >= 2  # it saw `cancelling` and kept waiting
 
@@ -110,7 +103,7 @@ async def test_cancelling_is_not_terminal(dashscope_conn, new_batch, client, das
 async def test_transient_errors_within_budget_are_tolerated(dashscope_conn, new_batch, dashscope_emulator):
     batch_id = new_batch()
     dashscope_emulator.add_fault("status", method="GET", path="/batches/*", status=503, count=3)
-    events = await events_of(DashScopeBatchTrigger(batch_id, error_budget=3, **FAST))
+    events = await events_of(DashScopeBatchTrigger(batch_id, wait=WaitSettings(error_budget=3, **FAST)))
     assert events[0]["status"] == "terminal"
 
 
@@ -122,7 +115,7 @@ async def test_each_poll_is_one_request_whatever_the_connection_retries(
     dashscope_conn(max_retries=5)
     batch_id = new_batch()
     dashscope_emulator.add_fault("status", method="GET", path="/batches/*", status=503, retry_after=0)
-    (event,) = await events_of(DashScopeBatchTrigger(batch_id, error_budget=2, **FAST))
+    (event,) = await events_of(DashScopeBatchTrigger(batch_id, wait=WaitSettings(error_budget=2, **FAST)))
     assert event["status"] == "error"
     assert dashscope_emulator.request_counts()[POLLS] == 3  # 3 polls, not 3 x 6 requests
 
@@ -131,7 +124,7 @@ async def test_each_poll_is_one_request_whatever_the_connection_retries(
 async def test_error_budget_exhausted_ends_with_an_error_event(dashscope_conn, new_batch, dashscope_emulator):
     batch_id = new_batch()
     dashscope_emulator.add_fault("status", method="GET", path="/batches/*", status=429, retry_after=0)
-    (event,) = await events_of(DashScopeBatchTrigger(batch_id, error_budget=2, **FAST))
+    (event,) = await events_of(DashScopeBatchTrigger(batch_id, wait=WaitSettings(error_budget=2, **FAST)))
     assert event["status"] == "error"
     assert "3 consecutive transient errors" in event["message"]
     assert dashscope_emulator.request_counts()[POLLS] == 3
@@ -139,7 +132,7 @@ async def test_error_budget_exhausted_ends_with_an_error_event(dashscope_conn, n
 
 @pytest.mark.anyio
 async def test_permanent_error_ends_at_once(dashscope_conn, dashscope_emulator):
-    (event,) = await events_of(DashScopeBatchTrigger("batch_does_not_exist", **FAST))
+    (event,) = await events_of(DashScopeBatchTrigger("batch_does_not_exist", wait=WaitSettings(**FAST)))
     assert event["status"] == "error"
     assert event["batch"] is None
     assert dashscope_emulator.request_counts()[POLLS] == 1
@@ -149,7 +142,7 @@ async def test_permanent_error_ends_at_once(dashscope_conn, dashscope_emulator):
 async def test_wall_clock_deadline(dashscope_conn, new_batch, dashscope_emulator):
     dashscope_emulator.configure(time_scale=0)
     batch_id = new_batch()
-    trigger = DashScopeBatchTrigger(batch_id, deadline=time.time() + 0.5, **FAST)
+    trigger = DashScopeBatchTrigger(batch_id, wait=WaitSettings(deadline=time.time() + 0.5, **FAST))
     # the deadline survives a serialize / rebuild, as after a triggerer restart
     (event,) = await events_of(rebuild(trigger))
     assert event["status"] == "timeout"
@@ -190,7 +183,7 @@ async def test_on_kill_cancels_only_when_the_task_was_marked_failed(
 ):
     dashscope_emulator.configure(time_scale=0)
     batch_id = new_batch()
-    trigger = DashScopeBatchTrigger(batch_id, cancel_on_kill=cancel_on_kill, **FAST)
+    trigger = DashScopeBatchTrigger(batch_id, wait=WaitSettings(cancel_on_kill=cancel_on_kill, **FAST))
     trigger.task_instance = TriggerTaskInstance(state)
     with anyio.move_on_after(0.3):  # the triggerer cancels run(), then awaits on_kill()
         await events_of(trigger)
@@ -218,7 +211,7 @@ async def test_on_kill_finishes_its_cancel_when_cancelled_again(
             time.sleep(0.5)  # the triggerer's channel answering slowly, as seen on a real deployment
             return super().get_task_states(**kwargs)
 
-    trigger = DashScopeBatchTrigger(batch_id, cancel_on_kill=True, **FAST)
+    trigger = DashScopeBatchTrigger(batch_id, wait=WaitSettings(cancel_on_kill=True, **FAST))
     trigger.task_instance = SlowTaskInstance("failed")
     with anyio.move_on_after(0.2):  # the second cancellation, while the state is being read
         await trigger.on_kill()
@@ -232,7 +225,7 @@ async def test_on_kill_keeps_the_batch_when_the_state_cannot_be_read(
 ):
     dashscope_emulator.configure(time_scale=0)
     batch_id = new_batch()
-    trigger = DashScopeBatchTrigger(batch_id, cancel_on_kill=True, **FAST)
+    trigger = DashScopeBatchTrigger(batch_id, wait=WaitSettings(cancel_on_kill=True, **FAST))
     await trigger.on_kill()  # no task instance: outside a triggerer
     assert client.retrieve_batch(batch_id).status == "validating"
 
@@ -254,7 +247,7 @@ async def test_an_unusable_connection_ends_with_one_error_event(
         monkeypatch.delenv("AIRFLOW_CONN_DASHSCOPE_DEFAULT", raising=False)
     else:
         monkeypatch.setenv("AIRFLOW_CONN_DASHSCOPE_DEFAULT", json.dumps(conn))
-    (event,) = await events_of(DashScopeBatchTrigger("batch_1", **FAST))
+    (event,) = await events_of(DashScopeBatchTrigger("batch_1", wait=WaitSettings(**FAST)))
     assert event["status"] == "error"
     assert event["batch"] is None
     assert "connection 'dashscope_default' is not usable" in event["message"]
@@ -293,7 +286,9 @@ async def test_many_triggers_never_block_the_loop(dashscope_conn, new_batch, das
 
     async def wait(batch_id: str) -> None:
         results.extend(
-            await events_of(DashScopeBatchTrigger(batch_id, poll_interval=0.1, max_poll_interval=0.3))
+            await events_of(
+                DashScopeBatchTrigger(batch_id, wait=WaitSettings(poll_interval=0.1, max_poll_interval=0.3))
+            )
         )
 
     async def probe() -> None:
@@ -320,25 +315,3 @@ async def test_many_triggers_never_block_the_loop(dashscope_conn, new_batch, das
     assert {e["batch"]["status"] for e in results} == {"completed"}
     assert max(lags) < 0.5, f"event loop blocked for {max(lags):.3f} s"
     assert clients_seen <= {0, 1}  # one shared client for all 300 waits
-
-
-@pytest.mark.anyio
-async def test_a_trigger_serialized_by_the_previous_release_still_runs(dashscope_conn, new_batch, client):
-    """Triggers stored in a metadata DB carry the old class path and kwargs (no late copies)."""
-    batch_id = new_batch()
-    batch = client.retrieve_batch(batch_id)
-    stored = {
-        "batch_id": batch_id,
-        "dashscope_conn_id": "dashscope_default",
-        "poll_interval": 0.05,
-        "max_poll_interval": 0.2,
-        "poll_backoff": 1.5,
-        "deadline": None,
-        "error_budget": 5,
-        "cancel_on_kill": False,
-        "input_file_id": batch.input_file_id,
-        "idempotency_key": batch.metadata["idempotency_key"],
-    }
-    module = importlib.import_module("airflow_provider_dashscope_batch.triggers.batch")
-    (event,) = await events_of(module.DashScopeBatchTrigger(**stored))
-    assert (event["status"], event["batch"]["status"]) == ("terminal", "completed")

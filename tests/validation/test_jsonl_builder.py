@@ -202,17 +202,17 @@ def test_csv_packing_and_images_refused_where_they_do_not_apply(tmp_path: Path, 
         write_requests_from_csv(source, tmp_path / "out.jsonl", **options)
 
 
-def test_csv_packed_custom_id_over_the_limit_names_the_line(tmp_path: Path) -> None:
+def test_csv_packed_custom_id_over_256_characters_is_built_and_only_warned(tmp_path: Path) -> None:
     source = tmp_path / "texts.csv"
     source.write_text("id,text\n" + "".join(f"{'x' * 60}{i},t\n" for i in range(5)), encoding="utf-8")
-    with pytest.raises(ValueError, match=r"texts.csv line 5: the packed request's custom_id"):
-        write_requests_from_csv(
-            source,
-            tmp_path / "o.jsonl",
-            model="text-embedding-v4",
-            endpoint="/v1/embeddings",
-            inputs_per_request=5,
-        )
+    target = tmp_path / "o.jsonl"
+    lines = write_requests_from_csv(
+        source, target, model="text-embedding-v4", endpoint="/v1/embeddings", inputs_per_request=5
+    )
+    assert lines == 1
+    report = validate_jsonl(target)
+    assert report.ok
+    assert [w.code for w in report.warnings] == ["custom_id_too_long"]
 
 
 def test_csv_vl_image_column_and_template(tmp_path: Path) -> None:

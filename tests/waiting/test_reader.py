@@ -9,27 +9,30 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from airflow.providers.common.compat.sdk import TaskDeferred
 
 from airflow_provider_dashscope_batch.client import AsyncDashScopeClient, DashScopeClient, ServerError
 from airflow_provider_dashscope_batch.client.ratelimit import RateBudget, RateLimit, RequestKind
+from airflow_provider_dashscope_batch.client.status import BatchRef, StatusRead
 from airflow_provider_dashscope_batch.client.types import BatchStatus
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
+from airflow_provider_dashscope_batch.operators.batch import DashScopeCreateBatchOperator
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
 from airflow_provider_dashscope_batch.waiting import reader as status
-from airflow_provider_dashscope_batch.waiting.protocol import BatchPoller, BatchWait, PollAction, PollSchedule
-from airflow_provider_dashscope_batch.waiting.reader import (
-    BatchRef,
-    StatusRead,
-    StatusReader,
-    grouped_read_flow,
-    status_reader,
+from airflow_provider_dashscope_batch.waiting.protocol import (
+    BatchPoller,
+    BatchWait,
+    PollAction,
+    PollSchedule,
+    WaitSettings,
 )
-from tests.client.conftest import active_shared_clients
+from airflow_provider_dashscope_batch.waiting.reader import StatusReader, status_reader
+from tests.client.client_helpers import active_shared_clients
 
 
 def read_statuses(client: DashScopeClient, refs: list[BatchRef]) -> StatusRead:
     """One grouped read of ``refs`` with the sync client."""
-    return client.run_flow(lambda core: grouped_read_flow(core, refs))
+    return client.read_statuses(refs)
 
 
 def registered(reader: StatusReader) -> int:
@@ -215,7 +218,9 @@ async def test_triggers_cancelled_mid_round_leave_no_registration(
     dashscope_emulator.add_fault("latency", method="GET", path="/batches*", latency=1.0)
     triggers = [
         DashScopeBatchTrigger(
-            r.batch_id, input_file_id=r.input_file_id, poll_interval=0.05, max_poll_interval=0.05
+            r.batch_id,
+            input_file_id=r.input_file_id,
+            wait=WaitSettings(poll_interval=0.05, max_poll_interval=0.05),
         )
         for r in refs
     ]
@@ -256,7 +261,9 @@ async def test_reader_reads_by_id_while_the_list_budget_is_spent(make_batches, d
 
 
 @pytest.mark.anyio
-async def test_a_trigger_cancels_a_late_duplicate_of_its_batch(dashscope_conn, scene, dashscope_emulator):
+async def test_a_trigger_reports_a_late_duplicate_and_the_resume_cancels_it(
+    dashscope_conn, scene, dashscope_emulator
+):
     dashscope_emulator.configure(time_scale=0)  # every batch stays where it is
     key = "airflow-" + "d" * 40 + "-g1"
     file_id = scene.upload_file(SAMPLE).id
@@ -265,7 +272,10 @@ async def test_a_trigger_cancels_a_late_duplicate_of_its_batch(dashscope_conn, s
     other_file = scene.upload_file(SAMPLE).id
     other = scene.create_batch(input_file_id=other_file, endpoint="/v1/chat/ds-test")
     trigger = DashScopeBatchTrigger(
-        kept.id, input_file_id=file_id, idempotency_key=key, poll_interval=0.05, max_poll_interval=0.05
+        kept.id,
+        input_file_id=file_id,
+        idempotency_key=key,
+        wait=WaitSettings(poll_interval=0.05, max_poll_interval=0.05),
     )
     async with DashScopeBatchHook().shared_async_client() as client:
         reader = status_reader(client)
@@ -275,14 +285,16 @@ async def test_a_trigger_cancels_a_late_duplicate_of_its_batch(dashscope_conn, s
                 await reader.read(other.id, other_file, gather=60)
 
         companion = asyncio.create_task(another_wait())
-        run = asyncio.create_task(trigger.run().__anext__())
-        for _ in range(200):
-            if (await asyncio.to_thread(scene.retrieve_batch, late.id)).status != "validating":
-                break
-            await asyncio.sleep(0.05)
-        for task in (run, companion):
-            task.cancel()
-        await asyncio.gather(run, companion, return_exceptions=True)
+        event = await asyncio.wait_for(trigger.run().__anext__(), 30)
+        companion.cancel()
+        await asyncio.gather(companion, return_exceptions=True)
+    payload = event.payload
+    assert (payload["status"], payload["late_batch_ids"]) == ("late_copies", [late.id])
+    assert scene.retrieve_batch(late.id).status == "validating"  # the trigger only reads
+    operator = DashScopeCreateBatchOperator(task_id="t", input_file_id=file_id, endpoint="/v1/chat/ds-test")
+    with pytest.raises(TaskDeferred) as deferred:  # the resume step cancels it, then waits again
+        await asyncio.to_thread(operator.execute_complete, {}, payload)
+    assert deferred.value.trigger.serialize() == trigger.serialize()
     assert scene.retrieve_batch(late.id).status == "cancelling"
     assert scene.retrieve_batch(kept.id).status == "validating"
     assert scene.retrieve_batch(other.id).status == "validating"
@@ -357,7 +369,10 @@ def test_a_connection_whose_waits_all_ended_leaves_no_reader_behind(dashscope_co
 
     async def wait() -> list:
         return [
-            e async for e in DashScopeBatchTrigger(batch_id, poll_interval=0.05, max_poll_interval=0.1).run()
+            e
+            async for e in DashScopeBatchTrigger(
+                batch_id, wait=WaitSettings(poll_interval=0.05, max_poll_interval=0.1)
+            ).run()
         ]
 
     for _ in range(3):  # three generations of the shared client, as waits come and go in a triggerer

@@ -8,6 +8,7 @@ import json
 import sys
 
 import pytest
+from result_helpers import CHAT_OK, EMBEDDING_OK, line
 
 from airflow_provider_dashscope_batch.results.input_columns import InputColumns
 from airflow_provider_dashscope_batch.results.lines import (
@@ -27,8 +28,6 @@ from airflow_provider_dashscope_batch.results.tables import (
     import_pyarrow,
     open_encoder,
 )
-from tests.test_results import CHAT_OK, EMBEDDING_OK
-from tests.test_results_edges import line
 
 ERROR_LINE = {"custom_id": "b", "response": None, "error": {"code": "InvalidParameter", "message": "bad"}}
 

@@ -20,7 +20,7 @@ import pytest
 
 from airflow_provider_dashscope_batch.operators.lineage import path_dataset
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 INPUT_FILE = REPO_ROOT / "example_dags" / "data" / "requests.jsonl"
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 HAS_OPENLINEAGE = importlib.util.find_spec("airflow.providers.openlineage") is not None

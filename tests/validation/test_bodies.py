@@ -7,18 +7,16 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_dashscope_batch.validation.bodies import (
-    EMBEDDING_MODELS,
-    EMBEDDINGS_ENDPOINT,
-    body_violations,
-    embedding_model,
-    reads_images,
-)
+from airflow_provider_dashscope_batch.catalog import shipped_catalog
+from airflow_provider_dashscope_batch.validation.bodies import EMBEDDINGS_ENDPOINT, body_violations
 
 CHAT = "/v1/chat/completions"
 TEST_CHAT = "/v1/chat/ds-test"
 ROLES = "assistant, system, tool, user"
-VISION = "(qwen-vl-*, qwen3-vl-*, qvq-*, qwen-vl-ocr)"
+CATALOG_HINT = (
+    "use a model that reads it (docs: Models), or override the model's modalities in the connection extra "
+    "'models'"
+)
 
 
 def rules(url: Any, model: Any, body: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -33,29 +31,39 @@ def user(content: Any) -> dict[str, Any]:
     return {"role": "user", "content": content}
 
 
+IMAGE = {"type": "image_url", "image_url": {"url": "https://x/cat.png"}}
+VIDEO = {"type": "video", "video": ["a.jpg", "b.jpg"]}
+
+
 @pytest.mark.parametrize(
-    ("model", "vision"),
+    ("model", "image", "video"),
     [
-        ("qwen-vl-max", True),
-        ("Qwen3-VL-Plus", True),
-        ("qvq-max", True),
-        ("QVQ-plus", True),
-        ("qwen-vl-ocr-latest", True),
-        ("qwen-ocr", True),
-        ("qwen-plus", False),
-        ("qwenvl", False),  # no "-vl"
-        ("my-qvq", False),  # qvq only as a prefix
-        ("", False),
+        ("qwen3.6-plus", True, True),  # a batch vision model of the newest guide
+        ("qwen3.7-plus", True, True),
+        ("qwen3.5-flash", True, True),
+        ("qwen3-vl-flash", True, True),
+        ("qwen-vl-ocr", True, False),
+        ("qwen-plus", False, False),
+        ("qwen3.7-max", False, False),
+        ("qwen9-plus", True, True),  # not in the catalog: not checked
     ],
 )
-def test_which_models_read_images(model, vision):
-    assert reads_images(model) is vision
+def test_image_and_video_parts_follow_the_catalog(model, image, video):
+    assert (rules(CHAT, model, chat(user([IMAGE, {"type": "text", "text": "what"}]))) == []) is image
+    assert (rules(CHAT, model, chat(user([VIDEO, {"type": "text", "text": "what"}]))) == []) is video
 
 
-def test_embedding_models_by_name():
-    assert embedding_model("text-embedding-v4") is EMBEDDING_MODELS["text-embedding-v4"]
-    assert embedding_model("text-embedding-v4").max_inputs == 10
-    assert embedding_model("text-embedding-v9") is None
+def test_a_catalog_override_lets_a_model_read_images():
+    catalog = shipped_catalog().with_overrides({"qwen-plus": {"modalities": ["image"]}})
+    body = chat(user([IMAGE]))
+    assert list(body_violations(CHAT, "qwen-plus", body, catalog)) == []
+    assert rules(CHAT, "qwen-plus", body) != []
+
+
+def test_embedding_limits_come_from_the_catalog():
+    assert shipped_catalog().get("text-embedding-v4").embedding.max_inputs == 10
+    assert shipped_catalog().get("text-embedding-v1").embedding.dimensions == ()
+    assert shipped_catalog().get("text-embedding-v9") is None
 
 
 @pytest.mark.parametrize(
@@ -75,24 +83,30 @@ def test_valid_chat_bodies(body):
 def test_image_parts_only_for_vision_models():
     image = {"type": "image_url", "image_url": {"url": "https://x/cat.png"}}
     body = chat(user([{"type": "text", "text": "what is it"}, image, {"type": "video", "video": ["a.jpg"]}]))
-    assert rules(CHAT, "qwen-vl-max", body) == []
+    assert rules(CHAT, "qwen3.6-plus", body) == []
     assert rules(CHAT, "qwen-plus", body) == [
         (
             "unsupported_content_part",
-            f"body.messages[0].content[1] is an image_url part, but qwen-plus reads text only; use a vision "
-            f"model {VISION}",
+            "body.messages[0].content[1] is an image_url part, but the model catalog says qwen-plus reads "
+            f"text only; {CATALOG_HINT}",
             "body.messages[0].content[1]",
         ),
         (
             "unsupported_content_part",
-            f"body.messages[0].content[2] is an video part, but qwen-plus reads text only; use a vision "
-            f"model {VISION}",
+            "body.messages[0].content[2] is an video part, but the model catalog says qwen-plus reads "
+            f"text only; {CATALOG_HINT}",
             "body.messages[0].content[2]",
         ),
     ]
-    assert rules(CHAT, None, body)[0][1].startswith(
-        "body.messages[0].content[1] is an image_url part, but this model reads text only"
-    )
+    assert rules(CHAT, "qwen-vl-ocr", body) == [
+        (
+            "unsupported_content_part",
+            "body.messages[0].content[2] is an video part, but the model catalog says qwen-vl-ocr reads "
+            f"image, text only; {CATALOG_HINT}",
+            "body.messages[0].content[2]",
+        )
+    ]
+    assert rules(CHAT, None, body) == []  # no model: nothing the catalog could check
 
 
 @pytest.mark.parametrize(

@@ -96,7 +96,7 @@ def test_a_csv_column_not_in_the_header_names_file_and_line():
 def test_a_short_csv_row_names_its_line_and_column():
     source = io.StringIO("id,text,title,tag\nx,hello,T,g\ny,world,U\n")
     with pytest.raises(
-        ValueError, match=r"^in\.csv line 3: carried column 'tag' is missing \(the row has 3 cells\)"
+        ValueError, match=r"\nin\.csv line 3: carried column 'tag' is missing \(the row has 3 cells\)"
     ):
         write_requests_from_csv(
             source, io.BytesIO(), model="m", text_column="text", carry=writer("title", "tag"), name="in.csv"
@@ -154,8 +154,7 @@ def test_the_sidecar_round_trips_and_unknown_ids_get_nulls(tmp_path):
     carry.add("a", ["A", 1], "row 1")
     carry.add("b", [None, 2], "row 2")
     target = tmp_path / "file-1.jsonl"
-    carry.out.seek(0)
-    publish_input_columns(target, carry.header("file-1"), carry.out)
+    publish_input_columns(target, carry.header("file-1"), carry.rows_out())
     with target.open("rb") as f:
         read = InputColumns.read(f, str(target))
     assert read.columns == {"title": "string", "n": "int"}
@@ -209,3 +208,25 @@ def test_the_messages_name_the_way_out():
     assert str(raised.value) == (
         "f line 1: not an input-columns file of version 1 (written by the upload operator's carry_columns_to)"
     )
+
+
+def test_csv_columns_keep_their_types(tmp_path):
+    """CSV cells are text: each carried column's type is inferred from all its cells."""
+    carry = InputColumnsWriter(io.BytesIO(), ("rating", "price", "ok", "zip", "note"), infer_types=True)
+    rows = [
+        ("a", ["3", "9.5", "TRUE", "00123", "x"]),
+        ("b", ["", "10", "false", "04000", "1"]),
+        ("c", ["-2", "1e3", "", "1", ""]),
+    ]
+    for custom_id, cells in rows:
+        carry.add(custom_id, cells, custom_id)
+    header = carry.header("file-1")
+    types = {"rating": "int", "price": "float", "ok": "bool", "zip": "string", "note": "string"}
+    assert header["columns"] == types
+    target = tmp_path / "file-1.jsonl"
+    publish_input_columns(target, header, carry.rows_out())
+    with target.open("rb") as f:
+        columns = InputColumns.read(f, str(target))
+    assert columns.row("a") == {"rating": 3, "price": 9.5, "ok": True, "zip": "00123", "note": "x"}
+    assert columns.row("b") == {"rating": None, "price": 10.0, "ok": False, "zip": "04000", "note": "1"}
+    assert columns.row("c") == {"rating": -2, "price": 1000.0, "ok": None, "zip": "1", "note": ""}

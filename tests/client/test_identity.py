@@ -39,7 +39,7 @@ def test_lineage_is_a_digest_of_the_parts():
     ("key", "parsed"),
     [
         ("airflow-" + "0" * 40 + "-g2", ("airflow-" + "0" * 40, 2)),
-        ("airflow-" + "0" * 40, ("airflow-" + "0" * 40, None)),  # a key of an older release
+        ("airflow-" + "0" * 40, None),  # no generation
         ("airflow-" + "0" * 39 + "-g2", None),
         ("airflow-" + "A" * 40 + "-g2", None),
         ("4f0c1d", None),  # a key the client minted
