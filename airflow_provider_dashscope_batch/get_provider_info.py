@@ -40,7 +40,11 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {
                 "integration-name": "DashScope Batch",
-                "python-modules": [f"{_MODULE}.triggers.batch", f"{_MODULE}.triggers.sharded"],
+                "python-modules": [
+                    f"{_MODULE}.triggers.batch",
+                    f"{_MODULE}.triggers.sharded",
+                    f"{_MODULE}.events.watcher",
+                ],
             }
         ],
         "hooks": [{"integration-name": "DashScope Batch", "python-modules": [f"{_MODULE}.hooks.dashscope"]}],

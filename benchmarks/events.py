@@ -1,28 +1,30 @@
-"""Finish events against polling: detection delay and status requests per batch, side by side.
+"""Finish-event sources against polling: detection delay and status requests per batch, side by side.
 
-Usage (from the repository root, project venv; ~3 minutes)::
+Usage (from the repository root, project venv)::
 
-    .venv/bin/python benchmarks/events.py            # N = 200 waits per mode
-    .venv/bin/python benchmarks/events.py --n 50     # quicker
+    .venv/bin/python benchmarks/events.py                 # 100 and 1,000 outstanding batches
+    .venv/bin/python benchmarks/events.py --n 100         # quicker
 
 One run, one process: a throw-away Airflow home (SQLite metadata DB, migrated), the emulator on
 loopback (clock at real speed, one request per second per batch), the provider's receiver app on
-loopback (uvicorn), and N ``DashScopeBatchTrigger`` waits per mode in one event loop, for batches that
-finish uniformly spread over ``--window`` seconds:
+loopback (uvicorn). For each N, N batches finish uniformly spread over ``--window`` seconds, and each
+source detects them:
 
-* ``polling``: the default schedule (first poll after 60-240 s, then 60 s growing x1.5 to 300 s), run
-  ``--scale`` times faster; its detection delays are reported multiplied back by ``--scale``;
-* ``callback``: ``finish_callback="airflow"``: each batch's finish callback reaches the receiver, which
-  confirms it with one read and posts it to the connection's mailbox; the waits read the mailbox once a
-  second (the real interval) and poll only as the safety net (every 1800 s, also run ``--scale`` times
-  faster, like the batches' durations). Outside a triggerer there is no supervisor, so the waits read
-  the mailbox Variable straight from the metadata DB (the same row the supervisor would read).
+* ``polling``: N ``DashScopeBatchTrigger`` waits on the default schedule (first poll after 60-240 s, then
+  60 s growing x1.5 to 300 s) in one event loop;
+* ``list``: the finish watcher (:class:`~airflow_provider_dashscope_batch.events.watcher.FinishWatch`) on
+  its default list poll (60 s): one ``GET /batches`` per interval for all N;
+* ``callback``: each batch's finish callback reaches the receiver, which confirms it with one read and
+  posts it to the mailbox; the watcher reads the mailbox once a second (real time) and confirms each post
+  with one read; its list poll runs as the net (a delivery the sender gave up on).
 
-Batch durations are scaled with the schedules: with ``--scale 60`` and ``--window 60``, the batches stand
-for batches of up to an hour at the default schedule. Detection delay: the moment the wait's event is
-yielded minus the moment the emulator sent the batch's finish notification (in polling mode the
-notification goes to a sink, so that it costs no read). Requests: the emulator's ``GET /batches`` and
-``GET /batches/{id}`` counters per batch; for ``callback``, the receiver's confirmations apart.
+``polling`` and ``list`` run ``--scale`` times faster (schedules and batch durations alike) and their
+delays are reported multiplied back by ``--scale``; ``callback`` delays are real. Outside a triggerer
+there is no supervisor, so the waits and the watcher read and write their Variables straight through
+Airflow's Variable model (the same rows the supervisor would). Detection delay: the moment the event is
+yielded minus the moment the emulator sent the batch's finish notification (for ``polling`` and ``list``
+the notification goes to a sink). Requests: the emulator's ``GET /batches`` and ``GET /batches/{id}``
+counters per batch (the receiver's and the watcher's confirmations included).
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ from _common import machine_line, percentile, table
 
 LIST, RETRIEVE = "GET /batches", "GET /batches/{batch_id}"
 API_KEY = "sk-bench-events-0123456789"
+SECRET = "bench-finish-events-secret"
+CONN = "dashscope_default"
+MODES = ("polling", "list", "callback")
 
 
 def _free_port() -> int:
@@ -72,19 +77,28 @@ def _serve_receiver() -> str:
     return f"http://127.0.0.1:{port}"
 
 
-def _read_variable_from_db(key: str) -> str | None:
+def _get_variable(key: str) -> str | None:
     from airflow.models.variable import Variable
 
     return Variable.get(key, default_var=None)
 
 
-def _create(emulator, n: int, window: float, callback: str | None, seed: int) -> list[tuple[str, str]]:
+def _put_variable(key: str, value: str) -> None:
+    from airflow.models.variable import Variable
+
+    Variable.set(key, value)
+
+
+def _create(emulator, n: int, window: float, mode: str, sink: str, seed: int) -> list[tuple[str, str]]:
+    """N marked batches (what the create operator makes with a finish-events secret)."""
     from airflow_provider_dashscope_batch.client import DashScopeClient
-    from airflow_provider_dashscope_batch.events.callback import airflow_callback_url
+    from airflow_provider_dashscope_batch.events.callback import finish_event_metadata
     from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
 
     rng = random.Random(seed)
     made = []
+    hook = DashScopeBatchHook()
+    body = {"model": "batch-test-model", "messages": [{"role": "user", "content": "hi"}]}
     with (
         DashScopeClient(api_key=API_KEY, base_url=emulator.base_url) as client,
         tempfile.TemporaryDirectory() as d,
@@ -92,33 +106,25 @@ def _create(emulator, n: int, window: float, callback: str | None, seed: int) ->
         for i in range(n):
             lines = max(1, round(rng.uniform(0.05, 1.0) * window))
             path = Path(d) / f"in-{i}.jsonl"
-            body = {"model": "batch-test-model", "messages": [{"role": "user", "content": "hi"}]}
-            path.write_text(
-                "".join(
-                    json.dumps(
-                        {"custom_id": f"r{j}", "method": "POST", "url": "/v1/chat/ds-test", "body": body}
-                    )
-                    + "\n"
-                    for j in range(lines)
-                )
-            )
+            line = {"method": "POST", "url": "/v1/chat/ds-test", "body": body}
+            path.write_text("".join(json.dumps({"custom_id": f"r{j}", **line}) + "\n" for j in range(lines)))
             file_id = client.upload_file(path).id
-            url = airflow_callback_url(DashScopeBatchHook()) if callback == "airflow" else callback
-            batch = client.create_batch(
-                input_file_id=file_id, endpoint="/v1/chat/ds-test", metadata={"ds_batch_finish_callback": url}
-            )
+            key = f"airflow-bench-{seed}-{i}-{time.monotonic_ns()}"
+            metadata = {
+                "idempotency_key": key,
+                **finish_event_metadata(hook, key, callback=mode == "callback"),
+            }
+            metadata.setdefault("ds_batch_finish_callback", sink)
+            batch = client.create_batch(input_file_id=file_id, endpoint="/v1/chat/ds-test", metadata=metadata)
             made.append((batch.id, file_id))
     return made
 
 
-async def _wait_all(made: list[tuple[str, str]], mode: str, scale: float) -> dict[str, float]:
+async def _poll_all(made: list[tuple[str, str]], scale: float) -> dict[str, float]:
     from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
     from airflow_provider_dashscope_batch.waiting.protocol import WaitSettings
 
-    if mode == "polling":
-        schedule = {"poll_interval": 60 / scale, "max_poll_interval": 300 / scale, "poll_backoff": 1.5}
-    else:
-        schedule = {"poll_interval": 1800 / scale, "max_poll_interval": 1800 / scale, "finish_events": True}
+    schedule = {"poll_interval": 60 / scale, "max_poll_interval": 300 / scale, "poll_backoff": 1.5}
     ended: dict[str, float] = {}
 
     async def one(batch_id: str, file_id: str) -> None:
@@ -131,36 +137,74 @@ async def _wait_all(made: list[tuple[str, str]], mode: str, scale: float) -> dic
     return ended
 
 
-def run_mode(emulator, mode: str, args: argparse.Namespace, sink: str) -> dict[str, float]:
+def _watch(mode: str, scale: float):
+    from airflow_provider_dashscope_batch.events.watcher import (
+        DEFAULT_POLL_INTERVAL,
+        DashScopeBatchFinishTrigger,
+    )
+
+    if mode == "list":
+        trigger = DashScopeBatchFinishTrigger(CONN, poll_interval=DEFAULT_POLL_INTERVAL / scale)
+    else:  # the mailbox, with the list poll as the net (a callback the sender gave up on)
+        trigger = DashScopeBatchFinishTrigger(
+            CONN, poll_interval=DEFAULT_POLL_INTERVAL / scale, mailbox_interval=1.0
+        )
+    return trigger.watch(get=_get_variable, put=_put_variable)
+
+
+async def _watch_all(watch, made: list[tuple[str, str]]) -> dict[str, float]:
+    wanted = {b for b, _ in made}
+    ended: dict[str, float] = {}
+    while not wanted <= ended.keys():
+        async for payload in watch.round():
+            ended[payload["batch_id"]] = time.time()
+        await asyncio.sleep(watch.interval)
+    return ended
+
+
+def run_mode(emulator, mode: str, n: int, args: argparse.Namespace, sink: str) -> dict[str, float]:
+    from airflow.models.variable import Variable
+
+    from airflow_provider_dashscope_batch.events.mailbox import variable_key
+    from airflow_provider_dashscope_batch.events.watcher import cursor_key
+
     emulator.reset()
+    Variable.delete(cursor_key(CONN))
+    Variable.delete(variable_key(CONN))
     emulator.set_clock(time_scale=0)  # every batch starts together when the clock starts
-    made = _create(emulator, args.n, args.window, "airflow" if mode == "callback" else sink, args.seed)
+    made = _create(emulator, n, args.window, mode, sink, args.seed)
+    watch = None if mode == "polling" else _watch(mode, args.scale)
+    if watch is not None:
+        asyncio.run(_baseline(watch))  # the watcher's first round: the batches are running
     emulator.clear_request_counts()
     emulator.set_clock(time_scale=1.0)
-    ended = asyncio.run(_wait_all(made, mode, args.scale))
+    ended = asyncio.run(_poll_all(made, args.scale) if watch is None else _watch_all(watch, made))
     counts = emulator.request_counts()
     sent = {d["batch_id"]: d["sent_at"] for d in emulator.callbacks()}
-    factor = args.scale if mode == "polling" else 1.0
-    delays = sorted((ended[b] - sent[b]) * factor for b, _ in made)
+    factor = 1.0 if mode == "callback" else args.scale
+    delays = sorted(max(0.0, ended[b] - sent[b]) * factor for b, _ in made)
     reads = counts.get(LIST, 0) + counts.get(RETRIEVE, 0)
-    confirmations = (
-        sum(1 for d in emulator.callbacks() if d.get("status_code") == 200) if mode == "callback" else 0
-    )
     return {
         "p50": percentile(delays, 50),
         "p99": percentile(delays, 99),
         "max": delays[-1],
-        "reads_per_batch": reads / args.n,
-        "confirmations_per_batch": confirmations / args.n,
-        "wait_reads_per_batch": (reads - confirmations) / args.n,
+        "lists_per_batch": counts.get(LIST, 0) / n,
+        "reads_per_batch": reads / n,
+        "events": len(ended),
     }
+
+
+async def _baseline(watch) -> None:
+    async for _ in watch.round():
+        raise AssertionError("no batch has finished yet")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=200, help="waits per mode")
+    parser.add_argument("--n", default="100,1000", help="outstanding batches, comma-separated")
     parser.add_argument("--window", type=float, default=60.0, help="batches finish within this many seconds")
     parser.add_argument("--scale", type=float, default=60.0, help="schedules run this many times faster")
+    parser.add_argument("--modes", default=",".join(MODES), help="sources to measure, comma-separated")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="smallest size: a CI check that it runs")
     args = parser.parse_args()
@@ -175,15 +219,17 @@ def main() -> None:
         AIRFLOW__LOGGING__LOGGING_LEVEL="ERROR",
     )
     subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
-    with sqlite3.connect(f"{home}/airflow.db") as db:  # readers (the waits) do not wait for the writer
+    with sqlite3.connect(f"{home}/airflow.db") as db:  # readers do not wait for the writer
         db.execute("PRAGMA journal_mode=WAL")
 
     from dashscope_batch_emulator.server import EmulatorServer
 
-    from airflow_provider_dashscope_batch.events import wake
+    from airflow_provider_dashscope_batch.events import wake, watcher
 
-    wake.read_variable = _read_variable_from_db  # no triggerer supervisor here: read the row directly
+    wake.read_variable = _get_variable  # no triggerer supervisor here: read the row directly
+    watcher.CLAIM_SETTLE = 0.05
     receiver = _serve_receiver()
+    results: dict[tuple[int, str], dict[str, float]] = {}
     with EmulatorServer(
         api_key=API_KEY, time_scale=0, processing_rate=1.0, validating_seconds=1.0, finalizing_seconds=1.0
     ) as emulator:
@@ -195,45 +241,53 @@ def main() -> None:
                 "extra": {
                     "base_url": emulator.base_url,
                     "callback_base_url": receiver,
+                    "finish_events_secret": SECRET,
                     "rate_limits": unlimited,
                 },
             }
         )
         sink = emulator.base_url.split("/compatible-mode")[0] + "/_emulator/health"
-        results = {mode: run_mode(emulator, mode, args, sink) for mode in ("polling", "callback")}
+        for n in (int(x) for x in args.n.split(",")):
+            for mode in args.modes.split(","):
+                started = time.monotonic()
+                results[(n, mode)] = run_mode(emulator, mode, n, args, sink)
+                r = results[(n, mode)]
+                print(
+                    f"N={n} {mode}: p50 {r['p50']:.1f} s, p99 {r['p99']:.1f} s, "
+                    f"{r['reads_per_batch']:.2f} requests/batch ({time.monotonic() - started:.0f} s)",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
     print(machine_line())
-    print(f"N={args.n} waits per mode, batches finish within {args.window:.0f} s x scale {args.scale:.0f}")
-    base = results["polling"]
+    print(f"batches finish within {args.window:.0f} s x scale {args.scale:.0f}")
     rows = []
-    for mode, r in results.items():
+    for (n, mode), r in results.items():
+        base = results.get((n, "polling"), r)
         rows.append(
             [
+                str(n),
                 mode,
                 f"{r['p50']:.1f}",
                 f"{r['p99']:.1f}",
                 f"{r['max']:.1f}",
-                f"{base['p99'] / r['p99']:.0f}x",
+                f"{base['p99'] / r['p99']:.0f}x" if r["p99"] else "-",
+                f"{r['lists_per_batch']:.3f}",
                 f"{r['reads_per_batch']:.2f}",
-                f"{r['confirmations_per_batch']:.2f}",
-                f"{r['wait_reads_per_batch']:.2f}",
+                str(int(r["events"])),
             ]
         )
-    print(
-        table(
-            [
-                "mode",
-                "delay p50 s",
-                "p99 s",
-                "max s",
-                "p99 vs polling",
-                "reads/batch",
-                "confirm",
-                "wait reads",
-            ],
-            rows,
-        )
-    )
+    headers = [
+        "N",
+        "source",
+        "delay p50 s",
+        "p99 s",
+        "max s",
+        "p99 vs polling",
+        "lists/batch",
+        "requests/batch",
+    ]
+    print(table([*headers, "events"], rows))
 
 
 if __name__ == "__main__":

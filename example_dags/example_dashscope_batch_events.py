@@ -1,20 +1,19 @@
 """
 Example DAG pair: submit a batch and forget it; a results DAG runs when DashScope reports it finished.
 
-``example_dashscope_batch_submit`` uploads the requests and creates a batch with
-``finish_callback="airflow"``: the batch's callback URL points at this Airflow's receiver (the
-provider's api-server plugin) with a fresh token, and the task ends at once -- nothing waits.
-When the batch finishes, the service POSTs to the receiver, which confirms the batch's status with one
-read through the connection and records an event on the connection's Asset
-(:func:`~airflow_provider_dashscope_batch.events.finished_batches_asset`) with the batch in its extra.
+``example_dashscope_batch_submit`` uploads the requests and creates a batch, and the task ends at once --
+nothing waits. The connection's ``finish_events_secret`` extra makes the operator mark the batch as this
+deployment's. ``example_dashscope_batch_results`` is scheduled on the connection's finish Asset
+(:func:`~airflow_provider_dashscope_batch.events.finished_batches_asset`), which carries an
+``AssetWatcher``: the triggerer runs the finish watcher, which lists the connection's batches once a
+minute, and each marked batch's finish becomes one Asset event with the batch in
+``extra["payload"]`` -- in every region, with no inbound traffic to Airflow. The results DAG lands the
+results of every batch whose finish started it in object storage (one mapped transfer per batch) and
+deletes their input files. Started by hand, it takes the batch id from the ``batch_id`` param.
 
-``example_dashscope_batch_results`` is scheduled on that Asset: it lands the results of every batch
-whose finish started it in object storage (one mapped transfer per batch) and deletes their input
-files. Started by hand, it takes the batch id from the ``batch_id`` param.
-
-Needs the connection's ``callback_base_url`` extra: the public URL of the api-server (see the
-"Completion events" docs page). Environment (optional): ``DASHSCOPE_RESULTS_DESTINATION`` as in
-``example_dashscope_batch``.
+With a public api-server, ``finish_callback="airflow"`` and ``mailbox_interval`` add the receiver as a
+faster source (see the "Completion events" docs page). Environment (optional):
+``DASHSCOPE_RESULTS_DESTINATION`` as in ``example_dashscope_batch``.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from typing import Any
 from airflow.providers.common.compat.sdk import DAG, Param, get_current_context, task
 
 from airflow_provider_dashscope_batch.events import finished_batches_asset
+from airflow_provider_dashscope_batch.events.watcher import payloads
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
 from airflow_provider_dashscope_batch.operators.batch import DashScopeCreateBatchOperator
 from airflow_provider_dashscope_batch.operators.upload import DashScopeUploadFileOperator
@@ -40,7 +40,8 @@ DESTINATION = os.environ.get(
     "DASHSCOPE_RESULTS_DESTINATION", f"file://{Path(tempfile.gettempdir()) / 'dashscope-batch-results'}"
 )
 # [START howto_completion_events_asset]
-FINISHED = finished_batches_asset("dashscope_default")
+# Asset(name=..., uri=..., watchers=[AssetWatcher(name=..., trigger=DashScopeBatchFinishTrigger(...))])
+FINISHED = finished_batches_asset("dashscope_default", poll_interval=60)
 # [END howto_completion_events_asset]
 
 with DAG(
@@ -59,7 +60,6 @@ with DAG(
         input_file_id=upload_file.output,
         endpoint="/v1/chat/ds-test",
         metadata={"ds_name": "example_dashscope_batch_submit"},
-        finish_callback="airflow",
         wait_for_completion=False,
     )
     # [END howto_completion_events_submit]
@@ -87,8 +87,8 @@ with DAG(
             batch = DashScopeBatchHook().get_conn().retrieve_batch(context["params"]["batch_id"])
             return [{"batch_id": batch.id, "input_file_id": batch.input_file_id}]
         return [
-            {"batch_id": event.extra["batch_id"], "input_file_id": event.extra["input_file_id"]}
-            for event in context["triggering_asset_events"][FINISHED]
+            {"batch_id": finish["batch_id"], "input_file_id": finish["input_file_id"]}
+            for finish in payloads(context["triggering_asset_events"][FINISHED])
         ]
 
     batches = finished_batches()

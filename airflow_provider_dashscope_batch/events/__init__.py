@@ -1,11 +1,15 @@
 """
-Finish events: DashScope's finish callback and EventBridge end deferred waits within seconds.
+Finish events: each finish of a batch this deployment created becomes one Asset event, the Airflow way.
 
-* :mod:`~.tokens` -- the per-batch callback token and the receiver's URLs.
-* :mod:`~.receiver` -- the FastAPI app on the api-server that verifies and records a finish.
-* :mod:`~.mailbox` -- the per-connection Variable through which the api-server wakes the triggerers.
-* :mod:`~.wake` -- the triggerer side: one mailbox read per round per connection wakes its waits.
-* :mod:`~.plugin` -- the Airflow plugin that mounts the receiver (Airflow 3.1+).
+* :mod:`~.watcher` -- the ``BaseEventTrigger`` an ``AssetWatcher`` runs: list polling (every region, no
+  inbound traffic) and the receiver's mailbox; one Asset event per finish, exactly once.
+* :mod:`~.tokens` -- the finish-events secret: callback tokens and the batches' ownership marks.
+* :mod:`~.callback` -- what an operator puts in a batch's metadata (the mark, the callback URL).
+* :mod:`~.receiver` -- the api-server app that verifies DashScope callbacks and EventBridge deliveries and
+  posts them to the mailbox.
+* :mod:`~.mailbox` -- the per-connection Variable through which the receiver reaches the triggerers.
+* :mod:`~.wake` -- the triggerer side of deferred waits: the mailbox wakes them early.
+* :mod:`~.plugin` -- the Airflow plugin that mounts the receiver.
 
 See the "Completion events" page of the docs.
 """
@@ -22,8 +26,21 @@ __all__ = ["AIRFLOW_RECEIVER", "asset_name", "asset_uri", "finished_batches_asse
 AIRFLOW_RECEIVER = "airflow"
 
 
-def finished_batches_asset(conn_id: str = "dashscope_default") -> Any:
-    """The Asset whose events are connection ``conn_id``'s verified batch finishes (schedule DAGs on it)."""
-    from airflow.providers.common.compat.sdk import Asset
+def finished_batches_asset(
+    conn_id: str = "dashscope_default", *, poll_interval: float = 60.0, mailbox_interval: float | None = None
+) -> Any:
+    """
+    The Asset whose events are connection ``conn_id``'s finishes, watched by the finish watcher.
 
-    return Asset(name=asset_name(conn_id), uri=asset_uri(conn_id))
+    Schedule DAGs on it. ``poll_interval`` and ``mailbox_interval`` are those of
+    :class:`~.watcher.DashScopeBatchFinishTrigger` (set ``mailbox_interval`` when the receiver is set up).
+    """
+    from airflow.sdk import Asset, AssetWatcher
+
+    from airflow_provider_dashscope_batch.events.watcher import DashScopeBatchFinishTrigger
+
+    trigger = DashScopeBatchFinishTrigger(
+        conn_id, poll_interval=poll_interval, mailbox_interval=mailbox_interval
+    )
+    watcher = AssetWatcher(name=f"dashscope_batch_finish_watcher.{conn_id}", trigger=trigger)
+    return Asset(name=asset_name(conn_id), uri=asset_uri(conn_id), watchers=[watcher])

@@ -1,24 +1,32 @@
 """
 The receiver of finish events: DashScope's finish callback and EventBridge deliveries, on the api-server.
 
-One route, ``POST /dashscope-batch/events/{conn_id}/{token}``, accepts both bodies: the callback (the
-batch object the service POSTs to ``metadata.ds_batch_finish_callback``) and an EventBridge delivery of
-``dashscope:System:BatchTaskFinish`` (a CloudEvents 1.0 envelope, source ``acs.dashscope``, the batch in
-``data``). The route needs no Airflow login, so nothing in the request is trusted:
+Two routes accept the same bodies: ``POST /dashscope-batch/events/{conn_id}/{token}`` (the callback URL,
+and an EventBridge target URL) and ``POST /dashscope-batch/events/{conn_id}`` with the token in the
+``x-eventbridge-signature-token`` header (EventBridge's own header). A body is the batch object the
+service POSTs to ``metadata.ds_batch_finish_callback``, or an EventBridge delivery of
+``dashscope:System:BatchTaskFinish`` (CloudEvents 1.0); the batch id is looked for under ``id``,
+``batch_id``, ``batchId`` or ``task_id``, at the top or under ``data`` or ``output`` (the event's ``data``
+fields are not documented). The routes need no Airflow login, so nothing in a request is trusted, and the
+checks run cheapest first:
 
-1. the body is read up to :data:`MAX_BODY_BYTES` (else 413) and must be JSON naming a batch id (else
-   400; nothing of the body is logged);
-2. the token must carry a valid MAC for the connection
-   (:mod:`~airflow_provider_dashscope_batch.events.tokens`), checked before any I/O;
-3. the batch is read once through the connection (the confirmation read). A callback token must be the
-   one in that batch's own ``ds_batch_finish_callback`` URL (so a token cannot vouch for another
-   batch); the EventBridge token accepts batches this provider created (an ``airflow-`` idempotency key);
-4. only a batch the service reports terminal is recorded, once: an Asset event on the connection's
-   Asset (the batch in the extra) and a post to the connection's mailbox
-   (:mod:`~.mailbox`), which wakes the deferred waits. A replay finds the batch recorded and changes
-   nothing.
-
-An unknown connection, a bad token and a batch the token does not belong to all get the same 404.
+1. the token: the connection must exist, be of type ``dashscope`` and have a finish-events secret, and the
+   token must carry a valid MAC under its current or previous secret
+   (:mod:`~airflow_provider_dashscope_batch.events.tokens`). Nothing else is read first: not the body, not
+   the service. Every refusal, whatever its reason, is the same 404 after the same
+   :data:`REFUSAL_SECONDS`. These checks have their own limiter, so slow confirmations never delay them;
+2. the body: at most :data:`MAX_BODY_BYTES`, read within :data:`BODY_TIMEOUT` seconds, JSON nested at
+   most :data:`MAX_DEPTH` deep, naming a well-formed batch id (else 413, 408, 400; a refused body's key
+   names, never its values, are logged once per shape);
+3. ownership and confirmation: one read of the batch through the connection (at most
+   :data:`MAX_CONCURRENT_CONFIRMATIONS` at once). A callback token must be the one in that batch's own
+   ``ds_batch_finish_callback`` URL; once a token is proven for a batch it vouches for no other batch
+   without a read, and a token that failed :data:`MAX_MISSES` reads buys no more. The EventBridge token
+   accepts only batches carrying this connection's mark (:func:`~.tokens.is_marked`);
+4. a batch the service reports terminal is posted once to the connection's mailbox Variable
+   (:mod:`~.mailbox`), through Airflow's Variable API. The finish watcher
+   (:mod:`~.watcher`) turns the post into the Asset event after its own confirmation read, and the
+   deferred waits are woken by it (:mod:`~.wake`).
 """
 
 from __future__ import annotations
@@ -26,52 +34,68 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
-from airflow_provider_dashscope_batch.events.mailbox import Mailbox, asset_name, asset_uri, variable_key
-from airflow_provider_dashscope_batch.events.run_queue import queue_event
-from airflow_provider_dashscope_batch.events.tokens import EVENTBRIDGE_NONCE, token_is_valid
+from airflow_provider_dashscope_batch.events.callback import event_secrets
+from airflow_provider_dashscope_batch.events.mailbox import Mailbox, variable_key
+from airflow_provider_dashscope_batch.events.tokens import EVENTBRIDGE_NONCE, is_marked, token_is_valid
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
     from airflow_provider_dashscope_batch.client.sync import DashScopeClient
     from airflow_provider_dashscope_batch.client.types import Batch
 
 __all__ = [
+    "BODY_TIMEOUT",
+    "EVENTBRIDGE_TOKEN_HEADER",
     "MAX_BODY_BYTES",
-    "MAX_CONCURRENT_DELIVERIES",
+    "MAX_CONCURRENT_CONFIRMATIONS",
+    "MAX_DEPTH",
+    "MAX_MISSES",
+    "REFUSAL_SECONDS",
     "BadRequest",
     "Outcome",
     "Result",
     "create_app",
     "finish_batch_id",
-    "handle_finish",
-    "record_finish",
+    "safe_id",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Largest body accepted (a batch object is about 1 KiB; its ``errors`` can add some).
 MAX_BODY_BYTES = 64 * 1024
-#: Deliveries handled at once per api-server process (each takes a worker thread for its confirmation).
-MAX_CONCURRENT_DELIVERIES = 8
+#: Deepest JSON nesting accepted (a batch object is 3 deep, an EventBridge envelope 4).
+MAX_DEPTH = 16
+#: Seconds a sender has to deliver the whole body.
+BODY_TIMEOUT = 10.0
+#: Confirmation reads in flight at once per api-server process (each holds a worker thread).
+MAX_CONCURRENT_CONFIRMATIONS = 8
+#: Token checks (a connection lookup each) in flight at once per api-server process.
+MAX_CONCURRENT_CHECKS = 32
+#: Every refusal is answered this many seconds after the request arrived, whatever its reason.
+REFUSAL_SECONDS = 0.05
+#: Failed confirmation reads a callback token may cost before it is refused without one.
+MAX_MISSES = 3
+#: EventBridge's header carrying the target's token.
+EVENTBRIDGE_TOKEN_HEADER = "x-eventbridge-signature-token"
 #: The CloudEvents type of a batch finish on EventBridge.
 EVENT_TYPE = "dashscope:System:BatchTaskFinish"
-#: How far before a batch's finish time an Asset event for it is looked for (clock differences).
-_DEDUP_SLACK = timedelta(hours=1)
+_ID_FIELDS = ("id", "batch_id", "batchId", "task_id")
+_BATCH_ID = re.compile(r"batch_[A-Za-z0-9_.:-]{1,120}")
+_DESCRIPTION = "DashScope batch finishes confirmed by the receiver (read by the finish watcher and waits)"
 
 
 class BadRequest(ValueError):
@@ -81,8 +105,8 @@ class BadRequest(ValueError):
 class Outcome(StrEnum):
     """What the receiver did with one delivery."""
 
-    RECORDED = "recorded"  # verified and recorded (Asset event + mailbox)
-    DUPLICATE = "duplicate"  # verified, already recorded: nothing changed
+    RECORDED = "recorded"  # verified and posted to the mailbox
+    DUPLICATE = "duplicate"  # verified, already posted: nothing changed
     NOT_FINISHED = "not_finished"  # the service does not report the batch terminal: nothing changed
     UNKNOWN = "unknown"  # connection, token or batch unknown, or the token is not this batch's
     UNAVAILABLE = "unavailable"  # the confirmation read failed: the sender may retry
@@ -106,308 +130,222 @@ class Result:
     status: str | None = None
 
 
+def safe_id(value: object) -> str:
+    """``value`` if it is a well-formed batch id, else a placeholder (what the logs may show)."""
+    return value if isinstance(value, str) and _BATCH_ID.fullmatch(value) else "<malformed id>"
+
+
+def _depth_ok(body: bytes) -> bool:
+    """Whether the JSON text nests at most :data:`MAX_DEPTH` deep (strings skipped; linear, no recursion)."""
+    depth, in_string, escaped = 0, False, False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return False
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return True
+
+
+def _candidates(data: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [data]
+    for nested in ("data", "output"):
+        inner = data.get(nested)
+        if isinstance(inner, dict):
+            found.append(inner)
+            found.extend(v for k in ("data", "output") if isinstance(v := inner.get(k), dict))
+    return found
+
+
 def finish_batch_id(body: bytes) -> str:
     """
-    The batch id a finish event names: a callback's ``id``, or an EventBridge event's ``data.id``.
+    The batch id a finish event names.
 
-    :raises BadRequest: The body is not JSON, not an object, or names no batch.
+    :raises BadRequest: The body is too deep, not JSON, not an object, of another event type, or names no
+        well-formed batch id.
     """
+    if not _depth_ok(body):
+        raise BadRequest(f"the body nests deeper than {MAX_DEPTH}")
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise BadRequest("the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
-    if "specversion" in data:  # a CloudEvents envelope
-        if data.get("type") != EVENT_TYPE:
-            raise BadRequest(f"the event type must be {EVENT_TYPE}")
-        payload = data.get("data")
-        data = payload if isinstance(payload, dict) else {}
-    batch_id = data.get("id") or data.get("batch_id") or data.get("batchId")
-    if not isinstance(batch_id, str) or not batch_id.startswith("batch_") or len(batch_id) > 128:
-        raise BadRequest("the body names no batch id")
-    return batch_id
+    if "specversion" in data and data.get("type") != EVENT_TYPE:
+        raise BadRequest(f"the event type must be {EVENT_TYPE}")
+    for candidate in _candidates(data):
+        for name in _ID_FIELDS:
+            value = candidate.get(name)
+            if isinstance(value, str) and _BATCH_ID.fullmatch(value):
+                return value
+    raise BadRequest("the body names no batch id")
 
 
-def _belongs(token: str, batch: Batch) -> bool:
-    """Whether ``token`` may vouch for ``batch``: its own callback token, or the EventBridge token."""
+class _Bounded(OrderedDict):
+    """A dict that forgets its oldest entries past ``size``."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class _Conn:
+    """What a token check found: the connection's secrets and what a confirmation read needs."""
+
+    secrets: tuple[str, ...]
+    api_key: str
+    extra: dict[str, Any]
+
+
+_DUMMY_SECRETS = ("unknown-connection-a", "unknown-connection-b")
+_lock = threading.Lock()  # the in-process maps below (held for no I/O: the event loop takes it too)
+_post_lock = threading.Lock()  # one mailbox read-modify-write at a time in this process
+_clients: _Bounded = _Bounded(32)  # (conn_id, api_key, extra) -> client
+_proven: _Bounded = _Bounded(8192)  # (conn_id, token) -> the batch id the token was proven for
+_misses: _Bounded = _Bounded(8192)  # (conn_id, token) -> failed reads
+_posted: _Bounded = _Bounded(8192)  # (conn_id, batch_id) -> None: posted by this process
+_shapes: _Bounded = _Bounded(256)  # refused body shapes already logged
+
+
+def _lookup(conn_id: str) -> _Conn | None:
+    """The connection's secrets and key, read fresh (a rotation counts at once), or None (blocking)."""
+    from airflow.models.connection import Connection
+
+    try:
+        conn = Connection.get_connection_from_secrets(conn_id)
+    except Exception:  # AirflowNotFoundException, or a secrets backend failing: refused alike
+        return None
+    extra = conn.extra_dejson
+    secrets = event_secrets(extra)
+    if conn.conn_type != "dashscope" or not secrets or not conn.password:
+        return None
+    return _Conn(secrets, conn.password, extra)
+
+
+def check_token(conn_id: str, token: str) -> _Conn | None:
+    """The connection, if ``token`` is a valid token of it (the same work for an unknown connection)."""
+    conn = _lookup(conn_id)
+    valid = token_is_valid(conn.secrets if conn else _DUMMY_SECRETS, conn_id, token)
+    return conn if valid and conn is not None else None
+
+
+def _client(conn_id: str, conn: _Conn) -> DashScopeClient:
+    from airflow_provider_dashscope_batch.client.sync import DashScopeClient
+    from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
+
+    key = (conn_id, conn.api_key, json.dumps(conn.extra, sort_keys=True, default=str))
+    with _lock:
+        client = _clients.get(key)
+    if client is None:
+        settings = DashScopeBatchHook(dashscope_conn_id=conn_id).client_settings(conn.api_key, conn.extra)
+        client = settings.build(DashScopeClient)
+        with _lock:
+            _clients[key] = client
+    return client
+
+
+def _is_eventbridge(token: str) -> bool:
+    return token.split(".", 1)[0] == EVENTBRIDGE_NONCE
+
+
+def _belongs(conn_id: str, conn: _Conn, token: str, batch: Batch) -> bool:
+    """Whether ``token`` may vouch for ``batch``: its own callback token, or EventBridge's on a marked one."""
     metadata = batch.metadata or {}
-    if token.split(".", 1)[0] == EVENTBRIDGE_NONCE:
-        return str(metadata.get("idempotency_key") or "").startswith("airflow-")
+    if _is_eventbridge(token):
+        return is_marked(conn.secrets, conn_id, metadata)
     callback = str(metadata.get("ds_batch_finish_callback") or "")
     return hmac.compare_digest(callback.rsplit("/", 1)[-1].encode(), token.encode())
 
 
-@dataclass
-class _Connection:
-    """A connection's key and sync client, kept for :data:`_CONNECTION_TTL` seconds."""
-
-    api_key: str
-    client: DashScopeClient
-    expires: float
-
-
-#: Seconds a connection's key and client are reused (a burst of callbacks reads the connection once).
-_CONNECTION_TTL = 60.0
-_connections: dict[str, _Connection] = {}
-_connections_lock = threading.Lock()
-#: Batch ids this process recorded or found recorded, so that a replay costs no read (bounded).
-_seen: OrderedDict[tuple[str, str], None] = OrderedDict()
-_SEEN_SIZE = 4096
-_DESCRIPTION = "DashScope batch finishes (wakes the deferred waits)"
-
-
-def _connection(conn_id: str) -> _Connection | None:
-    """The connection's key and client, or None if the connection is unknown or has no key."""
-    from airflow.models.connection import Connection
-
-    from airflow_provider_dashscope_batch.client.sync import DashScopeClient
-    from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
-
-    now = time.monotonic()
-    with _connections_lock:
-        cached = _connections.get(conn_id)
-    if cached is not None and cached.expires > now:
-        return cached
-    try:
-        conn = Connection.get_connection_from_secrets(conn_id)
-    except Exception:  # AirflowNotFoundException, or a secrets backend failing: treated alike
+def precheck(conn_id: str, token: str, batch_id: str) -> Outcome | None:
+    """What a delivery gets without a read: UNKNOWN for a token proven for another batch or out of misses."""
+    if _is_eventbridge(token):
         return None
-    if not conn.password:
-        return None
-    settings = DashScopeBatchHook(dashscope_conn_id=conn_id).client_settings(conn.password, conn.extra_dejson)
-    fresh = _Connection(conn.password, settings.build(DashScopeClient), now + _CONNECTION_TTL)
-    with _connections_lock:
-        _connections[conn_id] = fresh
-    return fresh
+    with _lock:
+        proven = _proven.get((conn_id, token))
+        misses = _misses.get((conn_id, token), 0)
+        posted = (conn_id, batch_id) in _posted
+    if proven is not None:
+        if proven != batch_id:
+            return Outcome.UNKNOWN
+        return Outcome.DUPLICATE if posted else None
+    return Outcome.UNKNOWN if misses >= MAX_MISSES else None
 
 
-def _remember(conn_id: str, batch_id: str) -> None:
-    with _connections_lock:
-        _seen[(conn_id, batch_id)] = None
-        while len(_seen) > _SEEN_SIZE:
-            _seen.popitem(last=False)
-
-
-def handle_finish(conn_id: str, token: str, batch_id: str) -> Result:
-    """Verify one finish event (token, then one read through the connection) and record it (blocking)."""
-    from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError
-
+def confirm(conn_id: str, conn: _Conn, token: str, batch_id: str) -> Result:
+    """Read the batch once, check that the token may vouch for it, and post a terminal one (blocking)."""
     try:
-        conn = _connection(conn_id)
-    except ConnectionSetupError as exc:
-        log.warning("Connection %s cannot confirm finish events: %s", conn_id, exc)
-        return Result(Outcome.UNAVAILABLE, batch_id)
-    if conn is None or not token_is_valid(conn.api_key, conn_id, token):
-        return Result(Outcome.UNKNOWN, batch_id)
-    if (conn_id, batch_id) in _seen:  # a replay (or a repeat) costs no read
-        return Result(Outcome.DUPLICATE, batch_id)
-    try:
-        batch = conn.client.retrieve_batch(batch_id, max_retries=1)
+        batch = _client(conn_id, conn).retrieve_batch(batch_id, max_retries=1)
     except NotFoundError:
+        _miss(conn_id, token)
         return Result(Outcome.UNKNOWN, batch_id)
     except DashScopeError as exc:
-        log.warning("Could not confirm the finish of batch %s (connection %s): %s", batch_id, conn_id, exc)
+        log.warning("Could not confirm the finish of batch %s (connection %r): %s", batch_id, conn_id, exc)
         return Result(Outcome.UNAVAILABLE, batch_id)
-    if not _belongs(token, batch):
+    if not _belongs(conn_id, conn, token, batch):
+        _miss(conn_id, token)
         return Result(Outcome.UNKNOWN, batch_id)
+    if not _is_eventbridge(token):
+        with _lock:
+            _proven[(conn_id, token)] = batch.id
     if not batch.status.is_terminal:
         return Result(Outcome.NOT_FINISHED, batch_id, batch.status.value)
-    recorded = record_finish(conn_id, batch)
-    _remember(conn_id, batch.id)
+    posted = post(conn_id, batch.id)
     log.info(
-        "Batch %s of connection %s is %s: %s",
+        "Batch %s of connection %r is %s: %s",
         batch.id,
         conn_id,
         batch.status,
-        "recorded" if recorded else "already recorded",
+        "posted" if posted else "already posted",
     )
-    return Result(Outcome.RECORDED if recorded else Outcome.DUPLICATE, batch.id, batch.status.value)
+    return Result(Outcome.RECORDED if posted else Outcome.DUPLICATE, batch.id, batch.status.value)
 
 
-def _finished_at(batch: Batch) -> datetime:
-    times = (batch.completed_at, batch.failed_at, batch.expired_at, batch.cancelled_at, batch.created_at)
-    seconds = next((t for t in times if t), None)
-    return datetime.fromtimestamp(seconds, UTC) if seconds else datetime.now(UTC)
+def _miss(conn_id: str, token: str) -> None:
+    with _lock:
+        _misses[(conn_id, token)] = _misses.get((conn_id, token), 0) + 1
 
 
-def asset_extra(conn_id: str, batch: Batch) -> dict[str, Any]:
-    """The extra of a finish's Asset event: what a results DAG needs to fetch the results."""
-    counts = batch.request_counts
-    return {
-        "conn_id": conn_id,
-        "batch_id": batch.id,
-        "status": batch.status.value,
-        "input_file_id": batch.input_file_id,
-        "output_file_id": batch.output_file_id,
-        "error_file_id": batch.error_file_id,
-        "request_counts": None if counts is None else counts.model_dump(mode="json"),
-    }
-
-
-@dataclass(eq=False)
-class _Pending:
-    """A verified finish on its way through the two writer stages."""
-
-    conn_id: str
-    batch: Batch
-    done: dict[str, threading.Event] = field(
-        default_factory=lambda: {"post": threading.Event(), "event": threading.Event()}
-    )
-    recorded: bool = False
-    error: BaseException | None = None
-
-
-class _Stage:
-    """One writer stage: whoever holds the writer does the work of every item queued meanwhile."""
-
-    def __init__(self, name: str, work: Callable[[str, list[Batch]], set[str]]) -> None:
-        self.name, self.work = name, work
-        self.queue: list[_Pending] = []
-        self.queue_lock, self.writer = threading.Lock(), threading.Lock()
-
-    def run(self, item: _Pending) -> None:
-        with self.queue_lock:
-            self.queue.append(item)
-        with self.writer:
-            if item.done[self.name].is_set():
-                return
-            with self.queue_lock:
-                items, self.queue = self.queue, []
-            by_conn: dict[str, list[_Pending]] = {}
-            for queued in items:
-                by_conn.setdefault(queued.conn_id, []).append(queued)
-            for conn_id, group in by_conn.items():
-                try:
-                    done = self.work(conn_id, [queued.batch for queued in group])
-                    for queued in group:
-                        queued.recorded = queued.recorded or queued.batch.id in done
-                except Exception as exc:  # every delivery of the group answers with it
-                    for queued in group:
-                        queued.error = queued.error or exc
-                finally:
-                    for queued in group:
-                        queued.done[self.name].set()
-
-
-def record_finish(conn_id: str, batch: Batch) -> bool:
+def post(conn_id: str, batch_id: str) -> bool:
     """
-    Record a verified finish once: the mailbox post (which wakes its waits) and the Asset event.
+    Post a confirmed finish to the connection's mailbox Variable unless it is there (blocking).
 
-    Deliveries that arrive together are recorded together, in two stages that overlap: whoever holds a
-    stage's writer does the work of every finish queued meanwhile, so the mailbox post of a burst is one
-    transaction per connection, and it does not wait for the Asset events of the burst before it (one
-    short transaction each). Each stage holds one pooled DB connection of the api-server at a time. A
-    post locks the connection's mailbox row, an Asset event the Asset's row (``SELECT ... FOR UPDATE``),
-    so deliveries racing in several api-server processes record a finish once: a post is known by its
-    batch id in the mailbox, an Asset event by the batch id in the Asset's events since the batch
-    finished.
+    Through Airflow's Variable API (a read, then a write); posts of one process are serialised. Two
+    api-server processes posting at the same instant can lose one post: the mailbox is a hint, and the
+    finish watcher's list poll finds the finish anyway.
 
-    :returns: Whether this call recorded it (False: it was recorded before).
+    :returns: Whether this call posted it.
     """
-    item = _Pending(conn_id, batch)
-    _POSTS.run(item)
-    if item.error is None:
-        _EVENTS.run(item)
-    if item.error is not None:
-        raise item.error
-    return item.recorded
-
-
-def _locked_mailbox(session: Session, conn_id: str) -> tuple[Any, Mailbox]:
-    """The connection's mailbox Variable row, locked for this transaction (None if there is none yet)."""
     from airflow.models.variable import Variable
-    from sqlalchemy import select
 
-    variable = session.scalar(select(Variable).where(Variable.key == variable_key(conn_id)).with_for_update())
-    return variable, Mailbox.from_value(variable.val if variable is not None else None)
-
-
-def _post(conn_id: str, batches: list[Batch]) -> set[str]:
-    """Post the batches not yet in the connection's mailbox (one transaction); return their ids."""
-    from airflow.models.variable import Variable
-    from airflow.utils.session import create_session
-    from sqlalchemy.exc import IntegrityError
-
-    for attempt in range(2):  # a first post to a new mailbox can race another first post
-        try:
-            with create_session() as session:
-                variable, mailbox = _locked_mailbox(session, conn_id)
-                posted = {b.id for b in batches if b.id not in mailbox}
-                for batch_id in sorted(posted):
-                    mailbox = mailbox.posted(batch_id)
-                if posted and variable is None:
-                    key = variable_key(conn_id)
-                    session.add(Variable(key=key, val=mailbox.to_json(), description=_DESCRIPTION))
-                elif posted:
-                    variable.set_val(mailbox.to_json())
-            return posted
-        except IntegrityError:
-            if attempt:
-                raise
-    raise AssertionError("unreachable")
-
-
-def _add_events(conn_id: str, batches: list[Batch]) -> set[str]:
-    """
-    Add each batch's Asset event unless the Asset has one for it, each in its own short transaction.
-
-    An Asset event must be committed right after it is stamped, or a run of a DAG scheduled on the Asset
-    that starts meanwhile would never see it. A crash after the post leaves the event to the next
-    delivery of the finish.
-    """
-    from airflow.utils.session import create_session
-
-    added = set()
-    for batch in batches:
-        with create_session() as session:
-            if _add_asset_event(session, conn_id, batch):
-                added.add(batch.id)
-    return added
-
-
-_POSTS = _Stage("post", _post)
-_EVENTS = _Stage("event", _add_events)
-
-
-def _add_asset_event(session: Session, conn_id: str, batch: Batch) -> bool:
-    """
-    Add the finish's Asset event unless the Asset has one for the batch since it finished.
-
-    The Asset's row is locked for the transaction (``SELECT ... FOR UPDATE``): one writer of the
-    connection's events at a time, across api-server processes. Not the mailbox row: the event's
-    transaction may wait for the scheduler's lock on its run queue (:func:`~.run_queue.queue_event`),
-    and the mailbox posts that wake the waits must not wait behind it.
-    """
-    from airflow.models.asset import AssetEvent, AssetModel
-    from sqlalchemy import select
-
-    asset = session.scalar(
-        select(AssetModel)
-        .where(AssetModel.name == asset_name(conn_id), AssetModel.uri == asset_uri(conn_id))
-        .with_for_update()
-    )
-    if asset is None:
-        log.warning(
-            "No DAG uses the Asset %s, so the finish of %s wakes its waits but records no Asset event",
-            asset_uri(conn_id),
-            batch.id,
-        )
-        return False
-    extras = session.scalars(
-        select(AssetEvent.extra).where(
-            AssetEvent.asset_id == asset.id, AssetEvent.timestamp >= _finished_at(batch) - _DEDUP_SLACK
-        )
-    )
-    if any(isinstance(extra, dict) and extra.get("batch_id") == batch.id for extra in extras):
-        return False
-    from airflow.assets.manager import asset_manager
-
-    event = asset_manager.register_asset_change(
-        asset=asset, extra=asset_extra(conn_id, batch), session=session
-    )
-    queue_event(session, asset, event)
-    return True
+    key = variable_key(conn_id)
+    with _post_lock:
+        if (conn_id, batch_id) in _posted:
+            return False
+        mailbox = Mailbox.from_value(Variable.get(key, default_var=None))
+        if batch_id not in mailbox:
+            Variable.set(key, mailbox.posted(batch_id).to_json(), description=_DESCRIPTION)
+        with _lock:
+            _posted[(conn_id, batch_id)] = None
+    return batch_id not in mailbox
 
 
 async def _read_body(request: Request) -> bytes | None:
@@ -423,27 +361,94 @@ async def _read_body(request: Request) -> bytes | None:
     return bytes(body)
 
 
+def _log_shape(conn_id: str, body: bytes, reason: str) -> None:
+    """Log a refused body's key names (never values), once per shape."""
+    try:
+        data = json.loads(body) if _depth_ok(body) else None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        data = None
+    if isinstance(data, dict):
+        names = sorted(_safe_key(k) for k in data)[:20]
+        nested = {
+            n: sorted(_safe_key(k) for k in data[n])[:20]
+            for n in ("data", "output")
+            if isinstance(data.get(n), dict)
+        }
+        shape = json.dumps({"keys": names, **nested}, sort_keys=True)
+    else:
+        shape = type(data).__name__ if data is not None else "not JSON"
+    with _lock:
+        if (conn_id, shape) in _shapes:
+            return
+        _shapes[(conn_id, shape)] = None
+    log.warning("Refused a finish event for connection %r (%s); its shape: %s", conn_id, reason, shape)
+
+
+def _safe_key(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "?", key[:40])
+
+
 def create_app() -> FastAPI:
     """The receiver's FastAPI app (the plugin mounts it at ``/dashscope-batch``)."""
-    # a burst of callbacks must not take the threads the api-server's own (sync) endpoints run in
-    limiter = anyio.CapacityLimiter(MAX_CONCURRENT_DELIVERIES)
+    checks = anyio.CapacityLimiter(MAX_CONCURRENT_CHECKS)
+    confirmations = anyio.CapacityLimiter(MAX_CONCURRENT_CONFIRMATIONS)
     app = FastAPI(title="DashScope Batch finish events", docs_url=None, redoc_url=None, openapi_url=None)
 
-    @app.post("/events/{conn_id}/{token}")
-    async def receive(conn_id: str, token: str, request: Request) -> JSONResponse:
-        body = await _read_body(request)
+    async def refuse(started: float) -> JSONResponse:
+        await anyio.sleep(max(0.0, started + REFUSAL_SECONDS - time.monotonic()))
+        return JSONResponse({"detail": "unknown event"}, status_code=404)
+
+    async def handle(conn_id: str, token: str, request: Request) -> JSONResponse:
+        started = time.monotonic()
+        conn = await anyio.to_thread.run_sync(check_token, conn_id, token, limiter=checks)
+        if conn is None:
+            return await refuse(started)
+        body: bytes | None = b""
+        with anyio.move_on_after(BODY_TIMEOUT) as scope:
+            body = await _read_body(request)
+        if scope.cancelled_caught:
+            return JSONResponse({"detail": f"body not received within {BODY_TIMEOUT:g} s"}, status_code=408)
         if body is None:
             return JSONResponse({"detail": f"body larger than {MAX_BODY_BYTES} bytes"}, status_code=413)
         try:
             batch_id = finish_batch_id(body)
         except BadRequest as exc:
+            _log_shape(conn_id, body, str(exc))
             return JSONResponse({"detail": str(exc)}, status_code=400)
-        result = await anyio.to_thread.run_sync(handle_finish, conn_id, token, batch_id, limiter=limiter)
+        early = precheck(conn_id, token, batch_id)
+        if early is Outcome.UNKNOWN:
+            return await refuse(started)
+        if early is Outcome.DUPLICATE:
+            result = Result(Outcome.DUPLICATE, batch_id)
+        else:
+            result = await anyio.to_thread.run_sync(
+                confirm, conn_id, conn, token, batch_id, limiter=confirmations
+            )
+        if result.outcome is Outcome.UNKNOWN:
+            return await refuse(started)
         content: dict[str, Any] = {"outcome": result.outcome.value, "batch_id": result.batch_id}
         if result.status is not None:
             content["status"] = result.status
-        if result.outcome is Outcome.UNKNOWN:
-            content = {"detail": "unknown event"}
         return JSONResponse(content, status_code=_STATUS_CODES[result.outcome])
+
+    async def guarded(conn_id: str, token: str, request: Request) -> JSONResponse:
+        try:
+            return await handle(conn_id, token, request)
+        except Exception as exc:  # never a 500 or a traceback for what a sender sends
+            log.error("A finish event for connection %r failed: %s", conn_id, type(exc).__name__)
+            return JSONResponse({"detail": "try again later"}, status_code=503)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def no_route(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """A path no route takes gets a refusal's answer, not Starlette's."""
+        return await refuse(time.monotonic())
+
+    @app.post("/events/{conn_id}/{token}")
+    async def receive(conn_id: str, token: str, request: Request) -> JSONResponse:
+        return await guarded(conn_id, token, request)
+
+    @app.post("/events/{conn_id}")
+    async def receive_eventbridge(conn_id: str, request: Request) -> JSONResponse:
+        return await guarded(conn_id, request.headers.get(EVENTBRIDGE_TOKEN_HEADER, ""), request)
 
     return app

@@ -9,8 +9,9 @@ metadata-DB read) and hands the newly posted batch ids to the reader, which read
 next round (:meth:`StatusReader.wake
 <airflow_provider_dashscope_batch.waiting.reader.StatusReader.wake>`): the finish is confirmed by the
 grouped status read itself, and the wait ends on what the service says. A wait that starts after its
-batch's post finds it in the mailbox at once. A failed mailbox read is logged and retried next round;
-the waits' own polls (the safety net) go on regardless.
+batch's post finds it in the mailbox at once. A failed mailbox read is logged and retried next round.
+The waits poll on their own schedule all the same (at least a minute apart, with backoff, as the guide
+advises), so a wake-up can only end a wait sooner than polling would.
 """
 
 from __future__ import annotations
@@ -30,9 +31,7 @@ if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.waiting.reader import StatusReader
 
 __all__ = [
-    "DEFAULT_SAFETY_NET_INTERVAL",
     "DEFAULT_WAKE_INTERVAL",
-    "SAFETY_NET_FIRST_POLL_JITTER",
     "FinishWatcher",
     "finish_watcher",
     "read_variable",
@@ -40,10 +39,6 @@ __all__ = [
 
 #: Seconds between two mailbox reads of one connection in one triggerer.
 DEFAULT_WAKE_INTERVAL = 1.0
-#: Seconds between the safety-net polls of a wait that expects a finish event.
-DEFAULT_SAFETY_NET_INTERVAL = 1800.0
-#: Its first poll comes after ``interval × (1 + U(0, 0.5))``: 30 to 45 minutes by default.
-SAFETY_NET_FIRST_POLL_JITTER = 0.5
 
 log = logging.getLogger(__name__)
 

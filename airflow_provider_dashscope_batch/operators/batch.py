@@ -24,8 +24,7 @@ from airflow_provider_dashscope_batch.client.oss_input import parse_oss_input
 from airflow_provider_dashscope_batch.client.types import BatchStatus, RequestCounts
 from airflow_provider_dashscope_batch.cost.actual import CostMeter
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
-from airflow_provider_dashscope_batch.events.callback import airflow_callback_url
-from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTERVAL
+from airflow_provider_dashscope_batch.events.callback import finish_event_metadata
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
 from airflow_provider_dashscope_batch.jobs.ledger import progress_line
 from airflow_provider_dashscope_batch.operators.base import (
@@ -122,12 +121,11 @@ class DashScopeCreateBatchOperator(
     :param finish_callback: Where the service POSTs the batch when it finishes; only cn-beijing sends
         completion notifications, so on another region's connection the task fails before creating:
         ``"airflow"`` for this Airflow's receiver (the URL is built from the connection's
-        ``callback_base_url`` with a fresh token, and a deferred wait ends as soon as the finish is
-        confirmed, polling only every ``finish_event_poll_interval`` seconds as a safety net; see
-        :doc:`/completion-events`), or an http(s) URL of your own receiver (templated).
+        ``callback_base_url`` with a fresh token; a deferred wait still polls on its schedule and is
+        also woken when the receiver confirms the finish; see :doc:`/completion-events`), or an http(s)
+        URL of your own receiver (templated). Whenever the connection has a ``finish_events_secret``,
+        the batch carries the mark by which the finish watcher knows it as this deployment's.
     :param finish_callback_url: An http(s) URL of your own receiver (as ``finish_callback``).
-    :param finish_event_poll_interval: Seconds between the safety-net polls of a deferred wait with
-        ``finish_callback="airflow"`` (default 30 minutes).
     :param cost_estimate: The input file's preflight estimate (templated; default: the ``cost_estimate``
         XCom an upstream :class:`DashScopeUploadFileOperator` pushed for this file id). Before a batch is
         created, the connection's region must offer its model and ``max_cost`` / ``max_input_tokens``
@@ -167,7 +165,6 @@ class DashScopeCreateBatchOperator(
         metadata: dict[str, str] | None = None,
         finish_callback: str | None = None,
         finish_callback_url: str | None = None,
-        finish_event_poll_interval: float = DEFAULT_SAFETY_NET_INTERVAL,
         cost_estimate: dict[str, Any] | list[dict[str, Any]] | None = None,
         resubmit_rounds: int = 0,
         resubmit_errors: Mapping[int | str, bool] | None = None,
@@ -186,7 +183,6 @@ class DashScopeCreateBatchOperator(
         self.metadata = metadata
         self.finish_callback = finish_callback
         self.finish_callback_url = finish_callback_url
-        self.finish_event_poll_interval = finish_event_poll_interval
         self.resubmit_rounds = resubmit_rounds
         self.resubmit_errors = ResubmitErrors.of(resubmit_errors)
         self.source = source
@@ -386,9 +382,9 @@ class DashScopeCreateBatchOperator(
         metadata = {**(self.metadata or {}), **creator_metadata(context["ti"])}
         if round_no > 1:
             metadata["ds_name"] = f"{metadata.get('ds_name') or self.task_id} round {round_no}"
-        if self.finish_callback == AIRFLOW_RECEIVER:
-            metadata["ds_batch_finish_callback"] = airflow_callback_url(self.hook)
-        elif self.finish_callback or self.finish_callback_url:
+        receiver = self.finish_callback == AIRFLOW_RECEIVER
+        metadata.update(finish_event_metadata(self.hook, key, callback=receiver))
+        if not receiver and (self.finish_callback or self.finish_callback_url):
             metadata["ds_batch_finish_callback"] = self.finish_callback or self.finish_callback_url
         return {
             "input_file_id": input_file_id,
@@ -399,12 +395,11 @@ class DashScopeCreateBatchOperator(
         }
 
     def _trigger_wait(self, deadline: float | None) -> WaitSettings:
-        """With the receiver: woken by finish events, polling only as a safety net."""
+        """With the receiver: also woken by its finish events (the poll schedule stays)."""
         settings = super()._trigger_wait(deadline)
         if self.finish_callback != AIRFLOW_RECEIVER:
             return settings
-        interval = float(self.finish_event_poll_interval)
-        return replace(settings, poll_interval=interval, max_poll_interval=interval, finish_events=True)
+        return replace(settings, finish_events=True)
 
     def _earlier_batches(self, context: Context, client: DashScopeClient, any_input: bool) -> list[Batch]:
         """

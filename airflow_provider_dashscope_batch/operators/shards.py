@@ -28,8 +28,7 @@ from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY, ke
 from airflow_provider_dashscope_batch.client.types import BatchStatus
 from airflow_provider_dashscope_batch.cost.budget import CostCheckError
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
-from airflow_provider_dashscope_batch.events.callback import airflow_callback_url
-from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTERVAL
+from airflow_provider_dashscope_batch.events.callback import finish_event_metadata
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
 from airflow_provider_dashscope_batch.operators.base import DashScopeBatchOutcomeMixin, remove_late_copies
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin, LineSink
@@ -312,12 +311,10 @@ class DashScopeShardedBatchOperator(
         ``max_input_tokens``, ``expected_output_tokens``, ``budget_basis``, ``on_default_thinking`` and
         ``prices``).
     :param finish_callback: ``"airflow"``: every shard's batch calls this Airflow's receiver when it
-        finishes (a fresh token each), and the deferred waits end on the confirmed finish, polling only
-        every ``finish_event_poll_interval`` seconds as a safety net (see :doc:`/completion-events`);
-        or an http(s) URL of your own receiver. Only cn-beijing sends completion notifications: on another
-        region's connection the task fails before sending anything.
-    :param finish_event_poll_interval: Seconds between the safety-net polls with
-        ``finish_callback="airflow"`` (default 30 minutes).
+        finishes (a fresh token each), and the deferred waits, polling on their schedule, are also woken
+        by the confirmed finish (see :doc:`/completion-events`); or an http(s) URL of your own receiver.
+        Only cn-beijing sends completion notifications: on another region's connection the task fails
+        before sending anything.
     :param resubmit_rounds: Most follow-up rounds of a try after the shards' first batches (default 1:
         one sweeps up an expiry or a burst of throttling; each round waits a completion window of its
         own). A shard whose batch ended ``expired``, ``cancelled`` or ``completed`` with transient failures
@@ -356,7 +353,6 @@ class DashScopeShardedBatchOperator(
         wait_timeout: timedelta | float | None = None,
         cancel_on_kill: bool = True,
         finish_callback: str | None = None,
-        finish_event_poll_interval: float = DEFAULT_SAFETY_NET_INTERVAL,
         resubmit_rounds: int = DEFAULT_RESUBMIT_ROUNDS,
         resubmit_errors: Mapping[int | str, bool] | None = None,
         **kwargs: Any,
@@ -379,7 +375,6 @@ class DashScopeShardedBatchOperator(
         self.wait_timeout = wait_timeout
         self.cancel_on_kill = cancel_on_kill
         self.finish_callback = finish_callback
-        self.finish_event_poll_interval = finish_event_poll_interval
 
     # ------------------------------------------------------------------------------- first try
     def execute(self, context: Context) -> dict[str, Any]:
@@ -499,7 +494,6 @@ class DashScopeShardedBatchOperator(
             "Waiting for %s running batch(es); %s shard(s) wait for a free slot", len(running), waiting
         )
         events = self.finish_callback == AIRFLOW_RECEIVER
-        interval = float(self.finish_event_poll_interval)
         self.defer(
             trigger=DashScopeShardsTrigger(
                 [b.id for b in running],
@@ -513,8 +507,8 @@ class DashScopeShardedBatchOperator(
                 ],
                 until="any" if waiting else "all",
                 wait=WaitSettings(
-                    poll_interval=interval if events else self.poll_interval,
-                    max_poll_interval=interval if events else self.max_poll_interval,
+                    poll_interval=self.poll_interval,
+                    max_poll_interval=self.max_poll_interval,
                     poll_backoff=self.poll_backoff,
                     deadline=job.deadline,
                     error_budget=self.error_budget,
@@ -570,9 +564,9 @@ class DashScopeShardedBatchOperator(
         metadata = {**(self.metadata or {}), **creator_metadata(context["ti"])}
         name = f"{job.token} {metadata.get('ds_name') or self.task_id} {run.shard.index + 1}/{len(job.runs)}"
         metadata["ds_name"] = name[:100]
-        if self.finish_callback == AIRFLOW_RECEIVER:
-            metadata["ds_batch_finish_callback"] = airflow_callback_url(self.hook)
-        elif self.finish_callback:
+        receiver = self.finish_callback == AIRFLOW_RECEIVER
+        metadata.update(finish_event_metadata(self.hook, run.idempotency_key, callback=receiver))
+        if not receiver and self.finish_callback:
             metadata["ds_batch_finish_callback"] = self.finish_callback
         receipt = client.create_batch_receipt(
             input_file_id=str(run.file_id),

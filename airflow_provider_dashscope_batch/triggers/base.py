@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -24,7 +23,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
 from airflow_provider_dashscope_batch.client.status import BatchRef
-from airflow_provider_dashscope_batch.events.wake import SAFETY_NET_FIRST_POLL_JITTER, finish_watcher
+from airflow_provider_dashscope_batch.events.wake import finish_watcher
 from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
 from airflow_provider_dashscope_batch.waiting.late import (
     LateCopies,
@@ -103,8 +102,6 @@ class DashScopeWaiterTrigger(BaseTrigger):
     def batch_wait(self, batch_id: str) -> BatchWait:
         """A fresh wait for ``batch_id`` on this trigger's schedule."""
         schedule = self.wait.schedule
-        if self.wait.finish_events:
-            schedule = dataclasses.replace(schedule, first_poll_jitter=SAFETY_NET_FIRST_POLL_JITTER)
         return BatchWait(
             batch_id, BatchPoller(schedule, self.wait.deadline, self.wait.error_budget), self.log
         )

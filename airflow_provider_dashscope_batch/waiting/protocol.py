@@ -309,8 +309,8 @@ class WaitSettings:
     :param deadline: Wall-clock epoch seconds after which a wait ends with a timeout.
     :param error_budget: Consecutive retryable polling errors tolerated per batch.
     :param cancel_on_kill: Cancel the batches when a user marks the deferred task failed (Airflow 3.3+).
-    :param finish_events: The batches send finish events to this Airflow's receiver: a wait also ends
-        when the connection's mailbox names its batch, and its polls are the safety net.
+    :param finish_events: The batches send finish events to this Airflow's receiver: a wait is also
+        woken when the connection's mailbox names its batch (it polls on its schedule all the same).
     """
 
     poll_interval: float = DEFAULT_POLL_INTERVAL

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from dashscope_batch_emulator.server import EmulatorServer
-from scenario_support import Deployment, PostgresServer, Scenario
+from scenario_support import FINISH_EVENTS_SECRET, Deployment, PostgresServer, Scenario
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -41,7 +41,7 @@ def deployment(
         {
             "conn_type": "dashscope",
             "password": deployment_emulator.api_key,
-            "extra": {"base_url": deployment_emulator.base_url},
+            "extra": {"base_url": deployment_emulator.base_url, "finish_events_secret": FINISH_EVENTS_SECRET},
         }
     )
     postgres = PostgresServer() if PostgresServer.available() else None

@@ -54,6 +54,8 @@ DAG_IDS = (
 )
 COMPONENTS = ("scheduler", "dag-processor", "triggerer")
 STARTUP_TIMEOUT = 240.0
+#: The deployment connection's finish-events secret (the scenarios mark their batches with it).
+FINISH_EVENTS_SECRET = "deployment-finish-events-secret"
 #: Emulated seconds per real second once a scenario lets its batches run (they finish within a poll).
 RUNNING_CLOCK = 30.0
 AIRFLOW_VERSION = tuple(int(part) for part in version("apache-airflow").split(".")[:2])

@@ -1,25 +1,29 @@
 """
-Finish events on a real deployment: DashScope's callbacks reach the api-server's receiver, wake the
-deferred waits in the triggerer through the metadata DB, and start the results DAG from Asset events.
+Finish events on a real deployment: the finish watcher (an AssetWatcher in the triggerer) lists the
+connection's batches and turns each finish into one Asset event that starts the results DAG; DashScope's
+callbacks reach the api-server's receiver, which posts them to the mailbox that wakes the deferred waits
+and feeds the watcher.
 
 The emulator posts each batch's finish callback to the URL the create operator built from
-``[dashscope_batch] callback_base_url`` (the api-server). Run:
-``bash .ci/test tests/deployment -k events``.
+``[dashscope_batch] callback_base_url`` (the api-server). Run one scenario at a time:
+``bash .ci/test tests/deployment -k <name>``.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from datetime import datetime
 from typing import Any
 
 import httpx
 import pytest
-from scenario_support import AIRFLOW_VERSION, LIST, RETRIEVE, wait_for
+from scenario_support import AIRFLOW_VERSION, FINISH_EVENTS_SECRET, LIST, RETRIEVE, _free_port, wait_for
 
 from airflow_provider_dashscope_batch.events import asset_uri
-from airflow_provider_dashscope_batch.events.tokens import callback_url, mint_token
+from airflow_provider_dashscope_batch.events.tokens import MARK_KEY, mark, mint_token
+from airflow_provider_dashscope_batch.events.watcher import cursor_key
 from airflow_provider_dashscope_batch.transfers.manifest import ResultManifest
 
 pytestmark = [
@@ -38,8 +42,10 @@ P99_BOUND = 5.0
 
 
 def _batch_id(extra: Any) -> str | None:
+    """The batch of an Asset event the watcher's trigger event recorded (``extra["payload"]``)."""
     extra = json.loads(extra) if isinstance(extra, str) else extra  # JSON text on SQLite
-    return (extra or {}).get("batch_id")
+    payload = (extra or {}).get("payload")
+    return payload.get("batch_id") if isinstance(payload, dict) else None
 
 
 def _results_runs(airflow) -> list[tuple[str, list[str]]]:
@@ -69,12 +75,18 @@ def _landed(airflow) -> list[str]:
 
 
 def _recorded(airflow) -> list[str]:
-    """The batch ids in the extras of every Asset event (the finishes the receiver recorded)."""
+    """The batch ids of every Asset event of the finish Asset (the finishes the watcher handed on)."""
     rows = airflow.query(
         "SELECT ae.extra FROM asset_event ae JOIN asset a ON a.id = ae.asset_id WHERE a.uri = :uri",
         uri=asset_uri(CONN),
     )
     return [_batch_id(extra) for (extra,) in rows]
+
+
+def _watching(airflow) -> bool:
+    """Whether the finish watcher has made its first round (its cursor is in the Variable)."""
+    found = airflow.api("GET", f"/variables/{cursor_key(CONN)}", ok=(200, 404))
+    return bool(found.get("value")) and json.loads(found["value"]).get("since") is not None
 
 
 def _epoch(value: str) -> float:
@@ -130,68 +142,95 @@ def _ends_100_waits_within_seconds(scenario, airflow, emulator) -> None:
     assert p99 <= P99_BOUND, f"p99 {p99:.1f}s, delays {[round(d, 1) for d in delays]}"
 
     reads = counts.get(RETRIEVE, 0) + counts.get(LIST, 0)
-    confirmations = len(sent)  # one read by the receiver per delivered callback
-    assert reads - confirmations <= EVENT_CREATES, counts
+    confirmations = 2 * len(sent)  # the receiver's read per callback, the watcher's per mailbox post
+    assert reads - confirmations <= EVENT_CREATES + counts.get(LIST, 0), counts
 
     scenario.assert_key_not_logged()
 
 
-@pytest.mark.timeout(600)
-def test_a_burst_of_100_finishes_starts_results_runs_that_land_each_batch_once(scenario):
+@pytest.mark.timeout(900)
+def test_a_burst_of_100_finishes_found_by_list_polling_starts_results_runs_that_land_each_once(scenario):
     """
-    100 batches submitted and forgotten (no task waits) finish together: their callbacks record 100
-    Asset events, and the results DAG's asset-triggered runs consume each event exactly once and
-    publish each batch's results exactly once (every manifest in the object storage counted).
+    100 batches submitted and forgotten (no task waits, no callback, no inbound traffic) finish together
+    while two triggerers run: the watcher's list poll hands on 100 Asset events, each once, and the
+    results DAG's asset-triggered runs consume each exactly once and publish each batch's results exactly
+    once (every manifest in the object storage counted). A batch without this connection's mark is no
+    event.
 
     Airflow starts one run for the events recorded since the previous run, so the runs are fewer than
-    the batches; on Airflow <= 3.3 the receiver keeps the scheduler's queue row up to date, or the last
-    finishes of the burst would be in no run.
+    the batches. Up to Airflow 3.3 some finishes of the burst are in no run until a later finish
+    (apache/airflow#56050): the scenario counts them, then finishes one more batch and checks that every
+    finish is then consumed exactly once.
     """
     airflow, emulator = scenario.deployment, scenario.emulator
-    burst = set()
-    for _ in range(BURST):  # what finish_callback="airflow" does: a fresh token per batch
-        url = callback_url(airflow.url, CONN, mint_token(emulator.api_key, CONN))
-        batch = scenario.client.create_batch(
-            input_file_id=scenario.input_file_id,
-            endpoint="/v1/chat/ds-test",
-            metadata={"ds_batch_finish_callback": url},
-        )
-        burst.add(batch.id)
-    emulator.advance(3600)  # every batch finishes at once: BURST callbacks arrive together
-
-    def delivered() -> dict[str, dict[str, Any]]:
-        sent = {d["batch_id"]: d for d in emulator.callbacks() if d["batch_id"] in burst}
-        return len(sent) == BURST and sent
-
-    sent = wait_for(delivered, f"{BURST} callbacks to be sent", timeout=120)
-    # the emulator gives up on a delivery after 10 s, the receiver does not: on a loaded machine the
-    # last of 100 deliveries may time out at the sender and still be recorded
-    assert {d.get("status_code", 200) for d in sent.values()} == {200}, sent
-    recorded = wait_for(
-        lambda: burst <= set(ids := _recorded(airflow)) and ids, "the burst to be recorded", timeout=120
+    wait_for(lambda: _watching(airflow), "the watcher's first round (what finished before is no event)")
+    airflow.spawn(
+        "triggerer-2", command="triggerer", AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(_free_port())
     )
-    assert Counter(b for b in recorded if b in burst) == dict.fromkeys(burst, 1)
+    try:
+        burst = {_marked_batch(scenario, f"burst-{n}") for n in range(BURST)}
+        stranger = scenario.client.create_batch(
+            input_file_id=scenario.input_file_id, endpoint="/v1/chat/ds-test"
+        )
+        emulator.advance(3600)  # every batch finishes at once
 
-    def results_took_the_burst() -> list[tuple[str, list[str]]]:
+        recorded = wait_for(
+            lambda: burst <= set(ids := _recorded(airflow)) and ids, "the burst to be recorded", timeout=300
+        )
+    finally:
+        airflow.forget("triggerer-2")
+    assert Counter(b for b in recorded if b in burst) == dict.fromkeys(burst, 1)
+    assert stranger.id not in recorded
+
+    def settled() -> list[tuple[str, list[str]]]:
         runs = [(state, [b for b in taken if b in burst]) for state, taken in _results_runs(airflow)]
         runs = [(state, taken) for state, taken in runs if taken]
-        finished = {state for state, _ in runs} <= {"success", "failed"}
-        return finished and burst <= {b for _, taken in runs for b in taken} and runs
+        return bool(runs) and {state for state, _ in runs} <= {"success", "failed"} and runs
 
-    runs = wait_for(results_took_the_burst, "the results DAG to take every finished batch", timeout=240)
+    wait_for(settled, "the results DAG's runs of the burst to end", timeout=300)
+    time.sleep(30)  # the scheduler has had every chance to queue a run for what is left
+    runs = settled()
+    stranded = burst - {b for _, taken in runs for b in taken}
+    # apache/airflow#56050 (Airflow <= 3.3): an event recorded after the queue row's time but before the
+    # run was created is in no run until a later event; docs/completion-events.rst reports the numbers
+    print(f"#56050: {len(stranded)} of {BURST} finishes in no run after the burst's runs ended")
+    late = _marked_batch(scenario, "late")  # one later finish takes every stranded one along
+    emulator.advance(3600)
+    everything = burst | {late}
+
+    def results_took_everything() -> list[tuple[str, list[str]]]:
+        runs = [(state, [b for b in taken if b in everything]) for state, taken in _results_runs(airflow)]
+        runs = [(state, taken) for state, taken in runs if taken]
+        finished = {state for state, _ in runs} <= {"success", "failed"}
+        return finished and everything <= {b for _, taken in runs for b in taken} and runs
+
+    runs = wait_for(results_took_everything, "the results DAG to take every finished batch", timeout=300)
     assert {state for state, _ in runs} == {"success"}, runs
     consumed = Counter(b for _, taken in runs for b in taken)
     assert set(consumed.values()) == {1}, {b: n for b, n in consumed.items() if n > 1}
-    landed = Counter(b for b in _landed(airflow) if b in burst)
-    assert (set(landed), set(landed.values())) == (burst, {1}), landed
+    landed = Counter(b for b in _landed(airflow) if b in everything)
+    assert (set(landed), set(landed.values())) == (everything, {1}), landed
+    assert _recorded(airflow).count(stranger.id) == 0
     scenario.assert_key_not_logged()
 
 
-def test_lost_callbacks_end_by_the_safety_net_and_forged_or_replayed_ones_change_nothing(scenario):
+def _marked_batch(scenario, name: str) -> str:
+    """Create a batch the way the create operator does with a finish-events secret (the mark)."""
+    key = f"airflow-{name}-{scenario.input_file_id}-{time.monotonic_ns()}"
+    batch = scenario.client.create_batch(
+        input_file_id=scenario.input_file_id,
+        endpoint="/v1/chat/ds-test",
+        metadata={"idempotency_key": key, MARK_KEY: mark(FINISH_EVENTS_SECRET, CONN, key)},
+    )
+    return batch.id
+
+
+def test_lost_callbacks_end_by_polling_and_forged_or_replayed_ones_change_nothing(scenario):
     """
-    With the callback lost, the wait still ends (its safety-net poll); a forged callback (right batch id,
-    wrong token) and a callback for an unfinished batch change nothing; the late callback is recorded
-    once and its replay changes nothing.
+    With the callback lost, the wait still ends (its own poll); a forged callback (right batch id, wrong
+    token) and a callback for an unfinished batch change nothing; the finish is one Asset event (the
+    watcher's list poll or the late callback's mailbox post, whichever comes first) and the late callback
+    and its replays change nothing more.
     """
     airflow, emulator = scenario.deployment, scenario.emulator
     emulator.configure(callback_deliveries=0)
@@ -201,7 +240,7 @@ def test_lost_callbacks_end_by_the_safety_net_and_forged_or_replayed_ones_change
         (batch,) = scenario.batches()
         url = batch.metadata["ds_batch_finish_callback"]
         assert url.startswith(f"{airflow.url}/dashscope-batch/events/dashscope_default/")
-        forged = url.rsplit("/", 1)[0] + "/" + mint_token("sk-not-the-key", "dashscope_default")
+        forged = url.rsplit("/", 1)[0] + "/" + mint_token("not-the-secret", "dashscope_default")
         claim = {**batch.model_dump(mode="json"), "status": "completed"}
         assert httpx.post(forged, json=claim, timeout=30).status_code == 404
         unfinished = httpx.post(url, json=claim, timeout=30)  # the service says it is still validating
@@ -210,19 +249,17 @@ def test_lost_callbacks_end_by_the_safety_net_and_forged_or_replayed_ones_change
         assert batch.id not in _recorded(airflow)
 
         scenario.let_batches_run(ti)
-        assert scenario.wait_run() == "success"  # the safety-net poll saw it finish
+        assert scenario.wait_run() == "success"  # its own poll saw it finish
         assert batch.id not in {d["batch_id"] for d in emulator.callbacks()}
-        assert batch.id not in _recorded(airflow)
 
         finished = scenario.client.retrieve_batch(batch.id).model_dump(mode="json")
         assert httpx.post(forged, json=finished, timeout=30).status_code == 404
-        assert batch.id not in _recorded(airflow)
         late = httpx.post(url, json=finished, timeout=30)  # the lost callback, arriving late
         assert (late.status_code, late.json()["outcome"]) == (200, "recorded")
         for _ in range(2):
             replay = httpx.post(url, json=finished, timeout=30)
             assert (replay.status_code, replay.json()["outcome"]) == (200, "duplicate")
-        assert _recorded(airflow).count(batch.id) == 1
+        wait_for(lambda: batch.id in _recorded(airflow), "the watcher to hand the finish on", timeout=120)
         runs = wait_for(
             lambda: [run for run in _results_runs(airflow) if batch.id in run[1] and run[0] == "success"],
             "the results DAG to take the late-recorded batch",

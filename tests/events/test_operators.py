@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 from airflow.providers.common.compat.sdk import TaskDeferred
 
-from airflow_provider_dashscope_batch.events.tokens import token_is_valid
-from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTERVAL
+from airflow_provider_dashscope_batch.events.tokens import MARK_KEY, is_marked, token_is_valid
 from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError
 from airflow_provider_dashscope_batch.operators.batch import DashScopeCreateBatchOperator
 from airflow_provider_dashscope_batch.operators.shards import DashScopeShardedBatchOperator
@@ -18,6 +17,7 @@ from airflow_provider_dashscope_batch.operators.shards import DashScopeShardedBa
 SAMPLE_REQUESTS = Path(__file__).resolve().parents[2] / "example_dags" / "data" / "requests.jsonl"
 PUBLIC = "https://airflow.example.com"
 PREFIX = f"{PUBLIC}/dashscope-batch/events/dashscope_default/"
+SECRET = "operator-test-secret"
 
 
 @dataclass
@@ -42,18 +42,19 @@ def defer(operator) -> TaskDeferred:
     return deferred.value
 
 
-def assert_own_callback(url: str, key: str) -> str:
+def assert_own_callback(url: str, api_key: str) -> str:
     assert url.startswith(PREFIX)
-    assert key not in url
+    assert api_key not in url
+    assert SECRET not in url
     token = url.removeprefix(PREFIX)
-    assert token_is_valid(key, "dashscope_default", token)
+    assert token_is_valid((SECRET,), "dashscope_default", token)
     return token
 
 
 def test_the_create_operator_builds_the_callback_url_and_defers_to_a_woken_wait(
     dashscope_conn, dashscope_emulator, client
 ):
-    dashscope_conn(callback_base_url=PUBLIC)
+    dashscope_conn(callback_base_url=PUBLIC, finish_events_secret=SECRET)
     file_id = client.upload_file(SAMPLE_REQUESTS).id
     operator = DashScopeCreateBatchOperator(
         task_id="create_batch",
@@ -65,13 +66,16 @@ def test_the_create_operator_builds_the_callback_url_and_defers_to_a_woken_wait(
     trigger = defer(operator).trigger
     (batch,) = list(client.list_batches())
     assert_own_callback(batch.metadata["ds_batch_finish_callback"], dashscope_emulator.api_key)
+    assert is_marked((SECRET,), "dashscope_default", batch.metadata)
     assert trigger.wait.finish_events
-    assert trigger.wait.poll_interval == trigger.wait.max_poll_interval == DEFAULT_SAFETY_NET_INTERVAL
+    plain = DashScopeCreateBatchOperator(task_id="plain", input_file_id=file_id, endpoint="/v1/chat/ds-test")
+    assert trigger.wait.poll_interval == plain.wait_settings.poll_interval  # woken early, never less
+    assert trigger.wait.max_poll_interval == plain.wait_settings.max_poll_interval
     assert "ds_batch_finish_callback" not in json.dumps(trigger.serialize()[1])
 
 
 def test_every_batch_gets_its_own_token(dashscope_conn, dashscope_emulator, client):
-    dashscope_conn(callback_base_url=PUBLIC)
+    dashscope_conn(callback_base_url=PUBLIC, finish_events_secret=SECRET)
     file_id = client.upload_file(SAMPLE_REQUESTS).id
     for run_id in ("r1", "r2"):
         with pytest.raises(TaskDeferred):
@@ -89,6 +93,7 @@ def test_every_batch_gets_its_own_token(dashscope_conn, dashscope_emulator, clie
 def test_without_a_public_base_url_the_create_fails_before_creating(
     dashscope_conn, dashscope_emulator, client
 ):
+    dashscope_conn(finish_events_secret=SECRET)
     file_id = client.upload_file(SAMPLE_REQUESTS).id
     operator = DashScopeCreateBatchOperator(
         task_id="create_batch", input_file_id=file_id, endpoint="/v1/chat/ds-test", finish_callback="airflow"
@@ -96,6 +101,39 @@ def test_without_a_public_base_url_the_create_fails_before_creating(
     with pytest.raises(ConnectionSetupError, match="callback_base_url"):
         operator.execute({"ti": TaskInstanceStub()})
     assert "POST /batches" not in dashscope_emulator.request_counts()
+
+
+def test_without_a_secret_the_receiver_is_refused_before_creating(dashscope_conn, dashscope_emulator, client):
+    dashscope_conn(callback_base_url=PUBLIC)
+    file_id = client.upload_file(SAMPLE_REQUESTS).id
+    operator = DashScopeCreateBatchOperator(
+        task_id="create_batch", input_file_id=file_id, endpoint="/v1/chat/ds-test", finish_callback="airflow"
+    )
+    with pytest.raises(ConnectionSetupError, match="finish_events_secret"):
+        operator.execute({"ti": TaskInstanceStub()})
+    assert "POST /batches" not in dashscope_emulator.request_counts()
+
+
+def test_with_a_secret_every_batch_carries_the_mark_the_watcher_counts(
+    dashscope_conn, dashscope_emulator, client
+):
+    dashscope_conn(finish_events_secret=SECRET)
+    file_id = client.upload_file(SAMPLE_REQUESTS).id
+    DashScopeCreateBatchOperator(
+        task_id="create_batch", input_file_id=file_id, endpoint="/v1/chat/ds-test", wait_for_completion=False
+    ).execute({"ti": TaskInstanceStub()})
+    (batch,) = list(client.list_batches())
+    assert is_marked((SECRET,), "dashscope_default", batch.metadata)
+    assert "ds_batch_finish_callback" not in batch.metadata
+
+
+def test_without_a_secret_a_batch_carries_no_mark(dashscope_conn, dashscope_emulator, client):
+    file_id = client.upload_file(SAMPLE_REQUESTS).id
+    DashScopeCreateBatchOperator(
+        task_id="create_batch", input_file_id=file_id, endpoint="/v1/chat/ds-test", wait_for_completion=False
+    ).execute({"ti": TaskInstanceStub()})
+    (batch,) = list(client.list_batches())
+    assert MARK_KEY not in (batch.metadata or {})
 
 
 @pytest.mark.parametrize("argument", ["finish_callback", "finish_callback_url"])
@@ -119,7 +157,7 @@ def test_an_explicit_url_is_passed_through_and_the_wait_polls_as_usual(
 
 
 def test_the_sharded_operator_gives_every_shard_its_own_callback(dashscope_conn, dashscope_emulator, client):
-    dashscope_conn(callback_base_url=PUBLIC)
+    dashscope_conn(callback_base_url=PUBLIC, finish_events_secret=SECRET)
     requests = [
         {
             "custom_id": f"r{i}",
@@ -138,5 +176,6 @@ def test_the_sharded_operator_gives_every_shard_its_own_callback(dashscope_conn,
         for b in batches
     }
     assert len(tokens) == 3
+    assert all(is_marked((SECRET,), "dashscope_default", b.metadata) for b in batches)
     assert trigger.wait.finish_events
-    assert trigger.wait.poll_interval == DEFAULT_SAFETY_NET_INTERVAL
+    assert trigger.wait.poll_interval == operator.poll_interval

@@ -12,21 +12,23 @@ from airflow_provider_dashscope_batch.events.tokens import (
     token_is_valid,
 )
 
-KEY = "sk-0123456789abcdef"
+KEY = "finish-events-secret-0123456789"
 
 
-def test_a_token_is_valid_only_for_its_connection_and_key():
+def test_a_token_is_valid_only_for_its_connection_and_secret():
     token = mint_token(KEY, "dashscope_default")
-    assert token_is_valid(KEY, "dashscope_default", token)
-    assert not token_is_valid(KEY, "other", token)
-    assert not token_is_valid("sk-other", "dashscope_default", token)
+    assert token_is_valid((KEY,), "dashscope_default", token)
+    assert not token_is_valid((KEY,), "other", token)
+    assert not token_is_valid(("sk-other",), "dashscope_default", token)
     nonce, mac = token.split(".")
-    assert not token_is_valid(KEY, "dashscope_default", f"{nonce}.{mac[:-1]}{'0' if mac[-1] != '0' else '1'}")
-    assert not token_is_valid(KEY, "dashscope_default", f"{nonce}x.{mac}")
-    assert not token_is_valid(KEY, "dashscope_default", "")
+    assert not token_is_valid(
+        (KEY,), "dashscope_default", f"{nonce}.{mac[:-1]}{'0' if mac[-1] != '0' else '1'}"
+    )
+    assert not token_is_valid((KEY,), "dashscope_default", f"{nonce}x.{mac}")
+    assert not token_is_valid((KEY,), "dashscope_default", "")
 
 
-def test_every_batch_gets_its_own_token_and_the_key_is_never_in_the_url():
+def test_every_batch_gets_its_own_token_and_the_secret_is_never_in_the_url():
     tokens = {mint_token(KEY, "c") for _ in range(100)}
     assert len(tokens) == 100
     url = callback_url("https://airflow.example.com/", "c", tokens.pop())

@@ -6,30 +6,60 @@ from __future__ import annotations
 import pytest
 
 from airflow_provider_dashscope_batch.events.tokens import (
+    MARK_KEY,
     callback_url,
     eventbridge_url,
+    is_marked,
+    mark,
     mint_token,
     token_is_valid,
 )
 
-KEY = "sk-0123456789abcdef"
+KEY = "finish-events-secret-0123456789"
 CONN = "dashscope_default"
 
 
-def test_a_token_minted_by_an_earlier_release_still_verifies():
+def test_the_mac_is_a_fixed_function_of_secret_connection_and_nonce():
     """Tokens live in the metadata of batches still running across an upgrade: the MAC must not change."""
-    token = "nonce-of-a-batch_1.317739dcb23a1f58fed29b7b8e3387b3"
+    token = "nonce-of-a-batch_1.c353833c92828245c418a8d54c68c52f"
     assert mint_token(KEY, CONN, "nonce-of-a-batch_1") == token
-    assert token_is_valid(KEY, CONN, token)
-    assert mint_token(KEY, CONN, "eventbridge") == "eventbridge.7c9723909c37fa9107a44267cc5b4f5a"
+    assert token_is_valid((KEY,), CONN, token)
+    assert mint_token(KEY, CONN, "eventbridge") == "eventbridge.8f7beca6bc73d5d92badc0b2db9578cb"
+
+
+def test_a_trailing_newline_or_anything_around_the_token_is_refused():
+    token = mint_token(KEY, CONN)
+    for bad in (token + "\n", token + "\r\n", "\n" + token, token + " ", token + "%0A"):
+        assert not token_is_valid((KEY,), CONN, bad), repr(bad)
+
+
+def test_during_a_rotation_the_current_and_the_previous_secret_verify_and_no_other():
+    old = mint_token("previous-secret", CONN)
+    new = mint_token(KEY, CONN)
+    assert token_is_valid((KEY, "previous-secret"), CONN, old)
+    assert token_is_valid((KEY, "previous-secret"), CONN, new)
+    assert not token_is_valid((KEY,), CONN, old)  # the rotation is over
+    assert not token_is_valid((), CONN, new)
+
+
+def test_a_mark_binds_secret_connection_and_idempotency_key():
+    key = "airflow-" + "a" * 40 + "-g1"
+    metadata = {MARK_KEY: mark(KEY, CONN, key), "idempotency_key": key}
+    assert is_marked((KEY,), CONN, metadata)
+    assert is_marked(("previous", KEY), CONN, metadata)
+    assert not is_marked(("another-deployment",), CONN, metadata)
+    assert not is_marked((KEY,), "another_conn", metadata)
+    assert not is_marked((KEY,), CONN, {**metadata, "idempotency_key": key.replace("g1", "g2")})  # copied
+    assert not is_marked((KEY,), CONN, {"idempotency_key": key})
+    assert not is_marked((KEY,), CONN, None)
 
 
 def test_the_mac_binds_connection_and_nonce_apart():
     """Moving a character between connection id and nonce gives another MAC (they are not just joined)."""
     _, mac = mint_token(KEY, "conn", "abcdefghi").split(".")
-    assert token_is_valid(KEY, "conn", f"abcdefghi.{mac}")
-    assert not token_is_valid(KEY, "con", f"nabcdefghi.{mac}")
-    assert not token_is_valid(KEY, "conna", f"bcdefghi.{mac}")
+    assert token_is_valid((KEY,), "conn", f"abcdefghi.{mac}")
+    assert not token_is_valid((KEY,), "con", f"nabcdefghi.{mac}")
+    assert not token_is_valid((KEY,), "conna", f"bcdefghi.{mac}")
     assert mint_token(KEY, "conn", "abcdefgh") != mint_token(KEY + "x", "conn", "abcdefgh")
 
 
@@ -53,17 +83,17 @@ def test_a_random_nonce_has_144_bits():
     ],
 )
 def test_the_nonce_is_8_to_64_url_safe_characters(nonce, valid):
-    assert token_is_valid(KEY, CONN, mint_token(KEY, CONN, nonce)) is valid
+    assert token_is_valid((KEY,), CONN, mint_token(KEY, CONN, nonce)) is valid
 
 
 def test_the_mac_is_exactly_32_lowercase_hex_digits():
     nonce, mac = mint_token(KEY, CONN, "nonce-of-a-batch_1").split(".")
-    assert token_is_valid(KEY, CONN, f"{nonce}.{mac}")
+    assert token_is_valid((KEY,), CONN, f"{nonce}.{mac}")
     for bad in (mac[:31], mac + "0", mac.upper(), mac[:31] + "g", ""):
-        assert not token_is_valid(KEY, CONN, f"{nonce}.{bad}"), bad
-    assert not token_is_valid(KEY, CONN, f"x{nonce}.{mac}")
-    assert not token_is_valid(KEY, CONN, f"{nonce}{mac}")
-    assert not token_is_valid(KEY, CONN, f"{nonce}.{mac}.{mac}")
+        assert not token_is_valid((KEY,), CONN, f"{nonce}.{bad}"), bad
+    assert not token_is_valid((KEY,), CONN, f"x{nonce}.{mac}")
+    assert not token_is_valid((KEY,), CONN, f"{nonce}{mac}")
+    assert not token_is_valid((KEY,), CONN, f"{nonce}.{mac}.{mac}")
 
 
 def test_callback_urls():
@@ -82,7 +112,7 @@ def test_callback_urls():
 def test_the_eventbridge_url_carries_the_connections_fixed_token():
     url = eventbridge_url("https://a.example/", CONN, KEY)
     assert (
-        url == f"https://a.example/dashscope-batch/events/{CONN}/eventbridge.7c9723909c37fa9107a44267cc5b4f5a"
+        url == f"https://a.example/dashscope-batch/events/{CONN}/eventbridge.8f7beca6bc73d5d92badc0b2db9578cb"
     )
-    assert token_is_valid(KEY, CONN, url.rpartition("/")[2])
-    assert not token_is_valid(KEY, "other", url.rpartition("/")[2])
+    assert token_is_valid((KEY,), CONN, url.rpartition("/")[2])
+    assert not token_is_valid((KEY,), "other", url.rpartition("/")[2])

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from airflow.providers.common.compat.sdk import DAG, Param, get_current_context, task
 
 from airflow_provider_dashscope_batch.events import finished_batches_asset
+from airflow_provider_dashscope_batch.events.watcher import payloads
 from airflow_provider_dashscope_batch.operators.batch import DashScopeCreateBatchOperator
 from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
     DashScopeBatchResultsToObjectStorageOperator,
@@ -26,8 +27,8 @@ MAPPED_CREATES = 100
 HA_CREATES = 6
 #: How many creates the finish-events DAG fans out to.
 EVENT_CREATES = 100
-#: The safety-net poll of the finish-events scenario whose callbacks are lost.
-SAFETY_NET_SECONDS = 3
+#: The finish watcher's list poll on the deployment (production: the default minute).
+WATCH_SECONDS = 5
 #: Where the finish-events results DAG lands each run's batches (the deployment sets it).
 EVENTS_RESULTS = os.environ.get("DEPLOYMENT_EVENTS_RESULTS", "file:///tmp/deployment-events-results")
 PARAMS = {
@@ -90,7 +91,7 @@ with DAG("deployment_ha", max_active_tasks=HA_CREATES, **DEFAULTS):
     ).expand(metadata=[{"ds_name": f"ha-{index}"} for index in range(HA_CREATES)])
 
 # Finish events: the batches call the api-server's receiver (the deployment sets
-# [dashscope_batch] callback_base_url); the waits poll only as a safety net.
+# [dashscope_batch] callback_base_url), which wakes the waits; they poll on their schedule all the same.
 with DAG("deployment_events", max_active_tasks=EVENT_CREATES, **DEFAULTS):
     DashScopeCreateBatchOperator.partial(
         task_id="create_batch",
@@ -107,21 +108,23 @@ with DAG("deployment_events_safety_net", **DEFAULTS):
         endpoint=ENDPOINT,
         deferrable=True,
         finish_callback="airflow",
-        finish_event_poll_interval=SAFETY_NET_SECONDS,
+        **FAST,
     )
 
 with DAG(
     "deployment_events_results",
-    schedule=[finished_batches_asset("dashscope_default")],
+    schedule=[finished_batches_asset("dashscope_default", poll_interval=WATCH_SECONDS, mailbox_interval=1)],
     start_date=datetime(2025, 1, 1),
     catchup=False,
 ):
 
     @task
     def finished_batches() -> list[str]:
-        """The batches whose recorded finish started this run."""
+        """The batches whose finish events started this run."""
         events = get_current_context()["triggering_asset_events"]
-        return [event.extra["batch_id"] for events_of_asset in events.values() for event in events_of_asset]
+        return [
+            finish["batch_id"] for events_of_asset in events.values() for finish in payloads(events_of_asset)
+        ]
 
     # every batch of the run in one transfer (one task process, one manifest listing each batch)
     DashScopeBatchResultsToObjectStorageOperator(

@@ -1,0 +1,376 @@
+"""
+The finish watcher: one Asset event per finish of a batch this deployment created through a connection.
+
+:class:`DashScopeBatchFinishTrigger` is a ``BaseEventTrigger`` for ``AssetWatcher``: the triggerer runs it,
+and the scheduler records each event it yields on the watching Asset and queues the runs of the DAGs
+scheduled on it, all through Airflow's own code. Its sources:
+
+* **list polling** (always): every ``poll_interval`` seconds one ``GET /batches`` filtered on creation time
+  (from the oldest of the connection's batches still running, else the newest batch listed), more pages
+  only when more than 100 batches were created since; every region, no inbound traffic. A terminal
+  batch on the page is the confirmation read.
+* **the receiver's mailbox** (``mailbox_interval``): the finishes the api-server's receiver confirmed
+  (:mod:`~.receiver`), read from the connection's mailbox Variable; each is confirmed with one
+  ``GET /batches/{id}`` before it counts.
+
+A finish counts only if its batch carries this connection's mark (:func:`~.tokens.is_marked`): made
+with the connection's finish-events secret, so another connection's or another deployment's batches never
+start our DAGs. The batches already finished when a watcher first runs are its baseline, not events.
+
+Once per finish: the watcher keeps a cursor in the Variable ``dashscope_batch_watch.<conn_id>`` (through
+the Task SDK: the triggerer's supervisor): the finishes it handed on, where the next list starts, the
+mailbox position, and a lease. A round yields its new finishes and then adds them to the cursor in one
+write, once the triggerer has taken the last of them (a generator resumes only when its consumer asks for
+more). A triggerer stopped in the middle of a round never wrote those finishes: its successor yields them
+again, so a finish is never lost, and only a finish already persisted before the stop is recorded twice.
+The lease (renewed every round; free after :data:`LEASE_ROUNDS` rounds without renewal) lets one watcher
+of a connection hand on finishes at a time: a second triggerer that runs the same trigger (Airflow
+assigns a trigger to one triggerer; during a failover two may briefly run it) stands by, and a round's
+finishes are re-checked against the cursor just before they are yielded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+
+from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
+from airflow_provider_dashscope_batch.events.callback import event_secrets
+from airflow_provider_dashscope_batch.events.mailbox import Mailbox, variable_key
+from airflow_provider_dashscope_batch.events.tokens import is_marked
+from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
+
+if TYPE_CHECKING:
+    from airflow_provider_dashscope_batch.client.sync import DashScopeClient
+    from airflow_provider_dashscope_batch.client.types import Batch
+
+__all__ = [
+    "DEFAULT_POLL_INTERVAL",
+    "LEASE_ROUNDS",
+    "LOOKBACK_SECONDS",
+    "MIN_LEASE_SECONDS",
+    "Cursor",
+    "DashScopeBatchFinishTrigger",
+    "FinishWatch",
+    "cursor_key",
+    "finish_payload",
+    "payloads",
+]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two list polls (the guide: poll no more often than once a minute).
+DEFAULT_POLL_INTERVAL = 60.0
+#: How far back the cursor remembers (a batch runs at most 14 days; one more day for the queue).
+LOOKBACK_SECONDS = 15 * 86400
+#: A lease not renewed for this many round intervals (and at least :data:`MIN_LEASE_SECONDS`) is free.
+LEASE_ROUNDS = 3
+MIN_LEASE_SECONDS = 30.0
+#: Seconds a claimant waits before it re-reads the lease (the later of two concurrent claims wins).
+CLAIM_SETTLE = 2.0
+#: Clock slack on the creation-time filter (the service's clock and ours).
+_SLACK = 300
+_PAGE_SIZE = 100
+
+
+def cursor_key(conn_id: str) -> str:
+    """The Variable holding connection ``conn_id``'s watcher cursor."""
+    return f"dashscope_batch_watch.{conn_id}"
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """
+    What the watcher of one connection has handed on, persisted between rounds and triggerer restarts.
+
+    :param owner: The lease holder (a random id per trigger instance).
+    :param beat: When the holder last renewed it (epoch seconds).
+    :param since: Creation time (epoch seconds) the next list starts from; None before the first round.
+    :param seq: The mailbox sequence number handed on; None before the first mailbox read.
+    :param done: ``batch_id -> created_at`` of the finishes handed on (and of the baseline).
+    """
+
+    owner: str = ""
+    beat: float = 0.0
+    since: int | None = None
+    seq: int | None = None
+    done: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        """The Variable's value."""
+        return json.dumps(
+            {"owner": self.owner, "beat": self.beat, "since": self.since, "seq": self.seq, "done": self.done}
+        )
+
+    @classmethod
+    def from_value(cls, value: Any) -> Cursor:
+        """Read a Variable's value back; a missing or malformed value is a fresh cursor."""
+        try:
+            data = json.loads(value) if isinstance(value, (str, bytes)) else value
+            since, seq = data.get("since"), data.get("seq")
+            return cls(
+                str(data.get("owner") or ""),
+                float(data.get("beat") or 0),
+                None if since is None else int(since),
+                None if seq is None else int(seq),
+                {str(k): int(v) for k, v in dict(data.get("done") or {}).items()},
+            )
+        except (TypeError, ValueError, AttributeError):
+            return cls()
+
+    def pruned(self, now: float) -> Cursor:
+        """Without the finishes older than :data:`LOOKBACK_SECONDS`."""
+        floor = now - LOOKBACK_SECONDS
+        return replace(self, done={k: v for k, v in self.done.items() if v >= floor})
+
+
+def finish_payload(conn_id: str, batch: Batch) -> dict[str, Any]:
+    """An event's payload (the Asset event's ``extra["payload"]``): what a results DAG needs."""
+    counts = batch.request_counts
+    return {
+        "conn_id": conn_id,
+        "batch_id": batch.id,
+        "status": batch.status.value,
+        "input_file_id": batch.input_file_id,
+        "output_file_id": batch.output_file_id,
+        "error_file_id": batch.error_file_id,
+        "request_counts": None if counts is None else counts.model_dump(mode="json"),
+    }
+
+
+def _get_variable(key: str) -> Any:
+    from airflow.providers.common.compat.sdk import Variable
+
+    return Variable.get(key, default=None)
+
+
+def _set_variable(key: str, value: str) -> None:
+    from airflow.providers.common.compat.sdk import Variable
+
+    Variable.set(key, value)
+
+
+class FinishWatch:
+    """
+    The watcher's rounds for one connection: list poll, mailbox, cursor and lease.
+
+    :param conn_id: The connection id.
+    :param client: The connection's sync client (calls run in worker threads).
+    :param secrets_: The connection's finish-events secrets (marks made under any of them count).
+    :param poll_interval: Seconds between two list polls.
+    :param mailbox_interval: Seconds between two mailbox reads; None: no mailbox.
+    :param get: Reads a Variable (blocking); default: the Task SDK's.
+    :param put: Writes a Variable (blocking); default: the Task SDK's.
+    :param clock: Epoch seconds now.
+    """
+
+    def __init__(
+        self,
+        conn_id: str,
+        client: DashScopeClient,
+        secrets_: tuple[str, ...],
+        *,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        mailbox_interval: float | None = None,
+        get: Callable[[str], Any] | None = None,
+        put: Callable[[str, str], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.conn_id, self.client, self.secrets = conn_id, client, secrets_
+        self.poll_interval, self.mailbox_interval = poll_interval, mailbox_interval
+        self.get, self.put, self.clock = get or _get_variable, put or _set_variable, clock
+        self.me = secrets.token_hex(8)
+        self.interval = min(poll_interval, mailbox_interval or poll_interval)
+        self.lease = max(MIN_LEASE_SECONDS, LEASE_ROUNDS * self.interval)
+        self.requests = 0
+        self._next_list = 0.0
+
+    async def _load(self) -> Cursor:
+        return Cursor.from_value(await anyio.to_thread.run_sync(self.get, cursor_key(self.conn_id)))
+
+    async def _save(self, cursor: Cursor) -> None:
+        await anyio.to_thread.run_sync(self.put, cursor_key(self.conn_id), cursor.to_json())
+
+    async def _hold(self, cursor: Cursor) -> Cursor | None:
+        """The cursor if this watcher holds the lease (claiming a free one), else None."""
+        now = self.clock()
+        if cursor.owner == self.me:
+            return cursor
+        if cursor.owner and now - cursor.beat < self.lease:
+            return None
+        await self._save(replace(cursor, owner=self.me, beat=now))
+        await asyncio.sleep(CLAIM_SETTLE)
+        cursor = await self._load()
+        return cursor if cursor.owner == self.me else None
+
+    async def round(self) -> AsyncIterator[dict[str, Any]]:
+        """One round: the mailbox (if due), the list poll (if due); yield each new finish's payload."""
+        cursor = await self._hold(await self._load())
+        if cursor is None:
+            return
+        now = self.clock()
+        found: dict[str, Batch] = {}
+        list_due = now >= self._next_list or cursor.since is None
+        if self.mailbox_interval is not None:
+            cursor, lost = await self._mailbox(cursor, found)
+            list_due = list_due or lost
+        if list_due:
+            cursor = await self._list(cursor, found, now)
+            self._next_list = now + self.poll_interval
+        if found:  # re-checked against the cursor as it is now; written once after the last is taken
+            fresh = await self._load()
+            if fresh.owner != self.me:
+                return
+            new = [batch for batch in found.values() if batch.id not in fresh.done]
+            for batch in new:
+                log.info("Batch %s of connection %r finished %s", batch.id, self.conn_id, batch.status)
+                yield finish_payload(self.conn_id, batch)
+            done = {**fresh.done, **{batch.id: _created(batch) for batch in new}}
+            cursor = replace(fresh, since=cursor.since, seq=cursor.seq, done=done)
+        await self._save(replace(cursor, beat=self.clock()).pruned(self.clock()))
+
+    async def _list(self, cursor: Cursor, found: dict[str, Batch], now: float) -> Cursor:
+        """
+        Read the batches created since the cursor's ``since``; the marked terminal ones are finishes.
+
+        The next list starts at the creation time of the oldest marked batch still running, else of the
+        newest batch listed: the service's own clock, so a skewed local clock loses nothing.
+        """
+        baseline = cursor.since is None
+        floor = int(now) - LOOKBACK_SECONDS
+        since = floor if cursor.since is None else max(cursor.since, floor)
+        batches = await anyio.to_thread.run_sync(self._list_pages, since - _SLACK)
+        running = [_created(b) for b in batches if not b.status.is_terminal and self._ours(b)]
+        newest = max((_created(b) for b in batches), default=since)
+        done = dict(cursor.done)
+        for batch in batches:
+            if batch.status.is_terminal and self._ours(batch) and batch.id not in done:
+                if baseline:
+                    done[batch.id] = _created(batch)
+                else:
+                    found.setdefault(batch.id, batch)
+        return replace(cursor, since=min([*running, newest]), done=done)
+
+    def _list_pages(self, create_after: int) -> list[Batch]:
+        after = datetime.fromtimestamp(create_after, UTC)
+        batches, page = [], self.client.list_batches(create_after=after, page_size=_PAGE_SIZE)
+        self.requests += 1
+        for n, batch in enumerate(page, 1):
+            batches.append(batch)
+            if n % _PAGE_SIZE == 0:
+                self.requests += 1  # the listing fetches the next page when iterated on
+        return batches
+
+    async def _mailbox(self, cursor: Cursor, found: dict[str, Batch]) -> tuple[Cursor, bool]:
+        """Confirm the receiver's posts since the cursor's ``seq``; whether some fell out of the mailbox."""
+        mailbox = Mailbox.from_value(await anyio.to_thread.run_sync(self.get, variable_key(self.conn_id)))
+        if cursor.seq is None:
+            return replace(cursor, seq=mailbox.seq), False
+        posted, lost = mailbox.since(cursor.seq)
+        for batch_id in posted:
+            if batch_id in cursor.done or batch_id in found:
+                continue
+            batch = await self._confirm(batch_id)
+            if batch is not None:
+                found[batch.id] = batch
+        return replace(cursor, seq=mailbox.seq), lost
+
+    async def _confirm(self, batch_id: str) -> Batch | None:
+        """The batch if one read shows it terminal and ours."""
+        self.requests += 1
+        try:
+            batch = await anyio.to_thread.run_sync(
+                lambda: self.client.retrieve_batch(batch_id, max_retries=1)
+            )
+        except NotFoundError:
+            return None
+        return batch if batch.status.is_terminal and self._ours(batch) else None
+
+    def _ours(self, batch: Batch) -> bool:
+        return is_marked(self.secrets, self.conn_id, batch.metadata)
+
+
+def _created(batch: Batch) -> int:
+    return int(batch.created_at or time.time())
+
+
+class DashScopeBatchFinishTrigger(BaseEventTrigger):
+    """
+    Yields one event per finish of a batch this deployment created through ``dashscope_conn_id``.
+
+    For ``AssetWatcher``; see :mod:`~airflow_provider_dashscope_batch.events.watcher` for the sources and
+    the exactly-once design. The event's payload is :func:`finish_payload`; a DAG scheduled on the Asset
+    finds it in ``triggering_asset_events[asset][i].extra["payload"]``.
+
+    :param dashscope_conn_id: The connection; it needs the ``finish_events_secret`` extra.
+    :param poll_interval: Seconds between two list polls (at least 60, as the guide advises).
+    :param mailbox_interval: Seconds between two reads of the receiver's mailbox; None (default) when no
+        receiver is set up (the mailbox read is one Variable read, no request to the service).
+    """
+
+    def __init__(
+        self,
+        dashscope_conn_id: str = DashScopeBatchHook.default_conn_name,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
+        mailbox_interval: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.dashscope_conn_id = dashscope_conn_id
+        self.poll_interval = float(poll_interval)
+        self.mailbox_interval = None if mailbox_interval is None else float(mailbox_interval)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "dashscope_conn_id": self.dashscope_conn_id,
+                "poll_interval": self.poll_interval,
+                "mailbox_interval": self.mailbox_interval,
+            },
+        )
+
+    def watch(self, **kwargs: Any) -> FinishWatch:
+        """The rounds of this trigger (blocking: reads the connection)."""
+        hook = DashScopeBatchHook(dashscope_conn_id=self.dashscope_conn_id)
+        found = event_secrets(hook.get_connection(self.dashscope_conn_id).extra_dejson)
+        if not found:
+            raise ConnectionSetupError(
+                f"The finish watcher of connection {self.dashscope_conn_id!r} needs its "
+                "'finish_events_secret' extra (the secret the batches' marks are made with)."
+            )
+        return FinishWatch(
+            self.dashscope_conn_id,
+            hook.get_conn(),
+            found,
+            poll_interval=self.poll_interval,
+            mailbox_interval=self.mailbox_interval,
+            **kwargs,
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        watch: FinishWatch | None = None
+        while True:
+            try:
+                watch = watch or await anyio.to_thread.run_sync(self.watch)
+                async for payload in watch.round():
+                    yield TriggerEvent(payload)
+            except (DashScopeError, ConnectionSetupError) as exc:  # the next round tries again
+                log.warning("The finish watcher of connection %r: %s", self.dashscope_conn_id, exc)
+            except Exception:  # a Variable or connection lookup failing: the watcher must outlive it
+                log.exception("The finish watcher of connection %r failed a round", self.dashscope_conn_id)
+            await asyncio.sleep(watch.interval if watch else self.poll_interval)
+
+
+def payloads(events: Iterable[Any]) -> list[dict[str, Any]]:
+    """The finish payloads of a DAG run's triggering Asset events (for a results DAG's first task)."""
+    return [event.extra["payload"] for event in events if isinstance(event.extra.get("payload"), dict)]

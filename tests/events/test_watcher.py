@@ -1,0 +1,201 @@
+"""The finish watcher against the emulator: one event per finish of our batches, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_dashscope_batch.events import watcher as watcher_module
+from airflow_provider_dashscope_batch.events.receiver import post
+from airflow_provider_dashscope_batch.events.tokens import MARK_KEY, mark
+from airflow_provider_dashscope_batch.events.watcher import (
+    Cursor,
+    DashScopeBatchFinishTrigger,
+    FinishWatch,
+    cursor_key,
+)
+
+SAMPLE_REQUESTS = Path(__file__).resolve().parents[2] / "example_dags" / "data" / "requests.jsonl"
+CONN = "dashscope_default"
+SECRET = "watcher-test-secret"
+RETRIEVE = "GET /batches/{batch_id}"
+
+pytestmark = pytest.mark.anyio
+
+
+def get_variable(key: str):
+    from airflow.models.variable import Variable
+
+    return Variable.get(key, default_var=None)
+
+
+def put_variable(key: str, value: str) -> None:
+    from airflow.models.variable import Variable
+
+    Variable.set(key, value)
+
+
+@pytest.fixture
+def clean_variables(airflow_db) -> None:
+    from airflow.models.variable import Variable
+
+    for key in (cursor_key(CONN), f"dashscope_batch_finished.{CONN}"):
+        Variable.delete(key)
+
+
+@pytest.fixture
+def conn(dashscope_conn, clean_variables) -> None:
+    dashscope_conn(finish_events_secret=SECRET)
+
+
+def create(client, *, secret: str | None = SECRET, conn_id: str = CONN, n: int = 1) -> list[str]:
+    file_id = client.upload_file(SAMPLE_REQUESTS).id
+    ids = []
+    for i in range(n):
+        key = f"airflow-{time.monotonic_ns():040x}-g{i + 1}"[:52]
+        metadata = {"idempotency_key": key}
+        if secret is not None:
+            metadata[MARK_KEY] = mark(secret, conn_id, key)
+        ids.append(
+            client.create_batch(input_file_id=file_id, endpoint="/v1/chat/ds-test", metadata=metadata).id
+        )
+    return ids
+
+
+def wait_terminal(client, ids: list[str]) -> None:
+    deadline = time.monotonic() + 60
+    while not all(client.retrieve_batch(b).status.is_terminal for b in ids):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def new_watch(dashscope_emulator, **kwargs) -> FinishWatch:
+    trigger = DashScopeBatchFinishTrigger(CONN, **kwargs)
+    return trigger.watch(get=get_variable, put=put_variable, clock=dashscope_emulator.now)
+
+
+async def collect(watch: FinishWatch) -> list[dict]:
+    return [payload async for payload in watch.round()]
+
+
+@pytest.fixture(autouse=True)
+def fast_claims(monkeypatch) -> None:
+    monkeypatch.setattr(watcher_module, "CLAIM_SETTLE", 0.05)
+
+
+async def test_each_finish_of_our_batches_is_one_event_and_no_other_batch_is(
+    dashscope_emulator, conn, client
+):
+    before = create(client, n=2)  # finished before the watcher first ran: its baseline
+    wait_terminal(client, before)
+    watch = new_watch(dashscope_emulator, poll_interval=0)
+    assert await collect(watch) == []
+    ours = create(client, n=3)
+    others = [
+        *create(client, secret=None),  # no mark
+        *create(client, secret="another-deployment"),  # another deployment's secret
+        *create(client, conn_id="another_conn"),  # another connection's mark
+    ]
+    wait_terminal(client, ours + others)
+    payloads = await collect(watch)
+    assert sorted(p["batch_id"] for p in payloads) == sorted(ours)
+    assert {p["status"] for p in payloads} == {"completed"}
+    assert all(p["output_file_id"] for p in payloads)
+    assert await collect(watch) == []
+
+
+async def test_a_restarted_watcher_hands_on_no_finish_twice_and_misses_none(dashscope_emulator, conn, client):
+    first = new_watch(dashscope_emulator, poll_interval=0)
+    await collect(first)
+    done = create(client, n=2)
+    wait_terminal(client, done)
+    assert len(await collect(first)) == 2
+    later = create(client, n=2)
+    wait_terminal(client, later)
+    restarted = new_watch(dashscope_emulator, poll_interval=0)  # a new trigger instance, same cursor
+    assert await collect(restarted) == []  # the old lease is still live: stand by
+    dashscope_emulator.advance(restarted.lease + 1)
+    payloads = await collect(restarted)
+    assert sorted(p["batch_id"] for p in payloads) == sorted(later)
+
+
+async def test_two_triggerers_running_the_watcher_hand_on_each_finish_once(dashscope_emulator, conn, client):
+    one, two = new_watch(dashscope_emulator, poll_interval=0), new_watch(dashscope_emulator, poll_interval=0)
+    await asyncio.gather(collect(one), collect(two))
+    ids = create(client, n=20)
+    wait_terminal(client, ids)
+    seen: list[str] = []
+    for _ in range(3):
+        for payloads in await asyncio.gather(collect(one), collect(two)):
+            seen.extend(p["batch_id"] for p in payloads)
+    assert sorted(seen) == sorted(ids)
+
+
+async def test_a_mailbox_post_is_confirmed_with_one_read_before_it_counts(dashscope_emulator, conn, client):
+    watch = new_watch(dashscope_emulator, poll_interval=3600, mailbox_interval=1)
+    await collect(watch)
+    (ours,) = create(client)
+    (foreign,) = create(client, secret="another-deployment")
+    wait_terminal(client, [ours, foreign])
+    post(CONN, ours)
+    post(CONN, foreign)
+    reads = dashscope_emulator.request_counts().get(RETRIEVE, 0)
+    payloads = await collect(watch)  # the list poll is not due: the mailbox alone
+    assert [p["batch_id"] for p in payloads] == [ours]
+    assert dashscope_emulator.request_counts().get(RETRIEVE, 0) == reads + 2
+
+
+async def test_the_cursor_survives_a_malformed_variable(dashscope_emulator, conn, client):
+    put_variable(cursor_key(CONN), "not json")
+    assert Cursor.from_value(get_variable(cursor_key(CONN))) == Cursor()
+    watch = new_watch(dashscope_emulator, poll_interval=0)
+    assert await collect(watch) == []
+    assert json.loads(get_variable(cursor_key(CONN)))["owner"] == watch.me
+
+
+async def test_the_trigger_runs_in_an_event_loop_and_yields_events(
+    dashscope_emulator, conn, client, monkeypatch
+):
+    monkeypatch.setattr(watcher_module, "_get_variable", get_variable)
+    monkeypatch.setattr(watcher_module, "_set_variable", put_variable)
+    trigger = DashScopeBatchFinishTrigger(CONN, poll_interval=0.2)
+    classpath, _ = trigger.serialize()
+    assert classpath == "airflow_provider_dashscope_batch.events.watcher.DashScopeBatchFinishTrigger"
+    events = trigger.run()
+    baseline = asyncio.ensure_future(events.__anext__())
+    await asyncio.sleep(1)
+    (batch_id,) = create(client)
+    wait_terminal(client, [batch_id])
+    event = await asyncio.wait_for(baseline, 30)
+    assert event.payload["batch_id"] == batch_id
+    await events.aclose()
+
+
+async def test_a_local_clock_an_hour_ahead_of_the_service_loses_no_finish(dashscope_emulator, conn, client):
+    trigger = DashScopeBatchFinishTrigger(CONN, poll_interval=0)
+    ahead = trigger.watch(get=get_variable, put=put_variable, clock=lambda: dashscope_emulator.now() + 3600)
+    await collect(ahead)
+    await collect(ahead)  # a round with nothing new: the next list still starts at the service's time
+    ids = create(client, n=2)
+    wait_terminal(client, ids)
+    assert sorted(p["batch_id"] for p in await collect(ahead)) == sorted(ids)
+
+
+async def test_a_watcher_stopped_in_the_middle_of_a_round_loses_no_finish(dashscope_emulator, conn, client):
+    first = new_watch(dashscope_emulator, poll_interval=0)
+    await collect(first)
+    ids = create(client, n=3)
+    wait_terminal(client, ids)
+    stopped = first.round()
+    taken = await stopped.__anext__()  # the triggerer took one event, then the triggerer stopped
+    await stopped.aclose()
+    successor = new_watch(dashscope_emulator, poll_interval=0)
+    dashscope_emulator.advance(successor.lease + 1)
+    payloads = await collect(successor)
+    assert sorted(p["batch_id"] for p in payloads) == sorted(ids)  # none lost; the taken one again
+    assert taken["batch_id"] in ids
+    assert await collect(successor) == []
