@@ -28,10 +28,7 @@ from airflow_provider_dashscope_batch.events.callback import airflow_callback_ur
 from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTERVAL
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
 from airflow_provider_dashscope_batch.jobs.ledger import progress_line
-from airflow_provider_dashscope_batch.operators.base import (
-    DashScopeBaseBatchOperator,
-    DashScopeBatchOutcomeMixin,
-)
+from airflow_provider_dashscope_batch.operators.base import DashScopeBaseBatchOperator, judge
 from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY, DashScopeCostMixin
 from airflow_provider_dashscope_batch.operators.lineage import batch_lineage, keep_for_lineage
 from airflow_provider_dashscope_batch.operators.links import (
@@ -46,7 +43,7 @@ from airflow_provider_dashscope_batch.operators.rounds import (
 from airflow_provider_dashscope_batch.operators.upload import as_path
 from airflow_provider_dashscope_batch.sharding.creator import creator_metadata
 from airflow_provider_dashscope_batch.waiting.late import LateCopies
-from airflow_provider_dashscope_batch.waiting.protocol import Outcome, WaitSettings
+from airflow_provider_dashscope_batch.waiting.protocol import Outcome, OutcomePolicy, WaitSettings
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -84,9 +81,7 @@ def _lineage(context: Context) -> str:
     return lineage(ti.dag_id, ti.task_id, ti.run_id, str(getattr(ti, "map_index", -1)))
 
 
-class DashScopeCreateBatchOperator(
-    DashScopeCostMixin, DashScopeBatchOutcomeMixin, DashScopeBaseBatchOperator
-):
+class DashScopeCreateBatchOperator(DashScopeCostMixin, DashScopeBaseBatchOperator):
     """
     Create a batch, push its id to XCom (key ``batch_id``) and, by default, wait for it to finish.
 
@@ -141,6 +136,12 @@ class DashScopeCreateBatchOperator(
     :param source: The JSONL the input file was made from: a path, URL or ``ObjectStoragePath``
         (templated; default: the one an upstream :class:`DashScopeUploadFileOperator` recorded for this
         file id). Input files cannot be downloaded from the service.
+    :param on_partial_failure: Outcome (``"success"``, ``"fail"`` or ``"skip"``) of ``completed`` with
+        some requests failed (default success).
+    :param on_all_failed: Outcome of ``completed`` with every request failed (default fail).
+    :param on_expired: Outcome of ``expired`` (default fail).
+    :param on_cancelled: Outcome of ``cancelled`` (default fail).
+    :param on_failed: Outcome of ``failed`` (default fail).
     :return: The final batch as a JSON dict (or the fresh batch if ``wait_for_completion=False``).
     """
 
@@ -172,9 +173,17 @@ class DashScopeCreateBatchOperator(
         resubmit_rounds: int = 0,
         resubmit_errors: Mapping[int | str, bool] | None = None,
         source: str | ObjectStoragePath | None = None,
+        on_partial_failure: str = Outcome.SUCCESS,
+        on_all_failed: str = Outcome.FAIL,
+        on_expired: str = Outcome.FAIL,
+        on_cancelled: str = Outcome.FAIL,
+        on_failed: str = Outcome.FAIL,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.outcome_policy = OutcomePolicy(
+            on_partial_failure, on_all_failed, on_expired, on_cancelled, on_failed
+        )
         if not isinstance(resubmit_rounds, int) or resubmit_rounds < 0:
             raise ValueError(f"resubmit_rounds must be an int >= 0; got {resubmit_rounds!r}")
         if resubmit_rounds and not self.wait_for_completion:
@@ -252,7 +261,7 @@ class DashScopeCreateBatchOperator(
         if not batch.status.is_terminal:
             batches[-1] = self._await_terminal(batch, copies)
         if rounds is None:
-            return keep_for_lineage(self, self.judge(batches[-1]))
+            return keep_for_lineage(self, judge(self.outcome_policy, batches[-1], self.log))
         return self._rounds(context, rounds, batches, last_generation)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -260,17 +269,17 @@ class DashScopeCreateBatchOperator(
         batch = self._resumed(event)
         ti = context.get("ti")
         if ti is None:
-            return keep_for_lineage(self, self.judge(batch))
+            return keep_for_lineage(self, judge(self.outcome_policy, batch, self.log))
         map_index = getattr(ti, "map_index", -1)
         own = {"task_ids": self.task_id, "map_indexes": map_index if map_index >= 0 else None}
         batch_ids = ti.xcom_pull(key="batch_ids", **own)  # kept across a deferral
         last_generation = ti.xcom_pull(key=ROUND_LIMIT_KEY, **own)
         if not batch_ids or last_generation is None:
-            return keep_for_lineage(self, self.judge(batch))
+            return keep_for_lineage(self, judge(self.outcome_policy, batch, self.log))
         client = self.hook.get_conn()
         rounds = self._job_rounds(context, client)
         if rounds is None:
-            return keep_for_lineage(self, self.judge(batch))
+            return keep_for_lineage(self, judge(self.outcome_policy, batch, self.log))
         batches = [client.retrieve_batch(batch_id) for batch_id in batch_ids[:-1]] + [batch]
         return self._rounds(context, rounds, batches, last_generation)
 
@@ -305,8 +314,8 @@ class DashScopeCreateBatchOperator(
         while True:
             latest = batches[-1]
             generation = _generation(latest)
-            if len(batches) == 1 and generation >= last_generation:
-                return keep_for_lineage(self, self.judge(latest))  # one batch: its counts are the job's
+            if len(batches) == 1 and generation >= last_generation:  # one batch: its counts are the job's
+                return keep_for_lineage(self, judge(self.outcome_policy, latest, self.log))
             state = rounds.settle(batches)
             if (
                 not state.counts.unanswered

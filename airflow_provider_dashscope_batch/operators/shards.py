@@ -31,7 +31,7 @@ from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import airflow_callback_url
 from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTERVAL
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
-from airflow_provider_dashscope_batch.operators.base import DashScopeBatchOutcomeMixin, remove_late_copies
+from airflow_provider_dashscope_batch.operators.base import remove_late_copies
 from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin, LineSink
 from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, sharded_lineage
 from airflow_provider_dashscope_batch.operators.links import (
@@ -75,6 +75,7 @@ from airflow_provider_dashscope_batch.waiting.protocol import (
     DEFAULT_POLL_BACKOFF,
     DEFAULT_POLL_INTERVAL,
     Outcome,
+    OutcomePolicy,
     WaitEvent,
     WaitEventKind,
     WaitSettings,
@@ -253,7 +254,7 @@ class DashScopeSplitRequestsOperator(_ShardingOperator):
         return [s.uri for s in result.shards]
 
 
-class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMixin, _ShardingOperator):
+class DashScopeShardedBatchOperator(DashScopeCostMixin, _ShardingOperator):
     """
     Run any number of requests as one job: split, upload and batch every shard, wait for all in one deferral.
 
@@ -365,9 +366,17 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, DashScopeBatchOutcomeMix
         finish_event_poll_interval: float = DEFAULT_SAFETY_NET_INTERVAL,
         resubmit_rounds: int = DEFAULT_RESUBMIT_ROUNDS,
         resubmit_errors: Mapping[int | str, bool] | None = None,
+        on_partial_failure: str = Outcome.SUCCESS,
+        on_all_failed: str = Outcome.FAIL,
+        on_expired: str = Outcome.FAIL,
+        on_cancelled: str = Outcome.FAIL,
+        on_failed: str = Outcome.FAIL,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.outcome_policy = OutcomePolicy(
+            on_partial_failure, on_all_failed, on_expired, on_cancelled, on_failed
+        )
         if not isinstance(resubmit_rounds, int) or resubmit_rounds < 0:
             raise ValueError(f"resubmit_rounds must be an int >= 0; got {resubmit_rounds!r}")
         self.resubmit_rounds = resubmit_rounds
