@@ -6,6 +6,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,7 +30,7 @@ from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTE
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
 from airflow_provider_dashscope_batch.jobs.ledger import progress_line
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseBatchOperator, judge
-from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY, DashScopeCostMixin
+from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY, CostGuard
 from airflow_provider_dashscope_batch.operators.lineage import batch_lineage, keep_for_lineage
 from airflow_provider_dashscope_batch.operators.links import (
     DashScopeBatchConsoleLink,
@@ -81,7 +82,7 @@ def _lineage(context: Context) -> str:
     return lineage(ti.dag_id, ti.task_id, ti.run_id, str(getattr(ti, "map_index", -1)))
 
 
-class DashScopeCreateBatchOperator(DashScopeCostMixin, DashScopeBaseBatchOperator):
+class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
     """
     Create a batch, push its id to XCom (key ``batch_id``) and, by default, wait for it to finish.
 
@@ -126,7 +127,7 @@ class DashScopeCreateBatchOperator(DashScopeCostMixin, DashScopeBaseBatchOperato
     :param cost_estimate: The input file's preflight estimate (templated; default: the ``cost_estimate``
         XCom an upstream :class:`DashScopeUploadFileOperator` pushed for this file id). Before a batch is
         created, the connection's region must offer its model and ``max_cost`` / ``max_input_tokens``
-        (see :class:`~airflow_provider_dashscope_batch.operators.cost.DashScopeCostMixin`) must hold.
+        (see :class:`~airflow_provider_dashscope_batch.operators.cost.CostGuard`) must hold.
     :param resubmit_rounds: Most follow-up rounds after the first batch of a try (default 0: one batch;
         a round needs the request lines, which this operator has only when told where they are).
     :param resubmit_errors: Which failed requests a round sends again, overriding the default
@@ -178,9 +179,30 @@ class DashScopeCreateBatchOperator(DashScopeCostMixin, DashScopeBaseBatchOperato
         on_expired: str = Outcome.FAIL,
         on_cancelled: str = Outcome.FAIL,
         on_failed: str = Outcome.FAIL,
+        estimate_cost: bool = True,
+        max_cost: float | str | Decimal | None = None,
+        max_input_tokens: int | None = None,
+        expected_output_tokens: int | None = None,
+        budget_basis: str | None = None,
+        on_default_thinking: str = "error",
+        prices: Mapping[str, Any] | None = None,
+        approve_above: float | str | Decimal | None = None,
+        approval_timeout: timedelta | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.cost = CostGuard(
+            self,
+            estimate_cost=estimate_cost,
+            max_cost=max_cost,
+            max_input_tokens=max_input_tokens,
+            expected_output_tokens=expected_output_tokens,
+            budget_basis=budget_basis,
+            on_default_thinking=on_default_thinking,
+            prices=prices,
+            approve_above=approve_above,
+            approval_timeout=approval_timeout,
+        )
         self.outcome_policy = OutcomePolicy(
             on_partial_failure, on_all_failed, on_expired, on_cancelled, on_failed
         )
@@ -199,6 +221,13 @@ class DashScopeCreateBatchOperator(DashScopeCostMixin, DashScopeBaseBatchOperato
         self.resubmit_rounds = resubmit_rounds
         self.resubmit_errors = ResubmitErrors.of(resubmit_errors)
         self.source = source
+
+    def resume_after_approval(
+        self, context: Context, event: dict[str, Any], approved_cost: str | None = None
+    ) -> Any:
+        """Resume on a person's decision: a rejection or no decision fails, an approval runs the task."""
+        self.cost.approve(context, event, approved_cost)
+        return self.execute(context)
 
     def execute(self, context: Context) -> dict[str, Any]:
         client = self.hook.get_conn()
@@ -240,9 +269,9 @@ class DashScopeCreateBatchOperator(DashScopeCostMixin, DashScopeBaseBatchOperato
                         generation,
                     )
         if batch is None:
-            self.check_finish_callback(self.finish_callback or self.finish_callback_url)
-            estimates = self.upstream_estimates(context, self.cost_estimate, {self.input_file_id})
-            self.check_estimates(estimates, self.price_table()[1])
+            self.cost.check_finish_callback(self.finish_callback or self.finish_callback_url)
+            estimates = self.cost.upstream_estimates(context, self.cost_estimate, {self.input_file_id})
+            self.cost.check_estimates(estimates, self.cost.price_table()[1])
             if estimates:  # passed on, so a transfer downstream of this task finds the job's estimate
                 pushed = [e.model_dump(mode="json") for e in estimates]
                 context["ti"].xcom_push(key=COST_XCOM_KEY, value=pushed)
@@ -302,7 +331,7 @@ class DashScopeCreateBatchOperator(DashScopeCostMixin, DashScopeBaseBatchOperato
                     "DashScopeUploadFileOperator(file=...), or set resubmit_rounds=0. Nothing was created."
                 )
             return None
-        table = self.price_table()
+        table = self.cost.price_table()
         return JobRounds(
             client, as_path(source), self.resubmit_errors, self.log, meter=lambda: CostMeter(*table)
         )
@@ -337,10 +366,10 @@ class DashScopeCreateBatchOperator(DashScopeCostMixin, DashScopeBaseBatchOperato
         key_lineage = _lineage(context)
         with tempfile.TemporaryDirectory(prefix="dashscope-round-") as tmp:
             path = Path(tmp) / "round.jsonl"
-            estimator = self.cost_estimator(f"round {generation} of {self.task_id}")
-            with self.cost_checks(), path.open("wb") as out:
+            estimator = self.cost.cost_estimator(f"round {generation} of {self.task_id}")
+            with self.cost.cost_checks(), path.open("wb") as out:
                 sent = rounds.write_remainder(out, estimator.feed)
-            rounds.check_budget(self.cost_policy, estimator, state)
+            rounds.check_budget(self.cost.cost_policy, estimator, state)
             self.log.info("%s", progress_line(generation, last_generation, sent, state.counts))
             file = rounds.upload(
                 path, f"{self.task_id}-round-{generation}.jsonl", with_generation(key_lineage, generation)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
@@ -32,7 +33,7 @@ from airflow_provider_dashscope_batch.events.callback import airflow_callback_ur
 from airflow_provider_dashscope_batch.events.wake import DEFAULT_SAFETY_NET_INTERVAL
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
 from airflow_provider_dashscope_batch.operators.base import remove_late_copies
-from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin, LineSink
+from airflow_provider_dashscope_batch.operators.cost import CostGuard, LineSink
 from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, sharded_lineage
 from airflow_provider_dashscope_batch.operators.links import (
     DashScopeBatchConsoleLink,
@@ -254,7 +255,7 @@ class DashScopeSplitRequestsOperator(_ShardingOperator):
         return [s.uri for s in result.shards]
 
 
-class DashScopeShardedBatchOperator(DashScopeCostMixin, _ShardingOperator):
+class DashScopeShardedBatchOperator(_ShardingOperator):
     """
     Run any number of requests as one job: split, upload and batch every shard, wait for all in one deferral.
 
@@ -315,7 +316,7 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, _ShardingOperator):
     :param on_cancelled: Outcome of a shard ``cancelled`` (default fail).
     :param on_failed: Outcome of a shard ``failed`` (default fail).
     :param estimate_cost: Estimate tokens and cost first (see
-        :class:`~airflow_provider_dashscope_batch.operators.cost.DashScopeCostMixin` for ``max_cost``,
+        :class:`~airflow_provider_dashscope_batch.operators.cost.CostGuard` for ``max_cost``,
         ``max_input_tokens``, ``expected_output_tokens``, ``budget_basis``, ``on_default_thinking`` and
         ``prices``).
     :param finish_callback: ``"airflow"``: every shard's batch calls this Airflow's receiver when it
@@ -371,9 +372,30 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, _ShardingOperator):
         on_expired: str = Outcome.FAIL,
         on_cancelled: str = Outcome.FAIL,
         on_failed: str = Outcome.FAIL,
+        estimate_cost: bool = True,
+        max_cost: float | str | Decimal | None = None,
+        max_input_tokens: int | None = None,
+        expected_output_tokens: int | None = None,
+        budget_basis: str | None = None,
+        on_default_thinking: str = "error",
+        prices: Mapping[str, Any] | None = None,
+        approve_above: float | str | Decimal | None = None,
+        approval_timeout: timedelta | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.cost = CostGuard(
+            self,
+            estimate_cost=estimate_cost,
+            max_cost=max_cost,
+            max_input_tokens=max_input_tokens,
+            expected_output_tokens=expected_output_tokens,
+            budget_basis=budget_basis,
+            on_default_thinking=on_default_thinking,
+            prices=prices,
+            approve_above=approve_above,
+            approval_timeout=approval_timeout,
+        )
         self.outcome_policy = OutcomePolicy(
             on_partial_failure, on_all_failed, on_expired, on_cancelled, on_failed
         )
@@ -420,11 +442,18 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, _ShardingOperator):
         )
         return self._stager
 
+    def resume_after_approval(
+        self, context: Context, event: dict[str, Any], approved_cost: str | None = None
+    ) -> Any:
+        """Resume on a person's decision: a rejection or no decision fails, an approval runs the task."""
+        self.cost.approve(context, event, approved_cost)
+        return self.execute(context)
+
     # ------------------------------------------------------------------------------- first try
     def execute(self, context: Context) -> dict[str, Any]:
         stager = self._start_try()
-        self.check_finish_callback(self.finish_callback)
-        self.push_estimate(context, self._preflight())
+        self.cost.check_finish_callback(self.finish_callback)
+        self.cost.push_estimate(context, self._preflight())
         ti = context["ti"]
         token = job_token(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))
         client = self.hook.get_conn()
@@ -453,7 +482,7 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, _ShardingOperator):
                 return path.open("wb"), str(path)
 
             try:
-                endpoint = self._split(spool, plan, self.model_catalog()).endpoint
+                endpoint = self._split(spool, plan, self.cost.model_catalog()).endpoint
             except TaskKilled:
                 stager.after_kill(client, context, staged)
                 raise
@@ -480,14 +509,14 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, _ShardingOperator):
     def _preflight(self) -> Any:
         """Estimate the whole input (or check its first request) before anything is sent."""
         request = self.request_input
-        estimator = self.cost_estimator(str(request.file or request.csv or "requests"))
+        estimator = self.cost.cost_estimator(str(request.file or request.csv or "requests"))
 
         def feed(line: bytes) -> None:
             estimator.feed(line)
-            if not self.estimate_cost:
+            if not self.cost.estimate_cost:
                 raise _FirstLineRead
 
-        with self.cost_checks(), suppress(_FirstLineRead), _input_errors_fail():
+        with self.cost.cost_checks(), suppress(_FirstLineRead), _input_errors_fail():
             if request.file is not None:
                 validate_jsonl(as_path(request.file), endpoint=request.endpoint, on_line=feed)
             elif request.csv is not None:
@@ -513,7 +542,7 @@ class DashScopeShardedBatchOperator(DashScopeCostMixin, _ShardingOperator):
                     endpoint=request.built_endpoint,
                     model=request.model,
                 )
-        return self.settle_estimate(estimator)
+        return self.cost.settle_estimate(estimator)
 
     # ----------------------------------------------------------------------------- fan-out
     def _advance(
