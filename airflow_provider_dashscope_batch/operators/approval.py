@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RESUME_METHOD", "ApprovalGate"]
 
-#: The operator method a decision resumes (the cost mixin's).
+#: The operator method a decision resumes (each operator a :class:`~.cost.CostGuard` guards has one).
 RESUME_METHOD = "resume_after_approval"
 
 

@@ -2,8 +2,8 @@
 Bases of the DashScope operators and sensor.
 
 * :class:`DashScopeBaseOperator`: an operator that talks to DashScope (connection id, cached hook).
-* :class:`DashScopeBatchOutcomeMixin`: the outcome policy's five ``on_*`` parameters, once, and how a
-  finished wait becomes the task's result (success, skip or failure).
+* :func:`judge`: how a batch judged by an :class:`OutcomePolicy` becomes the task's result (success, skip
+  or failure).
 * :class:`DashScopeBaseBatchOperator`: waits for a batch in the worker or deferred, and cancels it when
   the wait times out or a user marks the task failed.
 
@@ -63,7 +63,7 @@ __all__ = [
     "BatchWaitTimeout",
     "DashScopeBaseBatchOperator",
     "DashScopeBaseOperator",
-    "DashScopeBatchOutcomeMixin",
+    "judge",
 ]
 
 
@@ -90,49 +90,20 @@ class DashScopeBaseOperator(BaseOperator):
         return DashScopeBatchHook(dashscope_conn_id=self.dashscope_conn_id)
 
 
-class DashScopeBatchOutcomeMixin(BaseOperator):
+def judge(policy: OutcomePolicy, batch: Batch, log: Any) -> dict[str, Any]:
     """
-    A task that waits for a batch and judges the finished batch with an :class:`OutcomePolicy`.
+    Apply an outcome policy to a terminal batch: return it as JSON (the XCom value), or raise.
 
-    Mix it in before the operator or sensor base class (``class X(DashScopeBatchOutcomeMixin,
-    BaseSensorOperator)``); each parameter is ``"success"``, ``"fail"`` or ``"skip"``.
-
-    :param on_partial_failure: Outcome of ``completed`` with some requests failed (default success).
-    :param on_all_failed: Outcome of ``completed`` with every request failed (default fail).
-    :param on_expired: Outcome of ``expired`` (default fail).
-    :param on_cancelled: Outcome of ``cancelled`` (default fail).
-    :param on_failed: Outcome of ``failed`` (default fail).
+    :raises AirflowSkipException: if the policy maps the batch to ``skip``.
+    :raises AirflowException: if the policy maps the batch to ``fail`` (a retry may create a new batch).
     """
-
-    def __init__(
-        self,
-        *,
-        on_partial_failure: str = Outcome.SUCCESS,
-        on_all_failed: str = Outcome.FAIL,
-        on_expired: str = Outcome.FAIL,
-        on_cancelled: str = Outcome.FAIL,
-        on_failed: str = Outcome.FAIL,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.outcome_policy = OutcomePolicy(
-            on_partial_failure, on_all_failed, on_expired, on_cancelled, on_failed
-        )
-
-    def judge(self, batch: Batch) -> dict[str, Any]:
-        """
-        Apply the outcome policy to a terminal batch: return it as JSON (the XCom value), or raise.
-
-        :raises AirflowSkipException: if the policy maps the batch to ``skip``.
-        :raises AirflowException: if the policy maps the batch to ``fail`` (a retry may create a new batch).
-        """
-        verdict = self.outcome_policy.evaluate(batch)
-        if verdict.outcome == Outcome.SKIP:
-            raise AirflowSkipException(verdict.reason)
-        if verdict.outcome == Outcome.FAIL:
-            raise AirflowException(verdict.reason)
-        self.log.info("%s", verdict.reason)
-        return batch.model_dump(mode="json")
+    verdict = policy.evaluate(batch)
+    if verdict.outcome == Outcome.SKIP:
+        raise AirflowSkipException(verdict.reason)
+    if verdict.outcome == Outcome.FAIL:
+        raise AirflowException(verdict.reason)
+    log.info("%s", verdict.reason)
+    return batch.model_dump(mode="json")
 
 
 def remove_late_copies(hook: DashScopeBatchHook, event: WaitEvent, log: Any) -> None:

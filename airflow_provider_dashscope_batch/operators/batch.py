@@ -6,6 +6,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -27,11 +28,8 @@ from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import finish_event_metadata
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
 from airflow_provider_dashscope_batch.jobs.ledger import progress_line
-from airflow_provider_dashscope_batch.operators.base import (
-    DashScopeBaseBatchOperator,
-    DashScopeBatchOutcomeMixin,
-)
-from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY, DashScopeCostMixin
+from airflow_provider_dashscope_batch.operators.base import DashScopeBaseBatchOperator, judge
+from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY, CostGuard
 from airflow_provider_dashscope_batch.operators.lineage import batch_lineage, keep_for_lineage
 from airflow_provider_dashscope_batch.operators.links import (
     DashScopeBatchConsoleLink,
@@ -45,7 +43,7 @@ from airflow_provider_dashscope_batch.operators.rounds import (
 from airflow_provider_dashscope_batch.operators.upload import as_path
 from airflow_provider_dashscope_batch.sharding.creator import creator_metadata
 from airflow_provider_dashscope_batch.waiting.late import LateCopies
-from airflow_provider_dashscope_batch.waiting.protocol import Outcome, WaitSettings
+from airflow_provider_dashscope_batch.waiting.protocol import Outcome, OutcomePolicy, WaitSettings
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -83,9 +81,7 @@ def _lineage(context: Context) -> str:
     return lineage(ti.dag_id, ti.task_id, ti.run_id, str(getattr(ti, "map_index", -1)))
 
 
-class DashScopeCreateBatchOperator(
-    DashScopeCostMixin, DashScopeBatchOutcomeMixin, DashScopeBaseBatchOperator
-):
+class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
     """
     Create a batch, push its id to XCom (key ``batch_id``) and, by default, wait for it to finish.
 
@@ -129,7 +125,7 @@ class DashScopeCreateBatchOperator(
     :param cost_estimate: The input file's preflight estimate (templated; default: the ``cost_estimate``
         XCom an upstream :class:`DashScopeUploadFileOperator` pushed for this file id). Before a batch is
         created, the connection's region must offer its model and ``max_cost`` / ``max_input_tokens``
-        (see :class:`~airflow_provider_dashscope_batch.operators.cost.DashScopeCostMixin`) must hold.
+        (see :class:`~airflow_provider_dashscope_batch.operators.cost.CostGuard`) must hold.
     :param resubmit_rounds: Most follow-up rounds after the first batch of a try (default 0: one batch;
         a round needs the request lines, which this operator has only when told where they are).
     :param resubmit_errors: Which failed requests a round sends again, overriding the default
@@ -139,6 +135,12 @@ class DashScopeCreateBatchOperator(
     :param source: The JSONL the input file was made from: a path, URL or ``ObjectStoragePath``
         (templated; default: the one an upstream :class:`DashScopeUploadFileOperator` recorded for this
         file id). Input files cannot be downloaded from the service.
+    :param on_partial_failure: Outcome (``"success"``, ``"fail"`` or ``"skip"``) of ``completed`` with
+        some requests failed (default success).
+    :param on_all_failed: Outcome of ``completed`` with every request failed (default fail).
+    :param on_expired: Outcome of ``expired`` (default fail).
+    :param on_cancelled: Outcome of ``cancelled`` (default fail).
+    :param on_failed: Outcome of ``failed`` (default fail).
     :return: The final batch as a JSON dict (or the fresh batch if ``wait_for_completion=False``).
     """
 
@@ -169,9 +171,38 @@ class DashScopeCreateBatchOperator(
         resubmit_rounds: int = 0,
         resubmit_errors: Mapping[int | str, bool] | None = None,
         source: str | ObjectStoragePath | None = None,
+        on_partial_failure: str = Outcome.SUCCESS,
+        on_all_failed: str = Outcome.FAIL,
+        on_expired: str = Outcome.FAIL,
+        on_cancelled: str = Outcome.FAIL,
+        on_failed: str = Outcome.FAIL,
+        estimate_cost: bool = True,
+        max_cost: float | str | Decimal | None = None,
+        max_input_tokens: int | None = None,
+        expected_output_tokens: int | None = None,
+        budget_basis: str | None = None,
+        on_default_thinking: str = "error",
+        prices: Mapping[str, Any] | None = None,
+        approve_above: float | str | Decimal | None = None,
+        approval_timeout: timedelta | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.cost = CostGuard(
+            self,
+            estimate_cost=estimate_cost,
+            max_cost=max_cost,
+            max_input_tokens=max_input_tokens,
+            expected_output_tokens=expected_output_tokens,
+            budget_basis=budget_basis,
+            on_default_thinking=on_default_thinking,
+            prices=prices,
+            approve_above=approve_above,
+            approval_timeout=approval_timeout,
+        )
+        self.outcome_policy = OutcomePolicy(
+            on_partial_failure, on_all_failed, on_expired, on_cancelled, on_failed
+        )
         if not isinstance(resubmit_rounds, int) or resubmit_rounds < 0:
             raise ValueError(f"resubmit_rounds must be an int >= 0; got {resubmit_rounds!r}")
         if resubmit_rounds and not self.wait_for_completion:
@@ -186,6 +217,13 @@ class DashScopeCreateBatchOperator(
         self.resubmit_rounds = resubmit_rounds
         self.resubmit_errors = ResubmitErrors.of(resubmit_errors)
         self.source = source
+
+    def resume_after_approval(
+        self, context: Context, event: dict[str, Any], approved_cost: str | None = None
+    ) -> Any:
+        """Resume on a person's decision: a rejection or no decision fails, an approval runs the task."""
+        self.cost.approve(context, event, approved_cost)
+        return self.execute(context)
 
     def execute(self, context: Context) -> dict[str, Any]:
         client = self.hook.get_conn()
@@ -227,9 +265,9 @@ class DashScopeCreateBatchOperator(
                         generation,
                     )
         if batch is None:
-            self.check_finish_callback(self.finish_callback or self.finish_callback_url)
-            estimates = self.upstream_estimates(context, self.cost_estimate, {self.input_file_id})
-            self.check_estimates(estimates, self.price_table()[1])
+            self.cost.check_finish_callback(self.finish_callback or self.finish_callback_url)
+            estimates = self.cost.upstream_estimates(context, self.cost_estimate, {self.input_file_id})
+            self.cost.check_estimates(estimates, self.cost.price_table()[1])
             if estimates:  # passed on, so a transfer downstream of this task finds the job's estimate
                 pushed = [e.model_dump(mode="json") for e in estimates]
                 context["ti"].xcom_push(key=COST_XCOM_KEY, value=pushed)
@@ -248,7 +286,7 @@ class DashScopeCreateBatchOperator(
         if not batch.status.is_terminal:
             batches[-1] = self._await_terminal(batch, copies)
         if rounds is None:
-            return keep_for_lineage(self, self.judge(batches[-1]))
+            return keep_for_lineage(self, judge(self.outcome_policy, batches[-1], self.log))
         return self._rounds(context, rounds, batches, last_generation)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -256,17 +294,17 @@ class DashScopeCreateBatchOperator(
         batch = self._resumed(event)
         ti = context.get("ti")
         if ti is None:
-            return keep_for_lineage(self, self.judge(batch))
+            return keep_for_lineage(self, judge(self.outcome_policy, batch, self.log))
         map_index = getattr(ti, "map_index", -1)
         own = {"task_ids": self.task_id, "map_indexes": map_index if map_index >= 0 else None}
         batch_ids = ti.xcom_pull(key="batch_ids", **own)  # kept across a deferral
         last_generation = ti.xcom_pull(key=ROUND_LIMIT_KEY, **own)
         if not batch_ids or last_generation is None:
-            return keep_for_lineage(self, self.judge(batch))
+            return keep_for_lineage(self, judge(self.outcome_policy, batch, self.log))
         client = self.hook.get_conn()
         rounds = self._job_rounds(context, client)
         if rounds is None:
-            return keep_for_lineage(self, self.judge(batch))
+            return keep_for_lineage(self, judge(self.outcome_policy, batch, self.log))
         batches = [client.retrieve_batch(batch_id) for batch_id in batch_ids[:-1]] + [batch]
         return self._rounds(context, rounds, batches, last_generation)
 
@@ -289,7 +327,7 @@ class DashScopeCreateBatchOperator(
                     "DashScopeUploadFileOperator(file=...), or set resubmit_rounds=0. Nothing was created."
                 )
             return None
-        table = self.price_table()
+        table = self.cost.price_table()
         return JobRounds(
             client, as_path(source), self.resubmit_errors, self.log, meter=lambda: CostMeter(*table)
         )
@@ -301,8 +339,8 @@ class DashScopeCreateBatchOperator(
         while True:
             latest = batches[-1]
             generation = _generation(latest)
-            if len(batches) == 1 and generation >= last_generation:
-                return keep_for_lineage(self, self.judge(latest))  # one batch: its counts are the job's
+            if len(batches) == 1 and generation >= last_generation:  # one batch: its counts are the job's
+                return keep_for_lineage(self, judge(self.outcome_policy, latest, self.log))
             state = rounds.settle(batches)
             if (
                 not state.counts.unanswered
@@ -324,10 +362,10 @@ class DashScopeCreateBatchOperator(
         key_lineage = _lineage(context)
         with tempfile.TemporaryDirectory(prefix="dashscope-round-") as tmp:
             path = Path(tmp) / "round.jsonl"
-            estimator = self.cost_estimator(f"round {generation} of {self.task_id}")
-            with self.cost_checks(), path.open("wb") as out:
+            estimator = self.cost.cost_estimator(f"round {generation} of {self.task_id}")
+            with self.cost.cost_checks(), path.open("wb") as out:
                 sent = rounds.write_remainder(out, estimator.feed)
-            rounds.check_budget(self.cost_policy, estimator, state)
+            rounds.check_budget(self.cost.cost_policy, estimator, state)
             self.log.info("%s", progress_line(generation, last_generation, sent, state.counts))
             file = rounds.upload(
                 path, f"{self.task_id}-round-{generation}.jsonl", with_generation(key_lineage, generation)

@@ -1,7 +1,7 @@
 """
 The cost parameters every job entry point shares; how an estimate becomes a log line, an XCom or a failure.
 
-The estimate itself is :mod:`airflow_provider_dashscope_batch.cost`; this mixin reads the connection's
+The estimate itself is :mod:`airflow_provider_dashscope_batch.cost`; :class:`CostGuard` reads the connection's
 region and price overrides, logs the table, pushes it to XCom (key ``cost_estimate``) and fails the task
 (:class:`AirflowFailException`: a retry would fail the same way) on a failed check, always before
 anything is uploaded or created.
@@ -16,7 +16,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowFailException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowFailException
 
 from airflow_provider_dashscope_batch.catalog import Catalog, connection_catalog
 from airflow_provider_dashscope_batch.cost.actual import CostMeter
@@ -36,11 +36,13 @@ from airflow_provider_dashscope_batch.cost.pricing import (
 from airflow_provider_dashscope_batch.operators.approval import ApprovalGate
 
 if TYPE_CHECKING:
-    from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.common.compat.sdk import BaseOperator, Context
+
+    from airflow_provider_dashscope_batch.operators.base import DashScopeBaseOperator
 
 __all__ = [
     "COST_XCOM_KEY",
-    "DashScopeCostMixin",
+    "CostGuard",
     "LineSink",
     "connection_model_catalog",
     "connection_price_table",
@@ -68,11 +70,14 @@ class LineSink:
         return len(data)
 
 
-class DashScopeCostMixin(BaseOperator):
+class CostGuard:
     """
-    Cost estimate, budget and thinking-mode guard of a job entry point (see :doc:`/cost`).
+    Cost estimate, budget, thinking-mode and approval guard of a job entry point (see :doc:`/cost`).
 
-    Mix it in before the operator base (``class X(DashScopeCostMixin, DashScopeBaseOperator)``).
+    The upload, create and sharded operators each hold one, built from their own arguments of the
+    same names (a bad combination fails when the operator is built).
+
+    :param task: The operator it guards (its hook, log, upstream tasks and approval step).
 
     :param estimate_cost: Count tokens and estimate the cost before sending (default True). False keeps
         the region and thinking-mode checks, which read only the first request.
@@ -98,6 +103,7 @@ class DashScopeCostMixin(BaseOperator):
 
     def __init__(
         self,
+        task: DashScopeBaseOperator,
         *,
         estimate_cost: bool = True,
         max_cost: float | str | Decimal | None = None,
@@ -108,11 +114,10 @@ class DashScopeCostMixin(BaseOperator):
         prices: Mapping[str, Any] | None = None,
         approve_above: float | str | Decimal | None = None,
         approval_timeout: timedelta | None = None,
-        **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
+        self.task = task
         self.approval = ApprovalGate.of(approve_above, approval_timeout)
-        self._approved_cost: Decimal | None = None
+        self.approved_cost: Decimal | None = None  # the figure a person approved in this try
         self.estimate_cost = estimate_cost
         self.prices = prices
         self.cost_policy = CostPolicy(
@@ -127,7 +132,7 @@ class DashScopeCostMixin(BaseOperator):
 
     def model_catalog(self) -> Catalog:
         """The model catalog of this task's connection."""
-        return connection_model_catalog(self.hook)  # type: ignore[attr-defined]
+        return connection_model_catalog(self.task.hook)
 
     def check_finish_callback(self, finish_callback: str | None) -> None:
         """
@@ -141,7 +146,8 @@ class DashScopeCostMixin(BaseOperator):
         """
         if not finish_callback:
             return
-        extra = self.hook.get_connection(self.hook.dashscope_conn_id).extra_dejson  # type: ignore[attr-defined]
+        hook = self.task.hook
+        extra = hook.get_connection(hook.dashscope_conn_id).extra_dejson
         region = self.model_catalog().region(region_of(extra))
         if region.completion_notifications:
             return
@@ -158,7 +164,7 @@ class DashScopeCostMixin(BaseOperator):
 
     def price_table(self) -> tuple[PriceTable, RegionPrices]:
         """The price table of the connection's region, with the connection's and the task's overrides."""
-        return connection_price_table(self.hook, self.prices)  # type: ignore[attr-defined]
+        return connection_price_table(self.task.hook, self.prices)
 
     def cost_meter(self) -> CostMeter:
         """A fresh meter for the actual cost of results, priced by this task's table."""
@@ -182,12 +188,12 @@ class DashScopeCostMixin(BaseOperator):
         with self.cost_checks():
             estimate = estimator.finish()
             for warning in estimator.warnings:
-                self.log.warning("%s", warning)
+                self.task.log.warning("%s", warning)
             if estimate is None:
                 return None
-            self.log.info("%s", estimate.table())
+            self.task.log.info("%s", estimate.table())
             self.cost_policy.enforce(estimate)
-        self._approve([estimate])
+        self._await_approval([estimate])
         return estimate
 
     def push_estimate(
@@ -205,7 +211,7 @@ class DashScopeCostMixin(BaseOperator):
         self, context: Context, given: Any, file_ids: set[str] | None = None
     ) -> list[CostEstimate]:
         """The estimates handed in, else those upstream tasks pushed (see :func:`find_estimates`)."""
-        return find_estimates(context, self, given, file_ids)
+        return find_estimates(context, self.task, given, file_ids)
 
     def check_estimates(self, estimates: list[CostEstimate], region: RegionPrices) -> None:
         """Create-time checks of estimates made at upload: the region offers the model, the budget holds."""
@@ -224,28 +230,29 @@ class DashScopeCostMixin(BaseOperator):
                         "catalog); nothing was created. Use a connection to a region that runs it, or add "
                         "the region to the model's regions in the connection extra 'models'."
                     )
-                self.log.info("%s", estimate.table())
+                self.task.log.info("%s", estimate.table())
                 self.cost_policy.enforce(estimate)
-        self._approve(estimates)
+        self._await_approval(estimates)
 
-    def _approve(self, estimates: list[CostEstimate]) -> None:
+    def _await_approval(self, estimates: list[CostEstimate]) -> None:
         """Wait for a person's approval if the estimates exceed ``approve_above`` (raises to wait)."""
         if self.approval is None:
             return
         total = self.approval.total(estimates, self.cost_policy.basis)
-        if self.approval.needed(total, self._approved_cost):
-            self.approval.request(self, estimates, total, self.cost_policy.basis)
+        if self.approval.needed(total, self.approved_cost):
+            self.approval.request(self.task, estimates, total, self.cost_policy.basis)
 
-    def resume_after_approval(
-        self, context: Context, event: dict[str, Any], approved_cost: str | None = None
-    ) -> Any:
-        """Resume on a person's decision: a rejection or no decision fails, an approval runs the task."""
+    def approve(self, context: Context, event: dict[str, Any], approved_cost: str | None) -> None:
+        """
+        Take a person's decision: a rejection or no decision fails, an approval is remembered.
+
+        The operator's ``resume_after_approval`` calls this, then runs the task again from the start.
+        """
         assert self.approval is not None
-        who = self.approval.decision(self, context, event)
-        self.log.info("Approved by %s", who)
+        who = self.approval.decision(self.task, context, event)
+        self.task.log.info("Approved by %s", who)
         # an unpriced job approved once: any figure the same run computes again is the approved one
-        self._approved_cost = Decimal(approved_cost) if approved_cost is not None else Decimal("Infinity")
-        return self.execute(context)
+        self.approved_cost = Decimal(approved_cost) if approved_cost is not None else Decimal("Infinity")
 
 
 def connection_model_catalog(hook: Any) -> Catalog:

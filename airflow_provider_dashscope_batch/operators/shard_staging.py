@@ -1,7 +1,8 @@
 """
 How a sharded job stages its shards, and what a kill leaves behind.
 
-The staging half of :class:`~airflow_provider_dashscope_batch.operators.shards.DashScopeShardedBatchOperator`:
+:class:`ShardStager` is what the sharded operator
+(:class:`~airflow_provider_dashscope_batch.operators.shards.DashScopeShardedBatchOperator`) holds for one try:
 each complete shard is matched to an earlier try's batch (by its idempotency key) or file (by its upload
 token) or uploaded; files no batch uses are deleted (those that stay are reported for the next try). A kill
 (``on_kill``) only sets a flag; the next upload or create stops, and what this try staged is kept for the
@@ -16,7 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow.providers.common.compat.sdk import AirflowException, BaseOperator
+from airflow.providers.common.compat.sdk import AirflowException
 
 from airflow_provider_dashscope_batch.client import tokenized_filename
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client.types import Batch
     from airflow_provider_dashscope_batch.sharding.split import Shard
 
-__all__ = ["CLEANUP_XCOM_KEY", "DashScopeShardStagingMixin", "TaskKilled"]
+__all__ = ["CLEANUP_XCOM_KEY", "ShardStager", "TaskKilled"]
 
 #: XCom key of the input files a try could not delete (the next try deletes them).
 CLEANUP_XCOM_KEY = "cleanup_pending"
@@ -49,45 +50,46 @@ class TaskKilled(AirflowException):
     """The task was killed (``on_kill``) while it split, uploaded or created; it stopped at the next step."""
 
 
-class DashScopeShardStagingMixin(BaseOperator):
+class ShardStager:
     """
-    Staging and kill handling of a sharded job; mixed into the sharded operator.
+    Staging and kill handling of one try of a sharded job.
 
-    ``outcome_policy`` (which earlier batches a new try keeps) and ``cancel_on_kill`` are the operator's.
+    :param policy: Which earlier batches a new try keeps (the operator's outcome policy).
+    :param resubmit_errors: Which failed requests a replacement round sends again.
+    :param cancel_on_kill: Cancel this try's batches when a user marks the task failed.
+    :param retries: The task's retries (a try with none after it deletes the files no batch uses).
+    :param log: The operator's logger.
     """
 
-    outcome_policy: OutcomePolicy
-    cancel_on_kill: bool
-    resubmit_errors: ResubmitErrors
+    def __init__(
+        self,
+        *,
+        policy: OutcomePolicy,
+        resubmit_errors: ResubmitErrors,
+        cancel_on_kill: bool,
+        retries: int,
+        log: Any,
+    ) -> None:
+        self.policy = policy
+        self.resubmit_errors = resubmit_errors
+        self.cancel_on_kill = cancel_on_kill
+        self.retries = retries
+        self.log = log
+        self.history: dict[str, list[Batch]] = {}  # each shard's batches so far, by key base
+        self.created: list[Batch] = []  # batches this try created, for a kill by a user
+        self._killed = False  # a plain flag: set from the signal handler, read by the task's own thread
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._history: dict[str, list[Batch]] = {}  # each shard's batches so far, by key base
-        self._killed = False  # a plain flag: operators are deep-copied (no locks) and on_kill only sets it
-        self._created: list[Batch] = []  # batches this try created, for a kill by a user
-
-    def on_kill(self) -> None:
-        """
-        Stop at the next step: no upload or create starts after this (Airflow calls it on SIGTERM).
-
-        Called from the signal handler, so it only sets a flag; the task's own thread then stops before
-        its next upload or create. What this try uploaded and created stays for the next try, which finds
-        the files by their upload tokens and the batches by their idempotency keys, unless a user marked
-        the task failed: then the files are deleted and, with ``cancel_on_kill``, the batches cancelled.
-        """
+    def kill(self) -> None:
+        """Stop at the next step: no upload or create starts after this."""
         self._killed = True
         self.log.warning("Killed: stopping before the next upload or create")
 
-    def _start_try(self) -> None:
-        """Forget an earlier kill of this operator object (``dag.test()`` runs every try in one)."""
-        self._killed = False
-        self._created.clear()
-
-    def _stop_if_killed(self) -> None:
+    def stop_if_killed(self) -> None:
+        """Raise :class:`TaskKilled` if :meth:`kill` was called."""
         if self._killed:
             raise TaskKilled("The task was killed while it split, uploaded or created shards.")
 
-    def _after_kill(self, client: DashScopeClient, context: Context, staged: Sequence[str]) -> None:
+    def after_kill(self, client: DashScopeClient, context: Context, staged: Sequence[str]) -> None:
         """
         Keep this try's files and batches for the next try, or discard them if a user marked it failed.
 
@@ -95,12 +97,12 @@ class DashScopeShardStagingMixin(BaseOperator):
 
         :param staged: The files this try gave its shards (uploaded or re-used).
         """
-        created = [b.id for b in self._created]
-        unbatched = [f for f in staged if f not in {b.input_file_id for b in self._created}]
+        created = [b.id for b in self.created]
+        unbatched = [f for f in staged if f not in {b.input_file_id for b in self.created}]
         ti = context["ti"]
-        if getattr(ti, "try_number", 1) > (self.retries or 0) and task_instance_state(ti) != "failed":
+        if getattr(ti, "try_number", 1) > self.retries and task_instance_state(ti) != "failed":
             # no try follows to re-use them: the files no batch uses go now, the batches keep running
-            self._delete_files(client, context, unbatched)
+            self.delete_files(client, context, unbatched)
             return
         if task_instance_state(ti) != "failed":
             self.log.warning(
@@ -111,7 +113,7 @@ class DashScopeShardStagingMixin(BaseOperator):
                 ", ".join(created) or "-",
             )
             return
-        self._delete_files(client, context, unbatched)
+        self.delete_files(client, context, unbatched)
         for batch_id in created if self.cancel_on_kill else ():
             self.log.info("Cancelling batch %s: the task was marked failed", batch_id)
             try:
@@ -120,7 +122,7 @@ class DashScopeShardStagingMixin(BaseOperator):
                 self.log.warning("Could not cancel batch %s: %s", batch_id, exc)
 
     # ---------------------------------------------------------------------------- staging
-    def _stored_files(
+    def stored_files(
         self, client: DashScopeClient, context: Context, token: str, in_use: set[str | None]
     ) -> dict[str, FileObject]:
         """
@@ -137,12 +139,12 @@ class DashScopeShardStagingMixin(BaseOperator):
         for f in client.list_files(purpose="batch", create_after=since - _LIST_SLACK if since else None):
             if (f.filename or "").startswith(f"{token}-shard-") and f.id not in in_use:
                 if f.filename in files:  # a late copy of one upload: keep the first listed
-                    self._delete_files(client, context, [f.id])
+                    self.delete_files(client, context, [f.id])
                 else:
                     files[str(f.filename)] = f
         return files
 
-    def _plan(
+    def plan(
         self,
         client: DashScopeClient,
         token: str,
@@ -160,13 +162,10 @@ class DashScopeShardStagingMixin(BaseOperator):
         spooled = Path(shard.uri)
         shard = replace(shard, uri=spooled.name)  # the spool file is gone after this call; its name stays
         try:
-            self._stop_if_killed()
+            self.stop_if_killed()
             if base in earlier:
                 generation, batch = earlier[base]
-                if (
-                    not batch.status.is_terminal
-                    or self.outcome_policy.evaluate(batch).outcome is not Outcome.FAIL
-                ):
+                if not batch.status.is_terminal or self.policy.evaluate(batch).outcome is not Outcome.FAIL:
                     self.log.info(
                         "Shard %s: re-attaching to batch %s (%s)", shard.index, batch.id, batch.status
                     )
@@ -175,12 +174,12 @@ class DashScopeShardStagingMixin(BaseOperator):
                     late = LateCopies.of(found, derived=True)
                     return ShardRun(shard, base, generation, batch.input_file_id, batch, late)
                 self.log.info("Shard %s: batch %s ended badly; replacing it", shard.index, batch.id)
-                history = self._history.get(base, [batch])
+                history = self.history.get(base, [batch])
                 remainder = write_shard_remainder(
                     client, spooled, history, self.resubmit_errors, self.log, generation + 1
                 )
                 if remainder is not None:  # answers are kept: the next round sends only the rest
-                    return self._stage_round(client, shard, base, generation + 1, remainder, stored, staged)
+                    return self.stage_round(client, shard, base, generation + 1, remainder, stored, staged)
                 if batch.input_file_id and self._file_exists(client, batch.input_file_id):
                     return ShardRun(shard, base, generation + 1, batch.input_file_id)
                 generation += 1
@@ -196,7 +195,7 @@ class DashScopeShardStagingMixin(BaseOperator):
         finally:
             spooled.unlink(missing_ok=True)
 
-    def _stage_round(
+    def stage_round(
         self,
         client: DashScopeClient,
         shard: Shard,
@@ -223,7 +222,7 @@ class DashScopeShardStagingMixin(BaseOperator):
         self, client: DashScopeClient, path: Path, token: str, staged: list[str]
     ) -> tuple[str, LateCopies | None]:
         """Upload a shard: its file id and the late copy of an ambiguous upload."""
-        self._stop_if_killed()
+        self.stop_if_killed()
         receipt = client.upload_file_receipt(path, filename=path.name, upload_token=token)
         file_id = receipt.value.id
         staged.append(file_id)
@@ -238,7 +237,7 @@ class DashScopeShardStagingMixin(BaseOperator):
             return False
         return True
 
-    def _delete_files(self, client: DashScopeClient, context: Context, file_ids: Sequence[str]) -> None:
+    def delete_files(self, client: DashScopeClient, context: Context, file_ids: Sequence[str]) -> None:
         """
         Delete files (each call retried with the client's backoff); report those that stay.
 

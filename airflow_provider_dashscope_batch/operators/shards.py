@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
@@ -30,8 +31,8 @@ from airflow_provider_dashscope_batch.cost.budget import CostCheckError
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import finish_event_metadata
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
-from airflow_provider_dashscope_batch.operators.base import DashScopeBatchOutcomeMixin, remove_late_copies
-from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin, LineSink
+from airflow_provider_dashscope_batch.operators.base import remove_late_copies
+from airflow_provider_dashscope_batch.operators.cost import CostGuard, LineSink
 from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, sharded_lineage
 from airflow_provider_dashscope_batch.operators.links import (
     DashScopeBatchConsoleLink,
@@ -41,7 +42,7 @@ from airflow_provider_dashscope_batch.operators.request_input import DashScopeRe
 from airflow_provider_dashscope_batch.operators.rounds import write_shard_remainder
 from airflow_provider_dashscope_batch.operators.shard_staging import (
     CLEANUP_XCOM_KEY,
-    DashScopeShardStagingMixin,
+    ShardStager,
     TaskKilled,
 )
 from airflow_provider_dashscope_batch.operators.upload import as_path
@@ -74,6 +75,7 @@ from airflow_provider_dashscope_batch.waiting.protocol import (
     DEFAULT_POLL_BACKOFF,
     DEFAULT_POLL_INTERVAL,
     Outcome,
+    OutcomePolicy,
     WaitEvent,
     WaitEventKind,
     WaitSettings,
@@ -244,9 +246,7 @@ class DashScopeSplitRequestsOperator(_ShardingOperator):
         return [s.uri for s in result.shards]
 
 
-class DashScopeShardedBatchOperator(
-    DashScopeCostMixin, DashScopeBatchOutcomeMixin, DashScopeShardStagingMixin, _ShardingOperator
-):
+class DashScopeShardedBatchOperator(_ShardingOperator):
     """
     Run any number of requests as one job: split, upload and batch every shard, wait for all in one deferral.
 
@@ -307,7 +307,7 @@ class DashScopeShardedBatchOperator(
     :param on_cancelled: Outcome of a shard ``cancelled`` (default fail).
     :param on_failed: Outcome of a shard ``failed`` (default fail).
     :param estimate_cost: Estimate tokens and cost first (see
-        :class:`~airflow_provider_dashscope_batch.operators.cost.DashScopeCostMixin` for ``max_cost``,
+        :class:`~airflow_provider_dashscope_batch.operators.cost.CostGuard` for ``max_cost``,
         ``max_input_tokens``, ``expected_output_tokens``, ``budget_basis``, ``on_default_thinking`` and
         ``prices``).
     :param finish_callback: ``"airflow"``: every shard's batch calls this Airflow's receiver when it
@@ -355,9 +355,38 @@ class DashScopeShardedBatchOperator(
         finish_callback: str | None = None,
         resubmit_rounds: int = DEFAULT_RESUBMIT_ROUNDS,
         resubmit_errors: Mapping[int | str, bool] | None = None,
+        on_partial_failure: str = Outcome.SUCCESS,
+        on_all_failed: str = Outcome.FAIL,
+        on_expired: str = Outcome.FAIL,
+        on_cancelled: str = Outcome.FAIL,
+        on_failed: str = Outcome.FAIL,
+        estimate_cost: bool = True,
+        max_cost: float | str | Decimal | None = None,
+        max_input_tokens: int | None = None,
+        expected_output_tokens: int | None = None,
+        budget_basis: str | None = None,
+        on_default_thinking: str = "error",
+        prices: Mapping[str, Any] | None = None,
+        approve_above: float | str | Decimal | None = None,
+        approval_timeout: timedelta | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.cost = CostGuard(
+            self,
+            estimate_cost=estimate_cost,
+            max_cost=max_cost,
+            max_input_tokens=max_input_tokens,
+            expected_output_tokens=expected_output_tokens,
+            budget_basis=budget_basis,
+            on_default_thinking=on_default_thinking,
+            prices=prices,
+            approve_above=approve_above,
+            approval_timeout=approval_timeout,
+        )
+        self.outcome_policy = OutcomePolicy(
+            on_partial_failure, on_all_failed, on_expired, on_cancelled, on_failed
+        )
         if not isinstance(resubmit_rounds, int) or resubmit_rounds < 0:
             raise ValueError(f"resubmit_rounds must be an int >= 0; got {resubmit_rounds!r}")
         self.resubmit_rounds = resubmit_rounds
@@ -375,20 +404,51 @@ class DashScopeShardedBatchOperator(
         self.wait_timeout = wait_timeout
         self.cancel_on_kill = cancel_on_kill
         self.finish_callback = finish_callback
+        self._stager: ShardStager | None = None  # this try's, built when it starts
+
+    def on_kill(self) -> None:
+        """
+        Stop at the next step: no upload or create starts after this (Airflow calls it on SIGTERM).
+
+        Called from the signal handler, so it only sets a flag; the task's own thread then stops before
+        its next upload or create. What this try uploaded and created stays for the next try, which finds
+        the files by their upload tokens and the batches by their idempotency keys, unless a user marked
+        the task failed: then the files are deleted and, with ``cancel_on_kill``, the batches cancelled.
+        """
+        if self._stager is not None:
+            self._stager.kill()
+
+    def _start_try(self) -> ShardStager:
+        """A fresh stager for this try (``dag.test()`` runs every try in one operator object)."""
+        self._stager = ShardStager(
+            policy=self.outcome_policy,
+            resubmit_errors=self.resubmit_errors,
+            cancel_on_kill=self.cancel_on_kill,
+            retries=self.retries or 0,
+            log=self.log,
+        )
+        return self._stager
+
+    def resume_after_approval(
+        self, context: Context, event: dict[str, Any], approved_cost: str | None = None
+    ) -> Any:
+        """Resume on a person's decision: a rejection or no decision fails, an approval runs the task."""
+        self.cost.approve(context, event, approved_cost)
+        return self.execute(context)
 
     # ------------------------------------------------------------------------------- first try
     def execute(self, context: Context) -> dict[str, Any]:
-        self._start_try()
-        self.check_finish_callback(self.finish_callback)
-        self.push_estimate(context, self._preflight())
+        stager = self._start_try()
+        self.cost.check_finish_callback(self.finish_callback)
+        self.cost.push_estimate(context, self._preflight())
         ti = context["ti"]
         token = job_token(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))
         client = self.hook.get_conn()
         DashScopeBatchConsoleLink.persist(context, self, self.hook)
         listed = list(client.list_batches(ds_name=token))
         earlier = latest_batches(listed)
-        self._history = batch_history(listed)
-        stored = self._stored_files(client, context, token, {b.input_file_id for b in listed})
+        stager.history = batch_history(listed)
+        stored = stager.stored_files(client, context, token, {b.input_file_id for b in listed})
         self.log.info(
             "Job %s: %s batch(es) and %s unused file(s) of earlier tries found",
             token,
@@ -399,7 +459,7 @@ class DashScopeShardedBatchOperator(
         staged: list[str] = []
 
         def plan(shard: Shard) -> Shard:
-            runs.append(self._plan(client, token, shard, earlier, stored, staged))
+            runs.append(stager.plan(client, token, shard, earlier, stored, staged))
             return shard
 
         with tempfile.TemporaryDirectory(prefix="dashscope-shards-") as tmp:
@@ -409,15 +469,15 @@ class DashScopeShardedBatchOperator(
                 return path.open("wb"), str(path)
 
             try:
-                endpoint = self._split(spool, plan, self.model_catalog()).endpoint
+                endpoint = self._split(spool, plan, self.cost.model_catalog()).endpoint
             except TaskKilled:
-                self._after_kill(client, context, staged)
+                stager.after_kill(client, context, staged)
                 raise
             except BaseException:
                 # a bad line later in the input: the files of this try and of earlier ones are useless
-                self._delete_files(client, context, [*staged, *(f.id for f in stored.values())])
+                stager.delete_files(client, context, [*staged, *(f.id for f in stored.values())])
                 raise
-        self._delete_files(client, context, [f.id for f in stored.values()])  # files no shard has now
+        stager.delete_files(client, context, [f.id for f in stored.values()])  # files no shard has now
         deadline = None
         if self.wait_timeout is not None:
             seconds = (
@@ -428,22 +488,22 @@ class DashScopeShardedBatchOperator(
             deadline = time.time() + float(seconds)
         try:
             job = ShardJob(token, endpoint, deadline, tuple(runs), self.resubmit_rounds)
-            return self._advance(context, client, job)
+            return self._advance(context, client, stager, job)
         except TaskKilled:
-            self._after_kill(client, context, staged)
+            stager.after_kill(client, context, staged)
             raise
 
     def _preflight(self) -> Any:
         """Estimate the whole input (or check its first request) before anything is sent."""
         request = self.request_input
-        estimator = self.cost_estimator(str(request.file or request.csv or "requests"))
+        estimator = self.cost.cost_estimator(str(request.file or request.csv or "requests"))
 
         def feed(line: bytes) -> None:
             estimator.feed(line)
-            if not self.estimate_cost:
+            if not self.cost.estimate_cost:
                 raise _FirstLineRead
 
-        with self.cost_checks(), suppress(_FirstLineRead), _input_errors_fail():
+        with self.cost.cost_checks(), suppress(_FirstLineRead), _input_errors_fail():
             if request.file is not None:
                 validate_jsonl(as_path(request.file), endpoint=request.endpoint, on_line=feed)
             elif request.csv is not None:
@@ -469,23 +529,25 @@ class DashScopeShardedBatchOperator(
                     endpoint=request.built_endpoint,
                     model=request.model,
                 )
-        return self.settle_estimate(estimator)
+        return self.cost.settle_estimate(estimator)
 
     # ----------------------------------------------------------------------------- fan-out
-    def _advance(self, context: Context, client: DashScopeClient, job: ShardJob) -> dict[str, Any]:
+    def _advance(
+        self, context: Context, client: DashScopeClient, stager: ShardStager, job: ShardJob
+    ) -> dict[str, Any]:
         """Start shards while under the cap, then defer until the running batches finish, or finish."""
         runs = list(job.runs)
         active = sum(r.running for r in runs)
         for i, run in enumerate(runs):
             if run.batch is None and active < self.max_active_batches:
-                runs[i] = self._create(client, job, run, context)
+                runs[i] = self._create(client, stager, job, run, context)
                 active += 1
         job = replace(job, runs=tuple(runs))
         running = [r.batch for r in runs if r.running and r.batch is not None]
         if not running:
-            follow_up = self._next_round(client, job) if job.rounds_left else None
+            follow_up = self._next_round(client, stager, job) if job.rounds_left else None
             if follow_up is not None:
-                return self._advance(context, client, follow_up)
+                return self._advance(context, client, stager, follow_up)
             return keep_for_lineage(self, self._finish(context, client, job))
         waiting = sum(r.batch is None for r in runs)
         # resume state goes to XCom, not defer(kwargs=...): dag.test() drops those, and the UI shows XCom
@@ -519,7 +581,7 @@ class DashScopeShardedBatchOperator(
             method_name="execute_complete",
         )
 
-    def _next_round(self, client: DashScopeClient, job: ShardJob) -> ShardJob | None:
+    def _next_round(self, client: DashScopeClient, stager: ShardStager, job: ShardJob) -> ShardJob | None:
         """
         A follow-up round of every shard whose batch ended short (expired, cancelled, transient
         failures): the input is split again and each such shard's remainder staged; ``None`` if none has
@@ -528,7 +590,7 @@ class DashScopeShardedBatchOperator(
         short = {i for i, r in enumerate(job.runs) if r.batch is not None and _ended_short(r.batch)}
         if not short:
             return None
-        self._history = batch_history(client.list_batches(ds_name=job.token))
+        stager.history = batch_history(client.list_batches(ds_name=job.token))
         runs = list(job.runs)
         staged: list[str] = []
 
@@ -536,12 +598,12 @@ class DashScopeShardedBatchOperator(
             run, spooled = runs[shard.index], Path(shard.uri)
             try:
                 if shard.index in short:
-                    rounds = self._history.get(run.key_base) or [run.batch]  # type: ignore[list-item]
+                    rounds = stager.history.get(run.key_base) or [run.batch]  # type: ignore[list-item]
                     path = write_shard_remainder(
                         client, spooled, rounds, self.resubmit_errors, self.log, run.generation + 1
                     )
                     if path is not None:
-                        runs[shard.index] = self._stage_round(
+                        runs[shard.index] = stager.stage_round(
                             client, run.shard, run.key_base, run.generation + 1, path, {}, staged
                         )
             finally:
@@ -559,8 +621,10 @@ class DashScopeShardedBatchOperator(
             return None
         return replace(job, runs=tuple(runs), rounds_left=job.rounds_left - 1)
 
-    def _create(self, client: DashScopeClient, job: ShardJob, run: ShardRun, context: Context) -> ShardRun:
-        self._stop_if_killed()
+    def _create(
+        self, client: DashScopeClient, stager: ShardStager, job: ShardJob, run: ShardRun, context: Context
+    ) -> ShardRun:
+        stager.stop_if_killed()
         metadata = {**(self.metadata or {}), **creator_metadata(context["ti"])}
         name = f"{job.token} {metadata.get('ds_name') or self.task_id} {run.shard.index + 1}/{len(job.runs)}"
         metadata["ds_name"] = name[:100]
@@ -576,7 +640,7 @@ class DashScopeShardedBatchOperator(
             idempotency_key=run.idempotency_key,
         )
         batch = receipt.value
-        self._created.append(batch)
+        stager.created.append(batch)
         self.log.info("Shard %s: created batch %s (generation %s)", run.shard.index, batch.id, run.generation)
         late = (
             LateCopies.of(receipt.ambiguity) if run.late is None else run.late.with_create(receipt.ambiguity)
@@ -585,7 +649,7 @@ class DashScopeShardedBatchOperator(
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: record the finished batches, start more shards or finish."""
-        self._start_try()
+        stager = self._start_try()
         ti = context["ti"]
         map_index = getattr(ti, "map_index", -1)
         stored = ti.xcom_pull(
@@ -621,9 +685,9 @@ class DashScopeShardedBatchOperator(
                             self.log.warning("Could not cancel batch %s: %s", run.batch.id, exc)
             raise AirflowException("; ".join(e.message for e in problems))
         try:
-            return self._advance(context, client, replace(job, runs=tuple(shard_runs)))
+            return self._advance(context, client, stager, replace(job, runs=tuple(shard_runs)))
         except TaskKilled:
-            self._after_kill(client, context, [str(r.file_id) for r in shard_runs if r.batch is None])
+            stager.after_kill(client, context, [str(r.file_id) for r in shard_runs if r.batch is None])
             raise
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> OperatorLineage:

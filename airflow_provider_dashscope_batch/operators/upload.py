@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import tempfile
 from array import array
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -16,7 +18,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStor
 
 from airflow_provider_dashscope_batch.catalog import Catalog
 from airflow_provider_dashscope_batch.fs import register_oss_scheme
-from airflow_provider_dashscope_batch.operators.cost import DashScopeCostMixin
+from airflow_provider_dashscope_batch.operators.cost import CostGuard
 from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, upload_lineage
 from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
 from airflow_provider_dashscope_batch.operators.rounds import SOURCE_XCOM_KEY
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["DashScopeUploadFileOperator", "as_path", "input_columns_path"]
 
 
-class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOperator):
+class DashScopeUploadFileOperator(DashScopeRequestInputOperator):
     """
     Validate a batch input file line by line, then stream it to DashScope; returns the file id.
 
@@ -81,7 +83,7 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
     :param filename: Name the file gets in DashScope (default: the source's name).
     :param max_violations: How many violations to list in the error (all are counted).
     :param dashscope_conn_id: The DashScope connection id.
-    :param estimate_cost: Estimate tokens and cost before the upload (see :class:`DashScopeCostMixin`
+    :param estimate_cost: Estimate tokens and cost before the upload (see :class:`~.cost.CostGuard`
         for ``max_cost``, ``max_input_tokens``, ``expected_output_tokens``, ``budget_basis``,
         ``on_default_thinking`` and ``prices``).
     :return: The uploaded file's id.
@@ -104,9 +106,30 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
         filename: str | None = None,
         carry_columns: Sequence[str] | None = None,
         carry_columns_to: str | ObjectStoragePath | None = None,
+        estimate_cost: bool = True,
+        max_cost: float | str | Decimal | None = None,
+        max_input_tokens: int | None = None,
+        expected_output_tokens: int | None = None,
+        budget_basis: str | None = None,
+        on_default_thinking: str = "error",
+        prices: Mapping[str, Any] | None = None,
+        approve_above: float | str | Decimal | None = None,
+        approval_timeout: timedelta | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.cost = CostGuard(
+            self,
+            estimate_cost=estimate_cost,
+            max_cost=max_cost,
+            max_input_tokens=max_input_tokens,
+            expected_output_tokens=expected_output_tokens,
+            budget_basis=budget_basis,
+            on_default_thinking=on_default_thinking,
+            prices=prices,
+            approve_above=approve_above,
+            approval_timeout=approval_timeout,
+        )
         if (carry_columns is None) != (carry_columns_to is None):
             raise ValueError("carry_columns and carry_columns_to go together: give both or neither")
         if carry_columns is not None:
@@ -119,9 +142,16 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
         self.carry_columns = carry_columns
         self.carry_columns_to = carry_columns_to
 
+    def resume_after_approval(
+        self, context: Context, event: dict[str, Any], approved_cost: str | None = None
+    ) -> Any:
+        """Resume on a person's decision: a rejection or no decision fails, an approval runs the task."""
+        self.cost.approve(context, event, approved_cost)
+        return self.execute(context)
+
     def execute(self, context: Context) -> str:
         source = self.request_input
-        catalog = self.model_catalog()
+        catalog = self.cost.model_catalog()
         if source.file is not None:
             path = as_path(source.file)
             file_id = self._validate_and_upload(context, path, self.filename, catalog, str(path), None)
@@ -199,8 +229,8 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
         Validate, estimate and upload ``source``; findings and the estimate name the user's input
         ``name``, with each built line renumbered by ``origins`` (its CSV line) when given.
         """
-        estimator = self.cost_estimator(name)
-        with self.cost_checks():
+        estimator = self.cost.cost_estimator(name)
+        with self.cost.cost_checks():
             report = validate_jsonl(
                 source,
                 endpoint=self.endpoint,
@@ -213,13 +243,13 @@ class DashScopeUploadFileOperator(DashScopeCostMixin, DashScopeRequestInputOpera
         if not report.ok:
             raise AirflowFailException(f"Not uploaded: the batch input file is invalid.\n{report.summary()}")
         self.log.info("%s", report.summary())
-        estimate = self.settle_estimate(estimator)
+        estimate = self.cost.settle_estimate(estimator)
         client = self.hook.get_conn()
         with source.open("rb") as stream:
             receipt = client.upload_file_receipt(stream, filename=filename or source.name)
         uploaded = receipt.value
         self.log.info("Uploaded %s as file %s (%s bytes)", source, uploaded.id, uploaded.bytes)
-        self.push_estimate(context, estimate, uploaded.id)
+        self.cost.push_estimate(context, estimate, uploaded.id)
         if receipt.ambiguity is not None:  # nothing downstream knows the token: look for a late copy here
             self.log.warning(
                 "An attempt of this upload may still be stored late; looking for a copy of file %s "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from datetime import timedelta
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import (
@@ -17,12 +18,8 @@ from airflow.providers.common.compat.sdk import (
 
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY
-from airflow_provider_dashscope_batch.operators.base import (
-    DashScopeBaseOperator,
-    DashScopeBatchOutcomeMixin,
-    remove_late_copies,
-    wait_event,
-)
+from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
+from airflow_provider_dashscope_batch.operators.base import judge, remove_late_copies, wait_event
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
 from airflow_provider_dashscope_batch.waiting.late import LateCopies, LateWatch, read_watching
 from airflow_provider_dashscope_batch.waiting.protocol import (
@@ -30,6 +27,8 @@ from airflow_provider_dashscope_batch.waiting.protocol import (
     DEFAULT_MAX_POLL_INTERVAL,
     DEFAULT_POLL_BACKOFF,
     DEFAULT_POLL_INTERVAL,
+    Outcome,
+    OutcomePolicy,
     WaitEventKind,
     WaitSettings,
 )
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
 __all__ = ["DashScopeBatchSensor"]
 
 
-class DashScopeBatchSensor(DashScopeBatchOutcomeMixin, BaseSensorOperator, DashScopeBaseOperator):
+class DashScopeBatchSensor(BaseSensorOperator):
     """
     Wait until a batch is terminal, then judge it with the same outcome policy as the create operator.
 
@@ -67,6 +66,12 @@ class DashScopeBatchSensor(DashScopeBatchOutcomeMixin, BaseSensorOperator, DashS
     :param max_poll_interval: Deferrable mode: cap of the growing poll interval.
     :param poll_backoff: Deferrable mode: growth factor of the interval.
     :param error_budget: Deferrable mode: consecutive retryable errors tolerated.
+    :param on_partial_failure: Outcome (``"success"``, ``"fail"`` or ``"skip"``) of ``completed`` with
+        some requests failed (default success).
+    :param on_all_failed: Outcome of ``completed`` with every request failed (default fail).
+    :param on_expired: Outcome of ``expired`` (default fail).
+    :param on_cancelled: Outcome of ``cancelled`` (default fail).
+    :param on_failed: Outcome of ``failed`` (default fail).
     :return: (XCom) the terminal batch as a JSON dict.
     """
 
@@ -77,25 +82,40 @@ class DashScopeBatchSensor(DashScopeBatchOutcomeMixin, BaseSensorOperator, DashS
         self,
         *,
         batch_id: str,
+        dashscope_conn_id: str = DashScopeBatchHook.default_conn_name,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poke_interval: float = DEFAULT_POLL_INTERVAL,
         max_poll_interval: float = DEFAULT_MAX_POLL_INTERVAL,
         poll_backoff: float = DEFAULT_POLL_BACKOFF,
         error_budget: int = DEFAULT_ERROR_BUDGET,
+        on_partial_failure: str = Outcome.SUCCESS,
+        on_all_failed: str = Outcome.FAIL,
+        on_expired: str = Outcome.FAIL,
+        on_cancelled: str = Outcome.FAIL,
+        on_failed: str = Outcome.FAIL,
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
         self.batch_id = batch_id
+        self.dashscope_conn_id = dashscope_conn_id
+        self.outcome_policy = OutcomePolicy(
+            on_partial_failure, on_all_failed, on_expired, on_cancelled, on_failed
+        )
         self.deferrable = deferrable
         self.max_poll_interval = max(max_poll_interval, poke_interval)
         self.poll_backoff = poll_backoff
         self.error_budget = error_budget
 
+    @cached_property
+    def hook(self) -> DashScopeBatchHook:
+        """The DashScope hook of this task's connection."""
+        return DashScopeBatchHook(dashscope_conn_id=self.dashscope_conn_id)
+
     def poke(self, context: Context) -> PokeReturnValue:
         batch, _ = self._read()
         if not batch.status.is_terminal:
             return PokeReturnValue(is_done=False)
-        return PokeReturnValue(is_done=True, xcom_value=self.judge(batch))
+        return PokeReturnValue(is_done=True, xcom_value=judge(self.outcome_policy, batch, self.log))
 
     def _read(self) -> tuple[Batch, LateCopies | None]:
         """
@@ -118,7 +138,7 @@ class DashScopeBatchSensor(DashScopeBatchOutcomeMixin, BaseSensorOperator, DashS
             return super().execute(context)
         batch, copies = self._read()
         if batch.status.is_terminal:
-            return self.judge(batch)
+            return judge(self.outcome_policy, batch, self.log)
         timeout = self.timeout.total_seconds() if isinstance(self.timeout, timedelta) else float(self.timeout)
         self.defer(
             trigger=DashScopeBatchTrigger(
@@ -151,7 +171,7 @@ class DashScopeBatchSensor(DashScopeBatchOutcomeMixin, BaseSensorOperator, DashS
             remove_late_copies(self.hook, ended, self.log)
             self.defer(trigger=DashScopeBatchTrigger(**ended.resume), method_name="execute_complete")
         if ended.kind is WaitEventKind.TERMINAL and ended.batch is not None:
-            return self.judge(ended.batch)
+            return judge(self.outcome_policy, ended.batch, self.log)
         if ended.kind is WaitEventKind.TIMEOUT:
             raise AirflowSensorTimeout(ended.message or "Sensor timed out.")
         raise AirflowException(ended.message)
