@@ -22,9 +22,12 @@ from airflow_provider_dashscope_batch.client import tokenized_filename
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
 from airflow_provider_dashscope_batch.client.identity import with_generation
+from airflow_provider_dashscope_batch.client.oss_input import parse_oss_input
 from airflow_provider_dashscope_batch.client.types import FileObject
+from airflow_provider_dashscope_batch.cost.pricing import region_of
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
 from airflow_provider_dashscope_batch.operators.rounds import write_shard_remainder
+from airflow_provider_dashscope_batch.operators.shard_oss import OssStaging
 from airflow_provider_dashscope_batch.sharding.job import ShardRun, shard_key_base
 from airflow_provider_dashscope_batch.triggers.base import task_instance_state
 from airflow_provider_dashscope_batch.waiting.late import LateCopies
@@ -54,17 +57,20 @@ class DashScopeShardStagingMixin(BaseOperator):
     Staging and kill handling of a sharded job; mixed into the sharded operator.
 
     ``outcome_policy`` (which earlier batches a new try keeps) and ``cancel_on_kill`` are the operator's.
+    With ``stage_to`` the shards are written to OSS instead of uploaded (:mod:`.shard_oss`).
     """
 
     outcome_policy: OutcomePolicy
     cancel_on_kill: bool
     resubmit_errors: ResubmitErrors
+    stage_to: Any
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._history: dict[str, list[Batch]] = {}  # each shard's batches so far, by key base
         self._killed = False  # a plain flag: operators are deep-copied (no locks) and on_kill only sets it
         self._created: list[Batch] = []  # batches this try created, for a kill by a user
+        self._oss: OssStaging | None = None  # where this try stages its shards when not uploading them
 
     def on_kill(self) -> None:
         """
@@ -82,6 +88,14 @@ class DashScopeShardStagingMixin(BaseOperator):
         """Forget an earlier kill of this operator object (``dag.test()`` runs every try in one)."""
         self._killed = False
         self._created.clear()
+
+    def _start_staging(self) -> None:
+        """Read ``stage_to`` for the connection's region; fails before anything is staged."""
+        self._oss = None
+        if self.stage_to is not None:
+            hook = self.hook  # type: ignore[attr-defined]
+            extra = hook.get_connection(hook.dashscope_conn_id).extra_dejson
+            self._oss = OssStaging.of(self.stage_to, region_of(extra))
 
     def _stop_if_killed(self) -> None:
         if self._killed:
@@ -222,8 +236,10 @@ class DashScopeShardStagingMixin(BaseOperator):
     def _upload(
         self, client: DashScopeClient, path: Path, token: str, staged: list[str]
     ) -> tuple[str, LateCopies | None]:
-        """Upload a shard: its file id and the late copy of an ambiguous upload."""
+        """Upload a shard (or stage it to OSS): its file id and the late copy of an ambiguous upload."""
         self._stop_if_killed()
+        if self._oss is not None:  # nothing to delete later: OSS objects are the user's
+            return self._oss.stage(path, token, self.log), None
         receipt = client.upload_file_receipt(path, filename=path.name, upload_token=token)
         file_id = receipt.value.id
         staged.append(file_id)
@@ -232,6 +248,9 @@ class DashScopeShardStagingMixin(BaseOperator):
 
     @staticmethod
     def _file_exists(client: DashScopeClient, file_id: str) -> bool:
+        """Whether an uploaded file still exists (an OSS object is staged again, or found re-usable)."""
+        if parse_oss_input(file_id) is not None:
+            return False
         try:
             client.retrieve_file(file_id)
         except NotFoundError:
@@ -247,6 +266,8 @@ class DashScopeShardStagingMixin(BaseOperator):
         """
         pending = []
         for file_id in file_ids:
+            if parse_oss_input(file_id) is not None:  # staged OSS objects are kept
+                continue
             try:
                 client.delete_file(file_id)
             except NotFoundError:

@@ -321,6 +321,12 @@ class DashScopeShardedBatchOperator(
         gets a round of its requests not yet answered or failed for good; 0 keeps one batch per shard.
     :param resubmit_errors: Which failed requests a replacement round sends again (see
         :class:`~airflow_provider_dashscope_batch.operators.batch.DashScopeCreateBatchOperator`).
+    :param stage_to: Write the shards to this OSS folder (``oss://bucket/prefix``, any ``ObjectStoragePath``
+        whose bucket is the OSS bucket, or a local folder whose first component stands for it) and create
+        their batches from ``oss:<region>:<bucket>/<key>`` ids instead of uploading them: no upload, no
+        file-store quota. cn-beijing connections only (the task fails before staging otherwise). A retry
+        re-uses an object already staged (its name carries the shard's token); staged objects are never
+        deleted (templated).
     :return: ``{"batch_ids", "requests", "request_counts", "shards"}``; ``batch_ids`` (every batch of the
         job: per shard in input order, its rounds in order) is also pushed under its own XCom key for the
         results transfer.
@@ -334,6 +340,7 @@ class DashScopeShardedBatchOperator(
         "endpoint",
         "metadata",
         "finish_callback",
+        "stage_to",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"metadata": "json"}
     ui_color = "#ff6a00"
@@ -355,9 +362,11 @@ class DashScopeShardedBatchOperator(
         finish_callback: str | None = None,
         resubmit_rounds: int = DEFAULT_RESUBMIT_ROUNDS,
         resubmit_errors: Mapping[int | str, bool] | None = None,
+        stage_to: str | ObjectStoragePath | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.stage_to = stage_to
         if not isinstance(resubmit_rounds, int) or resubmit_rounds < 0:
             raise ValueError(f"resubmit_rounds must be an int >= 0; got {resubmit_rounds!r}")
         self.resubmit_rounds = resubmit_rounds
@@ -380,6 +389,7 @@ class DashScopeShardedBatchOperator(
     def execute(self, context: Context) -> dict[str, Any]:
         self._start_try()
         self.check_finish_callback(self.finish_callback)
+        self._start_staging()
         self.push_estimate(context, self._preflight())
         ti = context["ti"]
         token = job_token(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))
@@ -586,6 +596,7 @@ class DashScopeShardedBatchOperator(
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: record the finished batches, start more shards or finish."""
         self._start_try()
+        self._start_staging()  # a follow-up round stages where the first try did
         ti = context["ti"]
         map_index = getattr(ti, "map_index", -1)
         stored = ti.xcom_pull(
