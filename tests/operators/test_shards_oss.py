@@ -137,3 +137,19 @@ def test_staging_writes_once(tmp_path):
     os.utime(staged, ns=(0, 0))
     assert staging.stage(source, "job-token-1", log) == first == _oss_id(staged)
     assert staged.stat().st_mtime_ns == 0
+
+
+def test_staging_to_a_bucket_url_writes_the_object_once(s3_bucket, tmp_path, caplog):
+    """An ``ObjectStoragePath`` with a bucket (here S3 on moto's server): its bucket and key make the id."""
+    source = tmp_path / "shard-00000.jsonl"
+    source.write_bytes(b'{"custom_id": "1"}\n')
+    staging = OssStaging.of("s3://s3_results@results-bucket/in", "cn-beijing")
+    log = logging.getLogger(__name__)
+    with caplog.at_level(logging.INFO, logger=__name__):
+        first = staging.stage(source, "job-token-1", log)
+        again = staging.stage(source, "job-token-1", log)
+    assert first == again == "oss:cn-beijing:results-bucket/in/shard-00000.job-token-1.jsonl"
+    body = s3_bucket.get_object(Bucket="results-bucket", Key="in/shard-00000.job-token-1.jsonl")["Body"]
+    assert body.read() == source.read_bytes()
+    ours = [r.getMessage().split(" ")[0] for r in caplog.records if r.name == __name__]
+    assert ours == ["Staged", "Re-using"]
