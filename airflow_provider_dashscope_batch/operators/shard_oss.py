@@ -3,7 +3,8 @@ Shards staged to OSS: written to a folder of a bucket and batched from ``oss:<re
 
 The sharded operator's ``stage_to``: instead of an upload to the file store (its quota, its upload calls),
 each shard is written to an OSS folder and its batch created from the object's resource identifier
-(:mod:`airflow_provider_dashscope_batch.client.oss_input`; the batch guide states it for cn-beijing only).
+(:mod:`airflow_provider_dashscope_batch.client.oss_input`; the batch guide documents it for
+cn-beijing only, so other regions are refused before anything is staged).
 The object's name carries the shard's upload token (job, position, SHA-256), so a retry that finds it
 with the shard's size re-uses it instead of writing it again. Staged objects are the user's: never deleted.
 """
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = ["OSS_INPUT_REGION", "OssStaging"]
 
-#: The only region whose batches read OSS inputs (the batch guide, 使用OSS文件创建 Batch 任务).
+#: The only region the batch guide (使用OSS文件创建 Batch 任务) documents OSS inputs for.
 OSS_INPUT_REGION = "cn-beijing"
 
 
@@ -58,9 +59,9 @@ class OssStaging:
         """
         if region != OSS_INPUT_REGION:
             raise AirflowFailException(
-                f"stage_to={str(stage_to)!r}, but batches read OSS inputs in {OSS_INPUT_REGION} only (the "
-                f"batch guide) and this connection's region is {region}. Nothing was staged or created. "
-                "Use a cn-beijing connection, or leave stage_to unset to upload the shards."
+                f"stage_to={str(stage_to)!r}, but the batch guide documents OSS inputs for "
+                f"{OSS_INPUT_REGION} only and this connection's region is {region}. Nothing was staged or "
+                "created. Use a cn-beijing connection, or leave stage_to unset to upload the shards."
             )
         if str(stage_to).startswith("oss://"):
             register_oss_scheme()  # so that the netloc parses as the bucket

@@ -104,7 +104,7 @@ def test_a_truncated_staged_object_is_written_again(dashscope_conn, oss, tmp_pat
 def test_staging_to_oss_is_refused_outside_beijing(dashscope_conn, oss, tmp_path):
     dashscope_conn(region="ap-southeast-1")
     stage = tmp_path / "stage"
-    with pytest.raises(AirflowFailException, match=r"OSS inputs in cn-beijing only .* ap-southeast-1"):
+    with pytest.raises(AirflowFailException, match=r"OSS inputs for cn-beijing only .* ap-southeast-1"):
         _sharded(str(stage)).execute({"ti": TaskInstance()})
     assert not stage.exists()
     assert "POST /batches" not in oss.request_counts()
