@@ -66,12 +66,12 @@ class OssStaging:
         if str(stage_to).startswith("oss://"):
             register_oss_scheme()  # so that the netloc parses as the bucket
         folder = as_path(stage_to)
-        if isinstance(folder, ObjectStoragePath) and folder.protocol in ("file", "local"):
-            folder = Path(folder.path)
-        if isinstance(folder, Path):
+        if isinstance(folder, ObjectStoragePath) and folder.protocol not in ("file", "local"):
+            # its path is <bucket>/<key> (its .bucket keeps the conn id on Airflow 3.0)
+            bucket, _, key = folder.path.lstrip("/").partition("/")
+        else:  # on Airflow 3.0 an ObjectStoragePath is a Path too: test for it first
+            folder = Path(folder.path) if isinstance(folder, ObjectStoragePath) else folder
             bucket, _, key = folder.resolve().as_posix().lstrip("/").partition("/")
-        else:
-            bucket, key = folder.bucket, folder.key
         staging = cls(folder, bucket, key.strip("/"), region)
         if parse_oss_input(staging.object_id("probe.jsonl")) is None:
             raise AirflowFailException(
@@ -94,7 +94,7 @@ class OssStaging:
         if target.exists() and target.stat().st_size == size:
             log.info("Re-using %s staged by an earlier try", target)
             return self.object_id(name)
-        if isinstance(target, Path):
+        if not isinstance(target, ObjectStoragePath):  # a local folder; buckets have no folders to make
             target.parent.mkdir(parents=True, exist_ok=True)
         with path.open("rb") as source, target.open("wb") as sink:
             shutil.copyfileobj(source, sink, 1 << 20)
