@@ -34,7 +34,7 @@ from airflow_provider_dashscope_batch.waiting.late import LateCopies
 from airflow_provider_dashscope_batch.waiting.protocol import Outcome, OutcomePolicy
 
 if TYPE_CHECKING:
-    from airflow.providers.common.compat.sdk import Context
+    from airflow.providers.common.compat.sdk import Context, ObjectStoragePath
 
     from airflow_provider_dashscope_batch.client import DashScopeClient
     from airflow_provider_dashscope_batch.client.types import Batch
@@ -63,7 +63,7 @@ class DashScopeShardStagingMixin(BaseOperator):
     outcome_policy: OutcomePolicy
     cancel_on_kill: bool
     resubmit_errors: ResubmitErrors
-    stage_to: Any
+    stage_to: str | ObjectStoragePath | None
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
