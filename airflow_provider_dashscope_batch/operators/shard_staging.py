@@ -23,9 +23,11 @@ from airflow_provider_dashscope_batch.client import tokenized_filename
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
 from airflow_provider_dashscope_batch.client.identity import with_generation
+from airflow_provider_dashscope_batch.client.oss_input import parse_oss_input
 from airflow_provider_dashscope_batch.client.types import FileObject
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
 from airflow_provider_dashscope_batch.operators.rounds import write_shard_remainder
+from airflow_provider_dashscope_batch.operators.shard_oss import OssStaging
 from airflow_provider_dashscope_batch.sharding.job import ShardRun, shard_key_base
 from airflow_provider_dashscope_batch.triggers.base import task_instance_state
 from airflow_provider_dashscope_batch.waiting.late import LateCopies
@@ -59,6 +61,7 @@ class ShardStager:
     :param cancel_on_kill: Cancel this try's batches when a user marks the task failed.
     :param retries: The task's retries (a try with none after it deletes the files no batch uses).
     :param log: The operator's logger.
+    :param oss: Where the shards are written in OSS instead of uploaded (:mod:`.shard_oss`), if anywhere.
     """
 
     def __init__(
@@ -69,12 +72,14 @@ class ShardStager:
         cancel_on_kill: bool,
         retries: int,
         log: Any,
+        oss: OssStaging | None = None,
     ) -> None:
         self.policy = policy
         self.resubmit_errors = resubmit_errors
         self.cancel_on_kill = cancel_on_kill
         self.retries = retries
         self.log = log
+        self.oss = oss
         self.history: dict[str, list[Batch]] = {}  # each shard's batches so far, by key base
         self.created: list[Batch] = []  # batches this try created, for a kill by a user
         self._killed = False  # a plain flag: set from the signal handler, read by the task's own thread
@@ -221,8 +226,10 @@ class ShardStager:
     def _upload(
         self, client: DashScopeClient, path: Path, token: str, staged: list[str]
     ) -> tuple[str, LateCopies | None]:
-        """Upload a shard: its file id and the late copy of an ambiguous upload."""
+        """Upload a shard (or stage it to OSS): its file id and the late copy of an ambiguous upload."""
         self.stop_if_killed()
+        if self.oss is not None:  # nothing to delete later: OSS objects are the user's
+            return self.oss.stage(path, token, self.log), None
         receipt = client.upload_file_receipt(path, filename=path.name, upload_token=token)
         file_id = receipt.value.id
         staged.append(file_id)
@@ -231,6 +238,9 @@ class ShardStager:
 
     @staticmethod
     def _file_exists(client: DashScopeClient, file_id: str) -> bool:
+        """Whether an uploaded file still exists (an OSS object is staged again, or found re-usable)."""
+        if parse_oss_input(file_id) is not None:
+            return False
         try:
             client.retrieve_file(file_id)
         except NotFoundError:
@@ -246,6 +256,8 @@ class ShardStager:
         """
         pending = []
         for file_id in file_ids:
+            if parse_oss_input(file_id) is not None:  # staged OSS objects are kept
+                continue
             try:
                 client.delete_file(file_id)
             except NotFoundError:

@@ -28,6 +28,7 @@ from airflow_provider_dashscope_batch.client.errors import DashScopeError
 from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY, key_of, parse_key
 from airflow_provider_dashscope_batch.client.types import BatchStatus
 from airflow_provider_dashscope_batch.cost.budget import CostCheckError
+from airflow_provider_dashscope_batch.cost.pricing import region_of
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import finish_event_metadata
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
@@ -40,6 +41,7 @@ from airflow_provider_dashscope_batch.operators.links import (
 )
 from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
 from airflow_provider_dashscope_batch.operators.rounds import write_shard_remainder
+from airflow_provider_dashscope_batch.operators.shard_oss import OssStaging
 from airflow_provider_dashscope_batch.operators.shard_staging import (
     CLEANUP_XCOM_KEY,
     ShardStager,
@@ -321,6 +323,12 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
         gets a round of its requests not yet answered or failed for good; 0 keeps one batch per shard.
     :param resubmit_errors: Which failed requests a replacement round sends again (see
         :class:`~airflow_provider_dashscope_batch.operators.batch.DashScopeCreateBatchOperator`).
+    :param stage_to: Write the shards to this OSS folder (``oss://bucket/prefix``, any ``ObjectStoragePath``
+        whose bucket is the OSS bucket, or a local folder whose first component stands for it) and create
+        their batches from ``oss:<region>:<bucket>/<key>`` ids instead of uploading them: no upload, no
+        file-store quota. cn-beijing connections only (the task fails before staging otherwise). A retry
+        re-uses an object already staged (its name carries the shard's token); staged objects are never
+        deleted (templated).
     :return: ``{"batch_ids", "requests", "request_counts", "shards"}``; ``batch_ids`` (every batch of the
         job: per shard in input order, its rounds in order) is also pushed under its own XCom key for the
         results transfer.
@@ -334,6 +342,7 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
         "endpoint",
         "metadata",
         "finish_callback",
+        "stage_to",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"metadata": "json"}
     ui_color = "#ff6a00"
@@ -355,6 +364,7 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
         finish_callback: str | None = None,
         resubmit_rounds: int = DEFAULT_RESUBMIT_ROUNDS,
         resubmit_errors: Mapping[int | str, bool] | None = None,
+        stage_to: str | ObjectStoragePath | None = None,
         on_partial_failure: str = Outcome.SUCCESS,
         on_all_failed: str = Outcome.FAIL,
         on_expired: str = Outcome.FAIL,
@@ -404,6 +414,7 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
         self.wait_timeout = wait_timeout
         self.cancel_on_kill = cancel_on_kill
         self.finish_callback = finish_callback
+        self.stage_to = stage_to
         self._stager: ShardStager | None = None  # this try's, built when it starts
 
     def on_kill(self) -> None:
@@ -419,13 +430,22 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
             self._stager.kill()
 
     def _start_try(self) -> ShardStager:
-        """A fresh stager for this try (``dag.test()`` runs every try in one operator object)."""
+        """
+        A fresh stager for this try (``dag.test()`` runs every try in one operator object); with
+        ``stage_to`` it writes to OSS, read for the connection's region (a follow-up round after a
+        deferral stages where the first try did).
+        """
+        oss = None
+        if self.stage_to is not None:
+            extra = self.hook.get_connection(self.hook.dashscope_conn_id).extra_dejson
+            oss = OssStaging.of(self.stage_to, region_of(extra))
         self._stager = ShardStager(
             policy=self.outcome_policy,
             resubmit_errors=self.resubmit_errors,
             cancel_on_kill=self.cancel_on_kill,
             retries=self.retries or 0,
             log=self.log,
+            oss=oss,
         )
         return self._stager
 
