@@ -75,6 +75,7 @@ DEFAULT_POLL_INTERVAL = 60.0
 LOOKBACK_SECONDS = 15 * 86400
 #: A lease not renewed for this many round intervals (and at least :data:`MIN_LEASE_SECONDS`) is free.
 LEASE_ROUNDS = 3
+#: The shortest time a lease is held, whatever the round interval.
 MIN_LEASE_SECONDS = 30.0
 #: Seconds a claimant waits before it re-reads the lease (the later of two concurrent claims wins).
 CLAIM_SETTLE = 2.0
