@@ -209,7 +209,7 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="smallest size: a CI check that it runs")
     args = parser.parse_args()
     if args.smoke:
-        args.n, args.window = 10, 5.0
+        args.n, args.window = "10", 5.0
 
     home = tempfile.mkdtemp(prefix="bench-events-home-")
     os.environ.update(
