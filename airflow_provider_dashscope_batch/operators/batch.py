@@ -24,6 +24,7 @@ from airflow_provider_dashscope_batch.client.identity import key_of, lineage, pa
 from airflow_provider_dashscope_batch.client.oss_input import parse_oss_input
 from airflow_provider_dashscope_batch.client.types import BatchStatus, RequestCounts
 from airflow_provider_dashscope_batch.cost.actual import CostMeter
+from airflow_provider_dashscope_batch.cost.label import ESTIMATE_METADATA_KEY, CostFigure, estimate_figure
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import finish_event_metadata
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
@@ -272,7 +273,10 @@ class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
                 pushed = [e.model_dump(mode="json") for e in estimates]
                 context["ti"].xcom_push(key=COST_XCOM_KEY, value=pushed)
             key = idempotency_key_for(context, generation)
-            receipt = client.create_batch_receipt(**self._create_kwargs(key, self.input_file_id, 1, context))
+            estimated = estimate_figure(estimates, self.cost.cost_policy.basis)
+            receipt = client.create_batch_receipt(
+                **self._create_kwargs(key, self.input_file_id, 1, context, estimated)
+            )
             batch = receipt.value
             self.log.info("Created batch %s (status %s)", batch.id, batch.status)
             copies = LateCopies.of(receipt.ambiguity)
@@ -359,20 +363,22 @@ class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
         self, context: Context, rounds: JobRounds, state: JobState, generation: int, last_generation: int
     ) -> tuple[Batch, LateCopies | None]:
         """Upload the remainder (cost-guarded) and create its batch under the next key generation."""
-        key_lineage = _lineage(context)
+        key = idempotency_key_for(context, generation)
         with tempfile.TemporaryDirectory(prefix="dashscope-round-") as tmp:
             path = Path(tmp) / "round.jsonl"
             estimator = self.cost.cost_estimator(f"round {generation} of {self.task_id}")
             with self.cost.cost_checks(), path.open("wb") as out:
                 sent = rounds.write_remainder(out, estimator.feed)
-            rounds.check_budget(self.cost.cost_policy, estimator, state)
+            remainder = rounds.check_budget(self.cost.cost_policy, estimator, state)
             self.log.info("%s", progress_line(generation, last_generation, sent, state.counts))
-            file = rounds.upload(
-                path, f"{self.task_id}-round-{generation}.jsonl", with_generation(key_lineage, generation)
-            )
+            file = rounds.upload(path, f"{self.task_id}-round-{generation}.jsonl", key)
+        estimated = None
+        if remainder is not None:
+            currency = self.cost.price_table()[1].currency
+            estimated = CostFigure(remainder, currency, self.cost.cost_policy.basis)
         try:
             receipt = self.hook.get_conn().create_batch_receipt(
-                **self._create_kwargs(with_generation(key_lineage, generation), file.id, generation, context)
+                **self._create_kwargs(key, file.id, generation, context, estimated)
             )
         except BaseException:
             if _last_try(context, self):
@@ -416,10 +422,18 @@ class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
         ti.xcom_push(key="batch_ids", value=[b.id for b in batches])
         ti.xcom_push(key=ROUND_LIMIT_KEY, value=last_generation)
 
-    def _create_kwargs(self, key: str, input_file_id: str, round_no: int, context: Context) -> dict[str, Any]:
+    def _create_kwargs(
+        self, key: str, input_file_id: str, round_no: int, context: Context, estimated: CostFigure | None
+    ) -> dict[str, Any]:
+        """
+        The create request: every round named after the job (``ds_name``, else the task id; `` round N``
+        from the second), so the batches page lists a job's rounds by name; the round's estimate.
+        """
         metadata = {**(self.metadata or {}), **creator_metadata(context["ti"])}
-        if round_no > 1:
-            metadata["ds_name"] = f"{metadata.get('ds_name') or self.task_id} round {round_no}"
+        name = metadata.get("ds_name") or self.task_id
+        metadata["ds_name"] = name if round_no == 1 else f"{name} round {round_no}"
+        if estimated is not None:
+            metadata[ESTIMATE_METADATA_KEY] = estimated.label()
         receiver = self.finish_callback == AIRFLOW_RECEIVER
         metadata.update(finish_event_metadata(self.hook, key, callback=receiver))
         if not receiver and (self.finish_callback or self.finish_callback_url):

@@ -27,13 +27,14 @@ from airflow_provider_dashscope_batch.catalog import Catalog
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
 from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY, key_of, parse_key
 from airflow_provider_dashscope_batch.client.types import BatchStatus
-from airflow_provider_dashscope_batch.cost.budget import CostCheckError
+from airflow_provider_dashscope_batch.cost.budget import CostCheckError, CostEstimate
+from airflow_provider_dashscope_batch.cost.label import ESTIMATE_METADATA_KEY, CostFigure, estimate_figure
 from airflow_provider_dashscope_batch.cost.pricing import region_of
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import finish_event_metadata
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
 from airflow_provider_dashscope_batch.operators.base import remove_late_copies
-from airflow_provider_dashscope_batch.operators.cost import CostGuard, LineSink
+from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY, CostGuard, LineSink
 from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, sharded_lineage
 from airflow_provider_dashscope_batch.operators.links import (
     DashScopeBatchConsoleLink,
@@ -345,6 +346,8 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
         "stage_to",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"metadata": "json"}
+    #: The job's estimate, which every shard's batch carries in its metadata (set at each try's start).
+    _estimated: CostFigure | None = None
     ui_color = "#ff6a00"
     operator_extra_links = (DashScopeBatchConsoleLink(), DashScopeBatchesPageLink())
 
@@ -460,7 +463,9 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         stager = self._start_try()
         self.cost.check_finish_callback(self.finish_callback)
-        self.cost.push_estimate(context, self._preflight())
+        estimate = self._preflight()
+        self.cost.push_estimate(context, estimate)
+        self._estimated = estimate_figure([estimate] if estimate else [], self.cost.cost_policy.basis)
         ti = context["ti"]
         token = job_token(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))
         client = self.hook.get_conn()
@@ -648,6 +653,8 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
         metadata = {**(self.metadata or {}), **creator_metadata(context["ti"])}
         name = f"{job.token} {metadata.get('ds_name') or self.task_id} {run.shard.index + 1}/{len(job.runs)}"
         metadata["ds_name"] = name[:100]
+        if self._estimated is not None:
+            metadata[ESTIMATE_METADATA_KEY] = self._estimated.label()
         receiver = self.finish_callback == AIRFLOW_RECEIVER
         metadata.update(finish_event_metadata(self.hook, run.idempotency_key, callback=receiver))
         if not receiver and self.finish_callback:
@@ -675,6 +682,11 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
         stored = ti.xcom_pull(
             task_ids=ti.task_id, key=JOB_XCOM_KEY, map_indexes=map_index if map_index >= 0 else None
         )
+        pushed = ti.xcom_pull(
+            task_ids=ti.task_id, key=COST_XCOM_KEY, map_indexes=map_index if map_index >= 0 else None
+        )
+        estimates = [CostEstimate.model_validate(pushed)] if isinstance(pushed, dict) else []
+        self._estimated = estimate_figure(estimates, self.cost.cost_policy.basis)
         # a job deferred by an earlier version kept no endpoint: its batches used the operator's
         job = ShardJob.from_dict({"endpoint": self.request_input.built_endpoint, **stored})
         shard_runs = list(job.runs)

@@ -31,6 +31,7 @@ from airflow_provider_dashscope_batch.client.types import BatchStatus
 from airflow_provider_dashscope_batch.operators.links import BATCHES_PAGE_PREFIX
 from airflow_provider_dashscope_batch.sharding.creator import creator_of
 from airflow_provider_dashscope_batch.ui.access import Access, csrf_token, csrf_valid
+from airflow_provider_dashscope_batch.ui.jobs import JobBatch, job_batch, job_name_filter, job_of
 from airflow_provider_dashscope_batch.ui.listing import BatchQuery, Listings, UnknownConnection
 from airflow_provider_dashscope_batch.ui.render import (
     Row,
@@ -262,7 +263,7 @@ def create_app(listings: Listings | None = None) -> FastAPI:
             if not await blocking(access.can_view, query.conn_id, batch):
                 hidden += 1
             elif _of_task(batch, filters):
-                rows.append(Row(batch, await blocking(access.can_cancel, query.conn_id, batch)))
+                rows.append(Row(job_batch(batch), await blocking(access.can_cancel, query.conn_id, batch)))
         next_query = {**filters, "after": page.next_after} if page.next_after else None
         html = list_page(
             base=base(request),
@@ -276,16 +277,35 @@ def create_app(listings: Listings | None = None) -> FastAPI:
         )
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
+    async def job_batches(conn_id: str, item: JobBatch) -> list[JobBatch] | None:
+        """
+        The batch's job's batches, shards then rounds, from one (shared) list request by the job's name;
+        None for a batch of no known job. The user may see them all: they belong to the batch's DAG.
+        """
+        name = job_name_filter(item)
+        if item.creator is None or name is None:
+            return None
+        page = await blocking(shared.page, BatchQuery(conn_id=conn_id, ds_name=name, limit=PAGE_SIZES[-1]))
+        job = job_of(item.creator)
+        found = {b.id: b for b in (*page.batches, item.batch)}
+        members = [job_batch(b) for b in found.values()]
+        return sorted(
+            (m for m in members if m.creator is not None and job_of(m.creator) == job),
+            key=lambda m: m.sort_key,
+        )
+
     @app.get("/batches/{conn_id}/{batch_id}", response_class=HTMLResponse)
     async def batch_detail(request: Request, user: User, conn_id: str, batch_id: str) -> HTMLResponse:
         access, batch = await visible_batch(request, user, conn_id, batch_id)
         can_cancel = await blocking(access.can_cancel, conn_id, batch)
+        item = job_batch(batch)
         html = detail_page(
             base=base(request),
             airflow_root=_airflow_root(),
             conn_id=conn_id,
-            batch=batch,
+            item=item,
             can_cancel=can_cancel,
+            rounds=await job_batches(conn_id, item),
         )
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 

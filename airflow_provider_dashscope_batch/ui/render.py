@@ -14,6 +14,7 @@ from urllib.parse import quote, urlencode
 
 from airflow_provider_dashscope_batch.client.types import Batch, BatchStatus
 from airflow_provider_dashscope_batch.sharding.creator import Creator, creator_of
+from airflow_provider_dashscope_batch.ui.jobs import JobBatch, JobGroup, group_by_job
 
 __all__ = ["Row", "confirm_page", "detail_page", "list_page", "message_page", "progress"]
 
@@ -35,15 +36,22 @@ input,select,button{font-size:13px;padding:4px 6px}button{cursor:pointer}
 .danger{background:#e53e3e;color:#fff;border:0;border-radius:4px;padding:6px 12px}
 a{color:#2b6cb0}dl{display:grid;grid-template-columns:max-content auto;gap:4px 16px}dt{font-weight:600}
 .pager{margin-top:12px;display:flex;gap:16px}
+tr.job td{background:#f0f4f8;border-top:2px solid #cbd5e0}tr.in-job td:first-child{padding-left:24px}
+tr.current td{background:#fefcbf}.place{font-size:12px;color:#2c5282}
 """
 
 
 @dataclass(frozen=True)
 class Row:
-    """One batch as the page shows it: the batch and what the user may do with it."""
+    """One batch as the page shows it: the batch in its job and what the user may do with it."""
 
-    batch: Batch
+    item: JobBatch
     can_cancel: bool
+
+    @property
+    def batch(self) -> Batch:
+        """The batch."""
+        return self.item.batch
 
 
 def progress(batch: Batch) -> tuple[int, int, int]:
@@ -65,7 +73,10 @@ def _finished(batch: Batch) -> int | None:
 
 
 def _bar(batch: Batch) -> str:
-    done, failed, total = progress(batch)
+    return _counts_bar(*progress(batch))
+
+
+def _counts_bar(done: int, failed: int, total: int) -> str:
     if not total:
         return '<span class="muted">no counts yet</span>'
     ok = 100 * done / total
@@ -89,15 +100,38 @@ def _creator_cell(airflow_root: str, batch: Batch) -> str:
     if creator is None:
         return '<span class="muted">not created by this Airflow</span>'
     dag, run = quote(creator.dag_id, safe=""), quote(creator.run_id, safe="")
-    shard = f"<br>shard {creator.shard[0]} of {creator.shard[1]}" if creator.shard else ""
     mapped = f" [{creator.map_index}]" if creator.map_index >= 0 else ""
     return (
         f'<a target="_top" href="{escape(f"{airflow_root}/dags/{dag}")}">{escape(creator.dag_id)}</a> / '
         f'<a target="_top" href="{escape(f"{airflow_root}/dags/{dag}/runs/{run}")}">'
         f"{escape(creator.run_id)}</a> / "
         f'<a target="_top" href="{escape(_task_url(airflow_root, creator))}">'
-        f"{escape(creator.task_id)}{mapped}</a>{shard}"
+        f"{escape(creator.task_id)}{mapped}</a>"
     )
+
+
+#: Why the actual cost is not shown (the batch object carries no usage; pricing it means reading results).
+_NO_ACTUAL = (
+    "The service's batch object carries no token usage; the actual cost is in the results transfer's "
+    "manifest (cost.actual)"
+)
+
+
+def _cost_cell(item: JobBatch) -> str:
+    """The estimate the batch was created under (a shard's is the whole job's) and the actual cost."""
+    figure = item.estimated
+    estimate = '<span class="muted">—</span>'
+    if figure is not None:
+        whole = " (whole job)" if item.creator is not None and item.creator.shard is not None else ""
+        estimate = (
+            f'<span class="estimate" title="estimated at create, {escape(figure.basis)} basis">'
+            f"{escape(figure.shown())}</span>{whole}"
+        )
+    return f'est. {estimate}<br><span class="muted actual" title="{escape(_NO_ACTUAL)}">actual —</span>'
+
+
+def _job_query(job: tuple[str, str, str, int]) -> dict[str, str]:
+    return dict(zip(("dag_id", "run_id", "task_id", "map_index"), (*job[:3], str(job[3])), strict=True))
 
 
 def _cancellable(batch: Batch) -> bool:
@@ -170,26 +204,18 @@ def list_page(
             f'<p>Batches of <b>{names}</b> only. <a href="{escape(base)}/?{escape(urlencode(clear))}">'
             "Show all</a></p>"
         )
+    by_batch = {row.batch.id: row for row in rows}
     body_rows = []
-    for row in rows:
-        batch = row.batch
-        name = str((batch.metadata or {}).get("ds_name") or "")
-        action = ""
-        if row.can_cancel and _cancellable(batch):
-            action = _cancel_link(base, conn_id, batch)
-        body_rows.append(
-            f'<tr data-batch-id="{escape(batch.id)}">'
-            f'<td><a href="{escape(_detail_url(base, conn_id, batch.id))}">{escape(batch.id)}</a>'
-            f'<br><span class="muted">{escape(name)}</span></td>'
-            f'<td><span class="status {escape(batch.status.value)}">{escape(batch.status.value)}</span></td>'
-            f"<td>{_bar(batch)}</td>"
-            f"<td>{_time(batch.created_at)}</td><td>{_time(_finished(batch))}</td>"
-            f"<td>{_creator_cell(airflow_root, batch)}</td><td>{action}</td></tr>"
-        )
+    for group in group_by_job([row.item for row in rows]):
+        members = [by_batch[item.batch.id] for item in group.batches]
+        if group.job is not None and len(members) > 1:
+            body_rows.append(_job_row(base, filters, group))
+        for row in members:
+            body_rows.append(_batch_row(base, airflow_root, conn_id, row, in_job=len(members) > 1))
     table = (
         "<table><thead><tr><th>Batch</th><th>Status</th><th>Progress</th><th>Created (UTC)</th>"
-        "<th>Finished (UTC)</th><th>Created by</th><th></th></tr></thead><tbody>"
-        + ("".join(body_rows) or '<tr><td colspan="7" class="muted">No batches to show.</td></tr>')
+        "<th>Finished (UTC)</th><th>Created by</th><th>Cost</th><th></th></tr></thead><tbody>"
+        + ("".join(body_rows) or '<tr><td colspan="8" class="muted">No batches to show.</td></tr>')
         + "</tbody></table>"
     )
     note = (
@@ -210,8 +236,81 @@ def list_page(
     )
 
 
-def detail_page(*, base: str, airflow_root: str, conn_id: str, batch: Batch, can_cancel: bool) -> str:
-    """One batch: status, progress, times, files, errors, metadata and its creator."""
+def _batch_row(base: str, airflow_root: str, conn_id: str, row: Row, *, in_job: bool) -> str:
+    batch = row.batch
+    name = str((batch.metadata or {}).get("ds_name") or "")
+    place = f'<br><span class="place">{escape(row.item.place)}</span>' if row.item.place else ""
+    action = _cancel_link(base, conn_id, batch) if row.can_cancel and _cancellable(batch) else ""
+    css = ' class="in-job"' if in_job else ""
+    return (
+        f'<tr data-batch-id="{escape(batch.id)}"{css}>'
+        f'<td><a href="{escape(_detail_url(base, conn_id, batch.id))}">{escape(batch.id)}</a>'
+        f'<br><span class="muted">{escape(name)}</span>{place}</td>'
+        f'<td><span class="status {escape(batch.status.value)}">{escape(batch.status.value)}</span></td>'
+        f"<td>{_bar(batch)}</td>"
+        f"<td>{_time(batch.created_at)}</td><td>{_time(_finished(batch))}</td>"
+        f"<td>{_creator_cell(airflow_root, batch)}</td><td>{_cost_cell(row.item)}</td><td>{action}</td></tr>"
+    )
+
+
+def _job_row(base: str, filters: dict[str, str], group: JobGroup) -> str:
+    """The heading row of a job's batches: what it is, its progress (shards), its estimate, a filter link."""
+    assert group.job is not None
+    dag_id, run_id, task_id, map_index = group.job
+    kind = "shards" if group.sharded else "rounds"
+    counts = [progress(b.batch) for b in group.batches]
+    bar = _counts_bar(*(sum(c[i] for c in counts) for i in range(3))) if group.sharded else ""
+    figure = group.estimated
+    estimate = f" · est. {escape(figure.shown())}" if figure is not None else ""
+    only = {**{k: v for k, v in filters.items() if k == "conn_id"}, **_job_query(group.job)}
+    mapped = f" [{map_index}]" if map_index >= 0 else ""
+    return (
+        f'<tr class="job" data-job="{escape(f"{dag_id}/{run_id}/{task_id}/{map_index}")}"><td colspan="8">'
+        f"Job <b>{escape(task_id)}{mapped}</b> of {escape(dag_id)} / {escape(run_id)}: "
+        f"{len(group.batches)} batches ({kind}) on this page{estimate} "
+        f'<a class="job-filter" href="{escape(base)}/?{escape(urlencode(only))}">only this job</a>'
+        f"{f'<div>{bar}</div>' if bar else ''}</td></tr>"
+    )
+
+
+def _round_row(base: str, conn_id: str, item: JobBatch, current: bool) -> str:
+    batch = item.batch
+    css = ' class="current"' if current else ""
+    return (
+        f'<tr data-round-batch-id="{escape(batch.id)}"{css}><td>{escape(item.place)}</td>'
+        f'<td><a href="{escape(_detail_url(base, conn_id, batch.id))}">{escape(batch.id)}</a></td>'
+        f'<td><span class="status {escape(batch.status.value)}">{escape(batch.status.value)}</span></td>'
+        f"<td>{_bar(batch)}</td><td>{_time(batch.created_at)}</td><td>{_cost_cell(item)}</td></tr>"
+    )
+
+
+def _rounds_section(base: str, conn_id: str, current: Batch, rounds: list[JobBatch] | None) -> str:
+    """A batch's job: its batches (shards, rounds) with their progress and estimates."""
+    if rounds is None:
+        return ""
+    rows = "".join(_round_row(base, conn_id, item, item.batch.id == current.id) for item in rounds)
+    figure = JobGroup(None, tuple(rounds)).estimated
+    total = ""
+    if figure is not None:
+        total = f"<p>Estimated cost of the job: <b>{escape(figure.shown())}</b> ({escape(figure.basis)})</p>"
+    return (
+        f"<h2>Rounds</h2>{total}"
+        "<table><thead><tr><th>Shard / round</th><th>Batch</th><th>Status</th><th>Progress</th>"
+        f"<th>Created (UTC)</th><th>Cost</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def detail_page(
+    *,
+    base: str,
+    airflow_root: str,
+    conn_id: str,
+    item: JobBatch,
+    can_cancel: bool,
+    rounds: list[JobBatch] | None,
+) -> str:
+    """One batch: status, progress, cost, its job's rounds, times, files, errors, metadata and its creator."""
+    batch = item.batch
     times = "".join(
         f"<dt>{label}</dt><dd>{_time(value)}</dd>"
         for label, value in (
@@ -259,7 +358,10 @@ def detail_page(*, base: str, airflow_root: str, conn_id: str, batch: Batch, can
         f"<dl><dt>Connection</dt><dd>{escape(conn_id)}</dd><dt>Endpoint</dt>"
         f"<dd>{escape(batch.endpoint or '')}</dd><dt>Completion window</dt>"
         f"<dd>{escape(batch.completion_window or '')}</dd><dt>Created by</dt>"
-        f"<dd>{_creator_cell(airflow_root, batch)}</dd></dl>"
+        f"<dd>{_creator_cell(airflow_root, batch)}</dd>"
+        f"{f'<dt>In its job</dt><dd>{escape(item.place)}</dd>' if item.place else ''}"
+        f"<dt>Cost</dt><dd>{_cost_cell(item)}</dd></dl>"
+        f"{_rounds_section(base, conn_id, batch, rounds)}"
         f"<h2>Times (UTC)</h2><dl>{times}</dl><h2>Files</h2><dl>{files or '<dt>none</dt><dd></dd>'}</dl>"
         f"<h2>Errors</h2>"
         + (
