@@ -24,6 +24,7 @@ from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
 
 from airflow_provider_dashscope_batch.client import DashScopeClient
 from airflow_provider_dashscope_batch.client.identity import lineage, with_generation
+from airflow_provider_dashscope_batch.cost.label import ESTIMATE_METADATA_KEY
 from airflow_provider_dashscope_batch.sharding.creator import creator_metadata
 from airflow_provider_dashscope_batch.sharding.job import job_token
 from tests.browser.api_server import AirflowApiServer
@@ -37,6 +38,8 @@ PASSWORDS = {"admin": "admin-pw", "editor": "editor-pw", "viewer": "viewer-pw", 
 ROLES = {"admin": "admin", "editor": "user", "viewer": "viewer", "outsider": "user"}
 PAGE = "/dashscope-batches/"
 REQUESTS = 10
+#: What the sharded job's batches carry: the whole job's estimate.
+JOB_ESTIMATE = {"airflow_estimated_cost": "3.5000 CNY ceiling"}
 DAGS = textwrap.dedent(
     """
     from datetime import datetime
@@ -74,7 +77,10 @@ def _input_file(client: DashScopeClient, tmp: Path) -> str:
 
 
 def _create_batches(emulator: Any, tmp: Path) -> dict[str, str]:
-    """The page's batches: two of ``reports`` (a task, a shard), one of ``secret_dag``, two of no DAG."""
+    """
+    The page's batches: four of ``reports`` (two rounds of a task's job, two shards of a sharded job,
+    each with the estimate the operators write), one of ``secret_dag``, two of no DAG.
+    """
     client = DashScopeClient(api_key=emulator.api_key, base_url=emulator.base_url)
     file_id = _input_file(client, tmp)
     create = _Ti("reports", "create", "manual__2026-12-07")
@@ -82,19 +88,37 @@ def _create_batches(emulator: Any, tmp: Path) -> dict[str, str]:
     shard = _Ti("reports", "sharded", "manual__2026-12-07")
     token = job_token(shard.dag_id, shard.task_id, shard.run_id, -1)
 
-    def key(ti: _Ti) -> str:
-        return with_generation(lineage(ti.dag_id, ti.task_id, ti.run_id, "-1"), 1)
+    def key(ti: _Ti, generation: int = 1) -> str:
+        return with_generation(lineage(ti.dag_id, ti.task_id, ti.run_id, "-1"), generation)
+
+    def shard_spec(i: int) -> tuple[dict[str, str], str]:
+        metadata = {"ds_name": f"{token} translate {i}/2", **creator_metadata(shard), **JOB_ESTIMATE}
+        return metadata, with_generation(lineage(token, str(i - 1), str(i) * 64), 1)
 
     specs = {
-        "reports": ({"ds_name": "daily report", **creator_metadata(create)}, key(create)),
-        "shard": (
-            {"ds_name": f"{token} translate 1/2", **creator_metadata(shard)},
-            with_generation(lineage(token, "0", "0" * 64), 1),
+        "reports": (
+            {
+                "ds_name": "daily report",
+                **creator_metadata(create),
+                ESTIMATE_METADATA_KEY: "1.2000 CNY ceiling",
+            },
+            key(create),
         ),
+        "shard": shard_spec(1),
         "secret": ({"ds_name": "secret job", **creator_metadata(secret)}, key(secret)),
         "adhoc": ({"ds_name": "adhoc notebook run"}, None),
         # claims a DAG its idempotency key does not confirm: shown as a batch of no known DAG
         "forged": ({"ds_name": "forged claim", **creator_metadata(create)}, "airflow-" + "0" * 40 + "-g1"),
+        # the job's second round and second shard, newer than the rest: the page brings them together
+        "round2": (
+            {
+                "ds_name": "daily report round 2",
+                **creator_metadata(create),
+                ESTIMATE_METADATA_KEY: "0.1200 CNY ceiling",
+            },
+            key(create, 2),
+        ),
+        "shard2": shard_spec(2),
     }
     ids = {}
     for name, (metadata, idempotency_key) in specs.items():
@@ -195,7 +219,7 @@ def test_the_page_lists_the_batches_with_progress(page_server, browser_page, scr
     server, ids = page_server
     page = _signed_in(browser_page, server, "viewer")
     page.goto(f"{server.url}{PAGE}")
-    assert _shown(page) == {ids["reports"], ids["shard"], ids["secret"]}
+    assert _shown(page) == {ids[n] for n in ("reports", "round2", "shard", "shard2", "secret")}
     row = page.locator(f'tr[data-batch-id="{ids["reports"]}"]')
     assert row.locator(".status").inner_text() == "in_progress"
     assert row.locator(".count").inner_text() == "4 of 10 done"
@@ -215,7 +239,7 @@ def test_the_page_sits_in_airflows_navigation(page_server, browser_page, screens
     frame = page.frame_locator("iframe")
     frame.locator(f'tr[data-batch-id="{ids["adhoc"]}"]').wait_for()
     # an admin may edit the connection, so the batches of no known DAG show too
-    assert frame.locator("tr[data-batch-id]").count() == 5
+    assert frame.locator("tr[data-batch-id]").count() == 7
     assert "not created by this Airflow" in frame.locator(f'tr[data-batch-id="{ids["forged"]}"]').inner_text()
     page.wait_for_timeout(500)
     _shot(page, screenshots_dir, "batches-page-in-airflow.png")
@@ -239,18 +263,69 @@ def test_filters_narrow_the_list_and_one_request_serves_a_page_view(
     assert _shown(page) == set()
     # the extra link's filter: the batches of one task only
     page.goto(f"{server.url}{PAGE}?dag_id=reports&run_id=manual__2026-12-07&task_id=sharded")
-    assert _shown(page) == {ids["shard"]}
+    assert _shown(page) == {ids["shard"], ids["shard2"]}
     emulator.clear_request_counts()
     for _ in range(3):
         page.goto(f"{server.url}{PAGE}?ds_name=report&limit=10")
     assert emulator.request_counts().get("GET /batches") == 1  # three views within the shared TTL
 
 
+def _rows(page: Any) -> list[str]:
+    """The list's rows in order: ``job:<dag>/<run>/<task>/<map index>`` or a batch id."""
+    script = "rows => rows.map(r => r.dataset.job ? 'job:' + r.dataset.job : r.dataset.batchId)"
+    return page.locator("tr[data-job], tr[data-batch-id]").evaluate_all(script)
+
+
+def test_a_jobs_batches_are_grouped_under_it_with_the_estimates(page_server, browser_page):
+    server, ids = page_server
+    page = _signed_in(browser_page, server, "viewer")
+    page.goto(f"{server.url}{PAGE}")
+    rows = _rows(page)
+    sharded, rounds = "job:reports/manual__2026-12-07/sharded/-1", "job:reports/manual__2026-12-07/create/-1"
+    # listed newest first: shard 2, round 2, ..., shard 1, round 1; the page brings each job together
+    assert rows[:3] == [sharded, ids["shard2"], ids["shard"]]
+    assert rows[3:6] == [rounds, ids["round2"], ids["reports"]]
+    job = page.locator(f'tr[data-job="{sharded[4:]}"]')
+    assert "2 batches (shards)" in job.inner_text()
+    assert "est. 3.5000 CNY" in job.inner_text()  # the whole job's, carried by each shard, said once
+    assert job.locator('[role="progressbar"]').get_attribute("aria-valuemax") == "20"
+    assert "est. 1.3200 CNY" in page.locator(f'tr[data-job="{rounds[4:]}"]').inner_text()  # rounds summed
+    row = page.locator(f'tr[data-batch-id="{ids["round2"]}"]')
+    assert row.locator(".place").inner_text() == "round 2"
+    assert row.locator(".estimate").inner_text() == "0.1200 CNY"
+    assert row.locator(".actual").inner_text() == "actual —"  # the batch object carries no usage
+    assert "shard 2 of 2, round 1" in page.locator(f'tr[data-batch-id="{ids["shard2"]}"]').inner_text()
+    job.locator("a.job-filter").click()
+    page.wait_for_url(re.compile(r"task_id=sharded"))
+    assert _shown(page) == {ids["shard"], ids["shard2"]}
+
+
+def test_a_batchs_page_shows_its_jobs_rounds_and_shards(page_server, browser_page, screenshots_dir):
+    server, ids = page_server
+    page = _signed_in(browser_page, server, "viewer")
+    page.goto(f"{server.url}/dashscope-batches/batches/dashscope_default/{ids['round2']}")
+    script = "rows => rows.map(r => [r.dataset.roundBatchId, r.cells[0].innerText, r.className])"
+    listed = page.locator("tr[data-round-batch-id]").evaluate_all(script)
+    assert listed == [[ids["reports"], "round 1", ""], [ids["round2"], "round 2", "current"]]
+    assert "Estimated cost of the job: 1.3200 CNY (ceiling)" in page.locator("body").inner_text()
+    _shot(page, screenshots_dir, "batches-rounds.png")
+    page.goto(f"{server.url}/dashscope-batches/batches/dashscope_default/{ids['shard']}")
+    listed = page.locator("tr[data-round-batch-id]").evaluate_all(script)
+    assert [r[:2] for r in listed] == [
+        [ids["shard"], "shard 1 of 2, round 1"],
+        [ids["shard2"], "shard 2 of 2, round 1"],
+    ]
+    assert "Estimated cost of the job: 3.5000 CNY (ceiling)" in page.locator("body").inner_text()
+    # a one-batch job: its one round
+    page.goto(f"{server.url}/dashscope-batches/batches/dashscope_default/{ids['secret']}")
+    assert page.locator("tr[data-round-batch-id]").count() == 1
+
+
 def test_a_user_without_access_to_a_dag_sees_none_of_its_batches(page_server, browser_page):
     server, ids = page_server
     page = _signed_in(browser_page, server, "outsider")
     page.goto(f"{server.url}{PAGE}")
-    assert _shown(page) == {ids["reports"], ids["shard"]}
+    assert _shown(page) == {ids[n] for n in ("reports", "round2", "shard", "shard2")}
     with _http(server, "outsider") as outsider:
         detail = outsider.get(f"/dashscope-batches/batches/dashscope_default/{ids['secret']}")
         assert detail.status_code == 403
@@ -273,7 +348,7 @@ def test_an_editor_cancels_after_confirming_and_the_audit_log_records_it(
     server, ids = page_server
     page = _signed_in(browser_page, server, "editor")
     page.goto(f"{server.url}{PAGE}")
-    assert page.locator("a.cancel").count() == 3  # an editor edits every DAG here
+    assert page.locator("a.cancel").count() == 5  # an editor edits every DAG here
     page.locator(f'tr[data-batch-id="{ids["reports"]}"] a.cancel').click()
     page.wait_for_url(re.compile(r"/cancel$"))
     assert "This cannot be undone" in page.content()
