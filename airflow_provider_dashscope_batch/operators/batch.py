@@ -426,12 +426,13 @@ class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
         self, key: str, input_file_id: str, round_no: int, context: Context, estimated: CostFigure | None
     ) -> dict[str, Any]:
         """
-        The create request: every round named after the job (``ds_name``, else the task id; `` round N``
-        from the second), so the batches page lists a job's rounds by name; the round's estimate.
+        The create request: every round named after the job (``ds_name``, else the task id, cut to the
+        service's 100 characters; `` round N`` from the second), so the batches page lists a job's rounds
+        by name; the round's estimate.
         """
         metadata = {**(self.metadata or {}), **creator_metadata(context["ti"])}
-        name = metadata.get("ds_name") or self.task_id
-        metadata["ds_name"] = name if round_no == 1 else f"{name} round {round_no}"
+        suffix = "" if round_no == 1 else f" round {round_no}"
+        metadata["ds_name"] = (metadata.get("ds_name") or self.task_id)[: 100 - len(suffix)] + suffix
         if estimated is not None:
             metadata[ESTIMATE_METADATA_KEY] = estimated.label()
         receiver = self.finish_callback == AIRFLOW_RECEIVER

@@ -195,6 +195,12 @@ def test_a_created_batch_carries_its_estimate_for_the_batches_page(dashscope_con
     ceiling = Decimal(estimate["cost_ceiling"])
     assert batch.metadata["airflow_estimated_cost"] == f"{ceiling:.4f} CNY ceiling"
     assert batch.metadata["ds_name"] == "c"  # the job's name, which its later rounds extend
+    long_id = DashScopeCreateBatchOperator(task_id="t" * 250, input_file_id=file_id)
+    assert long_id._create_kwargs("k", file_id, 2, {"ti": TaskInstanceStub()}, None)["metadata"][
+        "ds_name"
+    ] == (
+        "t" * 92 + " round 2"  # the service's 100 characters
+    )
 
 
 def test_create_with_a_budget_needs_an_estimate(dashscope_conn, fresh):
