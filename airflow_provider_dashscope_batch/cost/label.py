@@ -3,7 +3,7 @@ A cost figure as one short text: how a batch carries its estimate in its metadat
 
 The create and sharded operators write ``metadata["airflow_estimated_cost"] = "12.3456 CNY ceiling"`` (the
 amount, the currency and the budget basis it was computed on) when they create a batch, so the batches
-page (:mod:`airflow_provider_dashscope_batch.ui`) shows the estimate from the service's list alone. The
+page (:mod:`airflow_provider_dashscope_batch.ui.app`) shows the estimate from the service's list alone. The
 service documents no limit on other metadata keys than ``ds_name`` (100 characters) and
 ``ds_description`` (200); the text stays well under both. Pure code: no I/O, no Airflow.
 """
