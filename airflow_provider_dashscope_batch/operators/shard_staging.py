@@ -190,13 +190,7 @@ class ShardStager:
                 generation += 1
             else:
                 generation = 1
-            found = stored.pop(tokenized_filename(spooled.name, base), None)
-            if found is not None:
-                self.log.info("Shard %s: re-using file %s uploaded by an earlier try", shard.index, found.id)
-                staged.append(found.id)
-                return ShardRun(shard, base, generation, found.id)
-            file_id, late = self._upload(client, spooled, base, staged)
-            return ShardRun(shard, base, generation, file_id, late=late)
+            return self._reuse_or_upload(client, shard, base, generation, spooled, base, stored, staged)
         finally:
             spooled.unlink(missing_ok=True)
 
@@ -213,15 +207,29 @@ class ShardStager:
         """A follow-up round of a shard: its file, re-used from an earlier try or uploaded now."""
         token = with_generation(base, generation)
         try:
-            found = stored.pop(tokenized_filename(path.name, token), None)
-            if found is not None:
-                self.log.info("Shard %s: re-using round file %s of an earlier try", shard.index, found.id)
-                staged.append(found.id)
-                return ShardRun(shard, base, generation, found.id)
-            file_id, late = self._upload(client, path, token, staged)
-            return ShardRun(shard, base, generation, file_id, late=late)
+            return self._reuse_or_upload(client, shard, base, generation, path, token, stored, staged)
         finally:
             path.unlink(missing_ok=True)
+
+    def _reuse_or_upload(
+        self,
+        client: DashScopeClient,
+        shard: Shard,
+        base: str,
+        generation: int,
+        path: Path,
+        token: str,
+        stored: dict[str, FileObject],
+        staged: list[str],
+    ) -> ShardRun:
+        """A shard's run on its file under ``token``: one an earlier try uploaded, else uploaded now."""
+        found = stored.pop(tokenized_filename(path.name, token), None)
+        if found is not None:
+            self.log.info("Shard %s: re-using file %s of an earlier try", shard.index, found.id)
+            staged.append(found.id)
+            return ShardRun(shard, base, generation, found.id)
+        file_id, late = self._upload(client, path, token, staged)
+        return ShardRun(shard, base, generation, file_id, late=late)
 
     def _upload(
         self, client: DashScopeClient, path: Path, token: str, staged: list[str]

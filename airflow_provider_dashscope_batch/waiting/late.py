@@ -233,17 +233,14 @@ def finish_watch_sync(
     clock: Callable[[], float] = time.time,
 ) -> None:
     """After the wait ended: look every ``interval`` seconds until a look at or after the window's end."""
-    until = watch.copies.hold_until(clock())
-    while True:
-        now = clock()
-        last = now >= until
-        try:
-            watch.look(client, now, last=last)
-        except DashScopeError as exc:  # the next look (or nobody) finds it; the wait's result stands
-            log.warning("Looking for late copies of batch %s failed: %s", watch.batch_id, exc)
-        if last:
-            return
-        sleep(max(min(interval, until - now), 0.0))
+    _look_until(
+        watch.copies.hold_until(clock()),
+        interval,
+        lambda now, last: watch.look(client, now, last=last),
+        f"late copies of batch {watch.batch_id}",
+        sleep,
+        clock,
+    )
 
 
 def delete_late_files_sync(
@@ -259,16 +256,39 @@ def delete_late_files_sync(
     window, the last at or after its end, deleting any late copy of ``file``.
     """
     watch = LateWatch("", file.id, None, LateCopies(None, file.filename, ambiguity.until))
-    interval = max((ambiguity.until - clock()) / 10, 0.5)
+    _look_until(
+        ambiguity.until,
+        max((ambiguity.until - clock()) / 10, 0.5),
+        lambda now, last: watch.delete_files(client),
+        f"a late copy of file {file.id}",
+        sleep,
+        clock,
+    )
+
+
+def _look_until(
+    until: float,
+    interval: float,
+    look: Callable[[float, bool], object],
+    what: str,
+    sleep: Callable[[float], object],
+    clock: Callable[[], float],
+) -> None:
+    """
+    Call ``look(now, last)`` every ``interval`` seconds, the last call at or after ``until``.
+
+    A failed look is logged, not raised: the next look (or nobody) finds the copy; the wait's result stands.
+    """
     while True:
         now = clock()
+        last = now >= until
         try:
-            watch.delete_files(client)
+            look(now, last)
         except DashScopeError as exc:
-            log.warning("Looking for a late copy of file %s failed: %s", file.id, exc)
-        if now >= ambiguity.until:
+            log.warning("Looking for %s failed: %s", what, exc)
+        if last:
             return
-        sleep(max(min(interval, ambiguity.until - now), 0.0))
+        sleep(max(min(interval, until - now), 0.0))
 
 
 async def find_late_files(client: AsyncDashScopeClient, watch: LateWatch, interval: float) -> list[str]:
