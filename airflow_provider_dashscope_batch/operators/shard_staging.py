@@ -184,17 +184,17 @@ class ShardStager:
                     client, spooled, history, self.resubmit_errors, self.log, generation + 1
                 )
                 if remainder is not None:  # answers are kept: the next round sends only the rest
-                    return self.stage_round(client, shard, base, generation + 1, remainder, stored, staged)
+                    return self.stage_file(client, shard, base, generation + 1, remainder, stored, staged)
                 if batch.input_file_id and self._file_exists(client, batch.input_file_id):
                     return ShardRun(shard, base, generation + 1, batch.input_file_id)
                 generation += 1
             else:
                 generation = 1
-            return self._reuse_or_upload(client, shard, base, generation, spooled, base, stored, staged)
+            return self.stage_file(client, shard, base, generation, spooled, stored, staged, token=base)
         finally:
             spooled.unlink(missing_ok=True)
 
-    def stage_round(
+    def stage_file(
         self,
         client: DashScopeClient,
         shard: Shard,
@@ -203,33 +203,25 @@ class ShardStager:
         path: Path,
         stored: dict[str, FileObject],
         staged: list[str],
+        token: str | None = None,
     ) -> ShardRun:
-        """A follow-up round of a shard: its file, re-used from an earlier try or uploaded now."""
-        token = with_generation(base, generation)
+        """
+        A shard's run on the file at ``path``: one an earlier try uploaded under ``token``, else uploaded
+        now; ``path`` is deleted after.
+
+        :param token: The upload token (default: a follow-up round's, ``base`` with ``generation``).
+        """
+        token = token or with_generation(base, generation)
         try:
-            return self._reuse_or_upload(client, shard, base, generation, path, token, stored, staged)
+            found = stored.pop(tokenized_filename(path.name, token), None)
+            if found is not None:
+                self.log.info("Shard %s: re-using file %s of an earlier try", shard.index, found.id)
+                staged.append(found.id)
+                return ShardRun(shard, base, generation, found.id)
+            file_id, late = self._upload(client, path, token, staged)
+            return ShardRun(shard, base, generation, file_id, late=late)
         finally:
             path.unlink(missing_ok=True)
-
-    def _reuse_or_upload(
-        self,
-        client: DashScopeClient,
-        shard: Shard,
-        base: str,
-        generation: int,
-        path: Path,
-        token: str,
-        stored: dict[str, FileObject],
-        staged: list[str],
-    ) -> ShardRun:
-        """A shard's run on its file under ``token``: one an earlier try uploaded, else uploaded now."""
-        found = stored.pop(tokenized_filename(path.name, token), None)
-        if found is not None:
-            self.log.info("Shard %s: re-using file %s of an earlier try", shard.index, found.id)
-            staged.append(found.id)
-            return ShardRun(shard, base, generation, found.id)
-        file_id, late = self._upload(client, path, token, staged)
-        return ShardRun(shard, base, generation, file_id, late=late)
 
     def _upload(
         self, client: DashScopeClient, path: Path, token: str, staged: list[str]

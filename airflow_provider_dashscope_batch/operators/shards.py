@@ -565,7 +565,7 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
                         client, spooled, rounds, self.resubmit_errors, self.log, run.generation + 1
                     )
                     if path is not None:
-                        runs[shard.index] = stager.stage_round(
+                        runs[shard.index] = stager.stage_file(
                             client, run.shard, run.key_base, run.generation + 1, path, {}, staged
                         )
             finally:
