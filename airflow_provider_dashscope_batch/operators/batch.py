@@ -6,7 +6,6 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -30,7 +29,8 @@ from airflow_provider_dashscope_batch.events.callback import finish_event_metada
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
 from airflow_provider_dashscope_batch.jobs.ledger import progress_line
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseBatchOperator, judge
-from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY, CostGuard
+from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY
+from airflow_provider_dashscope_batch.operators.job import DashScopeJudgedJobOperator
 from airflow_provider_dashscope_batch.operators.lineage import batch_lineage, keep_for_lineage
 from airflow_provider_dashscope_batch.operators.links import (
     DashScopeBatchConsoleLink,
@@ -44,7 +44,7 @@ from airflow_provider_dashscope_batch.operators.rounds import (
 from airflow_provider_dashscope_batch.operators.upload import as_path
 from airflow_provider_dashscope_batch.sharding.creator import creator_metadata
 from airflow_provider_dashscope_batch.waiting.late import LateCopies
-from airflow_provider_dashscope_batch.waiting.protocol import Outcome, OutcomePolicy, WaitSettings
+from airflow_provider_dashscope_batch.waiting.protocol import Outcome, WaitSettings
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -82,7 +82,7 @@ def _lineage(context: Context) -> str:
     return lineage(ti.dag_id, ti.task_id, ti.run_id, str(getattr(ti, "map_index", -1)))
 
 
-class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
+class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator, DashScopeJudgedJobOperator):
     """
     Create a batch, push its id to XCom (key ``batch_id``) and, by default, wait for it to finish.
 
@@ -106,6 +106,9 @@ class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
     .. seealso::
         For more information on how to use this operator, take a look at the guide:
         :ref:`howto/operator:DashScopeCreateBatchOperator`
+
+    The cost arguments (``max_cost``, ``approve_above``, ...) and the outcome arguments (``on_expired``,
+    ...) are :class:`~airflow_provider_dashscope_batch.operators.job.DashScopeJudgedJobOperator`'s.
 
     :param input_file_id: Id of the uploaded JSONL file, or (cn-beijing) a JSONL object in OSS: the
         identifier ``oss:cn-beijing:<bucket>/<path>`` (recommended by the batch guide; the bucket needs the
@@ -136,12 +139,6 @@ class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
     :param source: The JSONL the input file was made from: a path, URL or ``ObjectStoragePath``
         (templated; default: the one an upstream :class:`DashScopeUploadFileOperator` recorded for this
         file id). Input files cannot be downloaded from the service.
-    :param on_partial_failure: Outcome (``"success"``, ``"fail"`` or ``"skip"``) of ``completed`` with
-        some requests failed (default success).
-    :param on_all_failed: Outcome of ``completed`` with every request failed (default fail).
-    :param on_expired: Outcome of ``expired`` (default fail).
-    :param on_cancelled: Outcome of ``cancelled`` (default fail).
-    :param on_failed: Outcome of ``failed`` (default fail).
     :return: The final batch as a JSON dict (or the fresh batch if ``wait_for_completion=False``).
     """
 
@@ -172,38 +169,9 @@ class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
         resubmit_rounds: int = 0,
         resubmit_errors: Mapping[int | str, bool] | None = None,
         source: str | ObjectStoragePath | None = None,
-        on_partial_failure: str = Outcome.SUCCESS,
-        on_all_failed: str = Outcome.FAIL,
-        on_expired: str = Outcome.FAIL,
-        on_cancelled: str = Outcome.FAIL,
-        on_failed: str = Outcome.FAIL,
-        estimate_cost: bool = True,
-        max_cost: float | str | Decimal | None = None,
-        max_input_tokens: int | None = None,
-        expected_output_tokens: int | None = None,
-        budget_basis: str | None = None,
-        on_default_thinking: str = "error",
-        prices: Mapping[str, Any] | None = None,
-        approve_above: float | str | Decimal | None = None,
-        approval_timeout: timedelta | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.cost = CostGuard(
-            self,
-            estimate_cost=estimate_cost,
-            max_cost=max_cost,
-            max_input_tokens=max_input_tokens,
-            expected_output_tokens=expected_output_tokens,
-            budget_basis=budget_basis,
-            on_default_thinking=on_default_thinking,
-            prices=prices,
-            approve_above=approve_above,
-            approval_timeout=approval_timeout,
-        )
-        self.outcome_policy = OutcomePolicy(
-            on_partial_failure, on_all_failed, on_expired, on_cancelled, on_failed
-        )
         if not isinstance(resubmit_rounds, int) or resubmit_rounds < 0:
             raise ValueError(f"resubmit_rounds must be an int >= 0; got {resubmit_rounds!r}")
         if resubmit_rounds and not self.wait_for_completion:
@@ -218,13 +186,6 @@ class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
         self.resubmit_rounds = resubmit_rounds
         self.resubmit_errors = ResubmitErrors.of(resubmit_errors)
         self.source = source
-
-    def resume_after_approval(
-        self, context: Context, event: dict[str, Any], approved_cost: str | None = None
-    ) -> Any:
-        """Resume on a person's decision: a rejection or no decision fails, an approval runs the task."""
-        self.cost.approve(context, event, approved_cost)
-        return self.execute(context)
 
     def execute(self, context: Context) -> dict[str, Any]:
         client = self.hook.get_conn()

@@ -184,23 +184,17 @@ class ShardStager:
                     client, spooled, history, self.resubmit_errors, self.log, generation + 1
                 )
                 if remainder is not None:  # answers are kept: the next round sends only the rest
-                    return self.stage_round(client, shard, base, generation + 1, remainder, stored, staged)
+                    return self.stage_file(client, shard, base, generation + 1, remainder, stored, staged)
                 if batch.input_file_id and self._file_exists(client, batch.input_file_id):
                     return ShardRun(shard, base, generation + 1, batch.input_file_id)
                 generation += 1
             else:
                 generation = 1
-            found = stored.pop(tokenized_filename(spooled.name, base), None)
-            if found is not None:
-                self.log.info("Shard %s: re-using file %s uploaded by an earlier try", shard.index, found.id)
-                staged.append(found.id)
-                return ShardRun(shard, base, generation, found.id)
-            file_id, late = self._upload(client, spooled, base, staged)
-            return ShardRun(shard, base, generation, file_id, late=late)
+            return self.stage_file(client, shard, base, generation, spooled, stored, staged, token=base)
         finally:
             spooled.unlink(missing_ok=True)
 
-    def stage_round(
+    def stage_file(
         self,
         client: DashScopeClient,
         shard: Shard,
@@ -209,13 +203,19 @@ class ShardStager:
         path: Path,
         stored: dict[str, FileObject],
         staged: list[str],
+        token: str | None = None,
     ) -> ShardRun:
-        """A follow-up round of a shard: its file, re-used from an earlier try or uploaded now."""
-        token = with_generation(base, generation)
+        """
+        A shard's run on the file at ``path``: one an earlier try uploaded under ``token``, else uploaded
+        now; ``path`` is deleted after.
+
+        :param token: The upload token (default: a follow-up round's, ``base`` with ``generation``).
+        """
+        token = token or with_generation(base, generation)
         try:
             found = stored.pop(tokenized_filename(path.name, token), None)
             if found is not None:
-                self.log.info("Shard %s: re-using round file %s of an earlier try", shard.index, found.id)
+                self.log.info("Shard %s: re-using file %s of an earlier try", shard.index, found.id)
                 staged.append(found.id)
                 return ShardRun(shard, base, generation, found.id)
             file_id, late = self._upload(client, path, token, staged)

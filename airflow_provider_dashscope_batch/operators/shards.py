@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import replace
 from datetime import timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
@@ -34,7 +33,8 @@ from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import finish_event_metadata
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
 from airflow_provider_dashscope_batch.operators.base import remove_late_copies
-from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY, CostGuard, LineSink
+from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY, LineSink
+from airflow_provider_dashscope_batch.operators.job import DashScopeJudgedJobOperator
 from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, sharded_lineage
 from airflow_provider_dashscope_batch.operators.links import (
     DashScopeBatchConsoleLink,
@@ -78,7 +78,6 @@ from airflow_provider_dashscope_batch.waiting.protocol import (
     DEFAULT_POLL_BACKOFF,
     DEFAULT_POLL_INTERVAL,
     Outcome,
-    OutcomePolicy,
     WaitEvent,
     WaitEventKind,
     WaitSettings,
@@ -212,17 +211,9 @@ class DashScopeSplitRequestsOperator(_ShardingOperator):
 
     :param destination: Folder (local path, URL or ``ObjectStoragePath``) the shards land in as
         ``shard-00000.jsonl``, ... (templated; include ``{{ run_id }}`` to keep runs apart).
-    :param file: Local path, URL or ``ObjectStoragePath`` of a JSONL file (templated).
-    :param requests: Request dicts or bodies (templated).
-    :param csv: Local path, URL or ``ObjectStoragePath`` of a CSV file, one request per row (templated).
-    :param model: ``body.model`` for built requests that do not set one (required for ``csv``).
-    :param template: ``csv`` only: user message built with :meth:`str.format` from the row's columns.
-    :param system_prompt: ``csv`` only: system message put before each user message.
-    :param text_column: ``csv`` only: column with the user text when no ``template`` is given.
-    :param id_column: ``csv`` only: column with the ``custom_id`` (None numbers the rows).
-    :param body_params: ``csv`` only: extra body fields.
-    :param image_column: ``csv`` only: column with an image URL, sent before the text (Qwen-VL, Qwen-OCR).
-    :param inputs_per_request: ``csv`` with ``/v1/embeddings`` only: texts packed into one request.
+    :param file: Local path, URL or ``ObjectStoragePath`` of a JSONL file (templated); or ``requests``
+        or ``csv`` (templated) and the arguments that build their lines: see
+        :class:`~.request_input.RequestInput`.
     :param endpoint: Every line's ``url`` must equal it; built requests use it (default
         ``/v1/chat/completions`` for them) (templated).
     :param max_requests_per_shard: Lines per shard (default: the service's limit times ``margin``).
@@ -249,7 +240,7 @@ class DashScopeSplitRequestsOperator(_ShardingOperator):
         return [s.uri for s in result.shards]
 
 
-class DashScopeShardedBatchOperator(_ShardingOperator):
+class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperator):
     """
     Run any number of requests as one job: split, upload and batch every shard, wait for all in one deferral.
 
@@ -274,17 +265,13 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
     a job over budget uploads and creates nothing. With ``estimate_cost=False`` the pass reads only the
     first request (region and thinking-mode checks).
 
-    :param file: Local path, URL or ``ObjectStoragePath`` of a JSONL file (templated).
-    :param requests: Request dicts or bodies (templated).
-    :param csv: Local path, URL or ``ObjectStoragePath`` of a CSV file, one request per row (templated).
-    :param model: ``body.model`` for built requests that do not set one (required for ``csv``).
-    :param template: ``csv`` only: user message built with :meth:`str.format` from the row's columns.
-    :param system_prompt: ``csv`` only: system message put before each user message.
-    :param text_column: ``csv`` only: column with the user text when no ``template`` is given.
-    :param id_column: ``csv`` only: column with the ``custom_id`` (None numbers the rows).
-    :param body_params: ``csv`` only: extra body fields.
-    :param image_column: ``csv`` only: column with an image URL, sent before the text (Qwen-VL, Qwen-OCR).
-    :param inputs_per_request: ``csv`` with ``/v1/embeddings`` only: texts packed into one request.
+    The cost arguments (``max_cost``, ``approve_above``, ...) and the outcome arguments of each shard's
+    batch (``on_expired``, ...) are
+    :class:`~airflow_provider_dashscope_batch.operators.job.DashScopeJudgedJobOperator`'s.
+
+    :param file: Local path, URL or ``ObjectStoragePath`` of a JSONL file (templated); or ``requests``
+        or ``csv`` (templated) and the arguments that build their lines: see
+        :class:`~.request_input.RequestInput`.
     :param endpoint: Every line's ``url`` must equal it; built requests use it (default
         ``/v1/chat/completions`` for them; a file's lines may use any one endpoint). The batches'
         endpoint is the lines' ``url`` (templated).
@@ -304,15 +291,6 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
         batches; defaults to no limit (each batch's completion window still ends it).
     :param cancel_on_kill: Cancel the running batches when a user marks the deferred task failed
         (Airflow 3.3+; a cleared task's next try re-attaches to them instead).
-    :param on_partial_failure: Outcome of a shard ``completed`` with some requests failed (default success).
-    :param on_all_failed: Outcome of a shard ``completed`` with every request failed (default fail).
-    :param on_expired: Outcome of a shard ``expired`` (default fail).
-    :param on_cancelled: Outcome of a shard ``cancelled`` (default fail).
-    :param on_failed: Outcome of a shard ``failed`` (default fail).
-    :param estimate_cost: Estimate tokens and cost first (see
-        :class:`~airflow_provider_dashscope_batch.operators.cost.CostGuard` for ``max_cost``,
-        ``max_input_tokens``, ``expected_output_tokens``, ``budget_basis``, ``on_default_thinking`` and
-        ``prices``).
     :param finish_callback: ``"airflow"``: every shard's batch calls this Airflow's receiver when it
         finishes (a fresh token each), and the deferred waits, polling on their schedule, are also woken
         by the confirmed finish (see :doc:`/completion-events`); or an http(s) URL of your own receiver.
@@ -368,38 +346,9 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
         resubmit_rounds: int = DEFAULT_RESUBMIT_ROUNDS,
         resubmit_errors: Mapping[int | str, bool] | None = None,
         stage_to: str | ObjectStoragePath | None = None,
-        on_partial_failure: str = Outcome.SUCCESS,
-        on_all_failed: str = Outcome.FAIL,
-        on_expired: str = Outcome.FAIL,
-        on_cancelled: str = Outcome.FAIL,
-        on_failed: str = Outcome.FAIL,
-        estimate_cost: bool = True,
-        max_cost: float | str | Decimal | None = None,
-        max_input_tokens: int | None = None,
-        expected_output_tokens: int | None = None,
-        budget_basis: str | None = None,
-        on_default_thinking: str = "error",
-        prices: Mapping[str, Any] | None = None,
-        approve_above: float | str | Decimal | None = None,
-        approval_timeout: timedelta | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.cost = CostGuard(
-            self,
-            estimate_cost=estimate_cost,
-            max_cost=max_cost,
-            max_input_tokens=max_input_tokens,
-            expected_output_tokens=expected_output_tokens,
-            budget_basis=budget_basis,
-            on_default_thinking=on_default_thinking,
-            prices=prices,
-            approve_above=approve_above,
-            approval_timeout=approval_timeout,
-        )
-        self.outcome_policy = OutcomePolicy(
-            on_partial_failure, on_all_failed, on_expired, on_cancelled, on_failed
-        )
         if not isinstance(resubmit_rounds, int) or resubmit_rounds < 0:
             raise ValueError(f"resubmit_rounds must be an int >= 0; got {resubmit_rounds!r}")
         self.resubmit_rounds = resubmit_rounds
@@ -451,13 +400,6 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
             oss=oss,
         )
         return self._stager
-
-    def resume_after_approval(
-        self, context: Context, event: dict[str, Any], approved_cost: str | None = None
-    ) -> Any:
-        """Resume on a person's decision: a rejection or no decision fails, an approval runs the task."""
-        self.cost.approve(context, event, approved_cost)
-        return self.execute(context)
 
     # ------------------------------------------------------------------------------- first try
     def execute(self, context: Context) -> dict[str, Any]:
@@ -628,7 +570,7 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
                         client, spooled, rounds, self.resubmit_errors, self.log, run.generation + 1
                     )
                     if path is not None:
-                        runs[shard.index] = stager.stage_round(
+                        runs[shard.index] = stager.stage_file(
                             client, run.shard, run.key_base, run.generation + 1, path, {}, staged
                         )
             finally:

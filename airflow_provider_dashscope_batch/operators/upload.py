@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import tempfile
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import ExitStack
-from datetime import timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -18,7 +16,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStor
 
 from airflow_provider_dashscope_batch.catalog import Catalog
 from airflow_provider_dashscope_batch.fs import register_oss_scheme
-from airflow_provider_dashscope_batch.operators.cost import CostGuard
+from airflow_provider_dashscope_batch.operators.job import DashScopeJobOperator
 from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, upload_lineage
 from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
 from airflow_provider_dashscope_batch.operators.rounds import SOURCE_XCOM_KEY
@@ -39,7 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["DashScopeUploadFileOperator", "as_path", "input_columns_path"]
 
 
-class DashScopeUploadFileOperator(DashScopeRequestInputOperator):
+class DashScopeUploadFileOperator(DashScopeRequestInputOperator, DashScopeJobOperator):
     """
     Validate a batch input file line by line, then stream it to DashScope; returns the file id.
 
@@ -57,6 +55,9 @@ class DashScopeUploadFileOperator(DashScopeRequestInputOperator):
     .. seealso::
         For more information on how to use this operator, take a look at the guide:
         :ref:`howto/operator:DashScopeUploadFileOperator`
+
+    The cost arguments (``estimate_cost``, ``max_cost``, ``approve_above``, ...) are
+    :class:`~airflow_provider_dashscope_batch.operators.job.DashScopeJobOperator`'s.
 
     :param file: Local path, URL (``s3://conn@bucket/key``, ``file:///...``) or ``ObjectStoragePath`` of
         a JSONL file (templated).
@@ -83,9 +84,6 @@ class DashScopeUploadFileOperator(DashScopeRequestInputOperator):
     :param filename: Name the file gets in DashScope (default: the source's name).
     :param max_violations: How many violations to list in the error (all are counted).
     :param dashscope_conn_id: The DashScope connection id.
-    :param estimate_cost: Estimate tokens and cost before the upload (see :class:`~.cost.CostGuard`
-        for ``max_cost``, ``max_input_tokens``, ``expected_output_tokens``, ``budget_basis``,
-        ``on_default_thinking`` and ``prices``).
     :return: The uploaded file's id.
     """
 
@@ -106,30 +104,9 @@ class DashScopeUploadFileOperator(DashScopeRequestInputOperator):
         filename: str | None = None,
         carry_columns: Sequence[str] | None = None,
         carry_columns_to: str | ObjectStoragePath | None = None,
-        estimate_cost: bool = True,
-        max_cost: float | str | Decimal | None = None,
-        max_input_tokens: int | None = None,
-        expected_output_tokens: int | None = None,
-        budget_basis: str | None = None,
-        on_default_thinking: str = "error",
-        prices: Mapping[str, Any] | None = None,
-        approve_above: float | str | Decimal | None = None,
-        approval_timeout: timedelta | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.cost = CostGuard(
-            self,
-            estimate_cost=estimate_cost,
-            max_cost=max_cost,
-            max_input_tokens=max_input_tokens,
-            expected_output_tokens=expected_output_tokens,
-            budget_basis=budget_basis,
-            on_default_thinking=on_default_thinking,
-            prices=prices,
-            approve_above=approve_above,
-            approval_timeout=approval_timeout,
-        )
         if (carry_columns is None) != (carry_columns_to is None):
             raise ValueError("carry_columns and carry_columns_to go together: give both or neither")
         if carry_columns is not None:
@@ -141,13 +118,6 @@ class DashScopeUploadFileOperator(DashScopeRequestInputOperator):
         self.filename = filename
         self.carry_columns = carry_columns
         self.carry_columns_to = carry_columns_to
-
-    def resume_after_approval(
-        self, context: Context, event: dict[str, Any], approved_cost: str | None = None
-    ) -> Any:
-        """Resume on a person's decision: a rejection or no decision fails, an approval runs the task."""
-        self.cost.approve(context, event, approved_cost)
-        return self.execute(context)
 
     def execute(self, context: Context) -> str:
         source = self.request_input
