@@ -206,6 +206,4 @@ def test_carried_columns_of_every_shard_land_in_one_table(
             for row in table.select(["custom_id", "name", "price"]).to_pylist():
                 assert row["custom_id"] not in found
                 found[row["custom_id"]] = (kind, row["name"], row["price"])
-    assert found == {
-        f"s{i:03d}": ("output", f"product {i}", i + 0.25) for i in range(250)
-    }
+    assert found == {f"s{i:03d}": ("output", f"product {i}", i + 0.25) for i in range(250)}

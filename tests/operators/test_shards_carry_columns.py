@@ -117,7 +117,7 @@ def test_a_follow_up_round_keeps_the_join(dashscope_conn, dashscope_emulator, cl
         **FAST,
     )
     thread = expire_with_two_answered_each(dashscope_emulator, client, then_fast=True)
-    result, _ = drive(operator, {"ti": ti})
+    drive(operator, {"ti": ti})
     thread.join()
     batch_ids = ti.xcoms["batch_ids"]
     batches = [client.retrieve_batch(b) for b in batch_ids]
