@@ -38,11 +38,19 @@ def sidecars(s3) -> dict[str, list]:
     return found
 
 
-def csv_rows(directory) -> dict[str, dict[str, dict]]:
-    """Every row of a published CSV result set, per kind, by ``custom_id``."""
+def merged(batch_ids: list[str], tmp_path) -> dict[str, dict[str, dict]]:
+    """The transfer's one CSV table of the job's batches with the carried columns: per kind, by id."""
+    DashScopeBatchResultsToObjectStorageOperator(
+        task_id="transfer",
+        batch_ids=batch_ids,
+        destination=tmp_path.as_uri(),
+        result_set="job",
+        output_format="csv",
+        input_columns=COLUMNS,
+    ).execute({"ti": TaskInstance()})
     rows: dict[str, dict[str, dict]] = {"output": {}, "errors": {}}
     for kind, by_id in rows.items():
-        for part in sorted((directory / kind).glob("part-*.csv")):
+        for part in sorted((tmp_path / "job" / kind).glob("part-*.csv")):
             with part.open(newline="") as handle:
                 for row in csv.DictReader(handle):
                     assert row["custom_id"] not in by_id
@@ -88,16 +96,7 @@ def test_a_csv_job_in_three_shards_ends_as_one_table_with_its_columns(
         ["s8", "s9"],
     ]
 
-    transfer = DashScopeBatchResultsToObjectStorageOperator(
-        task_id="transfer",
-        batch_ids=result["batch_ids"],
-        destination=tmp_path.as_uri(),
-        result_set="job",
-        output_format="csv",
-        input_columns=COLUMNS,
-    )
-    transfer.execute({"ti": TaskInstance()})
-    rows = csv_rows(tmp_path / "job")
+    rows = merged(result["batch_ids"], tmp_path)
     assert rows["errors"] == {}
     assert {k: (r["name"], float(r["price"])) for k, r in rows["output"].items()} == {
         f"s{i}": (f"product {i}", float(prices[i])) for i in range(10)
@@ -128,16 +127,7 @@ def test_a_follow_up_round_keeps_the_join(dashscope_conn, dashscope_emulator, cl
     for first, follow_up in zip(batches[::2], batches[1::2], strict=True):
         assert stored[follow_up.input_file_id][1:] == stored[first.input_file_id][1:]
 
-    transfer = DashScopeBatchResultsToObjectStorageOperator(
-        task_id="transfer",
-        batch_ids=batch_ids,
-        destination=tmp_path.as_uri(),
-        result_set="job",
-        output_format="csv",
-        input_columns=COLUMNS,
-    )
-    transfer.execute({"ti": TaskInstance()})
-    rows = csv_rows(tmp_path / "job")
+    rows = merged(batch_ids, tmp_path)
     assert rows["errors"] == {}
     assert {k: int(r["ticket"]) for k, r in rows["output"].items()} == {f"r{i}": 1000 + i for i in range(12)}
 
