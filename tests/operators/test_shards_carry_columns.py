@@ -12,7 +12,7 @@ import json
 from decimal import Decimal
 
 import pytest
-from airflow.providers.common.compat.sdk import AirflowFailException
+from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException
 
 from airflow_provider_dashscope_batch.operators.shards import DashScopeShardedBatchOperator
 from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
@@ -38,7 +38,7 @@ def sidecars(s3) -> dict[str, list]:
     return found
 
 
-def merged(batch_ids: list[str], tmp_path) -> dict[str, dict[str, dict]]:
+def merged(batch_ids: list[str], tmp_path, key: str = "custom_id") -> dict[str, dict[str, dict]]:
     """The transfer's one CSV table of the job's batches with the carried columns: per kind, by id."""
     DashScopeBatchResultsToObjectStorageOperator(
         task_id="transfer",
@@ -53,8 +53,8 @@ def merged(batch_ids: list[str], tmp_path) -> dict[str, dict[str, dict]]:
         for part in sorted((tmp_path / "job" / kind).glob("part-*.csv")):
             with part.open(newline="") as handle:
                 for row in csv.DictReader(handle):
-                    assert row["custom_id"] not in by_id
-                    by_id[row["custom_id"]] = row
+                    assert row[key] not in by_id
+                    by_id[row[key]] = row
     return rows
 
 
@@ -103,6 +103,39 @@ def test_a_csv_job_in_three_shards_ends_as_one_table_with_its_columns(
     }
 
 
+def test_packed_embeddings_texts_are_cut_where_their_requests_are(
+    dashscope_conn, dashscope_emulator, client, s3_bucket, tmp_path
+):
+    source = tmp_path / "docs.csv"
+    source.write_text("doc_id,text\n" + "".join(f"d{i},text number {i}\n" for i in range(11)))
+    operator = DashScopeShardedBatchOperator(
+        task_id="run_shards",
+        csv=str(source),
+        id_column="doc_id",
+        text_column="text",
+        model="text-embedding-v4",
+        endpoint="/v1/embeddings",
+        inputs_per_request=3,  # 11 texts in 4 requests: 3, 3, 3, 2
+        body_params={"dimensions": 64},
+        max_requests_per_shard=2,
+        carry_columns=["text"],
+        carry_columns_to=COLUMNS,
+        **FAST,
+    )
+    result, _ = drive(operator, {"ti": TaskInstance()})
+    assert [s["requests"] for s in result["shards"]] == [2, 2]
+    batches = [client.retrieve_batch(b) for b in result["batch_ids"]]
+    stored = sidecars(s3_bucket)
+    assert [[row[0] for row in stored[b.input_file_id][1:]] for b in batches] == [
+        [f"d{i}" for i in range(6)],
+        [f"d{i}" for i in range(6, 11)],
+    ]
+    rows = merged(result["batch_ids"], tmp_path, "input_id")
+    assert rows["errors"] == {}
+    texts = {k: r["text"] for k, r in rows["output"].items()}
+    assert texts == {f"d{i}": f"text number {i}" for i in range(11)}
+
+
 def test_a_follow_up_round_keeps_the_join(dashscope_conn, dashscope_emulator, client, s3_bucket, tmp_path):
     dashscope_emulator.configure(time_scale=0)
     requests = [{**r, "ticket": 1000 + i} for i, r in enumerate(shard_bodies(12))]
@@ -127,6 +160,36 @@ def test_a_follow_up_round_keeps_the_join(dashscope_conn, dashscope_emulator, cl
     for first, follow_up in zip(batches[::2], batches[1::2], strict=True):
         assert stored[follow_up.input_file_id][1:] == stored[first.input_file_id][1:]
 
+    rows = merged(batch_ids, tmp_path)
+    assert rows["errors"] == {}
+    assert {k: int(r["ticket"]) for k, r in rows["output"].items()} == {f"r{i}": 1000 + i for i in range(12)}
+
+
+def test_a_retry_after_expired_shards_keeps_the_join(
+    dashscope_conn, dashscope_emulator, client, s3_bucket, tmp_path
+):
+    dashscope_emulator.configure(time_scale=0)
+    requests = [{**r, "ticket": 1000 + i} for i, r in enumerate(shard_bodies(12))]
+    ti = TaskInstance()
+    make = lambda: DashScopeShardedBatchOperator(  # noqa: E731
+        task_id="run_shards",
+        requests=requests,
+        max_requests_per_shard=4,
+        resubmit_rounds=0,
+        carry_columns=["ticket"],
+        carry_columns_to=COLUMNS,
+        **FAST,
+    )
+    thread = expire_with_two_answered_each(dashscope_emulator, client)
+    with pytest.raises(AirflowException, match="expired"):
+        drive(make(), {"ti": ti})
+    thread.join()
+    dashscope_emulator.configure(time_scale=1, processing_rate=1000)
+    drive(make(), {"ti": ti})  # the next try: each shard's remainder, its columns stored with it
+    batch_ids = ti.xcoms["batch_ids"]
+    batches = [client.retrieve_batch(b) for b in batch_ids]
+    assert [(b.status, b.request_counts.total) for b in batches] == [("expired", 4), ("completed", 2)] * 3
+    assert set(sidecars(s3_bucket)) == {b.input_file_id for b in batches}
     rows = merged(batch_ids, tmp_path)
     assert rows["errors"] == {}
     assert {k: int(r["ticket"]) for k, r in rows["output"].items()} == {f"r{i}": 1000 + i for i in range(12)}
