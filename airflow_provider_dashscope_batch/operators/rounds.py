@@ -134,7 +134,8 @@ class JobRounds:
             sent += 1
         return sent
 
-    def check_budget(self, policy: CostPolicy, estimator: CostEstimator, state: JobState) -> Decimal | None:
+    @staticmethod
+    def check_budget(policy: CostPolicy, estimator: CostEstimator, state: JobState) -> Decimal | None:
         """
         The remainder's estimate plus what the answers so far cost, checked against ``max_cost``.
 
@@ -201,23 +202,28 @@ def write_shard_remainder(
     policy: ResubmitErrors,
     log: logging.Logger | Any,
     generation: int,
-) -> Path | None:
+    *,
+    meter: Callable[[], CostMeter] | None = None,
+    on_line: Callable[[bytes], None] | None = None,
+) -> tuple[Path | None, JobState]:
     """
     The next round of one shard of a sharded job: its spooled lines minus what its rounds so far answered
     or failed for good, written beside the spool file as ``<stem>-g<generation>.jsonl``.
 
-    :return: The round's file; ``None`` when nothing was answered yet
-        (the shard's whole file is the next round) or nothing is left to send.
+    :param meter: Prices the shard's answers so far (:attr:`JobState.actual`), as for :class:`JobRounds`.
+    :param on_line: Called with each line of the round (a cost estimator's ``feed``).
+    :return: The round's file, ``None`` when nothing was answered yet (the shard's whole file is the next
+        round) or nothing is left to send; and the shard's state.
     """
-    rounds = JobRounds(client, spooled, policy, log)
+    rounds = JobRounds(client, spooled, policy, log, meter)
     state = rounds.settle(rounds_so_far)
     if not state.counts.answered:
-        return None
+        return None, state
     path = spooled.with_name(f"{spooled.stem}-g{generation}.jsonl")
     with path.open("wb") as out:
-        sent = rounds.write_remainder(out, lambda _: None)
+        sent = rounds.write_remainder(out, on_line or (lambda _: None))
     if not sent:
         path.unlink()
-        return None
+        return None, state
     log.info("%s: %s", spooled.name, progress_line(generation, None, sent, state.counts))
-    return path
+    return path, state

@@ -180,7 +180,7 @@ class ShardStager:
                     return ShardRun(shard, base, generation, batch.input_file_id, batch, late)
                 self.log.info("Shard %s: batch %s ended badly; replacing it", shard.index, batch.id)
                 history = self.history.get(base, [batch])
-                remainder = write_shard_remainder(
+                remainder, _ = write_shard_remainder(
                     client, spooled, history, self.resubmit_errors, self.log, generation + 1
                 )
                 if remainder is not None:  # answers are kept: the next round sends only the rest

@@ -6,12 +6,14 @@ See :mod:`airflow_provider_dashscope_batch.sharding.split` for the split and the
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import replace
 from datetime import timedelta
+from itertools import islice
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
@@ -32,6 +34,7 @@ from airflow_provider_dashscope_batch.cost.pricing import region_of
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import finish_event_metadata
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
+from airflow_provider_dashscope_batch.jobs.ledger import JobCounts
 from airflow_provider_dashscope_batch.operators.base import remove_late_copies
 from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY, LineSink
 from airflow_provider_dashscope_batch.operators.job import DashScopeJudgedJobOperator
@@ -41,14 +44,20 @@ from airflow_provider_dashscope_batch.operators.links import (
     DashScopeBatchesPageLink,
 )
 from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
-from airflow_provider_dashscope_batch.operators.rounds import write_shard_remainder
+from airflow_provider_dashscope_batch.operators.rounds import JobRounds, JobState, write_shard_remainder
 from airflow_provider_dashscope_batch.operators.shard_oss import OssStaging
 from airflow_provider_dashscope_batch.operators.shard_staging import (
     CLEANUP_XCOM_KEY,
     ShardStager,
     TaskKilled,
 )
-from airflow_provider_dashscope_batch.operators.upload import as_path
+from airflow_provider_dashscope_batch.operators.upload import (
+    as_path,
+    carried_columns,
+    input_columns_path,
+    store_input_columns,
+)
+from airflow_provider_dashscope_batch.results.input_columns import InputColumnsWriter, copy_input_columns
 from airflow_provider_dashscope_batch.sharding.creator import creator_metadata
 from airflow_provider_dashscope_batch.sharding.job import (
     JobOutcomePolicy,
@@ -141,8 +150,12 @@ class _ShardingOperator(DashScopeRequestInputOperator):
         destination: ShardWriter | ObjectStoragePath | Path,
         on_shard: Callable[[Shard], Shard] | None = None,
         catalog: Catalog | None = None,
+        carried: Sequence[str] | None = None,
     ) -> SplitResult:
-        """Split the input into ``destination``, its lines checked with ``catalog`` (default: shipped)."""
+        """
+        Split the input into ``destination``, its lines checked with ``catalog`` (default: shipped); the
+        keys ``carried`` names are left out of the lines built from ``requests``.
+        """
         source = self.request_input
         sizing = ShardSizing(
             self.max_requests_per_shard,
@@ -173,14 +186,19 @@ class _ShardingOperator(DashScopeRequestInputOperator):
                         **source.csv_options(),
                     )
             else:
-                result = split_requests(
-                    source.requests or (),
-                    destination,
-                    endpoint=source.built_endpoint,
-                    model=source.model,
-                    sizing=sizing,
-                    on_shard=on_shard,
-                )
+                with ExitStack() as stack:
+                    carry = None
+                    if carried is not None:  # written by the preflight pass: here only left out of the lines
+                        carry = InputColumnsWriter(stack.enter_context(open(os.devnull, "wb")), carried)
+                    result = split_requests(
+                        source.requests or (),
+                        destination,
+                        endpoint=source.built_endpoint,
+                        model=source.model,
+                        sizing=sizing,
+                        on_shard=on_shard,
+                        carry=carry,
+                    )
         except JsonlValidationError as exc:
             raise AirflowFailException(f"Not split: the batch input is invalid.\n{exc}") from None
         self.log.info(
@@ -308,6 +326,12 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
         file-store quota. cn-beijing connections only (the task fails before staging otherwise). A retry
         re-uses an object already staged (its name carries the shard's token); staged objects are never
         deleted (templated).
+    :param carry_columns: ``csv`` or ``requests`` only: input columns to carry into the result tables, as
+        the upload operator's (:ref:`transfer:input-columns`): checked over the whole input before anything
+        is sent, each column typed over the whole input, stored per shard after the split.
+    :param carry_columns_to: Directory URL (or ``ObjectStoragePath``) of the carried columns: one
+        ``<file id>.jsonl`` per input file of the job (every shard's, every round's); give the transfer
+        the same one as ``input_columns`` (templated).
     :return: ``{"batch_ids", "requests", "request_counts", "shards"}``; ``batch_ids`` (every batch of the
         job: per shard in input order, its rounds in order) is also pushed under its own XCom key for the
         results transfer.
@@ -322,6 +346,7 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
         "metadata",
         "finish_callback",
         "stage_to",
+        "carry_columns_to",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"metadata": "json"}
     #: The job's estimate, which every shard's batch carries in its metadata (set at each try's start).
@@ -346,6 +371,8 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
         resubmit_rounds: int = DEFAULT_RESUBMIT_ROUNDS,
         resubmit_errors: Mapping[int | str, bool] | None = None,
         stage_to: str | ObjectStoragePath | None = None,
+        carry_columns: Sequence[str] | None = None,
+        carry_columns_to: str | ObjectStoragePath | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -367,6 +394,8 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
         self.cancel_on_kill = cancel_on_kill
         self.finish_callback = finish_callback
         self.stage_to = stage_to
+        self.carry_columns = carried_columns(carry_columns, carry_columns_to, self.file)
+        self.carry_columns_to = carry_columns_to
         self._stager: ShardStager | None = None  # this try's, built when it starts
 
     def on_kill(self) -> None:
@@ -403,9 +432,19 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
 
     # ------------------------------------------------------------------------------- first try
     def execute(self, context: Context) -> dict[str, Any]:
+        # the carried columns of the whole input: written by the preflight, stored per shard after the split
+        with tempfile.TemporaryFile() if self.carry_columns is not None else nullcontext() as rows:
+            carry = None
+            if rows is not None:
+                carry = InputColumnsWriter(
+                    rows, self.carry_columns, infer_types=self.request_input.csv is not None
+                )
+            return self._first_try(context, carry)
+
+    def _first_try(self, context: Context, carry: InputColumnsWriter | None) -> dict[str, Any]:
         stager = self._start_try()
         self.cost.check_finish_callback(self.finish_callback)
-        estimate = self._preflight()
+        estimate = self._preflight(carry)
         self.cost.push_estimate(context, estimate)
         self._estimated = estimate_figure([estimate] if estimate else [], self.cost.cost_policy.basis)
         ti = context["ti"]
@@ -436,7 +475,9 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
                 return path.open("wb"), str(path)
 
             try:
-                endpoint = self._split(spool, plan, self.cost.model_catalog()).endpoint
+                endpoint = self._split(spool, plan, self.cost.model_catalog(), self.carry_columns).endpoint
+                if carry is not None:
+                    self._store_columns(carry, runs, stager.history)
             except TaskKilled:
                 stager.after_kill(client, context, staged)
                 raise
@@ -460,14 +501,17 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
             stager.after_kill(client, context, staged)
             raise
 
-    def _preflight(self) -> Any:
-        """Estimate the whole input (or check its first request) before anything is sent."""
+    def _preflight(self, carry: InputColumnsWriter | None) -> Any:
+        """
+        Estimate the whole input (or check its first request) before anything is sent; with ``carry``,
+        write (and so check) every request's carried columns.
+        """
         request = self.request_input
         estimator = self.cost.cost_estimator(str(request.file or request.csv or "requests"))
 
         def feed(line: bytes) -> None:
             estimator.feed(line)
-            if not self.cost.estimate_cost:
+            if not self.cost.estimate_cost and carry is None:
                 raise _FirstLineRead
 
         with self.cost.cost_checks(), suppress(_FirstLineRead), _input_errors_fail():
@@ -488,6 +532,7 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
                         body_params=request.body_params,
                         image_column=request.image_column,
                         inputs_per_request=request.inputs_per_request,
+                        carry=carry,
                     )
             else:
                 write_requests(
@@ -495,8 +540,48 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
                     LineSink(feed),  # type: ignore[arg-type]
                     endpoint=request.built_endpoint,
                     model=request.model,
+                    carry=carry,
                 )
         return self.cost.settle_estimate(estimator)
+
+    def _store_columns(
+        self, carry: InputColumnsWriter, runs: Sequence[ShardRun], history: Mapping[str, Sequence[Batch]]
+    ) -> None:
+        """
+        Store each shard's carried columns under its input file's id, and under those of its earlier
+        batches (a try killed before storing them leaves none): the rows, in input order, are cut where
+        the shards are (a request's row, or each packed text's).
+        """
+        directory = self.carry_columns_to
+        assert directory is not None
+        rows = carry.row_lines()
+        per_request = self.request_input.inputs_per_request if self.request_input.csv is not None else 1
+        for i, run in enumerate(runs):
+            count = None if i == len(runs) - 1 else run.shard.requests * per_request  # the last: the rest
+            earlier = [b.input_file_id for b in history.get(run.key_base, ()) if b.input_file_id]
+            first, *others = dict.fromkeys([str(run.file_id), *earlier])
+            target = input_columns_path(directory, first)
+            store_input_columns(target, carry.header(first), islice(rows, count))
+            for other in others:
+                self._copy_columns(first, other)
+        if next(rows, None) is not None:
+            raise AirflowException(f"{carry.rows} rows of carried columns do not line up with the shards")
+        self.log.info(
+            "Stored %d rows of columns %s for %d shard(s) under %s",
+            carry.rows,
+            ", ".join(carry.names),
+            len(runs),
+            directory,
+        )
+
+    def _copy_columns(self, from_file: str, to_file: str) -> None:
+        """The carried columns of a round's input file: those of the file it is a remainder of."""
+        directory = self.carry_columns_to
+        assert directory is not None
+        target = input_columns_path(directory, to_file)
+        with input_columns_path(directory, from_file).open("rb") as source:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            copy_input_columns(source, target, to_file)
 
     # ----------------------------------------------------------------------------- fan-out
     def _advance(
@@ -551,8 +636,9 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
     def _next_round(self, client: DashScopeClient, stager: ShardStager, job: ShardJob) -> ShardJob | None:
         """
         A follow-up round of every shard whose batch ended short (expired, cancelled, transient
-        failures): the input is split again and each such shard's remainder staged; ``None`` if none has
-        one.
+        failures): the input is split again and each such shard's remainder written, then (with
+        ``max_cost``) the remainders' estimate plus what every answer so far cost is checked against it,
+        and only then are the remainders staged; ``None`` if none has one.
         """
         short = {i for i, r in enumerate(job.runs) if r.batch is not None and _ended_short(r.batch)}
         if not short:
@@ -560,19 +646,38 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
         stager.history = batch_history(client.list_batches(ds_name=job.token))
         runs = list(job.runs)
         staged: list[str] = []
+        remainders: dict[int, Path] = {}
+        budget = self.cost.cost_policy.max_cost is not None
+        meter = self.cost.cost_meter() if budget else None
+        priced = (lambda: meter) if meter is not None else None  # one meter over every shard's answers
+        estimator = self.cost.cost_estimator(f"follow-up round of {self.task_id}") if budget else None
+        counts = JobCounts(0, 0, 0)
 
         def plan(shard: Shard) -> Shard:
+            nonlocal counts
             run, spooled = runs[shard.index], Path(shard.uri)
             try:
+                if run.batch is None:
+                    return shard
+                rounds = stager.history.get(run.key_base) or [run.batch]
                 if shard.index in short:
-                    rounds = stager.history.get(run.key_base) or [run.batch]  # type: ignore[list-item]
-                    path = write_shard_remainder(
-                        client, spooled, rounds, self.resubmit_errors, self.log, run.generation + 1
+                    path, state = write_shard_remainder(
+                        client,
+                        spooled,
+                        rounds,
+                        self.resubmit_errors,
+                        self.log,
+                        run.generation + 1,
+                        meter=priced,
+                        on_line=estimator.feed if estimator is not None else None,
                     )
                     if path is not None:
-                        runs[shard.index] = stager.stage_file(
-                            client, run.shard, run.key_base, run.generation + 1, path, {}, staged
-                        )
+                        remainders[shard.index] = path
+                elif priced is not None:
+                    state = JobRounds(client, spooled, self.resubmit_errors, self.log, priced).settle(rounds)
+                else:
+                    return shard
+                counts += state.counts
             finally:
                 spooled.unlink(missing_ok=True)
             return shard
@@ -583,7 +688,17 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
                 path = Path(tmp) / f"{job.token}-shard-{index:05d}.jsonl"
                 return path.open("wb"), str(path)
 
-            self._split(spool, plan)
+            self._split(spool, plan, carried=self.carry_columns)
+            if estimator is not None and meter is not None and remainders:
+                spent = JobState(counts, (), meter.result())
+                JobRounds.check_budget(self.cost.cost_policy, estimator, spent)
+            for index, path in remainders.items():
+                run = runs[index]
+                runs[index] = stager.stage_file(
+                    client, run.shard, run.key_base, run.generation + 1, path, {}, staged
+                )
+                if self.carry_columns is not None:
+                    self._copy_columns(str(run.file_id), str(runs[index].file_id))
         if not staged:
             return None
         return replace(job, runs=tuple(runs), rounds_left=job.rounds_left - 1)

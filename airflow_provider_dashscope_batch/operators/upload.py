@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from array import array
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +34,13 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-__all__ = ["DashScopeUploadFileOperator", "as_path", "input_columns_path"]
+__all__ = [
+    "DashScopeUploadFileOperator",
+    "as_path",
+    "carried_columns",
+    "input_columns_path",
+    "store_input_columns",
+]
 
 
 class DashScopeUploadFileOperator(DashScopeRequestInputOperator, DashScopeJobOperator):
@@ -107,16 +113,8 @@ class DashScopeUploadFileOperator(DashScopeRequestInputOperator, DashScopeJobOpe
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if (carry_columns is None) != (carry_columns_to is None):
-            raise ValueError("carry_columns and carry_columns_to go together: give both or neither")
-        if carry_columns is not None:
-            if self.file is not None:
-                raise ValueError(
-                    "carry_columns reads csv= or requests=; a JSONL file= has no columns to carry"
-                )
-            carry_columns = check_column_names(carry_columns, (*RESULT_COLUMNS, *EMBEDDING_COLUMNS))
         self.filename = filename
-        self.carry_columns = carry_columns
+        self.carry_columns = carried_columns(carry_columns, carry_columns_to, self.file)
         self.carry_columns_to = carry_columns_to
 
     def execute(self, context: Context) -> str:
@@ -171,8 +169,7 @@ class DashScopeUploadFileOperator(DashScopeRequestInputOperator, DashScopeJobOpe
         """Store the carried columns under the file's id; if that fails, delete the file (no half job)."""
         target = input_columns_path(self.carry_columns_to, file_id)  # type: ignore[arg-type]
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            publish_input_columns(target, carry.header(file_id), carry.rows_out())
+            store_input_columns(target, carry.header(file_id), carry.rows_out())
         except BaseException:
             self.log.error("Could not store the carried columns at %s; deleting file %s", target, file_id)
             try:
@@ -229,6 +226,30 @@ class DashScopeUploadFileOperator(DashScopeRequestInputOperator, DashScopeJobOpe
             )
             delete_late_files_sync(client, uploaded, receipt.ambiguity)
         return keep_for_lineage(self, uploaded.id)
+
+
+def carried_columns(
+    carry_columns: Sequence[str] | None, carry_columns_to: Any, file: Any
+) -> tuple[str, ...] | None:
+    """
+    An operator's ``carry_columns``, checked when the DAG is parsed: given with ``carry_columns_to``, not
+    for a JSONL ``file``, names no result column (:func:`~.results.input_columns.check_column_names`).
+
+    :raises ValueError: naming the rule broken.
+    """
+    if (carry_columns is None) != (carry_columns_to is None):
+        raise ValueError("carry_columns and carry_columns_to go together: give both or neither")
+    if carry_columns is None:
+        return None
+    if file is not None:
+        raise ValueError("carry_columns reads csv= or requests=; a JSONL file= has no columns to carry")
+    return check_column_names(carry_columns, (*RESULT_COLUMNS, *EMBEDDING_COLUMNS))
+
+
+def store_input_columns(target: ObjectStoragePath, header: Mapping[str, Any], rows: Iterable[bytes]) -> None:
+    """Write one input file's carried columns (a header, then the rows) to ``target``, its folder made."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    publish_input_columns(target, header, rows)
 
 
 def input_columns_path(directory: str | ObjectStoragePath, file_id: str) -> ObjectStoragePath:

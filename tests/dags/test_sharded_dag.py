@@ -172,3 +172,38 @@ def test_sigterm_mid_upload_of_the_last_try_stops_the_job_and_leaves_no_file(
     assert (counts["POST /files"], counts["POST /batches"]) == (3, 3)
     used = {b.input_file_id for b in client.list_batches()}
     assert {f.id for f in client.list_files() if f.purpose == "batch"} == used  # no orphaned file
+
+
+def test_carried_columns_of_every_shard_land_in_one_table(
+    airflow_db, dashscope_conn, dashscope_emulator, s3_bucket, monkeypatch, tmp_path, states
+):
+    pq = pytest.importorskip("pyarrow.parquet")
+    from airflow import settings
+
+    rows = "".join(f"s{i:03d},product {i},{i}.25\n" for i in range(250))
+    (tmp_path / "products.csv").write_text("sku,name,price\n" + rows)
+    monkeypatch.setenv("SHARDING_TEST_CSV", str(tmp_path / "products.csv"))
+    monkeypatch.setenv("SHARDING_TEST_COLUMNS", f"s3://s3_results@{S3_BUCKET}/columns")
+    monkeypatch.setenv("SHARDING_TEST_RESULTS", (tmp_path / "results").as_uri())
+    monkeypatch.setattr(settings, "DAGS_FOLDER", str(TEST_DAGS))
+    dag = load_dag_file("sharding_dags", TEST_DAGS / "sharding_dags.py").carried_columns
+    # 50 of the second shard's 100 fail once (HTTP 500, transient): a follow-up round answers them
+    dashscope_emulator.fail_requests(r"^s1[0-4]\d$", status=500, attempts=1)
+
+    run = dag.test()
+    assert states(run) == {"run_shards": "success", "results": "success"}
+    job = run.get_task_instance("run_shards").xcom_pull(task_ids="run_shards")
+    assert [s["requests"] for s in job["shards"]] == [100, 100, 50]
+    stored = s3_bucket.list_objects_v2(Bucket=S3_BUCKET, Prefix="columns/")["Contents"]
+    assert len(job["batch_ids"]) == 4  # the second shard's round
+    assert len(stored) == 4  # one per input file: the shards' and the round's
+
+    found = {}
+    for kind in ("output", "errors"):
+        for part in sorted((tmp_path / "results" / "job" / kind).glob("part-*.parquet")):
+            table = pq.read_table(part)
+            assert table.schema.field("price").type == "double"
+            for row in table.select(["custom_id", "name", "price"]).to_pylist():
+                assert row["custom_id"] not in found
+                found[row["custom_id"]] = (kind, row["name"], row["price"])
+    assert found == {f"s{i:03d}": ("output", f"product {i}", i + 0.25) for i in range(250)}
