@@ -128,7 +128,8 @@ def test_without_rounds_one_batch_is_the_job(make_adapter, dashscope_emulator, c
 
 
 def test_the_host_sets_the_rounds():
-    rounds, policy = round_settings("ap-southeast-1?resubmit_rounds=2&resubmit_errors=400:true,Throttling:false")
+    host = "ap-southeast-1?resubmit_rounds=2&resubmit_errors=400:true,Throttling:false"
+    rounds, policy = round_settings(host)
     assert rounds == 2
     assert policy.kind(400, "InvalidParameter") is FailureKind.TRANSIENT
     assert policy.kind(429, "Throttling") is FailureKind.PERMANENT
