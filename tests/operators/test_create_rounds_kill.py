@@ -1,0 +1,92 @@
+"""A task process killed while a follow-up round's input is uploaded: the next try re-attaches, bills nothing twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.operators.operator_helpers import TaskInstanceStub, check_billed_once, next_try
+from tests.operators.test_create_rounds import acting, create, expire_after, finish, write_requests
+
+pytestmark = pytest.mark.timeout(120)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+#: The task's first try, in its own process: the create operator with one follow-up round. On SIGTERM it
+#: does what the Task SDK's runner does (the operator's ``on_kill``, then the process ends).
+TASK = textwrap.dedent(
+    """
+    import os, signal, sys
+    from tests.operators.operator_helpers import TaskInstanceStub
+    from tests.operators.test_create_rounds import create
+
+    operator = create(sys.argv[1], sys.argv[2], resubmit_rounds=1, retries=1)
+    signal.signal(signal.SIGTERM, lambda signum, frame: (operator.on_kill(), os._exit(143)))
+    operator.execute({"ti": TaskInstanceStub()})
+    """
+)
+
+
+def wait_for(condition, what: str) -> None:
+    deadline = time.monotonic() + 60
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_kill_during_a_follow_up_rounds_upload_re_attaches_on_the_next_try(
+    dashscope_conn, client, dashscope_emulator, tmp_path, signum
+):
+    ids = [f"r-{n:02d}" for n in range(20)]
+    source = write_requests(tmp_path / "in.jsonl", ids)
+    file_id = client.upload_file(source).id
+    dashscope_emulator.configure(time_scale=0)
+    dashscope_emulator.clear_request_counts()
+    task = subprocess.Popen(
+        [sys.executable, "-c", TASK, file_id, str(source)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        wait_for(lambda: len(list(client.list_batches())) == 1, "the first round's batch")
+        # the round's upload reaches the service, which holds it 2 s and stores it whether or not its
+        # sender is still there: a file the killed try uploaded
+        dashscope_emulator.add_fault("defer", method="POST", path="/files", latency=2, count=1)
+        expire_after(dashscope_emulator, 8)()
+        wait_for(lambda: dashscope_emulator.request_counts().get("POST /files", 0) == 1, "the round's upload")
+        task.send_signal(signum)
+        assert task.wait(timeout=30) != 0
+    finally:
+        if task.poll() is None:
+            task.kill()
+    (first,) = client.list_batches()
+    assert first.status == "expired"
+    assert first.request_counts.completed == 8
+    wait_for(lambda: len(list(client.list_files(purpose="batch"))) == 2, "the held upload to land")
+    (held,) = [f for f in client.list_files(purpose="batch") if f.id != file_id]
+
+    dashscope_emulator.clear_request_counts()
+    ti = TaskInstanceStub(try_number=1)
+    thread = acting(client, [lambda: None, finish(dashscope_emulator)])
+    result = create(file_id, source, resubmit_rounds=1, retries=1).execute(next_try(ti))
+    thread.join()
+    first_id, second_id = ti.xcoms["batch_ids"]
+    assert first_id == first.id
+    assert result["id"] == second_id
+    assert len(list(client.list_batches())) == 2  # no duplicate batch
+    counts = dashscope_emulator.request_counts()
+    assert "POST /files" not in counts  # the killed try's file is re-used, not uploaded again
+    assert counts["POST /batches"] == 1
+    second = client.retrieve_batch(second_id)
+    assert second.input_file_id == held.id
+    assert second.request_counts.model_dump() == {"total": 12, "completed": 12, "failed": 0}
+    assert check_billed_once(client, [first_id, second_id]) == set(ids)  # no answered request re-sent
+    assert {f.id for f in client.list_files(purpose="batch")} == {file_id, held.id}  # nothing orphaned
