@@ -1,4 +1,4 @@
-"""A task process killed while a follow-up round's input is uploaded: the next try re-attaches, bills nothing twice."""
+"""A task process killed while a follow-up round uploads: the next try re-attaches and bills nothing twice."""
 
 from __future__ import annotations
 
