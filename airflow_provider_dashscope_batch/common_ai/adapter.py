@@ -58,11 +58,11 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from airflow.providers.common.ai.batch.base import (
     BatchAdapter,
@@ -199,40 +199,18 @@ class DashScopeBatchAdapter(DashScopeRequestLinesMixin, BatchAdapter):
         self._watches: dict[str, LateWatch] = {}
 
     # ---------------------------------------------------------------------------------------- batch
-    def validate_requests(
-        self,
-        requests: list[BatchRequest],
-        *,
-        model: str,
-        output_spec: OutputSpec,
-        idempotency_key: str,
-        system_prompt: str = "",
-        max_tokens: int = 1024,
-        request_params: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def _keep_requests(self) -> BinaryIO | None:
         """
-        Check the batch (see the request half's ``validate_requests``); with rounds, keep its request lines.
+        With rounds, a fresh temporary file for the request lines ``validate_requests`` checks.
 
         common.ai validates before every submit and every re-attach, so the worker's adapter holds the
-        lines a follow-up round is built from (written to a temporary file, removed by :meth:`close`).
+        lines a follow-up round is built from (removed by :meth:`close`).
         """
-        settings: dict[str, Any] = {
-            "model": model,
-            "output_spec": output_spec,
-            "idempotency_key": idempotency_key,
-            "system_prompt": system_prompt,
-            "max_tokens": max_tokens,
-            "request_params": request_params,
-        }
-        super().validate_requests(requests, **settings, **kwargs)
-        if self._max_rounds > 1:
-            self._keep_lines(self._iter_lines(requests, **settings), endpoint_for(model))
-
-    def _keep_lines(self, lines: Iterable[dict[str, Any]], endpoint: str) -> None:
         self._drop_lines()
+        if self._max_rounds <= 1:
+            return None
         self._spool = Path(tempfile.mkdtemp(prefix="dashscope-llm-source-")) / "requests.jsonl"
-        write_requests(lines, self._spool, endpoint=endpoint)
+        return self._spool.open("wb")
 
     def _drop_lines(self) -> None:
         if self._spool is not None:
