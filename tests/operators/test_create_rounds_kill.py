@@ -41,10 +41,17 @@ def wait_for(condition, what: str) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize(
+    ("signum", "lands"),
+    [(signal.SIGTERM, "before"), (signal.SIGKILL, "before"), (signal.SIGKILL, "during")],
+)
 def test_a_kill_during_a_follow_up_rounds_upload_re_attaches_on_the_next_try(
-    dashscope_conn, client, dashscope_emulator, tmp_path, signum
+    dashscope_conn, client, dashscope_emulator, tmp_path, signum, lands
 ):
+    """
+    The upload the killed try sent lands before the next try looks (it is re-used) or while the next
+    try's round runs (it is deleted when the job's rounds are over).
+    """
     ids = [f"r-{n:02d}" for n in range(20)]
     source = write_requests(tmp_path / "in.jsonl", ids)
     file_id = client.upload_file(source).id
@@ -55,11 +62,12 @@ def test_a_kill_during_a_follow_up_rounds_upload_re_attaches_on_the_next_try(
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
+    # the round's upload reaches the service, which holds it and stores it whether or not its sender is
+    # still there: a file the killed try uploaded
+    held_for = 2 if lands == "before" else 8
     try:
         wait_for(lambda: len(list(client.list_batches())) == 1, "the first round's batch")
-        # the round's upload reaches the service, which holds it 2 s and stores it whether or not its
-        # sender is still there: a file the killed try uploaded
-        dashscope_emulator.add_fault("defer", method="POST", path="/files", latency=2, count=1)
+        dashscope_emulator.add_fault("defer", method="POST", path="/files", latency=held_for, count=1)
         expire_after(dashscope_emulator, 8)()
         wait_for(lambda: dashscope_emulator.request_counts().get("POST /files", 0) == 1, "the round's upload")
         task.send_signal(signum)
@@ -70,12 +78,24 @@ def test_a_kill_during_a_follow_up_rounds_upload_re_attaches_on_the_next_try(
     (first,) = client.list_batches()
     assert first.status == "expired"
     assert first.request_counts.completed == 8
-    wait_for(lambda: len(list(client.list_files(purpose="batch"))) == 2, "the held upload to land")
-    (held,) = [f for f in client.list_files(purpose="batch") if f.id != file_id]
 
+    def files() -> set[str]:
+        return {f.id for f in client.list_files(purpose="batch")}
+
+    if lands == "before":
+        wait_for(lambda: len(files()) == 2, "the held upload to land")
+    else:
+        assert len(files()) == 1  # still held when the next try starts
     dashscope_emulator.clear_request_counts()
     ti = TaskInstanceStub(try_number=1)
-    thread = acting(client, [lambda: None, finish(dashscope_emulator)])
+    stored = 2 if lands == "before" else 3  # the input, the killed try's copy, the next try's own
+
+    def finish_once_landed() -> None:
+        """Round 2 finishes only once the held upload has landed."""
+        wait_for(lambda: len(files()) == stored, "the held upload to land")
+        finish(dashscope_emulator)()
+
+    thread = acting(client, [lambda: None, finish_once_landed])
     result = create(file_id, source, resubmit_rounds=1, retries=1).execute(next_try(ti))
     thread.join()
     first_id, second_id = ti.xcoms["batch_ids"]
@@ -83,10 +103,12 @@ def test_a_kill_during_a_follow_up_rounds_upload_re_attaches_on_the_next_try(
     assert result["id"] == second_id
     assert len(list(client.list_batches())) == 2  # no duplicate batch
     counts = dashscope_emulator.request_counts()
-    assert "POST /files" not in counts  # the killed try's file is re-used, not uploaded again
     assert counts["POST /batches"] == 1
     second = client.retrieve_batch(second_id)
-    assert second.input_file_id == held.id
+    if lands == "before":
+        assert "POST /files" not in counts  # the killed try's file is re-used, not uploaded again
+    else:
+        assert counts["POST /files"] == 1  # the next try uploaded its own copy; the late one is deleted
     assert second.request_counts.model_dump() == {"total": 12, "completed": 12, "failed": 0}
     assert check_billed_once(client, [first_id, second_id]) == set(ids)  # no answered request re-sent
-    assert {f.id for f in client.list_files(purpose="batch")} == {file_id, held.id}  # nothing orphaned
+    assert files() == {file_id, second.input_file_id}  # nothing orphaned
