@@ -363,6 +363,12 @@ class DashScopeBatchAdapter(DashScopeRequestLinesMixin, BatchAdapter):
         return state_of(batch)
 
     def cancel_batch(self, batch_id: str) -> None:
+        """Cancel the batch; with rounds, the job's running round (the first batch may be over)."""
+        if self._max_rounds > 1:
+            first = self._client.retrieve_batch(batch_id)
+            if first.status.is_terminal:
+                ds_name = str((first.metadata or {}).get("ds_name") or f"{DS_NAME_PREFIX}{batch_id}")
+                batch_id = round_batches(self._client, first, ds_name)[-1].id
         self._client.cancel_batch(batch_id)
 
     def find_orphaned_batch(

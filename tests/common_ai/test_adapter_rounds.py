@@ -117,6 +117,19 @@ def test_transient_failures_are_sent_again_permanent_ones_are_not(make_adapter, 
     assert answered == {f"{KEY16}-{n}" for n in range(11)} - {f"{KEY16}-6", f"{KEY16}-7"}
 
 
+def test_cancelling_the_job_cancels_its_running_round(make_adapter, dashscope_emulator, client):
+    """common.ai cancels the batch it recorded (the first) on a timeout or a kill: the round stops."""
+    adapter = make_adapter(resubmit_rounds=1)
+    dashscope_emulator.configure(time_scale=0)
+    first = submit(adapter, [f"prompt {n}" for n in range(6)])
+    dashscope_emulator.configure(processing_rate=2.5 / DAY)
+    dashscope_emulator.advance(DAY + 10)
+    assert adapter.get_batch(first).status == "in_progress"
+    adapter.cancel_batch(first)
+    _, second = rounds_of(client, first)
+    assert second.status in ("cancelling", "cancelled")
+
+
 def test_without_rounds_one_batch_is_the_job(make_adapter, dashscope_emulator, client):
     dashscope_emulator.configure(time_scale=0)
     adapter = make_adapter()
