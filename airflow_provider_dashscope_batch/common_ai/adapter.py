@@ -75,7 +75,7 @@ from airflow.providers.common.compat.sdk import mask_secret
 
 from airflow_provider_dashscope_batch.client import FILTER_SLACK, DashScopeClient, tokenized_filename
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
-from airflow_provider_dashscope_batch.client.types import FileObject
+from airflow_provider_dashscope_batch.client.types import BatchStatus, FileObject
 from airflow_provider_dashscope_batch.common_ai.connection import (
     API_PATH,
     COST_PARAMS,
@@ -313,7 +313,20 @@ class DashScopeBatchAdapter(DashScopeRequestLinesMixin, BatchAdapter):
         if not batches[-1].status.is_terminal:
             return state_of(batches[-1])
         if self._spool is None:
-            return state_of(job_batch(batches, None))
+            job = job_batch(batches, None)
+            counts = job.request_counts
+            due = batches[-1].status != BatchStatus.FAILED and len(batches) < self._max_rounds
+            if due and counts is not None and counts.completed < counts.total:
+                log.warning(
+                    "Batch %s ended %s with %s of %s requests not answered, and this adapter (a deferred "
+                    "task's triggerer) does not hold the request lines a follow-up round is built from: "
+                    "wait with deferrable=False, or let a retry (fail_on_partial_error=True) send the rest.",
+                    batches[-1].id,
+                    batches[-1].status,
+                    counts.total - counts.completed,
+                    counts.total,
+                )
+            return state_of(job)
         region = self._price_region
         rounds = JobRounds(
             self._client, self._spool, self._resubmit_errors, log, meter=lambda: meter_for(region)

@@ -130,6 +130,21 @@ def test_cancelling_the_job_cancels_its_running_round(make_adapter, dashscope_em
     assert second.status in ("cancelling", "cancelled")
 
 
+def test_an_adapter_without_the_request_lines_builds_no_round(
+    make_adapter, dashscope_emulator, client, caplog
+):
+    """A deferred task's triggerer (a fresh adapter) reports the ending and says how to get the rest."""
+    dashscope_emulator.configure(time_scale=0)
+    first = submit(make_adapter(resubmit_rounds=1), [f"prompt {n}" for n in range(4)])
+    dashscope_emulator.configure(processing_rate=2.5 / DAY)
+    dashscope_emulator.advance(DAY + 10)
+    state = make_adapter(resubmit_rounds=1).get_batch(first)
+    assert (state.status, state.counts["succeeded"], state.counts["expired"]) == ("expired", 2, 2)
+    assert [b.id for b in client.list_batches()] == [first]
+    assert "2 of 4 requests not answered" in caplog.text
+    assert "deferrable=False" in caplog.text
+
+
 def test_without_rounds_one_batch_is_the_job(make_adapter, dashscope_emulator, client):
     dashscope_emulator.configure(time_scale=0)
     adapter = make_adapter()
