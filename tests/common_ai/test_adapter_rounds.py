@@ -47,6 +47,15 @@ def submit(adapter, requests) -> str:
     return adapter.submit(requests, input_fingerprint=FINGERPRINT, **settings).batch_id
 
 
+def submit_to_expire(adapter, emulator, requests: int, answered: int) -> str:
+    """Submit ``requests`` prompts; the batch answers ``answered`` of them in its 24h window, then expires."""
+    emulator.configure(time_scale=0)
+    first = submit(adapter, [f"prompt {n}" for n in range(requests)])
+    emulator.configure(processing_rate=(answered + 0.5) / DAY)
+    emulator.advance(DAY + 10)
+    return first
+
+
 def rounds_of(client, first: str) -> list:
     """The job's batches, first to last (the emulator lists newest first)."""
     batches = sorted(client.list_batches(), key=lambda b: (b.created_at, b.id))
@@ -58,10 +67,7 @@ def test_an_expired_batch_is_finished_by_one_round_of_exactly_the_remainder(
     make_adapter, dashscope_emulator, client
 ):
     adapter = make_adapter(resubmit_rounds=2)
-    dashscope_emulator.configure(time_scale=0)
-    first = submit(adapter, [f"prompt {n}" for n in range(20)])
-    dashscope_emulator.configure(processing_rate=8.5 / DAY)
-    dashscope_emulator.advance(DAY + 10)
+    first = submit_to_expire(adapter, dashscope_emulator, 20, 8)
     assert client.retrieve_batch(first).status == "expired"
 
     assert adapter.get_batch(first).status == "in_progress"  # round 2 created
@@ -120,10 +126,7 @@ def test_transient_failures_are_sent_again_permanent_ones_are_not(make_adapter, 
 def test_cancelling_the_job_cancels_its_running_round(make_adapter, dashscope_emulator, client):
     """common.ai cancels the batch it recorded (the first) on a timeout or a kill: the round stops."""
     adapter = make_adapter(resubmit_rounds=1)
-    dashscope_emulator.configure(time_scale=0)
-    first = submit(adapter, [f"prompt {n}" for n in range(6)])
-    dashscope_emulator.configure(processing_rate=2.5 / DAY)
-    dashscope_emulator.advance(DAY + 10)
+    first = submit_to_expire(adapter, dashscope_emulator, 6, 2)
     assert adapter.get_batch(first).status == "in_progress"
     adapter.cancel_batch(first)
     _, second = rounds_of(client, first)
@@ -134,10 +137,7 @@ def test_an_adapter_without_the_request_lines_builds_no_round(
     make_adapter, dashscope_emulator, client, caplog
 ):
     """A deferred task's triggerer (a fresh adapter) reports the ending and says how to get the rest."""
-    dashscope_emulator.configure(time_scale=0)
-    first = submit(make_adapter(resubmit_rounds=1), [f"prompt {n}" for n in range(4)])
-    dashscope_emulator.configure(processing_rate=2.5 / DAY)
-    dashscope_emulator.advance(DAY + 10)
+    first = submit_to_expire(make_adapter(resubmit_rounds=1), dashscope_emulator, 4, 2)
     state = make_adapter(resubmit_rounds=1).get_batch(first)
     assert (state.status, state.counts["succeeded"], state.counts["expired"]) == ("expired", 2, 2)
     assert [b.id for b in client.list_batches()] == [first]
@@ -146,11 +146,8 @@ def test_an_adapter_without_the_request_lines_builds_no_round(
 
 
 def test_without_rounds_one_batch_is_the_job(make_adapter, dashscope_emulator, client):
-    dashscope_emulator.configure(time_scale=0)
     adapter = make_adapter()
-    first = submit(adapter, [f"prompt {n}" for n in range(4)])
-    dashscope_emulator.configure(processing_rate=2.5 / DAY)
-    dashscope_emulator.advance(DAY + 10)
+    first = submit_to_expire(adapter, dashscope_emulator, 4, 2)
     assert adapter.get_batch(first).status == "expired"
     assert [b.id for b in client.list_batches()] == [first]
 
