@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from airflow_provider_dashscope_batch.operators.shards import DashScopeShardedBatchOperator
 from tests.operators.operator_helpers import TaskInstanceStub, check_billed_once, next_try
-from tests.operators.test_create_rounds import acting, create, expire_after, finish, write_requests
+from tests.operators.shard_helpers import FAST, TaskInstance, drive, shard_bodies
+from tests.operators.test_create_rounds import DAY, acting, create, expire_after, finish, write_requests
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -112,3 +115,76 @@ def test_a_kill_during_a_follow_up_rounds_upload_re_attaches_on_the_next_try(
     assert second.request_counts.model_dump() == {"total": 12, "completed": 12, "failed": 0}
     assert check_billed_once(client, [first_id, second_id]) == set(ids)  # no answered request re-sent
     assert files() == {file_id, second.input_file_id}  # nothing orphaned
+
+
+#: The sharded task's first try, in its own process. Its XComs are written through to ``argv[1]`` as a
+#: worker's reach the metadata DB at once; SIGTERM runs the operator's ``on_kill``, as the runner does.
+SHARDED_TASK = textwrap.dedent(
+    """
+    import json, os, signal, sys
+    from airflow_provider_dashscope_batch.operators.shards import DashScopeShardedBatchOperator
+    from tests.operators.shard_helpers import FAST, TaskInstance, drive, shard_bodies
+
+    class Persisted(TaskInstance):
+        def xcom_push(self, key, value):
+            super().xcom_push(key, value)
+            with open(sys.argv[1], "w") as out:
+                json.dump(self.xcoms, out)
+
+    operator = DashScopeShardedBatchOperator(
+        task_id="run_shards", requests=shard_bodies(12), max_requests_per_shard=4, retries=1, **FAST
+    )
+    def on_term(signum, frame):
+        try:
+            operator.on_kill()
+        finally:
+            os._exit(143)
+    signal.signal(signal.SIGTERM, on_term)
+    drive(operator, {"ti": Persisted()})
+    """
+)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_sharded_task_killed_during_a_follow_up_rounds_upload(
+    dashscope_conn, client, dashscope_emulator, tmp_path, signum
+):
+    dashscope_emulator.configure(time_scale=0)
+    xcoms = tmp_path / "xcoms.json"
+    task = subprocess.Popen(
+        [sys.executable, "-c", SHARDED_TASK, str(xcoms)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        wait_for(lambda: len(list(client.list_batches())) == 3, "the three shards' batches")
+        dashscope_emulator.clear_request_counts()
+        dashscope_emulator.add_fault("defer", method="POST", path="/files", latency=2, count=1)
+        dashscope_emulator.configure(processing_rate=2.5 / DAY)
+        dashscope_emulator.advance(DAY + 10)  # each shard answers two of its four requests, then expires
+        wait_for(lambda: dashscope_emulator.request_counts().get("POST /files", 0) == 1, "a round's upload")
+        task.send_signal(signum)
+        assert task.wait(timeout=30) != 0
+    finally:
+        if task.poll() is None:
+            task.kill()
+    first_round = {b.id for b in client.list_batches()}
+    assert len(first_round) == 3
+    wait_for(lambda: len(list(client.list_files(purpose="batch"))) == 4, "the held upload to land")
+
+    dashscope_emulator.clear_request_counts()
+    dashscope_emulator.configure(time_scale=1, processing_rate=1000)
+    ti = TaskInstance()
+    ti.xcoms = json.loads(xcoms.read_text())
+    operator = DashScopeShardedBatchOperator(
+        task_id="run_shards", requests=shard_bodies(12), max_requests_per_shard=4, retries=1, **FAST
+    )
+    drive(operator, {"ti": ti})
+    batches = list(client.list_batches())
+    assert len(batches) == 6  # one follow-up round per shard, none twice
+    follow_ups = [b for b in batches if b.id not in first_round]
+    assert [b.request_counts.total for b in follow_ups] == [2, 2, 2]  # only the remainders
+    assert dashscope_emulator.request_counts()["POST /files"] == 2  # the killed try's upload is re-used
+    assert check_billed_once(client, [b.id for b in batches]) == {f"r{i}" for i in range(12)}
+    used = {b.input_file_id for b in batches}
+    assert {f.id for f in client.list_files(purpose="batch")} == used  # nothing orphaned
