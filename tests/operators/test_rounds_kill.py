@@ -1,4 +1,4 @@
-"""A task process killed while a follow-up round uploads: the next try re-attaches and bills nothing twice."""
+"""A task process (create or sharded) killed while a follow-up round uploads: the next try re-attaches."""
 
 from __future__ import annotations
 
