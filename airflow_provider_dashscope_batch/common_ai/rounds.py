@@ -5,7 +5,8 @@ The batch ``submit`` returns is the job's first round and the id common.ai recor
 its own batch, found again by any adapter instance (the triggerer's, the one that lands the results)
 through its metadata: ``ds_name`` ``airflow-llm-batch-<key16> round N`` and ``job_batch`` the first
 round's id. Only an adapter holding the request lines (the one whose ``validate_requests`` ran: the
-worker's) builds a round; the bookkeeping is the operators' own (:class:`~.operators.rounds.JobRounds`,
+worker's) builds a round; the bookkeeping is the operators' own
+(:class:`~airflow_provider_dashscope_batch.operators.rounds.JobRounds`,
 :mod:`airflow_provider_dashscope_batch.jobs`).
 """
 
