@@ -312,6 +312,10 @@ class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator, DashScopeJudgedJo
                 or latest.status == BatchStatus.FAILED
                 or generation >= last_generation
             ):
+                if generation > 1:  # the job's rounds are over: no round file outlives them unused
+                    key_lineage = _lineage(context)
+                    tokens = {with_generation(key_lineage, g) for g in range(2, generation + 1)}
+                    rounds.sweep(tokens, {b.input_file_id for b in batches})
                 return keep_for_lineage(self, self._judge_job(latest, state))
             batch, copies = self._next_round(context, rounds, state, generation + 1, last_generation)
             batches.append(batch)

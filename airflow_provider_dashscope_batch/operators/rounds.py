@@ -186,6 +186,16 @@ class JobRounds:
         self.log.info("Uploaded this round's input as file %s (%s bytes)", uploaded.id, uploaded.bytes)
         return uploaded
 
+    def sweep(self, tokens: set[str], used: set[str | None]) -> None:
+        """
+        Delete the files stored under any of the rounds' upload ``tokens`` that no batch of the job
+        ``used``: a killed try's upload that landed after a later try uploaded its own copy.
+        """
+        for file in self.client.list_files(purpose="batch"):
+            name = file.filename or ""
+            if file.id not in used and any(name.endswith(f".{token}.jsonl") for token in tokens):
+                self.discard(file.id, "a copy of a round's input that no batch uses")
+
     def discard(self, file_id: str, why: str) -> None:
         """Delete an input file this job uploaded (gone already is fine)."""
         try:
