@@ -24,11 +24,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+import anyio.to_thread
+
 from airflow_provider_dashscope_batch.events.receiver import MAX_BODY_BYTES, BadRequest, finish_batch_id
 from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
 __all__ = [
     "INSTALL_HINT",
@@ -114,21 +116,25 @@ class RabbitMQSource:
     """
     One connection and channel to the queue, opened on first use and again after a failure.
 
-    :param settings: Where the queue is.
+    :param settings: Reads where the queue is (blocking: reads the queue connection), on every connect,
+        so a connection fixed or rotated in Airflow is used from the next reconnect on.
     :param max_messages: Messages taken in one :meth:`take`.
     """
 
-    def __init__(self, settings: QueueSettings, *, max_messages: int = MAX_MESSAGES) -> None:
-        self.settings, self.max_messages = settings, max_messages
+    def __init__(self, settings: Callable[[], QueueSettings], *, max_messages: int = MAX_MESSAGES) -> None:
+        self.read_settings, self.max_messages = settings, max_messages
+        self.queue = ""
         self._connection: Any = None
         self._channel: Any = None
 
     async def _open(self) -> Any:
-        import aiormq
-
         if self._channel is None or self._channel.is_closed:
             await self.aclose()
-            self._connection = await aiormq.connect(self.settings.url)
+            settings = await anyio.to_thread.run_sync(self.read_settings)
+            import aiormq
+
+            self.queue = settings.queue
+            self._connection = await aiormq.connect(settings.url)
             self._channel = await self._connection.channel()
         return self._channel
 
@@ -140,10 +146,12 @@ class RabbitMQSource:
         try:
             channel = await self._open()
             while len(taken) < self.max_messages:
-                message = await channel.basic_get(self.settings.queue, timeout=TIMEOUT)
+                message = await channel.basic_get(self.queue, timeout=TIMEOUT)
                 if not isinstance(message.delivery, Basic.GetOk):
                     break
                 taken.append(Delivery(message.delivery.delivery_tag, parse(message.body)))
+        except ConnectionSetupError as exc:
+            raise QueueUnavailable(str(exc)) from None
         except Exception as exc:
             await self.aclose()  # the broker requeues what this channel took
             raise QueueUnavailable(type(exc).__name__) from None

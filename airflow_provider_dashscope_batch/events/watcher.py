@@ -253,7 +253,7 @@ class FinishWatch:
                 cursor, lost = await self._mailbox(cursor, found)
                 list_due = list_due or lost
             if self.queue is not None:
-                taken = await self._queue(cursor, found)
+                taken = await self._queue(self.queue, cursor, found)
             if list_due:
                 cursor = await self._list(cursor, found, now)
                 self._next_list = now + self.poll_interval
@@ -275,15 +275,14 @@ class FinishWatch:
             if self.queue is not None and taken and not settled:
                 await self.queue.settle(taken, ack=False)
 
-    async def _queue(self, cursor: Cursor, found: dict[str, Batch]) -> list[Delivery]:
+    async def _queue(self, queue: RabbitMQSource, cursor: Cursor, found: dict[str, Batch]) -> list[Delivery]:
         """
         Take the queue's waiting messages and confirm the batches they name; the messages, to settle.
 
-        A queue that cannot be reached is logged and skipped: the list poll is the net.
+        A queue that cannot be reached or is set up wrongly is logged and skipped: the list poll is the net.
         """
-        assert self.queue is not None
         try:
-            taken = await self.queue.take()
+            taken = await queue.take()
         except QueueUnavailable as exc:
             log.warning("The finish queue of connection %r is unavailable (%s)", self.conn_id, exc)
             return []
@@ -421,9 +420,10 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
                 "'finish_events_secret' extra (the secret the batches' marks are made with)."
             )
         queue = None
-        if self.queue_conn_id is not None:
-            conn = hook.get_connection(self.queue_conn_id)
-            queue = RabbitMQSource(QueueSettings.from_connection(self.queue_conn_id, conn))
+        if (queue_conn_id := self.queue_conn_id) is not None:
+            queue = RabbitMQSource(
+                lambda: QueueSettings.from_connection(queue_conn_id, hook.get_connection(queue_conn_id))
+            )
         return FinishWatch(
             self.dashscope_conn_id,
             hook.get_conn(),

@@ -54,7 +54,7 @@ def results_dag(finished_asset) -> str:
 
 @pytest.fixture(scope="session")
 def rabbitmq() -> Iterator[str]:
-    """A real RabbitMQ broker on loopback for this session; its ``amqp://`` URL."""
+    """A real RabbitMQ broker on loopback for this session (tests/rabbitmq_server.py); its ``amqp://`` URL."""
     from rabbitmq_server import RabbitMQServer
 
     server = RabbitMQServer()

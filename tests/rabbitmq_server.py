@@ -1,5 +1,6 @@
 """
-A throw-away RabbitMQ broker on loopback for the queue-source tests, owned by the test session.
+A throw-away RabbitMQ broker on loopback for the finish watcher's queue source (tests/events and the
+deployment suite), owned by the test session.
 
 Uses Debian's ``rabbitmq-server`` package, installed with ``apt-get`` when missing and running as root
 (CI), like the deployment suite's PostgreSQL. The node gets its own name, ports (AMQP, Erlang
@@ -9,6 +10,7 @@ plugins, and the broker's default ``guest`` user, which RabbitMQ admits only fro
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import signal
@@ -16,8 +18,11 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 
 
@@ -40,11 +45,14 @@ def _install() -> None:
 class RabbitMQServer:
     """One RabbitMQ node; :attr:`url` reaches its default virtual host as ``guest``."""
 
+    #: The broker's default user, admitted from loopback only.
+    login = password = "guest"
+
     def __init__(self) -> None:
         _install()
         self.root = Path(tempfile.mkdtemp(prefix="dashscope-rabbitmq-"))
         self.port, self.dist_port, self.epmd_port = _free_port(), _free_port(), _free_port()
-        self.url = f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        self.url = f"amqp://{self.login}:{self.password}@127.0.0.1:{self.port}/"
         self._procs: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
@@ -77,6 +85,38 @@ class RabbitMQServer:
             if time.monotonic() > deadline or self._procs[-1].poll() is not None:
                 raise RuntimeError(f"RabbitMQ did not start; see {self.root / 'server.log'}")
             time.sleep(0.5)
+
+    def declare(self, queue: str) -> None:
+        """Create the durable queue ``queue`` (what the ApsaraMQ console does for EventBridge's target)."""
+        asyncio.run(self._on_channel(lambda channel: channel.queue_declare(queue, durable=True)))
+
+    def publish(self, queue: str, *bodies: bytes) -> None:
+        """Publish persistent messages to ``queue`` as EventBridge's RabbitMQ target does."""
+        import aiormq
+
+        async def send(channel: Any) -> None:
+            for body in bodies:
+                properties = aiormq.spec.Basic.Properties(delivery_mode=2)
+                await channel.basic_publish(body, routing_key=queue, properties=properties)
+
+        asyncio.run(self._on_channel(send))
+
+    def waiting(self, queue: str) -> int:
+        """Messages in ``queue`` that no consumer holds."""
+
+        async def count(channel: Any) -> int:
+            return (await channel.queue_declare(queue, passive=True)).message_count
+
+        return asyncio.run(self._on_channel(count))
+
+    async def _on_channel(self, use: Callable[[Any], Awaitable[T]]) -> T:
+        import aiormq
+
+        connection = await aiormq.connect(self.url)
+        try:
+            return await use(await connection.channel())
+        finally:
+            await connection.close()
 
     def _accepts(self) -> bool:
         try:
