@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import uuid
@@ -205,6 +206,24 @@ async def test_a_restart_in_the_middle_of_the_stream_loses_no_finish_and_repeats
     assert in_flight in after  # the cut-off round's finish is handed on by the successor
     assert await waiting(rabbitmq, queue) == 0
     await successor.queue.aclose()
+
+
+async def test_two_triggerers_reading_the_queue_hand_on_each_finish_once(
+    dashscope_emulator, client, rabbitmq, queue, publish
+):
+    one, two = new_watch(dashscope_emulator, max_messages=20), new_watch(dashscope_emulator, max_messages=20)
+    await asyncio.gather(collect(one), collect(two))
+    ids = create(client, n=40)
+    wait_terminal(client, ids)
+    await publish(*(eventbridge_event(b) for b in ids))
+    seen: list[str] = []
+    for _ in range(4):
+        for payloads in await asyncio.gather(collect(one), collect(two)):
+            seen.extend(p["batch_id"] for p in payloads)
+    assert sorted(seen) == sorted(ids)
+    assert await waiting(rabbitmq, queue) == 0
+    await one.queue.aclose()
+    await two.queue.aclose()
 
 
 @pytest.mark.parametrize(
