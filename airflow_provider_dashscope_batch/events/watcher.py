@@ -18,7 +18,8 @@ scheduled on it, all through Airflow's own code. Its sources:
   stopped before that leaves them in the queue for its successor, whose cursor check drops the ones
   already handed on. A message naming no batch, another's batch or an unknown one is acknowledged and
   dropped. Airflow 3.3's shared-stream producer (acknowledge after the events are persisted) is not
-  used: the same design serves Airflow 3.0 to 3.3.
+  used: the same design serves Airflow 3.0 to 3.3, and a triggerer killed between a round's end and
+  its next database write loses that round's events (it holds them in memory until then).
 
 A finish counts only if its batch carries this connection's mark (:func:`~.tokens.is_marked`): made
 with the connection's finish-events secret, so another connection's or another deployment's batches never
