@@ -140,11 +140,11 @@ class RabbitMQSource:
 
     async def take(self) -> list[Delivery]:
         """The messages waiting (at most :attr:`max_messages`), unacknowledged."""
-        from pamqp.commands import Basic
-
         taken: list[Delivery] = []
         try:
-            channel = await self._open()
+            channel = await self._open()  # checks first that the client is installed
+            from pamqp.commands import Basic
+
             while len(taken) < self.max_messages:
                 message = await channel.basic_get(self.queue, timeout=TIMEOUT)
                 if not isinstance(message.delivery, Basic.GetOk):

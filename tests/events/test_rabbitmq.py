@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import secrets
 import uuid
@@ -14,7 +15,7 @@ import pytest
 from test_watcher import CONN, SECRET, collect, create, get_variable, put_variable, wait_terminal
 
 from airflow_provider_dashscope_batch.events import watcher as watcher_module
-from airflow_provider_dashscope_batch.events.rabbitmq import QueueSettings
+from airflow_provider_dashscope_batch.events.rabbitmq import INSTALL_HINT, QueueSettings
 from airflow_provider_dashscope_batch.events.watcher import (
     Cursor,
     DashScopeBatchFinishTrigger,
@@ -227,15 +228,21 @@ async def test_two_triggerers_reading_the_queue_hand_on_each_finish_once(
 
 
 @pytest.mark.parametrize(
-    ("extra", "logged"),
+    ("extra", "logged", "installed"),
     [
-        pytest.param({"queue": "q"}, "(AMQPConnectionError)", id="broker-unreachable"),
-        pytest.param({}, "needs a host and the extra 'queue'", id="no-queue-named"),
+        pytest.param({"queue": "q"}, "(AMQPConnectionError)", True, id="broker-unreachable"),
+        pytest.param({}, "needs a host and the extra 'queue'", True, id="no-queue-named"),
+        pytest.param({"queue": "q"}, INSTALL_HINT, False, id="client-not-installed"),
     ],
 )
 async def test_a_queue_out_of_reach_leaves_list_polling_working_and_logs_no_secret(
-    dashscope_emulator, client, dashscope_conn, clean_variables, monkeypatch, caplog, extra, logged
+    dashscope_emulator, client, dashscope_conn, clean_variables, monkeypatch, caplog, extra, logged, installed
 ):
+    if not installed:
+        find_spec = importlib.util.find_spec
+        monkeypatch.setattr(
+            importlib.util, "find_spec", lambda name: None if name == "aiormq" else find_spec(name)
+        )
     dashscope_conn(finish_events_secret=SECRET)
     password = f"queue-password-{secrets.token_hex(8)}"
     conn = {"conn_type": "amqp", "host": "127.0.0.1", "port": 1, "password": password, "extra": extra}
