@@ -12,6 +12,14 @@ scheduled on it, all through Airflow's own code. Its sources:
 * **the receiver's mailbox** (``mailbox_interval``): the finishes the api-server's receiver confirmed
   (:mod:`~.receiver`), read from the connection's mailbox Variable; each is confirmed with one
   ``GET /batches/{id}`` before it counts.
+* **a RabbitMQ queue** that EventBridge targets (``queue_conn_id``, every ``queue_interval``;
+  :mod:`~.rabbitmq`): each message's batch id is confirmed with one ``GET /batches/{id}`` before it
+  counts; the round's messages are acknowledged only after its cursor write (below), so a watcher
+  stopped before that leaves them in the queue for its successor, whose cursor check drops the ones
+  already handed on. A message naming no batch, another's batch or an unknown one is acknowledged and
+  dropped. Airflow 3.3's shared-stream producer (acknowledge after the events are persisted) is not
+  used: the same design serves Airflow 3.0 to 3.3, and a triggerer killed between a round's end and
+  its next database write loses that round's events (it holds them in memory until then).
 
 A finish counts only if its batch carries this connection's mark (:func:`~.tokens.is_marked`): made
 with the connection's finish-events secret, so another connection's or another deployment's batches never
@@ -47,6 +55,13 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
 from airflow_provider_dashscope_batch.events.callback import event_secrets
 from airflow_provider_dashscope_batch.events.mailbox import Mailbox, variable_key
+from airflow_provider_dashscope_batch.events.rabbitmq import (
+    Delivery,
+    QueueSettings,
+    QueueUnavailable,
+    RabbitMQSource,
+)
+from airflow_provider_dashscope_batch.events.receiver import safe_id
 from airflow_provider_dashscope_batch.events.tokens import is_marked
 from airflow_provider_dashscope_batch.hooks.dashscope import ConnectionSetupError, DashScopeBatchHook
 
@@ -56,6 +71,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_POLL_INTERVAL",
+    "DEFAULT_QUEUE_INTERVAL",
     "LEASE_ROUNDS",
     "LOOKBACK_SECONDS",
     "MIN_LEASE_SECONDS",
@@ -71,6 +87,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds between two list polls (the guide: poll no more often than once a minute).
 DEFAULT_POLL_INTERVAL = 60.0
+#: Seconds between two reads of the RabbitMQ queue (no request to the service when it is empty).
+DEFAULT_QUEUE_INTERVAL = 1.0
 #: How far back the cursor remembers (a batch runs at most 14 days; one more day for the queue).
 LOOKBACK_SECONDS = 15 * 86400
 #: A lease not renewed for this many round intervals (and at least :data:`MIN_LEASE_SECONDS`) is free.
@@ -170,6 +188,8 @@ class FinishWatch:
     :param secrets_: The connection's finish-events secrets (marks made under any of them count).
     :param poll_interval: Seconds between two list polls.
     :param mailbox_interval: Seconds between two mailbox reads; None: no mailbox.
+    :param queue: The RabbitMQ source; None: no queue.
+    :param queue_interval: Seconds between two reads of the queue.
     :param get: Reads a Variable (blocking); default: the Task SDK's.
     :param put: Writes a Variable (blocking); default: the Task SDK's.
     :param clock: Epoch seconds now.
@@ -183,6 +203,8 @@ class FinishWatch:
         *,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         mailbox_interval: float | None = None,
+        queue: RabbitMQSource | None = None,
+        queue_interval: float = DEFAULT_QUEUE_INTERVAL,
         get: Callable[[str], Any] | None = None,
         put: Callable[[str, str], None] | None = None,
         clock: Callable[[], float] = time.time,
@@ -190,8 +212,11 @@ class FinishWatch:
         self.conn_id, self.client, self.secrets = conn_id, client, secrets_
         self.poll_interval, self.mailbox_interval = poll_interval, mailbox_interval
         self.get, self.put, self.clock = get or _get_variable, put or _set_variable, clock
+        self.queue = queue
         self.me = secrets.token_hex(8)
-        self.interval = min(poll_interval, mailbox_interval or poll_interval)
+        self.interval = min(
+            poll_interval, mailbox_interval or poll_interval, queue_interval if queue else poll_interval
+        )
         self.lease = max(MIN_LEASE_SECONDS, LEASE_ROUNDS * self.interval)
         self.requests = 0
         self._next_list = 0.0
@@ -221,24 +246,61 @@ class FinishWatch:
             return
         now = self.clock()
         found: dict[str, Batch] = {}
-        list_due = now >= self._next_list or cursor.since is None
-        if self.mailbox_interval is not None:
-            cursor, lost = await self._mailbox(cursor, found)
-            list_due = list_due or lost
-        if list_due:
-            cursor = await self._list(cursor, found, now)
-            self._next_list = now + self.poll_interval
-        if found:  # re-checked against the cursor as it is now; written once after the last is taken
-            fresh = await self._load()
-            if fresh.owner != self.me:
-                return
-            new = [batch for batch in found.values() if batch.id not in fresh.done]
-            for batch in new:
-                log.info("Batch %s of connection %r finished %s", batch.id, self.conn_id, batch.status)
-                yield finish_payload(self.conn_id, batch)
-            done = {**fresh.done, **{batch.id: _created(batch) for batch in new}}
-            cursor = replace(fresh, since=cursor.since, seq=cursor.seq, done=done)
-        await self._save(replace(cursor, beat=self.clock()).pruned(self.clock()))
+        taken: list[Delivery] = []
+        settled = False
+        try:
+            list_due = now >= self._next_list or cursor.since is None
+            if self.mailbox_interval is not None:
+                cursor, lost = await self._mailbox(cursor, found)
+                list_due = list_due or lost
+            if self.queue is not None:
+                taken = await self._queue(self.queue, cursor, found)
+            if list_due:
+                cursor = await self._list(cursor, found, now)
+                self._next_list = now + self.poll_interval
+            if found:  # re-checked against the cursor as it is now; written once after the last is taken
+                fresh = await self._load()
+                if fresh.owner != self.me:
+                    return
+                new = [batch for batch in found.values() if batch.id not in fresh.done]
+                for batch in new:
+                    log.info("Batch %s of connection %r finished %s", batch.id, self.conn_id, batch.status)
+                    yield finish_payload(self.conn_id, batch)
+                done = {**fresh.done, **{batch.id: _created(batch) for batch in new}}
+                cursor = replace(fresh, since=cursor.since, seq=cursor.seq, done=done)
+            await self._save(replace(cursor, beat=self.clock()).pruned(self.clock()))
+            if self.queue is not None:
+                await self.queue.settle(taken, ack=True)
+            settled = True
+        finally:
+            if self.queue is not None and taken and not settled:
+                await self.queue.settle(taken, ack=False)
+
+    async def _queue(self, queue: RabbitMQSource, cursor: Cursor, found: dict[str, Batch]) -> list[Delivery]:
+        """
+        Take the queue's waiting messages and confirm the batches they name; the messages, to settle.
+
+        A queue that cannot be reached or is set up wrongly is logged and skipped: the list poll is the net.
+        """
+        try:
+            taken = await queue.take()
+        except QueueUnavailable as exc:
+            log.warning("The finish queue of connection %r is unavailable (%s)", self.conn_id, exc)
+            return []
+        for delivery in taken:
+            batch_id = delivery.batch_id
+            if batch_id is None or batch_id in cursor.done or batch_id in found:
+                continue
+            batch = await self._confirm(batch_id)
+            if batch is None:
+                log.info(
+                    "A queue message names batch %s, which is not a finish of connection %r; dropped",
+                    safe_id(batch_id),
+                    self.conn_id,
+                )
+            else:
+                found[batch.id] = batch
+        return taken
 
     async def _list(self, cursor: Cursor, found: dict[str, Batch], now: float) -> Cursor:
         """
@@ -317,6 +379,9 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
     :param poll_interval: Seconds between two list polls (at least 60, as the guide advises).
     :param mailbox_interval: Seconds between two reads of the receiver's mailbox; None (default) when no
         receiver is set up (the mailbox read is one Variable read, no request to the service).
+    :param queue_conn_id: The Airflow connection of the RabbitMQ queue EventBridge delivers finishes to
+        (:mod:`~.rabbitmq`); None (default): no queue.
+    :param queue_interval: Seconds between two reads of that queue.
     """
 
     def __init__(
@@ -324,11 +389,15 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
         dashscope_conn_id: str = DashScopeBatchHook.default_conn_name,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         mailbox_interval: float | None = None,
+        queue_conn_id: str | None = None,
+        queue_interval: float = DEFAULT_QUEUE_INTERVAL,
     ) -> None:
         super().__init__()
         self.dashscope_conn_id = dashscope_conn_id
         self.poll_interval = float(poll_interval)
         self.mailbox_interval = None if mailbox_interval is None else float(mailbox_interval)
+        self.queue_conn_id = queue_conn_id
+        self.queue_interval = float(queue_interval)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -337,6 +406,8 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
                 "dashscope_conn_id": self.dashscope_conn_id,
                 "poll_interval": self.poll_interval,
                 "mailbox_interval": self.mailbox_interval,
+                "queue_conn_id": self.queue_conn_id,
+                "queue_interval": self.queue_interval,
             },
         )
 
@@ -349,27 +420,40 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
                 f"The finish watcher of connection {self.dashscope_conn_id!r} needs its "
                 "'finish_events_secret' extra (the secret the batches' marks are made with)."
             )
+        queue = None
+        if (queue_conn_id := self.queue_conn_id) is not None:
+            queue = RabbitMQSource(
+                lambda: QueueSettings.from_connection(queue_conn_id, hook.get_connection(queue_conn_id))
+            )
         return FinishWatch(
             self.dashscope_conn_id,
             hook.get_conn(),
             found,
             poll_interval=self.poll_interval,
             mailbox_interval=self.mailbox_interval,
+            queue=queue,
+            queue_interval=self.queue_interval,
             **kwargs,
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         watch: FinishWatch | None = None
-        while True:
-            try:
-                watch = watch or await anyio.to_thread.run_sync(self.watch)
-                async for payload in watch.round():
-                    yield TriggerEvent(payload)
-            except (DashScopeError, ConnectionSetupError) as exc:  # the next round tries again
-                log.warning("The finish watcher of connection %r: %s", self.dashscope_conn_id, exc)
-            except Exception:  # a Variable or connection lookup failing: the watcher must outlive it
-                log.exception("The finish watcher of connection %r failed a round", self.dashscope_conn_id)
-            await asyncio.sleep(watch.interval if watch else self.poll_interval)
+        try:
+            while True:
+                try:
+                    watch = watch or await anyio.to_thread.run_sync(self.watch)
+                    async for payload in watch.round():
+                        yield TriggerEvent(payload)
+                except (DashScopeError, ConnectionSetupError, QueueUnavailable) as exc:  # next round retries
+                    log.warning("The finish watcher of connection %r: %s", self.dashscope_conn_id, exc)
+                except Exception:  # a Variable or connection lookup failing: the watcher must outlive it
+                    log.exception(
+                        "The finish watcher of connection %r failed a round", self.dashscope_conn_id
+                    )
+                await asyncio.sleep(watch.interval if watch else self.poll_interval)
+        finally:
+            if watch is not None and watch.queue is not None:
+                await watch.queue.aclose()
 
 
 def payloads(events: Iterable[Any]) -> list[dict[str, Any]]:
