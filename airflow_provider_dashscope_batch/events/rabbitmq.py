@@ -139,7 +139,7 @@ class RabbitMQSource:
         return self._channel
 
     async def take(self) -> list[Delivery]:
-        """The messages waiting (at most :attr:`max_messages`), unacknowledged."""
+        """The messages waiting (at most ``max_messages``), unacknowledged."""
         taken: list[Delivery] = []
         try:
             channel = await self._open()  # checks first that the client is installed
