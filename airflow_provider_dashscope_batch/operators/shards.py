@@ -266,8 +266,9 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
     locally. At most ``max_active_batches`` batches run at once; the others start as running ones finish.
     The task waits for all of them in the triggerer with one
     :class:`~airflow_provider_dashscope_batch.triggers.sharded.DashScopeShardsTrigger`, then judged by
-    :class:`~airflow_provider_dashscope_batch.sharding.job.JobOutcomePolicy`: every shard's batch by the
-    ``on_*`` outcome parameters, then the whole job by ``min_success_ratio``.
+    :class:`~airflow_provider_dashscope_batch.sharding.job.JobOutcomePolicy` after the job's last round:
+    every shard's state over all its rounds (answered, failed for good, unanswered) by the ``on_*`` outcome
+    parameters, then the whole job by ``min_success_ratio``.
 
     A shard's batch is never created twice and a retry (or a re-run of the same DAG run) redoes only the
     shards that did not succeed: every batch carries an idempotency key made of the task instance, the
@@ -331,7 +332,8 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
     :param carry_columns_to: Directory URL (or ``ObjectStoragePath``) of the carried columns: one
         ``<file id>.jsonl`` per input file of the job (every shard's, every round's); give the transfer
         the same one as ``input_columns`` (templated).
-    :return: ``{"batch_ids", "requests", "request_counts", "shards"}``; ``batch_ids`` (every batch of the
+    :return: ``{"batch_ids", "requests", "request_counts", "shards"}`` (``request_counts``: the job's,
+        ``completed`` its answered requests, ``failed`` the rest); ``batch_ids`` (every batch of the
         job: per shard in input order, its rounds in order) is also pushed under its own XCom key for the
         results transfer.
     """
