@@ -21,7 +21,7 @@ from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import InvalidRequestError, NotFoundError
 from airflow_provider_dashscope_batch.client.identity import key_of, lineage, parse_key, with_generation
 from airflow_provider_dashscope_batch.client.oss_input import parse_oss_input
-from airflow_provider_dashscope_batch.client.types import BatchStatus, RequestCounts
+from airflow_provider_dashscope_batch.client.types import BatchStatus
 from airflow_provider_dashscope_batch.cost.actual import CostMeter
 from airflow_provider_dashscope_batch.cost.label import ESTIMATE_METADATA_KEY, CostFigure, estimate_figure
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
@@ -40,6 +40,7 @@ from airflow_provider_dashscope_batch.operators.rounds import (
     SOURCE_XCOM_KEY,
     JobRounds,
     JobState,
+    job_batch,
 )
 from airflow_provider_dashscope_batch.operators.upload import as_path
 from airflow_provider_dashscope_batch.sharding.creator import creator_metadata
@@ -355,16 +356,7 @@ class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator, DashScopeJudgedJo
 
     def _judge_job(self, latest: Batch, state: JobState) -> dict[str, Any]:
         """The outcome policy over the job's counts after its last round, named in the message."""
-        counts = state.counts
-        job = latest.model_copy(
-            update={
-                "status": BatchStatus.COMPLETED if not counts.unanswered else latest.status,
-                "request_counts": RequestCounts(
-                    total=counts.total, completed=counts.answered, failed=counts.total - counts.answered
-                ),
-            }
-        )
-        verdict = self.outcome_policy.evaluate(job)
+        verdict = self.outcome_policy.evaluate(job_batch(latest, state.counts))
         reason = f"{verdict.reason} {state.summary()}; batches {', '.join(r.batch_id for r in state.rounds)}."
         if verdict.outcome == Outcome.SKIP:
             raise AirflowSkipException(reason)

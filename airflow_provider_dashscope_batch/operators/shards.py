@@ -27,14 +27,13 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_dashscope_batch.catalog import Catalog
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
 from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY, key_of, parse_key
-from airflow_provider_dashscope_batch.client.types import BatchStatus
+from airflow_provider_dashscope_batch.client.types import BatchStatus, RequestCounts
 from airflow_provider_dashscope_batch.cost.budget import CostCheckError, CostEstimate
 from airflow_provider_dashscope_batch.cost.label import ESTIMATE_METADATA_KEY, CostFigure, estimate_figure
 from airflow_provider_dashscope_batch.cost.pricing import region_of
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import finish_event_metadata
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
-from airflow_provider_dashscope_batch.jobs.ledger import JobCounts
 from airflow_provider_dashscope_batch.operators.base import remove_late_copies
 from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY, LineSink
 from airflow_provider_dashscope_batch.operators.job import DashScopeJudgedJobOperator
@@ -44,7 +43,7 @@ from airflow_provider_dashscope_batch.operators.links import (
     DashScopeBatchesPageLink,
 )
 from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
-from airflow_provider_dashscope_batch.operators.rounds import JobRounds, JobState, write_shard_remainder
+from airflow_provider_dashscope_batch.operators.rounds import ShardedRound, job_batch
 from airflow_provider_dashscope_batch.operators.shard_oss import OssStaging
 from airflow_provider_dashscope_batch.operators.shard_staging import (
     CLEANUP_XCOM_KEY,
@@ -267,8 +266,9 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
     locally. At most ``max_active_batches`` batches run at once; the others start as running ones finish.
     The task waits for all of them in the triggerer with one
     :class:`~airflow_provider_dashscope_batch.triggers.sharded.DashScopeShardsTrigger`, then judged by
-    :class:`~airflow_provider_dashscope_batch.sharding.job.JobOutcomePolicy`: every shard's batch by the
-    ``on_*`` outcome parameters, then the whole job by ``min_success_ratio``.
+    :class:`~airflow_provider_dashscope_batch.sharding.job.JobOutcomePolicy` after the job's last round:
+    every shard's state over all its rounds (answered, failed for good, unanswered) by the ``on_*`` outcome
+    parameters, then the whole job by ``min_success_ratio``.
 
     A shard's batch is never created twice and a retry (or a re-run of the same DAG run) redoes only the
     shards that did not succeed: every batch carries an idempotency key made of the task instance, the
@@ -332,7 +332,8 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
     :param carry_columns_to: Directory URL (or ``ObjectStoragePath``) of the carried columns: one
         ``<file id>.jsonl`` per input file of the job (every shard's, every round's); give the transfer
         the same one as ``input_columns`` (templated).
-    :return: ``{"batch_ids", "requests", "request_counts", "shards"}``; ``batch_ids`` (every batch of the
+    :return: ``{"batch_ids", "requests", "request_counts", "shards"}`` (``request_counts``: the job's,
+        ``completed`` its answered requests, ``failed`` the rest); ``batch_ids`` (every batch of the
         job: per shard in input order, its rounds in order) is also pushed under its own XCom key for the
         results transfer.
     """
@@ -422,7 +423,6 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
             oss = OssStaging.of(self.stage_to, region_of(extra))
         self._stager = ShardStager(
             policy=self.outcome_policy,
-            resubmit_errors=self.resubmit_errors,
             cancel_on_kill=self.cancel_on_kill,
             retries=self.retries or 0,
             log=self.log,
@@ -463,9 +463,10 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
         )
         runs: list[ShardRun] = []
         staged: list[str] = []
+        replacement = self._round(client, f"replacement round of {self.task_id}")
 
         def plan(shard: Shard) -> Shard:
-            runs.append(stager.plan(client, token, shard, earlier, stored, staged))
+            runs.append(stager.plan(client, token, shard, earlier, stored, staged, replacement))
             return shard
 
         with tempfile.TemporaryDirectory(prefix="dashscope-shards-") as tmp:
@@ -476,6 +477,12 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
 
             try:
                 endpoint = self._split(spool, plan, self.cost.model_catalog(), self.carry_columns).endpoint
+                replacement.check(self.cost.cost_policy, None)  # before any remainder is staged
+                for index, path in replacement.remainders.items():
+                    run = runs[index]
+                    runs[index] = stager.stage_file(
+                        client, run.shard, run.key_base, run.generation, path, stored, staged
+                    )
                 if carry is not None:
                     self._store_columns(carry, runs, stager.history)
             except TaskKilled:
@@ -646,38 +653,15 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
         stager.history = batch_history(client.list_batches(ds_name=job.token))
         runs = list(job.runs)
         staged: list[str] = []
-        remainders: dict[int, Path] = {}
-        budget = self.cost.cost_policy.max_cost is not None
-        meter = self.cost.cost_meter() if budget else None
-        priced = (lambda: meter) if meter is not None else None  # one meter over every shard's answers
-        estimator = self.cost.cost_estimator(f"follow-up round of {self.task_id}") if budget else None
-        counts = JobCounts(0, 0, 0)
+        follow_up = self._round(client, f"follow-up round of {self.task_id}")
 
         def plan(shard: Shard) -> Shard:
-            nonlocal counts
             run, spooled = runs[shard.index], Path(shard.uri)
             try:
-                if run.batch is None:
-                    return shard
-                rounds = stager.history.get(run.key_base) or [run.batch]
-                if shard.index in short:
-                    path, state = write_shard_remainder(
-                        client,
-                        spooled,
-                        rounds,
-                        self.resubmit_errors,
-                        self.log,
-                        run.generation + 1,
-                        meter=priced,
-                        on_line=estimator.feed if estimator is not None else None,
-                    )
-                    if path is not None:
-                        remainders[shard.index] = path
-                elif priced is not None:
-                    state = JobRounds(client, spooled, self.resubmit_errors, self.log, priced).settle(rounds)
-                else:
-                    return shard
-                counts += state.counts
+                if run.batch is not None:
+                    rounds = stager.history.get(run.key_base) or [run.batch]
+                    generation = run.generation + 1 if shard.index in short else None
+                    follow_up.add(shard.index, spooled, rounds, shard.requests, generation)
             finally:
                 spooled.unlink(missing_ok=True)
             return shard
@@ -689,10 +673,8 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
                 return path.open("wb"), str(path)
 
             self._split(spool, plan, carried=self.carry_columns)
-            if estimator is not None and meter is not None and remainders:
-                spent = JobState(counts, (), meter.result())
-                JobRounds.check_budget(self.cost.cost_policy, estimator, spent)
-            for index, path in remainders.items():
+            follow_up.check(self.cost.cost_policy, follow_up.generation - 1 + job.rounds_left)
+            for index, path in follow_up.remainders.items():
                 run = runs[index]
                 runs[index] = stager.stage_file(
                     client, run.shard, run.key_base, run.generation + 1, path, {}, staged
@@ -702,6 +684,17 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
         if not staged:
             return None
         return replace(job, runs=tuple(runs), rounds_left=job.rounds_left - 1)
+
+    def _round(self, client: DashScopeClient, what: str) -> ShardedRound:
+        """A round of this job's shards: with ``max_cost``, its answers priced and remainders estimated."""
+        budget = self.cost.cost_policy.max_cost is not None
+        return ShardedRound(
+            client,
+            self.resubmit_errors,
+            self.log,
+            meter=self.cost.cost_meter() if budget else None,
+            estimator=self.cost.cost_estimator(what) if budget else None,
+        )
 
     def _create(
         self, client: DashScopeClient, stager: ShardStager, job: ShardJob, run: ShardRun, context: Context
@@ -784,38 +777,38 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
         return sharded_lineage(self)
 
     # ------------------------------------------------------------------------------ outcome
-    @staticmethod
-    def _rounds_of(client: DashScopeClient, job: ShardJob) -> list[str]:
-        """Every batch of the job for the transfer: per shard in input order, its rounds in order."""
-        history = batch_history(client.list_batches(ds_name=job.token)) if job.runs else {}
-        ids: list[str] = []
-        for run in job.runs:
+    def _finish(self, context: Context, client: DashScopeClient, job: ShardJob) -> dict[str, Any]:
+        """
+        Judge the job after its last round: each shard's state (answered, failed for good, unanswered over
+        all its rounds) by the outcome parameters, the whole job's by ``min_success_ratio``.
+        """
+        runs = job.runs
+        history = batch_history(client.list_batches(ds_name=job.token)) if runs else {}
+        whole = ShardedRound(client, self.resubmit_errors, self.log)
+        batch_ids: list[str] = []
+        judged: list[Batch] = []
+        for run in runs:
             if run.batch is None:
                 continue
-            seen: dict[int, str] = {}
-            for batch in history.get(run.key_base, []):  # one batch per earlier generation
-                generation = _generation_of(batch)
-                if generation < run.generation:
-                    seen.setdefault(generation, batch.id)
-            ids.extend(seen[g] for g in sorted(seen))
-            ids.append(run.batch.id)
-        return ids
-
-    def _finish(self, context: Context, client: DashScopeClient, job: ShardJob) -> dict[str, Any]:
-        runs = job.runs
-        batches = [r.batch for r in runs if r.batch is not None]
-        verdict = self.job_policy.evaluate(batches)
-        batch_ids = self._rounds_of(client, job)
+            rounds = _rounds_of(run, history)
+            batch_ids.extend(b.id for b in rounds)
+            state = whole.add(run.shard.index, Path(run.shard.uri), rounds, run.shard.requests)
+            judged.append(job_batch(run.batch, state.counts))
         context["ti"].xcom_push(key="batch_ids", value=batch_ids)
+        counts = whole.counts
+        verdict = self.job_policy.evaluate(judged)
+        reason = f"{verdict.reason} Job over {len(batch_ids)} batch(es): {counts.summary()}."
         if verdict.outcome is Outcome.FAIL:
-            raise AirflowException(verdict.reason)
+            raise AirflowException(reason)
         if verdict.outcome is Outcome.SKIP:
-            raise AirflowSkipException(verdict.reason)
-        self.log.info("%s", verdict.reason)
+            raise AirflowSkipException(reason)
+        self.log.info("%s", reason)
         return {
             "batch_ids": batch_ids,
             "requests": sum(r.shard.requests for r in runs),
-            "request_counts": job.request_counts.model_dump(),
+            "request_counts": RequestCounts(
+                total=counts.total, completed=counts.answered, failed=counts.total - counts.answered
+            ).model_dump(),
             "shards": [
                 {
                     **r.shard.to_dict(),
@@ -826,6 +819,17 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
                 for r in runs
             ],
         }
+
+
+def _rounds_of(run: ShardRun, history: Mapping[str, Sequence[Batch]]) -> list[Batch]:
+    """A shard's batches in order: one per earlier generation, then its current one."""
+    assert run.batch is not None
+    seen: dict[int, Batch] = {}
+    for batch in history.get(run.key_base, []):
+        generation = _generation_of(batch)
+        if generation < run.generation:
+            seen.setdefault(generation, batch)
+    return [*(seen[g] for g in sorted(seen)), run.batch]
 
 
 def _generation_of(batch: Batch) -> int:

@@ -12,6 +12,7 @@ import time
 import pytest
 
 from tests.dags.dag_helpers import TEST_DAGS, load_dag_file
+from tests.operators.operator_helpers import check_billed_once
 
 # Airflow 3.0's dag.test() deep-copies the DAG again on a second run in the same process, and the
 # operator that ran the first one then holds an object with a lock (not yet identified; see the session
@@ -172,6 +173,38 @@ def test_sigterm_mid_upload_of_the_last_try_stops_the_job_and_leaves_no_file(
     assert (counts["POST /files"], counts["POST /batches"]) == (3, 3)
     used = {b.input_file_id for b in client.list_batches()}
     assert {f.id for f in client.list_files() if f.purpose == "batch"} == used  # no orphaned file
+
+
+def test_the_job_is_judged_over_every_round_of_its_shards(
+    airflow_db, dashscope_conn, dashscope_emulator, monkeypatch, tmp_path, states, client
+):
+    """
+    30 requests of the second shard fail once (HTTP 500) and its round 2 answers them; 10 of the third
+    fail for good (HTTP 400): 240 of 250 answered (96 %) passes ``min_success_ratio=0.95``.
+    """
+    from airflow import settings
+
+    with (tmp_path / "input.jsonl").open("w") as f:
+        for i in range(250):
+            body: dict = {"model": "qwen-plus", "messages": [{"role": "user", "content": f"hello {i}"}]}
+            if 200 <= i < 210:
+                body["x_emulator_fail"] = {"status_code": 400}
+            line = {"custom_id": f"req-{i:03d}", "method": "POST", "url": "/v1/chat/completions"}
+            f.write(json.dumps({**line, "body": body}) + "\n")
+    monkeypatch.setenv("SHARDING_TEST_INPUT", str(tmp_path / "input.jsonl"))
+    monkeypatch.setenv("SHARDING_TEST_MIN_SUCCESS", "0.95")
+    monkeypatch.setattr(settings, "DAGS_FOLDER", str(TEST_DAGS))
+    dag = load_dag_file("sharding_dags", TEST_DAGS / "sharding_dags.py").job_verdict
+    dashscope_emulator.fail_requests(r"^req-1[0-2]\d$", status=500, attempts=1)
+
+    run = dag.test()
+    assert states(run) == {"run_shards": "success"}
+    job = run.get_task_instance("run_shards").xcom_pull(task_ids="run_shards")
+    assert job["request_counts"] == {"total": 250, "completed": 240, "failed": 10}
+    assert len(job["batch_ids"]) == 4  # the second shard's round
+    assert check_billed_once(client, job["batch_ids"]) == {f"req-{i:03d}" for i in range(250)} - {
+        f"req-{i:03d}" for i in range(200, 210)
+    }
 
 
 def test_carried_columns_of_every_shard_land_in_one_table(

@@ -4,7 +4,8 @@ and the sharded operator carrying a CSV's columns into one merged table.
 
 ``SHARDING_TEST_INPUT`` is the JSONL input, ``SHARDING_TEST_SHARDS`` the folder the mapped design's split
 writes to; ``SHARDING_TEST_CSV``, ``SHARDING_TEST_COLUMNS`` and ``SHARDING_TEST_RESULTS`` the CSV input, the
-carried columns' folder and the results' folder; ``DASHSCOPE_EXAMPLE_POLL_INTERVAL`` the poll interval.
+carried columns' folder and the results' folder; ``SHARDING_TEST_MIN_SUCCESS`` the judged job's
+``min_success_ratio``; ``DASHSCOPE_EXAMPLE_POLL_INTERVAL`` the poll interval.
 """
 
 from __future__ import annotations
@@ -36,6 +37,17 @@ with DAG("sharding_one_operator", schedule=None, default_args=ARGS) as one_opera
         file=INPUT,
         max_requests_per_shard=100,
         max_active_batches=2,
+        poll_interval=POLL_INTERVAL,
+    )
+
+# (b) judged as one job: min_success_ratio over every shard's rounds
+MIN_SUCCESS = float(os.environ.get("SHARDING_TEST_MIN_SUCCESS", "0"))
+with DAG("sharding_job_verdict", schedule=None, default_args=ARGS) as job_verdict:
+    DashScopeShardedBatchOperator(
+        task_id="run_shards",
+        file=INPUT,
+        max_requests_per_shard=100,
+        min_success_ratio=MIN_SUCCESS,
         poll_interval=POLL_INTERVAL,
     )
 
