@@ -51,8 +51,13 @@ class RecordedCost:
     complete: bool = True
 
     def shown(self) -> str:
-        """``1.2300 CNY`` (``≥`` in front when a model had no price)."""
-        return f"{'' if self.complete else '≥ '}{self.amount:.4f} {self.currency}"
+        """
+        ``1.23 CNY``, ``0.000048 CNY``: to the micro-unit the transfer prices at, without trailing zeros
+        beyond the second decimal (``≥`` in front when a model had no price).
+        """
+        text = f"{self.amount:.6f}".rstrip("0")
+        text += "0" * (2 - len(text.partition(".")[2]))
+        return f"{'' if self.complete else '≥ '}{text} {self.currency}"
 
     def tokens(self) -> str:
         """``10 requests, 200 input and 50 output tokens``."""

@@ -486,23 +486,26 @@ def test_the_actual_cost_the_transfer_recorded_shows_on_the_batch_its_job_and_it
     total = manifest["cost"]["actual"]
     assert Decimal(total["cost"]) > 0
 
-    def shown(cost: dict[str, Any]) -> str:
-        return f"actual {Decimal(cost['cost']):.4f} {cost['currency']}"
+    def money(cost: dict[str, Any]) -> tuple[Decimal, str]:
+        return Decimal(cost["cost"]), cost["currency"]
+
+    def shown(text: str) -> tuple[Decimal, str]:  # "actual 0.000048 CNY"
+        label, amount, currency = text.split()
+        assert label == "actual", text
+        return Decimal(amount), currency
 
     page = _signed_in(browser_page, server, "viewer")
     page.goto(f"{server.url}{PAGE}")
     for name in COSTED:
         row = page.locator(f'tr[data-batch-id="{ids[name]}"]')
-        assert row.locator(".actual").inner_text() == shown(by_batch[ids[name]])
+        assert shown(row.locator(".actual").inner_text()) == money(by_batch[ids[name]])
     job = page.locator(f'tr[data-job^="{COSTED_DAG}/"]')
-    assert job.locator(".actual").inner_text() == shown(total)  # the shards' sum, as the manifest's
+    assert shown(job.locator(".actual").inner_text()) == money(total)  # the shards' sum, as the manifest's
     assert page.locator(f'tr[data-batch-id="{ids["secret"]}"] .actual').inner_text() == "actual —"
 
     page.goto(f"{server.url}/dashscope-batches/batches/dashscope_default/{ids['costed1']}")
-    assert page.locator("dd .actual").inner_text() == shown(by_batch[ids["costed1"]])
-    assert (
-        page.locator(".job-actual")
-        .inner_text()
-        .startswith(f"Actual cost of the job: {shown(total)[len('actual ') :]} ({total['requests']} requests")
-    )
+    assert shown(page.locator("dd .actual").inner_text()) == money(by_batch[ids["costed1"]])
+    line = page.locator(".job-actual").inner_text()  # "Actual cost of the job: 0.0001 CNY (4 requests, …"
+    assert shown("actual " + line.removeprefix("Actual cost of the job: ").split(" (")[0]) == money(total)
+    assert f"({total['requests']} requests, {total['input_tokens']} input" in line
     _shot(page, screenshots_dir, "batches-actual-cost.png")

@@ -35,7 +35,15 @@ def test_the_xcom_is_small_json_keyed_by_batch_id_with_the_exact_amount():
     assert json.loads(json.dumps(value)) == value  # JSON only: nothing for a serialiser to guess
     read = parse_costs_xcom(json.loads(json.dumps(value)))["batch_a"]
     assert read.amount == cost.cost > 0
-    assert read.shown() == f"{cost.cost:.4f} CNY"
+    assert Decimal(read.shown().removesuffix(" CNY")) == cost.cost.quantize(Decimal("0.000001"))
+
+
+@pytest.mark.parametrize(
+    ("amount", "shown"),
+    [("1.23", "1.23 CNY"), ("12", "12.00 CNY"), ("0.000048", "0.000048 CNY"), ("0.1000001", "0.10 CNY")],
+)
+def test_an_amount_is_shown_to_the_micro_unit_with_two_decimals_at_least(amount, shown):
+    assert RecordedCost(Decimal(amount), "CNY", 1, 1, 1).shown() == shown
 
 
 def test_a_model_without_a_price_makes_the_cost_a_lower_bound():
