@@ -5,7 +5,8 @@ Mounted on the api-server by :mod:`~airflow_provider_dashscope_batch.ui.plugin` 
 route resolves the user from Airflow's own token (the ``_token`` cookie the UI holds, or a bearer token)
 with the api-server's ``get_user`` dependency: no session is a 401. What the user sees and may cancel
 is asked of the auth manager in use (:mod:`.access`). The API key stays in the api-server: the browser
-gets rendered HTML only, and finish-callback tokens are cut from the metadata shown.
+gets rendered HTML only, and finish-callback tokens are cut from the metadata shown. Actual costs come
+from the results transfer's XCom, read through Airflow's REST API with the user's own token (:mod:`.costs`).
 
 Input is bounded and checked before any I/O; a bad parameter is a 400 page naming the rule, a service
 failure a 502 page, never a traceback. A cancel is a POST carrying an anti-forgery token bound to the
@@ -213,7 +214,6 @@ def create_app(listings: Listings | None = None, costs: ActualCosts | None = Non
     limiter = anyio.CapacityLimiter(_MAX_CONCURRENT_READS)
     app = FastAPI(title="DashScope batches", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.listings = shared
-    app.state.costs = actual
 
     @app.middleware("http")
     async def headers(request: Request, call_next: Any) -> Any:
