@@ -7,12 +7,14 @@ Every value from the service or the request is escaped; links into Airflow's UI 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 from urllib.parse import quote, urlencode
 
 from airflow_provider_dashscope_batch.client.types import Batch, BatchStatus
+from airflow_provider_dashscope_batch.cost.recorded import RecordedCost
 from airflow_provider_dashscope_batch.sharding.creator import Creator, creator_of
 from airflow_provider_dashscope_batch.ui.jobs import JobBatch, JobGroup, group_by_job
 
@@ -110,14 +112,25 @@ def _creator_cell(airflow_root: str, batch: Batch) -> str:
     )
 
 
-#: Why the actual cost is not shown (the batch object carries no usage; pricing it means reading results).
+#: Why the actual cost is not shown: the batch object carries no usage; the transfer records it.
 _NO_ACTUAL = (
-    "The service's batch object carries no token usage; the actual cost is in the results transfer's "
-    "manifest (cost.actual)"
+    "Known once a results transfer in the batch's DAG run has read its output (and you may read that "
+    "run's XComs)"
 )
+Costs = Mapping[str, RecordedCost]
 
 
-def _cost_cell(item: JobBatch) -> str:
+def _actual(cost: RecordedCost | None) -> str:
+    """``actual 1.2300 CNY`` with its tokens as a tooltip, or ``actual —`` while unknown."""
+    if cost is None:
+        return f'<span class="muted actual" title="{escape(_NO_ACTUAL)}">actual —</span>'
+    title = f"at the batch price, recorded by the results transfer: {cost.tokens()}"
+    if not cost.complete:
+        title += "; some model had no price in the table"
+    return f'<span class="actual" title="{escape(title)}">actual {escape(cost.shown())}</span>'
+
+
+def _cost_cell(item: JobBatch, costs: Costs) -> str:
     """The estimate the batch was created under (a shard's is the whole job's) and the actual cost."""
     figure = item.estimated
     estimate = '<span class="muted">—</span>'
@@ -127,7 +140,7 @@ def _cost_cell(item: JobBatch) -> str:
             f'<span class="estimate" title="estimated at create, {escape(figure.basis)} basis">'
             f"{escape(figure.shown())}</span>{whole}"
         )
-    return f'est. {estimate}<br><span class="muted actual" title="{escape(_NO_ACTUAL)}">actual —</span>'
+    return f"est. {estimate}<br>{_actual(costs.get(item.batch.id))}"
 
 
 def _job_query(job: tuple[str, str, str, int]) -> dict[str, str]:
@@ -161,6 +174,7 @@ def list_page(
     connections: list[str],
     filters: dict[str, str],
     rows: list[Row],
+    costs: Costs,
     hidden: int,
     next_query: dict[str, str] | None,
     first_query: dict[str, str] | None,
@@ -209,9 +223,9 @@ def list_page(
     for group in group_by_job([row.item for row in rows]):
         members = [by_batch[item.batch.id] for item in group.batches]
         if group.job is not None and len(members) > 1:
-            body_rows.append(_job_row(base, filters, group))
+            body_rows.append(_job_row(base, filters, group, costs))
         for row in members:
-            body_rows.append(_batch_row(base, airflow_root, conn_id, row, in_job=len(members) > 1))
+            body_rows.append(_batch_row(base, airflow_root, conn_id, row, costs, in_job=len(members) > 1))
     table = (
         "<table><thead><tr><th>Batch</th><th>Status</th><th>Progress</th><th>Created (UTC)</th>"
         "<th>Finished (UTC)</th><th>Created by</th><th>Cost</th><th></th></tr></thead><tbody>"
@@ -236,7 +250,7 @@ def list_page(
     )
 
 
-def _batch_row(base: str, airflow_root: str, conn_id: str, row: Row, *, in_job: bool) -> str:
+def _batch_row(base: str, airflow_root: str, conn_id: str, row: Row, costs: Costs, *, in_job: bool) -> str:
     batch = row.batch
     name = str((batch.metadata or {}).get("ds_name") or "")
     place = f'<br><span class="place">{escape(row.item.place)}</span>' if row.item.place else ""
@@ -249,12 +263,16 @@ def _batch_row(base: str, airflow_root: str, conn_id: str, row: Row, *, in_job: 
         f'<td><span class="status {escape(batch.status.value)}">{escape(batch.status.value)}</span></td>'
         f"<td>{_bar(batch)}</td>"
         f"<td>{_time(batch.created_at)}</td><td>{_time(_finished(batch))}</td>"
-        f"<td>{_creator_cell(airflow_root, batch)}</td><td>{_cost_cell(row.item)}</td><td>{action}</td></tr>"
+        f"<td>{_creator_cell(airflow_root, batch)}</td><td>{_cost_cell(row.item, costs)}</td>"
+        f"<td>{action}</td></tr>"
     )
 
 
-def _job_row(base: str, filters: dict[str, str], group: JobGroup) -> str:
-    """The heading row of a job's batches: what it is, its progress (shards), its estimate, a filter link."""
+def _job_row(base: str, filters: dict[str, str], group: JobGroup, costs: Costs) -> str:
+    """
+    The heading row of a job's batches: what it is, its progress (shards), its estimate, its actual cost
+    (summed when every batch's on the page is known), a filter link.
+    """
     assert group.job is not None
     dag_id, run_id, task_id, map_index = group.job
     kind = "shards" if group.sharded else "rounds"
@@ -262,6 +280,9 @@ def _job_row(base: str, filters: dict[str, str], group: JobGroup) -> str:
     bar = _counts_bar(*(sum(c[i] for c in counts) for i in range(3))) if group.sharded else ""
     figure = group.estimated
     estimate = f" · est. {escape(figure.shown())}" if figure is not None else ""
+    spent = RecordedCost.total(costs.get(b.batch.id) for b in group.batches)
+    if spent is not None:
+        estimate += f' · <span class="actual">actual {escape(spent.shown())}</span>'
     only = {**{k: v for k, v in filters.items() if k == "conn_id"}, **_job_query(group.job)}
     mapped = f" [{map_index}]" if map_index >= 0 else ""
     return (
@@ -273,26 +294,34 @@ def _job_row(base: str, filters: dict[str, str], group: JobGroup) -> str:
     )
 
 
-def _round_row(base: str, conn_id: str, item: JobBatch, current: bool) -> str:
+def _round_row(base: str, conn_id: str, item: JobBatch, current: bool, costs: Costs) -> str:
     batch = item.batch
     css = ' class="current"' if current else ""
     return (
         f'<tr data-round-batch-id="{escape(batch.id)}"{css}><td>{escape(item.place)}</td>'
         f'<td><a href="{escape(_detail_url(base, conn_id, batch.id))}">{escape(batch.id)}</a></td>'
         f'<td><span class="status {escape(batch.status.value)}">{escape(batch.status.value)}</span></td>'
-        f"<td>{_bar(batch)}</td><td>{_time(batch.created_at)}</td><td>{_cost_cell(item)}</td></tr>"
+        f"<td>{_bar(batch)}</td><td>{_time(batch.created_at)}</td><td>{_cost_cell(item, costs)}</td></tr>"
     )
 
 
-def _rounds_section(base: str, conn_id: str, current: Batch, rounds: list[JobBatch] | None) -> str:
-    """A batch's job: its batches (shards, rounds) with their progress and estimates."""
+def _rounds_section(
+    base: str, conn_id: str, current: Batch, rounds: list[JobBatch] | None, costs: Costs
+) -> str:
+    """A batch's job: its batches (shards, rounds) with their progress, estimates and actual costs."""
     if rounds is None:
         return ""
-    rows = "".join(_round_row(base, conn_id, item, item.batch.id == current.id) for item in rounds)
+    rows = "".join(_round_row(base, conn_id, item, item.batch.id == current.id, costs) for item in rounds)
     figure = JobGroup(None, tuple(rounds)).estimated
     total = ""
     if figure is not None:
         total = f"<p>Estimated cost of the job: <b>{escape(figure.shown())}</b> ({escape(figure.basis)})</p>"
+    spent = RecordedCost.total(costs.get(item.batch.id) for item in rounds)
+    if spent is not None:
+        total += (
+            f'<p class="job-actual">Actual cost of the job: <b>{escape(spent.shown())}</b> '
+            f"({escape(spent.tokens())})</p>"
+        )
     return (
         f"<h2>Rounds</h2>{total}"
         "<table><thead><tr><th>Shard / round</th><th>Batch</th><th>Status</th><th>Progress</th>"
@@ -308,6 +337,7 @@ def detail_page(
     item: JobBatch,
     can_cancel: bool,
     rounds: list[JobBatch] | None,
+    costs: Costs,
 ) -> str:
     """One batch: status, progress, cost, its job's rounds, times, files, errors, metadata and its creator."""
     batch = item.batch
@@ -360,8 +390,8 @@ def detail_page(
         f"<dd>{escape(batch.completion_window or '')}</dd><dt>Created by</dt>"
         f"<dd>{_creator_cell(airflow_root, batch)}</dd>"
         f"{f'<dt>In its job</dt><dd>{escape(item.place)}</dd>' if item.place else ''}"
-        f"<dt>Cost</dt><dd>{_cost_cell(item)}</dd></dl>"
-        f"{_rounds_section(base, conn_id, batch, rounds)}"
+        f"<dt>Cost</dt><dd>{_cost_cell(item, costs)}</dd></dl>"
+        f"{_rounds_section(base, conn_id, batch, rounds, costs)}"
         f"<h2>Times (UTC)</h2><dl>{times}</dl><h2>Files</h2><dl>{files or '<dt>none</dt><dd></dd>'}</dl>"
         f"<h2>Errors</h2>"
         + (

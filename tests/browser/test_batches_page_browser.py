@@ -4,7 +4,8 @@ The api-server runs the provider's plugin with Airflow's Simple auth manager ext
 (``per_dag_auth_manager.py``): ``admin`` (admin), ``editor`` (user: edits DAGs), ``viewer`` (viewer) and
 ``outsider`` (user, but no access to ``secret_dag``). Each signs in through Airflow's own token endpoint
 and the browser carries Airflow's cookie, as after a login. The batches are created in the emulator with
-the metadata the operators set.
+the metadata the operators set; those of ``costed_job`` by a real sharded operator and results transfer,
+run with ``airflow dags test`` on the api-server's DB, so the page shows the actual costs it recorded.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 import textwrap
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
 from airflow_provider_dashscope_batch.client import DashScopeClient
 from airflow_provider_dashscope_batch.client.identity import lineage, with_generation
 from airflow_provider_dashscope_batch.cost.label import ESTIMATE_METADATA_KEY
-from airflow_provider_dashscope_batch.sharding.creator import creator_metadata
+from airflow_provider_dashscope_batch.sharding.creator import creator_metadata, creator_of
 from airflow_provider_dashscope_batch.sharding.job import job_token
 from tests.browser.api_server import AirflowApiServer
 
@@ -37,6 +39,7 @@ pytestmark = [
 PASSWORDS = {"admin": "admin-pw", "editor": "editor-pw", "viewer": "viewer-pw", "outsider": "outsider-pw"}
 ROLES = {"admin": "admin", "editor": "user", "viewer": "viewer", "outsider": "user"}
 PAGE = "/dashscope-batches/"
+COSTED = ("costed1", "costed2")
 REQUESTS = 10
 #: What the sharded job's batches carry: the whole job's estimate.
 JOB_ESTIMATE = {"airflow_estimated_cost": "3.5000 CNY ceiling"}
@@ -50,6 +53,38 @@ DAGS = textwrap.dedent(
     for dag_id in ("reports", "secret_dag"):
         with DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
             EmptyOperator(task_id="create")
+    """
+)
+COSTED_DAG = "costed_job"
+#: Two shards of two priced requests each, then their results transferred: the actual costs recorded.
+COSTED_DAGS = textwrap.dedent(
+    f"""
+    import os
+    from datetime import datetime
+
+    from airflow.providers.common.compat.sdk import DAG
+
+    from airflow_provider_dashscope_batch.operators.shards import DashScopeShardedBatchOperator
+    from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
+        DashScopeBatchResultsToObjectStorageOperator,
+    )
+
+    REQUESTS = [
+        {{"custom_id": f"c{{i}}", "method": "POST", "url": "/v1/chat/completions",
+          "body": {{"model": "qwen-plus", "messages": [{{"role": "user", "content": "hello"}}]}}}}
+        for i in range(4)
+    ]
+
+    with DAG("{COSTED_DAG}", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
+        shards = DashScopeShardedBatchOperator(
+            task_id="sharded", requests=REQUESTS, max_requests_per_shard=2, poll_interval=0.2
+        )
+        DashScopeBatchResultsToObjectStorageOperator(
+            task_id="transfer",
+            batch_ids="{{{{ ti.xcom_pull(task_ids='sharded', key='batch_ids') }}}}",
+            destination=os.environ["COSTED_RESULTS"],
+            result_set="job",
+        ).set_upstream(shards)
     """
 )
 
@@ -135,14 +170,27 @@ def _create_batches(emulator: Any, tmp: Path) -> dict[str, str]:
     return ids
 
 
+def _costed_batches(emulator: Any) -> dict[str, str]:
+    """The costed job's two shards, completed by its run: ``costed1``, ``costed2``."""
+    with DashScopeClient(api_key=emulator.api_key, base_url=emulator.base_url) as client:
+        listed = list(client.list_batches(page_size=20))
+    shards = {}
+    for batch in listed:
+        creator = creator_of(batch)
+        if creator is not None and creator.dag_id == COSTED_DAG and creator.shard is not None:
+            assert batch.status == "completed", batch
+            shards[f"costed{creator.shard[0]}"] = batch.id
+    assert set(shards) == {"costed1", "costed2"}, listed
+    return shards
+
+
 @pytest.fixture(scope="module")
 def page_server(
     tmp_path_factory: pytest.TempPathFactory, dashscope_emulator_session: Any
 ) -> Iterator[tuple[AirflowApiServer, dict[str, str]]]:
     """The api-server with per-DAG rights, the four users, the connection, and the emulator's batches."""
     emulator = dashscope_emulator_session
-    emulator.reset()
-    emulator.configure(time_scale=0, processing_rate=1, validating_seconds=1, cancelling_seconds=1)
+    emulator.reset()  # batches finish at once: for the costed job's run
     home = tmp_path_factory.mktemp("airflow-batches-page")
     server = AirflowApiServer(home)
     passwords = home / "passwords.json"
@@ -156,14 +204,18 @@ def page_server(
         AIRFLOW_CONN_DASHSCOPE_DEFAULT=json.dumps(conn),
         PYTHONPATH=str(Path(__file__).parent),
     )
-    ids = _create_batches(emulator, tmp_path_factory.mktemp("batches"))
     # the DAGs exist, so their links open and the audit log's entries are readable per DAG
     (home / "dags" / "page_dags.py").write_text(DAGS)
-    for args in (["db", "migrate"], ["dags", "reserialize"]):
+    (home / "dags" / "costed_dags.py").write_text(COSTED_DAGS)
+    server.env["COSTED_RESULTS"] = (home / "results").as_uri()
+    for args in (["db", "migrate"], ["dags", "reserialize"], ["dags", "test", COSTED_DAG]):
         done = subprocess.run(
-            [server.airflow, *args], env=server.env, capture_output=True, text=True, check=False
+            [server.airflow, *args], env=server.env, capture_output=True, text=True, check=False, timeout=300
         )
-        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    costed = _costed_batches(emulator)
+    emulator.configure(time_scale=0, processing_rate=1, validating_seconds=1, cancelling_seconds=1)
+    ids = {**_create_batches(emulator, tmp_path_factory.mktemp("batches")), **costed}
     server.start()
     try:
         yield server, ids
@@ -219,7 +271,7 @@ def test_the_page_lists_the_batches_with_progress(page_server, browser_page, scr
     server, ids = page_server
     page = _signed_in(browser_page, server, "viewer")
     page.goto(f"{server.url}{PAGE}")
-    assert _shown(page) == {ids[n] for n in ("reports", "round2", "shard", "shard2", "secret")}
+    assert _shown(page) == {ids[n] for n in ("reports", "round2", "shard", "shard2", "secret", *COSTED)}
     row = page.locator(f'tr[data-batch-id="{ids["reports"]}"]')
     assert row.locator(".status").inner_text() == "in_progress"
     assert row.locator(".count").inner_text() == "4 of 10 done"
@@ -239,7 +291,7 @@ def test_the_page_sits_in_airflows_navigation(page_server, browser_page, screens
     frame = page.frame_locator("iframe")
     frame.locator(f'tr[data-batch-id="{ids["adhoc"]}"]').wait_for()
     # an admin may edit the connection, so the batches of no known DAG show too
-    assert frame.locator("tr[data-batch-id]").count() == 7
+    assert frame.locator("tr[data-batch-id]").count() == 9
     assert "not created by this Airflow" in frame.locator(f'tr[data-batch-id="{ids["forged"]}"]').inner_text()
     page.wait_for_timeout(500)
     _shot(page, screenshots_dir, "batches-page-in-airflow.png")
@@ -260,7 +312,7 @@ def test_filters_narrow_the_list_and_one_request_serves_a_page_view(
     page.select_option('select[name="status"]', "completed")
     page.click('button[type="submit"]')
     page.wait_for_url(re.compile(r"status=completed"))
-    assert _shown(page) == set()
+    assert _shown(page) == {ids[n] for n in COSTED}
     # the extra link's filter: the batches of one task only
     page.goto(f"{server.url}{PAGE}?dag_id=reports&run_id=manual__2026-12-07&task_id=sharded")
     assert _shown(page) == {ids["shard"], ids["shard2"]}
@@ -293,7 +345,7 @@ def test_a_jobs_batches_are_grouped_under_it_with_the_estimates(page_server, bro
     row = page.locator(f'tr[data-batch-id="{ids["round2"]}"]')
     assert row.locator(".place").inner_text() == "round 2"
     assert row.locator(".estimate").inner_text() == "0.1200 CNY"
-    assert row.locator(".actual").inner_text() == "actual —"  # the batch object carries no usage
+    assert row.locator(".actual").inner_text() == "actual —"  # not finished: no transfer recorded it
     assert "shard 2 of 2, round 1" in page.locator(f'tr[data-batch-id="{ids["shard2"]}"]').inner_text()
     job.locator("a.job-filter").click()
     page.wait_for_url(re.compile(r"task_id=sharded"))
@@ -325,7 +377,7 @@ def test_a_user_without_access_to_a_dag_sees_none_of_its_batches(page_server, br
     server, ids = page_server
     page = _signed_in(browser_page, server, "outsider")
     page.goto(f"{server.url}{PAGE}")
-    assert _shown(page) == {ids[n] for n in ("reports", "round2", "shard", "shard2")}
+    assert _shown(page) == {ids[n] for n in ("reports", "round2", "shard", "shard2", *COSTED)}
     with _http(server, "outsider") as outsider:
         detail = outsider.get(f"/dashscope-batches/batches/dashscope_default/{ids['secret']}")
         assert detail.status_code == 403
@@ -423,3 +475,37 @@ def test_the_page_runs_no_script_and_is_framed_only_by_airflow(page_server):
     assert "frame-ancestors 'self'" in policy
     assert answer.headers["cache-control"] == "no-store"
     assert "<script" not in answer.text
+
+
+def test_the_actual_cost_the_transfer_recorded_shows_on_the_batch_its_job_and_its_page(
+    page_server, browser_page, screenshots_dir
+):
+    server, ids = page_server
+    manifest = json.loads((server.home / "results" / "job" / "manifest.json").read_text())
+    by_batch = {shard["batch_id"]: shard["cost"] for shard in manifest["shards"]}
+    total = manifest["cost"]["actual"]
+    assert Decimal(total["cost"]) > 0
+
+    def money(cost: dict[str, Any]) -> tuple[Decimal, str]:
+        return Decimal(cost["cost"]), cost["currency"]
+
+    def shown(text: str) -> tuple[Decimal, str]:  # "actual 0.000048 CNY"
+        label, amount, currency = text.split()
+        assert label == "actual", text
+        return Decimal(amount), currency
+
+    page = _signed_in(browser_page, server, "viewer")
+    page.goto(f"{server.url}{PAGE}")
+    for name in COSTED:
+        row = page.locator(f'tr[data-batch-id="{ids[name]}"]')
+        assert shown(row.locator(".actual").inner_text()) == money(by_batch[ids[name]])
+    job = page.locator(f'tr[data-job^="{COSTED_DAG}/"]')
+    assert shown(job.locator(".actual").inner_text()) == money(total)  # the shards' sum, as the manifest's
+    assert page.locator(f'tr[data-batch-id="{ids["secret"]}"] .actual').inner_text() == "actual —"
+
+    page.goto(f"{server.url}/dashscope-batches/batches/dashscope_default/{ids['costed1']}")
+    assert shown(page.locator("dd .actual").inner_text()) == money(by_batch[ids["costed1"]])
+    line = page.locator(".job-actual").inner_text()  # "Actual cost of the job: 0.0001 CNY (4 requests, …"
+    assert shown("actual " + line.removeprefix("Actual cost of the job: ").split(" (")[0]) == money(total)
+    assert f"({total['requests']} requests, {total['input_tokens']} input" in line
+    _shot(page, screenshots_dir, "batches-actual-cost.png")
