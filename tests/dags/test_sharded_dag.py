@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import signal
@@ -13,14 +12,6 @@ import pytest
 
 from tests.dags.dag_helpers import TEST_DAGS, load_dag_file
 from tests.operators.operator_helpers import check_billed_once
-
-# Airflow 3.0's dag.test() deep-copies the DAG again on a second run in the same process, and the
-# operator that ran the first one then holds an object with a lock (not yet identified; see the session
-# note); 3.1+ does not copy it, and a worker parses the DAG afresh for every try.
-_RERUN_IN_PROCESS = pytest.mark.skipif(
-    importlib.metadata.version("apache-airflow").startswith("3.0."),
-    reason="Airflow 3.0's dag.test() deep-copies a DAG whose sharded operator already ran once",
-)
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -44,7 +35,6 @@ def _lines(folder) -> list[bytes]:
     return [line for part in sorted(folder.glob("part-*.jsonl")) for line in part.read_bytes().splitlines()]
 
 
-@_RERUN_IN_PROCESS
 def test_example_redoes_only_the_failed_shard_and_merges_every_request_once(
     products_on_s3, load_example, states, dashscope_emulator, batches, tmp_path
 ):
@@ -118,7 +108,6 @@ def sharding_dags(airflow_db, dashscope_conn, monkeypatch, tmp_path):
     return load_dag_file("sharding_dags", TEST_DAGS / "sharding_dags.py")
 
 
-@_RERUN_IN_PROCESS
 @pytest.mark.parametrize("design", ["one_operator", "mapped"])
 def test_rerun_after_a_failed_shard(sharding_dags, states, dashscope_emulator, design):
     dag = getattr(sharding_dags, design)
