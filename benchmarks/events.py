@@ -157,7 +157,8 @@ async def _watch_all(watch, made: list[tuple[str, str]]) -> dict[str, float]:
     ended: dict[str, float] = {}
     while not wanted <= ended.keys():
         async for payload in watch.round():
-            ended[payload["batch_id"]] = time.time()
+            if "batch_id" in payload:  # not the catch-up event
+                ended[payload["batch_id"]] = time.time()
         await asyncio.sleep(watch.interval)
     return ended
 

@@ -27,12 +27,16 @@ AIRFLOW_RECEIVER = "airflow"
 
 
 def finished_batches_asset(
-    conn_id: str = "dashscope_default", *, poll_interval: float = 60.0, mailbox_interval: float | None = None
+    conn_id: str = "dashscope_default",
+    *,
+    poll_interval: float = 60.0,
+    mailbox_interval: float | None = None,
+    catch_up_delay: float | None = 30.0,
 ) -> Any:
     """
     The Asset whose events are connection ``conn_id``'s finishes, watched by the finish watcher.
 
-    Schedule DAGs on it. ``poll_interval`` and ``mailbox_interval`` are those of
+    Schedule DAGs on it. ``poll_interval``, ``mailbox_interval`` and ``catch_up_delay`` are those of
     :class:`~.watcher.DashScopeBatchFinishTrigger` (set ``mailbox_interval`` when the receiver is set up).
     """
     from airflow.sdk import Asset, AssetWatcher
@@ -40,7 +44,7 @@ def finished_batches_asset(
     from airflow_provider_dashscope_batch.events.watcher import DashScopeBatchFinishTrigger
 
     trigger = DashScopeBatchFinishTrigger(
-        conn_id, poll_interval=poll_interval, mailbox_interval=mailbox_interval
+        conn_id, poll_interval=poll_interval, mailbox_interval=mailbox_interval, catch_up_delay=catch_up_delay
     )
     watcher = AssetWatcher(name=f"dashscope_batch_finish_watcher.{conn_id}", trigger=trigger)
     return Asset(name=asset_name(conn_id), uri=asset_uri(conn_id), watchers=[watcher])
