@@ -20,7 +20,9 @@ from airflow_provider_dashscope_batch.events.watcher import (
     DashScopeBatchFinishTrigger,
     FinishWatch,
     cursor_key,
-    payloads,
+)
+from airflow_provider_dashscope_batch.events.watcher import (
+    payloads as finish_payloads,
 )
 
 SAMPLE_REQUESTS = Path(__file__).resolve().parents[2] / "example_dags" / "data" / "requests.jsonl"
@@ -250,8 +252,9 @@ async def test_a_catch_up_event_follows_a_rounds_finishes_after_the_delay_and_na
     assert await collect(watch) == []  # not yet: the scheduler may not have queued the finishes' run
     dashscope_emulator.advance(21)
     (catch_up,) = await collect(watch)
-    assert "batch_id" not in catch_up and catch_up["conn_id"] == CONN
+    assert "batch_id" not in catch_up
+    assert catch_up["conn_id"] == CONN
     dashscope_emulator.advance(60)
     assert await collect(watch) == []  # one per round of finishes
     events = [SimpleNamespace(extra={"from_trigger": True, "payload": p}) for p in [*finishes, catch_up]]
-    assert payloads(events) == finishes  # a results DAG sees the finishes only
+    assert finish_payloads(events) == finishes  # a results DAG sees the finishes only
