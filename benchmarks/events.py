@@ -107,16 +107,20 @@ def _create(emulator, n: int, window: float, mode: str, sink: str, seed: int) ->
     made = []
     hook = DashScopeBatchHook()
     body = {"model": "batch-test-model", "messages": [{"role": "user", "content": "hi"}]}
+    files: dict[int, str] = {}  # one input file per line count (uploads are limited to 3 a second)
     with (
         DashScopeClient(api_key=API_KEY, base_url=emulator.base_url) as client,
         tempfile.TemporaryDirectory() as d,
     ):
         for i in range(n):
             lines = max(1, round(rng.uniform(0.05, 1.0) * window))
-            path = Path(d) / f"in-{i}.jsonl"
-            line = {"method": "POST", "url": "/v1/chat/ds-test", "body": body}
-            path.write_text("".join(json.dumps({"custom_id": f"r{j}", **line}) + "\n" for j in range(lines)))
-            file_id = client.upload_file(path).id
+            if lines not in files:
+                path = Path(d) / f"in-{lines}.jsonl"
+                line = {"method": "POST", "url": "/v1/chat/ds-test", "body": body}
+                rows = (json.dumps({"custom_id": f"r{j}", **line}) + "\n" for j in range(lines))
+                path.write_text("".join(rows))
+                files[lines] = client.upload_file(path).id
+            file_id = files[lines]
             key = f"airflow-bench-{seed}-{i}-{time.monotonic_ns()}"
             metadata = {
                 "idempotency_key": key,

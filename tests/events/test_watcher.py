@@ -170,8 +170,10 @@ async def test_the_trigger_runs_in_an_event_loop_and_yields_events(
     monkeypatch.setattr(watcher_module, "_get_variable", get_variable)
     monkeypatch.setattr(watcher_module, "_set_variable", put_variable)
     trigger = DashScopeBatchFinishTrigger(CONN, poll_interval=0.2)
-    classpath, _ = trigger.serialize()
+    classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_dashscope_batch.events.watcher.DashScopeBatchFinishTrigger"
+    assert DashScopeBatchFinishTrigger(**kwargs).serialize() == (classpath, kwargs)
+    assert kwargs["catch_up_delay"] == 30.0
     events = trigger.run()
     baseline = asyncio.ensure_future(events.__anext__())
     await asyncio.sleep(1)
