@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+from asgiref.sync import sync_to_async
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
 from airflow_provider_dashscope_batch.events.callback import event_secrets
@@ -189,6 +190,11 @@ class FinishWatch:
     :param catch_up_delay: Seconds after a round's last finish before the catch-up event; None: none.
     :param get: Reads a Variable (blocking); default: the Task SDK's.
     :param put: Writes a Variable (blocking); default: the Task SDK's.
+
+    The Task SDK's calls (Variables, the connection) run through ``asgiref``'s ``sync_to_async``, as
+    common-compat's ``get_async_connection`` does: on Airflow 3.0 a call from another worker thread
+    reaches the triggerer's supervisor on a second event loop, and concurrent calls then read each
+    other's answers ("Response read out of order"), which kills the trigger runner.
     :param clock: Epoch seconds now.
     """
 
@@ -217,10 +223,10 @@ class FinishWatch:
         self._catch_up_at: float | None = None
 
     async def _load(self) -> Cursor:
-        return Cursor.from_value(await anyio.to_thread.run_sync(self.get, cursor_key(self.conn_id)))
+        return Cursor.from_value(await sync_to_async(self.get)(cursor_key(self.conn_id)))
 
     async def _save(self, cursor: Cursor) -> None:
-        await anyio.to_thread.run_sync(self.put, cursor_key(self.conn_id), cursor.to_json())
+        await sync_to_async(self.put)(cursor_key(self.conn_id), cursor.to_json())
 
     async def _hold(self, cursor: Cursor) -> Cursor | None:
         """
@@ -305,7 +311,7 @@ class FinishWatch:
 
     async def _mailbox(self, cursor: Cursor, found: dict[str, Batch]) -> tuple[Cursor, bool]:
         """Confirm the receiver's posts since the cursor's ``seq``; whether some fell out of the mailbox."""
-        mailbox = Mailbox.from_value(await anyio.to_thread.run_sync(self.get, variable_key(self.conn_id)))
+        mailbox = Mailbox.from_value(await sync_to_async(self.get)(variable_key(self.conn_id)))
         if cursor.seq is None:
             return replace(cursor, seq=mailbox.seq), False
         posted, lost = mailbox.since(cursor.seq)
@@ -399,7 +405,7 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
         watch: FinishWatch | None = None
         while True:
             try:
-                watch = watch or await anyio.to_thread.run_sync(self.watch)
+                watch = watch or await sync_to_async(self.watch)()
                 async for payload in watch.round():
                     yield TriggerEvent(payload)
             except (DashScopeError, ConnectionSetupError) as exc:  # the next round tries again
