@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -260,3 +261,32 @@ async def test_a_catch_up_event_follows_a_rounds_finishes_after_the_delay_and_na
     assert await collect(watch) == []  # one per round of finishes
     events = [SimpleNamespace(extra={"from_trigger": True, "payload": p}) for p in [*finishes, catch_up]]
     assert finish_payloads(events) == finishes  # a results DAG sees the finishes only
+
+
+async def test_every_task_sdk_call_of_two_watchers_runs_on_one_thread(dashscope_emulator, conn, client):
+    """
+    On Airflow 3.0 a Task SDK call from a plain worker thread reaches the triggerer's supervisor on a
+    second event loop, and two of them at once read each other's answers: the calls must share one thread.
+    """
+    threads: set[int] = set()
+
+    def get(key: str):
+        threads.add(threading.get_ident())
+        return get_variable(key)
+
+    def put(key: str, value: str) -> None:
+        threads.add(threading.get_ident())
+        put_variable(key, value)
+
+    watches = [
+        DashScopeBatchFinishTrigger(CONN, poll_interval=0, mailbox_interval=0).watch(
+            get=get, put=put, clock=dashscope_emulator.now
+        )
+        for _ in range(2)
+    ]
+    ids = create(client, n=2)
+    wait_terminal(client, ids)
+    for _ in range(3):
+        await asyncio.gather(*(collect(w) for w in watches))
+    assert len(threads) == 1
+    assert threading.get_ident() not in threads  # and never on the event loop's own thread
