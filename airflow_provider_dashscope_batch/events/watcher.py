@@ -182,6 +182,11 @@ class FinishWatch:
     """
     The watcher's rounds for one connection: list poll, mailbox, cursor and lease.
 
+    The Task SDK's calls (Variables, the connection) run through ``asgiref``'s ``sync_to_async``, as
+    common-compat's ``get_async_connection`` does: on Airflow 3.0 a call from another worker thread
+    reaches the triggerer's supervisor on a second event loop, and concurrent calls then read each
+    other's answers ("Response read out of order"), which kills the trigger runner.
+
     :param conn_id: The connection id.
     :param client: The connection's sync client (calls run in worker threads).
     :param secrets_: The connection's finish-events secrets (marks made under any of them count).
@@ -190,11 +195,6 @@ class FinishWatch:
     :param catch_up_delay: Seconds after a round's last finish before the catch-up event; None: none.
     :param get: Reads a Variable (blocking); default: the Task SDK's.
     :param put: Writes a Variable (blocking); default: the Task SDK's.
-
-    The Task SDK's calls (Variables, the connection) run through ``asgiref``'s ``sync_to_async``, as
-    common-compat's ``get_async_connection`` does: on Airflow 3.0 a call from another worker thread
-    reaches the triggerer's supervisor on a second event loop, and concurrent calls then read each
-    other's answers ("Response read out of order"), which kills the trigger runner.
     :param clock: Epoch seconds now.
     """
 
