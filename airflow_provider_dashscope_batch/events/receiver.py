@@ -68,6 +68,7 @@ __all__ = [
     "BadRequest",
     "Outcome",
     "Result",
+    "append_to_mailbox",
     "create_app",
     "finish_batch_id",
     "safe_id",
