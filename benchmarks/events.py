@@ -25,6 +25,14 @@ Airflow's Variable model (the same rows the supervisor would). Detection delay: 
 yielded minus the moment the emulator sent the batch's finish notification (for ``polling`` and ``list``
 the notification goes to a sink). Requests: the emulator's ``GET /batches`` and ``GET /batches/{id}``
 counters per batch (the receiver's and the watcher's confirmations included).
+
+``--burst N`` measures instead what apache/airflow#56050 does to a burst, through the public path on a
+real deployment (``tests/deployment/scenario_support.py``: api-server, scheduler, dag-processor and
+triggerer as separate processes, PostgreSQL when installed): N batches finish at once; the finish watcher
+(list poll every 5 s) turns them into Asset events, and a results DAG scheduled on the Asset runs. Once
+with the watcher's catch-up event off, once with it on (two connections, two Assets, two DAGs). Reported:
+how many finishes are in no run 60 s after the burst (they wait for a later finish), and the delay from
+each finish's Asset event to the creation of the run that took it. Run it with each Airflow leg's Python.
 """
 
 from __future__ import annotations
@@ -99,16 +107,20 @@ def _create(emulator, n: int, window: float, mode: str, sink: str, seed: int) ->
     made = []
     hook = DashScopeBatchHook()
     body = {"model": "batch-test-model", "messages": [{"role": "user", "content": "hi"}]}
+    files: dict[int, str] = {}  # one input file per line count (uploads are limited to 3 a second)
     with (
         DashScopeClient(api_key=API_KEY, base_url=emulator.base_url) as client,
         tempfile.TemporaryDirectory() as d,
     ):
         for i in range(n):
             lines = max(1, round(rng.uniform(0.05, 1.0) * window))
-            path = Path(d) / f"in-{i}.jsonl"
-            line = {"method": "POST", "url": "/v1/chat/ds-test", "body": body}
-            path.write_text("".join(json.dumps({"custom_id": f"r{j}", **line}) + "\n" for j in range(lines)))
-            file_id = client.upload_file(path).id
+            if lines not in files:
+                path = Path(d) / f"in-{lines}.jsonl"
+                line = {"method": "POST", "url": "/v1/chat/ds-test", "body": body}
+                rows = (json.dumps({"custom_id": f"r{j}", **line}) + "\n" for j in range(lines))
+                path.write_text("".join(rows))
+                files[lines] = client.upload_file(path).id
+            file_id = files[lines]
             key = f"airflow-bench-{seed}-{i}-{time.monotonic_ns()}"
             metadata = {
                 "idempotency_key": key,
@@ -157,7 +169,8 @@ async def _watch_all(watch, made: list[tuple[str, str]]) -> dict[str, float]:
     ended: dict[str, float] = {}
     while not wanted <= ended.keys():
         async for payload in watch.round():
-            ended[payload["batch_id"]] = time.time()
+            if "batch_id" in payload:  # not the catch-up event
+                ended[payload["batch_id"]] = time.time()
         await asyncio.sleep(watch.interval)
     return ended
 
@@ -199,6 +212,151 @@ async def _baseline(watch) -> None:
         raise AssertionError("no batch has finished yet")
 
 
+BURST_DAGS = """
+from datetime import datetime
+
+from airflow.providers.common.compat.sdk import DAG, get_current_context, task
+
+from airflow_provider_dashscope_batch.events import finished_batches_asset
+from airflow_provider_dashscope_batch.events.watcher import payloads
+
+for conn_id, catch_up in (("dashscope_plain", None), ("dashscope_catch_up", 10.0)):
+    asset = finished_batches_asset(conn_id, poll_interval=5, catch_up_delay=catch_up)
+    with DAG(f"burst_{conn_id}", schedule=[asset], start_date=datetime(2025, 1, 1), catchup=False):
+
+        @task
+        def count() -> int:
+            events = get_current_context()["triggering_asset_events"]
+            return sum(len(payloads(of_asset)) for of_asset in events.values())
+
+        count()
+"""
+
+
+def _burst_runs(airflow, dag_id: str) -> dict[str, float]:
+    """batch id -> seconds from its Asset event to the creation of the run that took it."""
+    rows = airflow.query(
+        "SELECT dr.queued_at, ae.timestamp, ae.extra FROM dag_run dr"
+        " JOIN dagrun_asset_event dae ON dae.dag_run_id = dr.id"
+        " JOIN asset_event ae ON ae.id = dae.event_id WHERE dr.dag_id = :dag_id",
+        dag_id=dag_id,
+    )
+    taken = {}
+    for queued, stamp, extra in rows:
+        payload = (json.loads(extra) if isinstance(extra, str) else extra or {}).get("payload") or {}
+        if "batch_id" in payload:
+            taken[payload["batch_id"]] = (queued - stamp).total_seconds()
+    return taken
+
+
+def _burst_recorded(airflow, uri: str) -> dict[str, float]:
+    rows = airflow.query(
+        "SELECT ae.timestamp, ae.extra FROM asset_event ae JOIN asset a ON a.id = ae.asset_id"
+        " WHERE a.uri = :uri",
+        uri=uri,
+    )
+    found = {}
+    for stamp, extra in rows:
+        payload = (json.loads(extra) if isinstance(extra, str) else extra or {}).get("payload") or {}
+        found[payload.get("batch_id") or f"catch-up {stamp}"] = stamp.timestamp()
+    return found
+
+
+def burst(n: int) -> list[list[str]]:
+    """The #56050 measurement (see the module docstring); one table row per connection."""
+    import importlib.metadata
+    import secrets
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "deployment"))
+    import scenario_support
+    from dashscope_batch_emulator.server import EmulatorServer
+
+    from airflow_provider_dashscope_batch.client import DashScopeClient
+
+    rows = []
+    version = importlib.metadata.version("apache-airflow")
+    dags = Path(tempfile.mkdtemp(prefix="bench-burst-dags-"))
+    (dags / "burst_dags.py").write_text(BURST_DAGS)
+    scenario_support.DAG_IDS = ("burst_dashscope_plain", "burst_dashscope_catch_up")
+    with EmulatorServer(api_key=f"sk-bench-{secrets.token_hex(8)}", time_scale=0) as emulator:
+        conn = {
+            "conn_type": "dashscope",
+            "password": emulator.api_key,
+            "extra": {"base_url": emulator.base_url, "finish_events_secret": SECRET},
+        }
+        postgres = scenario_support.PostgresServer() if scenario_support.PostgresServer.available() else None
+        if postgres is not None:
+            postgres.start()
+        home = Path(tempfile.mkdtemp(prefix="bench-burst-home-"))
+        airflow = scenario_support.Deployment(home, json.dumps(conn), postgres)
+        airflow.env.update(
+            AIRFLOW__CORE__DAGS_FOLDER=str(dags),
+            AIRFLOW_CONN_DASHSCOPE_PLAIN=json.dumps(conn),
+            AIRFLOW_CONN_DASHSCOPE_CATCH_UP=json.dumps(conn),
+        )
+        client = DashScopeClient(api_key=emulator.api_key, base_url=emulator.base_url)
+        file_id = client.upload_file(scenario_support.SAMPLE_REQUESTS).id
+        try:
+            airflow.start()
+            for conn_id in ("dashscope_plain", "dashscope_catch_up"):
+                rows.append(_burst_one(airflow, emulator, client, file_id, conn_id, n, version, postgres))
+                print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
+        finally:
+            airflow.stop()
+            client.close()
+            if postgres is not None:
+                postgres.stop()
+    return rows
+
+
+def _burst_one(airflow, emulator, client, file_id, conn_id, n, version, postgres) -> list[str]:
+    from scenario_support import wait_for
+
+    from airflow_provider_dashscope_batch.events import asset_uri
+    from airflow_provider_dashscope_batch.events.tokens import MARK_KEY, mark
+    from airflow_provider_dashscope_batch.events.watcher import cursor_key
+
+    def watching() -> bool:
+        found = airflow.api("GET", f"/variables/{cursor_key(conn_id)}", ok=(200, 404))
+        return bool(found.get("value")) and json.loads(found["value"]).get("since") is not None
+
+    def create(name: str) -> str:
+        key = f"airflow-{name}-{time.monotonic_ns()}"
+        metadata = {"idempotency_key": key, MARK_KEY: mark(SECRET, conn_id, key)}
+        return client.create_batch(input_file_id=file_id, endpoint="/v1/chat/ds-test", metadata=metadata).id
+
+    dag_id, uri = f"burst_{conn_id}", asset_uri(conn_id)
+    wait_for(watching, f"the {conn_id} watcher's first round", timeout=300)
+    batches = {create(f"{conn_id}-{i}") for i in range(n)}
+    emulator.advance(3600)  # every batch finishes at once
+    wait_for(lambda: batches <= _burst_recorded(airflow, uri).keys(), "the burst's Asset events", timeout=300)
+    last_event = max(t for b, t in _burst_recorded(airflow, uri).items() if b in batches)
+    while time.time() < last_event + 60:  # the scheduler's and the catch-up's time to take them
+        time.sleep(2)
+    taken = _burst_runs(airflow, dag_id)
+    stranded = batches - taken.keys()
+    runs = len(airflow.query("SELECT id FROM dag_run WHERE dag_id = :dag_id", dag_id=dag_id))
+    waited = "-"
+    if stranded:  # a later finish takes them along: they waited until then
+        later = time.time()
+        create(f"{conn_id}-later")
+        emulator.advance(3600)
+        wait_for(lambda: batches <= _burst_runs(airflow, dag_id).keys(), "the stranded finishes", timeout=300)
+        waited = f"{later - last_event:.0f}+ s (until the next finish)"
+    delays = sorted(taken[b] for b in batches if b in taken)
+    db = "PostgreSQL" if postgres is not None else "SQLite"
+    return [
+        f"{version} {db}",
+        "on (10 s)" if conn_id == "dashscope_catch_up" else "off",
+        str(n),
+        str(runs),
+        str(len(stranded)),
+        waited,
+        f"{percentile(delays, 50):.1f}" if delays else "-",
+        f"{percentile(delays, 99):.1f}" if delays else "-",
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", default="100,1000", help="outstanding batches, comma-separated")
@@ -207,7 +365,14 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES), help="sources to measure, comma-separated")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--smoke", action="store_true", help="smallest size: a CI check that it runs")
+    parser.add_argument("--burst", type=int, help="measure apache/airflow#56050 on a deployment instead")
     args = parser.parse_args()
+    if args.burst:
+        rows = burst(args.burst)
+        print(machine_line())
+        headers = ["Airflow", "catch-up", "finishes", "runs", "in no run at +60 s", "they wait"]
+        print(table([*headers, "taken p50 s", "taken p99 s"], rows))
+        return
     if args.smoke:
         args.n, args.window = "10", 5.0
 

@@ -24,7 +24,7 @@ checks run cheapest first:
    without a read, and a token that failed :data:`MAX_MISSES` reads buys no more. The EventBridge token
    accepts only batches carrying this connection's mark (:func:`~.tokens.is_marked`);
 4. a batch the service reports terminal is posted once to the connection's mailbox Variable
-   (:mod:`~.mailbox`), through Airflow's Variable API. The finish watcher
+   (:mod:`~.mailbox`; :func:`append_to_mailbox` says why through Airflow's Variable model). The finish watcher
    (:mod:`~.watcher`) turns the post into the Asset event after its own confirmation read, and the
    deferred waits are woken by it (:mod:`~.wake`).
 """
@@ -68,6 +68,7 @@ __all__ = [
     "BadRequest",
     "Outcome",
     "Result",
+    "append_to_mailbox",
     "create_app",
     "finish_batch_id",
     "safe_id",
@@ -226,7 +227,12 @@ _shapes: _Bounded = _Bounded(256)  # refused body shapes already logged
 
 
 def _lookup(conn_id: str) -> _Conn | None:
-    """The connection's secrets and key, read fresh (a rotation counts at once), or None (blocking)."""
+    """
+    The connection's secrets and key, read fresh (a rotation counts at once), or None (blocking).
+
+    Through ``Connection.get_connection_from_secrets`` for the reason :func:`append_to_mailbox` gives:
+    the Task SDK's ``Connection.get`` needs a supervisor on Airflow 3.0 in the api-server.
+    """
     from airflow.models.connection import Connection
 
     try:
@@ -328,24 +334,42 @@ def post(conn_id: str, batch_id: str) -> bool:
     """
     Post a confirmed finish to the connection's mailbox Variable unless it is there (blocking).
 
-    Through Airflow's Variable API (a read, then a write); posts of one process are serialised. Two
-    api-server processes posting at the same instant can lose one post: the mailbox is a hint, and the
-    finish watcher's list poll finds the finish anyway.
+    Posts of one process are serialised. Two api-server processes posting at the same instant can lose
+    one post: the mailbox is a hint, and the finish watcher's list poll finds the finish anyway.
 
     :returns: Whether this call posted it.
     """
-    from airflow.models.variable import Variable
-
-    key = variable_key(conn_id)
     with _post_lock:
         if (conn_id, batch_id) in _posted:
             return False
-        mailbox = Mailbox.from_value(Variable.get(key, default_var=None))
-        if batch_id not in mailbox:
-            Variable.set(key, mailbox.posted(batch_id).to_json(), description=_DESCRIPTION)
+        posted = append_to_mailbox(variable_key(conn_id), batch_id)
         with _lock:
             _posted[(conn_id, batch_id)] = None
-    return batch_id not in mailbox
+    return posted
+
+
+def append_to_mailbox(key: str, batch_id: str) -> bool:
+    """
+    Add ``batch_id`` to the mailbox Variable ``key`` unless it is there (a read, then a write; blocking).
+
+    The package's one use of Airflow's Variable model (``airflow.models.variable``), which is not a public
+    interface, because none writes a Variable from the api-server on Airflow 3.0-3.3: the Task SDK's
+    ``Variable.set`` sends its write to a supervisor, which only task and triggerer processes have (in
+    the api-server it raises ``ImportError`` for ``SUPERVISOR_COMMS`` on 3.0.6 and 3.3.2), and its
+    ``Variable.get`` reads the metadata DB from a server process on 3.3 but not on 3.0. The REST API
+    (``PATCH /api/v2/variables/{key}``) can write, but only with an Airflow user's credentials kept for
+    the api-server to call itself and a token endpoint that depends on the auth manager. The model's
+    ``get`` and ``set`` write the ``variable`` row as Airflow's own Variables page does, nothing else.
+
+    :returns: Whether it was added.
+    """
+    from airflow.models.variable import Variable
+
+    mailbox = Mailbox.from_value(Variable.get(key, default_var=None))
+    if batch_id in mailbox:
+        return False
+    Variable.set(key, mailbox.posted(batch_id).to_json(), description=_DESCRIPTION)
+    return True
 
 
 async def _read_body(request: Request) -> bytes | None:

@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import anyio.to_thread
+from asgiref.sync import sync_to_async
 
 from airflow_provider_dashscope_batch.events.mailbox import Mailbox, variable_key
 
@@ -105,7 +105,7 @@ class FinishWatcher:
     async def poll_once(self) -> set[str]:
         """Read the mailbox once and wake the waits of the batches posted since the last read."""
         try:
-            value = await anyio.to_thread.run_sync(self.read, variable_key(self.conn_id))
+            value = await sync_to_async(self.read)(variable_key(self.conn_id))  # as in the watcher
         except Exception as exc:  # the waits' own polls go on; try again next round
             log.warning("Reading the finish mailbox of connection %s failed: %s", self.conn_id, exc)
             return set()

@@ -35,6 +35,12 @@ The lease (renewed every round; free after :data:`LEASE_ROUNDS` rounds without r
 of a connection hand on finishes at a time: a second triggerer that runs the same trigger (Airflow
 assigns a trigger to one triggerer; during a failover two may briefly run it) stands by, and a round's
 finishes are re-checked against the cursor just before they are yielded.
+
+The catch-up event: up to Airflow 3.3 an asset-triggered run takes only the Asset events recorded up to
+its queue row's time (apache/airflow#56050), so the tail of a burst of finishes can be in no run until
+a later event of the Asset. :data:`DEFAULT_CATCH_UP_DELAY` seconds after a round's last finish the
+watcher yields one event naming no batch (:func:`catch_up_payload`); the run it starts takes that tail
+along. :func:`payloads` leaves it out.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
+from asgiref.sync import sync_to_async
 
 from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFoundError
 from airflow_provider_dashscope_batch.events.callback import event_secrets
@@ -70,6 +77,7 @@ if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.client.types import Batch
 
 __all__ = [
+    "DEFAULT_CATCH_UP_DELAY",
     "DEFAULT_POLL_INTERVAL",
     "DEFAULT_QUEUE_INTERVAL",
     "LEASE_ROUNDS",
@@ -78,6 +86,7 @@ __all__ = [
     "Cursor",
     "DashScopeBatchFinishTrigger",
     "FinishWatch",
+    "catch_up_payload",
     "cursor_key",
     "finish_payload",
     "payloads",
@@ -89,6 +98,9 @@ log = logging.getLogger(__name__)
 DEFAULT_POLL_INTERVAL = 60.0
 #: Seconds between two reads of the RabbitMQ queue (no request to the service when it is empty).
 DEFAULT_QUEUE_INTERVAL = 1.0
+#: Seconds after a round's last finish before the catch-up event (the scheduler has queued the finishes'
+#: run by then; an earlier catch-up would join that run's queue row and take nothing along).
+DEFAULT_CATCH_UP_DELAY = 30.0
 #: How far back the cursor remembers (a batch runs at most 14 days; one more day for the queue).
 LOOKBACK_SECONDS = 15 * 86400
 #: A lease not renewed for this many round intervals (and at least :data:`MIN_LEASE_SECONDS`) is free.
@@ -167,6 +179,11 @@ def finish_payload(conn_id: str, batch: Batch) -> dict[str, Any]:
     }
 
 
+def catch_up_payload(conn_id: str, at: float) -> dict[str, Any]:
+    """The catch-up event's payload: no batch; its run takes along the finishes no run took yet."""
+    return {"conn_id": conn_id, "catch_up_at": at}
+
+
 def _get_variable(key: str) -> Any:
     from airflow.providers.common.compat.sdk import Variable
 
@@ -183,6 +200,11 @@ class FinishWatch:
     """
     The watcher's rounds for one connection: list poll, mailbox, cursor and lease.
 
+    The Task SDK's calls (Variables, the connection) run through ``asgiref``'s ``sync_to_async``, as
+    common-compat's ``get_async_connection`` does: on Airflow 3.0 a call from another worker thread
+    reaches the triggerer's supervisor on a second event loop, and concurrent calls then read each
+    other's answers ("Response read out of order"), which kills the trigger runner.
+
     :param conn_id: The connection id.
     :param client: The connection's sync client (calls run in worker threads).
     :param secrets_: The connection's finish-events secrets (marks made under any of them count).
@@ -190,6 +212,7 @@ class FinishWatch:
     :param mailbox_interval: Seconds between two mailbox reads; None: no mailbox.
     :param queue: The RabbitMQ source; None: no queue.
     :param queue_interval: Seconds between two reads of the queue.
+    :param catch_up_delay: Seconds after a round's last finish before the catch-up event; None: none.
     :param get: Reads a Variable (blocking); default: the Task SDK's.
     :param put: Writes a Variable (blocking); default: the Task SDK's.
     :param clock: Epoch seconds now.
@@ -205,12 +228,14 @@ class FinishWatch:
         mailbox_interval: float | None = None,
         queue: RabbitMQSource | None = None,
         queue_interval: float = DEFAULT_QUEUE_INTERVAL,
+        catch_up_delay: float | None = DEFAULT_CATCH_UP_DELAY,
         get: Callable[[str], Any] | None = None,
         put: Callable[[str, str], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.conn_id, self.client, self.secrets = conn_id, client, secrets_
         self.poll_interval, self.mailbox_interval = poll_interval, mailbox_interval
+        self.catch_up_delay = catch_up_delay
         self.get, self.put, self.clock = get or _get_variable, put or _set_variable, clock
         self.queue = queue
         self.me = secrets.token_hex(8)
@@ -220,19 +245,26 @@ class FinishWatch:
         self.lease = max(MIN_LEASE_SECONDS, LEASE_ROUNDS * self.interval)
         self.requests = 0
         self._next_list = 0.0
+        self._catch_up_at: float | None = None
 
     async def _load(self) -> Cursor:
-        return Cursor.from_value(await anyio.to_thread.run_sync(self.get, cursor_key(self.conn_id)))
+        return Cursor.from_value(await sync_to_async(self.get)(cursor_key(self.conn_id)))
 
     async def _save(self, cursor: Cursor) -> None:
-        await anyio.to_thread.run_sync(self.put, cursor_key(self.conn_id), cursor.to_json())
+        await sync_to_async(self.put)(cursor_key(self.conn_id), cursor.to_json())
 
     async def _hold(self, cursor: Cursor) -> Cursor | None:
-        """The cursor if this watcher holds the lease (claiming a free one), else None."""
+        """
+        The cursor if this watcher holds the lease, else None.
+
+        A free lease is claimed, and so is this watcher's own once it has expired: another instance may be
+        claiming it at the same time, and only the claim read back after :data:`CLAIM_SETTLE` holds.
+        """
         now = self.clock()
-        if cursor.owner == self.me:
+        live = now - cursor.beat < self.lease
+        if cursor.owner == self.me and live:
             return cursor
-        if cursor.owner and now - cursor.beat < self.lease:
+        if cursor.owner and cursor.owner != self.me and live:
             return None
         await self._save(replace(cursor, owner=self.me, beat=now))
         await asyncio.sleep(CLAIM_SETTLE)
@@ -240,11 +272,14 @@ class FinishWatch:
         return cursor if cursor.owner == self.me else None
 
     async def round(self) -> AsyncIterator[dict[str, Any]]:
-        """One round: the mailbox (if due), the list poll (if due); yield each new finish's payload."""
+        """One round: the catch-up (if due), the mailbox (if due), the list poll (if due); yield payloads."""
         cursor = await self._hold(await self._load())
         if cursor is None:
             return
         now = self.clock()
+        if self._catch_up_at is not None and now >= self._catch_up_at:
+            self._catch_up_at = None
+            yield catch_up_payload(self.conn_id, now)
         found: dict[str, Batch] = {}
         taken: list[Delivery] = []
         settled = False
@@ -266,6 +301,8 @@ class FinishWatch:
                 for batch in new:
                     log.info("Batch %s of connection %r finished %s", batch.id, self.conn_id, batch.status)
                     yield finish_payload(self.conn_id, batch)
+                if new and self.catch_up_delay is not None:
+                    self._catch_up_at = self.clock() + self.catch_up_delay
                 done = {**fresh.done, **{batch.id: _created(batch) for batch in new}}
                 cursor = replace(fresh, since=cursor.since, seq=cursor.seq, done=done)
             await self._save(replace(cursor, beat=self.clock()).pruned(self.clock()))
@@ -336,7 +373,7 @@ class FinishWatch:
 
     async def _mailbox(self, cursor: Cursor, found: dict[str, Batch]) -> tuple[Cursor, bool]:
         """Confirm the receiver's posts since the cursor's ``seq``; whether some fell out of the mailbox."""
-        mailbox = Mailbox.from_value(await anyio.to_thread.run_sync(self.get, variable_key(self.conn_id)))
+        mailbox = Mailbox.from_value(await sync_to_async(self.get)(variable_key(self.conn_id)))
         if cursor.seq is None:
             return replace(cursor, seq=mailbox.seq), False
         posted, lost = mailbox.since(cursor.seq)
@@ -382,6 +419,8 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
     :param queue_conn_id: The Airflow connection of the RabbitMQ queue EventBridge delivers finishes to
         (:mod:`~.rabbitmq`); None (default): no queue.
     :param queue_interval: Seconds between two reads of that queue.
+    :param catch_up_delay: Seconds after a round's last finish before the catch-up event (see
+        :mod:`~airflow_provider_dashscope_batch.events.watcher`); None: no catch-up event.
     """
 
     def __init__(
@@ -391,6 +430,7 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
         mailbox_interval: float | None = None,
         queue_conn_id: str | None = None,
         queue_interval: float = DEFAULT_QUEUE_INTERVAL,
+        catch_up_delay: float | None = DEFAULT_CATCH_UP_DELAY,
     ) -> None:
         super().__init__()
         self.dashscope_conn_id = dashscope_conn_id
@@ -398,6 +438,7 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
         self.mailbox_interval = None if mailbox_interval is None else float(mailbox_interval)
         self.queue_conn_id = queue_conn_id
         self.queue_interval = float(queue_interval)
+        self.catch_up_delay = None if catch_up_delay is None else float(catch_up_delay)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -408,6 +449,7 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
                 "mailbox_interval": self.mailbox_interval,
                 "queue_conn_id": self.queue_conn_id,
                 "queue_interval": self.queue_interval,
+                "catch_up_delay": self.catch_up_delay,
             },
         )
 
@@ -433,6 +475,7 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
             mailbox_interval=self.mailbox_interval,
             queue=queue,
             queue_interval=self.queue_interval,
+            catch_up_delay=self.catch_up_delay,
             **kwargs,
         )
 
@@ -441,7 +484,7 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
         try:
             while True:
                 try:
-                    watch = watch or await anyio.to_thread.run_sync(self.watch)
+                    watch = watch or await sync_to_async(self.watch)()
                     async for payload in watch.round():
                         yield TriggerEvent(payload)
                 except (DashScopeError, ConnectionSetupError, QueueUnavailable) as exc:  # next round retries
@@ -458,4 +501,5 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
 
 def payloads(events: Iterable[Any]) -> list[dict[str, Any]]:
     """The finish payloads of a DAG run's triggering Asset events (for a results DAG's first task)."""
-    return [event.extra["payload"] for event in events if isinstance(event.extra.get("payload"), dict)]
+    found = [event.extra.get("payload") for event in events]
+    return [payload for payload in found if isinstance(payload, dict) and "batch_id" in payload]

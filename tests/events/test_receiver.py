@@ -375,3 +375,16 @@ def test_a_burst_of_callbacks_is_posted_each_once(dashscope_emulator, conn, clie
     assert {d["status_code"] for d in sent} == {200}
     posted, lost = mailbox().since(0)
     assert (sorted(posted), lost) == (sorted(created), False)
+
+
+def test_the_task_sdk_cannot_write_the_mailbox_from_a_server_process(airflow_db, monkeypatch):
+    """
+    Why the receiver writes through Airflow's Variable model (``append_to_mailbox``): in a server process
+    (the api-server sets ``_AIRFLOW_PROCESS_CONTEXT=server``) the Task SDK's ``Variable.set`` has no
+    supervisor to send its write to. When an Airflow release lets it, this fails: switch to the SDK.
+    """
+    from airflow.sdk import Variable
+
+    monkeypatch.setenv("_AIRFLOW_PROCESS_CONTEXT", "server")
+    with pytest.raises(ImportError, match="SUPERVISOR_COMMS"):
+        Variable.set("dashscope_batch_sdk_probe", "x")

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
+import threading
 import time
+from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -17,6 +21,9 @@ from airflow_provider_dashscope_batch.events.watcher import (
     DashScopeBatchFinishTrigger,
     FinishWatch,
     cursor_key,
+)
+from airflow_provider_dashscope_batch.events.watcher import (
+    payloads as finish_payloads,
 )
 
 SAMPLE_REQUESTS = Path(__file__).resolve().parents[2] / "example_dags" / "data" / "requests.jsonl"
@@ -74,6 +81,7 @@ def wait_terminal(client, ids: list[str]) -> None:
 
 
 def new_watch(dashscope_emulator, **kwargs) -> FinishWatch:
+    kwargs.setdefault("catch_up_delay", None)  # the catch-up event has a test of its own
     trigger = DashScopeBatchFinishTrigger(CONN, **kwargs)
     return trigger.watch(get=get_variable, put=put_variable, clock=dashscope_emulator.now)
 
@@ -163,8 +171,10 @@ async def test_the_trigger_runs_in_an_event_loop_and_yields_events(
     monkeypatch.setattr(watcher_module, "_get_variable", get_variable)
     monkeypatch.setattr(watcher_module, "_set_variable", put_variable)
     trigger = DashScopeBatchFinishTrigger(CONN, poll_interval=0.2)
-    classpath, _ = trigger.serialize()
+    classpath, kwargs = trigger.serialize()
     assert classpath == "airflow_provider_dashscope_batch.events.watcher.DashScopeBatchFinishTrigger"
+    assert DashScopeBatchFinishTrigger(**kwargs).serialize() == (classpath, kwargs)
+    assert kwargs["catch_up_delay"] == 30.0
     events = trigger.run()
     baseline = asyncio.ensure_future(events.__anext__())
     await asyncio.sleep(1)
@@ -199,3 +209,84 @@ async def test_a_watcher_stopped_in_the_middle_of_a_round_loses_no_finish(dashsc
     assert sorted(p["batch_id"] for p in payloads) == sorted(ids)  # none lost; the taken one again
     assert taken["batch_id"] in ids
     assert await collect(successor) == []
+
+
+async def test_two_watchers_interleaving_their_rounds_across_takeovers_hand_on_each_finish_once(
+    dashscope_emulator, conn, client
+):
+    """
+    In each wave one instance is paused right after yielding its first finish while the other runs a
+    whole round, then it finishes its round; between waves the lease sometimes expires (a failover), so
+    either instance may take over.
+    """
+    watches = [new_watch(dashscope_emulator, poll_interval=0), new_watch(dashscope_emulator, poll_interval=0)]
+    await asyncio.gather(*(collect(w) for w in watches))
+    rng, made, seen = random.Random(7), [], Counter()
+    for wave in range(6):
+        ids = create(client, n=rng.randint(2, 6))
+        made.extend(ids)
+        wait_terminal(client, ids)
+        if wave % 2:  # the holder stopped renewing between rounds: the lease is free for either
+            dashscope_emulator.advance(watches[0].lease + 1)
+        first, second = rng.sample(watches, 2)
+        paused = first.round()
+        async for payload in paused:
+            seen[payload["batch_id"]] += 1
+            break  # the first is mid-round, past its re-check of the cursor
+        seen.update(p["batch_id"] for p in await collect(second))
+        seen.update([p["batch_id"] async for p in paused])
+    for _ in range(2):  # a last round each: whatever a stand-by left
+        for found in await asyncio.gather(*(collect(w) for w in watches)):
+            seen.update(p["batch_id"] for p in found)
+    assert set(seen) == set(made)
+    assert set(seen.values()) == {1}, {b: n for b, n in seen.items() if n > 1}
+
+
+async def test_a_catch_up_event_follows_a_rounds_finishes_after_the_delay_and_names_no_batch(
+    dashscope_emulator, conn, client
+):
+    watch = new_watch(dashscope_emulator, poll_interval=0, catch_up_delay=30)
+    assert await collect(watch) == []  # the baseline: nothing handed on, no catch-up due
+    ids = create(client, n=2)
+    wait_terminal(client, ids)
+    finishes = await collect(watch)
+    assert sorted(p["batch_id"] for p in finishes) == sorted(ids)
+    dashscope_emulator.advance(10)
+    assert await collect(watch) == []  # not yet: the scheduler may not have queued the finishes' run
+    dashscope_emulator.advance(21)
+    (catch_up,) = await collect(watch)
+    assert "batch_id" not in catch_up
+    assert catch_up["conn_id"] == CONN
+    dashscope_emulator.advance(60)
+    assert await collect(watch) == []  # one per round of finishes
+    events = [SimpleNamespace(extra={"from_trigger": True, "payload": p}) for p in [*finishes, catch_up]]
+    assert finish_payloads(events) == finishes  # a results DAG sees the finishes only
+
+
+async def test_every_task_sdk_call_of_two_watchers_runs_on_one_thread(dashscope_emulator, conn, client):
+    """
+    On Airflow 3.0 a Task SDK call from a plain worker thread reaches the triggerer's supervisor on a
+    second event loop, and two of them at once read each other's answers: the calls must share one thread.
+    """
+    threads: set[int] = set()
+
+    def get(key: str):
+        threads.add(threading.get_ident())
+        return get_variable(key)
+
+    def put(key: str, value: str) -> None:
+        threads.add(threading.get_ident())
+        put_variable(key, value)
+
+    watches = [
+        DashScopeBatchFinishTrigger(CONN, poll_interval=0, mailbox_interval=0).watch(
+            get=get, put=put, clock=dashscope_emulator.now
+        )
+        for _ in range(2)
+    ]
+    ids = create(client, n=2)
+    wait_terminal(client, ids)
+    for _ in range(3):
+        await asyncio.gather(*(collect(w) for w in watches))
+    assert len(threads) == 1
+    assert threading.get_ident() not in threads  # and never on the event loop's own thread

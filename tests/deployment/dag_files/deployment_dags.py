@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
-from airflow.providers.common.compat.sdk import DAG, Param, get_current_context, task
+from airflow.providers.common.compat.sdk import DAG, AirflowSkipException, Param, get_current_context, task
 
 from airflow_provider_dashscope_batch.events import finished_batches_asset
 from airflow_provider_dashscope_batch.events.watcher import payloads
@@ -120,11 +120,14 @@ with DAG(
 
     @task
     def finished_batches() -> list[str]:
-        """The batches whose finish events started this run."""
+        """The batches whose finish events started this run (none in a catch-up run: skip)."""
         events = get_current_context()["triggering_asset_events"]
-        return [
+        found = [
             finish["batch_id"] for events_of_asset in events.values() for finish in payloads(events_of_asset)
         ]
+        if not found:
+            raise AirflowSkipException("no finish left for this run (the watcher's catch-up event)")
+        return found
 
     # every batch of the run in one transfer (one task process, one manifest listing each batch)
     DashScopeBatchResultsToObjectStorageOperator(
