@@ -143,7 +143,6 @@ class BaseClient(Generic[HttpT]):
     cancel_duplicates = FlowCall(batches.cancel_duplicates_flow)
     retrieve_batch = FlowCall(batches.retrieve_batch_flow)
     list_batches = FlowListing(batches.list_batches_flow)
-    list_batch_page = FlowCall(batches.list_batch_page_flow)
     cancel_batch = FlowCall(batches.cancel_batch_flow)
     # The create and upload with their Ambiguity (see :mod:`.ambiguity`), for callers that carry it.
     create_batch_receipt = FlowCall(ambiguity.create_batch_receipt_flow)

@@ -22,9 +22,11 @@ def paginate_flow(
     params: dict[str, Any],
     model: type[Page[ItemT]],
     max_retries: int | None = None,
+    *,
+    after: str | None = None,
 ) -> Listing[ItemT]:
-    """Follow ``after`` cursors through every page, emitting each page's items."""
-    cursor: str | None = None
+    """Follow ``after`` cursors through every page past ``after``, emitting each page's items."""
+    cursor = after
     while True:
         query = {**params, "after": cursor}
         page = yield from request_flow(

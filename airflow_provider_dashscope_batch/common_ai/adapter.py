@@ -31,6 +31,19 @@ Structured output
     service documents. Qwen models do not produce structured output in thinking mode, so a structured
     batch with ``enable_thinking`` true is rejected before anything is sent.
 
+Rounds
+    With ``resubmit_rounds`` > 0 (the host's query, ``?resubmit_rounds=1``, or the constructor; default 0)
+    a batch that ends short of the job -- ``expired``, ``cancelled`` or ``completed`` with transient
+    failures -- is followed by a round of the request lines minus every answered and every permanently
+    failed request, as :class:`~airflow_provider_dashscope_batch.operators.batch.DashScopeCreateBatchOperator`
+    does (``resubmit_errors``, e.g. ``?resubmit_errors=DataInspectionFailed:false,400:true``, overrides
+    which failures are sent again). The batch id common.ai records stays the first round's; ``get_batch``
+    reports the job (in progress while a round runs) and ``iter_results`` yields each request once, its
+    first success, else its last error (:mod:`.rounds`). Only an adapter holding the request lines (the
+    worker's, after ``validate_requests``) builds a round: with ``deferrable=False`` every round runs in
+    the task; a deferred task's triggerer only waits for the rounds that exist, and a retry builds the
+    next one when it re-attaches.
+
 Input files
     The input file is uploaded under a token digested from the idempotency key and the input
     fingerprint, so a re-submit after a create that failed for good re-uses that file (found by its
@@ -42,12 +55,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from airflow.providers.common.ai.batch.base import (
     BatchAdapter,
@@ -60,12 +75,13 @@ from airflow.providers.common.compat.sdk import mask_secret
 
 from airflow_provider_dashscope_batch.client import FILTER_SLACK, DashScopeClient, tokenized_filename
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
-from airflow_provider_dashscope_batch.client.types import FileObject
+from airflow_provider_dashscope_batch.client.types import BatchStatus, FileObject
 from airflow_provider_dashscope_batch.common_ai.connection import (
     API_PATH,
     COST_PARAMS,
     cost_settings,
     resolve_host,
+    round_settings,
 )
 from airflow_provider_dashscope_batch.common_ai.request_lines import (
     CHAT_ENDPOINT,
@@ -78,8 +94,17 @@ from airflow_provider_dashscope_batch.common_ai.result_items import (
     state_of,
     strip_code_fence,
 )
+from airflow_provider_dashscope_batch.common_ai.rounds import (
+    job_batch,
+    meter_for,
+    next_round,
+    result_lines,
+    round_batches,
+)
 from airflow_provider_dashscope_batch.cost.pricing import region_of
 from airflow_provider_dashscope_batch.hooks.dashscope import account_budget
+from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
+from airflow_provider_dashscope_batch.operators.rounds import JobRounds
 from airflow_provider_dashscope_batch.results.lines import iter_lines
 from airflow_provider_dashscope_batch.validation.builder import write_requests
 from airflow_provider_dashscope_batch.validation.rules import (
@@ -125,6 +150,11 @@ class DashScopeBatchAdapter(DashScopeRequestLinesMixin, BatchAdapter):
     :param base_url: The connection's host: empty, a region id or a compatible-mode base URL, optionally
         with ``?workspace=<id>`` (see :func:`resolve_host`).
     :param client: A pre-built :class:`~airflow_provider_dashscope_batch.client.DashScopeClient`.
+    :param resubmit_rounds: Most follow-up rounds after the first batch (default: the host's
+        ``resubmit_rounds``, else 0: one batch).
+    :param resubmit_errors: Which failed requests a round sends again, overriding the default
+        (transient: HTTP 429/5xx or a throttling/service-fault code; permanent: the rest), as the
+        create operator's ``resubmit_errors`` (default: the host's).
     """
 
     name = "dashscope"
@@ -134,7 +164,13 @@ class DashScopeBatchAdapter(DashScopeRequestLinesMixin, BatchAdapter):
     allows_per_request_model = False
 
     def __init__(
-        self, *, api_key: str | None = None, base_url: str | None = None, client: Any | None = None
+        self,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        client: Any | None = None,
+        resubmit_rounds: int | None = None,
+        resubmit_errors: Mapping[int | str, bool] | None = None,
     ) -> None:
         if client is None:
             url, workspace = resolve_host(base_url)
@@ -150,10 +186,41 @@ class DashScopeBatchAdapter(DashScopeRequestLinesMixin, BatchAdapter):
         region, self._cost_policy = cost_settings(base_url)
         self._price_region = region or region_of(base_url=str(getattr(client, "base_url", "") or ""))
         self._client: DashScopeClient = client
+        rounds, policy = round_settings(base_url)
+        if resubmit_rounds is not None:
+            if not isinstance(resubmit_rounds, int) or resubmit_rounds < 0:
+                raise ValueError(f"resubmit_rounds must be an int >= 0; got {resubmit_rounds!r}")
+            rounds = resubmit_rounds
+        self._max_rounds = 1 + rounds
+        self._resubmit_errors = policy if resubmit_errors is None else ResubmitErrors.of(resubmit_errors)
+        # the request lines validate_requests generated (written only when rounds may follow)
+        self._spool: Path | None = None
         # the late-copy look-outs of the batches this adapter submitted or polls, by batch id
         self._watches: dict[str, LateWatch] = {}
 
     # ---------------------------------------------------------------------------------------- batch
+    def _keep_requests(self) -> BinaryIO | None:
+        """
+        With rounds, a fresh temporary file for the request lines ``validate_requests`` checks.
+
+        common.ai validates before every submit and every re-attach, so the worker's adapter holds the
+        lines a follow-up round is built from (removed by :meth:`close`).
+        """
+        self._drop_lines()
+        if self._max_rounds <= 1:
+            return None
+        self._spool = Path(tempfile.mkdtemp(prefix="dashscope-llm-source-")) / "requests.jsonl"
+        return self._spool.open("wb")
+
+    def _drop_lines(self) -> None:
+        if self._spool is not None:
+            shutil.rmtree(self._spool.parent, ignore_errors=True)
+            self._spool = None
+
+    def close(self) -> None:
+        self._drop_lines()
+        super().close()
+
     def submit(
         self,
         requests: list[BatchRequest],
@@ -227,7 +294,61 @@ class DashScopeBatchAdapter(DashScopeRequestLinesMixin, BatchAdapter):
 
     def get_batch(self, batch_id: str) -> BatchState:
         """
-        The batch's state; while a late copy of its create or upload may appear, read through its input
+        The batch's state; with rounds, the job's whose first batch it is (see :meth:`_job_state`).
+        """
+        state = self._batch_state(batch_id)
+        if self._max_rounds <= 1 or state.status == "in_progress":
+            return state
+        return self._job_state(batch_id)
+
+    def _job_state(self, batch_id: str) -> BatchState:
+        """
+        The job of first batch ``batch_id`` once that batch is terminal: in progress while its latest round
+        runs or a next round is due (created here when this adapter holds the request lines), else the
+        job's ending (:func:`~.rounds.job_batch`).
+        """
+        first = self._client.retrieve_batch(batch_id)
+        ds_name = str((first.metadata or {}).get("ds_name") or f"{DS_NAME_PREFIX}{batch_id}")
+        batches = round_batches(self._client, first, ds_name)
+        if not batches[-1].status.is_terminal:
+            return state_of(batches[-1])
+        if self._spool is None:
+            job = job_batch(batches, None)
+            counts = job.request_counts
+            due = batches[-1].status != BatchStatus.FAILED and len(batches) < self._max_rounds
+            if due and counts is not None and counts.completed < counts.total:
+                log.warning(
+                    "Batch %s ended %s with %s of %s requests not answered, and this adapter (a deferred "
+                    "task's triggerer) does not hold the request lines a follow-up round is built from: "
+                    "wait with deferrable=False, or let a retry (fail_on_partial_error=True) send the rest.",
+                    batches[-1].id,
+                    batches[-1].status,
+                    counts.total - counts.completed,
+                    counts.total,
+                )
+            return state_of(job)
+        region = self._price_region
+        rounds = JobRounds(
+            self._client, self._spool, self._resubmit_errors, log, meter=lambda: meter_for(region)
+        )
+        created = next_round(
+            self._client,
+            rounds,
+            batches,
+            ds_name=ds_name,
+            key16=ds_name.removeprefix(DS_NAME_PREFIX),
+            carried={FINGERPRINT_KEY: str((first.metadata or {}).get(FINGERPRINT_KEY, ""))},
+            max_rounds=self._max_rounds,
+            price_region=region,
+            cost_policy=self._cost_policy,
+        )
+        if created is not None:
+            return replace(state_of(created), status="in_progress")
+        return state_of(job_batch(batches, rounds))
+
+    def _batch_state(self, batch_id: str) -> BatchState:
+        """
+        One batch's state; while a late copy of its create or upload may appear, read through its input
         file's list, cancelling a duplicate batch and deleting a late file at first sight.
 
         After this adapter's own ambiguous submit a finished batch is reported ``in_progress`` until the
@@ -255,6 +376,12 @@ class DashScopeBatchAdapter(DashScopeRequestLinesMixin, BatchAdapter):
         return state_of(batch)
 
     def cancel_batch(self, batch_id: str) -> None:
+        """Cancel the batch; with rounds, the job's running round (the first batch may be over)."""
+        if self._max_rounds > 1:
+            first = self._client.retrieve_batch(batch_id)
+            if first.status.is_terminal:
+                ds_name = str((first.metadata or {}).get("ds_name") or f"{DS_NAME_PREFIX}{batch_id}")
+                batch_id = round_batches(self._client, first, ds_name)[-1].id
         self._client.cancel_batch(batch_id)
 
     def find_orphaned_batch(
@@ -278,22 +405,29 @@ class DashScopeBatchAdapter(DashScopeRequestLinesMixin, BatchAdapter):
 
     # -------------------------------------------------------------------------------------- results
     def iter_results(self, batch_id: str) -> Iterator[RawResultItem]:
+        """The batch's results; with rounds, the job's: each request once, first success else last error."""
         batch = self._client.retrieve_batch(batch_id)
-        return self._iter_files(batch_id, [batch.output_file_id, batch.error_file_id])
+        if self._max_rounds > 1:
+            ds_name = str((batch.metadata or {}).get("ds_name") or f"{DS_NAME_PREFIX}{batch_id}")
+            lines = result_lines(self._client, round_batches(self._client, batch, ds_name))
+        else:
+            lines = (
+                (file_id, line)
+                for file_id in (batch.output_file_id, batch.error_file_id)
+                if file_id
+                for line in iter_lines(self._client.iter_file_content(file_id))
+            )
+        return self._parsed(batch_id, lines)
 
-    def _iter_files(self, batch_id: str, file_ids: list[str | None]) -> Iterator[RawResultItem]:
-        for file_id in file_ids:
-            if not file_id:
-                continue
-            for line in iter_lines(self._client.iter_file_content(file_id)):
-                try:
-                    yield parse_result_line(line)
-                except ValueError as exc:
-                    # The service returns the same line on every retry: skip it (common.ai counts the
-                    # request as missing) rather than never landing the batch.
-                    log.warning(
-                        "Skipping an unparsable line of file %s of batch %s: %s", file_id, batch_id, exc
-                    )
+    @staticmethod
+    def _parsed(batch_id: str, lines: Iterator[tuple[str, bytes]]) -> Iterator[RawResultItem]:
+        for file_id, line in lines:
+            try:
+                yield parse_result_line(line)
+            except ValueError as exc:
+                # The service returns the same line on every retry: skip it (common.ai counts the
+                # request as missing) rather than never landing the batch.
+                log.warning("Skipping an unparsable line of file %s of batch %s: %s", file_id, batch_id, exc)
 
     def extract_output(self, raw: RawResultItem, spec: OutputSpec) -> ExtractedOutput:
         """

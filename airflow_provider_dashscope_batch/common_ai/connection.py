@@ -11,9 +11,10 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from airflow_provider_dashscope_batch.cost.budget import CostPolicy
+from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
 from airflow_provider_dashscope_batch.regions import DEFAULT_BASE_URL, REGION_BASE_URLS, region_base_url
 
-__all__ = ["API_PATH", "COST_PARAMS", "cost_settings", "resolve_host"]
+__all__ = ["API_PATH", "COST_PARAMS", "ROUND_PARAMS", "cost_settings", "resolve_host", "round_settings"]
 
 API_PATH = "/compatible-mode/v1"
 
@@ -29,11 +30,11 @@ def resolve_host(host: str | None) -> tuple[str, str | None]:
         return DEFAULT_BASE_URL, None
     location, _, query = host.strip().partition("?")
     params = parse_qs(query, keep_blank_values=True)
-    if set(params) - {"workspace", *COST_PARAMS}:
+    if set(params) - {"workspace", *COST_PARAMS, *ROUND_PARAMS}:
         raise ValueError(
-            f"The connection's host {host!r} may carry only '?workspace=<workspace id>' and the cost "
-            f"settings {', '.join(COST_PARAMS)} in its query; "
-            f"got {sorted(set(params) - {'workspace', *COST_PARAMS})}."
+            f"The connection's host {host!r} may carry only '?workspace=<workspace id>', the cost "
+            f"settings {', '.join(COST_PARAMS)} and the round settings {', '.join(ROUND_PARAMS)} in its "
+            f"query; got {sorted(set(params) - {'workspace', *COST_PARAMS, *ROUND_PARAMS})}."
         )
     workspace = (params.get("workspace") or [""])[-1] or None
     if location in REGION_BASE_URLS:
@@ -75,3 +76,30 @@ def cost_settings(host: str | None) -> tuple[str | None, CostPolicy]:
     except (ValueError, ArithmeticError) as exc:
         raise ValueError(f"The connection's host {host!r} has a bad cost setting: {exc}") from None
     return params.get("price_region"), policy
+
+
+#: Round settings a connection's host query may carry: ``?resubmit_rounds=1&resubmit_errors=400:true``.
+ROUND_PARAMS = ("resubmit_rounds", "resubmit_errors")
+
+
+def round_settings(host: str | None) -> tuple[int, ResubmitErrors]:
+    """
+    The ``resubmit_rounds`` (default 0) and ``resubmit_errors`` a connection's host query sets.
+
+    ``resubmit_errors`` is a comma list of ``<status or code>:<true|false>``, e.g.
+    ``DataInspectionFailed:false,400:true``.
+    """
+    params = {k: v[-1] for k, v in parse_qs((host or "").partition("?")[2]).items() if v}
+    try:
+        rounds = int(params.get("resubmit_rounds", "0"))
+        overrides: dict[int | str, bool] = {}
+        for item in filter(None, params.get("resubmit_errors", "").split(",")):
+            key, _, value = item.rpartition(":")
+            if not key or value.lower() not in ("true", "false"):
+                raise ValueError(f"{item!r} is not <status or code>:<true|false>")
+            overrides[key] = value.lower() == "true"
+        if rounds < 0:
+            raise ValueError(f"resubmit_rounds must be >= 0, got {rounds}")
+        return rounds, ResubmitErrors.of(overrides)
+    except ValueError as exc:
+        raise ValueError(f"The connection's host {host!r} has a bad round setting: {exc}") from None

@@ -13,7 +13,7 @@ import io
 import json
 import logging
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from airflow.providers.common.ai.batch.base import BatchAdapter
 from airflow.providers.common.ai.exceptions import (
@@ -74,6 +74,14 @@ class _ChunkReader(io.RawIOBase):
         buffer[:size] = self._pending[:size]
         self._pending = self._pending[size:]
         return size
+
+
+def _tee(chunks: Iterable[bytes], sink: BinaryIO | None) -> Iterator[bytes]:
+    """``chunks``, each also written to ``sink`` (if any) as it passes."""
+    for chunk in chunks:
+        if sink is not None:
+            sink.write(chunk)
+        yield chunk
 
 
 class DashScopeRequestLinesMixin(BatchAdapter):
@@ -209,7 +217,9 @@ class DashScopeRequestLinesMixin(BatchAdapter):
             max_tokens=max_tokens,
             request_params=request_params,
         )
-        stream = io.BufferedReader(_ChunkReader(encode_line(line) for line in lines), buffer_size=1 << 20)
+        keep = self._keep_requests()
+        chunks = (encode_line(line) for line in lines)
+        stream = io.BufferedReader(_ChunkReader(_tee(chunks, keep)), buffer_size=1 << 20)
         try:
             table, region = load_price_table(self._price_region)
             estimator = CostEstimator(table, region, self._cost_policy, source="the batch")
@@ -228,6 +238,13 @@ class DashScopeRequestLinesMixin(BatchAdapter):
                 self._cost_policy.enforce(estimate)
         except CostCheckError as exc:
             raise LLMBatchInputError(str(exc)) from None
+        finally:
+            if keep is not None:
+                keep.close()
+
+    def _keep_requests(self) -> BinaryIO | None:
+        """Where ``validate_requests`` also writes the lines it checks (``None``: nowhere)."""
+        return None
 
     def _validation_error(
         self, report: ValidationReport, spec: OutputSpec, *, test_model: bool

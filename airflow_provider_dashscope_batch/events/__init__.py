@@ -8,6 +8,7 @@ Finish events: each finish of a batch this deployment created becomes one Asset 
 * :mod:`~.receiver` -- the api-server app that verifies DashScope callbacks and EventBridge deliveries and
   posts them to the mailbox.
 * :mod:`~.mailbox` -- the per-connection Variable through which the receiver reaches the triggerers.
+* :mod:`~.rabbitmq` -- the watcher's queue source: a RabbitMQ queue that EventBridge delivers to.
 * :mod:`~.wake` -- the triggerer side of deferred waits: the mailbox wakes them early.
 * :mod:`~.plugin` -- the Airflow plugin that mounts the receiver.
 
@@ -32,19 +33,25 @@ def finished_batches_asset(
     poll_interval: float = 60.0,
     mailbox_interval: float | None = None,
     catch_up_delay: float | None = 30.0,
+    queue_conn_id: str | None = None,
 ) -> Any:
     """
     The Asset whose events are connection ``conn_id``'s finishes, watched by the finish watcher.
 
-    Schedule DAGs on it. ``poll_interval``, ``mailbox_interval`` and ``catch_up_delay`` are those of
-    :class:`~.watcher.DashScopeBatchFinishTrigger` (set ``mailbox_interval`` when the receiver is set up).
+    Schedule DAGs on it. ``poll_interval``, ``mailbox_interval``, ``catch_up_delay`` and ``queue_conn_id``
+    are those of :class:`~.watcher.DashScopeBatchFinishTrigger` (set ``mailbox_interval`` when the receiver
+    is set up, ``queue_conn_id`` when EventBridge delivers to a RabbitMQ queue).
     """
     from airflow.sdk import Asset, AssetWatcher
 
     from airflow_provider_dashscope_batch.events.watcher import DashScopeBatchFinishTrigger
 
     trigger = DashScopeBatchFinishTrigger(
-        conn_id, poll_interval=poll_interval, mailbox_interval=mailbox_interval, catch_up_delay=catch_up_delay
+        conn_id,
+        poll_interval=poll_interval,
+        mailbox_interval=mailbox_interval,
+        catch_up_delay=catch_up_delay,
+        queue_conn_id=queue_conn_id,
     )
     watcher = AssetWatcher(name=f"dashscope_batch_finish_watcher.{conn_id}", trigger=trigger)
     return Asset(name=asset_name(conn_id), uri=asset_uri(conn_id), watchers=[watcher])

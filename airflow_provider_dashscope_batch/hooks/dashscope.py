@@ -194,6 +194,12 @@ class DashScopeBatchHook(BaseHook):
             self._client = self._new_client(DashScopeClient, settings)
         return self._client
 
+    def close(self) -> None:
+        """Close the cached client (its connections); the next :meth:`get_conn` opens a new one."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
     async def get_async_conn(self) -> AsyncDashScopeClient:
         """
         Return a new asynchronous client of the connection; the caller closes it (``async with``).

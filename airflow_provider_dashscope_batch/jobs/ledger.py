@@ -166,10 +166,16 @@ class ShardLedger:
         return JobCounts(total, len(self.answered), len(self.permanent))
 
 
-def progress_line(round_no: int, max_rounds: int | None, sent: int, counts: JobCounts) -> str:
-    """``round 2 of ≤3: 11,361 requests re-sent (8,639 answered, 0 permanently failed)``."""
+def progress_line(
+    round_no: int, max_rounds: int | None, sent: int, counts: JobCounts, shards: int | None = None
+) -> str:
+    """
+    ``round 2 of ≤3: 11,361 requests re-sent (8,639 answered, 0 permanently failed)``; with ``shards``
+    (a sharded job's round), ``… re-sent in 3 shard(s) (…)``.
+    """
     of = "" if max_rounds is None else f" of ≤{max_rounds}"
+    where = "" if shards is None else f" in {shards} shard(s)"
     return (
-        f"round {round_no}{of}: {sent:,} requests re-sent "
+        f"round {round_no}{of}: {sent:,} requests re-sent{where} "
         f"({counts.answered:,} answered, {counts.permanent:,} permanently failed)"
     )

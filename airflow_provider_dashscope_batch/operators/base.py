@@ -14,10 +14,11 @@ connect it to Airflow.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, NoReturn
+from functools import cached_property, wraps
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from airflow.providers.common.compat.sdk import (
     AirflowException,
@@ -64,7 +65,32 @@ __all__ = [
     "DashScopeBaseBatchOperator",
     "DashScopeBaseOperator",
     "judge",
+    "releasing_hook",
 ]
+
+_EntryPoint = TypeVar("_EntryPoint", bound=Callable[..., Any])
+
+
+def releasing_hook(entry_point: _EntryPoint) -> _EntryPoint:
+    """
+    Wrap a task's entry point so that its cached ``hook`` is closed and dropped when it returns, raises
+    or defers.
+
+    A task keeps no live client between runs: the client holds sockets and locks, which a copy of the
+    DAG cannot take (Airflow 3.0's ``dag.test()`` deep-copies the DAG a task already ran in) and a
+    long-lived process would keep open. The next run opens a new client.
+    """
+
+    @wraps(entry_point)
+    def run(task: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return entry_point(task, *args, **kwargs)
+        finally:
+            hook = task.__dict__.pop("hook", None)
+            if hook is not None:
+                hook.close()
+
+    return run  # type: ignore[return-value]
 
 
 class BatchWaitTimeout(AirflowException):
@@ -75,8 +101,16 @@ class DashScopeBaseOperator(BaseOperator):
     """
     An operator that talks to DashScope through one connection.
 
+    Its hook lives for one run: every subclass's ``execute``, and every resume, closes it when it ends
+    (:func:`releasing_hook`).
+
     :param dashscope_conn_id: The DashScope connection id.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "execute" in cls.__dict__:
+            cls.execute = releasing_hook(cls.__dict__["execute"])  # type: ignore[method-assign]
 
     def __init__(
         self, *, dashscope_conn_id: str = DashScopeBatchHook.default_conn_name, **kwargs: Any
@@ -86,8 +120,12 @@ class DashScopeBaseOperator(BaseOperator):
 
     @cached_property
     def hook(self) -> DashScopeBatchHook:
-        """The DashScope hook of this task's connection."""
+        """The DashScope hook of this task's connection (for the current run)."""
         return DashScopeBatchHook(dashscope_conn_id=self.dashscope_conn_id)
+
+    @releasing_hook
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        return super().resume_execution(next_method, next_kwargs, context)
 
 
 def judge(policy: OutcomePolicy, batch: Batch, log: Any) -> dict[str, Any]:

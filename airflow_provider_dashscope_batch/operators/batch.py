@@ -6,7 +6,6 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,14 +21,16 @@ from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.errors import InvalidRequestError, NotFoundError
 from airflow_provider_dashscope_batch.client.identity import key_of, lineage, parse_key, with_generation
 from airflow_provider_dashscope_batch.client.oss_input import parse_oss_input
-from airflow_provider_dashscope_batch.client.types import BatchStatus, RequestCounts
+from airflow_provider_dashscope_batch.client.types import BatchStatus
 from airflow_provider_dashscope_batch.cost.actual import CostMeter
+from airflow_provider_dashscope_batch.cost.label import ESTIMATE_METADATA_KEY, CostFigure, estimate_figure
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import finish_event_metadata
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
 from airflow_provider_dashscope_batch.jobs.ledger import progress_line
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseBatchOperator, judge
-from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY, CostGuard
+from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY
+from airflow_provider_dashscope_batch.operators.job import DashScopeJudgedJobOperator
 from airflow_provider_dashscope_batch.operators.lineage import batch_lineage, keep_for_lineage
 from airflow_provider_dashscope_batch.operators.links import (
     DashScopeBatchConsoleLink,
@@ -39,11 +40,12 @@ from airflow_provider_dashscope_batch.operators.rounds import (
     SOURCE_XCOM_KEY,
     JobRounds,
     JobState,
+    job_batch,
 )
 from airflow_provider_dashscope_batch.operators.upload import as_path
 from airflow_provider_dashscope_batch.sharding.creator import creator_metadata
 from airflow_provider_dashscope_batch.waiting.late import LateCopies
-from airflow_provider_dashscope_batch.waiting.protocol import Outcome, OutcomePolicy, WaitSettings
+from airflow_provider_dashscope_batch.waiting.protocol import Outcome, WaitSettings
 
 if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
@@ -81,7 +83,7 @@ def _lineage(context: Context) -> str:
     return lineage(ti.dag_id, ti.task_id, ti.run_id, str(getattr(ti, "map_index", -1)))
 
 
-class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
+class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator, DashScopeJudgedJobOperator):
     """
     Create a batch, push its id to XCom (key ``batch_id``) and, by default, wait for it to finish.
 
@@ -105,6 +107,9 @@ class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
     .. seealso::
         For more information on how to use this operator, take a look at the guide:
         :ref:`howto/operator:DashScopeCreateBatchOperator`
+
+    The cost arguments (``max_cost``, ``approve_above``, ...) and the outcome arguments (``on_expired``,
+    ...) are :class:`~airflow_provider_dashscope_batch.operators.job.DashScopeJudgedJobOperator`'s.
 
     :param input_file_id: Id of the uploaded JSONL file, or (cn-beijing) a JSONL object in OSS: the
         identifier ``oss:cn-beijing:<bucket>/<path>`` (recommended by the batch guide; the bucket needs the
@@ -135,12 +140,6 @@ class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
     :param source: The JSONL the input file was made from: a path, URL or ``ObjectStoragePath``
         (templated; default: the one an upstream :class:`DashScopeUploadFileOperator` recorded for this
         file id). Input files cannot be downloaded from the service.
-    :param on_partial_failure: Outcome (``"success"``, ``"fail"`` or ``"skip"``) of ``completed`` with
-        some requests failed (default success).
-    :param on_all_failed: Outcome of ``completed`` with every request failed (default fail).
-    :param on_expired: Outcome of ``expired`` (default fail).
-    :param on_cancelled: Outcome of ``cancelled`` (default fail).
-    :param on_failed: Outcome of ``failed`` (default fail).
     :return: The final batch as a JSON dict (or the fresh batch if ``wait_for_completion=False``).
     """
 
@@ -171,38 +170,9 @@ class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
         resubmit_rounds: int = 0,
         resubmit_errors: Mapping[int | str, bool] | None = None,
         source: str | ObjectStoragePath | None = None,
-        on_partial_failure: str = Outcome.SUCCESS,
-        on_all_failed: str = Outcome.FAIL,
-        on_expired: str = Outcome.FAIL,
-        on_cancelled: str = Outcome.FAIL,
-        on_failed: str = Outcome.FAIL,
-        estimate_cost: bool = True,
-        max_cost: float | str | Decimal | None = None,
-        max_input_tokens: int | None = None,
-        expected_output_tokens: int | None = None,
-        budget_basis: str | None = None,
-        on_default_thinking: str = "error",
-        prices: Mapping[str, Any] | None = None,
-        approve_above: float | str | Decimal | None = None,
-        approval_timeout: timedelta | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.cost = CostGuard(
-            self,
-            estimate_cost=estimate_cost,
-            max_cost=max_cost,
-            max_input_tokens=max_input_tokens,
-            expected_output_tokens=expected_output_tokens,
-            budget_basis=budget_basis,
-            on_default_thinking=on_default_thinking,
-            prices=prices,
-            approve_above=approve_above,
-            approval_timeout=approval_timeout,
-        )
-        self.outcome_policy = OutcomePolicy(
-            on_partial_failure, on_all_failed, on_expired, on_cancelled, on_failed
-        )
         if not isinstance(resubmit_rounds, int) or resubmit_rounds < 0:
             raise ValueError(f"resubmit_rounds must be an int >= 0; got {resubmit_rounds!r}")
         if resubmit_rounds and not self.wait_for_completion:
@@ -217,13 +187,6 @@ class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
         self.resubmit_rounds = resubmit_rounds
         self.resubmit_errors = ResubmitErrors.of(resubmit_errors)
         self.source = source
-
-    def resume_after_approval(
-        self, context: Context, event: dict[str, Any], approved_cost: str | None = None
-    ) -> Any:
-        """Resume on a person's decision: a rejection or no decision fails, an approval runs the task."""
-        self.cost.approve(context, event, approved_cost)
-        return self.execute(context)
 
     def execute(self, context: Context) -> dict[str, Any]:
         client = self.hook.get_conn()
@@ -272,7 +235,10 @@ class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
                 pushed = [e.model_dump(mode="json") for e in estimates]
                 context["ti"].xcom_push(key=COST_XCOM_KEY, value=pushed)
             key = idempotency_key_for(context, generation)
-            receipt = client.create_batch_receipt(**self._create_kwargs(key, self.input_file_id, 1, context))
+            estimated = estimate_figure(estimates, self.cost.cost_policy.basis)
+            receipt = client.create_batch_receipt(
+                **self._create_kwargs(key, self.input_file_id, 1, context, estimated)
+            )
             batch = receipt.value
             self.log.info("Created batch %s (status %s)", batch.id, batch.status)
             copies = LateCopies.of(receipt.ambiguity)
@@ -347,6 +313,10 @@ class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
                 or latest.status == BatchStatus.FAILED
                 or generation >= last_generation
             ):
+                if generation > 1:  # the job's rounds are over: no round file outlives them unused
+                    key_lineage = _lineage(context)
+                    tokens = {with_generation(key_lineage, g) for g in range(2, generation + 1)}
+                    rounds.sweep(tokens, {b.input_file_id for b in batches})
                 return keep_for_lineage(self, self._judge_job(latest, state))
             batch, copies = self._next_round(context, rounds, state, generation + 1, last_generation)
             batches.append(batch)
@@ -359,20 +329,22 @@ class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
         self, context: Context, rounds: JobRounds, state: JobState, generation: int, last_generation: int
     ) -> tuple[Batch, LateCopies | None]:
         """Upload the remainder (cost-guarded) and create its batch under the next key generation."""
-        key_lineage = _lineage(context)
+        key = idempotency_key_for(context, generation)
         with tempfile.TemporaryDirectory(prefix="dashscope-round-") as tmp:
             path = Path(tmp) / "round.jsonl"
             estimator = self.cost.cost_estimator(f"round {generation} of {self.task_id}")
             with self.cost.cost_checks(), path.open("wb") as out:
                 sent = rounds.write_remainder(out, estimator.feed)
-            rounds.check_budget(self.cost.cost_policy, estimator, state)
+            remainder = rounds.check_budget(self.cost.cost_policy, estimator, state)
             self.log.info("%s", progress_line(generation, last_generation, sent, state.counts))
-            file = rounds.upload(
-                path, f"{self.task_id}-round-{generation}.jsonl", with_generation(key_lineage, generation)
-            )
+            file = rounds.upload(path, f"{self.task_id}-round-{generation}.jsonl", key)
+        estimated = None
+        if remainder is not None:
+            currency = self.cost.price_table()[1].currency
+            estimated = CostFigure(remainder, currency, self.cost.cost_policy.basis)
         try:
             receipt = self.hook.get_conn().create_batch_receipt(
-                **self._create_kwargs(with_generation(key_lineage, generation), file.id, generation, context)
+                **self._create_kwargs(key, file.id, generation, context, estimated)
             )
         except BaseException:
             if _last_try(context, self):
@@ -384,16 +356,7 @@ class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
 
     def _judge_job(self, latest: Batch, state: JobState) -> dict[str, Any]:
         """The outcome policy over the job's counts after its last round, named in the message."""
-        counts = state.counts
-        job = latest.model_copy(
-            update={
-                "status": BatchStatus.COMPLETED if not counts.unanswered else latest.status,
-                "request_counts": RequestCounts(
-                    total=counts.total, completed=counts.answered, failed=counts.total - counts.answered
-                ),
-            }
-        )
-        verdict = self.outcome_policy.evaluate(job)
+        verdict = self.outcome_policy.evaluate(job_batch(latest, state.counts))
         reason = f"{verdict.reason} {state.summary()}; batches {', '.join(r.batch_id for r in state.rounds)}."
         if verdict.outcome == Outcome.SKIP:
             raise AirflowSkipException(reason)
@@ -416,10 +379,19 @@ class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator):
         ti.xcom_push(key="batch_ids", value=[b.id for b in batches])
         ti.xcom_push(key=ROUND_LIMIT_KEY, value=last_generation)
 
-    def _create_kwargs(self, key: str, input_file_id: str, round_no: int, context: Context) -> dict[str, Any]:
+    def _create_kwargs(
+        self, key: str, input_file_id: str, round_no: int, context: Context, estimated: CostFigure | None
+    ) -> dict[str, Any]:
+        """
+        The create request: every round named after the job (``ds_name``, else the task id, cut to the
+        service's 100 characters; `` round N`` from the second), so the batches page lists a job's rounds
+        by name; the round's estimate.
+        """
         metadata = {**(self.metadata or {}), **creator_metadata(context["ti"])}
-        if round_no > 1:
-            metadata["ds_name"] = f"{metadata.get('ds_name') or self.task_id} round {round_no}"
+        suffix = "" if round_no == 1 else f" round {round_no}"
+        metadata["ds_name"] = (metadata.get("ds_name") or self.task_id)[: 100 - len(suffix)] + suffix
+        if estimated is not None:
+            metadata[ESTIMATE_METADATA_KEY] = estimated.label()
         receiver = self.finish_callback == AIRFLOW_RECEIVER
         metadata.update(finish_event_metadata(self.hook, key, callback=receiver))
         if not receiver and (self.finish_callback or self.finish_callback_url):

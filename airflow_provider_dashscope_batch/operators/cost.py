@@ -1,7 +1,8 @@
 """
-The cost parameters every job entry point shares; how an estimate becomes a log line, an XCom or a failure.
+How a job entry point's cost estimate becomes a log line, an XCom or a failure.
 
-The estimate itself is :mod:`airflow_provider_dashscope_batch.cost`; :class:`CostGuard` reads the connection's
+The arguments are :class:`~airflow_provider_dashscope_batch.operators.job.DashScopeJobOperator`'s; the
+estimate itself is :mod:`airflow_provider_dashscope_batch.cost`; :class:`CostGuard` reads the connection's
 region and price overrides, logs the table, pushes it to XCom (key ``cost_estimate``) and fails the task
 (:class:`AirflowFailException`: a retry would fail the same way) on a failed check, always before
 anything is uploaded or created.
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -74,60 +74,34 @@ class CostGuard:
     """
     Cost estimate, budget, thinking-mode and approval guard of a job entry point (see :doc:`/cost`).
 
-    The upload, create and sharded operators each hold one, built from their own arguments of the
-    same names (a bad combination fails when the operator is built).
+    Every :class:`~airflow_provider_dashscope_batch.operators.job.DashScopeJobOperator` holds one, built
+    from the cost arguments that class declares.
 
     :param task: The operator it guards (its hook, log, upstream tasks and approval step).
-
-    :param estimate_cost: Count tokens and estimate the cost before sending (default True). False keeps
-        the region and thinking-mode checks, which read only the first request.
-    :param max_cost: Fail before anything is uploaded or created if the estimate (at the batch price, in
-        the region's currency: CNY for cn-beijing, USD for ap-southeast-1) exceeds this.
-    :param max_input_tokens: Fail likewise if the input exceeds this many tokens.
-    :param expected_output_tokens: Expected output tokens per request, for the expected figure.
-    :param budget_basis: What ``max_cost`` binds: ``"ceiling"`` (each request's ``max_tokens``, or the
-        model's maximum output) or ``"expected"``; default ``expected`` when ``expected_output_tokens``
-        is given, else ``ceiling``.
-    :param on_default_thinking: ``"error"`` (default) or ``"warn"`` when the model thinks by default and
-        the requests do not set ``enable_thinking``.
-    :param prices: Model prices for this task, laid over the model catalog's (the shipped one with the
-        connection extra ``models``) in the connection's region: ``{"qwen-plus": {"tiers":
-        [{"max_input_tokens": null, "input": "0.0008", "output": "0.002", "thinking_output": "0.008"}]}}``
-        (per 1K tokens in cn-beijing, per 1M in ap-southeast-1, real-time prices). Prices that last
-        belong in the connection extra ``models`` (:doc:`/models`).
-    :param approve_above: Wait for a person's approval in Airflow's UI (Airflow 3.1+) when the estimate
-        (at ``budget_basis``, in the region's currency) exceeds this; a rejection fails the task before
-        anything is uploaded or created (see :mod:`~airflow_provider_dashscope_batch.operators.approval`).
-    :param approval_timeout: How long to wait for that decision (default: no limit); none fails the task.
+    :param policy: The budget and how strict the checks are.
+    :param approval: The approval step, if the task has an ``approve_above``.
+    :param estimate_cost: Count tokens and estimate the cost (False: the region and thinking-mode checks
+        only, which read the first request).
+    :param prices: The task's model prices, laid over the connection's.
+    :raises ValueError: if a budget or an approval is asked for without an estimate.
     """
 
     def __init__(
         self,
         task: DashScopeBaseOperator,
+        policy: CostPolicy,
+        approval: ApprovalGate | None,
         *,
-        estimate_cost: bool = True,
-        max_cost: float | str | Decimal | None = None,
-        max_input_tokens: int | None = None,
-        expected_output_tokens: int | None = None,
-        budget_basis: str | None = None,
-        on_default_thinking: str = "error",
-        prices: Mapping[str, Any] | None = None,
-        approve_above: float | str | Decimal | None = None,
-        approval_timeout: timedelta | None = None,
+        estimate_cost: bool,
+        prices: Mapping[str, Any] | None,
     ) -> None:
         self.task = task
-        self.approval = ApprovalGate.of(approve_above, approval_timeout)
+        self.approval = approval
         self.approved_cost: Decimal | None = None  # the figure a person approved in this try
         self.estimate_cost = estimate_cost
         self.prices = prices
-        self.cost_policy = CostPolicy(
-            max_cost=None if max_cost is None else Decimal(str(max_cost)),
-            max_input_tokens=max_input_tokens,
-            expected_output_tokens=expected_output_tokens,
-            budget_basis=budget_basis,  # type: ignore[arg-type]
-            on_default_thinking=on_default_thinking,  # type: ignore[arg-type]
-        )
-        if (self.cost_policy.has_budget or self.approval) and not estimate_cost:
+        self.cost_policy = policy
+        if (policy.has_budget or approval) and not estimate_cost:
             raise ValueError("max_cost, max_input_tokens and approve_above need estimate_cost=True")
 
     def model_catalog(self) -> Catalog:

@@ -18,6 +18,7 @@ from typing import IO, TYPE_CHECKING, Any
 from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStoragePath
 
 from airflow_provider_dashscope_batch.client.errors import NotFoundError
+from airflow_provider_dashscope_batch.client.types import BatchStatus, RequestCounts
 from airflow_provider_dashscope_batch.cost.actual import CostMeter
 from airflow_provider_dashscope_batch.cost.budget import CostCheckError
 from airflow_provider_dashscope_batch.cost.estimate import CostEstimator
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
     from airflow_provider_dashscope_batch.cost.actual import ActualCost
     from airflow_provider_dashscope_batch.cost.budget import CostPolicy
 
-__all__ = ["SOURCE_XCOM_KEY", "JobRounds", "JobState", "write_shard_remainder"]
+__all__ = ["SOURCE_XCOM_KEY", "JobRounds", "JobState", "ShardedRound", "job_batch"]
 
 #: XCom key under which the upload operator records the JSONL an input file was made from.
 SOURCE_XCOM_KEY = "request_source"
@@ -57,6 +58,22 @@ class JobState:
     def summary(self) -> str:
         """``Job over 2 round(s): 20,000 answered, 0 permanently failed, 0 unanswered``."""
         return f"Job over {len(self.rounds)} round(s): {self.counts.summary()}"
+
+
+def job_batch(latest: Batch, counts: JobCounts) -> Batch:
+    """
+    The batch an outcome policy judges for a job (or one shard of it) after its last round: ``latest``
+    with the job's counts (``completed`` = answered, ``failed`` = the rest), ``completed`` once every
+    request is answered or failed for good.
+    """
+    return latest.model_copy(
+        update={
+            "status": BatchStatus.COMPLETED if not counts.unanswered else latest.status,
+            "request_counts": RequestCounts(
+                total=counts.total, completed=counts.answered, failed=counts.total - counts.answered
+            ),
+        }
+    )
 
 
 class JobRounds:
@@ -95,8 +112,12 @@ class JobRounds:
                 "input file was made from."
             ) from None
 
-    def settle(self, batches: list[Batch]) -> JobState:
-        """Read every round's output and error files (streamed) into a fresh ledger; count the source."""
+    def settle(self, batches: list[Batch], total: int | None = None) -> JobState:
+        """
+        Read every round's output and error files (streamed) into a fresh ledger.
+
+        :param total: The source's request count, if known (else the source is counted).
+        """
         self.ledger = ShardLedger(self.policy)
         usage = UsageTotals(meter=self.meter() if self.meter is not None else None)
         rounds = []
@@ -115,7 +136,8 @@ class JobRounds:
                     counts.failed if counts else 0,
                 )
             )
-        total = sum(1 for line in self._source_lines() if line.strip())
+        if total is None:
+            total = sum(1 for line in self._source_lines() if line.strip())
         actual = usage.meter.result() if usage.meter is not None else None
         return JobState(self.ledger.counts(total), tuple(rounds), actual)
 
@@ -134,7 +156,8 @@ class JobRounds:
             sent += 1
         return sent
 
-    def check_budget(self, policy: CostPolicy, estimator: CostEstimator, state: JobState) -> Decimal | None:
+    @staticmethod
+    def check_budget(policy: CostPolicy, estimator: CostEstimator, state: JobState) -> Decimal | None:
         """
         The remainder's estimate plus what the answers so far cost, checked against ``max_cost``.
 
@@ -185,6 +208,16 @@ class JobRounds:
         self.log.info("Uploaded this round's input as file %s (%s bytes)", uploaded.id, uploaded.bytes)
         return uploaded
 
+    def sweep(self, tokens: set[str], used: set[str | None]) -> None:
+        """
+        Delete the files stored under any of the rounds' upload ``tokens`` that no batch of the job
+        ``used``: a killed try's upload that landed after a later try uploaded its own copy.
+        """
+        for file in self.client.list_files(purpose="batch"):
+            name = file.filename or ""
+            if file.id not in used and any(name.endswith(f".{token}.jsonl") for token in tokens):
+                self.discard(file.id, "a copy of a round's input that no batch uses")
+
     def discard(self, file_id: str, why: str) -> None:
         """Delete an input file this job uploaded (gone already is fine)."""
         try:
@@ -194,30 +227,79 @@ class JobRounds:
             pass
 
 
-def write_shard_remainder(
-    client: DashScopeClient,
-    spooled: Path,
-    rounds_so_far: list[Batch],
-    policy: ResubmitErrors,
-    log: logging.Logger | Any,
-    generation: int,
-) -> Path | None:
+class ShardedRound:
     """
-    The next round of one shard of a sharded job: its spooled lines minus what its rounds so far answered
-    or failed for good, written beside the spool file as ``<stem>-g<generation>.jsonl``.
+    One round of a sharded job, taken shard by shard as the input is split again: each shard's state
+    (its answers priced into ``meter``), the remainders of the shards that get one, written beside their
+    spool files as ``<stem>-g<generation>.jsonl`` and fed to ``estimator``; then one budget check and one
+    progress line for the whole job, before any remainder is staged.
 
-    :return: The round's file; ``None`` when nothing was answered yet
-        (the shard's whole file is the next round) or nothing is left to send.
+    :param client: The DashScope client.
+    :param policy: Which failed requests are sent again.
+    :param log: The task's logger.
+    :param meter: Prices every shard's answers so far (with ``max_cost``; None: not priced).
+    :param estimator: Estimates the remainders (with ``max_cost``).
     """
-    rounds = JobRounds(client, spooled, policy, log)
-    state = rounds.settle(rounds_so_far)
-    if not state.counts.answered:
-        return None
-    path = spooled.with_name(f"{spooled.stem}-g{generation}.jsonl")
-    with path.open("wb") as out:
-        sent = rounds.write_remainder(out, lambda _: None)
-    if not sent:
-        path.unlink()
-        return None
-    log.info("%s: %s", spooled.name, progress_line(generation, None, sent, state.counts))
-    return path
+
+    def __init__(
+        self,
+        client: DashScopeClient,
+        policy: ResubmitErrors,
+        log: logging.Logger | Any,
+        *,
+        meter: CostMeter | None = None,
+        estimator: CostEstimator | None = None,
+    ) -> None:
+        self.client = client
+        self.policy = policy
+        self.log = log
+        self.meter = meter
+        self.estimator = estimator
+        self.counts = JobCounts(0, 0, 0)
+        self.sent = 0
+        self.generation = 0
+        self.remainders: dict[int, Path] = {}  # shard index -> its round's file
+
+    def add(
+        self, index: int, spooled: Path, rounds_so_far: list[Batch], total: int, generation: int | None = None
+    ) -> JobState:
+        """
+        Take one shard of ``total`` requests whose rounds so far are ``rounds_so_far``; with
+        ``generation``, write its remainder as that round's file (none when nothing was answered yet: its
+        whole file is the next round; or when nothing is left).
+        """
+        priced = (lambda: self.meter) if self.meter is not None else None
+        rounds = JobRounds(self.client, spooled, self.policy, self.log, priced)
+        only = rounds_so_far[-1].request_counts if len(rounds_so_far) == 1 else None
+        if generation is None and priced is None and only is not None and not only.failed:
+            state = JobState(JobCounts(total, only.completed, 0), (), None)  # its counts say it all
+        else:
+            state = rounds.settle(rounds_so_far, total)
+        self.counts += state.counts
+        if generation is None or not state.counts.answered:
+            return state
+        path = spooled.with_name(f"{spooled.stem}-g{generation}.jsonl")
+        feed = self.estimator.feed if self.estimator is not None else (lambda _: None)
+        with path.open("wb") as out:
+            sent = rounds.write_remainder(out, feed)
+        if not sent:
+            path.unlink()
+            return state
+        self.sent += sent
+        self.generation = max(self.generation, generation)
+        self.remainders[index] = path
+        return state
+
+    def check(self, policy: CostPolicy, max_rounds: int | None) -> None:
+        """
+        Log the round's progress line and check its budget (:meth:`JobRounds.check_budget`).
+
+        :raises AirflowFailException: when over ``max_cost`` (no remainder is staged).
+        """
+        if not self.remainders:
+            return
+        self.log.info(
+            "%s", progress_line(self.generation, max_rounds, self.sent, self.counts, len(self.remainders))
+        )
+        if self.estimator is not None and self.meter is not None:
+            JobRounds.check_budget(policy, self.estimator, JobState(self.counts, (), self.meter.result()))

@@ -25,8 +25,6 @@ from airflow_provider_dashscope_batch.client.errors import DashScopeError, NotFo
 from airflow_provider_dashscope_batch.client.identity import with_generation
 from airflow_provider_dashscope_batch.client.oss_input import parse_oss_input
 from airflow_provider_dashscope_batch.client.types import FileObject
-from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
-from airflow_provider_dashscope_batch.operators.rounds import write_shard_remainder
 from airflow_provider_dashscope_batch.operators.shard_oss import OssStaging
 from airflow_provider_dashscope_batch.sharding.job import ShardRun, shard_key_base
 from airflow_provider_dashscope_batch.triggers.base import task_instance_state
@@ -38,6 +36,7 @@ if TYPE_CHECKING:
 
     from airflow_provider_dashscope_batch.client import DashScopeClient
     from airflow_provider_dashscope_batch.client.types import Batch
+    from airflow_provider_dashscope_batch.operators.rounds import ShardedRound
     from airflow_provider_dashscope_batch.sharding.split import Shard
 
 __all__ = ["CLEANUP_XCOM_KEY", "ShardStager", "TaskKilled"]
@@ -57,7 +56,6 @@ class ShardStager:
     Staging and kill handling of one try of a sharded job.
 
     :param policy: Which earlier batches a new try keeps (the operator's outcome policy).
-    :param resubmit_errors: Which failed requests a replacement round sends again.
     :param cancel_on_kill: Cancel this try's batches when a user marks the task failed.
     :param retries: The task's retries (a try with none after it deletes the files no batch uses).
     :param log: The operator's logger.
@@ -68,14 +66,12 @@ class ShardStager:
         self,
         *,
         policy: OutcomePolicy,
-        resubmit_errors: ResubmitErrors,
         cancel_on_kill: bool,
         retries: int,
         log: Any,
         oss: OssStaging | None = None,
     ) -> None:
         self.policy = policy
-        self.resubmit_errors = resubmit_errors
         self.cancel_on_kill = cancel_on_kill
         self.retries = retries
         self.log = log
@@ -157,11 +153,15 @@ class ShardStager:
         earlier: Mapping[str, tuple[int, Batch]],
         stored: dict[str, FileObject],
         staged: list[str],
+        replacement: ShardedRound,
     ) -> ShardRun:
         """
         What to do with one shard, decided as soon as it is complete; its spool file is then deleted.
 
         ``staged`` collects the files given to shards that no batch uses yet (uploaded now or re-used).
+        A shard whose earlier batch ended badly and has answers gets its remainder written into
+        ``replacement`` (every shard with an earlier batch is counted there) and a run without a file:
+        the caller stages the remainders once the round's budget is checked.
         """
         base = shard_key_base(token, shard)
         spooled = Path(shard.uri)
@@ -170,7 +170,9 @@ class ShardStager:
             self.stop_if_killed()
             if base in earlier:
                 generation, batch = earlier[base]
+                history = self.history.get(base, [batch])
                 if not batch.status.is_terminal or self.policy.evaluate(batch).outcome is not Outcome.FAIL:
+                    replacement.add(shard.index, spooled, history, shard.requests)
                     self.log.info(
                         "Shard %s: re-attaching to batch %s (%s)", shard.index, batch.id, batch.status
                     )
@@ -179,28 +181,19 @@ class ShardStager:
                     late = LateCopies.of(found, derived=True)
                     return ShardRun(shard, base, generation, batch.input_file_id, batch, late)
                 self.log.info("Shard %s: batch %s ended badly; replacing it", shard.index, batch.id)
-                history = self.history.get(base, [batch])
-                remainder = write_shard_remainder(
-                    client, spooled, history, self.resubmit_errors, self.log, generation + 1
-                )
-                if remainder is not None:  # answers are kept: the next round sends only the rest
-                    return self.stage_round(client, shard, base, generation + 1, remainder, stored, staged)
+                replacement.add(shard.index, spooled, history, shard.requests, generation + 1)
+                if shard.index in replacement.remainders:  # answers are kept: the round sends only the rest
+                    return ShardRun(shard, base, generation + 1)
                 if batch.input_file_id and self._file_exists(client, batch.input_file_id):
                     return ShardRun(shard, base, generation + 1, batch.input_file_id)
                 generation += 1
             else:
                 generation = 1
-            found = stored.pop(tokenized_filename(spooled.name, base), None)
-            if found is not None:
-                self.log.info("Shard %s: re-using file %s uploaded by an earlier try", shard.index, found.id)
-                staged.append(found.id)
-                return ShardRun(shard, base, generation, found.id)
-            file_id, late = self._upload(client, spooled, base, staged)
-            return ShardRun(shard, base, generation, file_id, late=late)
+            return self.stage_file(client, shard, base, generation, spooled, stored, staged, token=base)
         finally:
             spooled.unlink(missing_ok=True)
 
-    def stage_round(
+    def stage_file(
         self,
         client: DashScopeClient,
         shard: Shard,
@@ -209,13 +202,19 @@ class ShardStager:
         path: Path,
         stored: dict[str, FileObject],
         staged: list[str],
+        token: str | None = None,
     ) -> ShardRun:
-        """A follow-up round of a shard: its file, re-used from an earlier try or uploaded now."""
-        token = with_generation(base, generation)
+        """
+        A shard's run on the file at ``path``: one an earlier try uploaded under ``token``, else uploaded
+        now; ``path`` is deleted after.
+
+        :param token: The upload token (default: a follow-up round's, ``base`` with ``generation``).
+        """
+        token = token or with_generation(base, generation)
         try:
             found = stored.pop(tokenized_filename(path.name, token), None)
             if found is not None:
-                self.log.info("Shard %s: re-using round file %s of an earlier try", shard.index, found.id)
+                self.log.info("Shard %s: re-using file %s of an earlier try", shard.index, found.id)
                 staged.append(found.id)
                 return ShardRun(shard, base, generation, found.id)
             file_id, late = self._upload(client, path, token, staged)

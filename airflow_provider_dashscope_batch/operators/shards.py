@@ -6,13 +6,14 @@ See :mod:`airflow_provider_dashscope_batch.sharding.split` for the split and the
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from dataclasses import replace
 from datetime import timedelta
-from decimal import Decimal
+from itertools import islice
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
@@ -26,28 +27,36 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_dashscope_batch.catalog import Catalog
 from airflow_provider_dashscope_batch.client.errors import DashScopeError
 from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY, key_of, parse_key
-from airflow_provider_dashscope_batch.client.types import BatchStatus
-from airflow_provider_dashscope_batch.cost.budget import CostCheckError
+from airflow_provider_dashscope_batch.client.types import BatchStatus, RequestCounts
+from airflow_provider_dashscope_batch.cost.budget import CostCheckError, CostEstimate
+from airflow_provider_dashscope_batch.cost.label import ESTIMATE_METADATA_KEY, CostFigure, estimate_figure
 from airflow_provider_dashscope_batch.cost.pricing import region_of
 from airflow_provider_dashscope_batch.events import AIRFLOW_RECEIVER
 from airflow_provider_dashscope_batch.events.callback import finish_event_metadata
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
 from airflow_provider_dashscope_batch.operators.base import remove_late_copies
-from airflow_provider_dashscope_batch.operators.cost import CostGuard, LineSink
+from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY, LineSink
+from airflow_provider_dashscope_batch.operators.job import DashScopeJudgedJobOperator
 from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, sharded_lineage
 from airflow_provider_dashscope_batch.operators.links import (
     DashScopeBatchConsoleLink,
     DashScopeBatchesPageLink,
 )
 from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
-from airflow_provider_dashscope_batch.operators.rounds import write_shard_remainder
+from airflow_provider_dashscope_batch.operators.rounds import ShardedRound, job_batch
 from airflow_provider_dashscope_batch.operators.shard_oss import OssStaging
 from airflow_provider_dashscope_batch.operators.shard_staging import (
     CLEANUP_XCOM_KEY,
     ShardStager,
     TaskKilled,
 )
-from airflow_provider_dashscope_batch.operators.upload import as_path
+from airflow_provider_dashscope_batch.operators.upload import (
+    as_path,
+    carried_columns,
+    input_columns_path,
+    store_input_columns,
+)
+from airflow_provider_dashscope_batch.results.input_columns import InputColumnsWriter, copy_input_columns
 from airflow_provider_dashscope_batch.sharding.creator import creator_metadata
 from airflow_provider_dashscope_batch.sharding.job import (
     JobOutcomePolicy,
@@ -77,7 +86,6 @@ from airflow_provider_dashscope_batch.waiting.protocol import (
     DEFAULT_POLL_BACKOFF,
     DEFAULT_POLL_INTERVAL,
     Outcome,
-    OutcomePolicy,
     WaitEvent,
     WaitEventKind,
     WaitSettings,
@@ -141,8 +149,12 @@ class _ShardingOperator(DashScopeRequestInputOperator):
         destination: ShardWriter | ObjectStoragePath | Path,
         on_shard: Callable[[Shard], Shard] | None = None,
         catalog: Catalog | None = None,
+        carried: Sequence[str] | None = None,
     ) -> SplitResult:
-        """Split the input into ``destination``, its lines checked with ``catalog`` (default: shipped)."""
+        """
+        Split the input into ``destination``, its lines checked with ``catalog`` (default: shipped); the
+        keys ``carried`` names are left out of the lines built from ``requests``.
+        """
         source = self.request_input
         sizing = ShardSizing(
             self.max_requests_per_shard,
@@ -173,14 +185,19 @@ class _ShardingOperator(DashScopeRequestInputOperator):
                         **source.csv_options(),
                     )
             else:
-                result = split_requests(
-                    source.requests or (),
-                    destination,
-                    endpoint=source.built_endpoint,
-                    model=source.model,
-                    sizing=sizing,
-                    on_shard=on_shard,
-                )
+                with ExitStack() as stack:
+                    carry = None
+                    if carried is not None:  # written by the preflight pass: here only left out of the lines
+                        carry = InputColumnsWriter(stack.enter_context(open(os.devnull, "wb")), carried)
+                    result = split_requests(
+                        source.requests or (),
+                        destination,
+                        endpoint=source.built_endpoint,
+                        model=source.model,
+                        sizing=sizing,
+                        on_shard=on_shard,
+                        carry=carry,
+                    )
         except JsonlValidationError as exc:
             raise AirflowFailException(f"Not split: the batch input is invalid.\n{exc}") from None
         self.log.info(
@@ -211,17 +228,9 @@ class DashScopeSplitRequestsOperator(_ShardingOperator):
 
     :param destination: Folder (local path, URL or ``ObjectStoragePath``) the shards land in as
         ``shard-00000.jsonl``, ... (templated; include ``{{ run_id }}`` to keep runs apart).
-    :param file: Local path, URL or ``ObjectStoragePath`` of a JSONL file (templated).
-    :param requests: Request dicts or bodies (templated).
-    :param csv: Local path, URL or ``ObjectStoragePath`` of a CSV file, one request per row (templated).
-    :param model: ``body.model`` for built requests that do not set one (required for ``csv``).
-    :param template: ``csv`` only: user message built with :meth:`str.format` from the row's columns.
-    :param system_prompt: ``csv`` only: system message put before each user message.
-    :param text_column: ``csv`` only: column with the user text when no ``template`` is given.
-    :param id_column: ``csv`` only: column with the ``custom_id`` (None numbers the rows).
-    :param body_params: ``csv`` only: extra body fields.
-    :param image_column: ``csv`` only: column with an image URL, sent before the text (Qwen-VL, Qwen-OCR).
-    :param inputs_per_request: ``csv`` with ``/v1/embeddings`` only: texts packed into one request.
+    :param file: Local path, URL or ``ObjectStoragePath`` of a JSONL file (templated); or ``requests``
+        or ``csv`` (templated) and the arguments that build their lines: see
+        :class:`~.request_input.RequestInput`.
     :param endpoint: Every line's ``url`` must equal it; built requests use it (default
         ``/v1/chat/completions`` for them) (templated).
     :param max_requests_per_shard: Lines per shard (default: the service's limit times ``margin``).
@@ -248,7 +257,7 @@ class DashScopeSplitRequestsOperator(_ShardingOperator):
         return [s.uri for s in result.shards]
 
 
-class DashScopeShardedBatchOperator(_ShardingOperator):
+class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperator):
     """
     Run any number of requests as one job: split, upload and batch every shard, wait for all in one deferral.
 
@@ -257,8 +266,9 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
     locally. At most ``max_active_batches`` batches run at once; the others start as running ones finish.
     The task waits for all of them in the triggerer with one
     :class:`~airflow_provider_dashscope_batch.triggers.sharded.DashScopeShardsTrigger`, then judged by
-    :class:`~airflow_provider_dashscope_batch.sharding.job.JobOutcomePolicy`: every shard's batch by the
-    ``on_*`` outcome parameters, then the whole job by ``min_success_ratio``.
+    :class:`~airflow_provider_dashscope_batch.sharding.job.JobOutcomePolicy` after the job's last round:
+    every shard's state over all its rounds (answered, failed for good, unanswered) by the ``on_*`` outcome
+    parameters, then the whole job by ``min_success_ratio``.
 
     A shard's batch is never created twice and a retry (or a re-run of the same DAG run) redoes only the
     shards that did not succeed: every batch carries an idempotency key made of the task instance, the
@@ -273,17 +283,13 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
     a job over budget uploads and creates nothing. With ``estimate_cost=False`` the pass reads only the
     first request (region and thinking-mode checks).
 
-    :param file: Local path, URL or ``ObjectStoragePath`` of a JSONL file (templated).
-    :param requests: Request dicts or bodies (templated).
-    :param csv: Local path, URL or ``ObjectStoragePath`` of a CSV file, one request per row (templated).
-    :param model: ``body.model`` for built requests that do not set one (required for ``csv``).
-    :param template: ``csv`` only: user message built with :meth:`str.format` from the row's columns.
-    :param system_prompt: ``csv`` only: system message put before each user message.
-    :param text_column: ``csv`` only: column with the user text when no ``template`` is given.
-    :param id_column: ``csv`` only: column with the ``custom_id`` (None numbers the rows).
-    :param body_params: ``csv`` only: extra body fields.
-    :param image_column: ``csv`` only: column with an image URL, sent before the text (Qwen-VL, Qwen-OCR).
-    :param inputs_per_request: ``csv`` with ``/v1/embeddings`` only: texts packed into one request.
+    The cost arguments (``max_cost``, ``approve_above``, ...) and the outcome arguments of each shard's
+    batch (``on_expired``, ...) are
+    :class:`~airflow_provider_dashscope_batch.operators.job.DashScopeJudgedJobOperator`'s.
+
+    :param file: Local path, URL or ``ObjectStoragePath`` of a JSONL file (templated); or ``requests``
+        or ``csv`` (templated) and the arguments that build their lines: see
+        :class:`~.request_input.RequestInput`.
     :param endpoint: Every line's ``url`` must equal it; built requests use it (default
         ``/v1/chat/completions`` for them; a file's lines may use any one endpoint). The batches'
         endpoint is the lines' ``url`` (templated).
@@ -303,15 +309,6 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
         batches; defaults to no limit (each batch's completion window still ends it).
     :param cancel_on_kill: Cancel the running batches when a user marks the deferred task failed
         (Airflow 3.3+; a cleared task's next try re-attaches to them instead).
-    :param on_partial_failure: Outcome of a shard ``completed`` with some requests failed (default success).
-    :param on_all_failed: Outcome of a shard ``completed`` with every request failed (default fail).
-    :param on_expired: Outcome of a shard ``expired`` (default fail).
-    :param on_cancelled: Outcome of a shard ``cancelled`` (default fail).
-    :param on_failed: Outcome of a shard ``failed`` (default fail).
-    :param estimate_cost: Estimate tokens and cost first (see
-        :class:`~airflow_provider_dashscope_batch.operators.cost.CostGuard` for ``max_cost``,
-        ``max_input_tokens``, ``expected_output_tokens``, ``budget_basis``, ``on_default_thinking`` and
-        ``prices``).
     :param finish_callback: ``"airflow"``: every shard's batch calls this Airflow's receiver when it
         finishes (a fresh token each), and the deferred waits, polling on their schedule, are also woken
         by the confirmed finish (see :doc:`/completion-events`); or an http(s) URL of your own receiver.
@@ -329,7 +326,14 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
         file-store quota. cn-beijing connections only (the task fails before staging otherwise). A retry
         re-uses an object already staged (its name carries the shard's token); staged objects are never
         deleted (templated).
-    :return: ``{"batch_ids", "requests", "request_counts", "shards"}``; ``batch_ids`` (every batch of the
+    :param carry_columns: ``csv`` or ``requests`` only: input columns to carry into the result tables, as
+        the upload operator's (:ref:`transfer:input-columns`): checked over the whole input before anything
+        is sent, each column typed over the whole input, stored per shard after the split.
+    :param carry_columns_to: Directory URL (or ``ObjectStoragePath``) of the carried columns: one
+        ``<file id>.jsonl`` per input file of the job (every shard's, every round's); give the transfer
+        the same one as ``input_columns`` (templated).
+    :return: ``{"batch_ids", "requests", "request_counts", "shards"}`` (``request_counts``: the job's,
+        ``completed`` its answered requests, ``failed`` the rest); ``batch_ids`` (every batch of the
         job: per shard in input order, its rounds in order) is also pushed under its own XCom key for the
         results transfer.
     """
@@ -343,8 +347,11 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
         "metadata",
         "finish_callback",
         "stage_to",
+        "carry_columns_to",
     )
     template_fields_renderers: ClassVar[dict[str, str]] = {"metadata": "json"}
+    #: The job's estimate, which every shard's batch carries in its metadata (set at each try's start).
+    _estimated: CostFigure | None = None
     ui_color = "#ff6a00"
     operator_extra_links = (DashScopeBatchConsoleLink(), DashScopeBatchesPageLink())
 
@@ -365,38 +372,11 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
         resubmit_rounds: int = DEFAULT_RESUBMIT_ROUNDS,
         resubmit_errors: Mapping[int | str, bool] | None = None,
         stage_to: str | ObjectStoragePath | None = None,
-        on_partial_failure: str = Outcome.SUCCESS,
-        on_all_failed: str = Outcome.FAIL,
-        on_expired: str = Outcome.FAIL,
-        on_cancelled: str = Outcome.FAIL,
-        on_failed: str = Outcome.FAIL,
-        estimate_cost: bool = True,
-        max_cost: float | str | Decimal | None = None,
-        max_input_tokens: int | None = None,
-        expected_output_tokens: int | None = None,
-        budget_basis: str | None = None,
-        on_default_thinking: str = "error",
-        prices: Mapping[str, Any] | None = None,
-        approve_above: float | str | Decimal | None = None,
-        approval_timeout: timedelta | None = None,
+        carry_columns: Sequence[str] | None = None,
+        carry_columns_to: str | ObjectStoragePath | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.cost = CostGuard(
-            self,
-            estimate_cost=estimate_cost,
-            max_cost=max_cost,
-            max_input_tokens=max_input_tokens,
-            expected_output_tokens=expected_output_tokens,
-            budget_basis=budget_basis,
-            on_default_thinking=on_default_thinking,
-            prices=prices,
-            approve_above=approve_above,
-            approval_timeout=approval_timeout,
-        )
-        self.outcome_policy = OutcomePolicy(
-            on_partial_failure, on_all_failed, on_expired, on_cancelled, on_failed
-        )
         if not isinstance(resubmit_rounds, int) or resubmit_rounds < 0:
             raise ValueError(f"resubmit_rounds must be an int >= 0; got {resubmit_rounds!r}")
         self.resubmit_rounds = resubmit_rounds
@@ -415,6 +395,8 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
         self.cancel_on_kill = cancel_on_kill
         self.finish_callback = finish_callback
         self.stage_to = stage_to
+        self.carry_columns = carried_columns(carry_columns, carry_columns_to, self.file)
+        self.carry_columns_to = carry_columns_to
         self._stager: ShardStager | None = None  # this try's, built when it starts
 
     def on_kill(self) -> None:
@@ -441,7 +423,6 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
             oss = OssStaging.of(self.stage_to, region_of(extra))
         self._stager = ShardStager(
             policy=self.outcome_policy,
-            resubmit_errors=self.resubmit_errors,
             cancel_on_kill=self.cancel_on_kill,
             retries=self.retries or 0,
             log=self.log,
@@ -449,18 +430,23 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
         )
         return self._stager
 
-    def resume_after_approval(
-        self, context: Context, event: dict[str, Any], approved_cost: str | None = None
-    ) -> Any:
-        """Resume on a person's decision: a rejection or no decision fails, an approval runs the task."""
-        self.cost.approve(context, event, approved_cost)
-        return self.execute(context)
-
     # ------------------------------------------------------------------------------- first try
     def execute(self, context: Context) -> dict[str, Any]:
+        # the carried columns of the whole input: written by the preflight, stored per shard after the split
+        with tempfile.TemporaryFile() if self.carry_columns is not None else nullcontext() as rows:
+            carry = None
+            if rows is not None:
+                carry = InputColumnsWriter(
+                    rows, self.carry_columns, infer_types=self.request_input.csv is not None
+                )
+            return self._first_try(context, carry)
+
+    def _first_try(self, context: Context, carry: InputColumnsWriter | None) -> dict[str, Any]:
         stager = self._start_try()
         self.cost.check_finish_callback(self.finish_callback)
-        self.cost.push_estimate(context, self._preflight())
+        estimate = self._preflight(carry)
+        self.cost.push_estimate(context, estimate)
+        self._estimated = estimate_figure([estimate] if estimate else [], self.cost.cost_policy.basis)
         ti = context["ti"]
         token = job_token(ti.dag_id, ti.task_id, ti.run_id, getattr(ti, "map_index", -1))
         client = self.hook.get_conn()
@@ -477,9 +463,10 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
         )
         runs: list[ShardRun] = []
         staged: list[str] = []
+        replacement = self._round(client, f"replacement round of {self.task_id}")
 
         def plan(shard: Shard) -> Shard:
-            runs.append(stager.plan(client, token, shard, earlier, stored, staged))
+            runs.append(stager.plan(client, token, shard, earlier, stored, staged, replacement))
             return shard
 
         with tempfile.TemporaryDirectory(prefix="dashscope-shards-") as tmp:
@@ -489,7 +476,15 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
                 return path.open("wb"), str(path)
 
             try:
-                endpoint = self._split(spool, plan, self.cost.model_catalog()).endpoint
+                endpoint = self._split(spool, plan, self.cost.model_catalog(), self.carry_columns).endpoint
+                replacement.check(self.cost.cost_policy, None)  # before any remainder is staged
+                for index, path in replacement.remainders.items():
+                    run = runs[index]
+                    runs[index] = stager.stage_file(
+                        client, run.shard, run.key_base, run.generation, path, stored, staged
+                    )
+                if carry is not None:
+                    self._store_columns(carry, runs, stager.history)
             except TaskKilled:
                 stager.after_kill(client, context, staged)
                 raise
@@ -513,14 +508,17 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
             stager.after_kill(client, context, staged)
             raise
 
-    def _preflight(self) -> Any:
-        """Estimate the whole input (or check its first request) before anything is sent."""
+    def _preflight(self, carry: InputColumnsWriter | None) -> Any:
+        """
+        Estimate the whole input (or check its first request) before anything is sent; with ``carry``,
+        write (and so check) every request's carried columns.
+        """
         request = self.request_input
         estimator = self.cost.cost_estimator(str(request.file or request.csv or "requests"))
 
         def feed(line: bytes) -> None:
             estimator.feed(line)
-            if not self.cost.estimate_cost:
+            if not self.cost.estimate_cost and carry is None:
                 raise _FirstLineRead
 
         with self.cost.cost_checks(), suppress(_FirstLineRead), _input_errors_fail():
@@ -541,6 +539,7 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
                         body_params=request.body_params,
                         image_column=request.image_column,
                         inputs_per_request=request.inputs_per_request,
+                        carry=carry,
                     )
             else:
                 write_requests(
@@ -548,8 +547,48 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
                     LineSink(feed),  # type: ignore[arg-type]
                     endpoint=request.built_endpoint,
                     model=request.model,
+                    carry=carry,
                 )
         return self.cost.settle_estimate(estimator)
+
+    def _store_columns(
+        self, carry: InputColumnsWriter, runs: Sequence[ShardRun], history: Mapping[str, Sequence[Batch]]
+    ) -> None:
+        """
+        Store each shard's carried columns under its input file's id, and under those of its earlier
+        batches (a try killed before storing them leaves none): the rows, in input order, are cut where
+        the shards are (a request's row, or each packed text's).
+        """
+        directory = self.carry_columns_to
+        assert directory is not None
+        rows = carry.row_lines()
+        per_request = self.request_input.inputs_per_request if self.request_input.csv is not None else 1
+        for i, run in enumerate(runs):
+            count = None if i == len(runs) - 1 else run.shard.requests * per_request  # the last: the rest
+            earlier = [b.input_file_id for b in history.get(run.key_base, ()) if b.input_file_id]
+            first, *others = dict.fromkeys([str(run.file_id), *earlier])
+            target = input_columns_path(directory, first)
+            store_input_columns(target, carry.header(first), islice(rows, count))
+            for other in others:
+                self._copy_columns(first, other)
+        if next(rows, None) is not None:
+            raise AirflowException(f"{carry.rows} rows of carried columns do not line up with the shards")
+        self.log.info(
+            "Stored %d rows of columns %s for %d shard(s) under %s",
+            carry.rows,
+            ", ".join(carry.names),
+            len(runs),
+            directory,
+        )
+
+    def _copy_columns(self, from_file: str, to_file: str) -> None:
+        """The carried columns of a round's input file: those of the file it is a remainder of."""
+        directory = self.carry_columns_to
+        assert directory is not None
+        target = input_columns_path(directory, to_file)
+        with input_columns_path(directory, from_file).open("rb") as source:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            copy_input_columns(source, target, to_file)
 
     # ----------------------------------------------------------------------------- fan-out
     def _advance(
@@ -604,8 +643,9 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
     def _next_round(self, client: DashScopeClient, stager: ShardStager, job: ShardJob) -> ShardJob | None:
         """
         A follow-up round of every shard whose batch ended short (expired, cancelled, transient
-        failures): the input is split again and each such shard's remainder staged; ``None`` if none has
-        one.
+        failures): the input is split again and each such shard's remainder written, then (with
+        ``max_cost``) the remainders' estimate plus what every answer so far cost is checked against it,
+        and only then are the remainders staged; ``None`` if none has one.
         """
         short = {i for i, r in enumerate(job.runs) if r.batch is not None and _ended_short(r.batch)}
         if not short:
@@ -613,19 +653,15 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
         stager.history = batch_history(client.list_batches(ds_name=job.token))
         runs = list(job.runs)
         staged: list[str] = []
+        follow_up = self._round(client, f"follow-up round of {self.task_id}")
 
         def plan(shard: Shard) -> Shard:
             run, spooled = runs[shard.index], Path(shard.uri)
             try:
-                if shard.index in short:
-                    rounds = stager.history.get(run.key_base) or [run.batch]  # type: ignore[list-item]
-                    path = write_shard_remainder(
-                        client, spooled, rounds, self.resubmit_errors, self.log, run.generation + 1
-                    )
-                    if path is not None:
-                        runs[shard.index] = stager.stage_round(
-                            client, run.shard, run.key_base, run.generation + 1, path, {}, staged
-                        )
+                if run.batch is not None:
+                    rounds = stager.history.get(run.key_base) or [run.batch]
+                    generation = run.generation + 1 if shard.index in short else None
+                    follow_up.add(shard.index, spooled, rounds, shard.requests, generation)
             finally:
                 spooled.unlink(missing_ok=True)
             return shard
@@ -636,10 +672,29 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
                 path = Path(tmp) / f"{job.token}-shard-{index:05d}.jsonl"
                 return path.open("wb"), str(path)
 
-            self._split(spool, plan)
+            self._split(spool, plan, carried=self.carry_columns)
+            follow_up.check(self.cost.cost_policy, follow_up.generation - 1 + job.rounds_left)
+            for index, path in follow_up.remainders.items():
+                run = runs[index]
+                runs[index] = stager.stage_file(
+                    client, run.shard, run.key_base, run.generation + 1, path, {}, staged
+                )
+                if self.carry_columns is not None:
+                    self._copy_columns(str(run.file_id), str(runs[index].file_id))
         if not staged:
             return None
         return replace(job, runs=tuple(runs), rounds_left=job.rounds_left - 1)
+
+    def _round(self, client: DashScopeClient, what: str) -> ShardedRound:
+        """A round of this job's shards: with ``max_cost``, its answers priced and remainders estimated."""
+        budget = self.cost.cost_policy.max_cost is not None
+        return ShardedRound(
+            client,
+            self.resubmit_errors,
+            self.log,
+            meter=self.cost.cost_meter() if budget else None,
+            estimator=self.cost.cost_estimator(what) if budget else None,
+        )
 
     def _create(
         self, client: DashScopeClient, stager: ShardStager, job: ShardJob, run: ShardRun, context: Context
@@ -648,6 +703,8 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
         metadata = {**(self.metadata or {}), **creator_metadata(context["ti"])}
         name = f"{job.token} {metadata.get('ds_name') or self.task_id} {run.shard.index + 1}/{len(job.runs)}"
         metadata["ds_name"] = name[:100]
+        if self._estimated is not None:
+            metadata[ESTIMATE_METADATA_KEY] = self._estimated.label()
         receiver = self.finish_callback == AIRFLOW_RECEIVER
         metadata.update(finish_event_metadata(self.hook, run.idempotency_key, callback=receiver))
         if not receiver and self.finish_callback:
@@ -675,6 +732,11 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
         stored = ti.xcom_pull(
             task_ids=ti.task_id, key=JOB_XCOM_KEY, map_indexes=map_index if map_index >= 0 else None
         )
+        pushed = ti.xcom_pull(
+            task_ids=ti.task_id, key=COST_XCOM_KEY, map_indexes=map_index if map_index >= 0 else None
+        )
+        estimates = [CostEstimate.model_validate(pushed)] if isinstance(pushed, dict) else []
+        self._estimated = estimate_figure(estimates, self.cost.cost_policy.basis)
         # a job deferred by an earlier version kept no endpoint: its batches used the operator's
         job = ShardJob.from_dict({"endpoint": self.request_input.built_endpoint, **stored})
         shard_runs = list(job.runs)
@@ -715,38 +777,38 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
         return sharded_lineage(self)
 
     # ------------------------------------------------------------------------------ outcome
-    @staticmethod
-    def _rounds_of(client: DashScopeClient, job: ShardJob) -> list[str]:
-        """Every batch of the job for the transfer: per shard in input order, its rounds in order."""
-        history = batch_history(client.list_batches(ds_name=job.token)) if job.runs else {}
-        ids: list[str] = []
-        for run in job.runs:
+    def _finish(self, context: Context, client: DashScopeClient, job: ShardJob) -> dict[str, Any]:
+        """
+        Judge the job after its last round: each shard's state (answered, failed for good, unanswered over
+        all its rounds) by the outcome parameters, the whole job's by ``min_success_ratio``.
+        """
+        runs = job.runs
+        history = batch_history(client.list_batches(ds_name=job.token)) if runs else {}
+        whole = ShardedRound(client, self.resubmit_errors, self.log)
+        batch_ids: list[str] = []
+        judged: list[Batch] = []
+        for run in runs:
             if run.batch is None:
                 continue
-            seen: dict[int, str] = {}
-            for batch in history.get(run.key_base, []):  # one batch per earlier generation
-                generation = _generation_of(batch)
-                if generation < run.generation:
-                    seen.setdefault(generation, batch.id)
-            ids.extend(seen[g] for g in sorted(seen))
-            ids.append(run.batch.id)
-        return ids
-
-    def _finish(self, context: Context, client: DashScopeClient, job: ShardJob) -> dict[str, Any]:
-        runs = job.runs
-        batches = [r.batch for r in runs if r.batch is not None]
-        verdict = self.job_policy.evaluate(batches)
-        batch_ids = self._rounds_of(client, job)
+            rounds = _rounds_of(run, history)
+            batch_ids.extend(b.id for b in rounds)
+            state = whole.add(run.shard.index, Path(run.shard.uri), rounds, run.shard.requests)
+            judged.append(job_batch(run.batch, state.counts))
         context["ti"].xcom_push(key="batch_ids", value=batch_ids)
+        counts = whole.counts
+        verdict = self.job_policy.evaluate(judged)
+        reason = f"{verdict.reason} Job over {len(batch_ids)} batch(es): {counts.summary()}."
         if verdict.outcome is Outcome.FAIL:
-            raise AirflowException(verdict.reason)
+            raise AirflowException(reason)
         if verdict.outcome is Outcome.SKIP:
-            raise AirflowSkipException(verdict.reason)
-        self.log.info("%s", verdict.reason)
+            raise AirflowSkipException(reason)
+        self.log.info("%s", reason)
         return {
             "batch_ids": batch_ids,
             "requests": sum(r.shard.requests for r in runs),
-            "request_counts": job.request_counts.model_dump(),
+            "request_counts": RequestCounts(
+                total=counts.total, completed=counts.answered, failed=counts.total - counts.answered
+            ).model_dump(),
             "shards": [
                 {
                     **r.shard.to_dict(),
@@ -757,6 +819,17 @@ class DashScopeShardedBatchOperator(_ShardingOperator):
                 for r in runs
             ],
         }
+
+
+def _rounds_of(run: ShardRun, history: Mapping[str, Sequence[Batch]]) -> list[Batch]:
+    """A shard's batches in order: one per earlier generation, then its current one."""
+    assert run.batch is not None
+    seen: dict[int, Batch] = {}
+    for batch in history.get(run.key_base, []):
+        generation = _generation_of(batch)
+        if generation < run.generation:
+            seen.setdefault(generation, batch)
+    return [*(seen[g] for g in sorted(seen)), run.batch]
 
 
 def _generation_of(batch: Batch) -> int:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 import tempfile
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import ExitStack
-from datetime import timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -18,7 +16,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStor
 
 from airflow_provider_dashscope_batch.catalog import Catalog
 from airflow_provider_dashscope_batch.fs import register_oss_scheme
-from airflow_provider_dashscope_batch.operators.cost import CostGuard
+from airflow_provider_dashscope_batch.operators.job import DashScopeJobOperator
 from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, upload_lineage
 from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
 from airflow_provider_dashscope_batch.operators.rounds import SOURCE_XCOM_KEY
@@ -36,10 +34,16 @@ if TYPE_CHECKING:
     from airflow.providers.common.compat.sdk import Context
     from airflow.providers.openlineage.extractors import OperatorLineage
 
-__all__ = ["DashScopeUploadFileOperator", "as_path", "input_columns_path"]
+__all__ = [
+    "DashScopeUploadFileOperator",
+    "as_path",
+    "carried_columns",
+    "input_columns_path",
+    "store_input_columns",
+]
 
 
-class DashScopeUploadFileOperator(DashScopeRequestInputOperator):
+class DashScopeUploadFileOperator(DashScopeRequestInputOperator, DashScopeJobOperator):
     """
     Validate a batch input file line by line, then stream it to DashScope; returns the file id.
 
@@ -57,6 +61,9 @@ class DashScopeUploadFileOperator(DashScopeRequestInputOperator):
     .. seealso::
         For more information on how to use this operator, take a look at the guide:
         :ref:`howto/operator:DashScopeUploadFileOperator`
+
+    The cost arguments (``estimate_cost``, ``max_cost``, ``approve_above``, ...) are
+    :class:`~airflow_provider_dashscope_batch.operators.job.DashScopeJobOperator`'s.
 
     :param file: Local path, URL (``s3://conn@bucket/key``, ``file:///...``) or ``ObjectStoragePath`` of
         a JSONL file (templated).
@@ -83,9 +90,6 @@ class DashScopeUploadFileOperator(DashScopeRequestInputOperator):
     :param filename: Name the file gets in DashScope (default: the source's name).
     :param max_violations: How many violations to list in the error (all are counted).
     :param dashscope_conn_id: The DashScope connection id.
-    :param estimate_cost: Estimate tokens and cost before the upload (see :class:`~.cost.CostGuard`
-        for ``max_cost``, ``max_input_tokens``, ``expected_output_tokens``, ``budget_basis``,
-        ``on_default_thinking`` and ``prices``).
     :return: The uploaded file's id.
     """
 
@@ -106,48 +110,12 @@ class DashScopeUploadFileOperator(DashScopeRequestInputOperator):
         filename: str | None = None,
         carry_columns: Sequence[str] | None = None,
         carry_columns_to: str | ObjectStoragePath | None = None,
-        estimate_cost: bool = True,
-        max_cost: float | str | Decimal | None = None,
-        max_input_tokens: int | None = None,
-        expected_output_tokens: int | None = None,
-        budget_basis: str | None = None,
-        on_default_thinking: str = "error",
-        prices: Mapping[str, Any] | None = None,
-        approve_above: float | str | Decimal | None = None,
-        approval_timeout: timedelta | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.cost = CostGuard(
-            self,
-            estimate_cost=estimate_cost,
-            max_cost=max_cost,
-            max_input_tokens=max_input_tokens,
-            expected_output_tokens=expected_output_tokens,
-            budget_basis=budget_basis,
-            on_default_thinking=on_default_thinking,
-            prices=prices,
-            approve_above=approve_above,
-            approval_timeout=approval_timeout,
-        )
-        if (carry_columns is None) != (carry_columns_to is None):
-            raise ValueError("carry_columns and carry_columns_to go together: give both or neither")
-        if carry_columns is not None:
-            if self.file is not None:
-                raise ValueError(
-                    "carry_columns reads csv= or requests=; a JSONL file= has no columns to carry"
-                )
-            carry_columns = check_column_names(carry_columns, (*RESULT_COLUMNS, *EMBEDDING_COLUMNS))
         self.filename = filename
-        self.carry_columns = carry_columns
+        self.carry_columns = carried_columns(carry_columns, carry_columns_to, self.file)
         self.carry_columns_to = carry_columns_to
-
-    def resume_after_approval(
-        self, context: Context, event: dict[str, Any], approved_cost: str | None = None
-    ) -> Any:
-        """Resume on a person's decision: a rejection or no decision fails, an approval runs the task."""
-        self.cost.approve(context, event, approved_cost)
-        return self.execute(context)
 
     def execute(self, context: Context) -> str:
         source = self.request_input
@@ -201,8 +169,7 @@ class DashScopeUploadFileOperator(DashScopeRequestInputOperator):
         """Store the carried columns under the file's id; if that fails, delete the file (no half job)."""
         target = input_columns_path(self.carry_columns_to, file_id)  # type: ignore[arg-type]
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            publish_input_columns(target, carry.header(file_id), carry.rows_out())
+            store_input_columns(target, carry.header(file_id), carry.rows_out())
         except BaseException:
             self.log.error("Could not store the carried columns at %s; deleting file %s", target, file_id)
             try:
@@ -259,6 +226,30 @@ class DashScopeUploadFileOperator(DashScopeRequestInputOperator):
             )
             delete_late_files_sync(client, uploaded, receipt.ambiguity)
         return keep_for_lineage(self, uploaded.id)
+
+
+def carried_columns(
+    carry_columns: Sequence[str] | None, carry_columns_to: Any, file: Any
+) -> tuple[str, ...] | None:
+    """
+    An operator's ``carry_columns``, checked when the DAG is parsed: given with ``carry_columns_to``, not
+    for a JSONL ``file``, names no result column (:func:`~.results.input_columns.check_column_names`).
+
+    :raises ValueError: naming the rule broken.
+    """
+    if (carry_columns is None) != (carry_columns_to is None):
+        raise ValueError("carry_columns and carry_columns_to go together: give both or neither")
+    if carry_columns is None:
+        return None
+    if file is not None:
+        raise ValueError("carry_columns reads csv= or requests=; a JSONL file= has no columns to carry")
+    return check_column_names(carry_columns, (*RESULT_COLUMNS, *EMBEDDING_COLUMNS))
+
+
+def store_input_columns(target: ObjectStoragePath, header: Mapping[str, Any], rows: Iterable[bytes]) -> None:
+    """Write one input file's carried columns (a header, then the rows) to ``target``, its folder made."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    publish_input_columns(target, header, rows)
 
 
 def input_columns_path(directory: str | ObjectStoragePath, file_id: str) -> ObjectStoragePath:

@@ -26,6 +26,7 @@ __all__ = [
     "InputColumns",
     "InputColumnsWriter",
     "check_column_names",
+    "copy_input_columns",
     "publish_input_columns",
 ]
 
@@ -119,13 +120,25 @@ class InputColumnsWriter:
         self.rows += 1
 
     def rows_out(self) -> Iterator[bytes]:
-        """The rows written, from the start, each converted to its column's inferred type."""
+        """The rows written, from the start, each converted to its column's inferred type (in chunks)."""
         self.out.seek(0)
-        if not self.infer_types or all(kind in (None, "string") for kind in self.types.values()):
+        if not self._converting():
             yield from iter(lambda: self.out.read(1 << 20), b"")
             return
+        yield from self._converted(iter(self.out.readline, b""))
+
+    def row_lines(self) -> Iterator[bytes]:
+        """The rows written, from the start, converted as by :meth:`rows_out`, one line each."""
+        self.out.seek(0)
+        lines = iter(self.out.readline, b"")
+        yield from self._converted(lines) if self._converting() else lines
+
+    def _converting(self) -> bool:
+        return self.infer_types and any(kind not in (None, "string") for kind in self.types.values())
+
+    def _converted(self, lines: Iterator[bytes]) -> Iterator[bytes]:
         converters = [_CONVERTERS.get(self.types[name] or "string") for name in self.names]
-        for line in iter(self.out.readline, b""):
+        for line in lines:
             row = msgspec.json.decode(line)
             cells = [
                 cell if convert is None or cell is None else (None if cell == "" else convert(cell))
@@ -171,6 +184,17 @@ def publish_input_columns(target: Any, header: Mapping[str, Any], rows: Iterable
         out.write(_ENCODER.encode(header) + b"\n")
         for chunk in rows:
             out.write(chunk)
+
+
+def copy_input_columns(source: IO[bytes], target: Any, file_id: str) -> None:
+    """
+    Write the sidecar read from ``source`` to ``target`` as the one of input file ``file_id``, streamed.
+
+    A follow-up round's input file holds some of the requests of the file ``source`` was written for:
+    its rows join the same values.
+    """
+    header = msgspec.json.decode(source.readline())
+    publish_input_columns(target, {**header, "file_id": file_id}, iter(lambda: source.read(1 << 20), b""))
 
 
 @dataclass(frozen=True)

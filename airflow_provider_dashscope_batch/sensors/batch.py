@@ -19,7 +19,12 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_dashscope_batch.client.ambiguity import Ambiguity
 from airflow_provider_dashscope_batch.client.identity import IDEMPOTENCY_KEY
 from airflow_provider_dashscope_batch.hooks.dashscope import DashScopeBatchHook
-from airflow_provider_dashscope_batch.operators.base import judge, remove_late_copies, wait_event
+from airflow_provider_dashscope_batch.operators.base import (
+    judge,
+    releasing_hook,
+    remove_late_copies,
+    wait_event,
+)
 from airflow_provider_dashscope_batch.triggers.batch import DashScopeBatchTrigger
 from airflow_provider_dashscope_batch.waiting.late import LateCopies, LateWatch, read_watching
 from airflow_provider_dashscope_batch.waiting.protocol import (
@@ -133,6 +138,7 @@ class DashScopeBatchSensor(BaseSensorOperator):
         self.log.info("Batch %s is %s", self.batch_id, batch.status)
         return batch, copies
 
+    @releasing_hook
     def execute(self, context: Context) -> Any:
         if not self.deferrable:
             return super().execute(context)
@@ -163,6 +169,10 @@ class DashScopeBatchSensor(BaseSensorOperator):
         """``poke_interval`` in seconds, whatever type it was given as."""
         value = self.poke_interval
         return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+    @releasing_hook
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Context) -> Any:
+        return super().resume_execution(next_method, next_kwargs, context)
 
     def execute_complete(self, context: Context, event: dict[str, Any] | None = None) -> dict[str, Any]:
         """Resume after the trigger fired: judge the finished batch (or remove late copies and wait again)."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from airflow_provider_dashscope_batch.client.identity import key_of, lineage, parse_key, with_generation
-from airflow_provider_dashscope_batch.client.types import Batch, RequestCounts
+from airflow_provider_dashscope_batch.client.types import Batch
 from airflow_provider_dashscope_batch.sharding.split import Shard
 from airflow_provider_dashscope_batch.waiting.late import LateCopies
 from airflow_provider_dashscope_batch.waiting.protocol import Outcome, OutcomePolicy, Verdict
@@ -146,16 +146,6 @@ class ShardJob:
     deadline: float | None
     runs: tuple[ShardRun, ...]
     rounds_left: int = 0
-
-    @property
-    def request_counts(self) -> RequestCounts:
-        """The request counters summed over the shards' batches."""
-        counts = [r.batch.request_counts for r in self.runs if r.batch and r.batch.request_counts]
-        return RequestCounts(
-            total=sum(c.total for c in counts),
-            completed=sum(c.completed for c in counts),
-            failed=sum(c.failed for c in counts),
-        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (XCom)."""

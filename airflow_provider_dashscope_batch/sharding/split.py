@@ -25,7 +25,7 @@ import pathlib
 from array import array
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import IO, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from airflow_provider_dashscope_batch.catalog import Catalog
 from airflow_provider_dashscope_batch.validation.builder import write_requests, write_requests_from_csv
@@ -40,6 +40,9 @@ from airflow_provider_dashscope_batch.validation.rules import (
     LineChecker,
     ValidationReport,
 )
+
+if TYPE_CHECKING:
+    from airflow_provider_dashscope_batch.results.input_columns import InputColumnsWriter
 
 __all__ = [
     "DEFAULT_MARGIN",
@@ -425,6 +428,7 @@ def split_requests(
     prefix: str = "shard",
     sizing: ShardSizing | None = None,
     on_shard: Callable[[Shard], Shard] | None = None,
+    carry: InputColumnsWriter | None = None,
 ) -> SplitResult:
     """
     Build request lines from dicts or bodies straight into shards; violations name the request number.
@@ -434,11 +438,12 @@ def split_requests(
     :param requests: request dicts or bodies; consumed lazily.
     :param endpoint: the ``url`` of requests that do not set one; every line's ``url`` must equal it.
     :param model: ``body.model`` for bodies that do not set one.
+    :param carry: takes the keys it names out of each request dict into it, instead of the line.
 
     The other parameters are those of :func:`split_jsonl`.
     """
     splitter = _Splitter(destination, prefix, endpoint, sizing, on_shard)
-    write_requests(requests, _LineFeed(splitter), endpoint=endpoint, model=model)  # type: ignore[arg-type]
+    write_requests(requests, _LineFeed(splitter), endpoint=endpoint, model=model, carry=carry)  # type: ignore[arg-type]
     return splitter.finish("<requests>")
 
 

@@ -20,6 +20,7 @@ from airflow.providers.common.compat.sdk import (
 from airflow_provider_dashscope_batch.client import DashScopeError, NotFoundError, RetryPolicy
 from airflow_provider_dashscope_batch.client.identity import key_of, parse_key
 from airflow_provider_dashscope_batch.cost.actual import CostMeter
+from airflow_provider_dashscope_batch.cost.recorded import COSTS_XCOM_KEY, costs_xcom
 from airflow_provider_dashscope_batch.fs import register_oss_scheme
 from airflow_provider_dashscope_batch.jobs.ledger import request_id_of
 from airflow_provider_dashscope_batch.jobs.table import SupersededErrors
@@ -575,6 +576,10 @@ class DashScopeBatchResultsToObjectStorageOperator(DashScopeBaseOperator):
                     outlet_events[outlet].extra.update(
                         {"batch_ids": manifest.batch_ids, "manifest_uri": manifest.manifest_uri}
                     )
+        costs = {shard.batch_id: shard.cost for shard in manifest.shards if shard.cost is not None}
+        ti = context.get("ti")
+        if costs and ti is not None:  # for the batches page (ui.costs), read through the REST API
+            ti.xcom_push(key=COSTS_XCOM_KEY, value=costs_xcom(costs))
         return keep_for_lineage(self, manifest.model_dump(mode="json"))
 
 

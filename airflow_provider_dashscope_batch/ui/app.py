@@ -5,7 +5,8 @@ Mounted on the api-server by :mod:`~airflow_provider_dashscope_batch.ui.plugin` 
 route resolves the user from Airflow's own token (the ``_token`` cookie the UI holds, or a bearer token)
 with the api-server's ``get_user`` dependency: no session is a 401. What the user sees and may cancel
 is asked of the auth manager in use (:mod:`.access`). The API key stays in the api-server: the browser
-gets rendered HTML only, and finish-callback tokens are cut from the metadata shown.
+gets rendered HTML only, and finish-callback tokens are cut from the metadata shown. Actual costs come
+from the results transfer's XCom, read through Airflow's REST API with the user's own token (:mod:`.costs`).
 
 Input is bounded and checked before any I/O; a bad parameter is a 400 page naming the rule, a service
 failure a 502 page, never a traceback. A cancel is a POST carrying an anti-forgery token bound to the
@@ -31,6 +32,8 @@ from airflow_provider_dashscope_batch.client.types import BatchStatus
 from airflow_provider_dashscope_batch.operators.links import BATCHES_PAGE_PREFIX
 from airflow_provider_dashscope_batch.sharding.creator import creator_of
 from airflow_provider_dashscope_batch.ui.access import Access, csrf_token, csrf_valid
+from airflow_provider_dashscope_batch.ui.costs import ActualCosts
+from airflow_provider_dashscope_batch.ui.jobs import JobBatch, job_batch, job_name_filter, job_of
 from airflow_provider_dashscope_batch.ui.listing import BatchQuery, Listings, UnknownConnection
 from airflow_provider_dashscope_batch.ui.render import (
     Row,
@@ -195,9 +198,19 @@ def _of_task(batch: Batch, filters: dict[str, str]) -> bool:
     return all(filters.get(k) in (None, v) for k, v in wanted.items())
 
 
-def create_app(listings: Listings | None = None) -> FastAPI:
+def _finished_runs(items: list[JobBatch]) -> set[tuple[str, str]]:
+    """The DAG runs of the finished batches among ``items``: where a transfer may have recorded costs."""
+    return {
+        (item.creator.dag_id, item.creator.run_id)
+        for item in items
+        if item.creator is not None and item.batch.status.is_terminal
+    }
+
+
+def create_app(listings: Listings | None = None, costs: ActualCosts | None = None) -> FastAPI:
     """The page's FastAPI app (the plugin mounts it at :data:`ROUTE_PREFIX`)."""
     shared = listings or Listings()
+    actual = costs or ActualCosts()
     limiter = anyio.CapacityLimiter(_MAX_CONCURRENT_READS)
     app = FastAPI(title="DashScope batches", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.listings = shared
@@ -262,30 +275,54 @@ def create_app(listings: Listings | None = None) -> FastAPI:
             if not await blocking(access.can_view, query.conn_id, batch):
                 hidden += 1
             elif _of_task(batch, filters):
-                rows.append(Row(batch, await blocking(access.can_cancel, query.conn_id, batch)))
+                rows.append(Row(job_batch(batch), await blocking(access.can_cancel, query.conn_id, batch)))
         next_query = {**filters, "after": page.next_after} if page.next_after else None
+        known = await actual.of_runs(_session_token(request), _finished_runs([row.item for row in rows]))
         html = list_page(
             base=base(request),
             airflow_root=_airflow_root(),
             connections=connections,
             filters=filters,
             rows=rows,
+            costs=known,
             hidden=hidden,
             next_query=next_query,
             first_query=filters if query.after else None,
         )
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 
+    async def job_batches(conn_id: str, item: JobBatch) -> list[JobBatch] | None:
+        """
+        The batch's job's batches, shards then rounds, from one (shared) list request by the job's name;
+        None for a batch of no known job. The user may see them all: they belong to the batch's DAG.
+        """
+        name = job_name_filter(item)
+        if item.creator is None or name is None:
+            return None
+        page = await blocking(shared.page, BatchQuery(conn_id=conn_id, ds_name=name, limit=PAGE_SIZES[-1]))
+        job = job_of(item.creator)
+        found = {b.id: b for b in (*page.batches, item.batch)}
+        members = [job_batch(b) for b in found.values()]
+        return sorted(
+            (m for m in members if m.creator is not None and job_of(m.creator) == job),
+            key=lambda m: m.sort_key,
+        )
+
     @app.get("/batches/{conn_id}/{batch_id}", response_class=HTMLResponse)
     async def batch_detail(request: Request, user: User, conn_id: str, batch_id: str) -> HTMLResponse:
         access, batch = await visible_batch(request, user, conn_id, batch_id)
         can_cancel = await blocking(access.can_cancel, conn_id, batch)
+        item = job_batch(batch)
+        rounds = await job_batches(conn_id, item)
+        known = await actual.of_runs(_session_token(request), _finished_runs([item, *(rounds or [])]))
         html = detail_page(
             base=base(request),
             airflow_root=_airflow_root(),
             conn_id=conn_id,
-            batch=batch,
+            item=item,
             can_cancel=can_cancel,
+            rounds=rounds,
+            costs=known,
         )
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
 

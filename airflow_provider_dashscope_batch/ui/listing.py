@@ -14,6 +14,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from airflow_provider_dashscope_batch.client.types import Batch, BatchStatus
@@ -134,7 +135,7 @@ class Listings:
         with self._lock:
             self.requests += 1
         # one more than the page shows, so that whether a next page exists costs no second request
-        listed = client.list_batch_page(
+        listed = client.list_batches(
             after=query.after,
             ds_name=query.ds_name,
             status=[s.value for s in query.status] or None,
@@ -144,8 +145,9 @@ class Listings:
             page_size=query.limit + 1,
             max_retries=1,
         )
-        batches = tuple(listed.data[: query.limit])
-        more = len(listed.data) > query.limit or (listed.has_more and len(listed.data) >= query.limit)
+        read = tuple(islice(listed, query.limit + 1))
+        batches = read[: query.limit]
+        more = len(read) > query.limit
         return ListedPage(batches, batches[-1].id if more and batches else None, time.monotonic())
 
     def forget(self, conn_id: str) -> None:

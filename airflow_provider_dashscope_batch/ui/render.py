@@ -7,13 +7,16 @@ Every value from the service or the request is escaped; links into Airflow's UI 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 from urllib.parse import quote, urlencode
 
 from airflow_provider_dashscope_batch.client.types import Batch, BatchStatus
+from airflow_provider_dashscope_batch.cost.recorded import RecordedCost
 from airflow_provider_dashscope_batch.sharding.creator import Creator, creator_of
+from airflow_provider_dashscope_batch.ui.jobs import JobBatch, JobGroup, group_by_job
 
 __all__ = ["Row", "confirm_page", "detail_page", "list_page", "message_page", "progress"]
 
@@ -35,15 +38,22 @@ input,select,button{font-size:13px;padding:4px 6px}button{cursor:pointer}
 .danger{background:#e53e3e;color:#fff;border:0;border-radius:4px;padding:6px 12px}
 a{color:#2b6cb0}dl{display:grid;grid-template-columns:max-content auto;gap:4px 16px}dt{font-weight:600}
 .pager{margin-top:12px;display:flex;gap:16px}
+tr.job td{background:#f0f4f8;border-top:2px solid #cbd5e0}tr.in-job td:first-child{padding-left:24px}
+tr.current td{background:#fefcbf}.place{font-size:12px;color:#2c5282}
 """
 
 
 @dataclass(frozen=True)
 class Row:
-    """One batch as the page shows it: the batch and what the user may do with it."""
+    """One batch as the page shows it: the batch in its job and what the user may do with it."""
 
-    batch: Batch
+    item: JobBatch
     can_cancel: bool
+
+    @property
+    def batch(self) -> Batch:
+        """The batch."""
+        return self.item.batch
 
 
 def progress(batch: Batch) -> tuple[int, int, int]:
@@ -65,7 +75,10 @@ def _finished(batch: Batch) -> int | None:
 
 
 def _bar(batch: Batch) -> str:
-    done, failed, total = progress(batch)
+    return _counts_bar(*progress(batch))
+
+
+def _counts_bar(done: int, failed: int, total: int) -> str:
     if not total:
         return '<span class="muted">no counts yet</span>'
     ok = 100 * done / total
@@ -89,15 +102,49 @@ def _creator_cell(airflow_root: str, batch: Batch) -> str:
     if creator is None:
         return '<span class="muted">not created by this Airflow</span>'
     dag, run = quote(creator.dag_id, safe=""), quote(creator.run_id, safe="")
-    shard = f"<br>shard {creator.shard[0]} of {creator.shard[1]}" if creator.shard else ""
     mapped = f" [{creator.map_index}]" if creator.map_index >= 0 else ""
     return (
         f'<a target="_top" href="{escape(f"{airflow_root}/dags/{dag}")}">{escape(creator.dag_id)}</a> / '
         f'<a target="_top" href="{escape(f"{airflow_root}/dags/{dag}/runs/{run}")}">'
         f"{escape(creator.run_id)}</a> / "
         f'<a target="_top" href="{escape(_task_url(airflow_root, creator))}">'
-        f"{escape(creator.task_id)}{mapped}</a>{shard}"
+        f"{escape(creator.task_id)}{mapped}</a>"
     )
+
+
+#: Why the actual cost is not shown: the batch object carries no usage; the transfer records it.
+_NO_ACTUAL = (
+    "Known once a results transfer in the batch's DAG run has read its output (and you may read that "
+    "run's XComs)"
+)
+Costs = Mapping[str, RecordedCost]
+
+
+def _actual(cost: RecordedCost | None) -> str:
+    """``actual 1.2300 CNY`` with its tokens as a tooltip, or ``actual —`` while unknown."""
+    if cost is None:
+        return f'<span class="muted actual" title="{escape(_NO_ACTUAL)}">actual —</span>'
+    title = f"at the batch price, recorded by the results transfer: {cost.tokens()}"
+    if not cost.complete:
+        title += "; some model had no price in the table"
+    return f'<span class="actual" title="{escape(title)}">actual {escape(cost.shown())}</span>'
+
+
+def _cost_cell(item: JobBatch, costs: Costs) -> str:
+    """The estimate the batch was created under (a shard's is the whole job's) and the actual cost."""
+    figure = item.estimated
+    estimate = '<span class="muted">—</span>'
+    if figure is not None:
+        whole = " (whole job)" if item.creator is not None and item.creator.shard is not None else ""
+        estimate = (
+            f'<span class="estimate" title="estimated at create, {escape(figure.basis)} basis">'
+            f"{escape(figure.shown())}</span>{whole}"
+        )
+    return f"est. {estimate}<br>{_actual(costs.get(item.batch.id))}"
+
+
+def _job_query(job: tuple[str, str, str, int]) -> dict[str, str]:
+    return dict(zip(("dag_id", "run_id", "task_id", "map_index"), (*job[:3], str(job[3])), strict=True))
 
 
 def _cancellable(batch: Batch) -> bool:
@@ -127,6 +174,7 @@ def list_page(
     connections: list[str],
     filters: dict[str, str],
     rows: list[Row],
+    costs: Costs,
     hidden: int,
     next_query: dict[str, str] | None,
     first_query: dict[str, str] | None,
@@ -170,26 +218,18 @@ def list_page(
             f'<p>Batches of <b>{names}</b> only. <a href="{escape(base)}/?{escape(urlencode(clear))}">'
             "Show all</a></p>"
         )
+    by_batch = {row.batch.id: row for row in rows}
     body_rows = []
-    for row in rows:
-        batch = row.batch
-        name = str((batch.metadata or {}).get("ds_name") or "")
-        action = ""
-        if row.can_cancel and _cancellable(batch):
-            action = _cancel_link(base, conn_id, batch)
-        body_rows.append(
-            f'<tr data-batch-id="{escape(batch.id)}">'
-            f'<td><a href="{escape(_detail_url(base, conn_id, batch.id))}">{escape(batch.id)}</a>'
-            f'<br><span class="muted">{escape(name)}</span></td>'
-            f'<td><span class="status {escape(batch.status.value)}">{escape(batch.status.value)}</span></td>'
-            f"<td>{_bar(batch)}</td>"
-            f"<td>{_time(batch.created_at)}</td><td>{_time(_finished(batch))}</td>"
-            f"<td>{_creator_cell(airflow_root, batch)}</td><td>{action}</td></tr>"
-        )
+    for group in group_by_job([row.item for row in rows]):
+        members = [by_batch[item.batch.id] for item in group.batches]
+        if group.job is not None and len(members) > 1:
+            body_rows.append(_job_row(base, filters, group, costs))
+        for row in members:
+            body_rows.append(_batch_row(base, airflow_root, conn_id, row, costs, in_job=len(members) > 1))
     table = (
         "<table><thead><tr><th>Batch</th><th>Status</th><th>Progress</th><th>Created (UTC)</th>"
-        "<th>Finished (UTC)</th><th>Created by</th><th></th></tr></thead><tbody>"
-        + ("".join(body_rows) or '<tr><td colspan="7" class="muted">No batches to show.</td></tr>')
+        "<th>Finished (UTC)</th><th>Created by</th><th>Cost</th><th></th></tr></thead><tbody>"
+        + ("".join(body_rows) or '<tr><td colspan="8" class="muted">No batches to show.</td></tr>')
         + "</tbody></table>"
     )
     note = (
@@ -210,8 +250,97 @@ def list_page(
     )
 
 
-def detail_page(*, base: str, airflow_root: str, conn_id: str, batch: Batch, can_cancel: bool) -> str:
-    """One batch: status, progress, times, files, errors, metadata and its creator."""
+def _batch_row(base: str, airflow_root: str, conn_id: str, row: Row, costs: Costs, *, in_job: bool) -> str:
+    batch = row.batch
+    name = str((batch.metadata or {}).get("ds_name") or "")
+    place = f'<br><span class="place">{escape(row.item.place)}</span>' if row.item.place else ""
+    action = _cancel_link(base, conn_id, batch) if row.can_cancel and _cancellable(batch) else ""
+    css = ' class="in-job"' if in_job else ""
+    return (
+        f'<tr data-batch-id="{escape(batch.id)}"{css}>'
+        f'<td><a href="{escape(_detail_url(base, conn_id, batch.id))}">{escape(batch.id)}</a>'
+        f'<br><span class="muted">{escape(name)}</span>{place}</td>'
+        f'<td><span class="status {escape(batch.status.value)}">{escape(batch.status.value)}</span></td>'
+        f"<td>{_bar(batch)}</td>"
+        f"<td>{_time(batch.created_at)}</td><td>{_time(_finished(batch))}</td>"
+        f"<td>{_creator_cell(airflow_root, batch)}</td><td>{_cost_cell(row.item, costs)}</td>"
+        f"<td>{action}</td></tr>"
+    )
+
+
+def _job_row(base: str, filters: dict[str, str], group: JobGroup, costs: Costs) -> str:
+    """
+    The heading row of a job's batches: what it is, its progress (shards), its estimate, its actual cost
+    (summed when every batch's on the page is known), a filter link.
+    """
+    assert group.job is not None
+    dag_id, run_id, task_id, map_index = group.job
+    kind = "shards" if group.sharded else "rounds"
+    counts = [progress(b.batch) for b in group.batches]
+    bar = _counts_bar(*(sum(c[i] for c in counts) for i in range(3))) if group.sharded else ""
+    figure = group.estimated
+    estimate = f" · est. {escape(figure.shown())}" if figure is not None else ""
+    spent = RecordedCost.total(costs.get(b.batch.id) for b in group.batches)
+    if spent is not None:
+        estimate += f' · <span class="actual">actual {escape(spent.shown())}</span>'
+    only = {**{k: v for k, v in filters.items() if k == "conn_id"}, **_job_query(group.job)}
+    mapped = f" [{map_index}]" if map_index >= 0 else ""
+    return (
+        f'<tr class="job" data-job="{escape(f"{dag_id}/{run_id}/{task_id}/{map_index}")}"><td colspan="8">'
+        f"Job <b>{escape(task_id)}{mapped}</b> of {escape(dag_id)} / {escape(run_id)}: "
+        f"{len(group.batches)} batches ({kind}) on this page{estimate} "
+        f'<a class="job-filter" href="{escape(base)}/?{escape(urlencode(only))}">only this job</a>'
+        f"{f'<div>{bar}</div>' if bar else ''}</td></tr>"
+    )
+
+
+def _round_row(base: str, conn_id: str, item: JobBatch, current: bool, costs: Costs) -> str:
+    batch = item.batch
+    css = ' class="current"' if current else ""
+    return (
+        f'<tr data-round-batch-id="{escape(batch.id)}"{css}><td>{escape(item.place)}</td>'
+        f'<td><a href="{escape(_detail_url(base, conn_id, batch.id))}">{escape(batch.id)}</a></td>'
+        f'<td><span class="status {escape(batch.status.value)}">{escape(batch.status.value)}</span></td>'
+        f"<td>{_bar(batch)}</td><td>{_time(batch.created_at)}</td><td>{_cost_cell(item, costs)}</td></tr>"
+    )
+
+
+def _rounds_section(
+    base: str, conn_id: str, current: Batch, rounds: list[JobBatch] | None, costs: Costs
+) -> str:
+    """A batch's job: its batches (shards, rounds) with their progress, estimates and actual costs."""
+    if rounds is None:
+        return ""
+    rows = "".join(_round_row(base, conn_id, item, item.batch.id == current.id, costs) for item in rounds)
+    figure = JobGroup(None, tuple(rounds)).estimated
+    total = ""
+    if figure is not None:
+        total = f"<p>Estimated cost of the job: <b>{escape(figure.shown())}</b> ({escape(figure.basis)})</p>"
+    spent = RecordedCost.total(costs.get(item.batch.id) for item in rounds)
+    if spent is not None:
+        total += (
+            f'<p class="job-actual">Actual cost of the job: <b>{escape(spent.shown())}</b> '
+            f"({escape(spent.tokens())})</p>"
+        )
+    return (
+        f"<h2>Rounds</h2>{total}"
+        "<table><thead><tr><th>Shard / round</th><th>Batch</th><th>Status</th><th>Progress</th>"
+        f"<th>Created (UTC)</th><th>Cost</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def detail_page(
+    *,
+    base: str,
+    airflow_root: str,
+    conn_id: str,
+    item: JobBatch,
+    can_cancel: bool,
+    rounds: list[JobBatch] | None,
+    costs: Costs,
+) -> str:
+    """One batch: status, progress, cost, its job's rounds, times, files, errors, metadata and its creator."""
+    batch = item.batch
     times = "".join(
         f"<dt>{label}</dt><dd>{_time(value)}</dd>"
         for label, value in (
@@ -259,7 +388,10 @@ def detail_page(*, base: str, airflow_root: str, conn_id: str, batch: Batch, can
         f"<dl><dt>Connection</dt><dd>{escape(conn_id)}</dd><dt>Endpoint</dt>"
         f"<dd>{escape(batch.endpoint or '')}</dd><dt>Completion window</dt>"
         f"<dd>{escape(batch.completion_window or '')}</dd><dt>Created by</dt>"
-        f"<dd>{_creator_cell(airflow_root, batch)}</dd></dl>"
+        f"<dd>{_creator_cell(airflow_root, batch)}</dd>"
+        f"{f'<dt>In its job</dt><dd>{escape(item.place)}</dd>' if item.place else ''}"
+        f"<dt>Cost</dt><dd>{_cost_cell(item, costs)}</dd></dl>"
+        f"{_rounds_section(base, conn_id, batch, rounds, costs)}"
         f"<h2>Times (UTC)</h2><dl>{times}</dl><h2>Files</h2><dl>{files or '<dt>none</dt><dd></dd>'}</dl>"
         f"<h2>Errors</h2>"
         + (

@@ -224,51 +224,46 @@ def read_watching(client: DashScopeClient, watch: LateWatch | None, batch_id: st
     raise read.errors[batch_id]
 
 
-def finish_watch_sync(
-    client: DashScopeClient,
-    watch: LateWatch,
-    interval: float,
-    *,
-    sleep: Callable[[float], object] = time.sleep,
-    clock: Callable[[], float] = time.time,
-) -> None:
+def finish_watch_sync(client: DashScopeClient, watch: LateWatch, interval: float) -> None:
     """After the wait ended: look every ``interval`` seconds until a look at or after the window's end."""
-    until = watch.copies.hold_until(clock())
-    while True:
-        now = clock()
-        last = now >= until
-        try:
-            watch.look(client, now, last=last)
-        except DashScopeError as exc:  # the next look (or nobody) finds it; the wait's result stands
-            log.warning("Looking for late copies of batch %s failed: %s", watch.batch_id, exc)
-        if last:
-            return
-        sleep(max(min(interval, until - now), 0.0))
+    _look_until(
+        watch.copies.hold_until(time.time()),
+        interval,
+        lambda now, last: watch.look(client, now, last=last),
+        f"late copies of batch {watch.batch_id}",
+    )
 
 
-def delete_late_files_sync(
-    client: DashScopeClient,
-    file: FileObject,
-    ambiguity: Ambiguity,
-    *,
-    sleep: Callable[[float], object] = time.sleep,
-    clock: Callable[[], float] = time.time,
-) -> None:
+def delete_late_files_sync(client: DashScopeClient, file: FileObject, ambiguity: Ambiguity) -> None:
     """
     After an ambiguous upload that nothing waits for (the upload operator's): look ten times over the
     window, the last at or after its end, deleting any late copy of ``file``.
     """
     watch = LateWatch("", file.id, None, LateCopies(None, file.filename, ambiguity.until))
-    interval = max((ambiguity.until - clock()) / 10, 0.5)
+    _look_until(
+        ambiguity.until,
+        max((ambiguity.until - time.time()) / 10, 0.5),
+        lambda now, last: watch.delete_files(client),
+        f"a late copy of file {file.id}",
+    )
+
+
+def _look_until(until: float, interval: float, look: Callable[[float, bool], object], what: str) -> None:
+    """
+    Call ``look(now, last)`` every ``interval`` seconds, the last call at or after ``until``.
+
+    A failed look is logged, not raised: the next look (or nobody) finds the copy; the wait's result stands.
+    """
     while True:
-        now = clock()
+        now = time.time()
+        last = now >= until
         try:
-            watch.delete_files(client)
+            look(now, last)
         except DashScopeError as exc:
-            log.warning("Looking for a late copy of file %s failed: %s", file.id, exc)
-        if now >= ambiguity.until:
+            log.warning("Looking for %s failed: %s", what, exc)
+        if last:
             return
-        sleep(max(min(interval, ambiguity.until - now), 0.0))
+        time.sleep(max(min(interval, until - now), 0.0))
 
 
 async def find_late_files(client: AsyncDashScopeClient, watch: LateWatch, interval: float) -> list[str]:

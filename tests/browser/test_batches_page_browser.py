@@ -4,7 +4,8 @@ The api-server runs the provider's plugin with Airflow's Simple auth manager ext
 (``per_dag_auth_manager.py``): ``admin`` (admin), ``editor`` (user: edits DAGs), ``viewer`` (viewer) and
 ``outsider`` (user, but no access to ``secret_dag``). Each signs in through Airflow's own token endpoint
 and the browser carries Airflow's cookie, as after a login. The batches are created in the emulator with
-the metadata the operators set.
+the metadata the operators set; those of ``costed_job`` by a real sharded operator and results transfer,
+run with ``airflow dags test`` on the api-server's DB, so the page shows the actual costs it recorded.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import subprocess
 import textwrap
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,8 @@ from airflow.providers.common.compat.version_compat import AIRFLOW_V_3_1_PLUS
 
 from airflow_provider_dashscope_batch.client import DashScopeClient
 from airflow_provider_dashscope_batch.client.identity import lineage, with_generation
-from airflow_provider_dashscope_batch.sharding.creator import creator_metadata
+from airflow_provider_dashscope_batch.cost.label import ESTIMATE_METADATA_KEY
+from airflow_provider_dashscope_batch.sharding.creator import creator_metadata, creator_of
 from airflow_provider_dashscope_batch.sharding.job import job_token
 from tests.browser.api_server import AirflowApiServer
 
@@ -36,7 +39,10 @@ pytestmark = [
 PASSWORDS = {"admin": "admin-pw", "editor": "editor-pw", "viewer": "viewer-pw", "outsider": "outsider-pw"}
 ROLES = {"admin": "admin", "editor": "user", "viewer": "viewer", "outsider": "user"}
 PAGE = "/dashscope-batches/"
+COSTED = ("costed1", "costed2")
 REQUESTS = 10
+#: What the sharded job's batches carry: the whole job's estimate.
+JOB_ESTIMATE = {"airflow_estimated_cost": "3.5000 CNY ceiling"}
 DAGS = textwrap.dedent(
     """
     from datetime import datetime
@@ -47,6 +53,38 @@ DAGS = textwrap.dedent(
     for dag_id in ("reports", "secret_dag"):
         with DAG(dag_id, schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
             EmptyOperator(task_id="create")
+    """
+)
+COSTED_DAG = "costed_job"
+#: Two shards of two priced requests each, then their results transferred: the actual costs recorded.
+COSTED_DAGS = textwrap.dedent(
+    f"""
+    import os
+    from datetime import datetime
+
+    from airflow.providers.common.compat.sdk import DAG
+
+    from airflow_provider_dashscope_batch.operators.shards import DashScopeShardedBatchOperator
+    from airflow_provider_dashscope_batch.transfers.results_to_object_storage import (
+        DashScopeBatchResultsToObjectStorageOperator,
+    )
+
+    REQUESTS = [
+        {{"custom_id": f"c{{i}}", "method": "POST", "url": "/v1/chat/completions",
+          "body": {{"model": "qwen-plus", "messages": [{{"role": "user", "content": "hello"}}]}}}}
+        for i in range(4)
+    ]
+
+    with DAG("{COSTED_DAG}", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
+        shards = DashScopeShardedBatchOperator(
+            task_id="sharded", requests=REQUESTS, max_requests_per_shard=2, poll_interval=0.2
+        )
+        DashScopeBatchResultsToObjectStorageOperator(
+            task_id="transfer",
+            batch_ids="{{{{ ti.xcom_pull(task_ids='sharded', key='batch_ids') }}}}",
+            destination=os.environ["COSTED_RESULTS"],
+            result_set="job",
+        ).set_upstream(shards)
     """
 )
 
@@ -74,7 +112,10 @@ def _input_file(client: DashScopeClient, tmp: Path) -> str:
 
 
 def _create_batches(emulator: Any, tmp: Path) -> dict[str, str]:
-    """The page's batches: two of ``reports`` (a task, a shard), one of ``secret_dag``, two of no DAG."""
+    """
+    The page's batches: four of ``reports`` (two rounds of a task's job, two shards of a sharded job,
+    each with the estimate the operators write), one of ``secret_dag``, two of no DAG.
+    """
     client = DashScopeClient(api_key=emulator.api_key, base_url=emulator.base_url)
     file_id = _input_file(client, tmp)
     create = _Ti("reports", "create", "manual__2026-12-07")
@@ -82,19 +123,37 @@ def _create_batches(emulator: Any, tmp: Path) -> dict[str, str]:
     shard = _Ti("reports", "sharded", "manual__2026-12-07")
     token = job_token(shard.dag_id, shard.task_id, shard.run_id, -1)
 
-    def key(ti: _Ti) -> str:
-        return with_generation(lineage(ti.dag_id, ti.task_id, ti.run_id, "-1"), 1)
+    def key(ti: _Ti, generation: int = 1) -> str:
+        return with_generation(lineage(ti.dag_id, ti.task_id, ti.run_id, "-1"), generation)
+
+    def shard_spec(i: int) -> tuple[dict[str, str], str]:
+        metadata = {"ds_name": f"{token} translate {i}/2", **creator_metadata(shard), **JOB_ESTIMATE}
+        return metadata, with_generation(lineage(token, str(i - 1), str(i) * 64), 1)
 
     specs = {
-        "reports": ({"ds_name": "daily report", **creator_metadata(create)}, key(create)),
-        "shard": (
-            {"ds_name": f"{token} translate 1/2", **creator_metadata(shard)},
-            with_generation(lineage(token, "0", "0" * 64), 1),
+        "reports": (
+            {
+                "ds_name": "daily report",
+                **creator_metadata(create),
+                ESTIMATE_METADATA_KEY: "1.2000 CNY ceiling",
+            },
+            key(create),
         ),
+        "shard": shard_spec(1),
         "secret": ({"ds_name": "secret job", **creator_metadata(secret)}, key(secret)),
         "adhoc": ({"ds_name": "adhoc notebook run"}, None),
         # claims a DAG its idempotency key does not confirm: shown as a batch of no known DAG
         "forged": ({"ds_name": "forged claim", **creator_metadata(create)}, "airflow-" + "0" * 40 + "-g1"),
+        # the job's second round and second shard, newer than the rest: the page brings them together
+        "round2": (
+            {
+                "ds_name": "daily report round 2",
+                **creator_metadata(create),
+                ESTIMATE_METADATA_KEY: "0.1200 CNY ceiling",
+            },
+            key(create, 2),
+        ),
+        "shard2": shard_spec(2),
     }
     ids = {}
     for name, (metadata, idempotency_key) in specs.items():
@@ -111,14 +170,27 @@ def _create_batches(emulator: Any, tmp: Path) -> dict[str, str]:
     return ids
 
 
+def _costed_batches(emulator: Any) -> dict[str, str]:
+    """The costed job's two shards, completed by its run: ``costed1``, ``costed2``."""
+    with DashScopeClient(api_key=emulator.api_key, base_url=emulator.base_url) as client:
+        listed = list(client.list_batches(page_size=20))
+    shards = {}
+    for batch in listed:
+        creator = creator_of(batch)
+        if creator is not None and creator.dag_id == COSTED_DAG and creator.shard is not None:
+            assert batch.status == "completed", batch
+            shards[f"costed{creator.shard[0]}"] = batch.id
+    assert set(shards) == {"costed1", "costed2"}, listed
+    return shards
+
+
 @pytest.fixture(scope="module")
 def page_server(
     tmp_path_factory: pytest.TempPathFactory, dashscope_emulator_session: Any
 ) -> Iterator[tuple[AirflowApiServer, dict[str, str]]]:
     """The api-server with per-DAG rights, the four users, the connection, and the emulator's batches."""
     emulator = dashscope_emulator_session
-    emulator.reset()
-    emulator.configure(time_scale=0, processing_rate=1, validating_seconds=1, cancelling_seconds=1)
+    emulator.reset()  # batches finish at once: for the costed job's run
     home = tmp_path_factory.mktemp("airflow-batches-page")
     server = AirflowApiServer(home)
     passwords = home / "passwords.json"
@@ -132,14 +204,18 @@ def page_server(
         AIRFLOW_CONN_DASHSCOPE_DEFAULT=json.dumps(conn),
         PYTHONPATH=str(Path(__file__).parent),
     )
-    ids = _create_batches(emulator, tmp_path_factory.mktemp("batches"))
     # the DAGs exist, so their links open and the audit log's entries are readable per DAG
     (home / "dags" / "page_dags.py").write_text(DAGS)
-    for args in (["db", "migrate"], ["dags", "reserialize"]):
+    (home / "dags" / "costed_dags.py").write_text(COSTED_DAGS)
+    server.env["COSTED_RESULTS"] = (home / "results").as_uri()
+    for args in (["db", "migrate"], ["dags", "reserialize"], ["dags", "test", COSTED_DAG]):
         done = subprocess.run(
-            [server.airflow, *args], env=server.env, capture_output=True, text=True, check=False
+            [server.airflow, *args], env=server.env, capture_output=True, text=True, check=False, timeout=300
         )
-        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    costed = _costed_batches(emulator)
+    emulator.configure(time_scale=0, processing_rate=1, validating_seconds=1, cancelling_seconds=1)
+    ids = {**_create_batches(emulator, tmp_path_factory.mktemp("batches")), **costed}
     server.start()
     try:
         yield server, ids
@@ -195,7 +271,7 @@ def test_the_page_lists_the_batches_with_progress(page_server, browser_page, scr
     server, ids = page_server
     page = _signed_in(browser_page, server, "viewer")
     page.goto(f"{server.url}{PAGE}")
-    assert _shown(page) == {ids["reports"], ids["shard"], ids["secret"]}
+    assert _shown(page) == {ids[n] for n in ("reports", "round2", "shard", "shard2", "secret", *COSTED)}
     row = page.locator(f'tr[data-batch-id="{ids["reports"]}"]')
     assert row.locator(".status").inner_text() == "in_progress"
     assert row.locator(".count").inner_text() == "4 of 10 done"
@@ -215,7 +291,7 @@ def test_the_page_sits_in_airflows_navigation(page_server, browser_page, screens
     frame = page.frame_locator("iframe")
     frame.locator(f'tr[data-batch-id="{ids["adhoc"]}"]').wait_for()
     # an admin may edit the connection, so the batches of no known DAG show too
-    assert frame.locator("tr[data-batch-id]").count() == 5
+    assert frame.locator("tr[data-batch-id]").count() == 9
     assert "not created by this Airflow" in frame.locator(f'tr[data-batch-id="{ids["forged"]}"]').inner_text()
     page.wait_for_timeout(500)
     _shot(page, screenshots_dir, "batches-page-in-airflow.png")
@@ -236,21 +312,72 @@ def test_filters_narrow_the_list_and_one_request_serves_a_page_view(
     page.select_option('select[name="status"]', "completed")
     page.click('button[type="submit"]')
     page.wait_for_url(re.compile(r"status=completed"))
-    assert _shown(page) == set()
+    assert _shown(page) == {ids[n] for n in COSTED}
     # the extra link's filter: the batches of one task only
     page.goto(f"{server.url}{PAGE}?dag_id=reports&run_id=manual__2026-12-07&task_id=sharded")
-    assert _shown(page) == {ids["shard"]}
+    assert _shown(page) == {ids["shard"], ids["shard2"]}
     emulator.clear_request_counts()
     for _ in range(3):
         page.goto(f"{server.url}{PAGE}?ds_name=report&limit=10")
     assert emulator.request_counts().get("GET /batches") == 1  # three views within the shared TTL
 
 
+def _rows(page: Any) -> list[str]:
+    """The list's rows in order: ``job:<dag>/<run>/<task>/<map index>`` or a batch id."""
+    script = "rows => rows.map(r => r.dataset.job ? 'job:' + r.dataset.job : r.dataset.batchId)"
+    return page.locator("tr[data-job], tr[data-batch-id]").evaluate_all(script)
+
+
+def test_a_jobs_batches_are_grouped_under_it_with_the_estimates(page_server, browser_page):
+    server, ids = page_server
+    page = _signed_in(browser_page, server, "viewer")
+    page.goto(f"{server.url}{PAGE}")
+    rows = _rows(page)
+    sharded, rounds = "job:reports/manual__2026-12-07/sharded/-1", "job:reports/manual__2026-12-07/create/-1"
+    # listed newest first: shard 2, round 2, ..., shard 1, round 1; the page brings each job together
+    assert rows[:3] == [sharded, ids["shard2"], ids["shard"]]
+    assert rows[3:6] == [rounds, ids["round2"], ids["reports"]]
+    job = page.locator(f'tr[data-job="{sharded[4:]}"]')
+    assert "2 batches (shards)" in job.inner_text()
+    assert "est. 3.5000 CNY" in job.inner_text()  # the whole job's, carried by each shard, said once
+    assert job.locator('[role="progressbar"]').get_attribute("aria-valuemax") == "20"
+    assert "est. 1.3200 CNY" in page.locator(f'tr[data-job="{rounds[4:]}"]').inner_text()  # rounds summed
+    row = page.locator(f'tr[data-batch-id="{ids["round2"]}"]')
+    assert row.locator(".place").inner_text() == "round 2"
+    assert row.locator(".estimate").inner_text() == "0.1200 CNY"
+    assert row.locator(".actual").inner_text() == "actual —"  # not finished: no transfer recorded it
+    assert "shard 2 of 2, round 1" in page.locator(f'tr[data-batch-id="{ids["shard2"]}"]').inner_text()
+    job.locator("a.job-filter").click()
+    page.wait_for_url(re.compile(r"task_id=sharded"))
+    assert _shown(page) == {ids["shard"], ids["shard2"]}
+
+
+def test_a_batchs_page_shows_its_jobs_rounds_and_shards(page_server, browser_page, screenshots_dir):
+    server, ids = page_server
+    page = _signed_in(browser_page, server, "viewer")
+    page.goto(f"{server.url}/dashscope-batches/batches/dashscope_default/{ids['round2']}")
+    script = "rows => rows.map(r => [r.dataset.roundBatchId, r.cells[0].innerText, r.className])"
+    listed = page.locator("tr[data-round-batch-id]").evaluate_all(script)
+    assert listed == [[ids["reports"], "round 1", ""], [ids["round2"], "round 2", "current"]]
+    assert "Estimated cost of the job: 1.3200 CNY (ceiling)" in page.locator("body").inner_text()
+    _shot(page, screenshots_dir, "batches-rounds.png")
+    page.goto(f"{server.url}/dashscope-batches/batches/dashscope_default/{ids['shard']}")
+    listed = page.locator("tr[data-round-batch-id]").evaluate_all(script)
+    assert [r[:2] for r in listed] == [
+        [ids["shard"], "shard 1 of 2, round 1"],
+        [ids["shard2"], "shard 2 of 2, round 1"],
+    ]
+    assert "Estimated cost of the job: 3.5000 CNY (ceiling)" in page.locator("body").inner_text()
+    # a one-batch job: its one round
+    page.goto(f"{server.url}/dashscope-batches/batches/dashscope_default/{ids['secret']}")
+    assert page.locator("tr[data-round-batch-id]").count() == 1
+
+
 def test_a_user_without_access_to_a_dag_sees_none_of_its_batches(page_server, browser_page):
     server, ids = page_server
     page = _signed_in(browser_page, server, "outsider")
     page.goto(f"{server.url}{PAGE}")
-    assert _shown(page) == {ids["reports"], ids["shard"]}
+    assert _shown(page) == {ids[n] for n in ("reports", "round2", "shard", "shard2", *COSTED)}
     with _http(server, "outsider") as outsider:
         detail = outsider.get(f"/dashscope-batches/batches/dashscope_default/{ids['secret']}")
         assert detail.status_code == 403
@@ -273,7 +400,7 @@ def test_an_editor_cancels_after_confirming_and_the_audit_log_records_it(
     server, ids = page_server
     page = _signed_in(browser_page, server, "editor")
     page.goto(f"{server.url}{PAGE}")
-    assert page.locator("a.cancel").count() == 3  # an editor edits every DAG here
+    assert page.locator("a.cancel").count() == 5  # an editor edits every DAG here
     page.locator(f'tr[data-batch-id="{ids["reports"]}"] a.cancel').click()
     page.wait_for_url(re.compile(r"/cancel$"))
     assert "This cannot be undone" in page.content()
@@ -348,3 +475,37 @@ def test_the_page_runs_no_script_and_is_framed_only_by_airflow(page_server):
     assert "frame-ancestors 'self'" in policy
     assert answer.headers["cache-control"] == "no-store"
     assert "<script" not in answer.text
+
+
+def test_the_actual_cost_the_transfer_recorded_shows_on_the_batch_its_job_and_its_page(
+    page_server, browser_page, screenshots_dir
+):
+    server, ids = page_server
+    manifest = json.loads((server.home / "results" / "job" / "manifest.json").read_text())
+    by_batch = {shard["batch_id"]: shard["cost"] for shard in manifest["shards"]}
+    total = manifest["cost"]["actual"]
+    assert Decimal(total["cost"]) > 0
+
+    def money(cost: dict[str, Any]) -> tuple[Decimal, str]:
+        return Decimal(cost["cost"]), cost["currency"]
+
+    def shown(text: str) -> tuple[Decimal, str]:  # "actual 0.000048 CNY"
+        label, amount, currency = text.split()
+        assert label == "actual", text
+        return Decimal(amount), currency
+
+    page = _signed_in(browser_page, server, "viewer")
+    page.goto(f"{server.url}{PAGE}")
+    for name in COSTED:
+        row = page.locator(f'tr[data-batch-id="{ids[name]}"]')
+        assert shown(row.locator(".actual").inner_text()) == money(by_batch[ids[name]])
+    job = page.locator(f'tr[data-job^="{COSTED_DAG}/"]')
+    assert shown(job.locator(".actual").inner_text()) == money(total)  # the shards' sum, as the manifest's
+    assert page.locator(f'tr[data-batch-id="{ids["secret"]}"] .actual').inner_text() == "actual —"
+
+    page.goto(f"{server.url}/dashscope-batches/batches/dashscope_default/{ids['costed1']}")
+    assert shown(page.locator("dd .actual").inner_text()) == money(by_batch[ids["costed1"]])
+    line = page.locator(".job-actual").inner_text()  # "Actual cost of the job: 0.0001 CNY (4 requests, …"
+    assert shown("actual " + line.removeprefix("Actual cost of the job: ").split(" (")[0]) == money(total)
+    assert f"({total['requests']} requests, {total['input_tokens']} input" in line
+    _shot(page, screenshots_dir, "batches-actual-cost.png")

@@ -35,7 +35,8 @@ class RecordingClient(DashScopeClient):
         self.uploads: list[list[dict]] = []
 
     def upload_file_receipt(self, file, **kwargs):
-        self.uploads.append([json.loads(line) for line in Path(file).read_text().splitlines()])
+        path = Path(getattr(file, "name", file))  # a path, or a stream opened on one
+        self.uploads.append([json.loads(line) for line in path.read_text().splitlines()])
         return super().upload_file_receipt(file, **kwargs)
 
 

@@ -13,6 +13,7 @@ import json
 import sys
 import threading
 import time
+import types
 import uuid
 from pathlib import Path
 
@@ -183,3 +184,28 @@ def test_a_batch_the_service_fails_fails_the_task_and_clears_the_state(
     assert batch.status == "failed"
     # nothing ran and nothing was billed: the state is cleared so a retry submits afresh
     assert not list((tmp_path / "classify" / "_airflow_batch_state").glob("*.json"))
+
+
+def test_rounds_in_the_worker_land_each_request_once(dags, tmp_path, dashscope_emulator, client, qwen_conn):
+    """The host's ``resubmit_rounds=1``: a throttled request is sent again, the table holds it once."""
+    from airflow.providers.common.ai.operators import llm_batch
+
+    from tests.operators.operator_helpers import check_billed_once
+
+    real_sleep = time.sleep
+    fast = types.SimpleNamespace(sleep=lambda seconds: real_sleep(min(seconds, 0.05)), time=time.time)
+    qwen_conn(host=f"{dashscope_emulator.base_url}?resubmit_rounds=1")
+    dashscope_emulator.fail_requests(r"-1$", status=429, attempts=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(llm_batch, "time", fast)  # the worker's poll sleeps poll_interval (>= 30 s)
+        dag_run = dags.in_the_worker.test()
+    ti = dag_run.get_task_instance("classify_reviews")
+    assert ti.state == "success"
+    manifest = ti.xcom_pull(task_ids="classify_reviews")
+    (first,) = [b for b in client.list_batches() if b.id == manifest["batch_id"]]
+    (second,) = [b for b in client.list_batches() if b.id != first.id]
+    assert (first.request_counts.failed, second.request_counts.total) == (1, 1)
+    rows = rows_in(tmp_path / "classify")
+    assert [(row["index"], row["status"]) for row in rows] == [(0, "success"), (1, "success"), (2, "success")]
+    assert (manifest["counts"]["succeeded"], manifest["counts"]["errored"]) == (3, 0)
+    assert len(check_billed_once(client, [first.id, second.id])) == 3

@@ -105,6 +105,19 @@ def test_sharded_job_merged_manifest_sums_every_shard(cost_dags, states):
     assert Decimal(actual["cost"]) == sum(Decimal(c["cost"]) for c in shard_costs) > 0
     assert manifest["cost"]["estimated_input_tokens"] == estimate["input_tokens"]
     assert actual["input_tokens"] == sum(s["usage"]["prompt_tokens"] for s in manifest["shards"])
+    # each shard's cost recorded for the batches page, as the manifest has it
+    recorded = run.get_task_instance("transfer").xcom_pull(task_ids="transfer", key="dashscope_batch_costs")
+    assert recorded == {
+        s["batch_id"]: {
+            "cost": str(Decimal(s["cost"]["cost"])),
+            "currency": "CNY",
+            "requests": s["cost"]["requests"],
+            "input_tokens": s["cost"]["input_tokens"],
+            "output_tokens": s["cost"]["output_tokens"],
+            "complete": True,
+        }
+        for s in manifest["shards"]
+    }
 
 
 def test_a_csv_with_three_bad_rows_fails_once_naming_each_row(

@@ -51,11 +51,17 @@ DAG_IDS = (
     "deployment_events",
     "deployment_events_safety_net",
     "deployment_events_results",
+    "deployment_queued_results",
 )
 COMPONENTS = ("scheduler", "dag-processor", "triggerer")
 STARTUP_TIMEOUT = 240.0
 #: The deployment connection's finish-events secret (the scenarios mark their batches with it).
 FINISH_EVENTS_SECRET = "deployment-finish-events-secret"
+#: The DashScope connection whose finish watcher reads the RabbitMQ queue (dag_files/deployment_dags.py).
+QUEUED_CONN_ID = "dashscope_queued"
+#: The Airflow connection of that queue, and the queue's name.
+QUEUE_CONN_ID = "dashscope_finish_queue"
+FINISH_QUEUE = "dashscope-batch-finishes"
 #: Emulated seconds per real second once a scenario lets its batches run (they finish within a poll).
 RUNNING_CLOCK = 30.0
 AIRFLOW_VERSION = tuple(int(part) for part in version("apache-airflow").split(".")[:2])

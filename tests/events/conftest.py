@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 
@@ -49,3 +50,16 @@ def results_dag(finished_asset) -> str:
         session.execute(delete(AssetDagRunQueue).where(AssetDagRunQueue.target_dag_id == dag.dag_id))
         session.execute(delete(DagRun).where(DagRun.dag_id == dag.dag_id))
     return dag.dag_id
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> Iterator[str]:
+    """A real RabbitMQ broker on loopback for this session (tests/rabbitmq_server.py); its ``amqp://`` URL."""
+    from rabbitmq_server import RabbitMQServer
+
+    server = RabbitMQServer()
+    try:
+        server.start()
+        yield server.url
+    finally:
+        server.stop()

@@ -57,6 +57,8 @@ def drive(
 
         (event,) = asyncio.run(fire())
         try:
-            return getattr(operator, step.method_name)(context, event), triggers
+            return operator.resume_execution(
+                step.method_name, {**(step.kwargs or {}), "event": event}, context
+            ), triggers
         except TaskDeferred as deferred:
             step = deferred

@@ -12,6 +12,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException
 from airflow_provider_dashscope_batch.operators.batch import DashScopeCreateBatchOperator
 from airflow_provider_dashscope_batch.operators.shards import DashScopeShardedBatchOperator
 from airflow_provider_dashscope_batch.operators.upload import DashScopeUploadFileOperator
+from tests.operators.operator_helpers import TaskInstanceStub
 
 
 class _TI:
@@ -180,6 +181,26 @@ def test_create_over_budget_creates_nothing(dashscope_conn, fresh, tmp_path, cli
     with pytest.raises(AirflowFailException, match=r"exceeds max_cost=0\.001"):
         create.execute({"ti": ti})
     assert "POST /batches" not in fresh.request_counts()
+
+
+def test_a_created_batch_carries_its_estimate_for_the_batches_page(dashscope_conn, fresh, tmp_path, client):
+    source = _lines(tmp_path / "in.jsonl", ["hello"] * 20, max_tokens=1000)
+    ti = _TI()
+    file_id = DashScopeUploadFileOperator(task_id="u", file=str(source)).execute({"ti": ti})
+    estimate = ti.xcom["cost_estimate"]
+    create = DashScopeCreateBatchOperator(
+        task_id="c", input_file_id=file_id, cost_estimate=estimate, wait_for_completion=False
+    )
+    batch = client.retrieve_batch(create.execute({"ti": TaskInstanceStub()})["id"])
+    ceiling = Decimal(estimate["cost_ceiling"])
+    assert batch.metadata["airflow_estimated_cost"] == f"{ceiling:.4f} CNY ceiling"
+    assert batch.metadata["ds_name"] == "c"  # the job's name, which its later rounds extend
+    long_id = DashScopeCreateBatchOperator(task_id="t" * 250, input_file_id=file_id)
+    assert long_id._create_kwargs("k", file_id, 2, {"ti": TaskInstanceStub()}, None)["metadata"][
+        "ds_name"
+    ] == (
+        "t" * 92 + " round 2"  # the service's 100 characters
+    )
 
 
 def test_create_with_a_budget_needs_an_estimate(dashscope_conn, fresh):

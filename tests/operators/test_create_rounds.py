@@ -98,8 +98,12 @@ def test_an_expired_batch_is_finished_by_one_round_of_exactly_the_remainder(
     assert client.retrieve_batch(first).request_counts.completed == 8
     round_two = client.retrieve_batch(second)
     assert round_two.request_counts.total == 12  # exactly the remainder, no second round past it
+    assert client.retrieve_batch(first).metadata["ds_name"] == "create_batch"
     assert round_two.metadata["ds_name"] == "create_batch round 2"
     assert round_two.metadata["idempotency_key"].endswith("-g2")
+    assert (
+        round_two.metadata["airflow_estimated_cost"] == "0.0000 CNY ceiling"
+    )  # the remainder's (a free model)
     assert check_billed_once(client, [first, second]) == set(ids)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
 import pytest
 from airflow.providers.common.compat.sdk import AirflowException, AirflowFailException, TaskDeferred
@@ -48,7 +49,8 @@ def test_the_cap_holds_back_shards_until_a_slot_frees(dashscope_conn, dashscope_
         max_active_batches=1,
         **FAST,
     )
-    result, triggers = drive(operator, {"ti": TaskInstance()})
+    ti = TaskInstance()
+    result, triggers = drive(operator, {"ti": ti})
     assert [(t.until, len(t.batch_ids)) for t in triggers] == [("any", 1), ("any", 1), ("all", 1)]
     assert result["request_counts"] == {"total": 250, "completed": 250, "failed": 0}
     assert [s["requests"] for s in result["shards"]] == [100, 100, 50]
@@ -56,6 +58,9 @@ def test_the_cap_holds_back_shards_until_a_slot_frees(dashscope_conn, dashscope_
     created = list(reversed(list(client.list_batches())))  # oldest first
     assert [b.id for b in created] == result["batch_ids"]  # one at a time, in input order
     assert all(str(b.metadata["idempotency_key"]).endswith("-g1") for b in created)
+    # the job's estimate, also on the shards created after a deferral
+    ceiling = Decimal(ti.xcoms["cost_estimate"]["cost_ceiling"])
+    assert {b.metadata["airflow_estimated_cost"] for b in created} == {f"{ceiling:.4f} CNY ceiling"}
 
 
 def test_a_new_try_re_attaches_to_running_batches(dashscope_conn, dashscope_emulator):

@@ -95,7 +95,7 @@ def test_the_job_is_skipped_only_if_every_shard_is():
     assert policy.evaluate([expired, _batch("a")]).outcome is Outcome.SUCCESS
 
 
-def test_a_job_survives_its_xcom_round_trip_and_sums_its_counts():
+def test_a_job_survives_its_xcom_round_trip():
     base = shard_key_base("t" * 16, SHARD)
     job = ShardJob(
         "t" * 16,
@@ -109,4 +109,3 @@ def test_a_job_survives_its_xcom_round_trip_and_sums_its_counts():
     )
     again = ShardJob.from_dict(json.loads(json.dumps(job.to_dict())))
     assert again == job
-    assert again.request_counts.model_dump() == {"total": 150, "completed": 95, "failed": 10}

@@ -208,6 +208,7 @@ def cancel_batch_flow(core: ClientCore, batch_id: str) -> Flow[Batch]:
 def list_batches_flow(
     core: ClientCore,
     *,
+    after: str | None = None,
     ds_name: str | None = None,
     input_file_ids: Iterable[str] | str | None = None,
     status: Iterable[BatchStatus | str] | BatchStatus | str | None = None,
@@ -219,6 +220,10 @@ def list_batches_flow(
     """
     Iterate over batches (``GET /batches``), newest first, fetching further pages as needed.
 
+    A caller that shows one page at a time (a UI) starts ``after`` the last batch it showed and stops
+    after ``page_size`` batches: no further page is asked for.
+
+    :param after: Start after this batch id (the cursor; None: from the newest).
     :param ds_name: Fuzzy match on the batch name.
     :param input_file_ids: Only batches of these input files (at most 20).
     :param status: Only batches in these statuses.
@@ -228,38 +233,7 @@ def list_batches_flow(
     :param max_retries: Retries of each page's request, overriding the client's (0: send once).
     """
     params = _list_params(ds_name, input_file_ids, status, create_after, create_before, page_size)
-    return paginate_flow(core, "/batches", params, BatchPage, max_retries)
-
-
-def list_batch_page_flow(
-    core: ClientCore,
-    *,
-    after: str | None = None,
-    ds_name: str | None = None,
-    input_file_ids: Iterable[str] | str | None = None,
-    status: Iterable[BatchStatus | str] | BatchStatus | str | None = None,
-    create_after: TimeFilter | None = None,
-    create_before: TimeFilter | None = None,
-    page_size: int | None = None,
-    max_retries: int | None = None,
-) -> Flow[BatchPage]:
-    """
-    One page of batches (one ``GET /batches``), newest first, for a caller that pages itself (a UI).
-
-    The filters are those of ``list_batches``.
-
-    :param after: The cursor: the ``last_id`` of the page before (None: the first page).
-    """
-    params = _list_params(ds_name, input_file_ids, status, create_after, create_before, page_size)
-    params["after"] = after
-    return (
-        yield from request_flow(
-            core,
-            lambda: core.build_request("GET", "/batches", params=params),
-            lambda r: core.parse(r, BatchPage),
-            max_retries=max_retries,
-        )
-    )
+    return paginate_flow(core, "/batches", params, BatchPage, max_retries, after=after)
 
 
 def _list_params(

@@ -86,7 +86,22 @@ def qwen_llm_batch_long():
     classify([f"Review {i}" for i in range(20)])
 
 
+@dag(schedule=None, start_date=datetime(2025, 1, 1))
+def qwen_llm_batch_in_the_worker():
+    """Waited for in the worker (``deferrable=False``), where the adapter holds the request lines."""
+    LLMBatchOperator(
+        task_id="classify_reviews",
+        requests=[f"Review: {review!r}" for review in REVIEWS],
+        result_path=f"{RESULT_ROOT}/classify",
+        llm_conn_id="qwen",
+        model_id="dashscope:qwen-plus",
+        output_type=Sentiment,
+        deferrable=False,
+    )
+
+
 operator = qwen_llm_batch_operator()
+in_the_worker = qwen_llm_batch_in_the_worker()
 strict = qwen_llm_batch_strict()
 two_models = qwen_llm_batch_two_models()
 long = qwen_llm_batch_long()

@@ -133,3 +133,20 @@ with DAG(
     DashScopeBatchResultsToObjectStorageOperator(
         task_id="land_results", batch_ids=finished_batches(), destination=EVENTS_RESULTS
     )
+
+# The same results DAG for a connection whose finishes EventBridge delivers to a RabbitMQ queue; its list
+# poll runs once (the watcher's baseline), so each finish comes from the queue.
+with DAG(
+    "deployment_queued_results",
+    schedule=[
+        finished_batches_asset("dashscope_queued", poll_interval=3600, queue_conn_id="dashscope_finish_queue")
+    ],
+    start_date=datetime(2025, 1, 1),
+    catchup=False,
+):
+    DashScopeBatchResultsToObjectStorageOperator(
+        task_id="land_results",
+        dashscope_conn_id="dashscope_queued",
+        batch_ids=finished_batches(),
+        destination=EVENTS_RESULTS,
+    )
