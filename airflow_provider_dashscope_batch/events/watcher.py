@@ -351,7 +351,12 @@ class FinishWatch:
                         yield finish_payload(self.conn_id, batch), handed
                     if new and self.catch_up_delay is not None:
                         self._catch_up_at = self.clock() + self.catch_up_delay
-                    done = fresh.done if gated else {**fresh.done, **{b.id: _created(b) for b in new}}
+                    # gated: the baseline, and what advance() wrote meanwhile; the new finishes wait for it
+                    done = (
+                        {**cursor.done, **fresh.done}
+                        if gated
+                        else {**fresh.done, **{b.id: _created(b) for b in new}}
+                    )
                     cursor = replace(fresh, since=cursor.since, seq=cursor.seq, done=done)
                 if self.in_flight and cursor.since is not None:  # a finish not yet persisted is listed again
                     cursor = replace(cursor, since=min(cursor.since, *self.in_flight.values()))
@@ -571,8 +576,8 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
                         "The finish watcher of connection %r failed a round", self.dashscope_conn_id
                     )
                 await asyncio.sleep(self.watching.interval if self.watching else self.poll_interval)
-        finally:
-            if self.watching is not None and self.watching.queue is not None:
+        finally:  # gated: the producer closes the queue once the last advance acknowledged its messages
+            if not gated and self.watching is not None and self.watching.queue is not None:
                 await self.watching.queue.aclose()
 
     def shared_stream_key(self) -> Hashable | None:
