@@ -16,45 +16,45 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.shared_stream import SharedStreamProducer
 
-from airflow_provider_dashscope_batch.events.watcher import Handed
-
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
     from airflow.triggers.shared_stream import AdvanceItem
-
-    from airflow_provider_dashscope_batch.events.watcher import DashScopeBatchFinishTrigger
 
 __all__ = ["FinishProducer"]
 
 
 class FinishProducer(SharedStreamProducer):
     """
-    The watcher's rounds as a shared stream in ack mode.
+    The watcher's gated rounds as a shared stream in ack mode.
 
-    :param trigger: The trigger whose rounds this producer runs (built from the stream's kwargs).
+    :param stream: The gated rounds: ``(payload, broker payload)``; the broker payload is None for an
+        event that hands on no finish (the catch-up event).
+    :param advance: Called with the broker payloads whose events were persisted and those that failed.
+    :param close: Closes the queue connection (its unacknowledged messages go back to the queue).
     """
 
-    def __init__(self, trigger: DashScopeBatchFinishTrigger) -> None:
-        self.trigger = trigger
+    def __init__(
+        self,
+        stream: Callable[[], AsyncIterator[tuple[Any, Any]]],
+        advance: Callable[[Sequence[Any], Sequence[Any]], Awaitable[None]],
+        close: Callable[[], Awaitable[None]],
+    ) -> None:
+        self._stream, self._advance, self._close = stream, advance, close
 
     async def open_stream(self) -> AsyncIterator[tuple[Any, Any]]:
-        """``(payload, Handed or None)`` per event of the gated rounds (None: the catch-up event)."""
-        async for payload, handed in self.trigger.rounds(gated=True):
-            yield payload, handed
+        """The gated rounds' ``(payload, broker payload)`` pairs."""
+        async for item in self._stream():
+            yield item
 
     async def advance(self, batch: Sequence[AdvanceItem]) -> None:
-        """Write the persisted finishes to the cursor and acknowledge their messages; requeue the others."""
-        watch = self.trigger.watching
+        """Hand the finishes on to the cursor (persisted) or back to the queue (failed)."""
         finishes = [(item.broker_payload, item.outcome.is_clean) for item in batch]
-        finishes = [(handed, clean) for handed, clean in finishes if isinstance(handed, Handed)]
-        if watch is None or not finishes:
-            return
-        persisted = [handed for handed, clean in finishes if clean]
-        await watch.advance(persisted, [handed for handed, clean in finishes if not clean])
+        persisted = [payload for payload, clean in finishes if payload is not None and clean]
+        failed = [payload for payload, clean in finishes if payload is not None and not clean]
+        if persisted or failed:
+            await self._advance(persisted, failed)
 
     async def aclose(self) -> None:
-        """Close the queue connection (its unacknowledged messages go back to the queue)."""
-        watch = self.trigger.watching
-        if watch is not None and watch.queue is not None:
-            await watch.queue.aclose()
+        """Close the queue connection once the last advance acknowledged its messages."""
+        await self._close()

@@ -577,8 +577,8 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
                     )
                 await asyncio.sleep(self.watching.interval if self.watching else self.poll_interval)
         finally:  # gated: the producer closes the queue once the last advance acknowledged its messages
-            if not gated and self.watching is not None and self.watching.queue is not None:
-                await self.watching.queue.aclose()
+            if not gated:
+                await self.close_queue()
 
     def shared_stream_key(self) -> Hashable | None:
         """
@@ -594,7 +594,18 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
         """A finish enters the cursor, and its messages are acknowledged, once its event persisted."""
         from airflow_provider_dashscope_batch.events.shared import FinishProducer
 
-        return FinishProducer(cls(**kwargs))
+        trigger = cls(**kwargs)
+        return FinishProducer(lambda: trigger.rounds(gated=True), trigger.advance, trigger.close_queue)
+
+    async def advance(self, persisted: Sequence[Handed], failed: Sequence[Handed]) -> None:
+        """The shared stream's advance: see :meth:`FinishWatch.advance`."""
+        if self.watching is not None:
+            await self.watching.advance(persisted, failed)
+
+    async def close_queue(self) -> None:
+        """Close the queue connection, if any (its unacknowledged messages go back to the queue)."""
+        if self.watching is not None and self.watching.queue is not None:
+            await self.watching.queue.aclose()
 
     async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
         """Each payload of the shared stream is one event."""
