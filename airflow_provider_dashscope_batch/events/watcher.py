@@ -341,7 +341,9 @@ class FinishWatch:
                         return
                     new = [b for b in found.values() if b.id not in fresh.done and b.id not in self.in_flight]
                     for batch in new:
-                        log.info("Batch %s of %r finished %s", batch.id, self.conn_id, batch.status)
+                        log.info(
+                            "Batch %s of connection %r finished %s", batch.id, self.conn_id, batch.status
+                        )
                         handed = None
                         if gated:
                             deliveries = tuple(d for d in taken if d.batch_id == batch.id)
