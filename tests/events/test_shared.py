@@ -164,3 +164,28 @@ async def test_queue_messages_are_acknowledged_only_once_their_events_are_confir
         assert {p["batch_id"] for p in again} == set(later) - confirmed
     assert set(later) <= set(cursor().done)  # the last one's window closed when the trigger left
     assert await waiting(rabbitmq, queue) == 0  # acknowledged: not given back when the group stopped
+
+
+async def test_the_list_start_stays_at_a_finish_in_flight_so_a_restart_lists_it_again(
+    dashscope_emulator, conn, client
+):
+    trigger = DashScopeBatchFinishTrigger(CONN, poll_interval=0, catch_up_delay=None)
+    watch = trigger.watch(get=get_variable, put=put_variable, clock=dashscope_emulator.now)
+
+    async def rounds() -> list:
+        return [item async for item in watch.rounds_step(gated=True)]
+
+    assert await rounds() == []  # the baseline
+    (first,) = create(client)
+    wait_terminal(client, [first])
+    ((payload, handed),) = await rounds()
+    assert payload["batch_id"] == handed.batch_id == first
+    dashscope_emulator.advance(3600)  # a later batch moves the list start far past the first
+    (later,) = create(client)
+    wait_terminal(client, [later])
+    assert [p["batch_id"] for p, _ in await rounds()] == [later]  # the first is in flight: not again
+    assert cursor().since <= handed.created  # never advanced: the first must stay listable
+    free_the_lease()  # the triggerer is killed; its successor
+    successor = trigger.watch(get=get_variable, put=put_variable, clock=dashscope_emulator.now)
+    again = [p["batch_id"] async for p, _ in successor.rounds_step(gated=True)]
+    assert sorted(again) == sorted([first, later])
