@@ -34,7 +34,7 @@ of a connection hand on finishes at a time: a second triggerer that runs the sam
 assigns a trigger to one triggerer; during a failover two may briefly run it) stands by, and a round's
 finishes are re-checked against the cursor just before they are yielded.
 
-On Airflow 3.3 the rounds run in a shared stream in ack mode (:mod:`~.shared`): a finish enters the
+On Airflow 3.3 the rounds run in a shared stream in ack mode (``events.shared``): a finish enters the
 cursor, and its queue messages are acknowledged, only once Airflow confirmed its event persisted
 (:meth:`FinishWatch.advance`); until then it is in flight, and the cursor's list start stays at or
 before it, so a triggerer killed before the confirmation leaves it to be found again. On 3.0 to 3.2
