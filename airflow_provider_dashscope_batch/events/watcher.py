@@ -594,10 +594,10 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
     @classmethod
     def create_shared_stream_producer(cls, kwargs: dict[str, Any]) -> Any:
         """A finish enters the cursor, and its messages are acknowledged, once its event persisted."""
-        from airflow_provider_dashscope_batch.events.shared import FinishProducer
+        from airflow_provider_dashscope_batch.events.shared import finish_producer
 
         trigger = cls(**kwargs)
-        return FinishProducer(lambda: trigger.rounds(gated=True), trigger.advance, trigger.close_queue)
+        return finish_producer(lambda: trigger.rounds(gated=True), trigger.advance, trigger.close_queue)
 
     async def advance(self, persisted: Sequence[Handed], failed: Sequence[Handed]) -> None:
         """The shared stream's advance: see :meth:`FinishWatch.advance`."""
