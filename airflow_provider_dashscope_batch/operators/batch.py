@@ -30,7 +30,7 @@ from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
 from airflow_provider_dashscope_batch.jobs.ledger import progress_line
 from airflow_provider_dashscope_batch.operators.base import DashScopeBaseBatchOperator, judge
 from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY
-from airflow_provider_dashscope_batch.operators.job import DashScopeJudgedJobOperator
+from airflow_provider_dashscope_batch.operators.job import DashScopeBaseJudgedJobOperator
 from airflow_provider_dashscope_batch.operators.lineage import batch_lineage, keep_for_lineage
 from airflow_provider_dashscope_batch.operators.links import (
     DashScopeBatchConsoleLink,
@@ -83,7 +83,7 @@ def _lineage(context: Context) -> str:
     return lineage(ti.dag_id, ti.task_id, ti.run_id, str(getattr(ti, "map_index", -1)))
 
 
-class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator, DashScopeJudgedJobOperator):
+class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator, DashScopeBaseJudgedJobOperator):
     """
     Create a batch, push its id to XCom (key ``batch_id``) and, by default, wait for it to finish.
 
@@ -109,7 +109,7 @@ class DashScopeCreateBatchOperator(DashScopeBaseBatchOperator, DashScopeJudgedJo
         :ref:`howto/operator:DashScopeCreateBatchOperator`
 
     The cost arguments (``max_cost``, ``approve_above``, ...) and the outcome arguments (``on_expired``,
-    ...) are :class:`~airflow_provider_dashscope_batch.operators.job.DashScopeJudgedJobOperator`'s.
+    ...) are :class:`~airflow_provider_dashscope_batch.operators.job.DashScopeBaseJudgedJobOperator`'s.
 
     :param input_file_id: Id of the uploaded JSONL file, or (cn-beijing) a JSONL object in OSS: the
         identifier ``oss:cn-beijing:<bucket>/<path>`` (recommended by the batch guide; the bucket needs the

@@ -1,7 +1,7 @@
 """
 How a job entry point's cost estimate becomes a log line, an XCom or a failure.
 
-The arguments are :class:`~airflow_provider_dashscope_batch.operators.job.DashScopeJobOperator`'s; the
+The arguments are :class:`~airflow_provider_dashscope_batch.operators.job.DashScopeBaseJobOperator`'s; the
 estimate itself is :mod:`airflow_provider_dashscope_batch.cost`; :class:`CostGuard` reads the connection's
 region and price overrides, logs the table, pushes it to XCom (key ``cost_estimate``) and fails the task
 (:class:`AirflowFailException`: a retry would fail the same way) on a failed check, always before
@@ -74,7 +74,7 @@ class CostGuard:
     """
     Cost estimate, budget, thinking-mode and approval guard of a job entry point (see :doc:`/cost`).
 
-    Every :class:`~airflow_provider_dashscope_batch.operators.job.DashScopeJobOperator` holds one, built
+    Every :class:`~airflow_provider_dashscope_batch.operators.job.DashScopeBaseJobOperator` holds one, built
     from the cost arguments that class declares.
 
     :param task: The operator it guards (its hook, log, upstream tasks and approval step).

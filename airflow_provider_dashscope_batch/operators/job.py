@@ -1,9 +1,9 @@
 """
 The arguments the job entry points share, declared once: the cost guard's and the outcome policy's.
 
-* :class:`DashScopeJobOperator`: an operator that sends a job's input or batches (upload, create,
+* :class:`DashScopeBaseJobOperator`: an operator that sends a job's input or batches (upload, create,
   sharded); its cost arguments build the :class:`~.cost.CostGuard` it holds as ``cost``.
-* :class:`DashScopeJudgedJobOperator`: one that also judges its batches' ends (create, sharded); its
+* :class:`DashScopeBaseJudgedJobOperator`: one that also judges its batches' ends (create, sharded); its
   ``on_*`` arguments build the :class:`~airflow_provider_dashscope_batch.waiting.protocol.OutcomePolicy`
   it holds as ``outcome_policy``.
 
@@ -28,10 +28,10 @@ if TYPE_CHECKING:
 
     from airflow.providers.common.compat.sdk import Context
 
-__all__ = ["DashScopeJobOperator", "DashScopeJudgedJobOperator"]
+__all__ = ["DashScopeBaseJobOperator", "DashScopeBaseJudgedJobOperator"]
 
 
-class DashScopeJobOperator(DashScopeBaseOperator):
+class DashScopeBaseJobOperator(DashScopeBaseOperator):
     """
     An operator that sends a job, guarded by its cost estimate before anything is uploaded or created.
 
@@ -92,7 +92,7 @@ class DashScopeJobOperator(DashScopeBaseOperator):
         return self.execute(context)
 
 
-class DashScopeJudgedJobOperator(DashScopeJobOperator):
+class DashScopeBaseJudgedJobOperator(DashScopeBaseJobOperator):
     """
     A job operator that judges how its batches ended: each outcome is ``"success"``, ``"fail"`` or
     ``"skip"`` (for the sharded operator, of each shard's batch).

@@ -36,7 +36,7 @@ from airflow_provider_dashscope_batch.events.callback import finish_event_metada
 from airflow_provider_dashscope_batch.jobs.failures import ResubmitErrors
 from airflow_provider_dashscope_batch.operators.base import remove_late_copies
 from airflow_provider_dashscope_batch.operators.cost import COST_XCOM_KEY, LineSink
-from airflow_provider_dashscope_batch.operators.job import DashScopeJudgedJobOperator
+from airflow_provider_dashscope_batch.operators.job import DashScopeBaseJudgedJobOperator
 from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, sharded_lineage
 from airflow_provider_dashscope_batch.operators.links import (
     DashScopeBatchConsoleLink,
@@ -257,7 +257,7 @@ class DashScopeSplitRequestsOperator(_ShardingOperator):
         return [s.uri for s in result.shards]
 
 
-class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperator):
+class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeBaseJudgedJobOperator):
     """
     Run any number of requests as one job: split, upload and batch every shard, wait for all in one deferral.
 
@@ -285,7 +285,7 @@ class DashScopeShardedBatchOperator(_ShardingOperator, DashScopeJudgedJobOperato
 
     The cost arguments (``max_cost``, ``approve_above``, ...) and the outcome arguments of each shard's
     batch (``on_expired``, ...) are
-    :class:`~airflow_provider_dashscope_batch.operators.job.DashScopeJudgedJobOperator`'s.
+    :class:`~airflow_provider_dashscope_batch.operators.job.DashScopeBaseJudgedJobOperator`'s.
 
     :param file: Local path, URL or ``ObjectStoragePath`` of a JSONL file (templated); or ``requests``
         or ``csv`` (templated) and the arguments that build their lines: see

@@ -16,7 +16,7 @@ from airflow.providers.common.compat.sdk import AirflowFailException, ObjectStor
 
 from airflow_provider_dashscope_batch.catalog import Catalog
 from airflow_provider_dashscope_batch.fs import register_oss_scheme
-from airflow_provider_dashscope_batch.operators.job import DashScopeJobOperator
+from airflow_provider_dashscope_batch.operators.job import DashScopeBaseJobOperator
 from airflow_provider_dashscope_batch.operators.lineage import keep_for_lineage, upload_lineage
 from airflow_provider_dashscope_batch.operators.request_input import DashScopeRequestInputOperator
 from airflow_provider_dashscope_batch.operators.rounds import SOURCE_XCOM_KEY
@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 
-class DashScopeUploadFileOperator(DashScopeRequestInputOperator, DashScopeJobOperator):
+class DashScopeUploadFileOperator(DashScopeRequestInputOperator, DashScopeBaseJobOperator):
     """
     Validate a batch input file line by line, then stream it to DashScope; returns the file id.
 
@@ -63,7 +63,7 @@ class DashScopeUploadFileOperator(DashScopeRequestInputOperator, DashScopeJobOpe
         :ref:`howto/operator:DashScopeUploadFileOperator`
 
     The cost arguments (``estimate_cost``, ``max_cost``, ``approve_above``, ...) are
-    :class:`~airflow_provider_dashscope_batch.operators.job.DashScopeJobOperator`'s.
+    :class:`~airflow_provider_dashscope_batch.operators.job.DashScopeBaseJobOperator`'s.
 
     :param file: Local path, URL (``s3://conn@bucket/key``, ``file:///...``) or ``ObjectStoragePath`` of
         a JSONL file (templated).
