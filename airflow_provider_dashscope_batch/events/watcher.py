@@ -29,7 +29,8 @@ mailbox position, and a lease. A round yields its new finishes and then adds the
 write, once the triggerer has taken the last of them (a generator resumes only when its consumer asks for
 more). A triggerer stopped in the middle of a round never wrote those finishes: its successor yields them
 again, so a finish is never lost, and only a finish already persisted before the stop is recorded twice.
-The lease (renewed every round; free after :data:`LEASE_ROUNDS` rounds without renewal) lets one watcher
+The lease (renewed by the first round after a third of it has passed, and by every round that
+changes the cursor; free after :data:`LEASE_ROUNDS` rounds without renewal) lets one watcher
 of a connection hand on finishes at a time: a second triggerer that runs the same trigger (Airflow
 assigns a trigger to one triggerer; during a failover two may briefly run it) stands by, and a round's
 finishes are re-checked against the cursor just before they are yielded.
@@ -268,6 +269,8 @@ class FinishWatch:
             poll_interval, mailbox_interval or poll_interval, queue_interval if queue else poll_interval
         )
         self.lease = max(MIN_LEASE_SECONDS, LEASE_ROUNDS * self.interval)
+        #: Seconds after which a round renews the lease even when nothing else changed.
+        self.renew = self.lease / LEASE_ROUNDS
         self.requests = 0
         #: Gated rounds: ``batch_id -> created_at`` of the finishes handed on and not yet advanced.
         self.in_flight: dict[str, int] = {}
@@ -316,6 +319,7 @@ class FinishWatch:
             cursor = await self._hold(await self._load())
         if cursor is None:
             return
+        held = cursor
         now = self.clock()
         if self._catch_up_at is not None and now >= self._catch_up_at:
             self._catch_up_at = None
@@ -362,7 +366,11 @@ class FinishWatch:
                     cursor = replace(fresh, since=cursor.since, seq=cursor.seq, done=done)
                 if self.in_flight and cursor.since is not None:  # a finish not yet persisted is listed again
                     cursor = replace(cursor, since=min(cursor.since, *self.in_flight.values()))
-                await self._save(replace(cursor, beat=self.clock()).pruned(self.clock()))
+                renewed = replace(cursor, beat=self.clock()).pruned(self.clock())
+                # a quiet round writes nothing until the lease wants renewing (one write per lease round,
+                # not one per queue or mailbox interval)
+                if renewed != replace(held, beat=renewed.beat) or renewed.beat - held.beat >= self.renew:
+                    await self._save(renewed)
             if self.queue is not None:
                 await self.queue.settle([d for d in taken if d.tag not in kept], ack=True)
             settled = True
