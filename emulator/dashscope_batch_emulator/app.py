@@ -237,8 +237,9 @@ class EmulatorApi(FilesApi, BatchesApi):
 
     async def admin_requests(self, request: Request) -> Response:
         if request.method == "DELETE":
-            self.faults.counts.clear()
-        return JSONResponse({"counts": dict(self.faults.counts)})
+            self.faults.clear_counts()
+        per_path = request.query_params.get("per") == "path"
+        return JSONResponse({"counts": dict(self.faults.path_counts if per_path else self.faults.counts)})
 
     async def admin_rate_limits(self, request: Request) -> Response:
         if request.method == "PUT":

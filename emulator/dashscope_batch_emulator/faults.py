@@ -135,11 +135,13 @@ class FaultRule(BaseModel):
 
 
 class FaultRegistry:
-    """Active fault rules and per-route request counters."""
+    """Active fault rules and request counters, per route template and per concrete path."""
 
     def __init__(self, seed: int | None = None) -> None:
         self.rules: list[FaultRule] = []
         self.counts: Counter[str] = Counter()
+        #: the same requests per concrete path (``GET /batches/batch_1``): reads of one batch among many
+        self.path_counts: Counter[str] = Counter()
         self._random = random.Random(seed)
         #: How many times the registry was cleared: a request held across a reset is never handled.
         self.generation = 0
@@ -147,8 +149,13 @@ class FaultRegistry:
     def clear(self) -> None:
         """Remove every rule and reset the counters; requests a ``defer`` rule still holds are dropped."""
         self.rules.clear()
-        self.counts.clear()
+        self.clear_counts()
         self.generation += 1
+
+    def clear_counts(self) -> None:
+        """Zero both request counters."""
+        self.counts.clear()
+        self.path_counts.clear()
 
     def add(self, rule: FaultRule) -> FaultRule:
         """Register a rule and return it."""
@@ -226,6 +233,7 @@ class FaultMiddleware:
             return
         key = self._route_key(scope)
         self.registry.counts[key.replace(API_PREFIX, "", 1)] += 1
+        self.registry.path_counts[f"{scope['method']} {path.removeprefix(API_PREFIX)}"] += 1
         rule = self.registry.pick(scope["method"], path[len(API_PREFIX) :] or "/")
         if rule is None:
             await self.app(scope, receive, send)

@@ -231,9 +231,14 @@ class EmulatorServer:
         """Active fault rules, with how often each has fired."""
         return self._call("GET", "/faults")["faults"]
 
-    def request_counts(self) -> dict[str, int]:
-        """API requests received per route, e.g. ``{"POST /batches": 1, "GET /batches/{batch_id}": 7}``."""
-        return self._call("GET", "/requests")["counts"]
+    def request_counts(self, *, per_path: bool = False) -> dict[str, int]:
+        """
+        API requests received per route, e.g. ``{"POST /batches": 1, "GET /batches/{batch_id}": 7}``.
+
+        :param per_path: Count per concrete path instead (``{"GET /batches/batch_1": 3, ...}``): the reads
+            of one batch while other clients read others.
+        """
+        return self._call("GET", "/requests?per=path" if per_path else "/requests")["counts"]
 
     def clear_request_counts(self) -> None:
         """Zero the per-route request counters."""

@@ -73,7 +73,6 @@ HA_CREATES = 6
 #: The emulator's counter names of the routes the scenarios look at.
 CREATE = "POST /batches"
 LIST = "GET /batches"
-RETRIEVE = "GET /batches/{batch_id}"
 CANCEL = "POST /batches/{batch_id}/cancel"
 
 
@@ -559,28 +558,54 @@ class Scenario:
         """Wait until this scenario's DAG run is finished; return its state."""
         return self.deployment.wait_run(self.dag_id, self.run_id)
 
-    def wait_polls(self, more_than: int = 0) -> int:
-        """
-        Wait until more than ``more_than`` status reads reached the service; return how many did.
+    def batch_reads(self, batch_id: str) -> int:
+        """How many ``GET /batches/{id}`` reads of this batch reached the service (other clients' aside)."""
+        return self.emulator.request_counts(per_path=True).get(f"GET /batches/{batch_id}", 0)
 
-        A wait reads a status with ``GET /batches/{id}``, or with the list when it reads together with
-        other waits; the scenario's tasks list nothing once they have created their batch.
-        """
+    def wait_batch_reads(self, batch_id: str, more_than: int = 0) -> int:
+        """Wait until more than ``more_than`` reads of ``batch_id`` reached the service; return how many."""
+        return wait_for(
+            lambda: (reads := self.batch_reads(batch_id)) > more_than and reads,
+            f"more than {more_than} status reads of {batch_id}",
+        )
 
-        def polled() -> int:
-            counts = self.counts()
-            reads = counts.get(RETRIEVE, 0) + counts.get(LIST, 0)
-            return reads if reads > more_than else 0
-
-        return wait_for(polled, f"more than {more_than} status reads of the batch")
-
-    def trigger_log(self, task_id: str, try_number: int) -> str:
-        """What the triggerer logged for one try of this run's task (``attempt=N.log.trigger.<job>.log``)."""
+    def _trigger_logs(self, task_id: str, try_number: int, map_index: int) -> list[Path]:
         folder = (
             self.deployment.logs / f"dag_id={self.dag_id}" / f"run_id={self.run_id}" / f"task_id={task_id}"
         )
-        paths = sorted(folder.glob(f"attempt={try_number}.log.trigger.*.log"))
-        return "".join(path.read_text(errors="replace") for path in paths)
+        if map_index >= 0:
+            folder /= f"map_index={map_index}"
+        return sorted(folder.glob(f"attempt={try_number}.log.trigger.*.log"))
+
+    def trigger_log(self, task_id: str, try_number: int) -> str:
+        """What the triggerer logged for one try of this run's task (``attempt=N.log.trigger.<job>.log``)."""
+        return "".join(
+            path.read_text(errors="replace") for path in self._trigger_logs(task_id, try_number, -1)
+        )
+
+    def trigger_jobs(self, task_id: str, try_number: int = 1, map_index: int = -1) -> set[str]:
+        """The triggerer jobs that started the trigger of this try (their log of it says ``starting``)."""
+        return {
+            path.name.rsplit(".", 2)[-2]
+            for path in self._trigger_logs(task_id, try_number, map_index)
+            if ' starting"' in path.read_text(errors="replace")
+        }
+
+    def wait_trigger_started(
+        self, task_id: str, try_number: int = 1, *, map_index: int = -1, besides: frozenset[str] = frozenset()
+    ) -> str:
+        """
+        Wait until a triggerer job not in ``besides`` started the trigger of this try; return that job.
+
+        Only a running trigger hears of a user's action on its task (its ``on_kill``): a task marked
+        failed before any triggerer started its trigger loses the trigger unseen (docs/operators/create.rst).
+        """
+        other = f" other than {', '.join(sorted(besides))}" if besides else ""
+        task = f"{task_id}[{map_index}]" if map_index >= 0 else task_id
+        return wait_for(
+            lambda: next(iter(sorted(self.trigger_jobs(task_id, try_number, map_index) - besides)), None),
+            f"a triggerer{other} to start the trigger of try {try_number} of {task}",
+        )
 
     def let_batches_run(self, *deferred: dict[str, Any]) -> None:
         """

@@ -81,11 +81,15 @@ def test_triggerer_killed_mid_wait(scenario):
     airflow = scenario.deployment
     scenario.trigger("deployment_single")
     ti = scenario.wait_task(TASK, "deferred")
-    reads = scenario.wait_polls()
+    first = scenario.wait_trigger_started(TASK)
+    batch = _one_batch(scenario, "validating")
+    scenario.wait_batch_reads(batch.id)  # the triggerer runs the wait
 
     airflow.kill("triggerer")
+    reads = scenario.batch_reads(batch.id)
     airflow.spawn("triggerer")
-    scenario.wait_polls(more_than=reads)  # the new triggerer polls the same batch
+    scenario.wait_trigger_started(TASK, besides=frozenset({first}))  # a new triggerer takes the wait over
+    scenario.wait_batch_reads(batch.id, more_than=reads)  # ... and polls the same batch
 
     scenario.let_batches_run(ti)
     assert scenario.wait_run() == "success"
@@ -99,14 +103,16 @@ def test_task_process_killed_and_retried(scenario):
     """SIGKILL of the task process waiting in-process: the retry re-attaches to the batch; one batch."""
     scenario.trigger("deployment_in_process")
     ti = scenario.wait_task(TASK, "running")
-    reads = scenario.wait_polls()
+    batch = wait_for(lambda: next(iter(scenario.batches()), None), "try 1 to create its batch")
+    scenario.wait_batch_reads(batch.id)  # try 1 waits in its process
     process = task_process(ti)
     assert process is not None, f"no process titled for task instance {ti['id']}"
     assert process.pid == ti["pid"], (process.pid, ti["pid"])
 
     os.kill(process.pid, signal.SIGKILL)
+    reads = scenario.batch_reads(batch.id)
     scenario.wait_task(TASK, "running", try_number=2)
-    scenario.wait_polls(more_than=reads)  # try 2 reads the batch try 1 created
+    scenario.wait_batch_reads(batch.id, more_than=reads)  # try 2 reads the batch try 1 created
 
     scenario.let_batches_run()
     assert scenario.wait_run() == "success"
@@ -121,7 +127,7 @@ def test_clear_while_deferred(scenario):
     airflow = scenario.deployment
     scenario.trigger("deployment_single")
     scenario.wait_task(TASK, "deferred")
-    scenario.wait_polls()  # the triggerer runs the wait
+    scenario.wait_trigger_started(TASK)  # only a running trigger hears of the user's action
 
     airflow.clear(scenario.dag_id, scenario.run_id, TASK)
     retry = scenario.wait_task(TASK, "deferred", try_number=2)
@@ -142,7 +148,7 @@ def test_mark_failed_while_deferred(scenario):
     airflow = scenario.deployment
     scenario.trigger("deployment_single")
     ti = scenario.wait_task(TASK, "deferred")
-    scenario.wait_polls()  # the triggerer runs the wait
+    scenario.wait_trigger_started(TASK)  # only a running trigger hears of the user's action
 
     airflow.set_state(scenario.dag_id, scenario.run_id, TASK, "failed")
     _wait_trigger_gone(scenario, 1)
@@ -165,7 +171,7 @@ def test_mark_success_while_deferred(scenario):
     airflow = scenario.deployment
     scenario.trigger("deployment_single")
     ti = scenario.wait_task(TASK, "deferred")
-    scenario.wait_polls()  # the triggerer runs the wait
+    scenario.wait_trigger_started(TASK)  # only a running trigger hears of the user's action
 
     airflow.set_state(scenario.dag_id, scenario.run_id, TASK, "success")
     log = _wait_trigger_gone(scenario, 1)
@@ -237,7 +243,7 @@ def test_two_triggerers_one_killed_mid_wait(scenario):
         return len(tis) == HA_CREATES and {ti["state"] for ti in tis} == {"deferred"} and tis
 
     tis = wait_for(all_deferred, f"{HA_CREATES} mapped creates to defer")
-    reads = scenario.wait_polls()  # the first triggerer runs every wait
+    first = {i: scenario.wait_trigger_started(TASK, map_index=i) for i in range(HA_CREATES)}
     airflow.spawn(
         "triggerer-2", command="triggerer", AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=str(_free_port())
     )
@@ -253,7 +259,8 @@ def test_two_triggerers_one_killed_mid_wait(scenario):
         )
         airflow.kill("triggerer")
         airflow.forget("triggerer")  # dead on purpose: the deployment's checks must not count it
-        scenario.wait_polls(more_than=reads)  # the survivor polls the orphaned waits
+        for index in range(HA_CREATES):  # the survivor takes the orphaned waits over
+            scenario.wait_trigger_started(TASK, map_index=index, besides=frozenset({first[index]}))
 
         scenario.let_batches_run(*tis)
         assert scenario.wait_run() == "success"
@@ -266,11 +273,7 @@ def test_two_triggerers_one_killed_mid_wait(scenario):
     assert len(batches) == HA_CREATES
     assert {b.status for b in batches} == {"completed"}
     assert len({b.metadata["idempotency_key"] for b in batches}) == HA_CREATES
-    for index in range(HA_CREATES):  # each wait ran on both triggerers: two trigger jobs logged it
-        folder = airflow.logs / f"dag_id={scenario.dag_id}" / f"run_id={scenario.run_id}" / f"task_id={TASK}"
-        jobs = {
-            path.name.rsplit(".", 2)[-2]
-            for path in (folder / f"map_index={index}").glob("attempt=1.log.trigger.*.log")
-        }
+    for index in range(HA_CREATES):  # each wait ran on both triggerers, and on no third
+        jobs = scenario.trigger_jobs(TASK, map_index=index)
         assert len(jobs) == 2, (index, jobs)
     scenario.assert_key_not_logged()

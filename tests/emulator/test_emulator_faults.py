@@ -99,8 +99,11 @@ def test_request_counts_per_route(api: Api):
         "GET /batches/{batch_id}": 2,
         "GET /batches": 1,
     }
+    other = api.run(jsonl([request_line("2")]))
+    assert api.emulator.request_counts(per_path=True)[f"GET /batches/{batch['id']}"] == 2
+    assert api.emulator.request_counts(per_path=True)[f"GET /batches/{other['id']}"] == 1
     api.emulator.clear_request_counts()
-    assert api.emulator.request_counts() == {}
+    assert api.emulator.request_counts() == api.emulator.request_counts(per_path=True) == {}
 
 
 @pytest.mark.parametrize(
