@@ -32,13 +32,13 @@ def finished_batches_asset(
     *,
     poll_interval: float = 60.0,
     mailbox_interval: float | None = None,
-    queue_conn_id: str | None = None,
     catch_up_delay: float | None = 30.0,
+    queue_conn_id: str | None = None,
 ) -> Any:
     """
     The Asset whose events are connection ``conn_id``'s finishes, watched by the finish watcher.
 
-    Schedule DAGs on it. ``poll_interval``, ``mailbox_interval``, ``queue_conn_id`` and ``catch_up_delay``
+    Schedule DAGs on it. ``poll_interval``, ``mailbox_interval``, ``catch_up_delay`` and ``queue_conn_id``
     are those of :class:`~.watcher.DashScopeBatchFinishTrigger` (set ``mailbox_interval`` when the receiver
     is set up, ``queue_conn_id`` when EventBridge delivers to a RabbitMQ queue).
     """
@@ -50,8 +50,8 @@ def finished_batches_asset(
         conn_id,
         poll_interval=poll_interval,
         mailbox_interval=mailbox_interval,
-        queue_conn_id=queue_conn_id,
         catch_up_delay=catch_up_delay,
+        queue_conn_id=queue_conn_id,
     )
     watcher = AssetWatcher(name=f"dashscope_batch_finish_watcher.{conn_id}", trigger=trigger)
     return Asset(name=asset_name(conn_id), uri=asset_uri(conn_id), watchers=[watcher])

@@ -160,7 +160,7 @@ class RabbitMQSource:
     async def settle(self, deliveries: Sequence[Delivery], *, ack: bool) -> None:
         """Acknowledge ``deliveries`` (handed on, or dropped), or give them back to the queue.
 
-        ``deliveries`` are all this source took since the last settle (one multiple-ack covers them).
+        One by one: on Airflow 3.3 a message waits for its event's persistence while later ones are settled.
         """
         if not deliveries:
             return
@@ -168,11 +168,11 @@ class RabbitMQSource:
         if channel is None or channel.is_closed:
             return  # the channel they came on closed: the broker gave them back to the queue
         try:
-            last = max(d.tag for d in deliveries)
-            if ack:
-                await channel.basic_ack(last, multiple=True)
-            else:
-                await channel.basic_nack(last, multiple=True, requeue=True)
+            for delivery in deliveries:
+                if ack:
+                    await channel.basic_ack(delivery.tag)
+                else:
+                    await channel.basic_nack(delivery.tag, requeue=True)
         except Exception as exc:
             await self.aclose()  # unacknowledged messages go back to the queue with the channel
             raise QueueUnavailable(type(exc).__name__) from None

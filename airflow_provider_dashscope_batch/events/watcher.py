@@ -14,12 +14,10 @@ scheduled on it, all through Airflow's own code. Its sources:
   ``GET /batches/{id}`` before it counts.
 * **a RabbitMQ queue** that EventBridge targets (``queue_conn_id``, every ``queue_interval``;
   :mod:`~.rabbitmq`): each message's batch id is confirmed with one ``GET /batches/{id}`` before it
-  counts; the round's messages are acknowledged only after its cursor write (below), so a watcher
+  counts; a round's messages are acknowledged only after its cursor write (below), so a watcher
   stopped before that leaves them in the queue for its successor, whose cursor check drops the ones
   already handed on. A message naming no batch, another's batch or an unknown one is acknowledged and
-  dropped. Airflow 3.3's shared-stream producer (acknowledge after the events are persisted) is not
-  used: the same design serves Airflow 3.0 to 3.3, and a triggerer killed between a round's end and
-  its next database write loses that round's events (it holds them in memory until then).
+  dropped.
 
 A finish counts only if its batch carries this connection's mark (:func:`~.tokens.is_marked`): made
 with the connection's finish-events secret, so another connection's or another deployment's batches never
@@ -37,6 +35,13 @@ of a connection hand on finishes at a time: a second triggerer that runs the sam
 assigns a trigger to one triggerer; during a failover two may briefly run it) stands by, and a round's
 finishes are re-checked against the cursor just before they are yielded.
 
+On Airflow 3.3 the rounds run in a shared stream in ack mode (``events.shared``): a finish enters the
+cursor, and its queue messages are acknowledged, only once Airflow confirmed its event persisted
+(:meth:`FinishWatch.advance`); until then it is in flight, and the cursor's list start stays at or
+before it, so a triggerer killed before the confirmation leaves it to be found again. On 3.0 to 3.2
+(:meth:`DashScopeBatchFinishTrigger.run`) a triggerer killed after a round's cursor write but before
+Airflow stored its events (the triggerer holds them in memory until its next database write) loses them.
+
 The catch-up event: up to Airflow 3.3 an asset-triggered run takes only the Asset events recorded up to
 its queue row's time (apache/airflow#56050), so the tail of a burst of finishes can be in no run until
 a later event of the Asset. :data:`DEFAULT_CATCH_UP_DELAY` seconds after a round's last finish the
@@ -51,7 +56,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -84,9 +89,11 @@ __all__ = [
     "LEASE_ROUNDS",
     "LOOKBACK_SECONDS",
     "MIN_LEASE_SECONDS",
+    "SHARED_STREAMS",
     "Cursor",
     "DashScopeBatchFinishTrigger",
     "FinishWatch",
+    "Handed",
     "catch_up_payload",
     "cursor_key",
     "finish_payload",
@@ -95,13 +102,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Whether this Airflow has shared streams with acknowledgement after persistence (3.3 on).
+SHARED_STREAMS = hasattr(BaseEventTrigger, "create_shared_stream_producer")
+
 #: Seconds between two list polls (the guide: poll no more often than once a minute).
 DEFAULT_POLL_INTERVAL = 60.0
-#: Seconds between two reads of the RabbitMQ queue (no request to the service when it is empty).
-DEFAULT_QUEUE_INTERVAL = 1.0
 #: Seconds after a round's last finish before the catch-up event (the scheduler has queued the finishes'
 #: run by then; an earlier catch-up would join that run's queue row and take nothing along).
 DEFAULT_CATCH_UP_DELAY = 30.0
+#: Seconds between two reads of the RabbitMQ queue (no request to the service when it is empty).
+DEFAULT_QUEUE_INTERVAL = 1.0
 #: How far back the cursor remembers (a batch runs at most 14 days; one more day for the queue).
 LOOKBACK_SECONDS = 15 * 86400
 #: A lease not renewed for this many round intervals (and at least :data:`MIN_LEASE_SECONDS`) is free.
@@ -185,6 +195,21 @@ def catch_up_payload(conn_id: str, at: float) -> dict[str, Any]:
     return {"conn_id": conn_id, "catch_up_at": at}
 
 
+@dataclass(frozen=True)
+class Handed:
+    """
+    A finish a gated round handed on: the shared stream's broker payload until Airflow persisted its event.
+
+    :param batch_id: The batch.
+    :param created: Its creation time (the cursor's ``done`` value).
+    :param deliveries: The queue messages that named it, acknowledged on :meth:`FinishWatch.advance`.
+    """
+
+    batch_id: str
+    created: int
+    deliveries: tuple[Delivery, ...] = ()
+
+
 def _get_variable(key: str) -> Any:
     from airflow.providers.common.compat.sdk import Variable
 
@@ -211,9 +236,9 @@ class FinishWatch:
     :param secrets_: The connection's finish-events secrets (marks made under any of them count).
     :param poll_interval: Seconds between two list polls.
     :param mailbox_interval: Seconds between two mailbox reads; None: no mailbox.
+    :param catch_up_delay: Seconds after a round's last finish before the catch-up event; None: none.
     :param queue: The RabbitMQ source; None: no queue.
     :param queue_interval: Seconds between two reads of the queue.
-    :param catch_up_delay: Seconds after a round's last finish before the catch-up event; None: none.
     :param get: Reads a Variable (blocking); default: the Task SDK's.
     :param put: Writes a Variable (blocking); default: the Task SDK's.
     :param clock: Epoch seconds now.
@@ -227,9 +252,9 @@ class FinishWatch:
         *,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         mailbox_interval: float | None = None,
+        catch_up_delay: float | None = DEFAULT_CATCH_UP_DELAY,
         queue: RabbitMQSource | None = None,
         queue_interval: float = DEFAULT_QUEUE_INTERVAL,
-        catch_up_delay: float | None = DEFAULT_CATCH_UP_DELAY,
         get: Callable[[str], Any] | None = None,
         put: Callable[[str, str], None] | None = None,
         clock: Callable[[], float] = time.time,
@@ -247,6 +272,9 @@ class FinishWatch:
         #: Seconds after which a round renews the lease even when nothing else changed.
         self.renew = self.lease / LEASE_ROUNDS
         self.requests = 0
+        #: Gated rounds: ``batch_id -> created_at`` of the finishes handed on and not yet advanced.
+        self.in_flight: dict[str, int] = {}
+        self._writing = asyncio.Lock()  # one read-modify-write of the cursor at a time
         self._next_list = 0.0
         self._catch_up_at: float | None = None
 
@@ -275,17 +303,30 @@ class FinishWatch:
         return cursor if cursor.owner == self.me else None
 
     async def round(self) -> AsyncIterator[dict[str, Any]]:
-        """One round: the catch-up (if due), the mailbox (if due), the list poll (if due); yield payloads."""
-        cursor = await self._hold(await self._load())
+        """One round, its finishes written to the cursor once the last is taken (Airflow 3.0 to 3.2)."""
+        async for payload, _ in self.rounds_step(gated=False):
+            yield payload
+
+    async def rounds_step(self, *, gated: bool) -> AsyncIterator[tuple[dict[str, Any], Handed | None]]:
+        """
+        One round: the catch-up (if due), the mailbox (if due), the queue, the list poll (if due).
+
+        Yields each payload with, when ``gated``, the finish it hands on: such finishes stay out of the
+        cursor (and their messages unacknowledged) until :meth:`advance`; until then they are in
+        :attr:`in_flight`, not yielded again, and the cursor's list start stays at or before them.
+        """
+        async with self._writing:
+            cursor = await self._hold(await self._load())
         if cursor is None:
             return
         held = cursor
         now = self.clock()
         if self._catch_up_at is not None and now >= self._catch_up_at:
             self._catch_up_at = None
-            yield catch_up_payload(self.conn_id, now)
+            yield catch_up_payload(self.conn_id, now), None
         found: dict[str, Batch] = {}
         taken: list[Delivery] = []
+        kept: set[int] = set()  # the tags of the messages handed on with a gated finish
         settled = False
         try:
             list_due = now >= self._next_list or cursor.since is None
@@ -297,29 +338,63 @@ class FinishWatch:
             if list_due:
                 cursor = await self._list(cursor, found, now)
                 self._next_list = now + self.poll_interval
-            if found:  # re-checked against the cursor as it is now; written once after the last is taken
-                fresh = await self._load()
-                if fresh.owner != self.me:
-                    return
-                new = [batch for batch in found.values() if batch.id not in fresh.done]
-                for batch in new:
-                    log.info("Batch %s of connection %r finished %s", batch.id, self.conn_id, batch.status)
-                    yield finish_payload(self.conn_id, batch)
-                if new and self.catch_up_delay is not None:
-                    self._catch_up_at = self.clock() + self.catch_up_delay
-                done = {**fresh.done, **{batch.id: _created(batch) for batch in new}}
-                cursor = replace(fresh, since=cursor.since, seq=cursor.seq, done=done)
-            renewed = replace(cursor, beat=self.clock()).pruned(self.clock())
-            # a quiet round writes nothing until the lease wants renewing (one write per lease third,
-            # not one per queue or mailbox interval)
-            if renewed != replace(held, beat=renewed.beat) or renewed.beat - held.beat >= self.renew:
-                await self._save(renewed)
+            async with self._writing:
+                if found or gated:  # re-checked against the cursor as it is now; written once after the last
+                    fresh = await self._load()
+                    if fresh.owner != self.me:
+                        return
+                    new = [b for b in found.values() if b.id not in fresh.done and b.id not in self.in_flight]
+                    for batch in new:
+                        log.info(
+                            "Batch %s of connection %r finished %s", batch.id, self.conn_id, batch.status
+                        )
+                        handed = None
+                        if gated:
+                            deliveries = tuple(d for d in taken if d.batch_id == batch.id)
+                            handed = Handed(batch.id, _created(batch), deliveries)
+                            self.in_flight[batch.id] = handed.created
+                            kept.update(d.tag for d in deliveries)
+                        yield finish_payload(self.conn_id, batch), handed
+                    if new and self.catch_up_delay is not None:
+                        self._catch_up_at = self.clock() + self.catch_up_delay
+                    # gated: the baseline, and what advance() wrote meanwhile; the new finishes wait for it
+                    done = (
+                        {**cursor.done, **fresh.done}
+                        if gated
+                        else {**fresh.done, **{b.id: _created(b) for b in new}}
+                    )
+                    cursor = replace(fresh, since=cursor.since, seq=cursor.seq, done=done)
+                if self.in_flight and cursor.since is not None:  # a finish not yet persisted is listed again
+                    cursor = replace(cursor, since=min(cursor.since, *self.in_flight.values()))
+                renewed = replace(cursor, beat=self.clock()).pruned(self.clock())
+                # a quiet round writes nothing until the lease wants renewing (one write per lease round,
+                # not one per queue or mailbox interval)
+                if renewed != replace(held, beat=renewed.beat) or renewed.beat - held.beat >= self.renew:
+                    await self._save(renewed)
             if self.queue is not None:
-                await self.queue.settle(taken, ack=True)
+                await self.queue.settle([d for d in taken if d.tag not in kept], ack=True)
             settled = True
         finally:
-            if self.queue is not None and taken and not settled:
-                await self.queue.settle(taken, ack=False)
+            if self.queue is not None and not settled:
+                await self.queue.settle([d for d in taken if d.tag not in kept], ack=False)
+
+    async def advance(self, persisted: Sequence[Handed], failed: Sequence[Handed]) -> None:
+        """
+        Gated rounds: add the finishes whose events Airflow persisted to the cursor, then acknowledge their
+        messages; give the messages of the others back to the queue (the list poll finds those again).
+        """
+        for handed in failed:
+            self.in_flight.pop(handed.batch_id, None)
+        if persisted:
+            async with self._writing:
+                cursor = await self._load()
+                done = {**cursor.done, **{handed.batch_id: handed.created for handed in persisted}}
+                await self._save(replace(cursor, done=done))
+            for handed in persisted:
+                self.in_flight.pop(handed.batch_id, None)
+        if self.queue is not None:
+            await self.queue.settle([d for handed in persisted for d in handed.deliveries], ack=True)
+            await self.queue.settle([d for handed in failed for d in handed.deliveries], ack=False)
 
     async def _queue(self, queue: RabbitMQSource, cursor: Cursor, found: dict[str, Batch]) -> list[Delivery]:
         """
@@ -334,7 +409,7 @@ class FinishWatch:
             return []
         for delivery in taken:
             batch_id = delivery.batch_id
-            if batch_id is None or batch_id in cursor.done or batch_id in found:
+            if batch_id is None or batch_id in cursor.done or batch_id in found or batch_id in self.in_flight:
                 continue
             batch = await self._confirm(batch_id)
             if batch is None:
@@ -424,11 +499,11 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
     :param poll_interval: Seconds between two list polls (at least 60, as the guide advises).
     :param mailbox_interval: Seconds between two reads of the receiver's mailbox; None (default) when no
         receiver is set up (the mailbox read is one Variable read, no request to the service).
+    :param catch_up_delay: Seconds after a round's last finish before the catch-up event (see
+        :mod:`~airflow_provider_dashscope_batch.events.watcher`); None: no catch-up event.
     :param queue_conn_id: The Airflow connection of the RabbitMQ queue EventBridge delivers finishes to
         (:mod:`~.rabbitmq`); None (default): no queue.
     :param queue_interval: Seconds between two reads of that queue.
-    :param catch_up_delay: Seconds after a round's last finish before the catch-up event (see
-        :mod:`~airflow_provider_dashscope_batch.events.watcher`); None: no catch-up event.
     """
 
     def __init__(
@@ -436,17 +511,19 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
         dashscope_conn_id: str = DashScopeBatchHook.default_conn_name,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
         mailbox_interval: float | None = None,
+        catch_up_delay: float | None = DEFAULT_CATCH_UP_DELAY,
         queue_conn_id: str | None = None,
         queue_interval: float = DEFAULT_QUEUE_INTERVAL,
-        catch_up_delay: float | None = DEFAULT_CATCH_UP_DELAY,
     ) -> None:
         super().__init__()
         self.dashscope_conn_id = dashscope_conn_id
         self.poll_interval = float(poll_interval)
         self.mailbox_interval = None if mailbox_interval is None else float(mailbox_interval)
+        self.catch_up_delay = None if catch_up_delay is None else float(catch_up_delay)
         self.queue_conn_id = queue_conn_id
         self.queue_interval = float(queue_interval)
-        self.catch_up_delay = None if catch_up_delay is None else float(catch_up_delay)
+        #: The rounds' :class:`FinishWatch`, once the connection was read.
+        self.watching: FinishWatch | None = None
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -455,9 +532,9 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
                 "dashscope_conn_id": self.dashscope_conn_id,
                 "poll_interval": self.poll_interval,
                 "mailbox_interval": self.mailbox_interval,
+                "catch_up_delay": self.catch_up_delay,
                 "queue_conn_id": self.queue_conn_id,
                 "queue_interval": self.queue_interval,
-                "catch_up_delay": self.catch_up_delay,
             },
         )
 
@@ -481,30 +558,69 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
             found,
             poll_interval=self.poll_interval,
             mailbox_interval=self.mailbox_interval,
+            catch_up_delay=self.catch_up_delay,
             queue=queue,
             queue_interval=self.queue_interval,
-            catch_up_delay=self.catch_up_delay,
             **kwargs,
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        watch: FinishWatch | None = None
+        async for payload, _ in self.rounds(gated=False):
+            yield TriggerEvent(payload)
+
+    async def rounds(self, *, gated: bool) -> AsyncIterator[tuple[dict[str, Any], Handed | None]]:
+        """
+        The rounds, one every interval, for ever: :meth:`run` on Airflow 3.0 to 3.2, the shared stream's
+        producer (``gated``) on 3.3. A failed round is logged and the next one tries again.
+        """
         try:
             while True:
                 try:
-                    watch = watch or await sync_to_async(self.watch)()
-                    async for payload in watch.round():
-                        yield TriggerEvent(payload)
+                    self.watching = self.watching or await sync_to_async(self.watch)()
+                    async for item in self.watching.rounds_step(gated=gated):
+                        yield item
                 except (DashScopeError, ConnectionSetupError, QueueUnavailable) as exc:  # next round retries
                     log.warning("The finish watcher of connection %r: %s", self.dashscope_conn_id, exc)
                 except Exception:  # a Variable or connection lookup failing: the watcher must outlive it
                     log.exception(
                         "The finish watcher of connection %r failed a round", self.dashscope_conn_id
                     )
-                await asyncio.sleep(watch.interval if watch else self.poll_interval)
-        finally:
-            if watch is not None and watch.queue is not None:
-                await watch.queue.aclose()
+                await asyncio.sleep(self.watching.interval if self.watching else self.poll_interval)
+        finally:  # gated: the producer closes the queue once the last advance acknowledged its messages
+            if not gated:
+                await self.close_queue()
+
+    def shared_stream_key(self) -> Hashable | None:
+        """
+        On Airflow 3.3 (which has ``create_shared_stream_producer``) the stream of these kwargs: the
+        triggerer then runs :meth:`rounds` in the producer and :meth:`filter_shared_stream` per trigger.
+        """
+        if not SHARED_STREAMS:
+            return None
+        return (type(self).__qualname__, *sorted(self.serialize()[1].items()))
+
+    @classmethod
+    def create_shared_stream_producer(cls, kwargs: dict[str, Any]) -> Any:
+        """A finish enters the cursor, and its messages are acknowledged, once its event persisted."""
+        from airflow_provider_dashscope_batch.events.shared import finish_producer
+
+        trigger = cls(**kwargs)
+        return finish_producer(lambda: trigger.rounds(gated=True), trigger.advance, trigger.close_queue)
+
+    async def advance(self, persisted: Sequence[Handed], failed: Sequence[Handed]) -> None:
+        """The shared stream's advance: see :meth:`FinishWatch.advance`."""
+        if self.watching is not None:
+            await self.watching.advance(persisted, failed)
+
+    async def close_queue(self) -> None:
+        """Close the queue connection, if any (its unacknowledged messages go back to the queue)."""
+        if self.watching is not None and self.watching.queue is not None:
+            await self.watching.queue.aclose()
+
+    async def filter_shared_stream(self, shared_stream: AsyncIterator[Any]) -> AsyncIterator[TriggerEvent]:
+        """Each payload of the shared stream is one event."""
+        async for payload in shared_stream:
+            yield TriggerEvent(payload)
 
 
 def payloads(events: Iterable[Any]) -> list[dict[str, Any]]:
