@@ -5,10 +5,11 @@ Usage (from the repository root, project venv)::
     .venv/bin/python benchmarks/events.py                 # 100 and 1,000 outstanding batches
     .venv/bin/python benchmarks/events.py --n 100         # quicker
 
-One run, one process: a throw-away Airflow home (SQLite metadata DB, migrated), the emulator on
-loopback (clock at real speed, one request per second per batch), the provider's receiver app on
-loopback (uvicorn). For each N, N batches finish uniformly spread over ``--window`` seconds, and each
-source detects them:
+One run, one process: a throw-away Airflow home (SQLite metadata DB, migrated), the emulator on loopback
+(clock at real speed, one request per second per batch), the provider's receiver app on loopback (uvicorn),
+and for ``queue`` a RabbitMQ broker (``tests/rabbitmq_server.py``; the mode is skipped when rabbitmq-server
+or aiormq is not installed). For each N, N batches finish uniformly spread over ``--window`` seconds, and
+each source detects them:
 
 * ``polling``: N ``DashScopeBatchTrigger`` waits on the default schedule (first poll after 60-240 s, then
   60 s growing x1.5 to 300 s) in one event loop;
@@ -16,15 +17,21 @@ source detects them:
   its default list poll (60 s): one ``GET /batches`` per interval for all N;
 * ``callback``: each batch's finish callback reaches the receiver, which confirms it with one read and
   posts it to the mailbox; the watcher reads the mailbox once a second (real time) and confirms each post
-  with one read; its list poll runs as the net (a delivery the sender gave up on).
+  with one read; its list poll runs as the net (a delivery the sender gave up on);
+* ``queue``: EventBridge delivers each finish (a CloudEvents envelope, the batch in ``data``) to an
+  ApsaraMQ for RabbitMQ queue; the watcher reads the queue every ``queue_interval`` (1 s, real time) and
+  confirms each message's batch with one read; its list poll runs as the net. A loopback endpoint stands
+  in for EventBridge: the emulator posts each finish's event to it, and it publishes the body to the
+  queue (one AMQP connection, persistent messages).
 
-``polling`` and ``list`` run ``--scale`` times faster (schedules and batch durations alike) and their
-delays are reported multiplied back by ``--scale``; ``callback`` delays are real. Outside a triggerer
+``polling`` and ``list`` run ``--scale`` times faster (schedules and batch durations alike) and their delays
+are reported multiplied back by ``--scale``; ``callback`` and ``queue`` delays are real. Outside a triggerer
 there is no supervisor, so the waits and the watcher read and write their Variables straight through
 Airflow's Variable model (the same rows the supervisor would). Detection delay: the moment the event is
-yielded minus the moment the emulator sent the batch's finish notification (for ``polling`` and ``list``
-the notification goes to a sink). Requests: the emulator's ``GET /batches`` and ``GET /batches/{id}``
-counters per batch (the receiver's and the watcher's confirmations included).
+yielded minus the moment the emulator sent the batch's finish notification (its EventBridge event for
+``queue``; for ``polling`` and ``list`` the notification goes to a sink). Requests: the emulator's
+``GET /batches`` and ``GET /batches/{id}`` counters per batch (the receiver's and the watcher's
+confirmations included).
 
 ``--burst N`` measures instead what apache/airflow#56050 does to a burst, through the public path on a
 real deployment (``tests/deployment/scenario_support.py``: api-server, scheduler, dag-processor and
@@ -39,9 +46,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
+import secrets
 import socket
 import sqlite3
 import subprocess
@@ -49,17 +58,30 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import machine_line, percentile, table
 
+if TYPE_CHECKING:
+    from dashscope_batch_emulator.server import EmulatorServer
+    from rabbitmq_server import RabbitMQServer
+
+    from airflow_provider_dashscope_batch.events.watcher import FinishWatch
+
 LIST, RETRIEVE = "GET /batches", "GET /batches/{batch_id}"
 API_KEY = "sk-bench-events-0123456789"
 SECRET = "bench-finish-events-secret"
 CONN = "dashscope_default"
-MODES = ("polling", "list", "callback")
+QUEUE_CONN = "dashscope_finish_queue"
+MODES = ("polling", "list", "callback", "queue")
+#: The modes whose delays are real time (the others run ``--scale`` times faster).
+REAL_TIME = ("callback", "queue")
+TESTS = Path(__file__).resolve().parents[1] / "tests"
 
 
 def _free_port() -> int:
@@ -68,8 +90,25 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _serve_receiver() -> str:
+@contextlib.contextmanager
+def _served(app: Any) -> Iterator[str]:
+    """Serve the ASGI ``app`` on a loopback port (uvicorn, in a thread) until the block ends; its URL."""
     import uvicorn
+
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join()
+
+
+def _receiver_app() -> Any:
     from fastapi import FastAPI
 
     from airflow_provider_dashscope_batch.events.receiver import create_app
@@ -77,12 +116,70 @@ def _serve_receiver() -> str:
 
     root = FastAPI()
     root.mount(ROUTE_PREFIX, create_app())
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(root, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
-    return f"http://127.0.0.1:{port}"
+    return root
+
+
+def _eventbridge_app(broker: RabbitMQServer) -> Any:
+    """EventBridge's RabbitMQ target: each event POSTed to ``/{queue}`` is published to that queue."""
+    import aiormq
+    from rabbitmq_server import publish
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    @contextlib.asynccontextmanager
+    async def connected(app: Starlette) -> AsyncIterator[None]:
+        connection = await aiormq.connect(broker.url)
+        app.state.channel = await connection.channel()
+        try:
+            yield
+        finally:
+            await connection.close()
+
+    async def deliver(request: Request) -> Response:
+        await publish(request.app.state.channel, request.path_params["queue"], await request.body())
+        return Response(status_code=204)
+
+    return Starlette(routes=[Route("/{queue}", deliver, methods=["POST"])], lifespan=connected)
+
+
+@dataclass(frozen=True)
+class EventBridge:
+    """A rule with an ApsaraMQ for RabbitMQ target: the emulator's finish events reach a queue."""
+
+    broker: RabbitMQServer
+    #: The stand-in endpoint's URL (:func:`_eventbridge_app`).
+    url: str
+
+    def route(self, emulator: EmulatorServer) -> None:
+        """Point the emulator's events and the queue connection at a fresh queue (none of a past run's)."""
+        queue = f"finishes-{secrets.token_hex(4)}"
+        self.broker.declare(queue)
+        conn = {
+            "conn_type": "amqp",
+            "host": "127.0.0.1",
+            "port": self.broker.port,
+            "login": self.broker.login,
+            "password": self.broker.password,
+            "extra": {"queue": queue},
+        }
+        os.environ[f"AIRFLOW_CONN_{QUEUE_CONN.upper()}"] = json.dumps(conn)
+        emulator.configure(eventbridge_target=f"{self.url}/{queue}")
+
+
+def _eventbridge(stack: contextlib.ExitStack) -> EventBridge | None:
+    """A broker and the EventBridge stand-in, stopped with ``stack``; None (said) if RabbitMQ is missing."""
+    sys.path.append(str(TESTS))  # appended: the test folders' names must not shadow packages
+    from rabbitmq_server import RabbitMQServer
+
+    if not RabbitMQServer.available():
+        print("queue: skipped (rabbitmq-server or aiormq is not installed)", file=sys.stderr, flush=True)
+        return None
+    broker = RabbitMQServer()
+    stack.callback(broker.stop)
+    broker.start()
+    return EventBridge(broker, stack.enter_context(_served(_eventbridge_app(broker))))
 
 
 def _get_variable(key: str) -> str | None:
@@ -149,22 +246,21 @@ async def _poll_all(made: list[tuple[str, str]], scale: float) -> dict[str, floa
     return ended
 
 
-def _watch(mode: str, scale: float):
+def _watch(mode: str, scale: float) -> FinishWatch:
     from airflow_provider_dashscope_batch.events.watcher import (
         DEFAULT_POLL_INTERVAL,
         DashScopeBatchFinishTrigger,
     )
 
-    if mode == "list":
-        trigger = DashScopeBatchFinishTrigger(CONN, poll_interval=DEFAULT_POLL_INTERVAL / scale)
-    else:  # the mailbox, with the list poll as the net (a callback the sender gave up on)
-        trigger = DashScopeBatchFinishTrigger(
-            CONN, poll_interval=DEFAULT_POLL_INTERVAL / scale, mailbox_interval=1.0
-        )
+    # the mailbox or the queue with the list poll as the net (a delivery the sender gave up on)
+    sources = {"callback": {"mailbox_interval": 1.0}, "queue": {"queue_conn_id": QUEUE_CONN}}
+    trigger = DashScopeBatchFinishTrigger(
+        CONN, poll_interval=DEFAULT_POLL_INTERVAL / scale, **sources.get(mode, {})
+    )
     return trigger.watch(get=_get_variable, put=_put_variable)
 
 
-async def _watch_all(watch, made: list[tuple[str, str]]) -> dict[str, float]:
+async def _watch_all(watch: FinishWatch, made: list[tuple[str, str]]) -> dict[str, float]:
     wanted = {b for b, _ in made}
     ended: dict[str, float] = {}
     while not wanted <= ended.keys():
@@ -172,10 +268,19 @@ async def _watch_all(watch, made: list[tuple[str, str]]) -> dict[str, float]:
             if "batch_id" in payload:  # not the catch-up event
                 ended[payload["batch_id"]] = time.time()
         await asyncio.sleep(watch.interval)
+    await _release(watch)
     return ended
 
 
-def run_mode(emulator, mode: str, n: int, args: argparse.Namespace, sink: str) -> dict[str, float]:
+async def _release(watch: FinishWatch) -> None:
+    """Close the watcher's queue connection: it belongs to the event loop that opened it."""
+    if watch.queue is not None:
+        await watch.queue.aclose()
+
+
+def run_mode(
+    emulator, mode: str, n: int, args: argparse.Namespace, sink: str, bridge: EventBridge | None
+) -> dict[str, float]:
     from airflow.models.variable import Variable
 
     from airflow_provider_dashscope_batch.events.mailbox import variable_key
@@ -185,6 +290,8 @@ def run_mode(emulator, mode: str, n: int, args: argparse.Namespace, sink: str) -
     Variable.delete(cursor_key(CONN))
     Variable.delete(variable_key(CONN))
     emulator.set_clock(time_scale=0)  # every batch starts together when the clock starts
+    if mode == "queue":
+        bridge.route(emulator)
     made = _create(emulator, n, args.window, mode, sink, args.seed)
     watch = None if mode == "polling" else _watch(mode, args.scale)
     if watch is not None:
@@ -193,8 +300,9 @@ def run_mode(emulator, mode: str, n: int, args: argparse.Namespace, sink: str) -
     emulator.set_clock(time_scale=1.0)
     ended = asyncio.run(_poll_all(made, args.scale) if watch is None else _watch_all(watch, made))
     counts = emulator.request_counts()
-    sent = {d["batch_id"]: d["sent_at"] for d in emulator.callbacks()}
-    factor = 1.0 if mode == "callback" else args.scale
+    kind = "eventbridge" if mode == "queue" else "callback"
+    sent = {d["batch_id"]: d["sent_at"] for d in emulator.callbacks() if d["kind"] == kind}
+    factor = 1.0 if mode in REAL_TIME else args.scale
     delays = sorted(max(0.0, ended[b] - sent[b]) * factor for b, _ in made)
     reads = counts.get(LIST, 0) + counts.get(RETRIEVE, 0)
     return {
@@ -207,9 +315,10 @@ def run_mode(emulator, mode: str, n: int, args: argparse.Namespace, sink: str) -
     }
 
 
-async def _baseline(watch) -> None:
+async def _baseline(watch: FinishWatch) -> None:
     async for _ in watch.round():
         raise AssertionError("no batch has finished yet")
+    await _release(watch)
 
 
 BURST_DAGS = """
@@ -265,9 +374,8 @@ def _burst_recorded(airflow, uri: str) -> dict[str, float]:
 def burst(n: int) -> list[list[str]]:
     """The #56050 measurement (see the module docstring); one table row per connection."""
     import importlib.metadata
-    import secrets
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "deployment"))
+    sys.path.insert(0, str(TESTS / "deployment"))
     import scenario_support
     from dashscope_batch_emulator.server import EmulatorServer
 
@@ -393,11 +501,17 @@ def main() -> None:
 
     wake.read_variable = _get_variable  # no triggerer supervisor here: read the row directly
     watcher.CLAIM_SETTLE = 0.05
-    receiver = _serve_receiver()
     results: dict[tuple[int, str], dict[str, float]] = {}
-    with EmulatorServer(
-        api_key=API_KEY, time_scale=0, processing_rate=1.0, validating_seconds=1.0, finalizing_seconds=1.0
-    ) as emulator:
+    modes = args.modes.split(",")
+    with (
+        contextlib.ExitStack() as stack,
+        EmulatorServer(
+            api_key=API_KEY, time_scale=0, processing_rate=1.0, validating_seconds=1.0, finalizing_seconds=1.0
+        ) as emulator,
+    ):
+        receiver = stack.enter_context(_served(_receiver_app()))
+        bridge = _eventbridge(stack) if "queue" in modes else None
+        modes = [m for m in modes if m != "queue" or bridge is not None]
         unlimited = {"batch_retrieve": 1e9, "batch_list": 1e9, "batch_create": 1e9, "file_read": 1e9}
         os.environ["AIRFLOW_CONN_DASHSCOPE_DEFAULT"] = json.dumps(
             {
@@ -413,9 +527,9 @@ def main() -> None:
         )
         sink = emulator.base_url.split("/compatible-mode")[0] + "/_emulator/health"
         for n in (int(x) for x in args.n.split(",")):
-            for mode in args.modes.split(","):
+            for mode in modes:
                 started = time.monotonic()
-                results[(n, mode)] = run_mode(emulator, mode, n, args, sink)
+                results[(n, mode)] = run_mode(emulator, mode, n, args, sink, bridge)
                 r = results[(n, mode)]
                 print(
                     f"N={n} {mode}: p50 {r['p50']:.1f} s, p99 {r['p99']:.1f} s, "

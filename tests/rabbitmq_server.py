@@ -1,6 +1,6 @@
 """
-A throw-away RabbitMQ broker on loopback for the finish watcher's queue source (tests/events and the
-deployment suite), owned by the test session.
+A throw-away RabbitMQ broker on loopback for the finish watcher's queue source (tests/events, the
+deployment suite and benchmarks/events.py), owned by the test session.
 
 Uses Debian's ``rabbitmq-server`` package, installed with ``apt-get`` when missing and running as root
 (CI), like the deployment suite's PostgreSQL. The node gets its own name, ports (AMQP, Erlang
@@ -11,6 +11,7 @@ plugins, and the broker's default ``guest`` user, which RabbitMQ admits only fro
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import shutil
 import signal
@@ -42,6 +43,15 @@ def _install() -> None:
         raise RuntimeError("RabbitMQ is not installed (apt-get install rabbitmq-server)")
 
 
+async def publish(channel: Any, queue: str, *bodies: bytes) -> None:
+    """Publish persistent messages to ``queue`` on ``channel`` as EventBridge's RabbitMQ target does."""
+    import aiormq
+
+    for body in bodies:
+        properties = aiormq.spec.Basic.Properties(delivery_mode=2)
+        await channel.basic_publish(body, routing_key=queue, properties=properties)
+
+
 class RabbitMQServer:
     """One RabbitMQ node; :attr:`url` reaches its default virtual host as ``guest``."""
 
@@ -54,6 +64,11 @@ class RabbitMQServer:
         self.port, self.dist_port, self.epmd_port = _free_port(), _free_port(), _free_port()
         self.url = f"amqp://{self.login}:{self.password}@127.0.0.1:{self.port}/"
         self._procs: list[subprocess.Popen[bytes]] = []
+
+    @staticmethod
+    def available() -> bool:
+        """Whether a broker can run here without installing anything (the server and ``aiormq``)."""
+        return SERVER.exists() and importlib.util.find_spec("aiormq") is not None
 
     def start(self) -> None:
         """Start ``epmd`` and the node, and wait until the broker accepts AMQP connections."""
@@ -91,15 +106,8 @@ class RabbitMQServer:
         asyncio.run(self._on_channel(lambda channel: channel.queue_declare(queue, durable=True)))
 
     def publish(self, queue: str, *bodies: bytes) -> None:
-        """Publish persistent messages to ``queue`` as EventBridge's RabbitMQ target does."""
-        import aiormq
-
-        async def send(channel: Any) -> None:
-            for body in bodies:
-                properties = aiormq.spec.Basic.Properties(delivery_mode=2)
-                await channel.basic_publish(body, routing_key=queue, properties=properties)
-
-        asyncio.run(self._on_channel(send))
+        """Publish persistent messages to ``queue`` (:func:`publish`) on a connection of their own."""
+        asyncio.run(self._on_channel(lambda channel: publish(channel, queue, *bodies)))
 
     def waiting(self, queue: str) -> int:
         """Messages in ``queue`` that no consumer holds."""
