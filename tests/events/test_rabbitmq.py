@@ -12,6 +12,7 @@ from dataclasses import replace
 from urllib.parse import urlsplit
 
 import pytest
+from rabbitmq_server import publish as publish_to
 from test_watcher import CONN, SECRET, collect, create, get_variable, put_variable, wait_terminal
 
 from airflow_provider_dashscope_batch.events import watcher as watcher_module
@@ -93,10 +94,7 @@ async def publish(rabbitmq, queue) -> AsyncIterator[Callable]:
     channel = await connection.channel()
 
     async def send(*bodies: bytes) -> None:
-        for body in bodies:
-            await channel.basic_publish(
-                body, routing_key=queue, properties=aiormq.spec.Basic.Properties(delivery_mode=2)
-            )
+        await publish_to(channel, queue, *bodies)
 
     yield send
     await connection.close()
