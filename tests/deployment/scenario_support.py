@@ -245,6 +245,11 @@ class Deployment:
             if proc.poll() is not None:
                 raise AssertionError(f"airflow {name} exited with {proc.returncode}:\n{self.tail(name)}")
 
+    def output_of(self, name: str) -> str:
+        """Everything a component wrote to its output, over all its starts."""
+        paths = sorted(self.output.glob(f"{name}-[0-9]*.out"))
+        return "".join(path.read_bytes().decode(errors="replace") for path in paths)
+
     def tail(self, name: str, chars: int = 4000) -> str:
         """The end of a component's latest output."""
         path = self.output / f"{name}-{self._starts.get(name, 1)}.out"
@@ -617,11 +622,31 @@ class Scenario:
         instance's state attribute is queued").
         """
         self.wait_released(*deferred)
+        self.wait_heard(*deferred)
         self.emulator.set_clock(time_scale=RUNNING_CLOCK)
 
     def wait_released(self, *tis: dict[str, Any]) -> None:
         """Wait until no process works for these task instances (no executor slot is held for them)."""
         wait_for(lambda: not busy_with(list(tis)), "the executor to release the task instances")
+
+    def wait_heard(self, *tis: dict[str, Any]) -> None:
+        """
+        Wait until the scheduler has taken the executor's report that each try's deferring workload ended.
+
+        The worker's process is gone a scheduler loop or more before that (seconds on a busy machine).
+        """
+        heard = [
+            "Received executor event with state success for task instance TaskInstanceKey("
+            f"dag_id='{ti['dag_id']}', task_id='{ti['task_id']}', run_id='{ti['dag_run_id']}', "
+            f"try_number={ti['try_number']}, map_index={ti['map_index']})"
+            for ti in tis
+        ]
+
+        def all_heard() -> bool:
+            output = self.deployment.output_of("scheduler")
+            return all(line in output for line in heard)
+
+        wait_for(all_heard, "the scheduler to hear that the deferring workloads ended")
 
     def counts(self) -> dict[str, int]:
         """The emulator's request counters of this scenario (read before :meth:`batches` adds a list call)."""
