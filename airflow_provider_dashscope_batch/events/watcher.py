@@ -570,7 +570,7 @@ class DashScopeBatchFinishTrigger(BaseEventTrigger):
 
     async def rounds(self, *, gated: bool) -> AsyncIterator[tuple[dict[str, Any], Handed | None]]:
         """
-        The rounds, one every interval, for ever: :meth:`run` on Airflow 3.0 to 3.2, the shared stream's
+        The rounds, one every interval, for ever: ``run()`` on Airflow 3.0 to 3.2, the shared stream's
         producer (``gated``) on 3.3. A failed round is logged and the next one tries again.
         """
         try:
